@@ -1,0 +1,77 @@
+"""conv: 2-D convolution (cross-correlation), with stride, padding, dilation and groups.
+
+A 1x1 conv is the "Network in Network" layer: `conv 64 kernel=1`.
+"""
+from __future__ import annotations
+
+from cnndsl.ir.graph import TensorType
+from cnndsl.ops.registry import Attr, OpDef, ShapeContext, register
+from cnndsl.ops.spatial import require_image, window_2d
+
+ROUNDING = Attr("rounding", "enum", None, "override the network's size rounding for this layer",
+                choices=("strict", "floor", "ceil"))
+
+
+def conv_shape(ctx: ShapeContext) -> TensorType:
+    c, _, _ = require_image(ctx)
+    a = ctx.attrs
+    filters, groups = a["filters"], a["groups"]
+    if c % groups or filters % groups:
+        ctx.error(
+            f"groups={groups} must divide both the {c} input channels and the {filters} filters of {ctx.describe()}",
+            attr="groups",
+            details=[f"{c} % {groups} = {c % groups}, {filters} % {groups} = {filters % groups}"],
+            help=f"groups={_common_divisor(c, filters, groups)}",
+            code="groups",
+        )
+    oh, ow = window_2d(ctx, a["kernel"], a["stride"], a["padding"], a["dilation"])
+    return TensorType((filters, oh, ow))
+
+
+def _common_divisor(a: int, b: int, near: int) -> int:
+    divisors = [g for g in range(1, min(a, b) + 1) if a % g == 0 and b % g == 0]
+    return min(divisors, key=lambda g: abs(g - near))
+
+
+def conv_params(a, ins, out):
+    c = ins[0].shape[0]
+    kh, kw = a["kernel"]
+    p = {"weight": (a["filters"], c // a["groups"], kh, kw)}
+    if a["bias"]:
+        p["bias"] = (a["filters"],)
+    return p
+
+
+def conv_flops(a, ins, out):
+    c = ins[0].shape[0]
+    kh, kw = a["kernel"]
+    macs = out.size * (c // a["groups"]) * kh * kw
+    return 2 * macs + (out.size if a["bias"] else 0)
+
+
+def conv_window(a):
+    (kh, kw), (dh, dw) = a["kernel"], a["dilation"]
+    return (dh * (kh - 1) + 1, dw * (kw - 1) + 1), a["stride"]
+
+
+CONV = register(OpDef(
+    name="conv",
+    aliases=("conv2d",),
+    doc="2-D convolution over a CxHxW feature map.",
+    attrs=(
+        Attr("filters", "int", doc="number of output channels", positional=True, minimum=1),
+        Attr("kernel", "pair", 3, "window size, K or KHxKW", minimum=1),
+        Attr("stride", "pair", 1, "step between windows", minimum=1),
+        Attr("padding", "padding", 0, "zeros added on each side: P, PHxPW, same or valid", minimum=0),
+        Attr("dilation", "pair", 1, "spacing between kernel taps", minimum=1),
+        Attr("groups", "int", 1, "split input and output channels into this many groups", minimum=1),
+        Attr("bias", "bool", True, "add a learned bias per filter"),
+        ROUNDING,
+    ),
+    shape=conv_shape,
+    params=conv_params,
+    flops=conv_flops,
+    window=conv_window,
+    shape_doc="F x O_h x O_w with O = (W - K_eff + 2P)/S + 1 per axis, K_eff = D*(K-1)+1; "
+              "C and F must be divisible by groups.",
+))

@@ -1,0 +1,242 @@
+"""The op registry: the one place where an op declares everything about itself.
+
+An `OpDef` holds an op's options (name, kind, default, doc, range check), its
+input arity, its shape rule, its parameter and FLOP counts, its receptive-field
+window, and (filled by later stages) its NumPy reference, gradient rule and
+kernels per backend. Each op lives in its own module under `cnndsl/ops/` and
+calls `register(...)`; stages look ops up with `get_op(name)`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from cnndsl.diagnostics import Diagnostic, Diagnostics, Span, did_you_mean
+from cnndsl.ir.graph import Node, TensorType
+
+REQUIRED = object()  # default of an option the user must give
+
+
+class AttrError(ValueError):
+    """A value that does not fit an option; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class Attr:
+    """One option of an op.
+
+    kind is one of:
+      int      a whole number                      `filters=16`
+      float    a real number                       `p=0.5`
+      bool     true / false                        `bias=false`
+      pair     one whole number or HxW             `kernel=3`, `kernel=3x5` -> (3, 5)
+      padding  a number, a pair, `same` or `valid` `padding=same` -> "same" | (ph, pw)
+      enum     one word out of `choices`           `mode=nearest`
+    """
+
+    name: str
+    kind: str
+    default: Any = REQUIRED
+    doc: str = ""
+    choices: tuple[str, ...] = ()
+    positional: bool = False  # may be written without `name=` (in declaration order)
+    minimum: float | None = None  # inclusive lower bound for numbers
+    below: float | None = None  # exclusive upper bound for numbers
+    unit: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def coerce(self, value: Any) -> Any:
+        """Check a parsed value against this option; raise AttrError when it does not fit."""
+        fn = _COERCE[self.kind]
+        result = fn(self, value)
+        for v in result if isinstance(result, tuple) else (result,):
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                self._check_range(v)
+        return result
+
+    def _check_range(self, v: float) -> None:
+        if self.minimum is not None and v < self.minimum:
+            raise AttrError(f"{self.name} must be at least {_num(self.minimum)}, got {_num(v)}")
+        if self.below is not None and v >= self.below:
+            raise AttrError(f"{self.name} must be below {_num(self.below)}, got {_num(v)}")
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def _as_int(attr: Attr, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v):
+        raise AttrError(f"{attr.name} takes a whole number, got {_show(v)}")
+    return int(v)
+
+
+def _as_float(attr: Attr, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise AttrError(f"{attr.name} takes a number, got {_show(v)}")
+    return float(v)
+
+
+def _as_bool(attr: Attr, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise AttrError(f"{attr.name} takes true or false, got {_show(v)}")
+    return v
+
+
+def _as_pair(attr: Attr, v: Any) -> tuple[int, int]:
+    if isinstance(v, tuple):
+        if len(v) != 2:
+            raise AttrError(f"{attr.name} takes one number or HxW, got {_show(v)}")
+        return (_as_int(attr, v[0]), _as_int(attr, v[1]))
+    n = _as_int(attr, v)
+    return (n, n)
+
+
+def _as_padding(attr: Attr, v: Any) -> str | tuple[int, int]:
+    if isinstance(v, str):
+        if v not in ("same", "valid"):
+            hint = did_you_mean(v, ("same", "valid"))
+            raise AttrError(f"padding takes a number, HxW, 'same' or 'valid', got '{v}'" + (f"; {hint}" if hint else ""))
+        return v
+    return _as_pair(attr, v)
+
+
+def _as_enum(attr: Attr, v: Any) -> str:
+    if not isinstance(v, str) or v not in attr.choices:
+        hint = did_you_mean(str(v), attr.choices) if isinstance(v, str) else None
+        msg = f"{attr.name} takes one of {', '.join(attr.choices)}, got {_show(v)}"
+        raise AttrError(msg + (f"; {hint}" if hint else ""))
+    return v
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, tuple):
+        return "x".join(_show(x) for x in v)
+    if isinstance(v, str):
+        return f"'{v}'"
+    return _num(v) if isinstance(v, (int, float)) else repr(v)
+
+
+_COERCE: dict[str, Callable[[Attr, Any], Any]] = {
+    "int": _as_int,
+    "float": _as_float,
+    "bool": _as_bool,
+    "pair": _as_pair,
+    "padding": _as_padding,
+    "enum": _as_enum,
+}
+
+
+class ShapeError(Exception):
+    """Raised by a shape rule; carries the diagnostic to report."""
+
+    def __init__(self, diagnostic: Diagnostic):
+        self.diagnostic = diagnostic
+        super().__init__(diagnostic.message)
+
+
+@dataclass
+class ShapeContext:
+    """What a shape rule sees: the node, its input types and a way to report problems."""
+
+    node: Node
+    inputs: list[TensorType]
+    input_names: list[str]
+    diagnostics: Diagnostics
+    rounding: str = "strict"  # network default; a node's own `rounding` option wins
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return self.node.attrs
+
+    def span_of(self, attr: str | None) -> Span | None:
+        if attr and attr in self.node.attr_spans:
+            return self.node.attr_spans[attr]
+        return self.node.span
+
+    def _diag(self, severity, message, attr, details, help, code) -> Diagnostic:
+        notes = [(site, "in the block used here") for site in self.node.trace]
+        return Diagnostic(severity, message, self.span_of(attr), list(details), help, notes, code)
+
+    def error(self, message: str, attr: str | None = None, details=(), help=None, code: str = "shape") -> None:
+        """Stop inferring this node: raise a ShapeError with a diagnostic."""
+        raise ShapeError(self._diag("error", message, attr, details, help, code))
+
+    def warn(self, message: str, attr: str | None = None, details=(), help=None, code: str = "shape") -> None:
+        self.diagnostics.add(self._diag("warning", message, attr, details, help, code))
+
+    def describe(self) -> str:
+        """How messages name this node, e.g. "conv 'c2'"."""
+        return f"{self.node.op} '{self.node.name}'"
+
+
+@dataclass
+class OpDef:
+    name: str
+    doc: str
+    attrs: tuple[Attr, ...] = ()
+    min_inputs: int = 1
+    max_inputs: int | None = 1  # None: any number (concat, add)
+    shape: Callable[[ShapeContext], TensorType] | None = None
+    # learnable tensors: (attrs, input types, output type) -> {param name: shape}
+    params: Callable[[dict, list[TensorType], TensorType], dict[str, tuple[int, ...]]] | None = None
+    # non-learnable state saved with the weights (batchnorm running statistics)
+    buffers: Callable[[dict, list[TensorType], TensorType], dict[str, tuple[int, ...]]] | None = None
+    # forward FLOPs per sample (a multiply-add counts 2)
+    flops: Callable[[dict, list[TensorType], TensorType], int] | None = None
+    # receptive-field window per spatial axis: attrs -> ((k_eff_h, k_eff_w), (s_h, s_w), upsample)
+    window: Callable[[dict], tuple[tuple[int, int], tuple[int, int]]] | None = None
+    category: str = "layer"  # layer | activation | merge | input | loss
+    shape_doc: str = ""  # the shape rule in words, for docs/layers.md
+    aliases: tuple[str, ...] = ()
+    training_only: bool = False  # identity at inference (dropout)
+    # filled by the backend and training stages:
+    reference: Callable | None = None
+    gradient: Callable | None = None
+    kernels: dict[str, Any] = field(default_factory=dict)
+
+    def attr(self, name: str) -> Attr | None:
+        return next((a for a in self.attrs if a.name == name), None)
+
+    @property
+    def positional(self) -> list[Attr]:
+        return [a for a in self.attrs if a.positional]
+
+
+_REGISTRY: dict[str, OpDef] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.name in _REGISTRY or op.name in _ALIASES:
+        raise ValueError(f"op {op.name!r} registered twice")
+    _REGISTRY[op.name] = op
+    for alias in op.aliases:
+        _ALIASES[alias] = op.name
+    return op
+
+
+def get_op(name: str) -> OpDef | None:
+    """The op called `name` (or one of its aliases), or None."""
+    _load_all()
+    return _REGISTRY.get(_ALIASES.get(name, name))
+
+
+def all_ops() -> dict[str, OpDef]:
+    _load_all()
+    return dict(_REGISTRY)
+
+
+def op_names() -> list[str]:
+    _load_all()
+    return sorted(set(_REGISTRY) | set(_ALIASES))
+
+
+def _load_all() -> None:
+    # Importing the package registers every op module listed in cnndsl/ops/__init__.py.
+    import cnndsl.ops  # noqa: F401

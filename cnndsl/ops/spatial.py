@@ -1,0 +1,160 @@
+"""The sliding-window size rule shared by conv, pooling and friends.
+
+Per spatial axis, with K_eff = D*(K-1) + 1:
+
+    O = (W - K_eff + 2P) / S + 1
+
+Strict by default: when S does not divide (W - K_eff + 2P) the layer is an
+error, with the arithmetic shown and paddings/strides that would tile proposed.
+`rounding=floor` (PyTorch, Keras) or `rounding=ceil` (Caffe pooling) opt in to
+the lossy rules; floor then warns how many input rows/columns are never read.
+
+`padding=same` means TensorFlow's rule: O = ceil(W / S), the total padding
+max((O-1)*S + K_eff - W, 0) is split with the smaller half on the top/left and
+the extra one on the bottom/right. At stride 1 and odd K that is P = (K-1)/2 on
+every side. The resolved padding is stored in node.meta["pads"] as
+(top, bottom, left, right) for the backends.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cnndsl.ops.registry import ShapeContext
+
+AXES = ("height", "width")
+
+
+@dataclass
+class AxisResult:
+    out: int
+    pad_before: int
+    pad_after: int
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:.2f}"
+
+
+def formula(w: int, k_eff: int, p: int, s: int) -> str:
+    value = (w - k_eff + 2 * p) / s + 1
+    return f"({w} - {k_eff} + 2*{p}) / {s} + 1 = {_fmt(value)}"
+
+
+def _tiling_fixes(w: int, k_eff: int, p: int, s: int, max_pad: int) -> list[str]:
+    fixes = []
+    for p2 in range(0, max_pad + 1):
+        if p2 != p and (w - k_eff + 2 * p2) >= 0 and (w - k_eff + 2 * p2) % s == 0:
+            fixes.append(f"padding={p2} gives {formula(w, k_eff, p2, s).split(' = ')[0]} = {(w - k_eff + 2 * p2) // s + 1}")
+            break
+    for s2 in range(s - 1, 0, -1):
+        if (w - k_eff + 2 * p) % s2 == 0:
+            fixes.append(f"stride={s2} gives {(w - k_eff + 2 * p) // s2 + 1}")
+            break
+    return fixes
+
+
+def axis_output(
+    ctx: ShapeContext,
+    axis: int,
+    w: int,
+    kernel: int,
+    stride: int,
+    padding,
+    dilation: int = 1,
+    max_pad: int | None = None,
+    what: str = "kernel",
+) -> AxisResult:
+    """Output size along one axis, or a diagnostic raised through ctx."""
+    k_eff = dilation * (kernel - 1) + 1
+    rounding = ctx.attrs.get("rounding") or ctx.rounding
+    if padding == "same":
+        out = -(-w // stride)
+        total = max((out - 1) * stride + k_eff - w, 0)
+        return AxisResult(out, total // 2, total - total // 2)
+    p = 0 if padding == "valid" else padding[axis]
+    limit = k_eff - 1 if max_pad is None else max_pad
+    if p > limit:
+        ctx.error(
+            f"padding {p} is too large for the {_k_desc(kernel, dilation, k_eff, what)} of {ctx.describe()}",
+            attr="padding",
+            details=[f"padding may be at most {limit} here: a larger one makes windows that see only padding"],
+            help=f"padding={limit}" if limit > 0 else "padding=0",
+            code="padding-too-large",
+        )
+    span = w + 2 * p - k_eff
+    if span < 0:
+        ctx.error(
+            f"the {_k_desc(kernel, dilation, k_eff, what)} of {ctx.describe()} is larger than its padded input "
+            f"({w} + 2*{p} = {w + 2 * p} along the {AXES[axis]})",
+            attr="kernel",
+            details=[formula(w, k_eff, p, stride) + " is not a positive size"],
+            help=_smaller_kernel_help(w, p, dilation, what),
+            code="kernel-too-large",
+        )
+    if span % stride == 0:
+        return AxisResult(span // stride + 1, p, p)
+    if rounding == "floor":
+        out = span // stride + 1
+        dropped = span % stride
+        ctx.warn(
+            f"rounding=floor drops the last {dropped} {'row' if axis == 0 else 'column'}{'s' if dropped > 1 else ''} "
+            f"of the input of {ctx.describe()}",
+            attr="stride",
+            details=[formula(w, k_eff, p, stride) + f", floored to {out}"],
+            code="rounding-drops",
+        )
+        return AxisResult(out, p, p)
+    if rounding == "ceil":
+        out = -(-span // stride) + 1
+        if (out - 1) * stride >= w + p:  # PyTorch/Caffe: no window may start in the right padding
+            out -= 1
+        extra = max((out - 1) * stride + k_eff - (w + 2 * p), 0)
+        return AxisResult(out, p, p + extra)
+    ctx.error(
+        f"stride {stride} does not tile the {_hw(ctx)} input of {ctx.describe()}",
+        attr="stride" if "stride" in ctx.node.attr_spans else None,
+        details=[formula(w, k_eff, p, stride) + " is not a whole number"],
+        help="; ".join(_tiling_fixes(w, k_eff, p, stride, limit))
+        + f"; or rounding=floor gives {span // stride + 1} (drops {span % stride})",
+        code="stride-does-not-tile",
+    )
+    raise AssertionError("unreachable")
+
+
+def _hw(ctx: ShapeContext) -> str:
+    return "x".join(str(d) for d in ctx.inputs[0].shape[1:])
+
+
+def _k_desc(kernel: int, dilation: int, k_eff: int, what: str) -> str:
+    return f"{what} {kernel} (dilated to {k_eff})" if dilation > 1 else f"{what} {kernel}"
+
+
+def _smaller_kernel_help(w: int, p: int, dilation: int, what: str) -> str:
+    biggest = (w + 2 * p - 1) // dilation + 1
+    return f"{what}={biggest} or smaller fits" if biggest >= 1 else "use a larger input"
+
+
+def window_2d(ctx: ShapeContext, kernel, stride, padding, dilation=(1, 1), max_pad=None, what="kernel"):
+    """Output (H, W) of a 2-D sliding window; stores the resolved padding in node.meta["pads"]."""
+    _, h, w = ctx.inputs[0].shape
+    rh = axis_output(ctx, 0, h, kernel[0], stride[0], padding, dilation[0], _pick(max_pad, 0), what)
+    rw = axis_output(ctx, 1, w, kernel[1], stride[1], padding, dilation[1], _pick(max_pad, 1), what)
+    ctx.node.meta["pads"] = (rh.pad_before, rh.pad_after, rw.pad_before, rw.pad_after)
+    return rh.out, rw.out
+
+
+def _pick(max_pad, axis):
+    return None if max_pad is None else max_pad[axis]
+
+
+def require_image(ctx: ShapeContext, port: int = 0) -> tuple[int, int, int]:
+    """The (C, H, W) of an input, or an error saying a feature map was expected."""
+    shape = ctx.inputs[port].shape
+    if len(shape) != 3:
+        ctx.error(
+            f"{ctx.describe()} needs a feature map (CxHxW) but '{ctx.input_names[port]}' is a vector of {shape[0]}",
+            details=["vectors come out of flatten, dense and global pooling"],
+            help="move this layer before the flatten, or use dense on vectors",
+            code="needs-image",
+        )
+    return shape
