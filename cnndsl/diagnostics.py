@@ -31,6 +31,8 @@ class Span:
     end_column: int | None = None
 
     def __str__(self) -> str:
+        if self.line <= 0:  # a whole file: no position to point at
+            return self.file
         return f"{self.file}:{self.line}:{self.column}"
 
 
@@ -139,3 +141,15 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """The closest candidate, formatted as a hint, or None when nothing is close."""
     match = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
     return f"did you mean '{match[0]}'?" if match else None
+
+
+def file_error(path, message: str, expected: str | None = None, found: str | None = None,
+               help: str | None = None, code: str = "file") -> CnnError:
+    """An error about a whole file (model, data, weights, image): names the file,
+    what was expected and what was found. Raise the result."""
+    details = []
+    if expected is not None:
+        details.append(f"expected: {expected}")
+    if found is not None:
+        details.append(f"found: {found}")
+    return CnnError([Diagnostic("error", message, Span(str(path), 0, 0), details, help, code=code)])
