@@ -1,2 +1,11 @@
 """Every op of the language, one module each; importing this package registers them all."""
+from cnndsl.ops import input_op  # noqa: F401
 from cnndsl.ops import conv  # noqa: F401
+from cnndsl.ops import conv_transpose  # noqa: F401
+from cnndsl.ops import pool  # noqa: F401
+from cnndsl.ops import activation  # noqa: F401
+from cnndsl.ops import dropout  # noqa: F401
+from cnndsl.ops import batchnorm  # noqa: F401
+from cnndsl.ops import dense  # noqa: F401
+from cnndsl.ops import upsample  # noqa: F401
+from cnndsl.ops import merge  # noqa: F401

@@ -60,10 +60,11 @@ CONV = register(OpDef(
     doc="2-D convolution over a CxHxW feature map.",
     attrs=(
         Attr("filters", "int", doc="number of output channels", positional=True, minimum=1),
-        Attr("kernel", "pair", 3, "window size, K or KHxKW", minimum=1),
-        Attr("stride", "pair", 1, "step between windows", minimum=1),
-        Attr("padding", "padding", 0, "zeros added on each side: P, PHxPW, same or valid", minimum=0),
-        Attr("dilation", "pair", 1, "spacing between kernel taps", minimum=1),
+        Attr("kernel", "pair", 3, "window size, K or KHxKW", minimum=1, unit="px"),
+        Attr("stride", "pair", 1, "step between windows", minimum=1, unit="px"),
+        Attr("padding", "padding", 0, "zeros added on each side: P, PHxPW, same or valid", minimum=0,
+             unit="px"),
+        Attr("dilation", "pair", 1, "spacing between kernel taps", minimum=1, unit="px"),
         Attr("groups", "int", 1, "split input and output channels into this many groups", minimum=1),
         Attr("bias", "bool", True, "add a learned bias per filter"),
         ROUNDING,
@@ -74,4 +75,6 @@ CONV = register(OpDef(
     window=conv_window,
     shape_doc="F x O_h x O_w with O = (W - K_eff + 2P)/S + 1 per axis, K_eff = D*(K-1)+1; "
               "C and F must be divisible by groups.",
+    params_doc="weight (F, C/groups, KH, KW) like PyTorch; bias (F)",
+    flops_doc="2*F*O_h*O_w*(C/groups)*KH*KW (multiply-adds) + F*O_h*O_w (bias)",
 ))

@@ -32,6 +32,8 @@ class Attr:
       pair     one whole number or HxW             `kernel=3`, `kernel=3x5` -> (3, 5)
       padding  a number, a pair, `same` or `valid` `padding=same` -> "same" | (ph, pw)
       enum     one word out of `choices`           `mode=nearest`
+      name     a node or parameter name (internal ops of the training graph)
+      shape    F or CxHxW, positive whole numbers  `shape=3x32x32` -> (3, 32, 32)
     """
 
     name: str
@@ -43,6 +45,8 @@ class Attr:
     minimum: float | None = None  # inclusive lower bound for numbers
     below: float | None = None  # exclusive upper bound for numbers
     unit: str = ""
+    above: float | None = None  # exclusive lower bound for numbers (eps > 0)
+    maximum: float | None = None  # inclusive upper bound for numbers (momentum <= 1)
 
     @property
     def required(self) -> bool:
@@ -62,6 +66,10 @@ class Attr:
             raise AttrError(f"{self.name} must be at least {_num(self.minimum)}, got {_num(v)}")
         if self.below is not None and v >= self.below:
             raise AttrError(f"{self.name} must be below {_num(self.below)}, got {_num(v)}")
+        if self.above is not None and v <= self.above:
+            raise AttrError(f"{self.name} must be above {_num(self.above)}, got {_num(v)}")
+        if self.maximum is not None and v > self.maximum:
+            raise AttrError(f"{self.name} must be at most {_num(self.maximum)}, got {_num(v)}")
 
 
 def _num(v: float) -> str:
@@ -104,6 +112,23 @@ def _as_padding(attr: Attr, v: Any) -> str | tuple[int, int]:
     return _as_pair(attr, v)
 
 
+def _as_name(attr: Attr, v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise AttrError(f"{attr.name} takes a name, got {_show(v)}")
+    return v
+
+
+def _as_shape(attr: Attr, v: Any) -> tuple[int, ...]:
+    if not isinstance(v, tuple):
+        return (_as_int(attr, v),)
+    if len(v) == 2:
+        raise AttrError(f"{attr.name} takes F (a vector) or CxHxW (a feature map), got {_show(v)}; "
+                        f"for a one-channel image write 1x{_show(v)}")
+    if len(v) not in (1, 3):
+        raise AttrError(f"{attr.name} takes F (a vector) or CxHxW (a feature map), got {_show(v)}")
+    return tuple(_as_int(attr, x) for x in v)
+
+
 def _as_enum(attr: Attr, v: Any) -> str:
     if not isinstance(v, str) or v not in attr.choices:
         hint = did_you_mean(str(v), attr.choices) if isinstance(v, str) else None
@@ -129,6 +154,8 @@ _COERCE: dict[str, Callable[[Attr, Any], Any]] = {
     "pair": _as_pair,
     "padding": _as_padding,
     "enum": _as_enum,
+    "name": _as_name,
+    "shape": _as_shape,
 }
 
 
@@ -189,12 +216,17 @@ class OpDef:
     buffers: Callable[[dict, list[TensorType], TensorType], dict[str, tuple[int, ...]]] | None = None
     # forward FLOPs per sample (a multiply-add counts 2)
     flops: Callable[[dict, list[TensorType], TensorType], int] | None = None
-    # receptive-field window per spatial axis: attrs -> ((k_eff_h, k_eff_w), (s_h, s_w), upsample)
-    window: Callable[[dict], tuple[tuple[int, int], tuple[int, int]]] | None = None
+    # receptive-field window per spatial axis: attrs -> ((k_eff_h, k_eff_w), (s_h, s_w)).
+    # Both may be fractions.Fraction: upsampling by 2 has stride 1/2 (it shrinks the jump).
+    window: Callable[[dict], tuple[tuple[Any, Any], tuple[Any, Any]]] | None = None
     category: str = "layer"  # layer | activation | merge | input | loss
     shape_doc: str = ""  # the shape rule in words, for docs/layers.md
     aliases: tuple[str, ...] = ()
     training_only: bool = False  # identity at inference (dropout)
+    params_doc: str = ""  # the learnable tensors and buffers in words, for docs/layers.md
+    flops_doc: str = ""  # how `flops` counts, for docs/layers.md
+    # loss ops: head type -> (shape, dtype) of the target a head's loss compares against
+    target: Callable[[TensorType], tuple[tuple[int, ...], str]] | None = None
     # filled by the backend and training stages:
     reference: Callable | None = None
     gradient: Callable | None = None

@@ -1,0 +1,34 @@
+"""cnndsl: a compiler for convolutional neural networks written as text.
+
+    import cnndsl
+    program = cnndsl.load("examples/lenet5.cnn", defines={"classes": "5"})
+    print(cnndsl.summary(program))
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["load", "loads", "summary", "CnnError", "__version__"]
+
+from cnndsl.diagnostics import CnnError
+
+
+def load(path, defines=None, profile=None, network=None):
+    """Parse, lower and shape-check a .cnn file; raises CnnError with every diagnostic."""
+    from cnndsl.frontend import load as _load
+
+    return _load(path, defines=defines, profile=profile, network=network)
+
+
+def loads(text, filename="<string>", defines=None, profile=None, network=None):
+    """Like load(), from a string."""
+    from cnndsl.frontend import loads as _loads
+
+    return _loads(text, filename=filename, defines=defines, profile=profile, network=network)
+
+
+def summary(program) -> str:
+    """The layer table that `cnndsl shapes` prints."""
+    from cnndsl.analysis.summary import format_table, summary_rows
+
+    return format_table(summary_rows(program.graph), program.graph)

@@ -1,0 +1,3 @@
+from cnndsl.cli.main import main
+
+main()

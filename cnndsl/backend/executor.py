@@ -1,0 +1,123 @@
+"""Lowering a graph to a list of kernel launches over planned buffers, and running it.
+
+`compile_graph` resolves every node's kernel for a backend from the op registry
+(a missing kernel is a compile-time error naming the op), plans memory, and
+allocates every buffer once for a batch size. `Executable.run` then only copies
+the inputs in and calls the launchers in order.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from cnndsl.backend.params import ParamStore
+from cnndsl.backend.plan import MemoryPlan, plan_memory, produces_tensor
+from cnndsl.diagnostics import CnnError, Diagnostic
+from cnndsl.ir.graph import Graph, Node
+from cnndsl.ops.registry import get_op
+
+Launcher = Callable[["RunContext", Node, list, Any], None]
+
+
+@dataclass
+class RunContext:
+    """What launchers see besides their node and buffers."""
+
+    graph: Graph
+    store: ParamStore
+    batch: int
+    training: bool = False
+    step: int = 0
+    seed: int = 0
+    optimizer: Any = None
+    losses: dict[str, float] = field(default_factory=dict)  # loss node -> value of the last run
+    workspace: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+    def ws(self, node: str, key: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+        """A per-node scratch or saved-for-backward buffer, allocated once."""
+        arr = self.workspace.get((node, key))
+        if arr is None or arr.shape != tuple(shape) or arr.dtype != dtype:
+            arr = np.zeros(shape, dtype)
+            self.workspace[(node, key)] = arr
+        return arr
+
+    def scratch(self, key: str, n: int) -> np.ndarray:
+        """A 1-D float32 scratch buffer of n elements, shared by every node that asks with `key`
+        (it holds nothing between launches); grows to the largest request, never shrinks."""
+        arr = self.workspace.get(("", key))
+        if arr is None or arr.size < n:
+            arr = np.zeros(max(n, 1), np.float32)
+            self.workspace[("", key)] = arr
+        return arr[:max(n, 1)]
+
+    def forward_node(self, node: Node) -> Node:
+        return self.graph.node(node.attrs["forward"])
+
+
+def load_backend(name: str) -> None:
+    """Import a backend's launchers so that they register themselves in the op registry."""
+    if name == "cpu":
+        import cnndsl.backend.cpu  # noqa: F401
+    else:
+        raise CnnError([Diagnostic("error", f"unknown device '{name}'", help="use --device cpu", code="device")])
+
+
+class Executable:
+    def __init__(self, graph: Graph, store: ParamStore, batch: int, backend: str = "cpu"):
+        load_backend(backend)
+        self.graph = graph
+        self.batch = batch
+        self.order = graph.topo_order()
+        self.plan: MemoryPlan = plan_memory(graph, self.order)
+        self.rc = RunContext(graph, store, batch)
+        self._launchers = self._resolve(backend)
+        self._slots = [np.zeros(batch * n, np.dtype(d)) for n, d in zip(self.plan.slot_elems, self.plan.slot_dtype)]
+        self.arrays = {name: self._array(name) for name in self.order if name in self.plan.slot_of}
+        self._steps = [(self._launchers[name], graph.node(name),
+                        [self.arrays.get(s) for s in graph.inputs_of(name)], self.arrays.get(name))
+                       for name in self.order if graph.node(name).op not in ("input", "target")]
+
+    def _resolve(self, backend: str) -> dict[str, Launcher]:
+        launchers, missing = {}, []
+        for name in self.order:
+            node = self.graph.node(name)
+            fn = get_op(node.op).kernels.get(backend)
+            if fn is None and node.op not in ("input", "target"):
+                missing.append(Diagnostic("error", f"the {backend} backend has no kernel for op '{node.op}' "
+                                          f"(layer '{name}')", node.span, code="no-kernel"))
+            launchers[name] = fn
+        if missing:
+            raise CnnError(missing)
+        return launchers
+
+    def _array(self, name: str) -> np.ndarray:
+        t = self.graph.node(name).type
+        slot = self._slots[self.plan.slot_of[name]]
+        return slot[: self.batch * math.prod(t.shape)].reshape((self.batch,) + t.shape)
+
+    def run(self, feeds: dict[str, np.ndarray], training: bool = False, step: int = 0, seed: int = 0) -> None:
+        rc = self.rc
+        rc.training, rc.step, rc.seed = training, step, seed
+        for name, value in feeds.items():
+            np.copyto(self.arrays[name], value, casting="same_kind")
+        for launch, node, ins, out in self._steps:
+            launch(rc, node, ins, out)
+
+    def output(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+
+def check_backend_covers(graph: Graph, backend: str) -> None:
+    """Raise a compile-time error listing ops without a kernel on `backend`."""
+    load_backend(backend)
+    missing = sorted({n.op for n in graph.nodes()
+                      if n.op not in ("input", "target") and backend not in get_op(n.op).kernels})
+    if missing:
+        raise CnnError([Diagnostic("error", f"the {backend} backend has no kernel for: {', '.join(missing)}",
+                                   code="no-kernel")])
+
+
+__all__ = ["Executable", "RunContext", "produces_tensor", "check_backend_covers"]

@@ -1,0 +1,82 @@
+"""check, shapes, graph: commands that read a model and never run it."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from cnndsl.cli.main import cli, print_diagnostics
+from cnndsl.cli.options import load_model, model_options
+from cnndsl.diagnostics import CnnError, file_error
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@model_options
+def check(files, load_kwargs):
+    """Check model files: exit 0 when all are valid, 1 with diagnostics otherwise."""
+    from cnndsl.analysis.summary import summary_rows, totals
+
+    failed = 0
+    for path in files:
+        try:
+            program = load_model(path, load_kwargs)
+        except CnnError as e:
+            print_diagnostics(e.diagnostics)
+            failed += 1
+            continue
+        t = totals(summary_rows(program.graph))
+        click.echo(f"{path}: ok ({len(program.graph)} nodes, {t['params']:,} parameters)")
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("file")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable records instead of the table.")
+@model_options
+def shapes(file, as_json, load_kwargs):
+    """Every layer's output shape, parameters, FLOPs and receptive field."""
+    from cnndsl.analysis.summary import format_table, summary_rows
+
+    program = load_model(file, load_kwargs)
+    rows = summary_rows(program.graph)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo(format_table(rows, program.graph))
+
+
+@cli.command()
+@click.argument("file")
+@click.option("--format", "fmt", type=click.Choice(["dot", "svg", "png"]), default="dot", show_default=True)
+@click.option("-o", "--output", default=None, help="Write here instead of stdout (required for svg/png).")
+@model_options
+def graph(file, fmt, output, load_kwargs):
+    """Draw the network (Graphviz DOT; SVG/PNG through Graphviz's `dot` when installed)."""
+    from cnndsl.ir.dot import to_dot
+    from cnndsl.io.atomic import atomic_write_bytes
+
+    program = load_model(file, load_kwargs)
+    text = to_dot(program.graph)
+    if fmt == "dot":
+        if output:
+            atomic_write_bytes(output, text.encode())
+        else:
+            click.echo(text)
+        return
+    dot = shutil.which("dot")
+    if dot is None:
+        raise file_error(output or file, f"drawing {fmt.upper()} needs Graphviz's `dot` program, which is not installed",
+                         help="install Graphviz (e.g. `apt install graphviz`), or use --format dot and render it elsewhere")
+    if not output:
+        output = str(Path(file).with_suffix(f".{fmt}").name)
+    result = subprocess.run([dot, f"-T{fmt}"], input=text.encode(), capture_output=True)
+    if result.returncode != 0:
+        raise file_error(output, "Graphviz failed to draw the graph", found=result.stderr.decode(errors="replace"))
+    atomic_write_bytes(output, result.stdout)
+    click.echo(f"wrote {output}")

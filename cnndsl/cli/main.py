@@ -1,0 +1,63 @@
+"""The `cnndsl` command line: one click group, commands in sibling modules.
+
+Every command turns a CnnError into rendered diagnostics on stderr and exit
+status 1; anything else escaping is an internal error, reported in one line
+(set CNNDSL_DEBUG=1 for the traceback).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from cnndsl.diagnostics import CnnError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CnnError as e:
+            print_diagnostics(e.diagnostics)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as e:  # a bug in cnndsl, not in the user's input
+            if os.environ.get("CNNDSL_DEBUG"):
+                raise
+            click.echo(f"cnndsl: internal error: {type(e).__name__}: {e} "
+                       "(set CNNDSL_DEBUG=1 for a traceback, and please report it)", err=True)
+            ctx.exit(2)
+
+
+def print_diagnostics(diagnostics) -> None:
+    for d in diagnostics:
+        click.echo(d.render(), err=True)
+    errors = sum(d.severity == "error" for d in diagnostics)
+    if errors:
+        click.echo(f"{errors} error{'s' if errors != 1 else ''}", err=True)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cnndsl")
+def cli():
+    """cnndsl: check, inspect, compile and train CNNs written as .cnn files."""
+
+
+def main() -> None:
+    from cnndsl.cli import inspect  # noqa: F401  (registers commands)
+
+    for optional in ("cnndsl.cli.train",):
+        try:
+            __import__(optional)
+        except ModuleNotFoundError:
+            pass
+    cli(prog_name="cnndsl")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Options shared by every command that reads a model file."""
+from __future__ import annotations
+
+import functools
+
+import click
+
+from cnndsl.diagnostics import CnnError, Diagnostic
+
+
+def parse_defines(values: tuple[str, ...]) -> dict[str, str]:
+    """`-D classes=5 -D width=8` -> {"classes": "5", "width": "8"}."""
+    out = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise CnnError([Diagnostic("error", f"-D takes NAME=VALUE, got '{item}'",
+                                       help="for example -D classes=5", code="cli-define")])
+        out[name.strip()] = value.strip()
+    return out
+
+
+def model_options(fn):
+    """-D NAME=VALUE, --profile and --network; passes `load_kwargs` to the command."""
+
+    @click.option("-D", "--define", "defines", multiple=True, metavar="NAME=VALUE",
+                  help="Override a network parameter (repeatable).")
+    @click.option("--profile", default=None, help="Use the named profile of the training section.")
+    @click.option("--network", default=None, help="Which network, when the file defines several.")
+    @functools.wraps(fn)
+    def wrapper(*args, defines, profile, network, **kwargs):
+        load_kwargs = {"defines": parse_defines(defines), "profile": profile, "network": network}
+        return fn(*args, load_kwargs=load_kwargs, **kwargs)
+
+    return wrapper
+
+
+def load_model(path: str, load_kwargs: dict):
+    """Load a model and print its warnings; errors propagate as CnnError."""
+    from cnndsl.cli.main import print_diagnostics
+    from cnndsl.frontend import load
+
+    program = load(path, **load_kwargs)
+    print_diagnostics(program.diagnostics)
+    return program

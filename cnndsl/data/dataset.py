@@ -1,0 +1,218 @@
+"""In-memory data sets and mini-batching.
+
+A `Dataset` holds images `x` (float32, (N, C, H, W)) and labels `y`: an int64
+array of N class indices, or a dict of such arrays (one per output head).
+
+`Dataset.batches(batch_size, shuffle, seed, epoch, drop_last)` yields
+`(x_batch, y_batch)` with C-contiguous float32 images. With shuffle, the order
+of epoch `e` is the permutation drawn from `numpy.random.default_rng([seed, e])`:
+it depends only on (seed, epoch), so a resumed run sees exactly the batches an
+uninterrupted run would have seen.
+
+`load_npz_dataset(path, expected_shape)` reads a user's `.npz` (keys `x`/`y`
+or `images`/`labels`) and checks it against the network's input shape.
+"""
+from __future__ import annotations
+
+import math
+import zipfile
+from pathlib import Path
+from typing import Iterator, Mapping, Union
+
+import numpy as np
+
+from cnndsl.diagnostics import file_error
+
+Labels = Union[np.ndarray, Mapping[str, np.ndarray]]
+
+
+class Dataset:
+    """Images `x` (N, ...) float32 and labels `y` (array or dict of arrays, each length N)."""
+
+    def __init__(self, x: np.ndarray, y: Labels, name: str = "data"):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim < 1:
+            raise ValueError("x must have a leading sample axis")
+        if isinstance(y, Mapping):
+            y = {k: np.asarray(v) for k, v in y.items()}
+            lengths = {k: len(v) for k, v in y.items()}
+            bad = {k: n for k, n in lengths.items() if n != len(x)}
+            if bad:
+                raise ValueError(f"{name}: {len(x)} images but label arrays of lengths {bad}")
+        else:
+            y = np.asarray(y)
+            if len(y) != len(x):
+                raise ValueError(f"{name}: {len(x)} images but {len(y)} labels")
+        self.x = x
+        self.y = y
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.name!r}, n={len(self)}, x={tuple(self.x.shape[1:])})"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def _take_y(self, idx) -> Labels:
+        if isinstance(self.y, dict):
+            return {k: v[idx] for k, v in self.y.items()}
+        return self.y[idx]
+
+    def subset(self, indices) -> "Dataset":
+        """A new data set holding the samples at `indices` (copies)."""
+        idx = np.asarray(indices)
+        if idx.dtype == np.bool_:
+            idx = np.flatnonzero(idx)
+        idx = idx.astype(np.int64, copy=False)
+        return Dataset(self.x[idx], self._take_y(idx), self.name)
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        n = len(self)
+        return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+    def order(self, shuffle: bool = True, seed: int = 0, epoch: int = 0) -> np.ndarray:
+        """The sample order of `epoch`: a permutation seeded by (seed, epoch), or 0..N-1."""
+        if not shuffle:
+            return np.arange(len(self), dtype=np.int64)
+        return np.random.default_rng([int(seed), int(epoch)]).permutation(len(self)).astype(np.int64)
+
+    def batches(self, batch_size: int, shuffle: bool = True, seed: int = 0, epoch: int = 0,
+                drop_last: bool = False, start: int = 0) -> Iterator[tuple[np.ndarray, Labels]]:
+        """Yield (x, y) batches of `batch_size` (the last may be smaller unless `drop_last`).
+
+        `start` skips the first `start` batches of the epoch (to resume mid-epoch).
+        Unshuffled batches are views into `x`: treat batches as read-only.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        n = len(self)
+        order = self.order(shuffle, seed, epoch)
+        stop = (n // batch_size) * batch_size if drop_last else n
+        for i in range(start * batch_size, stop, batch_size):
+            j = min(i + batch_size, n)
+            if shuffle:
+                idx = order[i:j]
+                yield np.ascontiguousarray(self.x[idx]), self._take_y(idx)
+            else:
+                yield self.x[i:j], self._take_y(slice(i, j))
+
+
+# ---------------------------------------------------------------------------- user .npz files
+
+_KEY_PAIRS = (("x", "y"), ("images", "labels"))
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _kind(c: int) -> str:
+    return {1: "grayscale", 3: "RGB"}.get(c, f"{c}-channel")
+
+
+def load_npz_dataset(path, expected_shape, num_classes: int | None = None,
+                     name: str | None = None) -> Dataset:
+    """Read a user's `.npz` data set and check it against the network input (C, H, W).
+
+    Keys: `x` and `y`, or `images` and `labels`.
+    Images: (N, C, H, W); (N, H, W) when C == 1; or channels-last (N, H, W, C).
+      uint8 is scaled by 1/255; float32/float64 is used as is (converted to float32).
+    Labels: integers 0..num_classes-1, shape (N,).
+    Every problem raises a `CnnError` naming the file, what was expected and what was found.
+    """
+    path = Path(path)
+    c, h, w = (int(d) for d in expected_shape)
+    want_desc = f"images of shape (N, {c}, {h}, {w}) ({_kind(c)} {h}x{w})"
+    if not path.exists():
+        raise file_error(path, "data file does not exist", expected="a .npz file with x and y arrays",
+                         found="no such file", code="data-missing")
+    if path.is_dir():
+        raise file_error(path, "data path is a directory, not a file",
+                         expected="a .npz file with x and y arrays", found="a directory", code="data-missing")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise file_error(path, "cannot read data file as .npz",
+                         expected="a NumPy .npz archive (np.savez(path, x=images, y=labels))",
+                         found=str(e) or type(e).__name__, code="data-format") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise file_error(path, "data file is a single .npy array, not an .npz archive",
+                         expected="an .npz archive with x and y arrays",
+                         found=f"one array of shape {_shape_text(npz.shape)}",
+                         help="save images and labels together: np.savez(path, x=images, y=labels)",
+                         code="data-format")
+    with npz:
+        keys = list(npz.files)
+        pair = next(((a, b) for a, b in _KEY_PAIRS if a in keys and b in keys), None)
+        if pair is None:
+            raise file_error(path, "data file lacks the image and label arrays",
+                             expected="keys 'x' and 'y' (or 'images' and 'labels')",
+                             found="keys " + (", ".join(repr(k) for k in keys) if keys else "none"),
+                             help="np.savez(path, x=images, y=labels)", code="data-keys")
+        xk, yk = pair
+        try:
+            x, y = npz[xk], npz[yk]
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+            raise file_error(path, "cannot read the arrays in the data file",
+                             expected="numeric arrays (not object arrays)", found=str(e),
+                             code="data-format") from None
+
+    # images
+    if x.dtype == np.uint8:
+        scale = np.float32(255)
+    elif x.dtype in (np.float32, np.float64, np.float16):
+        scale = None
+    else:
+        raise file_error(path, f"array '{xk}' has the wrong dtype",
+                         expected="uint8 (0-255) or float32 images", found=str(x.dtype),
+                         help=f"convert it, e.g. {xk}.astype(np.float32) / 255 for 8-bit pixel values",
+                         code="data-dtype")
+    if x.ndim == 3 and c == 1 and x.shape[1:] == (h, w):
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[1:] != (c, h, w) and x.shape[1:] == (h, w, c):
+        x = np.moveaxis(x, -1, 1)
+    if x.ndim != 4 or x.shape[1:] != (c, h, w):
+        hint = None
+        if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+            hint = "the array looks channels-last (N, H, W, C)"
+        if x.ndim >= 3:
+            hint = ((hint + "; ") if hint else "") + \
+                f"the network's input is {c}x{h}x{w}: change the model's input or resize the images"
+        raise file_error(path, f"array '{xk}' does not match the network's input shape",
+                         expected=want_desc, found=f"shape {_shape_text(x.shape)}", help=hint,
+                         code="data-shape")
+    x = x.astype(np.float32) / scale if scale is not None else x.astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        raise file_error(path, f"array '{xk}' contains NaN or infinity", expected="finite values",
+                         found=f"{int(np.sum(~np.isfinite(x)))} non-finite values", code="data-range")
+
+    # labels
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        hint = "one-hot labels? convert with y.argmax(axis=1)" if y.ndim == 2 else None
+        raise file_error(path, f"array '{yk}' must be a vector of class indices",
+                         expected=f"shape ({len(x)},)", found=f"shape {_shape_text(y.shape)}",
+                         help=hint, code="data-shape")
+    if y.dtype.kind not in "iu":
+        whole = y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))
+        raise file_error(path, f"array '{yk}' has the wrong dtype",
+                         expected="integer class indices (e.g. int64)", found=str(y.dtype),
+                         help=f"{yk}.astype(np.int64)" if whole else None, code="data-dtype")
+    if len(y) != len(x):
+        raise file_error(path, f"'{xk}' and '{yk}' have different lengths",
+                         expected="one label per image", found=f"{len(x)} images, {len(y)} labels",
+                         code="data-shape")
+    y = y.astype(np.int64)
+    if len(y):
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or (num_classes is not None and hi >= num_classes):
+            rng_txt = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
+            raise file_error(path, f"labels in '{yk}' are out of range",
+                             expected=f"class indices {rng_txt}", found=f"labels from {lo} to {hi}",
+                             code="data-labels")
+    return Dataset(x, y, name or path.name)

@@ -1,0 +1,739 @@
+"""The training section: `train { ... }` and `profile NAME { ... }` -> a frozen TrainingConfig.
+
+Each setting is one line shaped like a layer statement: a keyword, positional
+values, key=value options. The schema below is the single source of truth for
+the names, defaults, units and ranges; docs/language.md documents it.
+
+A profile overrides settings of the train section: a setting written in the
+profile replaces the same setting of `train` (for `loss` and `metric`, the
+setting of the same head); `augment { ... }` replaces the whole augmentation list.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cnndsl.diagnostics import Diagnostic, Diagnostics, Span, did_you_mean
+from cnndsl.frontend import ast
+from cnndsl.frontend.values import EvalError, Evaluator, show
+from cnndsl.ir.graph import Graph
+
+REQUIRED = object()
+
+
+# ---- the result ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Optimizer:
+    name: str = "sgd"  # sgd | adam
+    lr: float = 0.01
+    momentum: float = 0.0  # sgd
+    nesterov: bool = False  # sgd
+    beta1: float = 0.9  # adam
+    beta2: float = 0.999  # adam
+    eps: float = 1e-8  # adam
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    kind: str = "constant"  # constant | step | cosine
+    step_size: int = 10  # step: epochs between decays
+    gamma: float = 0.1  # step: factor per decay
+    min_lr: float = 0.0  # cosine: final learning rate
+    warmup: int = 0  # epochs of linear warmup from 0 to lr (any kind)
+
+
+@dataclass(frozen=True)
+class Loss:
+    head: str
+    kind: str  # cross_entropy | pixel_cross_entropy | mse | smooth_l1
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Metric:
+    head: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Normalize:
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    kind: str  # grayscale | hflip | vflip | random_crop | color_jitter | rotate | translate | scale
+    p: float
+    params: dict[str, Any] = field(default_factory=dict)  # every option of the kind, defaults filled
+
+    def __getitem__(self, key: str) -> Any:
+        return self.params[key]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    dataset: str | None = None  # a dataset name (`digits`) or a path ("data/shapes")
+    epochs: int = 10
+    batch: int = 32
+    seed: int = 0
+    optimizer: Optimizer = Optimizer()
+    schedule: Schedule = Schedule()
+    losses: tuple[Loss, ...] = ()
+    metrics: tuple[Metric, ...] = ()
+    normalize: Normalize | None = None
+    augment: tuple[Augmentation, ...] = ()
+    freeze: tuple[str, ...] = ()  # layer names or instance prefixes, as written
+    freeze_stats: bool = True  # frozen batchnorm layers also keep their running statistics
+    lr_mult: dict[str, float] = field(default_factory=dict)  # layer name or prefix -> learning-rate factor
+    profile: str | None = None  # the profile applied on top of `train`, if any
+    spans: dict[str, Span] = field(default_factory=dict, compare=False)  # setting -> where it is written
+
+    def frozen_nodes(self, graph: Graph) -> list[str]:
+        """Node names selected by `freeze` (a name selects the node and every node under `name.`)."""
+        return select_nodes(graph, self.freeze)
+
+    def lr_factor(self, graph: Graph, node: str) -> float:
+        """The learning-rate multiplier of a node (the longest matching lr_mult name wins)."""
+        best, factor = -1, 1.0
+        for name, f in self.lr_mult.items():
+            if _matches(graph, name, node) and len(name) > best:
+                best, factor = len(name), f
+        return factor
+
+
+def _matches(graph: Graph, name: str, node: str) -> bool:
+    target = graph.heads.get(name, name)
+    return node == target or node.startswith(name + ".")
+
+
+def select_nodes(graph: Graph, names) -> list[str]:
+    return [n for n in graph.topo_order() if any(_matches(graph, name, n) for name in names)]
+
+
+# ---- the schema ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Opt:
+    """One value of a setting. kind: int | float | bool | word | text | floats | pair."""
+
+    name: str
+    kind: str
+    default: Any = REQUIRED
+    doc: str = ""
+    unit: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None  # exclusive lower bound
+    below: float | None = None  # exclusive upper bound
+    choices: tuple[str, ...] = ()
+    positional: bool = False
+
+    def check(self, v: Any) -> Any:
+        k = self.kind
+        if k == "int":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v):
+                raise ValueError(f"{self.name} takes a whole number, got {_desc(v)}")
+            v = int(v)
+        elif k == "float":
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"{self.name} takes a number, got {_desc(v)}")
+            v = float(v)
+        elif k == "bool":
+            if not isinstance(v, bool):
+                raise ValueError(f"{self.name} takes true or false, got {_desc(v)}")
+        elif k == "word":
+            if not isinstance(v, str) or (self.choices and v not in self.choices):
+                hint = did_you_mean(v, self.choices) if isinstance(v, str) else None
+                msg = f"{self.name} takes one of {', '.join(self.choices)}, got {_desc(v)}" if self.choices \
+                    else f"{self.name} takes a name, got {_desc(v)}"
+                raise ValueError(msg + (f"; {hint}" if hint else ""))
+        elif k == "text":
+            if not isinstance(v, str):
+                raise ValueError(f"{self.name} takes a name or a \"quoted path\", got {_desc(v)}")
+        elif k == "floats":
+            items = v if isinstance(v, tuple) else (v,)
+            if not items or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in items):
+                raise ValueError(f"{self.name} takes a number or a list [a, b, c], got {_desc(v)}")
+            v = tuple(float(x) for x in items)
+        elif k == "pair":
+            if isinstance(v, tuple) and len(v) == 2 and all(
+                    isinstance(x, int) and not isinstance(x, bool) for x in v):
+                pass
+            elif isinstance(v, int) and not isinstance(v, bool):
+                v = (v, v)
+            else:
+                raise ValueError(f"{self.name} takes a whole number or HxW, got {_desc(v)}")
+        for x in (v if isinstance(v, tuple) else (v,)):
+            if isinstance(x, (int, float)) and not isinstance(x, bool):
+                self._range(x)
+        return v
+
+    def _range(self, x: float) -> None:
+        unit = f" {self.unit}" if self.unit else ""
+        if self.minimum is not None and x < self.minimum:
+            raise ValueError(f"{self.name} must be at least {_num(self.minimum)}{unit}, got {_num(x)}")
+        if self.maximum is not None and x > self.maximum:
+            raise ValueError(f"{self.name} must be at most {_num(self.maximum)}{unit}, got {_num(x)}")
+        if self.above is not None and x <= self.above:
+            raise ValueError(f"{self.name} must be above {_num(self.above)}{unit}, got {_num(x)}")
+        if self.below is not None and x >= self.below:
+            raise ValueError(f"{self.name} must be below {_num(self.below)}{unit}, got {_num(x)}")
+
+
+def _num(x: float) -> str:
+    return show(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
+def _desc(v: Any) -> str:
+    return f"'{v}'" if isinstance(v, str) else show(v)
+
+
+P = lambda default: Opt("p", "float", default, "probability of applying it to a sample", minimum=0, maximum=1)  # noqa: E731
+
+OPTIMIZERS: dict[str, tuple[Opt, ...]] = {
+    "sgd": (
+        Opt("lr", "float", 0.01, "learning rate", above=0),
+        Opt("momentum", "float", 0.0, "momentum factor", minimum=0, below=1),
+        Opt("nesterov", "bool", False, "Nesterov momentum"),
+        Opt("weight_decay", "float", 0.0, "L2 penalty added to the gradient", minimum=0),
+    ),
+    "adam": (
+        Opt("lr", "float", 0.001, "learning rate", above=0),
+        Opt("beta1", "float", 0.9, "decay of the first-moment average", minimum=0, below=1),
+        Opt("beta2", "float", 0.999, "decay of the second-moment average", minimum=0, below=1),
+        Opt("eps", "float", 1e-8, "added to the denominator", above=0),
+        Opt("weight_decay", "float", 0.0, "L2 penalty added to the gradient", minimum=0),
+    ),
+}
+
+WARMUP = Opt("warmup", "int", 0, "epochs of linear warmup from 0 to lr", "epochs", minimum=0)
+SCHEDULES: dict[str, tuple[Opt, ...]] = {
+    "constant": (WARMUP,),
+    "step": (Opt("step_size", "int", 10, "epochs between decays", "epochs", minimum=1),
+             Opt("gamma", "float", 0.1, "factor applied to lr at each decay", above=0, maximum=1), WARMUP),
+    "cosine": (Opt("min_lr", "float", 0.0, "learning rate at the last epoch", minimum=0), WARMUP),
+}
+
+AUGMENTATIONS: dict[str, tuple[Opt, ...]] = {
+    "grayscale": (P(0.5),),
+    "hflip": (P(0.5),),
+    "vflip": (P(0.5),),
+    "random_crop": (
+        Opt("size", "pair", None, "crop size, S or HxW; must equal the input's HxW (default: that size)",
+            "pixels", minimum=1, positional=True),
+        Opt("padding", "int", 0, "zeros added on each side before cropping", "pixels", minimum=0),
+        P(1.0),
+    ),
+    "color_jitter": (
+        Opt("brightness", "float", 0.0, "brightness factor drawn from [1-b, 1+b]", minimum=0, maximum=1),
+        Opt("contrast", "float", 0.0, "contrast factor drawn from [1-c, 1+c]", minimum=0, maximum=1),
+        Opt("saturation", "float", 0.0, "saturation factor drawn from [1-s, 1+s]", minimum=0, maximum=1),
+        Opt("hue", "float", 0.0, "hue shift drawn from [-h, h] (fraction of the colour wheel)",
+            minimum=0, maximum=0.5),
+        P(1.0),
+    ),
+    "rotate": (
+        Opt("degrees", "float", REQUIRED, "angle drawn from [-d, d]", "degrees", minimum=0, maximum=180,
+            positional=True),
+        Opt("fill", "float", 0.0, "value of the pixels rotated in from outside"),
+        P(1.0),
+    ),
+    "translate": (
+        Opt("fraction", "float", REQUIRED, "shift drawn from [-f, f] times the image size per axis",
+            minimum=0, below=1, positional=True),
+        P(1.0),
+    ),
+    "scale": (
+        Opt("min", "float", 0.9, "smallest zoom factor", above=0, maximum=10),
+        Opt("max", "float", 1.1, "largest zoom factor", above=0, maximum=10),
+        P(1.0),
+    ),
+}
+COLOR_ONLY = ("color_jitter",)  # need 3 channels
+
+LOSSES: dict[str, int | None] = {  # loss -> rank of the head it needs (None: any)
+    "cross_entropy": 1,
+    "pixel_cross_entropy": 3,
+    "mse": None,
+    "smooth_l1": None,
+}
+METRICS: dict[str, int | None] = {
+    "accuracy": 1,
+    "top5": 1,
+    "mean_iou": 3,
+    "pixel_accuracy": 3,
+    "mae": None,
+    "mse": None,
+    "box_iou": 1,
+}
+
+SETTINGS: dict[str, str] = {  # setting -> how it is written (for did-you-mean and docs)
+    "dataset": "dataset NAME | dataset \"path\"",
+    "epochs": "epochs N",
+    "batch": "batch N",
+    "seed": "seed N",
+    "optimizer": "optimizer sgd|adam key=value...",
+    "schedule": "schedule constant|step|cosine key=value...",
+    "loss": "loss HEAD KIND [weight=W]",
+    "metric": "metric HEAD KIND...",
+    "normalize": "normalize mean=M std=S",
+    "augment": "augment { ... }",
+    "freeze": "freeze LAYER... [stats=false]",
+    "lr_mult": "lr_mult LAYER=FACTOR...",
+}
+_SCALARS = {
+    "epochs": Opt("epochs", "int", 10, "passes over the training set", minimum=1, maximum=1_000_000),
+    "batch": Opt("batch", "int", 32, "samples per step", minimum=1, maximum=1_000_000),
+    "seed": Opt("seed", "int", 0, "seed of every random choice", minimum=0, maximum=2**32 - 1),
+}
+
+
+class _Fail(Exception):
+    pass
+
+
+# ---- building --------------------------------------------------------------------
+class TrainingBuilder:
+    """Validates settings against the schema and the graph; one instance per program."""
+
+    def __init__(self, graph: Graph | None, params: dict[str, Any], diagnostics: Diagnostics,
+                 failed_heads: set[str] = frozenset()):
+        self.graph = graph
+        self.params = params
+        self.diags = diagnostics
+        self.failed_heads = set(failed_heads)
+
+    def error(self, message: str, span: Span | None, help: str | None = None, code: str = "training",
+              notes=()) -> None:
+        for d in self.diags.items:  # settings shared by several profiles are checked once per profile
+            if d.message == message and d.span == span:
+                return
+        self.diags.add(Diagnostic("error", message, span, help=help, notes=list(notes), code=code))
+
+    # -- merging ------------------------------------------------------------------
+    @staticmethod
+    def _key(s: ast.Setting):
+        if s.name in ("loss", "metric") and s.args and s.args[0].key is None and isinstance(s.args[0].value, ast.Name):
+            return (s.name, s.args[0].value.name)
+        return (s.name,)
+
+    def merge(self, base: list[ast.Setting], override: list[ast.Setting]) -> list[ast.Setting]:
+        keys = {self._key(s) for s in override}
+        return [s for s in base if self._key(s) not in keys] + list(override)
+
+    # -- one config ------------------------------------------------------------------
+    def build(self, settings: list[ast.Setting], profile: str | None = None) -> TrainingConfig:
+        cfg: dict[str, Any] = {"spans": {}}
+        seen: dict[Any, Span] = {}
+        losses: list[Loss] = []
+        metrics: list[Metric] = []
+        lr_mult: dict[str, float] = {}
+        for s in settings:
+            key = self._key(s) if s.name in ("loss", "metric") else (s.name,)
+            if s.name in SETTINGS and s.name not in ("metric", "lr_mult") and key in seen:
+                self.error(f"{' '.join(key)} is set twice", s.span, notes=[(seen[key], "first set here")],
+                           code="duplicate-setting")
+                continue
+            seen.setdefault(key, s.span)
+            try:
+                self.setting(s, cfg, losses, metrics, lr_mult)
+            except _Fail:
+                pass
+        if not losses and self.graph is not None and self.graph.heads:
+            head, node = next(iter(self.graph.heads.items()))
+            t = self.graph.node(node).type if node in self.graph else None
+            kind = "pixel_cross_entropy" if t is not None and len(t.shape) == 3 else "cross_entropy"
+            losses.append(Loss(head, kind))
+        cfg["losses"] = tuple(losses)
+        cfg["metrics"] = tuple(metrics)
+        cfg["lr_mult"] = lr_mult
+        cfg["profile"] = profile
+        return TrainingConfig(**cfg)
+
+    def setting(self, s: ast.Setting, cfg, losses, metrics, lr_mult) -> None:
+        name = s.name
+        if name not in SETTINGS:
+            hint = did_you_mean(name, list(SETTINGS) + list(AUGMENTATIONS))
+            if hint and any(a in hint for a in AUGMENTATIONS) and not any(x in hint for x in SETTINGS):
+                hint = f"'{name}' looks like an augmentation: put it inside augment {{ ... }}"
+            self.error(f"unknown training setting '{name}'", s.name_span,
+                       help=hint or f"settings: {', '.join(SETTINGS)}", code="unknown-setting")
+            raise _Fail
+        if s.children is not None and name != "augment":
+            self.error(f"{name} takes no {{ ... }} block", s.span, code="bad-setting")
+            raise _Fail
+        cfg["spans"][name if name not in ("loss", "metric") else f"{name}:{self._head_name(s)}"] = s.span
+        if name == "dataset":
+            (v,), _ = self.values(s, [Opt("dataset", "text", REQUIRED, positional=True)], {})
+            cfg["dataset"] = v
+        elif name in _SCALARS:
+            (v,), _ = self.values(s, [replace(_SCALARS[name], default=REQUIRED, positional=True)], {})
+            cfg[name] = v
+        elif name == "optimizer":
+            kind, opts = self.kind_and_options(s, "optimizer", OPTIMIZERS)
+            cfg["optimizer"] = Optimizer(name=kind, **opts)
+        elif name == "schedule":
+            kind, opts = self.kind_and_options(s, "schedule", SCHEDULES)
+            cfg["schedule"] = Schedule(kind=kind, **opts)
+        elif name == "loss":
+            head_opt = Opt("head", "word", REQUIRED, positional=True)
+            kind_opt = Opt("kind", "word", REQUIRED, choices=tuple(LOSSES), positional=True)
+            (head, kind), opts = self.values(s, [head_opt, kind_opt],
+                                             {"weight": Opt("weight", "float", 1.0, minimum=0)})
+            self.check_head(s, head, kind, LOSSES[kind], "loss")
+            losses.append(Loss(head, kind, opts["weight"]))
+        elif name == "metric":
+            self.metric(s, metrics)
+        elif name == "normalize":
+            _, opts = self.values(s, [], {"mean": Opt("mean", "floats", REQUIRED),
+                                          "std": Opt("std", "floats", REQUIRED, above=0)})
+            self.check_channels(s, opts)
+            cfg["normalize"] = Normalize(opts["mean"], opts["std"])
+        elif name == "augment":
+            cfg["augment"] = self.augment(s)
+        elif name == "freeze":
+            self.freeze(s, cfg)
+        elif name == "lr_mult":
+            self.lr_mult(s, lr_mult)
+
+    @staticmethod
+    def _head_name(s: ast.Setting) -> str:
+        if s.args and isinstance(s.args[0].value, ast.Name):
+            return s.args[0].value.name
+        return "?"
+
+    # -- values -------------------------------------------------------------------
+    def values(self, s: ast.Setting, positional: list[Opt], options: dict[str, Opt], what: str | None = None):
+        """(positional values, {option: value}) of a setting, checked; raises _Fail after reporting.
+
+        A positional value may also be written as key=value (`rotate degrees=10`)."""
+        what = what or s.name
+        ev = Evaluator(self.params)
+        by_name = {o.name: o for o in positional}
+        given: dict[str, Any] = {}
+        ok = True
+        slot = 0
+        for a in s.args:
+            try:
+                v = ev.value(a.value)
+            except EvalError as e:
+                self.error(e.diagnostic.message, e.diagnostic.span, e.diagnostic.help, e.diagnostic.code)
+                ok = False
+                continue
+            if a.key is None:
+                while slot < len(positional) and positional[slot].name in given:
+                    slot += 1
+                if slot >= len(positional):
+                    pos_names = ", ".join(o.name for o in positional)
+                    opt_names = list(options)
+                    hint = did_you_mean(v, opt_names) if isinstance(v, str) else None
+                    n = len(positional)
+                    self.error(f"{what} takes {n or 'no'} value{'s' if n != 1 else ''} without a name"
+                               f"{f' ({pos_names})' if pos_names else ''}; {_desc(v)} is one too many",
+                               a.span, help=hint or (f"write options as key=value: {', '.join(opt_names)}"
+                                                     if opt_names else None), code="too-many-values")
+                    ok = False
+                    continue
+                opt = positional[slot]
+            else:
+                opt = options.get(a.key) or by_name.get(a.key)
+                if opt is None:
+                    names = list(options) + list(by_name)
+                    hint = did_you_mean(a.key, names)
+                    self.error(f"'{a.key}' is not an option of {what}", a.key_span or a.span,
+                               help=hint or (f"{what} options: {', '.join(names)}" if names
+                                             else f"{what} has no options"), code="unknown-option")
+                    ok = False
+                    continue
+                if opt.name in given:
+                    self.error(f"{opt.name} is given twice", a.span, code="duplicate-option")
+                    ok = False
+                    continue
+            try:
+                given[opt.name] = opt.check(v)
+            except ValueError as e:
+                self.error(str(e), a.span, code="bad-value")
+                given[opt.name] = None
+                ok = False
+        for opt in list(positional) + list(options.values()):
+            if opt.name in given:
+                continue
+            if opt.default is REQUIRED:
+                if opt.positional:
+                    self.error(f"{what} needs {opt.name}" + (f" ({opt.doc})" if opt.doc else ""), s.span,
+                               help=f"write `{SETTINGS[s.name]}`" if s.name in SETTINGS else None,
+                               code="missing-option")
+                else:
+                    self.error(f"{what} needs {opt.name}=...", s.span, code="missing-option")
+                ok = False
+            else:
+                given[opt.name] = opt.default
+        if not ok:
+            raise _Fail
+        return [given[o.name] for o in positional], {k: given[k] for k in options}
+
+    def kind_and_options(self, s: ast.Setting, what: str, table: dict[str, tuple[Opt, ...]]):
+        if not s.args or s.args[0].key is not None:
+            self.error(f"{what} needs a kind: {' | '.join(table)}", s.span,
+                       help=f"for example `{what} {next(iter(table))}`", code="missing-option")
+            raise _Fail
+        first = s.args[0]
+        try:
+            kind = Evaluator(self.params).value(first.value)
+        except EvalError as e:
+            self.error(e.diagnostic.message, e.diagnostic.span, code=e.diagnostic.code)
+            raise _Fail from None
+        if kind not in table:
+            hint = did_you_mean(str(kind), table)
+            self.error(f"unknown {what} {_desc(kind)}", first.span, help=hint or f"{what}s: {', '.join(table)}",
+                       code="unknown-kind")
+            raise _Fail
+        opts = {o.name: o for o in table[kind]}
+        sub = ast.Setting(s.name, s.args[1:], s.span, s.name_span)
+        _, values = self.values(sub, [], opts, what=f"{what} {kind}")
+        return kind, values
+
+    # -- checks against the graph ------------------------------------------------------
+    def head_type(self, head: str):
+        if self.graph is None or head not in self.graph.heads:
+            return None
+        node = self.graph.heads[head]
+        return self.graph.node(node).type if node in self.graph else None
+
+    def check_head(self, s: ast.Setting, head: str, kind: str, rank: int | None, what: str) -> None:
+        if self.graph is None:
+            return
+        span = s.args[0].span if s.args else s.span
+        if head not in self.graph.heads:
+            if head in self.failed_heads:
+                raise _Fail
+            hint = did_you_mean(head, self.graph.heads)
+            heads = ", ".join(self.graph.heads) or "none"
+            in_graph = head in self.graph
+            self.error(f"{what} refers to '{head}', which is not an output of network '{self.graph.name}'", span,
+                       help=hint or (f"declare it with `-> {head}` on its layer" if in_graph else f"outputs: {heads}"),
+                       code="unknown-head")
+            raise _Fail
+        t = self.head_type(head)
+        if rank is not None and t is not None and len(t.shape) != rank:
+            need = {1: "a vector of class scores", 3: "a KxHxW map"}[rank]
+            alt = [k for k, r in (LOSSES if what == "loss" else METRICS).items() if r in (len(t.shape), None)]
+            self.error(f"{what} {kind} needs {need}, but head '{head}' is {t}", s.span,
+                       help=f"for a {len(t.shape)}-D head use {' or '.join(alt)}" if alt else None,
+                       code=f"{what}-head")
+            raise _Fail
+        if kind == "box_iou" and t is not None and t.shape != (4,):
+            self.error(f"metric box_iou needs a head of 4 box numbers, but head '{head}' is {t}", s.span,
+                       code="metric-head")
+            raise _Fail
+
+    def metric(self, s: ast.Setting, metrics: list[Metric]) -> None:
+        if len(s.args) < 2:
+            self.error("metric needs a head and a kind", s.span, help="for example `metric logits accuracy`",
+                       code="missing-option")
+            raise _Fail
+        head_opt = Opt("head", "word", REQUIRED, positional=True)
+        (head,), _ = self.values(ast.Setting(s.name, s.args[:1], s.span, s.name_span), [head_opt], {})
+        kind_opt = Opt("metric", "word", REQUIRED, choices=tuple(METRICS), positional=True)
+        bad = False
+        for a in s.args[1:]:
+            try:
+                (kind,), _ = self.values(ast.Setting(s.name, [a], s.span, s.name_span), [kind_opt], {})
+                self.check_head(s, head, kind, METRICS[kind], "metric")
+            except _Fail:
+                bad = True
+                continue
+            if any(m.head == head and m.kind == kind for m in metrics):
+                self.error(f"metric {kind} of '{head}' is given twice", a.span, code="duplicate-setting")
+                continue
+            metrics.append(Metric(head, kind))
+        if bad:
+            raise _Fail
+
+    def image_input(self):
+        if self.graph is None:
+            return None, None
+        for name in self.graph.inputs:
+            t = self.graph.node(name).type
+            if t is not None and len(t.shape) == 3:
+                return name, t
+        return None, None
+
+    def check_channels(self, s: ast.Setting, opts: dict) -> None:
+        name, t = self.image_input()
+        if t is None:
+            return
+        c = t.shape[0]
+        for key in ("mean", "std"):
+            n = len(opts[key])
+            if n != c:
+                arg = next((a for a in s.args if a.key == key), None)
+                example = "[" + ", ".join(["0.5"] * c) + "]" if c > 1 else "0.5"
+                self.error(f"normalize {key} has {n} value{'s' if n != 1 else ''}, but input '{name}' has "
+                           f"{c} channel{'s' if c != 1 else ''} ({t})", arg.span if arg else s.span,
+                           help=f"one value per channel, e.g. {key}={example}", code="normalize-channels")
+                raise _Fail
+
+    def augment(self, s: ast.Setting) -> tuple[Augmentation, ...]:
+        if s.args:
+            self.error("augment takes its steps in a block: augment { hflip p=0.5 }", s.args[0].span,
+                       code="bad-setting")
+            raise _Fail
+        out: list[Augmentation] = []
+        failed = False
+        for a in s.children or []:
+            try:
+                out.append(self.augmentation(a))
+            except _Fail:
+                failed = True
+        if failed:
+            raise _Fail
+        return tuple(out)
+
+    def augmentation(self, a: ast.Setting) -> Augmentation:
+        spec = AUGMENTATIONS.get(a.name)
+        if spec is None:
+            hint = did_you_mean(a.name, AUGMENTATIONS)
+            self.error(f"unknown augmentation '{a.name}'", a.name_span,
+                       help=hint or f"augmentations: {', '.join(AUGMENTATIONS)}", code="unknown-augmentation")
+            raise _Fail
+        if a.children is not None:
+            self.error(f"{a.name} takes no {{ ... }} block", a.span, code="bad-setting")
+            raise _Fail
+        first = ([o for o in spec if o.positional] or [o for o in spec if o.name == "p"])[0]
+        pos, opts = self.values(a, [first], {o.name: o for o in spec if o is not first})
+        opts[first.name] = pos[0]
+        _, t = self.image_input()
+        if a.name == "random_crop" and t is not None:
+            size = opts["size"]
+            hw = tuple(t.shape[1:])
+            if size is None:
+                opts["size"] = hw
+            elif size != hw:
+                arg = next((x for x in a.args if x.key in (None, "size")), None)
+                self.error(f"random_crop size {show(size)} does not match the {show(hw)} input of the network",
+                           arg.span if arg else a.span,
+                           help=f"size={show(hw)} (or leave size out: it defaults to the input size)",
+                           code="augment-range")
+                raise _Fail
+        if a.name == "scale" and opts["min"] > opts["max"]:
+            self.error(f"scale min {_num(opts['min'])} is larger than max {_num(opts['max'])}", a.span,
+                       code="augment-range")
+            raise _Fail
+        if a.name in COLOR_ONLY and t is not None and t.shape[0] != 3:
+            self.error(f"{a.name} needs 3 colour channels, but the input is {t}", a.span,
+                       help="remove it for grey images", code="augment-channels")
+            raise _Fail
+        if a.name == "grayscale" and t is not None and t.shape[0] not in (1, 3):
+            self.error(f"grayscale needs 1 or 3 channels, but the input is {t}", a.span, code="augment-channels")
+            raise _Fail
+        p = opts.pop("p")
+        return Augmentation(a.name, p, opts)
+
+    def names(self, s: ast.Setting, names: list[tuple[str, Span]]) -> None:
+        if self.graph is None:
+            return
+        nodes = list(self.graph.nx.nodes)
+        prefixes = {n.rsplit(".", k)[0] for n in nodes for k in range(1, n.count(".") + 1)}
+        candidates = set(nodes) | prefixes | set(self.graph.heads)
+        bad = False
+        for name, span in names:
+            if name not in candidates:
+                hint = did_you_mean(name, candidates)
+                self.error(f"{s.name} refers to '{name}', which is not a layer of network '{self.graph.name}'",
+                           span, help=hint, code="unknown-layer")
+                bad = True
+        if bad:
+            raise _Fail
+
+    def freeze(self, s: ast.Setting, cfg: dict) -> None:
+        names: list[tuple[str, Span]] = []
+        stats = True
+        bad = False
+        for a in s.args:
+            if a.key is None:
+                if isinstance(a.value, ast.Name):
+                    names.append((a.value.name, a.value.span))
+                else:
+                    self.error("freeze takes layer names", a.span, help="for example `freeze c1 c2 stage1`",
+                               code="bad-value")
+                    bad = True
+            elif a.key == "stats":
+                try:
+                    stats = Opt("stats", "bool", True).check(Evaluator(self.params).value(a.value))
+                except (ValueError, EvalError) as e:
+                    self.error(str(e), a.span, code="bad-value")
+                    bad = True
+            else:
+                hint = did_you_mean(a.key, ["stats"])
+                self.error(f"'{a.key}' is not an option of freeze", a.key_span or a.span,
+                           help=hint or "freeze options: stats", code="unknown-option")
+                bad = True
+        if not names and not bad:
+            self.error("freeze needs at least one layer name", s.span, help="for example `freeze c1 c2`",
+                       code="missing-option")
+            bad = True
+        if bad:
+            raise _Fail
+        self.names(s, names)
+        cfg["freeze"] = tuple(n for n, _ in names)
+        cfg["freeze_stats"] = stats
+
+    def lr_mult(self, s: ast.Setting, lr_mult: dict[str, float]) -> None:
+        names: list[tuple[str, Span]] = []
+        values: dict[str, float] = {}
+        bad = False
+        opt = Opt("lr_mult", "float", REQUIRED, minimum=0)
+        for a in s.args:
+            if a.key is None:
+                self.error("lr_mult takes LAYER=FACTOR pairs", a.span, help="for example `lr_mult c1=0.1 c2=0`",
+                           code="bad-value")
+                bad = True
+                continue
+            try:
+                values[a.key] = opt.check(Evaluator(self.params).value(a.value))
+                names.append((a.key, a.key_span or a.span))
+            except (ValueError, EvalError) as e:
+                self.error(str(e), a.span, code="bad-value")
+                bad = True
+        if not s.args:
+            self.error("lr_mult needs LAYER=FACTOR pairs", s.span, help="for example `lr_mult c1=0.1`",
+                       code="missing-option")
+            bad = True
+        if bad:
+            raise _Fail
+        self.names(s, names)
+        lr_mult.update(values)
+
+
+def build_training(module: ast.Module, graph: Graph | None, params: dict[str, Any], diagnostics: Diagnostics,
+                   profile: str | None = None, failed_heads: set[str] = frozenset()):
+    """(the selected TrainingConfig or None, {profile name: TrainingConfig})."""
+    b = TrainingBuilder(graph, params, diagnostics, failed_heads)
+    if len(module.trains) > 1:
+        for t in module.trains[1:]:
+            b.error("the file has two train sections", t.span, notes=[(module.trains[0].span, "the first one")],
+                    code="duplicate-train")
+    base = module.trains[0].settings if module.trains else []
+    profiles: dict[str, TrainingConfig] = {}
+    seen: dict[str, ast.Profile] = {}
+    for p in module.profiles:
+        if p.name in seen:
+            b.error(f"profile '{p.name}' is defined twice", p.name_span,
+                    notes=[(seen[p.name].name_span, "first defined here")], code="duplicate-profile")
+            continue
+        seen[p.name] = p
+        profiles[p.name] = b.build(b.merge(base, p.settings), p.name)
+    selected = None
+    if profile is not None:
+        if profile not in profiles:
+            hint = did_you_mean(profile, profiles)
+            b.error(f"--profile {profile}: the file has no profile '{profile}'", Span("<command line>", 0, 0),
+                    help=hint or (f"profiles: {', '.join(profiles)}" if profiles else "the file defines no profile"),
+                    code="unknown-profile")
+        else:
+            selected = profiles[profile]
+    elif module.trains:
+        selected = b.build(base)
+    return selected, profiles

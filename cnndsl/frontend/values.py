@@ -1,0 +1,166 @@
+"""Evaluating values and expressions: numbers, words, HxW pairs, lists and arithmetic over parameters.
+
+A value is an int, float, bool, str (a word such as `same`) or a tuple of those.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Mapping
+
+from cnndsl.diagnostics import Diagnostic, Span, did_you_mean
+from cnndsl.frontend import ast
+
+LIMIT = 10**12  # numbers beyond this are typos, and would overflow later stages
+
+
+class EvalError(Exception):
+    """A value that cannot be computed; carries the diagnostic."""
+
+    def __init__(self, diagnostic: Diagnostic):
+        self.diagnostic = diagnostic
+        super().__init__(diagnostic.message)
+
+
+def show(v: Any) -> str:
+    """A value as it would be written in a .cnn file (the canonical form used by dumps)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if v.is_integer() and abs(v) < 1e15:
+            return f"{v:.1f}"
+        return repr(v)
+    if isinstance(v, str):
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", v) and v not in _RESERVED:
+            return v
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, tuple):
+        if v and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v) and len(v) > 1:
+            return "x".join(str(x) for x in v)
+        return "[" + ", ".join(show(x) for x in v) + "]"
+    if v is None:
+        return "none"
+    return str(v)
+
+
+_RESERVED = {"network", "block", "train", "profile", "input", "repeat", "true", "false"}
+
+
+def _error(message: str, span: Span | None, help: str | None = None, code: str = "value",
+           notes=()) -> EvalError:
+    return EvalError(Diagnostic("error", message, span, help=help, notes=list(notes), code=code))
+
+
+class Evaluator:
+    """Evaluates expressions against a mapping of parameter values."""
+
+    def __init__(self, params: Mapping[str, Any], notes=()):
+        self.params = params
+        self.notes = list(notes)  # block use sites, added to every error
+
+    def err(self, message, span, help=None, code="value") -> EvalError:
+        return _error(message, span, help, code, self.notes)
+
+    def value(self, e: ast.Expr) -> Any:
+        """The value of an argument: a bare word stays a word unless it names a parameter."""
+        if isinstance(e, ast.Name):
+            if e.name in self.params:
+                return self.params[e.name]
+            if e.name == "true":
+                return True
+            if e.name == "false":
+                return False
+            return e.name
+        if isinstance(e, ast.String):
+            return e.value
+        if isinstance(e, ast.Dims):
+            for d in e.value:
+                if d > LIMIT:
+                    raise self.err(f"the number {d} is too large", e.span, code="number-too-large")
+            return e.value
+        if isinstance(e, ast.ListExpr):
+            return tuple(self.value(x) for x in e.items)
+        if isinstance(e, ast.TupleExpr):
+            raise self.err("a list of values in parentheses is not a value", e.span,
+                           help="inputs go right after the op with no space, as in add(x, y); "
+                                "a list of numbers is written [a, b]", code="tuple")
+        if isinstance(e, ast.Call):
+            raise self.err(f"'{e.name}(...)' is not a value", e.span,
+                           help="only a trailing activation may be written as a call, as in leaky_relu(0.2)",
+                           code="call")
+        return self.number(e)
+
+    def number(self, e: ast.Expr) -> int | float:
+        """The value of an arithmetic expression; every name must be a parameter."""
+        if isinstance(e, ast.Number):
+            v = e.value
+            if isinstance(v, float) and not math.isfinite(v) or abs(v) > LIMIT:
+                raise self.err(f"the number {e.text or v} is too large", e.span, code="number-too-large")
+            return v
+        if isinstance(e, ast.Name):
+            if e.name in self.params:
+                v = self.params[e.name]
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise self.err(f"parameter '{e.name}' is {show(v)}, not a number", e.span, code="not-a-number")
+                return v
+            hint = did_you_mean(e.name, self.params)
+            known = ", ".join(sorted(self.params)) or "none"
+            raise self.err(f"unknown parameter '{e.name}' in an expression", e.span,
+                           help=hint or f"parameters here: {known}", code="unknown-parameter")
+        if isinstance(e, ast.Neg):
+            return -self.number(e.operand)
+        if isinstance(e, ast.BinOp):
+            a, b = self.number(e.left), self.number(e.right)
+            try:
+                if e.op == "+":
+                    r = a + b
+                elif e.op == "-":
+                    r = a - b
+                elif e.op == "*":
+                    r = a * b
+                elif e.op == "/":
+                    if isinstance(a, int) and isinstance(b, int) and b != 0 and a % b == 0:
+                        r = a // b
+                    else:
+                        r = a / b
+                elif e.op == "//":
+                    r = a // b
+                    if isinstance(r, float):
+                        r = int(r)
+                else:
+                    r = a % b
+            except ZeroDivisionError:
+                raise self.err("division by zero", e.span, code="division-by-zero") from None
+            except (OverflowError, ValueError):
+                raise self.err("the result is too large", e.span, code="number-too-large") from None
+            if isinstance(r, float) and not math.isfinite(r) or abs(r) > LIMIT:
+                raise self.err(f"the result {show(r) if abs(r) < 1e300 else ''} is too large".replace("  ", " "),
+                               e.span, code="number-too-large")
+            return r
+        if isinstance(e, (ast.Dims, ast.ListExpr, ast.String, ast.TupleExpr, ast.Call)):
+            v = self.value(e)
+            raise self.err(f"arithmetic needs numbers, got {show(v)}", e.span, code="not-a-number")
+        raise AssertionError(e)  # pragma: no cover
+
+
+def parse_define(text: str) -> Any:
+    """A -D value: a number, true/false, a word, HxW or a quoted string; None when it is none of those."""
+    t = text.strip()
+    if re.fullmatch(r"[+-]?[0-9]+", t):
+        v = int(t)
+        return v if abs(v) <= LIMIT else None
+    if re.fullmatch(r"[+-]?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][+-]?[0-9]+)?", t):
+        v = float(t)
+        return v if math.isfinite(v) and abs(v) <= LIMIT else None
+    if t in ("true", "false"):
+        return t == "true"
+    if re.fullmatch(r"[0-9]+(x[0-9]+)+", t):
+        v = tuple(int(x) for x in t.split("x"))
+        return v if all(x <= LIMIT for x in v) else None
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", t):
+        return t
+    if len(t) >= 2 and t[0] == t[-1] == '"':
+        return t[1:-1]
+    return None

@@ -1,0 +1,83 @@
+"""Atomic file writes: a reader (or a crash) never sees a half-written file.
+
+The data goes to a temporary file in the same folder as the target (so the
+final rename stays on one file system), is flushed and fsync'ed, then
+`os.replace`d over the target. `os.replace` is atomic on POSIX and Windows:
+killing the process at any moment leaves either the old file or the new one,
+never a truncated mix. If the writer raises, the temporary file is removed and
+the old file is left untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist the rename itself (best effort; not supported on every OS)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """Open a temporary file next to `path`; on a clean exit it replaces `path`.
+
+        with atomic_writer("metrics.json", "w") as f:
+            json.dump(record, f)
+
+    `mode` is "wb" (default) or "w" (text, UTF-8 unless `encoding` is given).
+    If the body raises, `path` keeps its previous contents (or stays absent).
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_writer mode must be 'w' or 'wb', not {mode!r}")
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        if mode == "w":
+            f = os.fdopen(fd, "w", encoding=encoding or "utf-8", newline="")
+        else:
+            f = os.fdopen(fd, "wb")
+        with f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates 0600 files; give the result the usual permissions.
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        except OSError:
+            pass
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(folder)
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with atomic_writer(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path, text: str, encoding: str = "utf-8") -> None:
+    """Write `text` to `path` atomically."""
+    with atomic_writer(path, "w", encoding=encoding) as f:
+        f.write(text)

@@ -1,0 +1,211 @@
+"""Reading single input images for `cnndsl predict` and friends.
+
+`load_image(path, expected_shape)` returns a float32 (C, H, W) array in [0, 1]
+matching the network's input, or raises a `CnnError` saying what was expected
+and what was found. Supported:
+
+* PNG / JPEG / anything Pillow reads (by content, not extension):
+  mode L (grayscale) -> 1 channel, RGB -> 3 channels; 1-bit and 16-bit
+  grayscale become 1 channel, palette images and CMYK become RGB; an alpha
+  channel is dropped only when the image is fully opaque.
+  EXIF orientation is applied. 8-bit values are divided by 255, 16-bit by 65535.
+* `.npy` arrays (no pickles): (C, H, W), (H, W) when C == 1, (H, W, C)
+  channels-last, or any of these with a leading batch axis of 1. uint8 is
+  divided by 255, uint16 by 65535, bool becomes 0/1, floats must already lie
+  in [0, 1].
+
+Images are never resized or converted between grayscale and colour silently:
+a wrong size or channel count is an error with the command that would fix it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cnndsl.diagnostics import file_error
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def describe_shape(shape, mode: str | None = None) -> str:
+    """'1x28x28 (grayscale 28x28)', '3x32x32 (RGB 32x32)', or with a Pillow mode '3x32x32 RGB'."""
+    c, h, w = (int(d) for d in shape)
+    dims = f"{c}x{h}x{w}"
+    if mode is not None:
+        return f"{dims} {mode}"
+    kind = {1: "grayscale", 3: "RGB"}.get(c, f"{c} channels")
+    return f"{dims} ({kind} {h}x{w})"
+
+
+def _check_shape(path: Path, arr: np.ndarray, expected, found_desc: str) -> np.ndarray:
+    c, h, w = expected
+    fc, fh, fw = arr.shape
+    if (fc, fh, fw) == (c, h, w):
+        return arr
+    fixes = []
+    if fc != c:
+        if c == 1 and fc in (3, 4):
+            fixes.append("convert it to grayscale, e.g. Image.open(p).convert('L')")
+        elif c == 3 and fc == 1:
+            fixes.append("convert it to RGB, e.g. Image.open(p).convert('RGB')")
+        else:
+            fixes.append(f"give it {c} channel{'s' if c != 1 else ''}")
+    if (fh, fw) != (h, w):
+        fixes.append(f"resize it to {w}x{h}, e.g. Image.open(p).resize(({w}, {h}))")
+    what = "channel count" if fc != c and (fh, fw) == (h, w) else \
+        "size" if fc == c else "size and channel count"
+    raise file_error(path, f"image has the wrong {what} for the network's input",
+                     expected=describe_shape(expected), found=found_desc,
+                     help="; ".join(fixes), code="image-shape")
+
+
+def _missing_or_dir(path: Path) -> None:
+    if not path.exists():
+        raise file_error(path, "image file does not exist", expected="a PNG, JPEG or .npy file",
+                         found="no such file", code="image-missing")
+    if path.is_dir():
+        raise file_error(path, "image path is a directory, not a file",
+                         expected="a PNG, JPEG or .npy file", found="a directory", code="image-missing")
+
+
+def _from_npy(path: Path, expected) -> np.ndarray:
+    c, h, w = expected
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise file_error(path, "cannot read .npy image", expected="a NumPy array file (no pickles)",
+                         found=str(e), code="image-unreadable") from None
+    except OSError as e:
+        raise file_error(path, "cannot read .npy image", expected="a NumPy array file",
+                         found=e.strerror or str(e), code="image-unreadable") from None
+    if not isinstance(arr, np.ndarray):
+        raise file_error(path, "cannot read .npy image", expected="a single array",
+                         found=type(arr).__name__, code="image-unreadable")
+    raw_shape = arr.shape
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 2:
+        arr = arr[None]
+    elif arr.ndim == 3 and arr.shape != (c, h, w) and arr.shape == (h, w, c):
+        arr = np.moveaxis(arr, -1, 0)  # channels-last
+    if arr.ndim != 3:
+        raise file_error(path, "the .npy array is not an image",
+                         expected=f"shape ({c}, {h}, {w}) for {describe_shape(expected)}",
+                         found=f"shape {raw_shape}", code="image-shape")
+    found = f"array of shape {raw_shape}"
+    arr = _check_shape(path, arr, expected, found)
+    if arr.dtype == np.uint8:
+        out = arr.astype(np.float32) / np.float32(255)
+    elif arr.dtype == np.uint16:
+        out = arr.astype(np.float32) / np.float32(65535)
+    elif arr.dtype == np.bool_:
+        out = arr.astype(np.float32)
+    elif arr.dtype.kind == "f":
+        out = arr.astype(np.float32)
+        if not np.all(np.isfinite(out)):
+            raise file_error(path, "image array contains NaN or infinity", expected="finite values in [0, 1]",
+                             found=f"{int(np.sum(~np.isfinite(out)))} non-finite values", code="image-range")
+        lo, hi = float(out.min(initial=0.0)), float(out.max(initial=0.0))
+        if lo < 0.0 or hi > 1.0:
+            raise file_error(path, "image values are outside [0, 1]", expected="float values in [0, 1]",
+                             found=f"values from {lo:g} to {hi:g}",
+                             help="divide by 255 if these are 8-bit pixel values, or save as uint8",
+                             code="image-range")
+    else:
+        raise file_error(path, "image array has an unsupported dtype",
+                         expected="uint8, uint16, bool or float in [0, 1]", found=str(arr.dtype),
+                         code="image-dtype")
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _from_pillow(path: Path, expected) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+    except UnidentifiedImageError:
+        with open(path, "rb") as f:
+            start = f.read(16)
+        raise file_error(path, "not an image file Pillow can read",
+                         expected="a PNG or JPEG image (or a .npy array)",
+                         found=f"{path.stat().st_size} bytes starting with {start[:8]!r}",
+                         code="image-unreadable") from None
+    except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
+        raise file_error(path, "cannot decode image (corrupt or truncated?)",
+                         expected="a complete PNG or JPEG image", found=str(e),
+                         code="image-unreadable") from None
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        im = im.convert("RGB")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "La", "RGBa"):
+        a = np.asarray(im.getchannel("A"))
+        if a.min() < 255:
+            c, h, w = expected
+            raise file_error(path, "image has transparent pixels",
+                             expected=describe_shape(expected) + " without transparency",
+                             found=f"{len(im.getbands())}x{im.height}x{im.width} {im.mode} "
+                                   f"with {int(np.sum(a < 255))} non-opaque pixels",
+                             help="flatten it onto a background, e.g. "
+                                  + ("Image.open(p).convert('L')" if c == 1 else "Image.open(p).convert('RGB')"),
+                             code="image-alpha")
+        im = im.convert("L" if im.mode in ("LA", "La") else "RGB")
+    arr = np.asarray(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = arr.astype(np.float32) / np.float32(65535)
+    elif im.mode == "I":
+        arr = arr.astype(np.float32)
+        arr /= np.float32(255 if arr.max(initial=0) <= 255 else 65535)
+    elif im.mode == "F":
+        arr = arr.astype(np.float32)
+        if arr.min(initial=0) < 0 or arr.max(initial=0) > 1:
+            raise file_error(path, "floating-point image values are outside [0, 1]",
+                             expected="values in [0, 1]",
+                             found=f"values from {arr.min():g} to {arr.max():g}", code="image-range")
+    elif arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / np.float32(255)
+    else:
+        raise file_error(path, "unsupported image mode", expected="grayscale (L) or RGB",
+                         found=f"mode {mode}", code="image-mode")
+    if arr.ndim == 2:
+        arr = arr[None]
+    else:
+        arr = np.moveaxis(arr, -1, 0)
+    shown_mode = {"L": "grayscale", "I;16": "16-bit grayscale", "I": "grayscale", "F": "grayscale"}.get(im.mode, im.mode)
+    if mode != im.mode and mode not in ("I;16", "I;16B", "I;16L", "I;16N"):
+        shown_mode += f" (from mode {mode})"
+    found = describe_shape(arr.shape, shown_mode)
+    arr = _check_shape(path, arr, expected, found)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def load_image(path, expected_shape) -> np.ndarray:
+    """Read one image as float32 (C, H, W) in [0, 1], matching `expected_shape` exactly."""
+    path = Path(path)
+    expected = tuple(int(d) for d in expected_shape)
+    if len(expected) != 3:
+        raise ValueError(f"expected_shape must be (C, H, W), got {expected_shape!r}")
+    _missing_or_dir(path)
+    try:
+        with open(path, "rb") as f:
+            start = f.read(8)
+    except OSError as e:
+        raise file_error(path, "cannot read image file", expected="a readable file",
+                         found=e.strerror or str(e), code="image-unreadable") from None
+    if path.suffix.lower() == ".npz" or start.startswith(b"PK\x03\x04"):
+        raise file_error(path, "this is an .npz archive, not a single image",
+                         expected="a PNG, JPEG or .npy file",
+                         found="a zip/.npz archive",
+                         help="use it as a data set (--data) or save one image with np.save",
+                         code="image-unreadable")
+    if path.suffix.lower() == ".npy" or start.startswith(_NPY_MAGIC):
+        return _from_npy(path, expected)
+    return _from_pillow(path, expected)

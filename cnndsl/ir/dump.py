@@ -1,0 +1,62 @@
+"""`dump(graph)`: the graph as canonical, fully explicit .cnn source.
+
+Every node is one statement in topological order, named, with its inputs in
+parentheses and every option of its op written as key=value; heads are
+`-> HEAD`, and the inferred type is a trailing comment:
+
+    network LeNet5(classes = 10) {
+      input image: 1x28x28  # 1x28x28
+      c1 = conv(image) filters=6 kernel=5x5 stride=1x1 padding=same dilation=1x1 groups=1 bias=true  # 6x28x28
+      c1.relu = relu(c1)  # 6x28x28
+      ...
+      logits = dense(dropout1) units=10 bias=true -> logits  # 10
+    }
+
+The text parses back to the same graph, so dump(parse(dump(g))) == dump(g).
+Options whose value is None (an unset per-layer `rounding`) are left out.
+"""
+from __future__ import annotations
+
+from cnndsl.frontend.values import show
+from cnndsl.ir.graph import Graph
+
+
+def dump(graph: Graph) -> str:
+    from cnndsl.ops.registry import get_op
+
+    params = graph.attrs.get("params") or {}
+    header = f"network {graph.name}"
+    if params:
+        header += "(" + ", ".join(f"{k} = {show(v)}" for k, v in params.items()) + ")"
+    lines = [header + " {"]
+    if graph.attrs.get("rounding") is not None:
+        lines.append(f"  rounding = {graph.attrs['rounding']}")
+    heads_of: dict[str, list[str]] = {}
+    for head, node in graph.heads.items():
+        heads_of.setdefault(node, []).append(head)
+    for node in graph.nodes():
+        op = get_op(node.op)
+        if node.op == "input":
+            shape = node.attrs.get("shape", ())
+            text = f"input {node.name}: {_shape(shape)}"
+        else:
+            inputs = ", ".join(graph.inputs_of(node.name))
+            text = f"{node.name} = {node.op}({inputs})"
+            names = [a.name for a in op.attrs] if op is not None else sorted(node.attrs)
+            for key in names:
+                if key in node.attrs and node.attrs[key] is not None:
+                    text += f" {key}={show(node.attrs[key])}"
+            if node.name in heads_of:
+                text += " -> " + ", ".join(heads_of[node.name])
+        if node.type is not None:
+            text += f"  # {node.type}"
+        lines.append("  " + text)
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _shape(shape) -> str:
+    shape = tuple(shape)
+    if len(shape) == 1:
+        return f"[{shape[0]}]"
+    return "x".join(str(d) for d in shape)

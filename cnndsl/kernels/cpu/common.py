@@ -1,0 +1,44 @@
+"""Shared Numba options for the CPU kernels (see /work/shared/notes/numba-performance.md).
+
+Every kernel is compiled with
+
+    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")            # serial
+    @njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
+
+FASTMATH leaves out ``nnan`` and ``ninf`` on purpose: the trainer detects NaN/Inf,
+so the compiler must not assume they cannot happen.
+
+Kernels that are mostly memory-bound switch between a serial loop and a
+``prange`` loop at run time (``n >= PAR_MIN``), so tiny tensors do not pay the
+fork/join cost of a parallel region.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+# Minimum number of elements (elementwise kernels) before a prange region is used.
+PAR_MIN = 1 << 15
+# Minimum amount of "work items x inner size" for per-(n, c) parallel loops.
+PAR_MIN_WORK = 1 << 14
+
+F32 = np.float32
+ZERO = np.float32(0.0)
+ONE = np.float32(1.0)
+
+
+def kernel(fn=None, *, parallel: bool = False):
+    """njit with the project-wide options; `@kernel` or `@kernel(parallel=True)`."""
+    opts = dict(cache=True, fastmath=set(FASTMATH), error_model="numpy")
+    if parallel:
+        opts["parallel"] = True
+    if fn is None:
+        return njit(**opts)
+    return njit(**opts)(fn)
+
+
+def parallel_kernel(fn):
+    """Shorthand for `kernel(parallel=True)`."""
+    return kernel(fn, parallel=True)

@@ -1,0 +1,419 @@
+"""conv2d and conv_transpose2d: forward and backward CPU kernels (im2col + BLAS).
+
+Layouts (all float32, C-contiguous):
+    conv2d:            x (N, C, H, W), weight (F, C/groups, KH, KW), bias (F,), y (N, F, OH, OW)
+    conv_transpose2d:  x (N, C, H, W), weight (C, F/groups, KH, KW), bias (F,), y (N, F, OH, OW)
+
+Padding: the kernels take pad_top / pad_left only; the output size is read from
+the output (or input-gradient) array, so asymmetric 'same' padding and
+floor/ceil rounding need nothing else: taps that land outside the input read
+zeros (forward) or are dropped (backward).
+
+Algorithm: images are processed in chunks of `nb`. Per chunk and group, the
+input windows are unfolded ("im2col", a parallel copy) into `col` laid out as
+(K, nb*P) with K = Cg*KH*KW and P = OH*OW, and the product with the weight
+matrix (Fg, K) is one sgemm (np.dot -> SciPy's OpenBLAS, called outside any
+prange). With nb == 1 the GEMM writes straight into y; with nb > 1 it writes
+into `tmp` (Fg, nb*P) and a parallel pass scatters it to NCHW and adds the bias.
+Backward data is W^T @ dY followed by col2im (scatter-add, parallel over the
+(n, c) planes, so there are no write races); backward weight is dY @ col^T
+accumulated over the chunks.
+
+Workspaces: `col` and `tmp` are 1-D float32 scratch buffers, sized by
+`conv2d_workspace` / `conv_transpose2d_workspace` (plain Python helpers). They
+hold nothing between calls and may be shared by all convs of a graph.
+conv_transpose2d is the adjoint of conv2d and reuses the same cores with the
+roles of x and y swapped.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
+
+# GEMM width (nb * P columns) the chunking aims for, and the scratch budget.
+TARGET_COLUMNS = 8192
+WORKSPACE_BUDGET_BYTES = 64 << 20
+
+
+# ----------------------------------------------------------------------------
+# workspace sizing (plain Python; called once per layer when the graph is built)
+
+def _chunk(n: int, k: int, p: int, f: int, budget_bytes: int) -> int:
+    nb = max(1, min(n, -(-TARGET_COLUMNS // p)))
+    per_image = 4 * (k * p + f * p)
+    nb = max(1, min(nb, budget_bytes // max(per_image, 1)))
+    return nb
+
+
+def conv2d_workspace(n: int, c: int, f: int, kh: int, kw: int, groups: int, oh: int, ow: int,
+                     budget_bytes: int = WORKSPACE_BUDGET_BYTES) -> tuple[int, int, int]:
+    """(nb, col_len, tmp_len) for conv2d_forward / _backward_data / _backward_weight.
+
+    Allocate `col = np.empty(col_len, np.float32)` and `tmp = np.empty(tmp_len, np.float32)`.
+    """
+    k = (c // groups) * kh * kw
+    p = oh * ow
+    nb = _chunk(n, k, p, f, budget_bytes)
+    return nb, k * nb * p, f * nb * p + f * k
+
+
+def conv_transpose2d_workspace(n: int, c: int, f: int, kh: int, kw: int, groups: int, h: int, w: int,
+                               budget_bytes: int = WORKSPACE_BUDGET_BYTES) -> tuple[int, int, int]:
+    """(nb, col_len, tmp_len) for conv_transpose2d_*; c = input channels, (h, w) = INPUT size."""
+    # conv_transpose is the adjoint of a conv whose input has f channels and whose output is x.
+    k = (f // groups) * kh * kw
+    p = h * w
+    nb = _chunk(n, k, p, c, budget_bytes)
+    return nb, k * nb * p, c * nb * p + c * k
+
+
+# ----------------------------------------------------------------------------
+# parallel data-movement helpers
+
+@kernel
+def _im2col_item(x, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2, item, nbb):
+    # item = r * nbb + b, r = (c*KH + kh)*KW + kw
+    r = item // nbb
+    b = item - r * nbb
+    kw_ = r % KW
+    kh_ = (r // KW) % KH
+    c = r // (KW * KH)
+    H = x.shape[2]
+    W = x.shape[3]
+    P = OH * OW
+    base = b * P
+    off_w = kw_ * dw - pl
+    ow_lo = min(OW, max(0, (-off_w + sw - 1) // sw))
+    ow_hi = min(OW, (W - off_w + sw - 1) // sw)
+    if ow_hi < ow_lo:
+        ow_hi = ow_lo
+    xp = x[n0 + b, c0 + c]
+    row = col2[r]
+    zero = np.float32(0.0)
+    for oh in range(OH):
+        ih = oh * sh - pt + kh_ * dh
+        o = base + oh * OW
+        if ih < 0 or ih >= H:
+            for ow in range(OW):
+                row[o + ow] = zero
+        else:
+            for ow in range(ow_lo):
+                row[o + ow] = zero
+            if sw == 1:
+                for ow in range(ow_lo, ow_hi):
+                    row[o + ow] = xp[ih, ow + off_w]
+            else:
+                for ow in range(ow_lo, ow_hi):
+                    row[o + ow] = xp[ih, ow * sw + off_w]
+            for ow in range(ow_hi, OW):
+                row[o + ow] = zero
+
+
+@parallel_kernel
+def _im2col(x, n0, nbb, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2):
+    items = Cg * KH * KW * nbb
+    if items * OH * OW >= PAR_MIN:
+        for it in prange(items):
+            _im2col_item(x, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2, it, nbb)
+    else:
+        for it in range(items):
+            _im2col_item(x, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2, it, nbb)
+
+
+@kernel
+def _col2im_item(col2, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx, item):
+    # item = b * Cg + c: owns the plane dx[n0 + b, c0 + c]; zeroes it, then adds every tap.
+    b = item // Cg
+    c = item - b * Cg
+    H = dx.shape[2]
+    W = dx.shape[3]
+    P = OH * OW
+    dp = dx[n0 + b, c0 + c]
+    zero = np.float32(0.0)
+    for i in range(H):
+        for j in range(W):
+            dp[i, j] = zero
+    for kh_ in range(KH):
+        for kw_ in range(KW):
+            row = col2[(c * KH + kh_) * KW + kw_]
+            off_w = kw_ * dw - pl
+            ow_lo = max(0, (-off_w + sw - 1) // sw)
+            ow_hi = min(OW, (W - off_w + sw - 1) // sw)
+            for oh in range(OH):
+                ih = oh * sh - pt + kh_ * dh
+                if ih < 0 or ih >= H:
+                    continue
+                o = b * P + oh * OW
+                if sw == 1:
+                    for ow in range(ow_lo, ow_hi):
+                        dp[ih, ow + off_w] += row[o + ow]
+                else:
+                    for ow in range(ow_lo, ow_hi):
+                        dp[ih, ow * sw + off_w] += row[o + ow]
+
+
+@parallel_kernel
+def _col2im(col2, n0, nbb, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx):
+    items = nbb * Cg
+    if items * dx.shape[2] * dx.shape[3] * KH * KW >= PAR_MIN:
+        for it in prange(items):
+            _col2im_item(col2, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx, it)
+    else:
+        for it in range(items):
+            _col2im_item(col2, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx, it)
+
+
+@kernel
+def _scatter_item(t2, n0, f0, Fg, b, has_bias, y, item):
+    bb = item // Fg
+    f = item - bb * Fg
+    P = y.shape[2] * y.shape[3]
+    yp = y[n0 + bb, f0 + f].reshape(P)
+    src = t2[f]
+    o = bb * P
+    if has_bias:
+        bv = b[f0 + f]
+        for p in range(P):
+            yp[p] = src[o + p] + bv
+    else:
+        for p in range(P):
+            yp[p] = src[o + p]
+
+
+@parallel_kernel
+def _scatter(t2, n0, nbb, f0, Fg, b, has_bias, y):
+    """y[n0+bb, f0+f, :] = t2[f, bb*P:(bb+1)*P] (+ bias)."""
+    items = nbb * Fg
+    if items * y.shape[2] * y.shape[3] >= PAR_MIN:
+        for it in prange(items):
+            _scatter_item(t2, n0, f0, Fg, b, has_bias, y, it)
+    else:
+        for it in range(items):
+            _scatter_item(t2, n0, f0, Fg, b, has_bias, y, it)
+
+
+@kernel
+def _gather_item(dy, n0, f0, Fg, t2, item):
+    bb = item // Fg
+    f = item - bb * Fg
+    P = dy.shape[2] * dy.shape[3]
+    src = dy[n0 + bb, f0 + f].reshape(P)
+    dst = t2[f]
+    o = bb * P
+    for p in range(P):
+        dst[o + p] = src[p]
+
+
+@parallel_kernel
+def _gather(dy, n0, nbb, f0, Fg, t2):
+    """t2[f, bb*P:(bb+1)*P] = dy[n0+bb, f0+f, :]."""
+    items = nbb * Fg
+    if items * dy.shape[2] * dy.shape[3] >= PAR_MIN:
+        for it in prange(items):
+            _gather_item(dy, n0, f0, Fg, t2, it)
+    else:
+        for it in range(items):
+            _gather_item(dy, n0, f0, Fg, t2, it)
+
+
+@parallel_kernel
+def _add_bias_chunk(y, n0, nbb, b):
+    F = y.shape[1]
+    P = y.shape[2] * y.shape[3]
+    items = nbb * F
+    if items * P >= PAR_MIN:
+        for it in prange(items):
+            yp = y[n0 + it // F, it % F].reshape(P)
+            bv = b[it % F]
+            for p in range(P):
+                yp[p] += bv
+    else:
+        for it in range(items):
+            yp = y[n0 + it // F, it % F].reshape(P)
+            bv = b[it % F]
+            for p in range(P):
+                yp[p] += bv
+
+
+@parallel_kernel
+def _bias_grad(dy, db):
+    """db[f] = sum over n, h, w of dy[n, f] (accumulated in float64)."""
+    N = dy.shape[0]
+    F = dy.shape[1]
+    P = dy.shape[2] * dy.shape[3]
+    if N * F * P >= PAR_MIN:
+        for f in prange(F):
+            acc = 0.0
+            for n in range(N):
+                row = dy[n, f].reshape(P)
+                s = np.float32(0.0)
+                for p in range(P):
+                    s += row[p]
+                acc += s
+            db[f] = np.float32(acc)
+    else:
+        for f in range(F):
+            acc = 0.0
+            for n in range(N):
+                row = dy[n, f].reshape(P)
+                s = np.float32(0.0)
+                for p in range(P):
+                    s += row[p]
+                acc += s
+            db[f] = np.float32(acc)
+
+
+# ----------------------------------------------------------------------------
+# cores: a conv with input X (N, C, H, W), weight (F, Cg, KH, KW), output Y (N, F, OH, OW)
+
+@kernel
+def _check_ws(col, tmp, K, P, F, nb, Fg_K):
+    if nb < 1:
+        raise ValueError("conv: nb must be >= 1")
+    if col.size < K * nb * P or tmp.size < F * nb * P + Fg_K:
+        raise ValueError("conv: workspace too small (see conv2d_workspace)")
+
+
+@kernel
+def _fwd_core(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, y):
+    N = x.shape[0]
+    F, Cg, KH, KW = w.shape
+    OH = y.shape[2]
+    OW = y.shape[3]
+    Fg = F // groups
+    K = Cg * KH * KW
+    P = OH * OW
+    _check_ws(col, tmp, K, P, F, nb, 0)
+    w2 = w.reshape(F, K)
+    direct_1x1 = KH == 1 and KW == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
+        and OH == x.shape[2] and OW == x.shape[3]
+    for n0 in range(0, N, nb):
+        nbb = min(nb, N - n0)
+        for g in range(groups):
+            wg = w2[g * Fg:(g + 1) * Fg]
+            if nbb == 1:
+                if direct_1x1:
+                    c2 = x[n0, g * Cg:(g + 1) * Cg].reshape(K, P)
+                else:
+                    c2 = col[:K * P].reshape(K, P)
+                    _im2col(x, n0, 1, g * Cg, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, c2)
+                np.dot(wg, c2, y[n0, g * Fg:(g + 1) * Fg].reshape(Fg, P))
+            else:
+                c2 = col[:K * nbb * P].reshape(K, nbb * P)
+                _im2col(x, n0, nbb, g * Cg, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, c2)
+                t2 = tmp[:Fg * nbb * P].reshape(Fg, nbb * P)
+                np.dot(wg, c2, t2)
+                _scatter(t2, n0, nbb, g * Fg, Fg, b, has_bias, y)
+        if nbb == 1 and has_bias:
+            _add_bias_chunk(y, n0, 1, b)
+
+
+@kernel
+def _bwd_data_core(dy, w, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, dx):
+    N = dx.shape[0]
+    F, Cg, KH, KW = w.shape
+    OH = dy.shape[2]
+    OW = dy.shape[3]
+    Fg = F // groups
+    K = Cg * KH * KW
+    P = OH * OW
+    _check_ws(col, tmp, K, P, F, nb, 0)
+    w2 = w.reshape(F, K)
+    for n0 in range(0, N, nb):
+        nbb = min(nb, N - n0)
+        for g in range(groups):
+            wgT = w2[g * Fg:(g + 1) * Fg].T
+            c2 = col[:K * nbb * P].reshape(K, nbb * P)
+            if nbb == 1:
+                np.dot(wgT, dy[n0, g * Fg:(g + 1) * Fg].reshape(Fg, P), c2)
+            else:
+                t2 = tmp[:Fg * nbb * P].reshape(Fg, nbb * P)
+                _gather(dy, n0, nbb, g * Fg, Fg, t2)
+                np.dot(wgT, t2, c2)
+            _col2im(c2, n0, nbb, g * Cg, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx)
+
+
+@kernel
+def _bwd_weight_core(x, dy, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, dweight):
+    N = x.shape[0]
+    F, Cg, KH, KW = dweight.shape
+    OH = dy.shape[2]
+    OW = dy.shape[3]
+    Fg = F // groups
+    K = Cg * KH * KW
+    P = OH * OW
+    _check_ws(col, tmp, K, P, F, nb, Fg * K)
+    dw2 = dweight.reshape(F, K)
+    for n0 in range(0, N, nb):
+        nbb = min(nb, N - n0)
+        for g in range(groups):
+            c2 = col[:K * nbb * P].reshape(K, nbb * P)
+            _im2col(x, n0, nbb, g * Cg, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, c2)
+            if nbb == 1:
+                d2 = dy[n0, g * Fg:(g + 1) * Fg].reshape(Fg, nbb * P)
+            else:
+                d2 = tmp[:Fg * nbb * P].reshape(Fg, nbb * P)
+                _gather(dy, n0, nbb, g * Fg, Fg, d2)
+            dst = dw2[g * Fg:(g + 1) * Fg]
+            if n0 == 0:
+                np.dot(d2, c2.T, dst)
+            else:
+                acc = tmp[F * nb * P:F * nb * P + Fg * K].reshape(Fg, K)
+                np.dot(d2, c2.T, acc)
+                for i in range(Fg):
+                    for j in range(K):
+                        dst[i, j] += acc[i, j]
+
+
+# ----------------------------------------------------------------------------
+# public kernels
+
+@kernel
+def conv2d_forward(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, y):
+    """y = conv2d(x, weight) (+ bias). Output size taken from y; x (N,C,H,W), weight (F,C/g,KH,KW)."""
+    _fwd_core(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, y)
+
+
+@kernel
+def conv2d_backward_data(dy, weight, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dx):
+    """dx = dL/dx (overwritten) from dy (N,F,OH,OW); the input size is taken from dx."""
+    _bwd_data_core(dy, weight, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dx)
+
+
+@kernel
+def conv2d_backward_weight(x, dy, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp,
+                           dweight, dbias):
+    """dweight (F,C/g,KH,KW) and dbias (F,) overwritten with the batch-summed gradients."""
+    _bwd_weight_core(x, dy, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dweight)
+    if has_bias:
+        _bias_grad(dy, dbias)
+
+
+@kernel
+def conv_transpose2d_forward(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col,
+                             tmp, y):
+    """y = conv_transpose2d(x, weight) (+ bias); x (N,C,H,W), weight (C,F/g,KH,KW), y (N,F,OH,OW).
+
+    y[n, g*Fg+f, i*sh - pad_top + kh*dh, j*sw - pad_left + kw*dw] += x[n, c, i, j] * weight[c, f, kh, kw]
+    for c in group g; the output size (hence output_padding) is taken from y.
+    """
+    _bwd_data_core(x, weight, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, y)
+    if has_bias:
+        _add_bias_chunk(y, 0, y.shape[0], bias)
+
+
+@kernel
+def conv_transpose2d_backward_data(dy, weight, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dx):
+    """dx (N,C,H,W) overwritten: a plain conv2d of dy with the same weight."""
+    _fwd_core(dy, weight, weight[0, 0, 0], False, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dx)
+
+
+@kernel
+def conv_transpose2d_backward_weight(x, dy, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp,
+                                     dweight, dbias):
+    """dweight (C,F/g,KH,KW) and dbias (F,) overwritten with the batch-summed gradients."""
+    _bwd_weight_core(dy, x, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dweight)
+    if has_bias:
+        _bias_grad(dy, dbias)

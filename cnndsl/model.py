@@ -1,0 +1,220 @@
+"""The Python API of a compiled model: predict, evaluate, one training step, weights.
+
+    import cnndsl
+    model = cnndsl.compile("examples/lenet5.cnn")
+    model.fit()                                  # the file's training section, bundled digits
+    probs = model.predict_proba(images)["logits"]
+    model.save_weights("lenet5.safetensors")
+
+One `Model` owns one set of parameters (a ParamStore) shared by its inference,
+evaluation and training executables; each of those is compiled once per batch
+size and cached.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cnndsl.backend.executor import Executable
+from cnndsl.backend.params import ParamStore
+from cnndsl.diagnostics import CnnError, Diagnostic
+from cnndsl.passes.autodiff import LossSpec, build_loss_graph, build_training_graph
+
+
+class Model:
+    def __init__(self, program, device: str = "cpu", seed: int | None = None):
+        self.program = program
+        self.graph = program.graph
+        self.config = program.training
+        self.device = device
+        self.seed = seed if seed is not None else _setting(self.config, "seed", 0)
+        self.store = ParamStore(self.graph)
+        self.store.initialize(self.seed)
+        self.losses = loss_specs(program)
+        self.frozen = set(_setting(self.config, "freeze", ()) or ())
+        for layer, mult in dict(_setting(self.config, "lr_mult", {}) or {}).items():
+            self.store.set_lr_mult(layer, mult)
+        for layer in self.frozen:
+            self.store.set_lr_mult(layer, 0.0)
+        self._executables: dict[tuple[str, int], Executable] = {}
+        self._graphs = {}
+        self.optimizer = None
+
+    # -- graphs and executables ------------------------------------------------
+    @property
+    def input_name(self) -> str:
+        return self.graph.inputs[0]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.graph.node(self.input_name).type.shape
+
+    def _graph(self, kind: str):
+        if kind not in self._graphs:
+            if kind == "infer":
+                self._graphs[kind] = self.graph
+            elif kind == "eval":
+                self._graphs[kind] = build_loss_graph(self.graph, self.losses)
+            else:
+                self._graphs[kind] = build_training_graph(self.graph, self.losses, self.frozen)
+        return self._graphs[kind]
+
+    def executable(self, kind: str, batch: int) -> Executable:
+        key = (kind, batch)
+        if key not in self._executables:
+            exe = Executable(self._graph(kind), self.store, batch, self.device)
+            exe.rc.optimizer = self.optimizer
+            self._executables[key] = exe
+        return self._executables[key]
+
+    def set_optimizer(self, optimizer) -> None:
+        self.optimizer = optimizer
+        for exe in self._executables.values():
+            exe.rc.optimizer = optimizer
+
+    # -- running -----------------------------------------------------------------
+    def predict(self, x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
+        """Raw head outputs (e.g. logits) for images x of shape (N, *input_shape)."""
+        x = self._check_input(x)
+        outs = {h: [] for h in self.graph.heads}
+        for i in range(0, len(x), batch):
+            chunk = x[i:i + batch]
+            exe = self.executable("infer", len(chunk))
+            exe.run({self.input_name: chunk}, training=False)
+            for head, node in self.graph.heads.items():
+                outs[head].append(exe.output(node).copy())
+        return {h: np.concatenate(v) for h, v in outs.items()}
+
+    def predict_proba(self, x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
+        """Softmax over class scores for heads trained with cross-entropy; raw outputs otherwise."""
+        outs = self.predict(x, batch)
+        for spec in self.losses:
+            if spec.kind in ("cross_entropy", "pixel_cross_entropy"):
+                outs[spec.head] = _softmax(outs[spec.head])
+        return outs
+
+    def evaluate(self, x: np.ndarray, y, batch: int = 256) -> dict[str, float]:
+        """Mean loss and, for classification heads, accuracy over a data set."""
+        x = self._check_input(x)
+        targets = self._targets(y)
+        total, correct, n = 0.0, {}, len(x)
+        for i in range(0, n, batch):
+            j = min(i + batch, n)
+            exe = self.executable("eval", j - i)
+            exe.run(self._feeds(x[i:j], {h: t[i:j] for h, t in targets.items()}), training=False)
+            total += self._loss_value(exe) * (j - i)
+            for spec in self.losses:
+                if spec.kind in ("cross_entropy", "pixel_cross_entropy"):
+                    pred = exe.output(self.graph.heads[spec.head]).argmax(axis=1)
+                    correct[spec.head] = correct.get(spec.head, 0) + int((pred == targets[spec.head][i:j]).sum())
+        result = {"loss": total / n}
+        for head, c in correct.items():
+            denom = n * int(np.prod(targets[head].shape[1:], dtype=np.int64))
+            result["accuracy" if len(correct) == 1 else f"{head}_accuracy"] = c / denom
+        return result
+
+    def train_step(self, x: np.ndarray, y, step: int) -> tuple[float, dict[str, np.ndarray]]:
+        """One optimizer step on a batch; returns the loss and the head outputs (views)."""
+        if self.optimizer is None:
+            raise RuntimeError("set_optimizer() first")
+        exe = self.executable("train", len(x))
+        exe.run(self._feeds(x, self._targets(y)), training=True, step=step, seed=self.seed)
+        return self._loss_value(exe), {h: exe.output(n) for h, n in self.graph.heads.items()}
+
+    # -- helpers -----------------------------------------------------------------
+    def _loss_value(self, exe: Executable) -> float:
+        return sum(exe.rc.losses[name] for name in exe.graph.attrs["losses"].values())
+
+    def _feeds(self, x, targets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {self.input_name: x}
+        feeds.update({f"target.{h}": t for h, t in targets.items()})
+        return feeds
+
+    def _targets(self, y) -> dict[str, np.ndarray]:
+        if isinstance(y, dict):
+            return {spec.head: np.asarray(y[spec.head]) for spec in self.losses}
+        if len(self.losses) != 1:
+            raise CnnError([Diagnostic("error", "this model has several losses; give targets as a dict per head",
+                                       code="targets")])
+        return {self.losses[0].head: np.asarray(y)}
+
+    def _check_input(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.shape[1:] != self.input_shape:
+            want = "x".join(map(str, self.input_shape))
+            got = "x".join(map(str, x.shape[1:]))
+            raise CnnError([Diagnostic("error", f"input images are {got}, but the network's input "
+                                       f"'{self.input_name}' is {want}", code="input-shape")])
+        return x
+
+    # -- weights -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return self.store.state_dict()
+
+    def save_weights(self, path, metadata: dict[str, str] | None = None) -> Path:
+        from cnndsl.io.weights import save_weights
+
+        meta = {"network": self.graph.name, **(metadata or {})}
+        save_weights(path, self.store.state_dict(), meta)
+        return Path(path)
+
+    def load_weights(self, path) -> None:
+        """Load by name; any missing, unexpected or mis-shaped tensor is an error listing all of them."""
+        from cnndsl.io.weights import load_weights, match_weights
+
+        tensors, _ = load_weights(path)
+        match_weights(tensors, self.store.expected_shapes()).raise_if_mismatch(path)
+        self.store.load_state_dict(tensors)
+
+
+def compile(path_or_program, defines=None, profile=None, device: str = "cpu", seed: int | None = None) -> Model:
+    """Load (if given a path) and compile a model for `device`."""
+    program = path_or_program
+    if isinstance(path_or_program, (str, Path)):
+        from cnndsl.frontend import load
+
+        program = load(path_or_program, defines=defines, profile=profile)
+    return Model(program, device=device, seed=seed)
+
+
+def loss_specs(program) -> list[LossSpec]:
+    """The losses of the training section; by default cross-entropy on a single class-score head."""
+    config = program.training
+    declared = _setting(config, "losses", None)
+    if declared:
+        return [LossSpec(head, kind, weight) for head, kind, weight in _loss_items(declared)]
+    graph = program.graph
+    specs = []
+    for head, node in graph.heads.items():
+        rank = len(graph.node(node).type.shape)
+        specs.append(LossSpec(head, "cross_entropy" if rank == 1 else "pixel_cross_entropy"))
+    return specs[:1]
+
+
+def _loss_items(declared):
+    """Accept the training section's loss declarations in the shapes the frontend produces."""
+    items = declared.items() if isinstance(declared, dict) else declared
+    for item in items:
+        if isinstance(item, tuple) and len(item) == 2:
+            head, spec = item
+            if isinstance(spec, str):
+                yield head, spec, 1.0
+            else:
+                yield head, getattr(spec, "kind", getattr(spec, "name", None)), float(getattr(spec, "weight", 1.0))
+        else:
+            yield item.head, getattr(item, "kind", getattr(item, "name", None)), float(getattr(item, "weight", 1.0))
+
+
+def _setting(config, name, default):
+    if config is None:
+        return default
+    if isinstance(config, dict):
+        return config.get(name, default)
+    return getattr(config, name, default)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

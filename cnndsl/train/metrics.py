@@ -1,0 +1,239 @@
+"""Classification metrics, per-epoch metric logs and their plot.
+
+* `accuracy`, `top_k_accuracy` (and the counting versions `count_correct`,
+  `count_top_k`) from logits (N, C) and integer labels (N,). Ties go to the
+  lower class index, like `argmax`, so all-equal logits are not "all correct".
+* `EpochMeter`: accumulates loss, correct predictions and images over the
+  batches of one epoch and gives means and images/s.
+* `MetricsLog(dir)`: one record per epoch (epoch, train_loss, train_accuracy,
+  test_loss, test_accuracy, images_per_s, seconds, lr, plus any extra keys;
+  `epoch` counts completed epochs, 1 for the first);
+  `<dir>/metrics.json` (a JSON list of records) is rewritten atomically after
+  each epoch. Values that are missing or not finite are stored as null.
+* `plot(dir)`: `<dir>/curves.png`, loss and accuracy against epoch for the
+  training and held-out sets, drawn with matplotlib's Agg canvas (no display,
+  no global pyplot state) and written atomically.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from cnndsl.diagnostics import file_error
+from cnndsl.io.atomic import atomic_writer
+
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "curves.png"
+FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+          "images_per_s", "seconds", "lr")
+
+
+# ---------------------------------------------------------------------------- metric functions
+
+def _ranks(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Rank (0 = best) of each sample's true class; ties broken towards lower indices."""
+    logits = np.asarray(logits)
+    labels = np.asarray(labels, dtype=np.int64)
+    if logits.ndim != 2 or labels.shape != (logits.shape[0],):
+        raise ValueError(f"need logits (N, C) and labels (N,), got {logits.shape} and {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= logits.shape[1]):
+        raise ValueError(f"labels must lie in 0..{logits.shape[1] - 1}")
+    true = logits[np.arange(len(labels)), labels][:, None]
+    greater = (logits > true).sum(axis=1)
+    tied_before = ((logits == true) & (np.arange(logits.shape[1])[None, :] < labels[:, None])).sum(axis=1)
+    return greater + tied_before
+
+
+def count_correct(logits: np.ndarray, labels: np.ndarray) -> int:
+    """How many argmax predictions equal the labels (logits (N, C), or predictions (N,))."""
+    logits = np.asarray(logits)
+    if logits.ndim == 1:
+        return int(np.sum(logits.astype(np.int64) == np.asarray(labels, dtype=np.int64)))
+    return int(np.sum(_ranks(logits, labels) < 1))
+
+
+def count_top_k(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
+    """How many labels are among the k highest logits."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return int(np.sum(_ranks(logits, labels) < k))
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of argmax predictions equal to the labels (nan for no samples)."""
+    n = len(labels)
+    return count_correct(logits, labels) / n if n else float("nan")
+
+
+def top_k_accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
+    """Fraction of labels among the k highest logits (nan for no samples)."""
+    n = len(labels)
+    return count_top_k(logits, labels, k) / n if n else float("nan")
+
+
+class EpochMeter:
+    """Running sums over one epoch's batches."""
+
+    def __init__(self) -> None:
+        self.loss_sum = 0.0
+        self.correct = 0
+        self.count = 0
+        self.start = time.perf_counter()
+
+    def add(self, loss_mean: float, correct: int, n: int) -> None:
+        """A batch of `n` images with mean loss `loss_mean` and `correct` right predictions."""
+        self.loss_sum += float(loss_mean) * n
+        self.correct += int(correct)
+        self.count += int(n)
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / self.count if self.count else float("nan")
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.count if self.count else float("nan")
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    @property
+    def images_per_s(self) -> float:
+        s = self.seconds
+        return self.count / s if s > 0 else float("nan")
+
+
+# ---------------------------------------------------------------------------- the log
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, non-finite floats to None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    return value
+
+
+def read_metrics(directory) -> list[dict[str, Any]]:
+    """The records in `<directory>/metrics.json` ([] when there is none)."""
+    path = Path(directory) / METRICS_FILE
+    if not path.exists():
+        return []
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise file_error(path, "cannot read the metrics log", expected="a JSON list of per-epoch records",
+                         found=str(e), code="metrics-format") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise file_error(path, "the metrics log is not a list of records",
+                         expected="a JSON list of objects", found=type(records).__name__,
+                         code="metrics-format")
+    return records
+
+
+class MetricsLog:
+    """Per-epoch records, persisted to `<dir>/metrics.json` after every `append`.
+
+    With `resume=True` the existing records are kept (use `truncate(epoch)` to
+    drop those after the checkpoint being resumed); otherwise the log starts empty.
+    """
+
+    def __init__(self, directory, resume: bool = False):
+        self.dir = Path(directory)
+        self.path = self.dir / METRICS_FILE
+        self.records: list[dict[str, Any]] = read_metrics(self.dir) if resume else []
+
+    def append(self, record: Mapping[str, Any] | None = None, /, **fields: Any) -> dict[str, Any]:
+        """Add one epoch's record and rewrite metrics.json.
+
+        Either a dict or keywords (or both): `epoch` is required; the standard
+        fields (epoch, train_loss, train_accuracy, test_loss, test_accuracy,
+        images_per_s, seconds, lr) that are not given are stored as null, and
+        extra keys are kept.
+        """
+        merged = {**(dict(record) if record else {}), **fields}
+        if "epoch" not in merged:
+            raise ValueError("a metrics record needs an 'epoch'")
+        out = {k: merged.get(k) for k in FIELDS}
+        out.update({k: v for k, v in merged.items() if k not in out})
+        out = _clean(out)
+        self.records.append(out)
+        self.save()
+        return out
+
+    def load_existing(self, upto_epoch: int) -> None:
+        """On resume: take the records already in metrics.json up to `upto_epoch` (inclusive)."""
+        self.records = read_metrics(self.dir)
+        self.truncate(upto_epoch)
+
+    def truncate(self, last_epoch: int) -> None:
+        """Keep only records with epoch <= last_epoch (and save)."""
+        self.records = [r for r in self.records if r.get("epoch") is not None and r["epoch"] <= last_epoch]
+        self.save()
+
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with atomic_writer(self.path, "w") as f:
+            json.dump(self.records, f, indent=1, allow_nan=False)
+            f.write("\n")
+
+    def column(self, key: str) -> list[Any]:
+        return [r.get(key) for r in self.records]
+
+    def plot(self) -> Path:
+        return plot(self.dir, self.records)
+
+
+def _series(records: Iterable[dict], key: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for r in records:
+        x, y = r.get("epoch"), r.get(key)
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+            xs.append(x)
+            ys.append(y)
+    return xs, ys
+
+
+def plot(directory, records: list[dict[str, Any]] | None = None, title: str | None = None) -> Path:
+    """Draw `<directory>/curves.png` from the records (read from metrics.json if not given)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    directory = Path(directory)
+    if records is None:
+        records = read_metrics(directory)
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for ax, metric, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+        for split, name, style in (("train", "train", "-"), ("test", "held-out", "--")):
+            xs, ys = _series(records, f"{split}_{metric}")
+            if xs:
+                ax.plot(xs, ys, style, marker="o" if len(xs) < 30 else None, markersize=3, label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend()
+    ax_loss.set_title("loss")
+    ax_acc.set_title("accuracy")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = directory / CURVES_FILE
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(out, "wb") as f:
+        fig.savefig(f, format="png")
+    return out

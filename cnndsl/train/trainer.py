@@ -1,0 +1,202 @@
+"""The training loop: epochs of optimizer steps, held-out evaluation, checkpoints.
+
+Everything a run writes goes into its output folder, atomically:
+  checkpoint.safetensors   weights + optimizer state + position (epoch, batch), after every
+                           epoch and on Ctrl-C, so `--resume` continues exactly where it stopped
+  weights.safetensors      the latest weights alone (readable by other frameworks)
+  metrics.json, curves.png one record per epoch, and their plot
+
+Determinism: the data order of an epoch depends only on (seed, epoch), dropout
+masks on (seed, step, element), so a resumed run ends with the same weights as
+an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from cnndsl.diagnostics import CnnError, Diagnostic
+from cnndsl.io.weights import load_checkpoint, match_weights, save_checkpoint, save_weights
+from cnndsl.train.metrics import MetricsLog, plot
+from cnndsl.train.optim import make_optimizer
+from cnndsl.train.progress import Progress
+from cnndsl.train.schedule import Schedule
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 10
+    batch: int = 64
+    seed: int = 0
+    optimizer: str = "sgd"
+    optimizer_args: dict = field(default_factory=lambda: {"lr": 0.01})
+    schedule: str = "constant"
+    schedule_args: dict = field(default_factory=dict)
+    eval_batch: int = 256
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer_args.get("lr", 0.01))
+
+    def with_overrides(self, epochs=None, batch=None, lr=None, seed=None) -> "TrainSettings":
+        s = self
+        if epochs is not None:
+            s = replace(s, epochs=epochs)
+        if batch is not None:
+            s = replace(s, batch=batch)
+        if seed is not None:
+            s = replace(s, seed=seed)
+        if lr is not None:
+            s = replace(s, optimizer_args={**s.optimizer_args, "lr": lr})
+        return s
+
+    def schedule_obj(self) -> Schedule:
+        return Schedule(kind=self.schedule, lr=self.lr, epochs=float(self.epochs), **self.schedule_args)
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, step: int, loss: float):
+        self.step, self.loss = step, loss
+        super().__init__(f"loss became {loss} at step {step}")
+
+
+@dataclass
+class Position:
+    """Where a run stands: epochs completed, batches done in the current epoch, running sums."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+
+    def meta(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Trainer:
+    def __init__(self, model, train_set, test_set, settings: TrainSettings, out_dir, progress: bool = True):
+        self.model = model
+        self.train_set, self.test_set = train_set, test_set
+        self.settings = settings
+        self.out = Path(out_dir)
+        self.progress_enabled = progress
+        self.schedule = settings.schedule_obj()
+        self.optimizer = make_optimizer(settings.optimizer, model.store.params, **settings.optimizer_args)
+        model.set_optimizer(self.optimizer)
+        self.pos = Position()
+        self.log = MetricsLog(self.out)
+
+    # -- checkpoints -------------------------------------------------------------
+    def resume(self) -> None:
+        ckpt = load_checkpoint(self.out)
+        match_weights(ckpt.tensors, self.model.store.expected_shapes()).raise_if_mismatch(ckpt.path)
+        self.model.store.load_state_dict(ckpt.tensors)
+        self.optimizer.load_state_dict(ckpt.optimizer_state, path=ckpt.path)
+        self.pos = Position(**{k: v for k, v in ckpt.meta["position"].items() if k in Position.__annotations__})
+        self.log.load_existing(upto_epoch=self.pos.epoch)
+
+    def save(self) -> None:
+        meta = {"position": self.pos.meta(), "seed": self.settings.seed, "network": self.model.graph.name}
+        save_checkpoint(self.out, self.model.store.state_dict(), self.optimizer.state_dict(), meta)
+        save_weights(self.out / "weights.safetensors", self.model.store.state_dict(),
+                     {"network": self.model.graph.name, "epoch": str(self.pos.epoch)})
+
+    # -- the loop ----------------------------------------------------------------
+    def fit(self, on_epoch=None) -> list[dict]:
+        """Train to the last epoch; `on_epoch(record)` is called after each epoch's evaluation."""
+        s = self.settings
+        per_epoch = self.train_set.num_batches(s.batch)
+        try:
+            while self.pos.epoch < s.epochs:
+                self._run_epoch(per_epoch)
+                if on_epoch:
+                    on_epoch(self.log.records[-1])
+        except KeyboardInterrupt:
+            self.save()
+            raise
+        return self.log.records
+
+    def _run_epoch(self, per_epoch: int) -> None:
+        s, pos = self.settings, self.pos
+        bar = Progress(total=per_epoch, desc=f"epoch {pos.epoch + 1}/{s.epochs}", initial=pos.batch,
+                       enabled=self.progress_enabled)
+        start = time.perf_counter()
+        batches = self.train_set.batches(s.batch, shuffle=True, seed=s.seed, epoch=pos.epoch, start=pos.batch)
+        try:
+            for x, y in batches:
+                self.optimizer.lr = self.schedule.lr_for_step(pos.epoch, pos.batch, per_epoch)
+                loss, outs = self.model.train_step(x, y, pos.step)
+                if not math.isfinite(loss):
+                    raise self._non_finite(x, y, loss)
+                pos.loss_sum += loss * len(x)
+                pos.correct += _correct(self.model, outs, y)
+                pos.seen += len(x)
+                pos.batch += 1
+                pos.step += 1
+                elapsed = pos.seconds + time.perf_counter() - start
+                bar.update(loss=pos.loss_sum / pos.seen, accuracy=pos.correct / pos.seen,
+                           images_per_s=pos.seen / max(elapsed, 1e-9))
+        finally:
+            pos.seconds += time.perf_counter() - start
+            bar.close()
+        self._end_epoch()
+
+    def _end_epoch(self) -> None:
+        pos = self.pos
+        held_out = self.model.evaluate(self.test_set.x, self.test_set.y, self.settings.eval_batch)
+        record = {
+            "epoch": pos.epoch + 1,
+            "train_loss": pos.loss_sum / max(pos.seen, 1),
+            "train_accuracy": pos.correct / max(pos.seen, 1),
+            "test_loss": held_out["loss"],
+            "test_accuracy": held_out.get("accuracy"),
+            "images_per_s": pos.seen / max(pos.seconds, 1e-9),
+            "seconds": pos.seconds,
+            "lr": self.optimizer.lr,
+        }
+        self.log.append(record)
+        self.pos = Position(epoch=pos.epoch + 1, step=pos.step)
+        self.save()
+        plot(self.out)
+
+    def _non_finite(self, x, y, loss: float) -> CnnError:
+        """Name the step and the first layer whose output is not finite; the checkpoint stays the last good one."""
+        culprit = first_non_finite_layer(self.model, x, y, self.pos.step)
+        where = f"; the first non-finite value comes from layer '{culprit.name}'" if culprit else ""
+        return CnnError([Diagnostic(
+            "error", f"the loss became {loss} at step {self.pos.step} (epoch {self.pos.epoch + 1}, "
+            f"batch {self.pos.batch + 1}){where}", culprit.span if culprit else None,
+            help=f"lower the learning rate (now {self.optimizer.lr:.3g}); the last good checkpoint in "
+                 f"{self.out} is kept", code="non-finite")])
+
+
+def first_non_finite_layer(model, x, y, step: int):
+    """Re-run the forward pass of the failing batch node by node (parameters are those before
+    the step: the optimizer step refuses to apply a non-finite loss) and return the first
+    node whose output holds NaN or Inf."""
+    exe = model.executable("eval", len(x))
+    feeds = model._feeds(x, model._targets(y))
+    rc = exe.rc
+    rc.training, rc.step, rc.seed = True, step, model.seed
+    for name, value in feeds.items():
+        np.copyto(exe.arrays[name], value, casting="same_kind")
+    for launch, node, ins, out in exe._steps:
+        launch(rc, node, ins, out)
+        if out is not None and out.dtype.kind == "f" and not np.isfinite(out).all():
+            return node
+    return None
+
+
+def _correct(model, outs: dict, y) -> int:
+    spec = model.losses[0]
+    if spec.kind not in ("cross_entropy", "pixel_cross_entropy"):
+        return 0
+    target = y[spec.head] if isinstance(y, dict) else y
+    return int((outs[spec.head].argmax(axis=1) == target).sum())

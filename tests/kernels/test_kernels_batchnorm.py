@@ -1,0 +1,97 @@
+"""Batchnorm: training/inference forward vs reference, backward vs finite differences, running stats."""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, strategies as st
+from kernels_testutil import SETTINGS, assert_close, check_grad_fd, f32
+
+from cnndsl.kernels.cpu import batchnorm as K
+from cnndsl.kernels.reference import batchnorm as R
+
+shapes = st.one_of(
+    st.tuples(st.integers(2, 6), st.integers(1, 7)),
+    st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 5), st.integers(1, 5)),
+)
+
+
+@SETTINGS
+@given(shapes, st.integers(0, 2**31), st.sampled_from([1e-5, 1e-3]), st.sampled_from([0.1, 0.5, 1.0]))
+def test_batchnorm_train_forward_backward(shape, seed, eps, momentum):
+    rng = np.random.default_rng(seed)
+    m = int(np.prod(shape)) // shape[1]
+    if m < 2:
+        shape = (2,) + shape[1:]
+    c = shape[1]
+    x = rng.standard_normal(shape) * 2 + 1
+    gamma, beta = rng.standard_normal(c), rng.standard_normal(c)
+    rm, rv = rng.standard_normal(c), rng.uniform(0.5, 2, c)
+    y, mean, inv_std, new_rm, new_rv = R.batchnorm_train(x, gamma, beta, eps, momentum, rm, rv)
+    yk = np.full(shape, np.nan, np.float32)
+    mk, ik = np.empty(c, np.float32), np.empty(c, np.float32)
+    rmk, rvk = f32(rm), f32(rv)
+    K.batchnorm_train_forward(f32(x), f32(gamma), f32(beta), eps, momentum, rmk, rvk, yk, mk, ik)
+    assert_close(yk, y, rtol=1e-4, what="bn forward")
+    assert_close(mk, mean, what="saved mean")
+    assert_close(ik, inv_std, what="saved inv_std")
+    assert_close(rmk, new_rm, what="running_mean")
+    assert_close(rvk, new_rv, what="running_var")
+
+    dy = rng.standard_normal(shape)
+    dxk = np.full(shape, np.nan, np.float32)
+    dgk, dbk = np.empty(c, np.float32), np.empty(c, np.float32)
+    K.batchnorm_backward(f32(x), f32(dy), f32(gamma), mk, ik, dxk, dgk, dbk)
+    dx, dg, db = R.batchnorm_backward(x, dy, gamma, mean, inv_std)
+    assert_close(dxk, dx, rtol=1e-3, what="bn dx")
+    assert_close(dgk, dg, what="bn dgamma")
+    assert_close(dbk, db, what="bn dbeta")
+
+    def loss(x_, g_, b_):
+        return float((R.batchnorm_train(x_, g_, b_, eps, momentum, rm, rv)[0] * dy).sum())
+    check_grad_fd(loss, [x, gamma, beta], [dxk, dgk, dbk], rng, what="batchnorm")
+
+
+def test_running_stats_pytorch_convention_by_hand():
+    rng = np.random.default_rng(3)
+    x = f32(rng.standard_normal((4, 3, 5, 6)) * 3 + 2)
+    rm = np.array([0.5, -1.0, 2.0], np.float32)
+    rv = np.array([1.0, 2.0, 0.5], np.float32)
+    mom = 0.1
+    xd = x.astype(np.float64)
+    m = 4 * 5 * 6
+    bmean = xd.mean(axis=(0, 2, 3))
+    bvar_unbiased = ((xd - bmean[None, :, None, None]) ** 2).sum(axis=(0, 2, 3)) / (m - 1)
+    exp_rm = 0.9 * rm + 0.1 * bmean
+    exp_rv = 0.9 * rv + 0.1 * bvar_unbiased
+    y = np.empty_like(x)
+    mk, ik = np.empty(3, np.float32), np.empty(3, np.float32)
+    rmk, rvk = rm.copy(), rv.copy()
+    K.batchnorm_train_forward(x, np.ones(3, np.float32), np.zeros(3, np.float32), 1e-5, mom, rmk, rvk, y, mk, ik)
+    assert np.allclose(rmk, exp_rm, rtol=1e-5)
+    assert np.allclose(rvk, exp_rv, rtol=1e-5)
+    # normalization uses the BIASED variance
+    bvar_biased = bvar_unbiased * (m - 1) / m
+    assert np.allclose(ik, 1 / np.sqrt(bvar_biased + 1e-5), rtol=1e-5)
+
+
+@SETTINGS
+@given(shapes, st.integers(0, 2**31))
+def test_batchnorm_inference(shape, seed):
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    x = rng.standard_normal(shape)
+    gamma, beta = rng.standard_normal(c), rng.standard_normal(c)
+    rm, rv = rng.standard_normal(c), rng.uniform(0.1, 3, c)
+    yk = np.full(shape, np.nan, np.float32)
+    K.batchnorm_inference_forward(f32(x), f32(gamma), f32(beta), f32(rm), f32(rv), 1e-5, yk)
+    assert_close(yk, R.batchnorm_inference(x, gamma, beta, rm, rv, 1e-5), what="bn inference")
+
+
+def test_batchnorm_large_parallel_path():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 16, 20, 20)) + 3
+    c = 16
+    y = np.empty(x.shape, np.float32)
+    mk, ik = np.empty(c, np.float32), np.empty(c, np.float32)
+    K.batchnorm_train_forward(f32(x), np.ones(c, np.float32), np.zeros(c, np.float32), 1e-5, 0.1,
+                              np.zeros(c, np.float32), np.ones(c, np.float32), y, mk, ik)
+    assert_close(y, R.batchnorm_train(x, np.ones(c), np.zeros(c), 1e-5, 0.1, np.zeros(c), np.ones(c))[0])
