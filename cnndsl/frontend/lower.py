@@ -12,13 +12,13 @@ from typing import Any
 
 from cnndsl.diagnostics import Diagnostic, Diagnostics, Span, did_you_mean
 from cnndsl.frontend import ast
-from cnndsl.frontend.values import EvalError, Evaluator, parse_define, show
+from cnndsl.frontend.values import MISSING, EvalError, Evaluator, parse_define, show
 from cnndsl.ir.graph import Graph, Node
 from cnndsl.ops.registry import REQUIRED, AttrError, OpDef, all_ops, get_op
 
 ROUNDINGS = ("strict", "floor", "ceil")
 USER_CATEGORIES = ("layer", "activation", "merge")  # ops a network statement may use
-MAX_NODES = 100_000
+MAX_NODES = 20_000
 MAX_REPEAT = 10_000
 DEFINE_SPAN = Span("<command line>", 0, 0)
 
@@ -98,7 +98,8 @@ class Lowerer:
         self.diags.add(Diagnostic("error", message, span, help=help, notes=list(notes) + scope.notes, code=code))
 
     def add_eval_error(self, e: EvalError) -> None:
-        self.diags.add(e.diagnostic)
+        if e.diagnostic is not None:
+            self.diags.add(e.diagnostic)
 
     # ---- networks ------------------------------------------------------------------
     def network(self, net: ast.Network, defines: dict[str, str] | None) -> tuple[Graph, dict[str, Any]]:
@@ -148,7 +149,9 @@ class Lowerer:
                     values[p.name] = Evaluator(values).value(p.default)
                 except EvalError as e:
                     self.add_eval_error(e)
+                    values[p.name] = MISSING
             else:
+                values[p.name] = MISSING
                 self.diags.error(f"parameter '{p.name}' of network '{net.name}' has no value", p.span,
                                  help=f"give it a default ({p.name} = 10) or set it with -D {p.name}=10",
                                  code="parameter-no-value")
@@ -162,7 +165,8 @@ class Lowerer:
             what = "input" if node.op == "input" else "layer"
             self.diags.add(Diagnostic(
                 "warning", f"{what} '{node.name}' is never used: no layer reads it and it is not an output",
-                node.span, help=f"declare it as an output with `-> {node.name.split('.')[-1]}`, or remove it",
+                node.span, help="read it in a later layer, declare it as an output (`-> NAME` at the end of its "
+                                "line), or remove it",
                 notes=[(s, "in the block used here") for s in node.trace], code="unused"))
 
     # ---- statements ----------------------------------------------------------------
@@ -319,6 +323,12 @@ class Lowerer:
             self.unknown_op(s, scope)
             self.finish(s, scope, self.layer_name(s, scope, s.op), POISON, None)
             return
+        if s.inputs is None and s.args and s.args[0].key is None and isinstance(s.args[0].value, ast.TupleExpr):
+            inner = ", ".join(_src(x) for x in s.args[0].value.items)
+            self.error(scope, f"a space separates '{s.op}' from its input list", s.args[0].span,
+                       help=f"write {s.op}({inner}) with no space before '('", code="bad-input")
+            self.finish(s, scope, self.layer_name(s, scope, op.name if op else s.op), POISON, None)
+            return
         inputs = self.layer_inputs(s, scope, op, block)
         args, activation = self.split_activation(s.args, scope, op, block)
         if block is not None:
@@ -386,6 +396,9 @@ class Lowerer:
     def layer_inputs(self, s: ast.Layer, scope: Scope, op: OpDef | None, block: ast.Block | None):
         """The input tensors of a statement (None after an error)."""
         if s.inputs is None:
+            if scope.last is None and scope.block is None and not any(
+                    isinstance(x, ast.Input) for x in _walk(self._current_network_body)):
+                return None  # reported once: the network has no input
             if scope.last is None:
                 what = s.op
                 self.error(scope, f"{what} has no input: it is the first statement and reads nothing", s.op_span,
@@ -524,11 +537,15 @@ class Lowerer:
         ok = True
         positional = list(op.positional)
         pi = 0
+        skip = False
         for k, a in enumerate(args):
+            if skip:
+                skip = False
+                continue
             if a.key is None:
                 if pi >= len(positional):
                     ok = False
-                    self.too_many(op, a, args[k + 1:] if k + 1 < len(args) else [], scope, positional)
+                    skip = self.too_many(op, a, args[k + 1:] if k + 1 < len(args) else [], scope, positional)
                     continue
                 attr = positional[pi]
                 pi += 1
@@ -582,13 +599,16 @@ class Lowerer:
             attrs = {x.name: attrs[x.name] for x in op.attrs if x.name in attrs}
         return attrs, spans, ok
 
-    def too_many(self, op: OpDef, a: ast.Arg, rest: list[ast.Arg], scope: Scope, positional) -> None:
+    def too_many(self, op: OpDef, a: ast.Arg, rest: list[ast.Arg], scope: Scope, positional) -> bool:
+        """Report a surplus positional value; True when the next argument is part of this mistake."""
         names = [x.name for x in op.attrs]
         help = None
         v = a.value
+        pair = False
         if isinstance(v, ast.Name):
             if v.name in names and rest and rest[0].key is None:
                 help = f"did you mean {v.name}={_src(rest[0].value)}?"
+                pair = True
             else:
                 hint = did_you_mean(v.name, names + [n for n in self.ops if is_activation(n)])
                 help = hint
@@ -602,8 +622,12 @@ class Lowerer:
                 help = f"write options as key=value: {', '.join(names)}"
         what = "no values without a name" if not positional else \
             f"{len(positional)} value{'s' if len(positional) > 1 else ''} without a name"
-        self.error(scope, f"{op.name} takes {what}; '{_src(v)}' is one too many", a.span, help=help,
+        span = a.span
+        if pair:
+            span = Span(a.span.file, a.span.line, a.span.column, rest[0].span.end_line, rest[0].span.end_column)
+        self.error(scope, f"{op.name} takes {what}; '{_src(v)}' is one too many", span, help=help,
                    code="too-many-values")
+        return pair
 
     def fill_defaults(self, op: OpDef, attrs: dict, scope: Scope, span: Span | None) -> None:
         for x in op.attrs:
@@ -720,6 +744,7 @@ class Lowerer:
                 except EvalError as e:
                     self.add_eval_error(e)
                     ok = False
+                    values[p.name] = MISSING
             else:
                 ok = False
                 self.error(scope, f"block {block.name} needs {p.name}", s.op_span,

@@ -183,22 +183,25 @@ def _describe_token(tok: Token) -> str:
     return f"'{value}'"
 
 
-def _describe_expected(expected: set[str]) -> str:
+def _describe_expected(expected: set[str], in_settings: bool = False) -> str:
     patterns = _terminal_patterns()
     parts: list[str] = []
     exp = set(expected)
+    if in_settings and {"NAME", "RBRACE"} <= exp:
+        parts.append("a setting")
+        exp -= _LAYER_STARTS | {"_NL"}
     if _ITEM_STARTS <= exp:
         parts.append("'network', 'block', 'train' or 'profile'")
-        exp -= _ITEM_STARTS
-    if _LAYER_STARTS <= exp:
+        exp -= _ITEM_STARTS | {"_NL", "$END"}
+    if {"NAME", "CALL", "RBRACE"} <= exp:
         parts.append("a layer")
-        exp -= _LAYER_STARTS
+        exp -= _LAYER_STARTS | {"_NL"}
     if {"NUMBER", "DIMS", "NAME"} <= exp:
         parts.append("a value")
         exp -= _VALUE_STARTS
     if "NAME" in exp and "RBRACE" in exp and not parts:
         parts.append("a setting")
-        exp.discard("NAME")
+        exp -= {"NAME", "_NL"}
     names = {"NAME": "a name", "CALL": "an op", "_NL": "the end of the line", "NUMBER": "a number",
              "DIMS": "a size like 3x3", "STRING": "a string", "$END": "the end of the file"}
     for t in sorted(exp, key=lambda t: (t not in patterns, t)):
@@ -237,9 +240,13 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, filename: str) -> Diagnost
     got = _describe_token(tok)
     notes: list[tuple[Span | None, str]] = []
     help = None
+    opened = None
+    here = _enclosing(text, tok.line, tok.column) if tok.type != "$END" else None
+    in_settings = here in ("train", "profile", "augment")
     if tok.type == "$END":
-        line = max(len(lines), 1)
-        col = len(lines[-1]) + 1 if lines else 1
+        nonblank = [i for i, ln in enumerate(lines, start=1) if ln.strip()]
+        line = nonblank[-1] if nonblank else 1
+        col = len(lines[line - 1].rstrip()) + 1 if lines else 1
         opened = _unclosed_brace(text, filename)
         if opened is not None:
             notes.append((opened, "the '{' opened here is never closed"))
@@ -250,16 +257,64 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, filename: str) -> Diagnost
     if tok.type == "COMMA" and "COMMA" not in expected:
         help = "options are separated by spaces: conv 16 kernel=3 stride=2"
     elif tok.type == "EQUAL" and "EQUAL" not in expected:
-        help = "write options as key=value after the op: conv 16 kernel=3"
+        before = lines[tok.line - 1][:tok.column - 1].split() if tok.line <= len(lines) else []
+        if before and before[-1] in KEYWORDS:
+            help = f"'{before[-1]}' is a reserved word; pick another name"
+        elif not before and not in_settings:
+            help = "write NAME = OP ..., e.g. c1 = conv 16"
+        elif in_settings:
+            help = "a setting is written `NAME value key=value`, e.g. `optimizer sgd lr=0.1`"
+        else:
+            help = "write options as key=value after the op: conv 16 kernel=3"
+    elif tok.type == "NAME" and _ITEM_STARTS <= expected:
+        from cnndsl.diagnostics import did_you_mean
+
+        help = did_you_mean(str(tok), ("network", "block", "train", "profile"))
+        if help is None:
+            help = "a file holds `network NAME { ... }`, `block NAME(...) { ... }`, `train { ... }` and " \
+                   "`profile NAME { ... }`"
+    elif tok.type == "RBRACE" and _ITEM_STARTS <= expected:
+        help = "this '}' closes nothing"
     elif tok.type == "_NL" and "RPAR" in expected:
         help = "close the ')' on the same line"
     elif tok.type == "LBRACE" and "LBRACE" not in expected:
         help = "'{' goes at the end of a `network`, `block`, `repeat N`, `train`, `profile` or `augment` line"
     elif tok.type in ("INPUT", "REPEAT", "NETWORK", "BLOCK", "TRAIN", "PROFILE") and "NAME" in expected:
         help = f"'{tok}' is a reserved word; pick another name"
-    what = _describe_expected(expected)
+    if "NUMBER" in expected and "DIMS" in expected:
+        expected.discard("LBRACE")  # after a value: '{' only continues settings lines, never layers
+    what = _describe_expected(expected, in_settings)
     message = f"expected {what}, got {got}"
+    if tok.type == "$END" and opened is not None:
+        message = "the file ends before the closing '}'"
+        help = "add '}' on its own line"
+    elif tok.type == "COMMA" and "COMMA" not in expected:
+        message = "unexpected ','"
     return Diagnostic("error", message, span, help=help, notes=notes, code="syntax")
+
+
+def _enclosing(text: str, line: int, col: int) -> str | None:
+    """The first word of the line that opened the innermost '{' around (line, col)."""
+    stack: list[str] = []
+    for i, raw in enumerate(text.splitlines(), start=1):
+        if i > line:
+            break
+        in_string = False
+        words = raw.split()
+        for j, ch in enumerate(raw, start=1):
+            if i == line and j >= col:
+                break
+            if in_string:
+                in_string = ch != '"'
+            elif ch == '"':
+                in_string = True
+            elif ch == "#":
+                break
+            elif ch == "{":
+                stack.append(words[0] if words else "")
+            elif ch == "}" and stack:
+                stack.pop()
+    return stack[-1] if stack else None
 
 
 def _unclosed_brace(text: str, filename: str) -> Span | None:

@@ -418,7 +418,8 @@ class TrainingBuilder:
             try:
                 v = ev.value(a.value)
             except EvalError as e:
-                self.error(e.diagnostic.message, e.diagnostic.span, e.diagnostic.help, e.diagnostic.code)
+                if e.diagnostic is not None:
+                    self.error(e.diagnostic.message, e.diagnostic.span, e.diagnostic.help, e.diagnostic.code)
                 ok = False
                 continue
             if a.key is None:
@@ -482,7 +483,8 @@ class TrainingBuilder:
         try:
             kind = Evaluator(self.params).value(first.value)
         except EvalError as e:
-            self.error(e.diagnostic.message, e.diagnostic.span, code=e.diagnostic.code)
+            if e.diagnostic is not None:
+                self.error(e.diagnostic.message, e.diagnostic.span, code=e.diagnostic.code)
             raise _Fail from None
         if kind not in table:
             hint = did_you_mean(str(kind), table)
@@ -663,7 +665,8 @@ class TrainingBuilder:
                 try:
                     stats = Opt("stats", "bool", True).check(Evaluator(self.params).value(a.value))
                 except (ValueError, EvalError) as e:
-                    self.error(str(e), a.span, code="bad-value")
+                    if str(e):
+                        self.error(str(e), a.span, code="bad-value")
                     bad = True
             else:
                 hint = did_you_mean(a.key, ["stats"])
@@ -695,7 +698,8 @@ class TrainingBuilder:
                 values[a.key] = opt.check(Evaluator(self.params).value(a.value))
                 names.append((a.key, a.key_span or a.span))
             except (ValueError, EvalError) as e:
-                self.error(str(e), a.span, code="bad-value")
+                if str(e):
+                    self.error(str(e), a.span, code="bad-value")
                 bad = True
         if not s.args:
             self.error("lr_mult needs LAYER=FACTOR pairs", s.span, help="for example `lr_mult c1=0.1`",

@@ -15,11 +15,19 @@ LIMIT = 10**12  # numbers beyond this are typos, and would overflow later stages
 
 
 class EvalError(Exception):
-    """A value that cannot be computed; carries the diagnostic."""
+    """A value that cannot be computed; carries the diagnostic (None: already reported)."""
 
-    def __init__(self, diagnostic: Diagnostic):
+    def __init__(self, diagnostic: Diagnostic | None):
         self.diagnostic = diagnostic
-        super().__init__(diagnostic.message)
+        super().__init__(diagnostic.message if diagnostic else "")
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()  # the value of a parameter whose own definition failed (reported there)
 
 
 def show(v: Any) -> str:
@@ -67,6 +75,8 @@ class Evaluator:
         """The value of an argument: a bare word stays a word unless it names a parameter."""
         if isinstance(e, ast.Name):
             if e.name in self.params:
+                if self.params[e.name] is MISSING:
+                    raise EvalError(None)
                 return self.params[e.name]
             if e.name == "true":
                 return True
@@ -102,6 +112,8 @@ class Evaluator:
         if isinstance(e, ast.Name):
             if e.name in self.params:
                 v = self.params[e.name]
+                if v is MISSING:
+                    raise EvalError(None)
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise self.err(f"parameter '{e.name}' is {show(v)}, not a number", e.span, code="not-a-number")
                 return v

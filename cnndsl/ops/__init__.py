@@ -9,3 +9,4 @@ from cnndsl.ops import batchnorm  # noqa: F401
 from cnndsl.ops import dense  # noqa: F401
 from cnndsl.ops import upsample  # noqa: F401
 from cnndsl.ops import merge  # noqa: F401
+from cnndsl.ops import training  # noqa: F401  (gradient, loss and optimizer-step ops)

@@ -13,6 +13,11 @@ def _per_element(n: int):
     return lambda a, ins, out: n * out.size
 
 
+def activation_gradient(b, node, dy):
+    """Every activation differentiates from its output y (for leaky_relu, y > 0 exactly when x > 0)."""
+    return [b.input_grad("activation_grad", node, [dy, node.name])]
+
+
 def _activation(name: str, doc: str, flops: int, flops_doc: str, attrs=(), aliases=()) -> OpDef:
     return register(OpDef(
         name=name,
@@ -21,6 +26,7 @@ def _activation(name: str, doc: str, flops: int, flops_doc: str, attrs=(), alias
         doc=doc,
         attrs=attrs,
         shape=same_shape,
+        gradient=activation_gradient,
         flops=_per_element(flops),
         shape_doc="same as the input",
         params_doc="none",

@@ -15,7 +15,19 @@ def _per_channel(a, ins, out):
     return (out.shape[0],)
 
 
+def batchnorm_gradient(b, node, dy):
+    """One node computes dx and (unless frozen) writes dgamma, dbeta."""
+    x = b.graph.inputs_of(node.name)[0]
+    if not (b.trains(node) or b.needs(x)):
+        return [None]
+    name = b.add("batchnorm_grad", node, [dy, x], "grad", like=1)
+    if b.trains(node):
+        b.writes_params(name)
+    return [name if b.needs(x) else None]
+
+
 BATCHNORM = register(OpDef(
+    gradient=batchnorm_gradient,
     name="batchnorm",
     aliases=("bn",),
     doc="Batch normalisation: per channel of a CxHxW map, per feature of a vector.",

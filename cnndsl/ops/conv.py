@@ -54,7 +54,15 @@ def conv_window(a):
     return (dh * (kh - 1) + 1, dw * (kw - 1) + 1), a["stride"]
 
 
+def conv_gradient(b, node, dy):
+    """dW, db from (dy, x) unless frozen; dx = conv_grad_input(dy) when x needs a gradient."""
+    x = b.graph.inputs_of(node.name)[0]
+    b.params_grad("conv_grad_params", node, [dy, x])
+    return [b.input_grad("conv_grad_input", node, [dy, x])]
+
+
 CONV = register(OpDef(
+    gradient=conv_gradient,
     name="conv",
     aliases=("conv2d",),
     doc="2-D convolution over a CxHxW feature map.",

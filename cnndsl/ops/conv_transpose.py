@@ -124,7 +124,14 @@ def conv_transpose_window(a):
     return k, (Fraction(1, sh), Fraction(1, sw))
 
 
+def conv_transpose_gradient(b, node, dy):
+    x = b.graph.inputs_of(node.name)[0]
+    b.params_grad("conv_transpose_grad_params", node, [dy, x])
+    return [b.input_grad("conv_transpose_grad_input", node, [dy, x])]
+
+
 CONV_TRANSPOSE = register(OpDef(
+    gradient=conv_transpose_gradient,
     name="conv_transpose",
     aliases=("deconv", "conv2d_transpose"),
     doc="Transposed 2-D convolution (learned upsampling), the adjoint of conv.",

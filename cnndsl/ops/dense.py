@@ -35,7 +35,19 @@ def dense_flops(a, ins, out):
     return 2 * a["units"] * ins[0].shape[0] + (a["units"] if a["bias"] else 0)
 
 
+def dense_gradient(b, node, dy):
+    x = b.graph.inputs_of(node.name)[0]
+    b.params_grad("dense_grad_params", node, [dy, x])
+    return [b.input_grad("dense_grad_input", node, [dy, x])]
+
+
+def flatten_gradient(b, node, dy):
+    """dy reshaped back (a view: no copy is made)."""
+    return [b.input_grad("unflatten", node, [dy, b.graph.inputs_of(node.name)[0]])]
+
+
 DENSE = register(OpDef(
+    gradient=dense_gradient,
     name="dense",
     aliases=("fc", "linear"),
     doc="Fully connected layer on a vector: y = W x + b.",
@@ -64,6 +76,7 @@ def flatten_shape(ctx: ShapeContext) -> TensorType:
 
 
 FLATTEN = register(OpDef(
+    gradient=flatten_gradient,
     name="flatten",
     doc="CxHxW -> a vector of C*H*W, in C, H, W order (row-major, like PyTorch).",
     shape=flatten_shape,

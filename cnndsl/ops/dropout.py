@@ -7,7 +7,13 @@ from __future__ import annotations
 from cnndsl.ops.activation import same_shape
 from cnndsl.ops.registry import Attr, OpDef, register
 
+def dropout_gradient(b, node, dy):
+    """dy through the same mask: the counter-based generator recomputes it from (seed, step)."""
+    return [b.input_grad("dropout_grad", node, [dy], like=0)]
+
+
 DROPOUT = register(OpDef(
+    gradient=dropout_gradient,
     name="dropout",
     doc="Randomly zero values while training (inverted dropout: the kept ones are scaled by 1/(1-p)); "
         "identity at inference.",

@@ -41,7 +41,13 @@ def input_shape(ctx: ShapeContext) -> TensorType:
     return t
 
 
+def input_gradient(b, node, dy):
+    """Inputs have no inputs; nothing upstream needs a gradient."""
+    return []
+
+
 INPUT = register(OpDef(
+    gradient=input_gradient,
     name="input",
     category="input",
     doc="A graph input: one sample's shape (the batch size is implicit).",

@@ -54,7 +54,23 @@ def add_shape(ctx: ShapeContext) -> TensorType:
     return first
 
 
+def add_gradient(b, node, dy):
+    """Every input of a sum gets dy itself."""
+    return [dy if b.needs(src) else None for src in b.graph.inputs_of(node.name)]
+
+
+def concat_gradient(b, node, dy):
+    """Each input gets its slice of dy along the channels (or features)."""
+    grads, offset = [], 0
+    for port, src in enumerate(b.graph.inputs_of(node.name)):
+        grads.append(b.add("concat_grad", node, [dy, src], f"grad_input{port}", like=1, offset=offset)
+                     if b.needs(src) else None)
+        offset += b.graph.node(src).type.shape[0]
+    return grads
+
+
 ADD = register(OpDef(
+    gradient=add_gradient,
     name="add",
     category="merge",
     doc="Element-wise sum of two or more tensors of the same shape (residual connections).",
@@ -115,6 +131,7 @@ def concat_shape(ctx: ShapeContext) -> TensorType:
 
 
 CONCAT = register(OpDef(
+    gradient=concat_gradient,
     name="concat",
     aliases=("cat",),
     category="merge",

@@ -56,7 +56,17 @@ def _pool_attrs(kind: str) -> tuple[Attr, ...]:
 _POOL_SHAPE_DOC = ("C x O_h x O_w with O = (W - K + 2P)/S + 1 per axis (strict unless rounding says otherwise); "
                    "S defaults to K; P <= K/2")
 
+def pool_gradient(b, node, dy):
+    """One gradient op for max, average and L2 pooling; max reads the argmax saved by the forward."""
+    return [b.input_grad("pool_grad", node, [dy, b.graph.inputs_of(node.name)[0], node.name])]
+
+
+def global_avgpool_gradient(b, node, dy):
+    return [b.input_grad("global_avgpool_grad", node, [dy, b.graph.inputs_of(node.name)[0]])]
+
+
 MAXPOOL = register(OpDef(
+    gradient=pool_gradient,
     name="maxpool",
     aliases=("max_pool",),
     doc="Maximum over each window, per channel.",
@@ -70,6 +80,7 @@ MAXPOOL = register(OpDef(
 ))
 
 AVGPOOL = register(OpDef(
+    gradient=pool_gradient,
     name="avgpool",
     aliases=("avg_pool",),
     doc="Mean over each window, per channel; the divisor counts only input values, not padding.",
@@ -83,6 +94,7 @@ AVGPOOL = register(OpDef(
 ))
 
 L2POOL = register(OpDef(
+    gradient=pool_gradient,
     name="l2pool",
     aliases=("l2_pool",),
     doc="sqrt of the mean of squares over each window, per channel; the divisor counts only input values.",
@@ -102,6 +114,7 @@ def global_avgpool_shape(ctx: ShapeContext) -> TensorType:
 
 
 GLOBAL_AVGPOOL = register(OpDef(
+    gradient=global_avgpool_gradient,
     name="global_avgpool",
     aliases=("gap",),
     doc="Mean over the whole height and width of each channel: CxHxW -> a vector of C.",

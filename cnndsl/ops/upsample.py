@@ -23,7 +23,12 @@ def upsample_window(a):
     return (1, 1), (step, step)
 
 
+def upsample_gradient(b, node, dy):
+    return [b.input_grad("upsample_grad", node, [dy, b.graph.inputs_of(node.name)[0]])]
+
+
 UPSAMPLE = register(OpDef(
+    gradient=upsample_gradient,
     name="upsample",
     doc="Repeat each pixel scale x scale times (nearest neighbour).",
     attrs=(

@@ -24,11 +24,12 @@ def assert_close(actual, expected, rtol=1e-4, atol=1e-5, what=""):
     assert err <= atol + rtol * scale, f"{what}: max error {err:.3g} (scale {scale:.3g})"
 
 
-def check_grad_fd(loss, inputs, grads, rng, eps=1e-3, rtol=1e-3, ndir=2, what=""):
+def check_grad_fd(loss, inputs, grads, rng, eps=1e-3, rtol=1e-3, ndir=2, what="", gscale=None):
     """Compare analytic grads with central finite differences of `loss` (float64) along random directions.
 
     loss(*inputs) -> float; grads[i] is dloss/dinputs[i] (or None to skip). Tolerance is relative to
-    |fd| + 0.1 * |g| |u|, the size float32 rounding can reach.
+    |fd| + 0.1 * |g| |u|, the size float32 rounding can reach; gscale (per input, or None) replaces |g|
+    where the gradient is a small difference of large terms (batchnorm).
     """
     inputs = [np.asarray(x, dtype=np.float64) for x in inputs]
     for i, g in enumerate(grads):
@@ -44,7 +45,8 @@ def check_grad_fd(loss, inputs, grads, rng, eps=1e-3, rtol=1e-3, ndir=2, what=""
             minus[i] = inputs[i] - eps * u
             fd = (loss(*plus) - loss(*minus)) / (2 * eps)
             an = float((g * u).sum())
-            tol = rtol * (abs(fd) + 0.1 * np.linalg.norm(g) * np.linalg.norm(u)) + 1e-7
+            gs = np.linalg.norm(g) if gscale is None or gscale[i] is None else max(gscale[i], np.linalg.norm(g))
+            tol = rtol * (abs(fd) + 0.1 * gs * np.linalg.norm(u)) + 1e-7
             assert abs(fd - an) <= tol, f"{what}: input {i}: fd {fd:.6g} vs analytic {an:.6g} (tol {tol:.2g})"
 
 

@@ -39,7 +39,9 @@ def test_activation(name, shape, seed, alpha):
         getattr(K, name + "_backward")(yk, f32(dy), dxk)
         expected = getattr(R, name + "_backward")(y, dy)
     assert_close(dxk, expected, rtol=1e-4, what=name + " backward")
-    check_grad_fd(lambda x_: float((ref(x_, *extra) * dy).sum()), [x], [dxk], rng, what=name)
+    # softmax's dx = y * (dy - <y, dy>) cancels: float32 rounding is relative to |dy|, not to |dx|
+    gscale = [float(np.linalg.norm(dy))] if name == "softmax" else None
+    check_grad_fd(lambda x_: float((ref(x_, *extra) * dy).sum()), [x], [dxk], rng, what=name, gscale=gscale)
 
 
 def test_sigmoid_softmax_extremes_are_finite():

@@ -47,7 +47,9 @@ def test_batchnorm_train_forward_backward(shape, seed, eps, momentum):
 
     def loss(x_, g_, b_):
         return float((R.batchnorm_train(x_, g_, b_, eps, momentum, rm, rv)[0] * dy).sum())
-    check_grad_fd(loss, [x, gamma, beta], [dxk, dgk, dbk], rng, what="batchnorm")
+    # dx is a difference of terms of size |gamma * inv_std * dy|: measure float32 rounding against that
+    dx_scale = float(np.abs(gamma * inv_std).max() * np.linalg.norm(dy))
+    check_grad_fd(loss, [x, gamma, beta], [dxk, dgk, dbk], rng, what="batchnorm", gscale=[dx_scale, None, None])
 
 
 def test_running_stats_pytorch_convention_by_hand():

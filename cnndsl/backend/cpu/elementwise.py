@@ -1,0 +1,101 @@
+"""Launchers for activations, dropout and batchnorm (per-element or per-channel work)."""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from cnndsl.backend.cpu.launch import buffers_of, grads_of, launches, params_of
+from cnndsl.kernels.cpu import activation as A
+from cnndsl.kernels.cpu import batchnorm as B
+from cnndsl.kernels.cpu import dropout as D
+
+
+@launches("relu")
+def relu(rc, node, ins, out):
+    A.relu_forward(ins[0], out)
+
+
+@launches("leaky_relu")
+def leaky_relu(rc, node, ins, out):
+    A.leaky_relu_forward(ins[0], np.float32(node.attrs["alpha"]), out)
+
+
+@launches("tanh")
+def tanh(rc, node, ins, out):
+    A.tanh_forward(ins[0], out)
+
+
+@launches("sigmoid")
+def sigmoid(rc, node, ins, out):
+    A.sigmoid_forward(ins[0], out)
+
+
+@launches("softmax")
+def softmax(rc, node, ins, out):
+    A.softmax_forward(ins[0], out)
+
+
+@launches("activation_grad")
+def activation_grad(rc, node, ins, out):
+    """Every activation differentiates from its output y (for leaky_relu, y > 0 exactly when x > 0)."""
+    fwd = rc.forward_node(node)
+    dy, y = ins
+    if fwd.op == "relu":
+        A.relu_backward(y, dy, out)
+    elif fwd.op == "leaky_relu":
+        A.leaky_relu_backward(y, dy, np.float32(fwd.attrs["alpha"]), out)
+    elif fwd.op == "tanh":
+        A.tanh_backward(y, dy, out)
+    elif fwd.op == "sigmoid":
+        A.sigmoid_backward(y, dy, out)
+    else:
+        A.softmax_backward(y, dy, out)
+
+
+def _dropout_seed(rc, layer: str) -> int:
+    """Each dropout layer draws its own mask: the run's seed salted with the layer's name."""
+    return (rc.seed * 1_000_003 + zlib.crc32(layer.encode())) & 0x7FFFFFFF
+
+
+@launches("dropout")
+def dropout(rc, node, ins, out):
+    if rc.training and node.attrs["p"] > 0:
+        D.dropout_forward(ins[0], np.float32(node.attrs["p"]), _dropout_seed(rc, node.name), rc.step, out)
+    else:
+        D.dropout_inference(ins[0], out)  # exactly the identity at inference
+
+
+@launches("dropout_grad")
+def dropout_grad(rc, node, ins, out):
+    fwd = rc.forward_node(node)
+    p = fwd.attrs["p"]
+    if p > 0:
+        D.dropout_backward(ins[0], np.float32(p), _dropout_seed(rc, fwd.name), rc.step, out)
+    else:
+        D.dropout_inference(ins[0], out)
+
+
+@launches("batchnorm")
+def batchnorm(rc, node, ins, out):
+    p, b = params_of(rc, node.name), buffers_of(rc, node.name)
+    eps = float(node.attrs["eps"])
+    if rc.training and not node.meta.get("frozen_statistics"):
+        c = out.shape[1]
+        mean, invstd = rc.ws(node.name, "mean", (c,)), rc.ws(node.name, "invstd", (c,))
+        B.batchnorm_train_forward(ins[0], p["gamma"], p["beta"], eps, float(node.attrs["momentum"]),
+                                  b["running_mean"], b["running_var"], out, mean, invstd)
+    else:
+        B.batchnorm_inference_forward(ins[0], p["gamma"], p["beta"], b["running_mean"], b["running_var"], eps, out)
+
+
+@launches("batchnorm_grad")
+def batchnorm_grad(rc, node, ins, out):
+    fwd = rc.forward_node(node)
+    dy, x = ins
+    c = x.shape[1]
+    g = grads_of(rc, fwd.name)
+    dgamma = g.get("gamma", rc.ws(node.name, "dgamma", (c,)))
+    dbeta = g.get("beta", rc.ws(node.name, "dbeta", (c,)))
+    B.batchnorm_backward(x, dy, params_of(rc, fwd.name)["gamma"], rc.ws(fwd.name, "mean", (c,)),
+                         rc.ws(fwd.name, "invstd", (c,)), out, dgamma, dbeta)
