@@ -19,6 +19,7 @@ import numpy as np
 from cnndsl.backend.executor import Executable
 from cnndsl.backend.params import ParamStore
 from cnndsl.diagnostics import CnnError, Diagnostic
+from cnndsl.frontend.training import TrainingConfig
 from cnndsl.passes.autodiff import LossSpec, build_loss_graph, build_training_graph
 
 
@@ -26,17 +27,19 @@ class Model:
     def __init__(self, program, device: str = "cpu", seed: int | None = None):
         self.program = program
         self.graph = program.graph
-        self.config = program.training
+        self.config = program.training or TrainingConfig()
         self.device = device
-        self.seed = seed if seed is not None else _setting(self.config, "seed", 0)
+        self.seed = seed if seed is not None else self.config.seed
         self.store = ParamStore(self.graph)
         self.store.initialize(self.seed)
         self.losses = loss_specs(program)
-        self.frozen = set(_setting(self.config, "freeze", ()) or ())
-        for layer, mult in dict(_setting(self.config, "lr_mult", {}) or {}).items():
-            self.store.set_lr_mult(layer, mult)
+        self.frozen = set(layers_matching(self.graph, self.config.freeze))
+        for pattern, mult in self.config.lr_mult.items():
+            for layer in layers_matching(self.graph, (pattern,)):
+                self.store.set_lr_mult(layer, mult)
         for layer in self.frozen:
             self.store.set_lr_mult(layer, 0.0)
+        self._mean, self._std = _normalization(self.config.normalize, self.input_shape)
         self._executables: dict[tuple[str, int], Executable] = {}
         self._graphs = {}
         self.optimizer = None
@@ -76,7 +79,7 @@ class Model:
     # -- running -----------------------------------------------------------------
     def predict(self, x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
         """Raw head outputs (e.g. logits) for images x of shape (N, *input_shape)."""
-        x = self._check_input(x)
+        x = self.prepare(x)
         outs = {h: [] for h in self.graph.heads}
         for i in range(0, len(x), batch):
             chunk = x[i:i + batch]
@@ -96,7 +99,7 @@ class Model:
 
     def evaluate(self, x: np.ndarray, y, batch: int = 256) -> dict[str, float]:
         """Mean loss and, for classification heads, accuracy over a data set."""
-        x = self._check_input(x)
+        x = self.prepare(x)
         targets = self._targets(y)
         total, correct, n = 0.0, {}, len(x)
         for i in range(0, n, batch):
@@ -119,7 +122,7 @@ class Model:
         if self.optimizer is None:
             raise RuntimeError("set_optimizer() first")
         exe = self.executable("train", len(x))
-        exe.run(self._feeds(x, self._targets(y)), training=True, step=step, seed=self.seed)
+        exe.run(self._feeds(self.prepare(x), self._targets(y)), training=True, step=step, seed=self.seed)
         return self._loss_value(exe), {h: exe.output(n) for h, n in self.graph.heads.items()}
 
     # -- helpers -----------------------------------------------------------------
@@ -139,8 +142,16 @@ class Model:
                                        code="targets")])
         return {self.losses[0].head: np.asarray(y)}
 
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        """Images as the network sees them: float32, normalized as the training section says.
+        The same in training, evaluation and prediction."""
+        x = self._check_input(x)
+        if self._mean is not None:
+            x = (x - self._mean) / self._std
+        return np.ascontiguousarray(x, dtype=np.float32)
+
     def _check_input(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = np.asarray(x, dtype=np.float32)
         if x.shape[1:] != self.input_shape:
             want = "x".join(map(str, self.input_shape))
             got = "x".join(map(str, x.shape[1:]))
@@ -179,11 +190,9 @@ def compile(path_or_program, defines=None, profile=None, device: str = "cpu", se
 
 
 def loss_specs(program) -> list[LossSpec]:
-    """The losses of the training section; by default cross-entropy on a single class-score head."""
-    config = program.training
-    declared = _setting(config, "losses", None)
-    if declared:
-        return [LossSpec(head, kind, weight) for head, kind, weight in _loss_items(declared)]
+    """The losses of the training section; by default cross-entropy on the first head."""
+    if program.training is not None and program.training.losses:
+        return [LossSpec(loss.head, loss.kind, loss.weight) for loss in program.training.losses]
     graph = program.graph
     specs = []
     for head, node in graph.heads.items():
@@ -192,26 +201,19 @@ def loss_specs(program) -> list[LossSpec]:
     return specs[:1]
 
 
-def _loss_items(declared):
-    """Accept the training section's loss declarations in the shapes the frontend produces."""
-    items = declared.items() if isinstance(declared, dict) else declared
-    for item in items:
-        if isinstance(item, tuple) and len(item) == 2:
-            head, spec = item
-            if isinstance(spec, str):
-                yield head, spec, 1.0
-            else:
-                yield head, getattr(spec, "kind", getattr(spec, "name", None)), float(getattr(spec, "weight", 1.0))
-        else:
-            yield item.head, getattr(item, "kind", getattr(item, "name", None)), float(getattr(item, "weight", 1.0))
+def layers_matching(graph, patterns) -> list[str]:
+    """Layers named by `patterns`: a layer's own name, or a prefix such as a block instance ("stage1")."""
+    names = [n for n in graph.topo_order() if graph.node(n).params]
+    return [n for n in names if any(n == p or n.startswith(p + ".") for p in patterns)]
 
 
-def _setting(config, name, default):
-    if config is None:
-        return default
-    if isinstance(config, dict):
-        return config.get(name, default)
-    return getattr(config, name, default)
+def _normalization(normalize, input_shape):
+    """Per-channel (mean, std) arrays shaped to broadcast over (N, C, H, W), or (None, None)."""
+    if normalize is None:
+        return None, None
+    shape = (1, len(normalize.mean)) + (1,) * (len(input_shape) - 1)
+    return (np.asarray(normalize.mean, np.float32).reshape(shape),
+            np.asarray(normalize.std, np.float32).reshape(shape))
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

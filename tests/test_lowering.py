@@ -433,7 +433,10 @@ def test_repeat_errors():
     assert len(errs) == 1  # reported once, not once per iteration
 
 
-def test_huge_network_is_refused():
+def test_huge_network_is_refused(monkeypatch):
+    from cnndsl.frontend import lower
+
+    monkeypatch.setattr(lower, "MAX_NODES", 500)
     errs = errors("input x: [8]\nrepeat 10000 {\n  repeat 10000 {\n    relu\n  }\n}")
     assert errs[0].code in ("too-large",)
 

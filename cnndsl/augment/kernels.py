@@ -32,7 +32,6 @@ import math
 import numpy as np
 from numba import prange
 
-from cnndsl.augment.rng import image_key, randint, uniform
 from cnndsl.kernels.cpu.common import kernel, parallel_kernel
 
 F0 = np.float32(0.0)
@@ -49,6 +48,50 @@ F2 = np.float32(2.0)
 F4 = np.float32(4.0)
 F6 = np.float32(6.0)
 SNAP = 1e-12
+
+
+# ---------------------------------------------------------------------------- the hash (see rng.py)
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+EPOCH_MUL = np.uint64(0xD6E8FEB86659FD93)
+INDEX_MUL = np.uint64(0xA0761D6478BD642F)
+OP_MUL = np.uint64(0xE7037ED1A0B428DB)
+M1 = np.uint64(0xBF58476D1CE4E5B9)
+M2 = np.uint64(0x94D049BB133111EB)
+S30 = np.uint64(30)
+S27 = np.uint64(27)
+S31 = np.uint64(31)
+S11 = np.uint64(11)
+INV53 = 1.0 / 9007199254740992.0  # 2**-53
+
+
+@kernel
+def _mix(z):
+    z = (z ^ (z >> S30)) * M1
+    z = (z ^ (z >> S27)) * M2
+    return z ^ (z >> S31)
+
+
+@kernel
+def image_key(seed, epoch, index, op):
+    """The 64-bit key (uint64) of one (seed, epoch, image index, op) — all int64 arguments."""
+    h = _mix((np.uint64(seed) + np.uint64(1)) * GOLDEN)
+    h = _mix(h ^ (np.uint64(epoch) * EPOCH_MUL))
+    h = _mix(h ^ (np.uint64(index) * INDEX_MUL))
+    return _mix(h ^ (np.uint64(op) * OP_MUL))
+
+
+@kernel
+def uniform(key, k):
+    """Draw number k (int) of `key`: a float64 uniform in [0, 1)."""
+    z = _mix(np.uint64(key) + np.uint64(k + 1) * GOLDEN)
+    return np.float64(z >> S11) * INV53
+
+
+@kernel
+def randint(key, k, n):
+    """Draw number k of `key` as an integer uniform in [0, n) (n >= 1)."""
+    i = np.int64(uniform(key, k) * n)
+    return i if i < n else n - 1
 
 
 @kernel

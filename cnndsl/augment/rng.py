@@ -13,59 +13,20 @@ run was resumed mid-epoch.
 
 The hash is splitmix64's finaliser chained over the fields:
 
-    key  = mix(mix(mix(mix(seed * G) ^ epoch * E) ^ index * I) ^ op * O)
+    key  = mix(mix(mix(mix((seed + 1) * G) ^ epoch * E) ^ index * I) ^ op * O)
     u(k) = (mix(key + (k + 1) * G) >> 11) * 2**-53        in [0, 1)
 
-`image_key`, `uniform` are Numba functions callable from kernels and from
-Python; `uniform_py` is the same in pure Python (used by tests to predict draws).
+`image_key`, `uniform`, `randint` are Numba functions (defined in kernels.py,
+callable from Python with a np.uint64 key); `image_key_py`, `uniform_py`,
+`randint_py` are their pure-Python twins (tests use them to predict draws).
 """
 from __future__ import annotations
 
-import numpy as np
+# The Numba functions live in kernels.py: Numba's cache only notices edits to the file
+# that defines a kernel, so the hash must sit in the same file as the kernels using it.
+from cnndsl.augment.kernels import image_key, randint, uniform  # noqa: F401
 
-from cnndsl.kernels.cpu.common import kernel
-
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-EPOCH_MUL = np.uint64(0xD6E8FEB86659FD93)
-INDEX_MUL = np.uint64(0xA0761D6478BD642F)
-OP_MUL = np.uint64(0xE7037ED1A0B428DB)
-M1 = np.uint64(0xBF58476D1CE4E5B9)
-M2 = np.uint64(0x94D049BB133111EB)
-S30 = np.uint64(30)
-S27 = np.uint64(27)
-S31 = np.uint64(31)
-S11 = np.uint64(11)
 INV53 = 1.0 / 9007199254740992.0  # 2**-53
-
-
-@kernel
-def _mix(z):
-    z = (z ^ (z >> S30)) * M1
-    z = (z ^ (z >> S27)) * M2
-    return z ^ (z >> S31)
-
-
-@kernel
-def image_key(seed, epoch, index, op):
-    """The 64-bit key of one (seed, epoch, image index, op) — all int64 arguments."""
-    h = _mix(np.uint64(seed) * GOLDEN)
-    h = _mix(h ^ (np.uint64(epoch) * EPOCH_MUL))
-    h = _mix(h ^ (np.uint64(index) * INDEX_MUL))
-    return _mix(h ^ (np.uint64(op) * OP_MUL))
-
-
-@kernel
-def uniform(key, k):
-    """Draw number k (int) of `key`: a float64 uniform in [0, 1)."""
-    z = _mix(key + np.uint64(k + 1) * GOLDEN)
-    return np.float64(z >> S11) * INV53
-
-
-@kernel
-def randint(key, k, n):
-    """Draw number k of `key` as an integer uniform in [0, n) (n >= 1)."""
-    i = np.int64(uniform(key, k) * n)
-    return i if i < n else n - 1
 
 
 # ---- pure-Python twins (tests, debugging) ----------------------------------------
@@ -80,7 +41,7 @@ def _mix_py(z: int) -> int:
 
 
 def image_key_py(seed: int, epoch: int, index: int, op: int) -> int:
-    h = _mix_py((seed & _MASK) * 0x9E3779B97F4A7C15)
+    h = _mix_py((((seed + 1) & _MASK) * 0x9E3779B97F4A7C15) & _MASK)
     h = _mix_py(h ^ (((epoch & _MASK) * 0xD6E8FEB86659FD93) & _MASK))
     h = _mix_py(h ^ (((index & _MASK) * 0xA0761D6478BD642F) & _MASK))
     return _mix_py(h ^ (((op & _MASK) * 0xE7037ED1A0B428DB) & _MASK))

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cnndsl.backend.params import ParamStore
-from cnndsl.backend.plan import MemoryPlan, plan_memory, produces_tensor
+from cnndsl.backend.plan import MemoryPlan, execution_order, plan_memory
 from cnndsl.diagnostics import CnnError, Diagnostic
 from cnndsl.ir.graph import Graph, Node
 from cnndsl.ops.registry import get_op
@@ -70,7 +70,7 @@ class Executable:
         load_backend(backend)
         self.graph = graph
         self.batch = batch
-        self.order = graph.topo_order()
+        self.order = execution_order(graph)
         self.plan: MemoryPlan = plan_memory(graph, self.order)
         self.rc = RunContext(graph, store, batch)
         self._launchers = self._resolve(backend)
@@ -119,5 +119,3 @@ def check_backend_covers(graph: Graph, backend: str) -> None:
         raise CnnError([Diagnostic("error", f"the {backend} backend has no kernel for: {', '.join(missing)}",
                                    code="no-kernel")])
 
-
-__all__ = ["Executable", "RunContext", "produces_tensor", "check_backend_covers"]

@@ -43,8 +43,16 @@ class MemoryPlan:
                    for t in self.slot_of if t not in self.view_of)
 
 
+def execution_order(graph: Graph) -> list[str]:
+    """Topological order with every graph input first: inputs are filled before the first
+    launch, so their buffers must be live from the start."""
+    order = graph.topo_order()
+    inputs = set(graph.inputs)
+    return [n for n in order if n in inputs] + [n for n in order if n not in inputs]
+
+
 def plan_memory(graph: Graph, order: list[str] | None = None) -> MemoryPlan:
-    order = order or graph.topo_order()
+    order = order or execution_order(graph)
     plan = MemoryPlan(order)
     step_of = {name: i for i, name in enumerate(order)}
     pinned = set(graph.inputs) | set(graph.outputs) | set(graph.attrs.get("losses", {}).values())

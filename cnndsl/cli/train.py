@@ -38,11 +38,10 @@ def _datasets(model, data: str | None):
 @model_options
 def train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_progress, load_kwargs):
     """Train a model on its dataset; writes weights, metrics.json and curves.png to --out."""
-    from cnndsl.train.settings import settings_from_program
-    from cnndsl.train.trainer import Trainer
+    from cnndsl.train.trainer import Trainer, with_overrides
 
     model = _compile(file, load_kwargs, seed)
-    settings = settings_from_program(model.program).with_overrides(epochs, batch, lr, seed)
+    settings = with_overrides(model.config, epochs, batch, lr, seed)
     out = Path(resume_dir or out_dir or Path("runs") / Path(file).stem)
     train_set, test_set = _datasets(model, data)
     trainer = Trainer(model, train_set, test_set, settings, out, progress=not no_progress and sys.stderr.isatty())
@@ -50,7 +49,7 @@ def train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_progress,
         trainer.resume()
         click.echo(f"resuming {out} at epoch {trainer.pos.epoch + 1}, batch {trainer.pos.batch}", err=True)
     click.echo(f"training {model.graph.name}: {len(train_set)} images, {len(test_set)} held out, "
-               f"{settings.epochs} epochs of batch {settings.batch}, {settings.optimizer} lr={settings.lr:g}",
+               f"{settings.epochs} epochs of batch {settings.batch}, {settings.optimizer.name} lr={settings.optimizer.lr:g}",
                err=True)
     try:
         trainer.fit(on_epoch=lambda r: click.echo(_epoch_line(r), err=True))

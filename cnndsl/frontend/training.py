@@ -40,7 +40,7 @@ class Schedule:
     step_size: int = 10  # step: epochs between decays
     gamma: float = 0.1  # step: factor per decay
     min_lr: float = 0.0  # cosine: final learning rate
-    warmup: int = 0  # epochs of linear warmup from 0 to lr (any kind)
+    warmup: float = 0.0  # epochs of linear warmup from 0 to lr (any kind)
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,8 @@ OPTIMIZERS: dict[str, tuple[Opt, ...]] = {
     ),
 }
 
-WARMUP = Opt("warmup", "int", 0, "epochs of linear warmup from 0 to lr", "epochs", minimum=0)
+WARMUP = Opt("warmup", "float", 0.0, "epochs of linear warmup from 0 to lr (may be fractional)", "epochs",
+             minimum=0)
 SCHEDULES: dict[str, tuple[Opt, ...]] = {
     "constant": (WARMUP,),
     "step": (Opt("step_size", "int", 10, "epochs between decays", "epochs", minimum=1),
@@ -242,11 +243,13 @@ AUGMENTATIONS: dict[str, tuple[Opt, ...]] = {
     "translate": (
         Opt("fraction", "float", REQUIRED, "shift drawn from [-f, f] times the image size per axis",
             minimum=0, below=1, positional=True),
+        Opt("fill", "float", 0.0, "value of the pixels shifted in from outside"),
         P(1.0),
     ),
     "scale": (
         Opt("min", "float", 0.9, "smallest zoom factor", above=0, maximum=10),
         Opt("max", "float", 1.1, "largest zoom factor", above=0, maximum=10),
+        Opt("fill", "float", 0.0, "value of the pixels outside the image when zooming out"),
         P(1.0),
     ),
 }

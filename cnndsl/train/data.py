@@ -10,7 +10,7 @@ from cnndsl.diagnostics import file_error
 
 def resolve_datasets(model, data: str | None = None, test_fraction: float = 0.2) -> tuple[Dataset, Dataset]:
     """(train, held-out) for `data` (CLI), else the training section's dataset, else the digits."""
-    name = data or _setting(model.config, "dataset", None) or "digits"
+    name = data or model.config.dataset or "digits"
     if name == "digits":
         train, test = digits_dataset("train"), digits_dataset("test")
         _check_shape(model, train, "the bundled digits")
@@ -37,9 +37,3 @@ def _split(full: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]
     order = full.order(shuffle=True, seed=seed, epoch=0)
     cut = int(round(len(full) * (1 - fraction)))
     return full.subset(order[:cut]), full.subset(order[cut:])
-
-
-def _setting(config, name, default):
-    if config is None:
-        return default
-    return config.get(name, default) if isinstance(config, dict) else getattr(config, name, default)

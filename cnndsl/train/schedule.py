@@ -6,8 +6,8 @@
 * constant: `lr`
 * step:     `lr * gamma ** floor(e / step_size)` (decays at absolute epochs
             step_size, 2*step_size, ...)
-* cosine:   anneals from `lr` at the end of the warm-up to 0 at `epochs`:
-            `lr * 0.5 * (1 + cos(pi * (e - warmup) / (epochs - warmup)))`
+* cosine:   anneals from `lr` at the end of the warm-up to `min_lr` (default 0) at `epochs`:
+            `min_lr + (lr - min_lr) * 0.5 * (1 + cos(pi * (e - warmup) / (epochs - warmup)))`
 
 Each has an optional linear warm-up over the first `warmup` epochs (a float,
 0 = none): `lr_at(e) = lr * e / warmup` for `e < warmup` (for constant and
@@ -38,6 +38,7 @@ class Schedule:
     warmup: float = 0.0  # epochs of linear warm-up
     step_size: float = 1.0  # step: epochs between decays
     gamma: float = 0.1  # step: decay factor
+    min_lr: float = 0.0  # cosine: the rate reached at the end
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -70,7 +71,7 @@ class Schedule:
             return self.lr * self._decay(e)
         span = self.epochs - self.warmup
         t = (e - self.warmup) / span
-        return self.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
 
     def _decay(self, e: float) -> float:
         # the epsilon keeps e.g. 0.3 / 0.1 = 2.9999999999999996 on the right side of 3

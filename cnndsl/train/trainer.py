@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from cnndsl.diagnostics import CnnError, Diagnostic
+from cnndsl.frontend.training import TrainingConfig
 from cnndsl.io.weights import load_checkpoint, match_weights, save_checkpoint, save_weights
 from cnndsl.train.metrics import MetricsLog, plot
 from cnndsl.train.optim import make_optimizer
@@ -27,35 +28,33 @@ from cnndsl.train.progress import Progress
 from cnndsl.train.schedule import Schedule
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    epochs: int = 10
-    batch: int = 64
-    seed: int = 0
-    optimizer: str = "sgd"
-    optimizer_args: dict = field(default_factory=lambda: {"lr": 0.01})
-    schedule: str = "constant"
-    schedule_args: dict = field(default_factory=dict)
-    eval_batch: int = 256
+EVAL_BATCH = 256
 
-    @property
-    def lr(self) -> float:
-        return float(self.optimizer_args.get("lr", 0.01))
 
-    def with_overrides(self, epochs=None, batch=None, lr=None, seed=None) -> "TrainSettings":
-        s = self
-        if epochs is not None:
-            s = replace(s, epochs=epochs)
-        if batch is not None:
-            s = replace(s, batch=batch)
-        if seed is not None:
-            s = replace(s, seed=seed)
-        if lr is not None:
-            s = replace(s, optimizer_args={**s.optimizer_args, "lr": lr})
-        return s
+def with_overrides(config: TrainingConfig, epochs=None, batch=None, lr=None, seed=None) -> TrainingConfig:
+    """The training section with command-line overrides applied."""
+    changes = {k: v for k, v in (("epochs", epochs), ("batch", batch), ("seed", seed)) if v is not None}
+    if lr is not None:
+        changes["optimizer"] = replace(config.optimizer, lr=lr)
+    return replace(config, **changes)
 
-    def schedule_obj(self) -> Schedule:
-        return Schedule(kind=self.schedule, lr=self.lr, epochs=float(self.epochs), **self.schedule_args)
+
+def make_schedule(config: TrainingConfig) -> Schedule:
+    """The learning-rate schedule. A warm-up as long as the run (e.g. `--epochs 1` on a file that
+    warms up for 1 epoch) is shortened to half the run, so a short trial run still trains."""
+    s = config.schedule
+    warmup = min(float(s.warmup), config.epochs / 2)
+    return Schedule(kind=s.kind, lr=config.optimizer.lr, epochs=float(config.epochs), warmup=warmup,
+                    step_size=float(s.step_size), gamma=s.gamma, min_lr=s.min_lr)
+
+
+def optimizer_for(config: TrainingConfig, params):
+    o = config.optimizer
+    if o.name == "adam":
+        return make_optimizer("adam", params, lr=o.lr, beta1=o.beta1, beta2=o.beta2, eps=o.eps,
+                              weight_decay=o.weight_decay)
+    return make_optimizer("sgd", params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                          weight_decay=o.weight_decay)
 
 
 class NonFiniteLoss(Exception):
@@ -81,14 +80,14 @@ class Position:
 
 
 class Trainer:
-    def __init__(self, model, train_set, test_set, settings: TrainSettings, out_dir, progress: bool = True):
+    def __init__(self, model, train_set, test_set, config: TrainingConfig, out_dir, progress: bool = True):
         self.model = model
         self.train_set, self.test_set = train_set, test_set
-        self.settings = settings
+        self.settings = config
         self.out = Path(out_dir)
         self.progress_enabled = progress
-        self.schedule = settings.schedule_obj()
-        self.optimizer = make_optimizer(settings.optimizer, model.store.params, **settings.optimizer_args)
+        self.schedule = make_schedule(config)
+        self.optimizer = optimizer_for(config, model.store.params)
         model.set_optimizer(self.optimizer)
         self.pos = Position()
         self.log = MetricsLog(self.out)
@@ -150,7 +149,7 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         pos = self.pos
-        held_out = self.model.evaluate(self.test_set.x, self.test_set.y, self.settings.eval_batch)
+        held_out = self.model.evaluate(self.test_set.x, self.test_set.y, EVAL_BATCH)
         record = {
             "epoch": pos.epoch + 1,
             "train_loss": pos.loss_sum / max(pos.seen, 1),

@@ -23,7 +23,7 @@ def conv_cases(draw):
     h = max(draw(st.integers(1, 10)), keh - pads[0] - pads[1])
     w = max(draw(st.integers(1, 10)), kew - pads[2] - pads[3])
     n = draw(st.integers(1, 4))
-    nb = draw(st.integers(1, n))
+    nb = draw(st.integers(0, n))  # 0: direct loops; >= 1: im2col + GEMM in chunks of nb images
     bias = draw(st.booleans())
     seed = draw(st.integers(0, 2**31))
     return dict(n=n, c=groups * cg, f=groups * fg, h=h, w=w, kernel=(kh, kw), stride=(sh, sw),
@@ -103,7 +103,7 @@ def convt_cases(draw):
         ow = R.conv_transpose2d_output_size(w, kw, sw, 0, 0, dw, opw)
     n = draw(st.integers(1, 3))
     return dict(n=n, c=groups * cg, f=groups * fg, h=h, w=w, oh=oh, ow=ow, kernel=(kh, kw), stride=(sh, sw),
-                dilation=(dh, dw), pads=pads, groups=groups, nb=draw(st.integers(1, n)), bias=draw(st.booleans()),
+                dilation=(dh, dw), pads=pads, groups=groups, nb=draw(st.integers(0, n)), bias=draw(st.booleans()),
                 seed=draw(st.integers(0, 2**31)))
 
 
@@ -160,9 +160,8 @@ def test_conv2d_special_cases(name, n, c, f, hw, kernel, stride, pads, dilation,
     b = rng.standard_normal(f)
     args = (stride, pads, dilation, groups)
     y = R.conv2d(x, w, b, *args)
-    for budget in (1, 64 << 20):  # nb == 1 (GEMM into y) and nb == N (scatter)
-        nb, cl, tl = K.conv2d_workspace(n, c, f, kernel[0], kernel[1], groups, y.shape[2], y.shape[3], budget)
-        col, tmp = np.empty(cl, np.float32), np.empty(tl, np.float32)
+    for nb in (0, 1, n):  # direct loops; GEMM straight into y; GEMM over the batch + scatter
+        col, tmp = _workspace((c // groups) * kernel[0] * kernel[1], y.shape[2] * y.shape[3], f, max(nb, 1))
         geo = (stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1], groups, nb)
         yk = np.empty(y.shape, np.float32)
         K.conv2d_forward(f32(x), f32(w), f32(b), True, *geo, col, tmp, yk)

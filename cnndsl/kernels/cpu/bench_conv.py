@@ -32,7 +32,7 @@ def _best(fn, reps):
     return min(times), float(np.median(times))
 
 
-def bench(name, n, c, f, h, w, kh, kw, s, p, reps):
+def bench(name, n, c, f, h, w, kh, kw, s, p, reps, nb=None):
     rng = np.random.default_rng(0)
     oh = (h + 2 * p - kh) // s + 1
     ow = (w + 2 * p - kw) // s + 1
@@ -44,9 +44,11 @@ def bench(name, n, c, f, h, w, kh, kw, s, p, reps):
     dx = np.empty_like(x)
     dw = np.empty_like(wt)
     db = np.empty_like(b)
-    nb, cl, tl = K.conv2d_workspace(n, c, f, kh, kw, 1, oh, ow)
-    col = np.zeros(cl, np.float32)
-    tmp = np.zeros(tl, np.float32)
+    nb_auto, cl, tl = K.conv2d_workspace(n, c, f, kh, kw, 1, oh, ow)
+    nb = nb_auto if nb is None else nb
+    k = c * kh * kw
+    col = np.zeros(max(cl, k * max(nb, 1) * oh * ow), np.float32)
+    tmp = np.zeros(max(tl, f * max(nb, 1) * oh * ow + f * k), np.float32)
     geo = (s, s, p, p, 1, 1, 1, nb)
 
     def fwd():
@@ -65,12 +67,30 @@ def bench(name, n, c, f, h, w, kh, kw, s, p, reps):
           f"(median {3 * flops / tbm / 1e9:6.1f})")
 
 
+def sgemm_baseline(reps):
+    """GFLOP/s of a plain 64x576 @ 576x9408 sgemm through the same BLAS, to judge machine load."""
+    from numba import njit
+
+    @njit
+    def mm(a, b, c):
+        np.dot(a, b, c)
+    a = np.random.rand(64, 576).astype(np.float32)
+    b = np.random.rand(576, 9408).astype(np.float32)
+    c = np.empty((64, 9408), np.float32)
+    t, _ = _best(lambda: mm(a, b, c), reps)
+    return 2.0 * 64 * 576 * 9408 / t / 1e9
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--nb", type=int, action="append",
+                    help="force a chunk size (0 = direct loops); repeatable; default: conv2d_workspace's choice")
     args = ap.parse_args()
+    print(f"sgemm baseline 64x576x9408: {sgemm_baseline(args.reps):.1f} GFLOP/s")
     for case in CASES:
-        bench(*case, reps=args.reps)
+        for nb in (args.nb or [None]):
+            bench(*case, reps=args.reps, nb=nb)
 
 
 if __name__ == "__main__":

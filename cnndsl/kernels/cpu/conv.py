@@ -265,14 +265,161 @@ def _bias_grad(dy, db):
             db[f] = np.float32(acc)
 
 
+
+# ----------------------------------------------------------------------------
+# direct (no im2col, no BLAS) path for small channel counts: nb == 0
+
+@kernel
+def _ow_range(kw_, dw, pl, sw, OW, W):
+    off_w = kw_ * dw - pl
+    ow_lo = min(OW, max(0, (-off_w + sw - 1) // sw))
+    ow_hi = min(OW, (W - off_w + sw - 1) // sw)
+    if ow_hi < ow_lo:
+        ow_hi = ow_lo
+    return off_w, ow_lo, ow_hi
+
+
+@kernel
+def _direct_fwd_item(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y, item):
+    F, Cg, KH, KW = w.shape
+    H = x.shape[2]
+    W = x.shape[3]
+    OH = y.shape[2]
+    OW = y.shape[3]
+    n = item // F
+    f = item - n * F
+    c0 = (f // (F // groups)) * Cg
+    yp = y[n, f]
+    init = b[f] if has_bias else np.float32(0.0)
+    for oh in range(OH):
+        for ow in range(OW):
+            yp[oh, ow] = init
+    for c in range(Cg):
+        xp = x[n, c0 + c]
+        for kh_ in range(KH):
+            for kw_ in range(KW):
+                wv = w[f, c, kh_, kw_]
+                off_w, ow_lo, ow_hi = _ow_range(kw_, dw, pl, sw, OW, W)
+                for oh in range(OH):
+                    ih = oh * sh - pt + kh_ * dh
+                    if ih < 0 or ih >= H:
+                        continue
+                    if sw == 1:
+                        for ow in range(ow_lo, ow_hi):
+                            yp[oh, ow] += wv * xp[ih, ow + off_w]
+                    else:
+                        for ow in range(ow_lo, ow_hi):
+                            yp[oh, ow] += wv * xp[ih, ow * sw + off_w]
+
+
+@parallel_kernel
+def _direct_fwd(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y):
+    items = y.shape[0] * y.shape[1]
+    if y.size * w.shape[1] * w.shape[2] * w.shape[3] >= PAR_MIN:
+        for it in prange(items):
+            _direct_fwd_item(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y, it)
+    else:
+        for it in range(items):
+            _direct_fwd_item(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y, it)
+
+
+@kernel
+def _direct_bwd_data_item(dy, w, sh, sw, pt, pl, dh, dw, groups, dx, item):
+    F, Cg, KH, KW = w.shape
+    Fg = F // groups
+    C = dx.shape[1]
+    H = dx.shape[2]
+    W = dx.shape[3]
+    OH = dy.shape[2]
+    OW = dy.shape[3]
+    n = item // C
+    c = item - n * C
+    g = c // Cg
+    cl = c - g * Cg
+    dxp = dx[n, c]
+    for i in range(H):
+        for j in range(W):
+            dxp[i, j] = np.float32(0.0)
+    for f in range(g * Fg, (g + 1) * Fg):
+        dyp = dy[n, f]
+        for kh_ in range(KH):
+            for kw_ in range(KW):
+                wv = w[f, cl, kh_, kw_]
+                off_w, ow_lo, ow_hi = _ow_range(kw_, dw, pl, sw, OW, W)
+                for oh in range(OH):
+                    ih = oh * sh - pt + kh_ * dh
+                    if ih < 0 or ih >= H:
+                        continue
+                    if sw == 1:
+                        for ow in range(ow_lo, ow_hi):
+                            dxp[ih, ow + off_w] += wv * dyp[oh, ow]
+                    else:
+                        for ow in range(ow_lo, ow_hi):
+                            dxp[ih, ow * sw + off_w] += wv * dyp[oh, ow]
+
+
+@parallel_kernel
+def _direct_bwd_data(dy, w, sh, sw, pt, pl, dh, dw, groups, dx):
+    items = dx.shape[0] * dx.shape[1]
+    if dy.size * w.shape[1] * w.shape[2] * w.shape[3] >= PAR_MIN:
+        for it in prange(items):
+            _direct_bwd_data_item(dy, w, sh, sw, pt, pl, dh, dw, groups, dx, it)
+    else:
+        for it in range(items):
+            _direct_bwd_data_item(dy, w, sh, sw, pt, pl, dh, dw, groups, dx, it)
+
+
+@kernel
+def _direct_bwd_weight_item(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight, item):
+    F, Cg, KH, KW = dweight.shape
+    N = x.shape[0]
+    H = x.shape[2]
+    W = x.shape[3]
+    OH = dy.shape[2]
+    OW = dy.shape[3]
+    f = item // Cg
+    c = item - f * Cg
+    xc = (f // (F // groups)) * Cg + c
+    for kh_ in range(KH):
+        for kw_ in range(KW):
+            off_w, ow_lo, ow_hi = _ow_range(kw_, dw, pl, sw, OW, W)
+            acc = 0.0
+            for n in range(N):
+                xp = x[n, xc]
+                dyp = dy[n, f]
+                s = np.float32(0.0)
+                for oh in range(OH):
+                    ih = oh * sh - pt + kh_ * dh
+                    if ih < 0 or ih >= H:
+                        continue
+                    if sw == 1:
+                        for ow in range(ow_lo, ow_hi):
+                            s += dyp[oh, ow] * xp[ih, ow + off_w]
+                    else:
+                        for ow in range(ow_lo, ow_hi):
+                            s += dyp[oh, ow] * xp[ih, ow * sw + off_w]
+                acc += s
+            dweight[f, c, kh_, kw_] = np.float32(acc)
+
+
+@parallel_kernel
+def _direct_bwd_weight(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight):
+    items = dweight.shape[0] * dweight.shape[1]
+    if dy.size * dweight.shape[1] * dweight.shape[2] * dweight.shape[3] >= PAR_MIN:
+        for it in prange(items):
+            _direct_bwd_weight_item(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight, it)
+    else:
+        for it in range(items):
+            _direct_bwd_weight_item(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight, it)
+
 # ----------------------------------------------------------------------------
 # cores: a conv with input X (N, C, H, W), weight (F, Cg, KH, KW), output Y (N, F, OH, OW)
 
 @kernel
 def _check_ws(col, tmp, K, P, F, nb, Fg_K):
-    if nb < 1:
-        raise ValueError("conv: nb must be >= 1")
-    if col.size < K * nb * P or tmp.size < F * nb * P + Fg_K:
+    if nb < 0:
+        raise ValueError("conv: nb must be >= 0")
+    if nb > 0 and col.size < K * nb * P or tmp.size < F * nb * P + Fg_K:
         raise ValueError("conv: workspace too small (see conv2d_workspace)")
 
 
@@ -286,6 +433,9 @@ def _fwd_core(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, y
     K = Cg * KH * KW
     P = OH * OW
     _check_ws(col, tmp, K, P, F, nb, 0)
+    if nb == 0:
+        _direct_fwd(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y)
+        return
     w2 = w.reshape(F, K)
     direct_1x1 = KH == 1 and KW == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
         and OH == x.shape[2] and OW == x.shape[3]
@@ -320,6 +470,9 @@ def _bwd_data_core(dy, w, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, dx):
     K = Cg * KH * KW
     P = OH * OW
     _check_ws(col, tmp, K, P, F, nb, 0)
+    if nb == 0:
+        _direct_bwd_data(dy, w, sh, sw, pt, pl, dh, dw, groups, dx)
+        return
     w2 = w.reshape(F, K)
     for n0 in range(0, N, nb):
         nbb = min(nb, N - n0)
@@ -345,6 +498,9 @@ def _bwd_weight_core(x, dy, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, dweigh
     K = Cg * KH * KW
     P = OH * OW
     _check_ws(col, tmp, K, P, F, nb, Fg * K)
+    if nb == 0:
+        _direct_bwd_weight(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight)
+        return
     dw2 = dweight.reshape(F, K)
     for n0 in range(0, N, nb):
         nbb = min(nb, N - n0)
