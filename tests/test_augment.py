@@ -382,3 +382,15 @@ def test_valid_ops_have_no_problems_and_pipeline_chains_shapes():
     pipe = Pipeline([RandomCrop(size=20), RandomCrop(size=24)], 0)
     assert pipe.problems((1, 28, 28)) == [(1, "random_crop size 24x24 is larger than the 20x20 input")]
     assert isinstance(pipe.ops[0], Augmentation)
+
+
+def test_parallel_and_serial_paths_agree():
+    # 40x3x24x24 is above the kernels' parallel threshold, 2 images are below it
+    x = batch(n=40, c=3, h=24, w=24, seed=3)
+    idx = np.arange(40) + 1000
+    ops = [make_augmentation(n, p=0.7, **kw) for n, kw in ALL_OPS.items() if n != "random_crop"]
+    ops.append(RandomCrop(size=20, padding=3, p=0.7))
+    pipe = Pipeline(ops, 21)
+    whole = pipe.apply(x, idx, 6)
+    parts = np.concatenate([pipe.apply(x[i:i + 2], idx[i:i + 2], 6) for i in range(0, 40, 2)])
+    assert np.array_equal(whole, parts)

@@ -465,3 +465,9 @@ def test_node_spans_and_trace_types():
     assert (n.span.line, n.span.column) == (3, 1)
     assert n.attr_spans["padding"].column == 21
     assert n.trace == ()
+
+
+def test_mistake_in_block_used_twice_is_reported_once():
+    extra = "block b {\n  input x\n  dense 3 bais=true\n}\n"
+    (e,) = errors("input x: [3]\nb\nb", extra=extra)
+    assert e.code == "unknown-option" and e.span.line == 3 and e.notes[0][0].line == 7

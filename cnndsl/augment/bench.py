@@ -1,6 +1,6 @@
 """Throughput of typical augmentation pipelines (warm, i.e. after compilation).
 
-    python -m cnndsl.augment.bench [--batch 64] [--seconds 2]
+    python -m cnndsl.augment.bench [--batch 64] [--seconds 2] [--threads N]
 
 Prints images/s for a digits pipeline (random_crop 28 padding=2 p=0.5 + rotate
 10 p=0.5 on 1x28x28) and a CIFAR-style one (hflip + random_crop 32 padding=4 +
@@ -22,39 +22,49 @@ PIPELINES = {
 }
 
 
-def measure(pipe: Pipeline, shape, batch: int, seconds: float) -> float:
-    """Images per second of `pipe.apply` on batches of `batch` images, warm."""
+def measure(pipe: Pipeline, shape, batch: int, seconds: float) -> tuple[float, float]:
+    """(median, best) images per second of `pipe.apply` on batches of `batch` images, warm.
+
+    Each call is timed on its own; the best call approximates an idle machine,
+    the median what the current load allows."""
     x = np.random.default_rng(0).random((batch,) + tuple(shape), dtype=np.float32)
     out = np.empty((batch,) + pipe.output_shape(shape), np.float32)
     for e in range(3):  # compile / load the cache, fill the buffers
         pipe.apply(x, np.arange(batch) + e * batch, e, out=out)
-    n, step = 0, 0
-    t0 = time.perf_counter()
-    while True:
-        for _ in range(20):
-            pipe.apply(x, np.arange(batch) + step * batch, step, out=out)
-            step += 1
-        n += 20
-        dt = time.perf_counter() - t0
-        if dt >= seconds:
-            return n * batch / dt
+    times = []
+    step = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < 20:
+        idx = np.arange(batch) + step * batch
+        t0 = time.perf_counter()
+        pipe.apply(x, idx, step, out=out)
+        times.append(time.perf_counter() - t0)
+        step += 1
+    return batch / float(np.median(times)), batch / min(times)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--threads", type=int, default=0, help="Numba threads (default: all)")
     args = ap.parse_args(argv)
     import numba
-    print(f"numba {numba.__version__}, {numba.get_num_threads()} threads, "
-          f"threading layer {numba.config.THREADING_LAYER}; batch {args.batch}")
+    if args.threads:
+        numba.set_num_threads(args.threads)
+    import os
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"numba {numba.__version__}, {numba.get_num_threads()} of {os.cpu_count()} CPUs, batch {args.batch}, "
+          f"load average {load:.2f}")
     for name, (shape, ops) in PIPELINES.items():
-        rate = measure(Pipeline(ops, seed=0), shape, args.batch, args.seconds)
-        print(f"{name:16s} {' + '.join(op.name for op in ops):40s} {rate:12,.0f} images/s "
-              f"({1e6 * args.batch / rate:8.1f} us/batch)")
+        med, best = measure(Pipeline(ops, seed=0), shape, args.batch, args.seconds)
+        print(f"{name}: {' + '.join(map(repr, ops))}")
+        print(f"    pipeline   median {med:9,.0f} images/s ({1e6 * args.batch / med:7.1f} us/batch)   "
+              f"best {best:9,.0f} images/s ({1e6 * args.batch / best:7.1f} us/batch)")
         for op in ops:
-            r = measure(Pipeline([op], seed=0), shape, args.batch, args.seconds / 2)
-            print(f"{'':16s}   {op!r:37s} {r:12,.0f} images/s ({1e6 * args.batch / r:8.1f} us/batch)")
+            med, best = measure(Pipeline([op], seed=0), shape, args.batch, args.seconds / 2)
+            print(f"    {op.name:12s}   median {med:9,.0f} images/s ({1e6 * args.batch / med:7.1f} us/batch)   "
+                  f"best {best:9,.0f} images/s ({1e6 * args.batch / best:7.1f} us/batch)")
 
 
 if __name__ == "__main__":

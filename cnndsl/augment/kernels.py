@@ -7,7 +7,10 @@ Every augmentation runs in two steps:
    using the counter-based hash of `cnndsl.augment.rng`;
 2. a parallel kernel (`prange` over images) applies those parameters,
    reading `src` and writing `dst` (never in place: src and dst are distinct
-   C-contiguous float32 (N, C, H, W) arrays).
+   C-contiguous float32 (N, C, H, W) arrays). Like the other CPU kernels it
+   loops serially when the batch is too small to pay for a parallel region
+   (fewer than PAR_MIN_WORK elements; a quarter of that for the costlier
+   affine and jitter kernels).
 
 Keeping the draws apart makes every kernel a deterministic function of
 explicit parameters, which tests (and helpers such as `rotate_images`) call
@@ -32,7 +35,7 @@ import math
 import numpy as np
 from numba import prange
 
-from cnndsl.kernels.cpu.common import kernel, parallel_kernel
+from cnndsl.kernels.cpu.common import PAR_MIN_WORK, kernel, parallel_kernel
 
 F0 = np.float32(0.0)
 F1 = np.float32(1.0)
@@ -242,40 +245,80 @@ def _copy_image(src, dst, i):
                 dst[i, c, y, x] = src[i, c, y, x]
 
 
+@kernel
+def _grayscale_image(src, dst, i, flag):
+    if flag == 0.0:
+        _copy_image(src, dst, i)
+        return
+    h_, w_ = src.shape[2], src.shape[3]
+    for y in range(h_):
+        for x in range(w_):
+            v = _clamp01(LR * src[i, 0, y, x] + LG * src[i, 1, y, x] + LB * src[i, 2, y, x])
+            dst[i, 0, y, x] = v
+            dst[i, 1, y, x] = v
+            dst[i, 2, y, x] = v
+
+
 @parallel_kernel
 def _grayscale(src, dst, flags):
     """BT.601 luma written to all three channels where flags[i] != 0 (C == 3)."""
-    n, h_, w_ = src.shape[0], src.shape[2], src.shape[3]
-    for i in prange(n):
-        if flags[i] != 0.0:
+    n = src.shape[0]
+    if src.size >= PAR_MIN_WORK:
+        for i in prange(n):
+            _grayscale_image(src, dst, i, flags[i])
+    else:
+        for i in range(n):
+            _grayscale_image(src, dst, i, flags[i])
+
+
+@kernel
+def _flip_image(src, dst, i, flag, vertical):
+    c_, h_, w_ = src.shape[1], src.shape[2], src.shape[3]
+    if flag == 0.0:
+        _copy_image(src, dst, i)
+    elif vertical == 0:
+        for c in range(c_):
             for y in range(h_):
                 for x in range(w_):
-                    v = LR * src[i, 0, y, x] + LG * src[i, 1, y, x] + LB * src[i, 2, y, x]
-                    v = _clamp01(v)
-                    dst[i, 0, y, x] = v
-                    dst[i, 1, y, x] = v
-                    dst[i, 2, y, x] = v
-        else:
-            _copy_image(src, dst, i)
+                    dst[i, c, y, x] = src[i, c, y, w_ - 1 - x]
+    else:
+        for c in range(c_):
+            for y in range(h_):
+                for x in range(w_):
+                    dst[i, c, y, x] = src[i, c, h_ - 1 - y, x]
 
 
 @parallel_kernel
 def _flip(src, dst, flags, vertical):
     """Mirror left-right (vertical == 0) or top-bottom (vertical == 1) where flags[i] != 0."""
-    n, c_, h_, w_ = src.shape[0], src.shape[1], src.shape[2], src.shape[3]
-    for i in prange(n):
-        if flags[i] == 0.0:
-            _copy_image(src, dst, i)
-        elif vertical == 0:
-            for c in range(c_):
-                for y in range(h_):
-                    for x in range(w_):
-                        dst[i, c, y, x] = src[i, c, y, w_ - 1 - x]
-        else:
-            for c in range(c_):
-                for y in range(h_):
-                    for x in range(w_):
-                        dst[i, c, y, x] = src[i, c, h_ - 1 - y, x]
+    n = src.shape[0]
+    if src.size >= PAR_MIN_WORK:
+        for i in prange(n):
+            _flip_image(src, dst, i, flags[i], vertical)
+    else:
+        for i in range(n):
+            _flip_image(src, dst, i, flags[i], vertical)
+
+
+@kernel
+def _window_image(src, dst, i, oy, ox, f):
+    c_, h_, w_ = src.shape[1], src.shape[2], src.shape[3]
+    oh, ow = dst.shape[2], dst.shape[3]
+    x_lo = min(max(-ox, 0), ow)  # valid x: 0 <= x + ox < w_
+    x_hi = max(min(w_ - ox, ow), x_lo)
+    for c in range(c_):
+        for y in range(oh):
+            sy = y + oy
+            if sy < 0 or sy >= h_:
+                for x in range(ow):
+                    dst[i, c, y, x] = f
+            else:
+                for x in range(x_lo):
+                    dst[i, c, y, x] = f
+                for x in range(x_lo, x_hi):
+                    dst[i, c, y, x] = src[i, c, sy, x + ox]
+                for x in range(x_hi, ow):
+                    dst[i, c, y, x] = f
 
 
 @parallel_kernel
@@ -283,27 +326,22 @@ def _window(src, dst, offsets, fill):
     """dst[i, c, y, x] = src[i, c, y + offsets[i, 0], x + offsets[i, 1]], or `fill` outside src.
 
     dst may be smaller than src (a crop); offsets may be negative (padding / shifts)."""
-    n, c_, h_, w_ = src.shape[0], src.shape[1], src.shape[2], src.shape[3]
-    oh, ow = dst.shape[2], dst.shape[3]
+    n = src.shape[0]
     f = np.float32(fill)
-    for i in prange(n):
-        oy = offsets[i, 0]
-        ox = offsets[i, 1]
-        x_lo = min(max(-ox, 0), ow)  # valid x: 0 <= x + ox < w_
-        x_hi = max(min(w_ - ox, ow), x_lo)
-        for c in range(c_):
-            for y in range(oh):
-                sy = y + oy
-                if sy < 0 or sy >= h_:
-                    for x in range(ow):
-                        dst[i, c, y, x] = f
-                else:
-                    for x in range(x_lo):
-                        dst[i, c, y, x] = f
-                    for x in range(x_lo, x_hi):
-                        dst[i, c, y, x] = src[i, c, sy, x + ox]
-                    for x in range(x_hi, ow):
-                        dst[i, c, y, x] = f
+    if src.size >= PAR_MIN_WORK:
+        for i in prange(n):
+            _window_image(src, dst, i, offsets[i, 0], offsets[i, 1], f)
+    else:
+        for i in range(n):
+            _window_image(src, dst, i, offsets[i, 0], offsets[i, 1], f)
+
+
+@kernel
+def _affine_or_copy(src, dst, i, rows, f):
+    if rows[i, 0] == 0.0:
+        _copy_image(src, dst, i)
+    else:
+        _affine_image(src, dst, i, rows[i, 1], rows[i, 2], rows[i, 3], rows[i, 4], f)
 
 
 @parallel_kernel
@@ -317,11 +355,12 @@ def _affine(src, dst, rows, fill):
     map pixel centres onto pixel centres (quarter turns) reproduce pixels exactly."""
     n = src.shape[0]
     f = np.float32(fill)
-    for i in prange(n):
-        if rows[i, 0] == 0.0:
-            _copy_image(src, dst, i)
-        else:
-            _affine_image(src, dst, i, rows[i, 1], rows[i, 2], rows[i, 3], rows[i, 4], f)
+    if src.size >= PAR_MIN_WORK // 4:  # ~4x the work per element of a copy
+        for i in prange(n):
+            _affine_or_copy(src, dst, i, rows, f)
+    else:
+        for i in range(n):
+            _affine_or_copy(src, dst, i, rows, f)
 
 
 @kernel
@@ -376,44 +415,36 @@ def _affine_image(src, dst, i, a, b, cc, d, f):
 
 
 @kernel
-def _rgb_hue_shift(r, g, b, shift):
-    """torchvision's adjust_hue on one pixel: to HSV, h = (h + shift) mod 1, back to RGB."""
-    maxc = max(r, max(g, b))
-    minc = min(r, min(g, b))
-    cr = maxc - minc
-    if cr == F0:  # grey: hue is undefined and the shift changes nothing
-        return r, g, b
-    v = maxc
-    s = cr / maxc
-    rc = (maxc - r) / cr
-    gc = (maxc - g) / cr
-    bc = (maxc - b) / cr
-    if maxc == r:
-        h = bc - gc
-    elif maxc == g:
-        h = F2 + rc - bc
-    else:
-        h = F4 + gc - rc
-    h = h / F6 + np.float32(shift)
-    h = h - np.floor(h)
-    h6 = h * F6
-    k = np.floor(h6)
-    fr = h6 - k
-    k = np.int64(k) % 6
-    p = _clamp01(v * (F1 - s))
-    q = _clamp01(v * (F1 - s * fr))
-    t = _clamp01(v * (F1 - s * (F1 - fr)))
-    if k == 0:
-        return v, t, p
-    if k == 1:
-        return q, v, p
-    if k == 2:
-        return p, v, t
-    if k == 3:
-        return p, q, v
-    if k == 4:
-        return t, p, v
-    return v, p, q
+def _hue_shift_image(dst, i, shift):
+    """torchvision's adjust_hue (RGB -> HSV, h = (h + shift) mod 1, -> RGB) on image i, in
+    the closed form of the HSV hexcone: with k_n = (n + 6h) mod 6,
+        channel_n = V - V*S * clamp(min(k_n, 4 - k_n), 0, 1),   n = 5 (R), 3 (G), 1 (B)
+    where V = max(r, g, b) and V*S = max - min. Branch-free per pixel (selects only)."""
+    h_, w_ = dst.shape[2], dst.shape[3]
+    s6 = np.float32(6.0 * shift)
+    inv6 = np.float32(1.0 / 6.0)
+    for y in range(h_):
+        for x in range(w_):
+            r = dst[i, 0, y, x]
+            g = dst[i, 1, y, x]
+            b = dst[i, 2, y, x]
+            maxc = max(r, max(g, b))
+            minc = min(r, min(g, b))
+            cr = maxc - minc
+            inv = F1 / cr if cr > F0 else F0
+            h6 = (F4 + (r - g) * inv) if maxc != g else (F2 + (b - r) * inv)
+            h6 = ((g - b) * inv) if maxc == r else h6
+            h6 = h6 + s6
+            h6 = h6 - F6 * np.floor(h6 * inv6)
+            kr = np.float32(5.0) + h6
+            kr = kr - F6 if kr >= F6 else kr
+            kg = np.float32(3.0) + h6
+            kg = kg - F6 if kg >= F6 else kg
+            kb = F1 + h6
+            kb = kb - F6 if kb >= F6 else kb
+            dst[i, 0, y, x] = maxc - cr * min(max(min(kr, F4 - kr), F0), F1)
+            dst[i, 1, y, x] = maxc - cr * min(max(min(kg, F4 - kg), F0), F1)
+            dst[i, 2, y, x] = maxc - cr * min(max(min(kb, F4 - kb), F0), F1)
 
 
 @parallel_kernel
@@ -422,10 +453,19 @@ def _jitter(src, dst, rows):
     contrast, saturation, hue, order]; the four steps run in the packed order, each
     clamping to [0, 1]; factors of exactly 1 (hue 0) are skipped."""
     n = src.shape[0]
-    for i in prange(n):
-        _copy_image(src, dst, i)
-        if rows[i, 0] != 0.0:
-            _jitter_image(dst, i, rows[i, 1], rows[i, 2], rows[i, 3], rows[i, 4], np.int64(rows[i, 5]))
+    if src.size >= PAR_MIN_WORK // 4:
+        for i in prange(n):
+            _jitter_or_copy(src, dst, i, rows)
+    else:
+        for i in range(n):
+            _jitter_or_copy(src, dst, i, rows)
+
+
+@kernel
+def _jitter_or_copy(src, dst, i, rows):
+    _copy_image(src, dst, i)
+    if rows[i, 0] != 0.0:
+        _jitter_image(dst, i, rows[i, 1], rows[i, 2], rows[i, 3], rows[i, 4], np.int64(rows[i, 5]))
 
 
 @kernel
@@ -475,9 +515,4 @@ def _jitter_image(dst, i, bf, cf, sf, hf, order):
                         dst[i, 2, y, x] = _clamp01(fs * b + gray)
         else:
             if hf != 0.0 and c_ == 3:
-                for y in range(h_):
-                    for x in range(w_):
-                        r, g, b = _rgb_hue_shift(dst[i, 0, y, x], dst[i, 1, y, x], dst[i, 2, y, x], hf)
-                        dst[i, 0, y, x] = r
-                        dst[i, 1, y, x] = g
-                        dst[i, 2, y, x] = b
+                _hue_shift_image(dst, i, hf)

@@ -14,7 +14,7 @@ from cnndsl.diagnostics import Diagnostic, Diagnostics, Span, did_you_mean
 from cnndsl.frontend import ast
 from cnndsl.frontend.values import MISSING, EvalError, Evaluator, parse_define, show
 from cnndsl.ir.graph import Graph, Node
-from cnndsl.ops.registry import REQUIRED, AttrError, OpDef, all_ops, get_op
+from cnndsl.ops.registry import AttrError, OpDef, all_ops, get_op
 
 ROUNDINGS = ("strict", "floor", "ceil")
 USER_CATEGORIES = ("layer", "activation", "merge")  # ops a network statement may use

@@ -202,6 +202,9 @@ def _describe_expected(expected: set[str], in_settings: bool = False) -> str:
     if "NAME" in exp and "RBRACE" in exp and not parts:
         parts.append("a setting")
         exp -= {"NAME", "_NL"}
+    if {"NAME", "CALL"} <= exp and not parts:
+        parts.append("an op")
+        exp -= {"NAME", "CALL"}
     names = {"NAME": "a name", "CALL": "an op", "_NL": "the end of the line", "NUMBER": "a number",
              "DIMS": "a size like 3x3", "STRING": "a string", "$END": "the end of the file"}
     for t in sorted(exp, key=lambda t: (t not in patterns, t)):
@@ -234,7 +237,9 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, filename: str) -> Diagnost
             help = "names and numbers are plain ASCII"
         return Diagnostic("error", f"unexpected character '{shown}'", Span(filename, line, col, line, col + 1),
                           help=help, code="syntax")
-    assert isinstance(e, UnexpectedToken)
+    if not isinstance(e, UnexpectedToken):  # pragma: no cover - LALR reports everything else as tokens
+        line, col = max(getattr(e, "line", 1) or 1, 1), max(getattr(e, "column", 1) or 1, 1)
+        return Diagnostic("error", "the file does not parse here", Span(filename, line, col), code="syntax")
     tok = e.token
     expected = set(e.expected or ())
     got = _describe_token(tok)
@@ -243,6 +248,8 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, filename: str) -> Diagnost
     opened = None
     here = _enclosing(text, tok.line, tok.column) if tok.type != "$END" else None
     in_settings = here in ("train", "profile", "augment")
+    before = lines[tok.line - 1][:tok.column - 1].split() if tok.type != "$END" and tok.line <= len(lines) else []
+    after_keyword = bool(before) and before[-1] in ("network", "block", "profile")
     if tok.type == "$END":
         nonblank = [i for i, ln in enumerate(lines, start=1) if ln.strip()]
         line = nonblank[-1] if nonblank else 1
@@ -257,7 +264,6 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, filename: str) -> Diagnost
     if tok.type == "COMMA" and "COMMA" not in expected:
         help = "options are separated by spaces: conv 16 kernel=3 stride=2"
     elif tok.type == "EQUAL" and "EQUAL" not in expected:
-        before = lines[tok.line - 1][:tok.column - 1].split() if tok.line <= len(lines) else []
         if before and before[-1] in KEYWORDS:
             help = f"'{before[-1]}' is a reserved word; pick another name"
         elif not before and not in_settings:
@@ -277,13 +283,17 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, filename: str) -> Diagnost
         help = "this '}' closes nothing"
     elif tok.type == "_NL" and "RPAR" in expected:
         help = "close the ')' on the same line"
+    elif after_keyword:
+        help = f"'{before[-1]}' is followed by a name: {before[-1]} NAME {{"
+    elif tok.type == "NAME" and str(tok).startswith("x") and before and before[-1][-1:].isdigit():
+        help = "a size is written without spaces, whole numbers joined by x: 3x28x28"
     elif tok.type == "LBRACE" and "LBRACE" not in expected:
         help = "'{' goes at the end of a `network`, `block`, `repeat N`, `train`, `profile` or `augment` line"
     elif tok.type in ("INPUT", "REPEAT", "NETWORK", "BLOCK", "TRAIN", "PROFILE") and "NAME" in expected:
         help = f"'{tok}' is a reserved word; pick another name"
     if "NUMBER" in expected and "DIMS" in expected:
         expected.discard("LBRACE")  # after a value: '{' only continues settings lines, never layers
-    what = _describe_expected(expected, in_settings)
+    what = "a name" if after_keyword else _describe_expected(expected, in_settings)
     message = f"expected {what}, got {got}"
     if tok.type == "$END" and opened is not None:
         message = "the file ends before the closing '}'"

@@ -106,9 +106,10 @@ def _infer(graph: Graph, diags: Diagnostics) -> None:
 
 
 def _dedup(items: list[Diagnostic]) -> list[Diagnostic]:
+    """Drop repeats: the same mistake inside a block used several times is shown once (at its first use)."""
     out, seen = [], set()
     for d in items:
-        key = (d.severity, d.message, d.span, tuple(d.notes), d.help)
+        key = (d.severity, d.message, d.span, d.help)
         if key in seen:
             continue
         seen.add(key)
