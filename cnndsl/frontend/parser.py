@@ -23,14 +23,11 @@ KEYWORDS = ("network", "block", "train", "profile", "input", "repeat")
 
 # ---- the grammar ------------------------------------------------------------------
 def _grammar_text() -> str:
-    here = Path(__file__).resolve()
-    candidates = [here.parents[2] / "grammar" / "cnn.lark"]
-    try:  # installed wheel: grammar/ is mapped to the package cnndsl.grammar
-        from importlib.resources import files
-
-        candidates.append(Path(str(files("cnndsl.grammar") / "cnn.lark")))
-    except Exception:  # pragma: no cover - no such package in a source checkout
-        pass
+    package = Path(__file__).resolve().parents[1]
+    candidates = [
+        package.parent / "grammar" / "cnn.lark",  # a source checkout or editable install
+        package / "grammar" / "cnn.lark",  # a wheel: pyproject.toml copies grammar/ into the package
+    ]
     for path in candidates:
         if path.is_file():
             return path.read_text(encoding="utf-8")
