@@ -48,7 +48,10 @@ def shapes(file, as_json, load_kwargs):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
+        from cnndsl.analysis.memory import memory_lines
+
         click.echo(format_table(rows, program.graph))
+        click.echo("\n".join(memory_lines(program)))
 
 
 @cli.command()

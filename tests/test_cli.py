@@ -1,0 +1,104 @@
+"""The `cnndsl` command line: exit codes, output, and clean errors for bad input."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cnndsl.cli.main import cli, main  # noqa: F401  (main registers the commands)
+
+ROOT = Path(__file__).resolve().parent.parent
+LENET = str(ROOT / "examples" / "lenet5.cnn")
+
+
+@pytest.fixture(scope="module")
+def run():
+    import cnndsl.cli.inspect  # noqa: F401
+    import cnndsl.cli.train  # noqa: F401
+
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(cli, list(args), catch_exceptions=False)
+    return invoke
+
+
+def test_check_all_examples_is_clean(run):
+    result = run("check", *map(str, sorted((ROOT / "examples").glob("*.cnn"))))
+    assert result.exit_code == 0, result.output
+    assert result.output.count(": ok (") == 7
+
+
+def test_check_reports_errors_with_exit_1(run):
+    result = run("check", str(ROOT / "examples/errors/stride_not_tile.cnn"))
+    assert result.exit_code == 1
+    assert "stride_not_tile.cnn:6:20: error: stride 3 does not tile" in result.output
+    assert "help: padding=2" in result.output
+
+
+def test_shapes_shows_lenet_sizes(run):
+    result = run("shapes", LENET)
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert any(line.startswith("c1 ") and "6x28x28" in line for line in lines)
+    assert any(line.startswith("maxpool2 ") and "16x5x5" in line for line in lines)
+    assert "Total params: 61,706" in result.output
+    assert "Planned activation memory, training step" in result.output
+
+
+def test_shapes_json_records(run):
+    result = run("shapes", LENET, "--json")
+    records = json.loads(result.output)
+    by_name = {r["name"]: r for r in records}
+    assert by_name["c1"]["output"] == [6, 28, 28]
+    assert by_name["c1"]["params"] == 156
+    assert by_name["flatten1"]["output"] == [400]
+    assert all({"name", "op", "output", "params", "flops"} <= set(r) for r in records)
+
+
+def test_define_overrides_a_parameter(run):
+    result = run("shapes", LENET, "--json", "-D", "classes=5")
+    assert json.loads(result.output)[-1]["output"] == [5]
+    bad = run("shapes", LENET, "-D", "clases=5")
+    assert bad.exit_code == 1 and "did you mean 'classes'" in bad.output
+    malformed = run("shapes", LENET, "-D", "classes")
+    assert malformed.exit_code == 1 and "NAME=VALUE" in malformed.output
+
+
+def test_graph_dot(run, tmp_path):
+    result = run("graph", LENET)
+    assert result.exit_code == 0 and result.output.startswith('digraph "LeNet5"')
+    out = tmp_path / "net.dot"
+    assert run("graph", LENET, "-o", str(out)).exit_code == 0
+    assert '"c1" -> "c1.relu"' in out.read_text()
+
+
+def test_graph_png_needs_graphviz(run, tmp_path):
+    result = run("graph", LENET, "--format", "png", "-o", str(tmp_path / "net.png"))
+    if shutil.which("dot"):
+        assert result.exit_code == 0 and (tmp_path / "net.png").read_bytes()[:4] == b"\x89PNG"
+    else:
+        assert result.exit_code == 1 and "Graphviz" in result.output
+
+
+@pytest.mark.parametrize("make", ["missing", "directory", "binary", "empty"])
+def test_bad_model_files_exit_1_without_traceback(tmp_path, make):
+    path = tmp_path / "model.cnn"
+    if make == "directory":
+        path.mkdir()
+    elif make == "binary":
+        path.write_bytes(bytes(range(256)) * 4)
+    elif make == "empty":
+        path.write_text("")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "cnndsl", "check", str(path)], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 1
+    assert "model.cnn" in r.stderr and "error" in r.stderr
+    assert "Traceback" not in r.stderr
