@@ -3,12 +3,13 @@
     import cnndsl
     program = cnndsl.load("examples/lenet5.cnn", defines={"classes": "5"})
     print(cnndsl.summary(program))
+    model = cnndsl.compile("examples/lenet5.cnn")        # a Model: fit, predict, evaluate, weights
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "loads", "summary", "CnnError", "__version__"]
+__all__ = ["load", "loads", "compile", "summary", "CnnError", "__version__"]
 
 from cnndsl.diagnostics import CnnError
 
@@ -32,3 +33,10 @@ def summary(program) -> str:
     from cnndsl.analysis.summary import format_table, summary_rows
 
     return format_table(summary_rows(program.graph), program.graph)
+
+
+def compile(path_or_program, defines=None, profile=None, device="cpu", seed=None):
+    """A trainable, runnable Model for a .cnn file (or a loaded program)."""
+    from cnndsl.model import compile as _compile
+
+    return _compile(path_or_program, defines=defines, profile=profile, device=device, seed=seed)

@@ -2,7 +2,7 @@
 
     import cnndsl
     model = cnndsl.compile("examples/lenet5.cnn")
-    model.fit()                                  # the file's training section, bundled digits
+    model.fit(x_train, y_train, validation=(x_test, y_test), epochs=5)   # the file's training settings
     probs = model.predict_proba(images)["logits"]
     model.save_weights("lenet5.safetensors")
 
@@ -124,6 +124,24 @@ class Model:
         exe = self.executable("train", len(x))
         exe.run(self._feeds(self.prepare(x), self._targets(y)), training=True, step=step, seed=self.seed)
         return self._loss_value(exe), {h: exe.output(n) for h, n in self.graph.heads.items()}
+
+    def fit(self, x, y, validation=None, epochs: int | None = None, batch: int | None = None,
+            lr: float | None = None, out_dir=None, progress: bool = False) -> list[dict]:
+        """Train on arrays with the file's training settings (overridable); returns one record per
+        epoch. With `out_dir`, checkpoints, weights and metrics are written there as `cnndsl train`
+        does; otherwise into a temporary folder that is removed afterwards."""
+        import tempfile
+
+        from cnndsl.data.dataset import Dataset
+        from cnndsl.train.trainer import Trainer, with_overrides
+
+        train_set = Dataset(self._check_input(x), y, "train")
+        held_out = Dataset(self._check_input(validation[0]), validation[1], "validation") if validation else train_set
+        config = with_overrides(self.config, epochs, batch, lr)
+        if out_dir is not None:
+            return Trainer(self, train_set, held_out, config, out_dir, progress).fit()
+        with tempfile.TemporaryDirectory(prefix="cnndsl-") as tmp:
+            return Trainer(self, train_set, held_out, config, tmp, progress).fit()
 
     # -- helpers -----------------------------------------------------------------
     def _loss_value(self, exe: Executable) -> float:

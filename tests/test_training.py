@@ -210,3 +210,16 @@ def test_sigkill_leaves_a_loadable_checkpoint_and_resume_matches(tmp_path, digit
     b, _ = load_weights(straight / "weights.safetensors")
     for name in b:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_python_api_fit_predict_save_load(tmp_path, small_digits):
+    model = cnndsl.compile(cnndsl.loads(TINY), seed=1)
+    train, test = small_digits
+    records = model.fit(train.x, train.y, validation=(test.x, test.y), epochs=2)
+    assert len(records) == 2 and records[-1]["test_accuracy"] > 0.5
+    probs = model.predict_proba(test.x[:8])["logits"]
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    model.save_weights(tmp_path / "w.safetensors")
+    again = cnndsl.compile(cnndsl.loads(TINY), seed=99)
+    again.load_weights(tmp_path / "w.safetensors")
+    np.testing.assert_array_equal(again.predict(test.x[:8])["logits"], model.predict(test.x[:8])["logits"])

@@ -277,15 +277,17 @@ def _flip_image(src, dst, i, flag, vertical):
     if flag == 0.0:
         _copy_image(src, dst, i)
     elif vertical == 0:
+        last = np.uint64(w_ - 1)  # unsigned indices: no negative-index wraparound, so it vectorizes
         for c in range(c_):
             for y in range(h_):
                 for x in range(w_):
-                    dst[i, c, y, x] = src[i, c, y, w_ - 1 - x]
+                    dst[i, c, y, x] = src[i, c, y, last - np.uint64(x)]
     else:
         for c in range(c_):
             for y in range(h_):
+                sy = np.uint64(h_ - 1 - y)
                 for x in range(w_):
-                    dst[i, c, y, x] = src[i, c, h_ - 1 - y, x]
+                    dst[i, c, y, x] = src[i, c, sy, x]
 
 
 @parallel_kernel
@@ -306,6 +308,11 @@ def _window_image(src, dst, i, oy, ox, f):
     oh, ow = dst.shape[2], dst.shape[3]
     x_lo = min(max(-ox, 0), ow)  # valid x: 0 <= x + ox < w_
     x_hi = max(min(w_ - ox, ow), x_lo)
+    # unsigned indices: Numba adds no negative-index wraparound, so the row copy vectorizes
+    ulo = np.uint64(x_lo)
+    uhi = np.uint64(x_hi)
+    uow = np.uint64(ow)
+    us0 = np.uint64(x_lo + ox)
     for c in range(c_):
         for y in range(oh):
             sy = y + oy
@@ -313,11 +320,12 @@ def _window_image(src, dst, i, oy, ox, f):
                 for x in range(ow):
                     dst[i, c, y, x] = f
             else:
-                for x in range(x_lo):
+                usy = np.uint64(sy)
+                for x in range(ulo):
                     dst[i, c, y, x] = f
-                for x in range(x_lo, x_hi):
-                    dst[i, c, y, x] = src[i, c, sy, x + ox]
-                for x in range(x_hi, ow):
+                for k in range(uhi - ulo):
+                    dst[i, c, y, ulo + k] = src[i, c, usy, us0 + k]
+                for x in range(uhi, uow):
                     dst[i, c, y, x] = f
 
 
@@ -379,39 +387,42 @@ def _affine_image(src, dst, i, a, b, cc, d, f):
     cx = (w_ - 1) * 0.5
     for y in range(h_):
         dy = y - cy
+        sy = cy + a * dy - b * cx  # the source point of (y, x = 0); it moves by (b, d) per column
+        sx = cx + cc * dy - d * cx
         for x in range(w_):
-            dx = x - cx
-            sy = cy + a * dy + b * dx
-            sx = cx + cc * dy + d * dx
             fy0 = np.floor(sy)
             fx0 = np.floor(sx)
-            wy = np.float32(sy - fy0)
-            wx = np.float32(sx - fx0)
             if fy0 < -1.0 or fy0 >= h_ or fx0 < -1.0 or fx0 >= w_:
                 for c in range(c_):
                     dst[i, c, y, x] = f
-                continue
-            y0 = np.int64(fy0)
-            x0 = np.int64(fx0)
-            w00 = (F1 - wy) * (F1 - wx)
-            w01 = (F1 - wy) * wx
-            w10 = wy * (F1 - wx)
-            w11 = wy * wx
-            if y0 >= 0 and y0 + 1 < h_ and x0 >= 0 and x0 + 1 < w_:
-                for c in range(c_):
-                    dst[i, c, y, x] = _blend4(w00, w01, w10, w11, src[i, c, y0, x0], src[i, c, y0, x0 + 1],
-                                              src[i, c, y0 + 1, x0], src[i, c, y0 + 1, x0 + 1])
             else:
-                iny0 = y0 >= 0
-                iny1 = y0 + 1 < h_
-                inx0 = x0 >= 0
-                inx1 = x0 + 1 < w_
-                for c in range(c_):
-                    v00 = src[i, c, y0, x0] if iny0 and inx0 else f
-                    v01 = src[i, c, y0, x0 + 1] if iny0 and inx1 else f
-                    v10 = src[i, c, y0 + 1, x0] if iny1 and inx0 else f
-                    v11 = src[i, c, y0 + 1, x0 + 1] if iny1 and inx1 else f
-                    dst[i, c, y, x] = _blend4(w00, w01, w10, w11, v00, v01, v10, v11)
+                wy = np.float32(sy - fy0)
+                wx = np.float32(sx - fx0)
+                y0 = np.int64(fy0)
+                x0 = np.int64(fx0)
+                w00 = (F1 - wy) * (F1 - wx)
+                w01 = (F1 - wy) * wx
+                w10 = wy * (F1 - wx)
+                w11 = wy * wx
+                if y0 >= 0 and y0 + 1 < h_ and x0 >= 0 and x0 + 1 < w_:
+                    uy = np.uint64(y0)
+                    ux = np.uint64(x0)
+                    for c in range(c_):
+                        dst[i, c, y, x] = _blend4(w00, w01, w10, w11, src[i, c, uy, ux], src[i, c, uy, ux + 1],
+                                                  src[i, c, uy + 1, ux], src[i, c, uy + 1, ux + 1])
+                else:
+                    iny0 = y0 >= 0
+                    iny1 = y0 + 1 < h_
+                    inx0 = x0 >= 0
+                    inx1 = x0 + 1 < w_
+                    for c in range(c_):
+                        v00 = src[i, c, y0, x0] if iny0 and inx0 else f
+                        v01 = src[i, c, y0, x0 + 1] if iny0 and inx1 else f
+                        v10 = src[i, c, y0 + 1, x0] if iny1 and inx0 else f
+                        v11 = src[i, c, y0 + 1, x0 + 1] if iny1 and inx1 else f
+                        dst[i, c, y, x] = _blend4(w00, w01, w10, w11, v00, v01, v10, v11)
+            sy += b
+            sx += d
 
 
 @kernel

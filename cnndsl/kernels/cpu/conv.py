@@ -304,12 +304,16 @@ def _direct_fwd_item(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y, item)
                     ih = oh * sh - pt + kh_ * dh
                     if ih < 0 or ih >= H:
                         continue
+                    yr = yp[oh]
+                    xr = xp[ih]
                     if sw == 1:
-                        for ow in range(ow_lo, ow_hi):
-                            yp[oh, ow] += wv * xp[ih, ow + off_w]
+                        xs = xr[ow_lo + off_w:ow_hi + off_w]
+                        ys = yr[ow_lo:ow_hi]
+                        for j in range(ow_hi - ow_lo):
+                            ys[j] += wv * xs[j]
                     else:
                         for ow in range(ow_lo, ow_hi):
-                            yp[oh, ow] += wv * xp[ih, ow * sw + off_w]
+                            yr[ow] += wv * xr[ow * sw + off_w]
 
 
 @parallel_kernel
