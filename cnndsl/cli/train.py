@@ -34,9 +34,10 @@ def _datasets(model, data: str | None):
 @click.option("--out", "out_dir", default=None, help="Output folder (default runs/<file name>).")
 @click.option("--resume", "resume_dir", default=None, help="Continue the run saved in this folder.")
 @click.option("--data", default=None, help="Dataset: 'digits' (bundled) or a .npz file with x/y arrays.")
+@click.option("--no-augment", is_flag=True, help="Switch the file's augmentation off for this run.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (one line per epoch instead).")
 @model_options
-def train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_progress, load_kwargs):
+def train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_augment, no_progress, load_kwargs):
     """Train a model on its dataset; writes weights, metrics.json and curves.png to --out."""
     from cnndsl.train.trainer import Trainer, with_overrides
 
@@ -44,11 +45,13 @@ def train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_progress,
     settings = with_overrides(model.config, epochs, batch, lr, seed)
     out = Path(resume_dir or out_dir or Path("runs") / Path(file).stem)
     train_set, test_set = _datasets(model, data)
-    trainer = Trainer(model, train_set, test_set, settings, out, progress=not no_progress and sys.stderr.isatty())
+    trainer = Trainer(model, train_set, test_set, settings, out, progress=not no_progress and sys.stderr.isatty(),
+                      augment=not no_augment)
     if resume_dir:
         trainer.resume()
         click.echo(f"resuming {out} at epoch {trainer.pos.epoch + 1}, batch {trainer.pos.batch}", err=True)
-    click.echo(f"training {model.graph.name}: {len(train_set)} images, {len(test_set)} held out, "
+    augmenting = ", augmented" if trainer.augment is not None else ""
+    click.echo(f"training {model.graph.name}: {len(train_set)} images{augmenting}, {len(test_set)} held out, "
                f"{settings.epochs} epochs of batch {settings.batch}, {settings.optimizer.name} lr={settings.optimizer.lr:g}",
                err=True)
     try:

@@ -81,8 +81,10 @@ class Dataset:
         return np.random.default_rng([int(seed), int(epoch)]).permutation(len(self)).astype(np.int64)
 
     def batches(self, batch_size: int, shuffle: bool = True, seed: int = 0, epoch: int = 0,
-                drop_last: bool = False, start: int = 0) -> Iterator[tuple[np.ndarray, Labels]]:
-        """Yield (x, y) batches of `batch_size` (the last may be smaller unless `drop_last`).
+                drop_last: bool = False, start: int = 0, with_indices: bool = False) -> Iterator[tuple]:
+        """Yield (x, y) batches of `batch_size` (the last may be smaller unless `drop_last`);
+        (x, y, indices) with `with_indices`: the samples' positions in the data set, which
+        per-image random augmentation is keyed on.
 
         `start` skips the first `start` batches of the epoch (to resume mid-epoch).
         Unshuffled batches are views into `x`: treat batches as read-only.
@@ -94,11 +96,12 @@ class Dataset:
         stop = (n // batch_size) * batch_size if drop_last else n
         for i in range(start * batch_size, stop, batch_size):
             j = min(i + batch_size, n)
+            idx = order[i:j]
             if shuffle:
-                idx = order[i:j]
-                yield np.ascontiguousarray(self.x[idx]), self._take_y(idx)
+                batch = (np.ascontiguousarray(self.x[idx]), self._take_y(idx))
             else:
-                yield self.x[i:j], self._take_y(slice(i, j))
+                batch = (self.x[i:j], self._take_y(slice(i, j)))
+            yield batch + (idx,) if with_indices else batch
 
 
 # ---------------------------------------------------------------------------- user .npz files

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnndsl.augment.pipeline import Pipeline
 from cnndsl.diagnostics import CnnError, Diagnostic
 from cnndsl.frontend.training import TrainingConfig
 from cnndsl.io.weights import load_checkpoint, match_weights, save_checkpoint, save_weights
@@ -80,7 +81,8 @@ class Position:
 
 
 class Trainer:
-    def __init__(self, model, train_set, test_set, config: TrainingConfig, out_dir, progress: bool = True):
+    def __init__(self, model, train_set, test_set, config: TrainingConfig, out_dir, progress: bool = True,
+                 augment: bool = True):
         self.model = model
         self.train_set, self.test_set = train_set, test_set
         self.settings = config
@@ -91,6 +93,8 @@ class Trainer:
         model.set_optimizer(self.optimizer)
         self.pos = Position()
         self.log = MetricsLog(self.out)
+        # training batches only, never evaluation; keyed on (seed, epoch, image index)
+        self.augment = Pipeline.from_config(config.augment, config.seed) if augment and config.augment else None
 
     # -- checkpoints -------------------------------------------------------------
     def resume(self) -> None:
@@ -127,9 +131,12 @@ class Trainer:
         bar = Progress(total=per_epoch, desc=f"epoch {pos.epoch + 1}/{s.epochs}", initial=pos.batch,
                        enabled=self.progress_enabled)
         start = time.perf_counter()
-        batches = self.train_set.batches(s.batch, shuffle=True, seed=s.seed, epoch=pos.epoch, start=pos.batch)
+        batches = self.train_set.batches(s.batch, shuffle=True, seed=s.seed, epoch=pos.epoch, start=pos.batch,
+                                         with_indices=True)
         try:
-            for x, y in batches:
+            for x, y, indices in batches:
+                if self.augment is not None:
+                    x = self.augment.apply(x, indices, pos.epoch)
                 self.optimizer.lr = self.schedule.lr_for_step(pos.epoch, pos.batch, per_epoch)
                 loss, outs = self.model.train_step(x, y, pos.step)
                 if not math.isfinite(loss):

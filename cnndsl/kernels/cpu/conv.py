@@ -19,6 +19,11 @@ Backward data is W^T @ dY followed by col2im (scatter-add, parallel over the
 (n, c) planes, so there are no write races); backward weight is dY @ col^T
 accumulated over the chunks.
 
+Direct path (nb == 0): plain loops, parallel over (n, f) output planes (forward),
+(n, c) input planes (backward data) and (f, c) weight slices (backward weight),
+no scratch and no BLAS; chosen by the workspace helpers for one input channel
+per group (first layers, depthwise) where a GEMM would have a single-row K.
+
 Workspaces: `col` and `tmp` are 1-D float32 scratch buffers, sized by
 `conv2d_workspace` / `conv_transpose2d_workspace` (plain Python helpers). They
 hold nothing between calls and may be shared by all convs of a graph.
@@ -47,12 +52,23 @@ def _chunk(n: int, k: int, p: int, f: int, budget_bytes: int) -> int:
     return nb
 
 
+def use_direct(cg: int, ow: int) -> bool:
+    """The direct-loop path (nb = 0) for one input channel per group (first layers, depthwise)
+    with rows long enough to vectorize; im2col + GEMM otherwise."""
+    return cg == 1 and ow >= 16
+
+
 def conv2d_workspace(n: int, c: int, f: int, kh: int, kw: int, groups: int, oh: int, ow: int,
                      budget_bytes: int = WORKSPACE_BUDGET_BYTES) -> tuple[int, int, int]:
     """(nb, col_len, tmp_len) for conv2d_forward / _backward_data / _backward_weight.
 
-    Allocate `col = np.empty(col_len, np.float32)` and `tmp = np.empty(tmp_len, np.float32)`.
+    nb = 0 selects the direct loops (no scratch needed; lengths are 1); nb >= 1 is the number
+    of images per im2col + GEMM chunk. Allocate `col = np.empty(col_len, np.float32)` and
+    `tmp = np.empty(tmp_len, np.float32)`. Any nb in [0, n] with buffers of
+    col_len >= K*nb*P and tmp_len >= F*nb*P + F*K (K = C/groups*KH*KW, P = OH*OW) is valid.
     """
+    if use_direct(c // groups, ow):
+        return 0, 1, 1
     k = (c // groups) * kh * kw
     p = oh * ow
     nb = _chunk(n, k, p, f, budget_bytes)
@@ -63,6 +79,8 @@ def conv_transpose2d_workspace(n: int, c: int, f: int, kh: int, kw: int, groups:
                                budget_bytes: int = WORKSPACE_BUDGET_BYTES) -> tuple[int, int, int]:
     """(nb, col_len, tmp_len) for conv_transpose2d_*; c = input channels, (h, w) = INPUT size."""
     # conv_transpose is the adjoint of a conv whose input has f channels and whose output is x.
+    if use_direct(f // groups, w):
+        return 0, 1, 1
     k = (f // groups) * kh * kw
     p = h * w
     nb = _chunk(n, k, p, c, budget_bytes)
@@ -354,12 +372,16 @@ def _direct_bwd_data_item(dy, w, sh, sw, pt, pl, dh, dw, groups, dx, item):
                     ih = oh * sh - pt + kh_ * dh
                     if ih < 0 or ih >= H:
                         continue
+                    dr = dxp[ih]
+                    gr = dyp[oh]
                     if sw == 1:
-                        for ow in range(ow_lo, ow_hi):
-                            dxp[ih, ow + off_w] += wv * dyp[oh, ow]
+                        ds = dr[ow_lo + off_w:ow_hi + off_w]
+                        gs = gr[ow_lo:ow_hi]
+                        for j in range(ow_hi - ow_lo):
+                            ds[j] += wv * gs[j]
                     else:
                         for ow in range(ow_lo, ow_hi):
-                            dxp[ih, ow * sw + off_w] += wv * dyp[oh, ow]
+                            dr[ow * sw + off_w] += wv * gr[ow]
 
 
 @parallel_kernel
@@ -396,12 +418,16 @@ def _direct_bwd_weight_item(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight, item
                     ih = oh * sh - pt + kh_ * dh
                     if ih < 0 or ih >= H:
                         continue
+                    xr = xp[ih]
+                    gr = dyp[oh]
                     if sw == 1:
-                        for ow in range(ow_lo, ow_hi):
-                            s += dyp[oh, ow] * xp[ih, ow + off_w]
+                        xs = xr[ow_lo + off_w:ow_hi + off_w]
+                        gs = gr[ow_lo:ow_hi]
+                        for j in range(ow_hi - ow_lo):
+                            s += gs[j] * xs[j]
                     else:
                         for ow in range(ow_lo, ow_hi):
-                            s += dyp[oh, ow] * xp[ih, ow * sw + off_w]
+                            s += gr[ow] * xr[ow * sw + off_w]
                 acc += s
             dweight[f, c, kh_, kw_] = np.float32(acc)
 
