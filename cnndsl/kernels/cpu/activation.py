@@ -7,7 +7,6 @@ forward INPUT x (alpha may be <= 0), softmax the output y.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from numba import prange
