@@ -449,7 +449,7 @@ def _direct_bwd_weight(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight):
 def _check_ws(col, tmp, K, P, F, nb, Fg_K):
     if nb < 0:
         raise ValueError("conv: nb must be >= 0")
-    if nb > 0 and col.size < K * nb * P or tmp.size < F * nb * P + Fg_K:
+    if nb > 0 and (col.size < K * nb * P or tmp.size < F * nb * P + Fg_K):
         raise ValueError("conv: workspace too small (see conv2d_workspace)")
 
 
