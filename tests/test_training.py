@@ -186,25 +186,27 @@ def test_cli_image_of_the_wrong_size_is_a_clean_error(tmp_path, digits_npz):
 
 
 def test_sigkill_leaves_a_loadable_checkpoint_and_resume_matches(tmp_path, digits_npz):
+    EPOCHS = 12
     model_file = tmp_path / "tiny.cnn"
     model_file.write_text(TINY)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "cnndsl", "train", str(model_file), "--data", str(digits_npz),
-                             "--epochs", "4", "--out", str(killed), "--no-progress"],
+                             "--epochs", str(EPOCHS), "--out", str(killed), "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 300
     while time.time() < deadline and not (killed / "checkpoint.safetensors").exists():
-        time.sleep(0.05)
-    time.sleep(0.3)  # now somewhere inside epoch 2 (or later)
+        time.sleep(0.02)
+    time.sleep(0.1)  # into the next epoch
+    assert proc.poll() is None, "training ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     ckpt = load_checkpoint(killed)  # loadable, whatever moment the kill hit
-    assert ckpt.meta["position"]["epoch"] >= 1
-    r = _cli("train", str(model_file), "--data", str(digits_npz), "--epochs", "4", "--resume", str(killed))
+    assert 1 <= ckpt.meta["position"]["epoch"] < EPOCHS
+    r = _cli("train", str(model_file), "--data", str(digits_npz), "--epochs", str(EPOCHS), "--resume", str(killed))
     assert r.returncode == 0, r.stderr
     straight = tmp_path / "straight"
-    r = _cli("train", str(model_file), "--data", str(digits_npz), "--epochs", "4", "--out", str(straight))
+    r = _cli("train", str(model_file), "--data", str(digits_npz), "--epochs", str(EPOCHS), "--out", str(straight))
     assert r.returncode == 0, r.stderr
     a, _ = load_weights(killed / "weights.safetensors")
     b, _ = load_weights(straight / "weights.safetensors")
