@@ -179,8 +179,13 @@ class Trainer:
         return CnnError([Diagnostic(
             "error", f"the loss became {loss} at step {self.pos.step} (epoch {self.pos.epoch + 1}, "
             f"batch {self.pos.batch + 1}){where}", culprit.span if culprit else None,
-            help=f"lower the learning rate (now {self.optimizer.lr:.3g}); the last good checkpoint in "
-                 f"{self.out} is kept", code="non-finite")])
+            help=f"lower the learning rate (now {self.optimizer.lr:.3g}); {self._checkpoint_note()}",
+            code="non-finite")])
+
+    def _checkpoint_note(self) -> str:
+        if (self.out / "checkpoint.safetensors").exists():
+            return f"the last good checkpoint in {self.out} is kept"
+        return "no checkpoint had been written yet"
 
 
 def first_non_finite_layer(model, x, y, step: int):
