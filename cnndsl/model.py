@@ -24,8 +24,9 @@ from cnndsl.passes.autodiff import LossSpec, build_loss_graph, build_training_gr
 
 
 class Model:
-    def __init__(self, program, device: str = "cpu", seed: int | None = None):
+    def __init__(self, program, device: str = "cpu", seed: int | None = None, opt_level: int = 2):
         self.program = program
+        self.opt_level = opt_level  # -O level of the pass pipeline (cnndsl/passes/pipeline.py)
         self.graph = program.graph
         self.config = program.training or TrainingConfig()
         self.device = device
@@ -40,6 +41,7 @@ class Model:
         for layer in self.frozen:
             self.store.set_lr_mult(layer, 0.0)
         self._mean, self._std = _normalization(self.config.normalize, self.input_shape)
+        self.comm = None  # set by a distributed Trainer (cnndsl.distributed); None: one process
         self._executables: dict[tuple[str, int], Executable] = {}
         self._graphs = {}
         self.optimizer = None
@@ -54,13 +56,22 @@ class Model:
         return self.graph.node(self.input_name).type.shape
 
     def _graph(self, kind: str):
+        """The graph an executable runs: the optimization pipeline at self.opt_level over the
+        forward graph (infer), the forward graph with its losses (eval), or, in training mode,
+        forward passes, autodiff and backward passes (train). The evaluation graph gets only
+        the passes valid in both modes (no batchnorm folding, no dropout removal). Node names of heads and layers
+        are never changed by a pass, so weights and outputs are found by the same names."""
+        from cnndsl.passes.pipeline import optimize
+
         if kind not in self._graphs:
             if kind == "infer":
-                self._graphs[kind] = self.graph
+                self._graphs[kind] = optimize(self.graph, "inference", self.opt_level)
             elif kind == "eval":
-                self._graphs[kind] = build_loss_graph(self.graph, self.losses)
+                # "either": the trainer also re-runs this graph with training semantics
+                self._graphs[kind] = optimize(build_loss_graph(self.graph, self.losses), "either", self.opt_level)
             else:
-                self._graphs[kind] = build_training_graph(self.graph, self.losses, self.frozen)
+                self._graphs[kind] = optimize(self.graph, "training", self.opt_level, losses=self.losses,
+                                              frozen=self.frozen)
         return self._graphs[kind]
 
     def executable(self, kind: str, batch: int) -> Executable:
@@ -68,6 +79,8 @@ class Model:
         if key not in self._executables:
             exe = Executable(self._graph(kind), self.store, batch, self.device)
             exe.rc.optimizer = self.optimizer
+            if self.comm is not None:
+                exe.rc.comm = self.comm
             self._executables[key] = exe
         return self._executables[key]
 
@@ -75,6 +88,12 @@ class Model:
         self.optimizer = optimizer
         for exe in self._executables.values():
             exe.rc.optimizer = optimizer
+
+    def set_comm(self, comm) -> None:
+        """Train data-parallel over `comm`'s ranks (cnndsl.distributed): steps average gradients."""
+        self.comm = comm
+        for exe in self._executables.values():
+            exe.rc.comm = comm
 
     # -- running -----------------------------------------------------------------
     def predict(self, x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
@@ -117,11 +136,15 @@ class Model:
             result["accuracy" if len(correct) == 1 else f"{head}_accuracy"] = c / denom
         return result
 
-    def train_step(self, x: np.ndarray, y, step: int) -> tuple[float, dict[str, np.ndarray]]:
-        """One optimizer step on a batch; returns the loss and the head outputs (views)."""
+    def train_step(self, x: np.ndarray, y, step: int, share: float = 1.0) -> tuple[float, dict[str, np.ndarray]]:
+        """One optimizer step on a batch; returns the loss and the head outputs (views).
+
+        In data-parallel training `x` is this rank's part of a global batch and `share` its
+        fraction of the global batch's samples: the ranks sum their gradients weighted by it."""
         if self.optimizer is None:
             raise RuntimeError("set_optimizer() first")
         exe = self.executable("train", len(x))
+        exe.rc.share = share
         exe.run(self._feeds(self.prepare(x), self._targets(y)), training=True, step=step, seed=self.seed)
         return self._loss_value(exe), {h: exe.output(n) for h, n in self.graph.heads.items()}
 

@@ -33,6 +33,8 @@ class RunContext:
     step: int = 0
     seed: int = 0
     optimizer: Any = None
+    comm: Any = None  # cnndsl.distributed communicator; None: one process
+    share: float = 1.0  # this rank's fraction of the global batch (data-parallel training)
     losses: dict[str, float] = field(default_factory=dict)  # loss node -> value of the last run
     workspace: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 

@@ -50,8 +50,9 @@ def cli():
 
 def main() -> None:
     from cnndsl.cli import inspect  # noqa: F401  (registers commands)
+    from cnndsl.cli import compile  # noqa: F401,A004  (registers `compile`)
 
-    for optional in ("cnndsl.cli.train",):
+    for optional in ("cnndsl.cli.train", "cnndsl.cli.augment"):
         try:
             __import__(optional)
         except ModuleNotFoundError:

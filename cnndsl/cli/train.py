@@ -1,6 +1,7 @@
 """train, eval, predict: commands that compile a model and run it."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -8,8 +9,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from cnndsl.cli.main import cli
+from cnndsl.cli.main import cli, print_diagnostics
 from cnndsl.cli.options import load_model, model_options
+from cnndsl.diagnostics import CnnError
 
 
 def _compile(file, load_kwargs, seed=None):
@@ -36,30 +38,64 @@ def _datasets(model, data: str | None):
 @click.option("--data", default=None, help="Dataset: 'digits' (bundled) or a .npz file with x/y arrays.")
 @click.option("--no-augment", is_flag=True, help="Switch the file's augmentation off for this run.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (one line per epoch instead).")
+@click.option("--distributed", type=click.Choice(["auto", "none", "mpi"]), default="auto", show_default=True,
+              help="Data-parallel over MPI ranks (launch with mpiexec ... python -m mpi4py -m cnndsl train); "
+                   "auto: when started by an MPI launcher.")
 @model_options
-def train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_augment, no_progress, load_kwargs):
+def train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_augment, no_progress, distributed,
+          load_kwargs):
     """Train a model on its dataset; writes weights, metrics.json and curves.png to --out."""
+    from cnndsl.distributed import get_comm
+
+    comm = get_comm(distributed)
+    if comm.size == 1:
+        _train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_augment, no_progress, load_kwargs, comm)
+        return
+    _share_cores(comm)
+    try:
+        _train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_augment, no_progress, load_kwargs, comm)
+    except BaseException as e:  # one rank stopping alone would leave the others waiting forever
+        if isinstance(e, CnnError) and comm.rank == 0:
+            print_diagnostics(e.diagnostics)
+        elif not isinstance(e, (CnnError, SystemExit)):
+            click.echo(f"rank {comm.rank}: {type(e).__name__}: {e}", err=True)
+        if not (isinstance(e, SystemExit) and not e.code):
+            comm.abort(1)
+        raise
+
+
+def _share_cores(comm) -> None:
+    """Ranks on one machine split its cores between their Numba threads."""
+    import numba
+
+    numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, (os.cpu_count() or 1) // comm.local_size)))
+
+
+def _train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_augment, no_progress, load_kwargs, comm):
     from cnndsl.train.trainer import Trainer, with_overrides
 
+    say = (lambda text: click.echo(text, err=True)) if comm.rank == 0 else (lambda text: None)
     model = _compile(file, load_kwargs, seed)
     settings = with_overrides(model.config, epochs, batch, lr, seed)
     out = Path(resume_dir or out_dir or Path("runs") / Path(file).stem)
     train_set, test_set = _datasets(model, data)
     trainer = Trainer(model, train_set, test_set, settings, out, progress=not no_progress and sys.stderr.isatty(),
-                      augment=not no_augment)
+                      augment=not no_augment, comm=comm)
     if resume_dir:
         trainer.resume()
-        click.echo(f"resuming {out} at epoch {trainer.pos.epoch + 1}, batch {trainer.pos.batch}", err=True)
+        say(f"resuming {out} at epoch {trainer.pos.epoch + 1}, batch {trainer.pos.batch}")
     augmenting = ", augmented" if trainer.augment is not None else ""
-    click.echo(f"training {model.graph.name}: {len(train_set)} images{augmenting}, {len(test_set)} held out, "
-               f"{settings.epochs} epochs of batch {settings.batch}, {settings.optimizer.name} lr={settings.optimizer.lr:g}",
-               err=True)
+    ranks = f" on {comm.size} processes" if comm.size > 1 else ""
+    say(f"training {model.graph.name}{ranks}: {len(train_set)} images{augmenting}, {len(test_set)} held out, "
+        f"{settings.epochs} epochs of batch {settings.batch}, {settings.optimizer.name} lr={settings.optimizer.lr:g}")
     try:
-        trainer.fit(on_epoch=lambda r: click.echo(_epoch_line(r), err=True))
+        trainer.fit(on_epoch=lambda r: say(_epoch_line(r)))
     except KeyboardInterrupt:
-        click.echo(f"\nstopped; checkpoint saved in {out} (continue with --resume {out})", err=True)
+        say(f"\nstopped; checkpoint saved in {out} (continue with --resume {out})")
         sys.exit(130)
-    click.echo(f"weights: {out / 'weights.safetensors'}  metrics: {out / 'metrics.json'}  plot: {out / 'curves.png'}")
+    if comm.rank == 0:
+        click.echo(f"weights: {out / 'weights.safetensors'}  metrics: {out / 'metrics.json'}  "
+                   f"plot: {out / 'curves.png'}")
 
 
 def _epoch_line(r: dict) -> str:

@@ -227,10 +227,12 @@ AUGMENTATIONS: dict[str, tuple[Opt, ...]] = {
         P(1.0),
     ),
     "color_jitter": (
-        Opt("brightness", "float", 0.0, "brightness factor drawn from [1-b, 1+b]", minimum=0, maximum=1),
-        Opt("contrast", "float", 0.0, "contrast factor drawn from [1-c, 1+c]", minimum=0, maximum=1),
-        Opt("saturation", "float", 0.0, "saturation factor drawn from [1-s, 1+s]", minimum=0, maximum=1),
-        Opt("hue", "float", 0.0, "hue shift drawn from [-h, h] (fraction of the colour wheel)",
+        # as torchvision: any value >= 0, the factor drawn from [max(0, 1-v), 1+v]
+        Opt("brightness", "float", 0.0, "brightness factor drawn from [max(0, 1-b), 1+b]", minimum=0),
+        Opt("contrast", "float", 0.0, "contrast factor drawn from [max(0, 1-c), 1+c]", minimum=0),
+        Opt("saturation", "float", 0.0, "saturation factor drawn from [max(0, 1-s), 1+s] (RGB only)",
+            minimum=0),
+        Opt("hue", "float", 0.0, "hue shift drawn from [-h, h] (fraction of the colour wheel; RGB only)",
             minimum=0, maximum=0.5),
         P(1.0),
     ),
@@ -253,7 +255,9 @@ AUGMENTATIONS: dict[str, tuple[Opt, ...]] = {
         P(1.0),
     ),
 }
-COLOR_ONLY = ("color_jitter",)  # need 3 channels
+# Rules that depend on the input (channels, crop size) and between options (scale min <= max) live
+# in cnndsl.augment (Augmentation.validate / Pipeline.problems); the checker maps them to spans.
+FLIPS = ("hflip", "vflip")
 
 LOSSES: dict[str, int | None] = {  # loss -> rank of the head it needs (None: any)
     "cross_entropy": 1,
@@ -332,6 +336,7 @@ class TrainingBuilder:
         losses: list[Loss] = []
         metrics: list[Metric] = []
         lr_mult: dict[str, float] = {}
+        self._augment_lines: list[ast.Setting] = []
         for s in settings:
             key = self._key(s) if s.name in ("loss", "metric") else (s.name,)
             if s.name in SETTINGS and s.name not in ("metric", "lr_mult") and key in seen:
@@ -343,6 +348,7 @@ class TrainingBuilder:
                 self.setting(s, cfg, losses, metrics, lr_mult)
             except _Fail:
                 pass
+        self.check_flips(cfg)
         if not losses and self.graph is not None and self.graph.heads:
             head, node = next(iter(self.graph.heads.items()))
             t = self.graph.node(node).type if node in self.graph else None
@@ -586,17 +592,25 @@ class TrainingBuilder:
                        code="bad-setting")
             raise _Fail
         out: list[Augmentation] = []
+        lines: list[ast.Setting] = []
         failed = False
         for a in s.children or []:
             try:
                 out.append(self.augmentation(a))
+                lines.append(a)
             except _Fail:
                 failed = True
+        try:
+            self.check_pipeline(out, lines)
+        except _Fail:
+            failed = True
         if failed:
             raise _Fail
+        self._augment_lines = lines
         return tuple(out)
 
     def augmentation(self, a: ast.Setting) -> Augmentation:
+        """One augment line checked against the schema (names, kinds, ranges of single options)."""
         spec = AUGMENTATIONS.get(a.name)
         if spec is None:
             hint = did_you_mean(a.name, AUGMENTATIONS)
@@ -610,31 +624,75 @@ class TrainingBuilder:
         pos, opts = self.values(a, [first], {o.name: o for o in spec if o is not first})
         opts[first.name] = pos[0]
         _, t = self.image_input()
-        if a.name == "random_crop" and t is not None:
-            size = opts["size"]
-            hw = tuple(t.shape[1:])
-            if size is None:
-                opts["size"] = hw
-            elif size != hw:
-                arg = next((x for x in a.args if x.key in (None, "size")), None)
-                self.error(f"random_crop size {show(size)} does not match the {show(hw)} input of the network",
-                           arg.span if arg else a.span,
-                           help=f"size={show(hw)} (or leave size out: it defaults to the input size)",
-                           code="augment-range")
-                raise _Fail
-        if a.name == "scale" and opts["min"] > opts["max"]:
-            self.error(f"scale min {_num(opts['min'])} is larger than max {_num(opts['max'])}", a.span,
-                       code="augment-range")
-            raise _Fail
-        if a.name in COLOR_ONLY and t is not None and t.shape[0] != 3:
-            self.error(f"{a.name} needs 3 colour channels, but the input is {t}", a.span,
-                       help="remove it for grey images", code="augment-channels")
-            raise _Fail
-        if a.name == "grayscale" and t is not None and t.shape[0] not in (1, 3):
-            self.error(f"grayscale needs 1 or 3 channels, but the input is {t}", a.span, code="augment-channels")
-            raise _Fail
+        if a.name == "random_crop" and t is not None and opts["size"] is None:
+            opts["size"] = tuple(t.shape[1:])
         p = opts.pop("p")
         return Augmentation(a.name, p, opts)
+
+    def check_pipeline(self, augs: list[Augmentation], lines: list[ast.Setting]) -> None:
+        """The rules of cnndsl.augment (channels, crop against the padded input, scale min <= max) on
+        the network's image input, each problem reported on its augment line; then the augmented
+        images must have the input's shape (a crop of another size would not fit the network)."""
+        name, t = self.image_input()
+        if not augs or t is None:
+            return
+        from cnndsl.augment import Pipeline  # imports Numba: only for files that augment
+
+        shape = tuple(int(d) for d in t.shape)
+        bad = False
+        for aug, line in zip(augs, lines):
+            pipe = Pipeline.from_config([aug])
+            problems = pipe.problems(shape)
+            for _, msg in problems:
+                channels = "channel" in msg
+                self.error(msg, _problem_span(line, aug, msg), help=_problem_help(aug, msg, t),
+                           code="augment-channels" if channels else "augment-range")
+                bad = True
+            if problems:
+                continue
+            out = pipe.output_shape(shape)
+            if out != shape:
+                hw = shape[1:]
+                size = out[1:]
+                arg = next((x for x in line.args if x.key in (None, "size")), None)
+                self.error(f"random_crop size {show(size)} does not match the {show(hw)} input of the network",
+                           arg.span if arg else line.span,
+                           help=f"size={show(hw)} (or leave size out: it defaults to the input size)",
+                           code="augment-range")
+                bad = True
+        if bad:
+            raise _Fail
+
+    def check_flips(self, cfg: dict) -> None:
+        """Warn about flips on data whose labels a mirror image changes: the digits (the bundled set,
+        also the default when no dataset is named and the input is 1x28x28) and MNIST-like paths."""
+        lines = getattr(self, "_augment_lines", None)
+        if not lines or not any(a.name in FLIPS for a in lines):
+            return
+        dataset = cfg.get("dataset")
+        _, t = self.image_input()
+        if dataset is None:
+            sensitive = t is not None and tuple(t.shape) == (1, 28, 28)
+        else:
+            low = str(dataset).replace("\\", "/").rsplit("/", 1)[-1].lower()
+            sensitive = dataset == "digits" or (("mnist" in low or "digit" in low) and "fashion" not in low)
+        if not sensitive:
+            return
+        what = f"'{dataset}'" if dataset is not None else "digits (the default dataset)"
+        for a in lines:
+            if a.name not in FLIPS:
+                continue
+            mirror = "left-right" if a.name == "hflip" else "upside down"
+            self.warn(f"{a.name} mirrors the images of {what} {mirror}, and a mirrored digit is not the same "
+                      f"digit", a.span, help=f"remove {a.name}: flips suit data whose labels survive a mirror "
+                      "image (objects, scenes, clothes); for digits use small rotate, translate and scale steps",
+                      code="augment-flip-label")
+
+    def warn(self, message: str, span: Span | None, help: str | None = None, code: str = "training") -> None:
+        for d in self.diags.items:  # settings shared by several profiles are checked once per profile
+            if d.message == message and d.span == span:
+                return
+        self.diags.add(Diagnostic("warning", message, span, help=help, code=code))
 
     def names(self, s: ast.Setting, names: list[tuple[str, Span]]) -> None:
         if self.graph is None:
@@ -712,6 +770,31 @@ class TrainingBuilder:
             raise _Fail
         self.names(s, names)
         lr_mult.update(values)
+
+
+def _problem_span(line: ast.Setting, aug: Augmentation, msg: str) -> Span:
+    """The option a problem sentence of cnndsl.augment names (`color_jitter hue needs ...`), else the line."""
+    for key in aug.params:
+        if msg.startswith(f"{aug.kind} {key} "):
+            arg = next((x for x in line.args if x.key == key), None)
+            if arg is None and key == "size":
+                arg = next((x for x in line.args if x.key is None), None)
+            if arg is not None:
+                return arg.span
+    return line.span
+
+
+def _problem_help(aug: Augmentation, msg: str, t) -> str | None:
+    c = t.shape[0]
+    if aug.kind == "grayscale" and c == 1:
+        return "grayscale does nothing on a one-channel image (it is grey already): remove it"
+    if aug.kind == "grayscale":
+        return "grayscale works on RGB (3-channel) images only"
+    if aug.kind == "color_jitter" and "channel" in msg:
+        return "saturation and hue need RGB: remove them (brightness and contrast work on any image)"
+    if aug.kind == "random_crop" and "larger" in msg:
+        return f"size must equal the network input {show(tuple(t.shape[1:]))} (or leave size out)"
+    return None
 
 
 def build_training(module: ast.Module, graph: Graph | None, params: dict[str, Any], diagnostics: Diagnostics,

@@ -10,3 +10,4 @@ from cnndsl.ops import dense  # noqa: F401
 from cnndsl.ops import upsample  # noqa: F401
 from cnndsl.ops import merge  # noqa: F401
 from cnndsl.ops import training  # noqa: F401  (gradient, loss and optimizer-step ops)
+from cnndsl.ops import fused  # noqa: F401  (fused ops made by the optimization passes, cnndsl/passes/)

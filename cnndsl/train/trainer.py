@@ -21,6 +21,7 @@ import numpy as np
 
 from cnndsl.augment.pipeline import Pipeline
 from cnndsl.diagnostics import CnnError, Diagnostic
+from cnndsl.distributed.comm import LocalComm, shard
 from cnndsl.frontend.training import TrainingConfig
 from cnndsl.io.weights import load_checkpoint, match_weights, save_checkpoint, save_weights
 from cnndsl.train.metrics import MetricsLog, plot
@@ -81,35 +82,77 @@ class Position:
 
 
 class Trainer:
+    """Trains `model`; with a multi-rank `comm` (cnndsl.distributed) every rank runs one Trainer
+    on its shard of each global batch, and the ranks average their gradients every step."""
+
     def __init__(self, model, train_set, test_set, config: TrainingConfig, out_dir, progress: bool = True,
-                 augment: bool = True):
+                 augment: bool = True, comm=None):
         self.model = model
         self.train_set, self.test_set = train_set, test_set
         self.settings = config
         self.out = Path(out_dir)
-        self.progress_enabled = progress
+        self.comm = comm or LocalComm()
+        self.is_root = self.comm.rank == 0
+        self.progress_enabled = progress and self.is_root
         self.schedule = make_schedule(config)
         self.optimizer = optimizer_for(config, model.store.params)
-        model.set_optimizer(self.optimizer)
         self.pos = Position()
         self.log = MetricsLog(self.out)
         # training batches only, never evaluation; keyed on (seed, epoch, image index)
         self.augment = Pipeline.from_config(config.augment, config.seed) if augment and config.augment else None
+        if self.comm.size > 1:
+            self._join_ranks()
+        model.set_optimizer(self.optimizer)
+
+    # -- several ranks -------------------------------------------------------------
+    def _join_ranks(self) -> None:
+        if self.settings.batch % self.comm.size:
+            raise CnnError([Diagnostic(
+                "error", f"the batch of {self.settings.batch} does not split over {self.comm.size} processes",
+                help=f"the batch is global: choose a multiple of {self.comm.size} (e.g. "
+                     f"--batch {self.settings.batch // self.comm.size * self.comm.size or self.comm.size}) "
+                     "or launch another number of processes", code="distributed-batch")])
+        if self.is_root:  # compile once and fill the kernel cache, so the other ranks only load it
+            warm_up(self.model, self.settings.batch // self.comm.size)
+        self.comm.barrier()
+        self.model.set_comm(self.comm)
+        self._broadcast_state()
+
+    def _broadcast_state(self) -> None:
+        """Rank 0's weights, running statistics and optimizer state, on every rank."""
+        store, comm = self.model.store, self.comm
+        comm.bcast_(store.params.data)
+        for buf in store.buffers.values():
+            comm.bcast_(buf)
+        for buf in self.optimizer.state.values():
+            comm.bcast_(buf)
+        self.optimizer.step_count = comm.bcast_object(self.optimizer.step_count)
 
     # -- checkpoints -------------------------------------------------------------
     def resume(self) -> None:
-        ckpt = load_checkpoint(self.out)
-        match_weights(ckpt.tensors, self.model.store.expected_shapes()).raise_if_mismatch(ckpt.path)
-        self.model.store.load_state_dict(ckpt.tensors)
-        self.optimizer.load_state_dict(ckpt.optimizer_state, path=ckpt.path)
-        self.pos = Position(**{k: v for k, v in ckpt.meta["position"].items() if k in Position.__annotations__})
-        self.log.load_existing(upto_epoch=self.pos.epoch)
+        """Continue from the checkpoint in the output folder (read by rank 0, sent to the others)."""
+        position = None
+        if self.is_root:
+            ckpt = load_checkpoint(self.out)
+            match_weights(ckpt.tensors, self.model.store.expected_shapes()).raise_if_mismatch(ckpt.path)
+            self.model.store.load_state_dict(ckpt.tensors)
+            self.optimizer.load_state_dict(ckpt.optimizer_state, path=ckpt.path)
+            position = ckpt.meta["position"]
+            self.log.load_existing(upto_epoch=position["epoch"])
+        position = self.comm.bcast_object(position)
+        self.pos = Position(**{k: v for k, v in position.items() if k in Position.__annotations__})
+        if self.comm.size > 1:
+            self._broadcast_state()
 
     def save(self) -> None:
-        meta = {"position": self.pos.meta(), "seed": self.settings.seed, "network": self.model.graph.name}
-        save_checkpoint(self.out, self.model.store.state_dict(), self.optimizer.state_dict(), meta)
-        save_weights(self.out / "weights.safetensors", self.model.store.state_dict(),
-                     {"network": self.model.graph.name, "epoch": str(self.pos.epoch)})
+        """Checkpoint and weights, written by rank 0 (atomically); the others wait for it."""
+        if self.is_root:
+            meta = {"position": self.pos.meta(), "seed": self.settings.seed, "network": self.model.graph.name,
+                    "world_size": self.comm.size}
+            save_checkpoint(self.out, self.model.store.state_dict(), self.optimizer.state_dict(), meta)
+            save_weights(self.out / "weights.safetensors", self.model.store.state_dict(),
+                         {"network": self.model.graph.name, "epoch": str(self.pos.epoch)})
+        self.comm.barrier()
 
     # -- the loop ----------------------------------------------------------------
     def fit(self, on_epoch=None) -> list[dict]:
@@ -135,15 +178,20 @@ class Trainer:
                                          with_indices=True)
         try:
             for x, y, indices in batches:
+                n_global = len(x)
+                if n_global < self.comm.size:  # an epoch's last, tiny batch: too small to share out
+                    pos.batch += 1
+                    continue
+                x, y, indices = self._my_shard(x, y, indices)
                 if self.augment is not None:
                     x = self.augment.apply(x, indices, pos.epoch)
                 self.optimizer.lr = self.schedule.lr_for_step(pos.epoch, pos.batch, per_epoch)
-                loss, outs = self.model.train_step(x, y, pos.step)
+                loss, outs = self.model.train_step(x, y, pos.step, share=len(x) / n_global)
                 if not math.isfinite(loss):
                     raise self._non_finite(x, y, loss)
-                pos.loss_sum += loss * len(x)
-                pos.correct += _correct(self.model, outs, y)
-                pos.seen += len(x)
+                pos.loss_sum += loss * n_global  # the loss is already the global batch's mean
+                pos.correct += self._global_count(_correct(self.model, outs, y))
+                pos.seen += n_global
                 pos.batch += 1
                 pos.step += 1
                 elapsed = pos.seconds + time.perf_counter() - start
@@ -153,6 +201,17 @@ class Trainer:
             pos.seconds += time.perf_counter() - start
             bar.close()
         self._end_epoch()
+
+    def _my_shard(self, x, y, indices):
+        """This rank's part of a global batch (all of it in one process)."""
+        if self.comm.size == 1:
+            return x, y, indices
+        part = shard(len(x), self.comm.rank, self.comm.size)
+        y = {k: v[part] for k, v in y.items()} if isinstance(y, dict) else y[part]
+        return x[part], y, indices[part]
+
+    def _global_count(self, count: int) -> int:
+        return count if self.comm.size == 1 else int(self.comm.allreduce_scalars([count])[0])
 
     def _end_epoch(self) -> None:
         pos = self.pos
@@ -170,7 +229,8 @@ class Trainer:
         self.log.append(record)
         self.pos = Position(epoch=pos.epoch + 1, step=pos.step)
         self.save()
-        plot(self.out)
+        if self.is_root:
+            plot(self.out)
 
     def _non_finite(self, x, y, loss: float) -> CnnError:
         """Name the step and the first layer whose output is not finite; the checkpoint stays the last good one."""
@@ -186,6 +246,38 @@ class Trainer:
         if (self.out / "checkpoint.safetensors").exists():
             return f"the last good checkpoint in {self.out} is kept"
         return "no checkpoint had been written yet"
+
+
+def warm_up(model, batch: int) -> None:
+    """Compile (or load from the cache) every kernel of a training and an evaluation step, and
+    leave the model exactly as it was: weights, running statistics and gradients restored."""
+    from cnndsl.train.optim import SGD
+
+    store = model.store
+    saved = store.params.data.copy(), {k: v.copy() for k, v in store.buffers.items()}, store.params.grad.copy()
+    previous = model.optimizer
+    model.set_optimizer(SGD(store.params, lr=0.0))
+    x = np.zeros((batch,) + model.input_shape, np.float32)
+    targets = {spec.head: np.zeros((batch,) + _target_shape(model, spec), _target_dtype(spec))
+               for spec in model.losses}
+    model.train_step(x, targets, step=0)
+    model.evaluate(x, targets, batch)
+    store.params.data[...] = saved[0]
+    for k, v in saved[1].items():
+        store.buffers[k][...] = v
+    store.params.grad[...] = saved[2]
+    model.set_optimizer(previous)
+
+
+def _target_shape(model, spec) -> tuple[int, ...]:
+    from cnndsl.ops.registry import get_op
+
+    head = model.graph.node(model.graph.heads[spec.head]).type
+    return tuple(get_op(spec.kind).target(head)[0])
+
+
+def _target_dtype(spec) -> str:
+    return "float32" if spec.kind in ("mse", "smooth_l1") else "int64"
 
 
 def first_non_finite_layer(model, x, y, step: int):

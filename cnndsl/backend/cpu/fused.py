@@ -1,0 +1,110 @@
+"""Launchers for the fused ops (cnndsl/ops/fused/) and their gradients.
+
+Folded batchnorm: a fused layer with `folded_bn=<bn layer>` runs with weights and bias
+folded from the CURRENT stored values of `<layer>.weight`, `<layer>.bias` and the batchnorm's
+gamma, beta and running statistics, into per-node scratch (RunContext.ws). The stored
+parameters are never written, so weight files, checkpoints and a training graph sharing the
+same ParamStore see exactly the unfolded values. Folding costs O(weights) per launch against
+O(batch * pixels * weights) for the layer itself, and it cannot go stale: an evaluation
+executable compiled before further training (or before load_weights) folds the new values.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from cnndsl.backend.cpu.conv import _conv_ws, _geometry
+from cnndsl.backend.cpu.launch import buffers_of, grads_of, launches, params_of
+from cnndsl.kernels.cpu import activation as A
+from cnndsl.kernels.cpu import conv as C
+from cnndsl.kernels.cpu import dense as D
+from cnndsl.kernels.cpu import fused as K
+from cnndsl.ops.fused.epilogue import ACTIVATION_CODE
+
+_NO_BIAS = np.zeros(1, np.float32)
+
+
+def layer_weights(rc, node) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(weight, bias, has_bias) the kernel runs with: the layer's own, or folded with its batchnorm."""
+    p = params_of(rc, node.name)
+    bn = node.attrs.get("folded_bn")
+    if not bn:
+        return p["weight"], p.get("bias", _NO_BIAS), "bias" in p
+    g, s = params_of(rc, bn), buffers_of(rc, bn)
+    w = rc.ws(node.name, "folded_weight", p["weight"].shape)
+    b = rc.ws(node.name, "folded_bias", g["gamma"].shape)
+    K.fold_batchnorm(p["weight"], p.get("bias", _NO_BIAS), "bias" in p, g["gamma"], g["beta"],
+                     s["running_mean"], s["running_var"], float(node.attrs["bn_eps"]), w, b)
+    return w, b, True
+
+
+@launches("fused_conv")
+def fused_conv(rc, node, ins, out):
+    w, b, has_bias = layer_weights(rc, node)
+    sh, sw, pt, pl, dh, dw, g = _geometry(node)
+    nb, col, tmp = _conv_ws(rc, ins[0], out, w, g)
+    res = ins[1] if node.attrs["residual"] else out
+    K.fused_conv2d_forward(ins[0], w, b, has_bias, res, node.attrs["residual"],
+                           ACTIVATION_CODE[node.attrs["activation"]], float(node.attrs["alpha"]),
+                           sh, sw, pt, pl, dh, dw, g, nb, col, tmp, out)
+
+
+@launches("fused_dense")
+def fused_dense(rc, node, ins, out):
+    w, b, has_bias = layer_weights(rc, node)
+    K.fused_dense_forward(ins[0], w, b, has_bias, ACTIVATION_CODE[node.attrs["activation"]],
+                          float(node.attrs["alpha"]), out)
+
+
+def activation_backward(activation: str, alpha: float, y, dy, dz) -> None:
+    """dz = dL/dz of the epilogue's activation, from its output y."""
+    if activation == "relu":
+        A.relu_backward(y, dy, dz)
+    elif activation == "leaky_relu":
+        A.leaky_relu_backward(y, dy, np.float32(alpha), dz)
+    elif activation == "sigmoid":
+        A.sigmoid_backward(y, dy, dz)
+    elif activation == "tanh":
+        A.tanh_backward(y, dy, dz)
+    else:
+        np.copyto(dz, dy)
+
+
+@launches("epilogue_grad")
+def epilogue_grad(rc, node, ins, out):
+    fwd = rc.forward_node(node)
+    activation_backward(fwd.attrs["activation"], fwd.attrs["alpha"], ins[1], ins[0], out)
+
+
+def _epilogue_dz(rc, node, fwd, dy, y) -> np.ndarray:
+    """dz in scratch shared by every fused gradient node (it lives only during one launch)."""
+    dz = rc.scratch("fused_dz", dy.size)[:dy.size].reshape(dy.shape)
+    activation_backward(fwd.attrs["activation"], fwd.attrs["alpha"], y, dy, dz)
+    return dz
+
+
+@launches("fused_conv_grad")
+def fused_conv_grad(rc, node, ins, out):
+    fwd = rc.forward_node(node)
+    dy, x, y = ins
+    dz = _epilogue_dz(rc, node, fwd, dy, y)
+    w = params_of(rc, fwd.name)["weight"]
+    sh, sw, pt, pl, dh, dw, g = _geometry(fwd)
+    nb, col, tmp = _conv_ws(rc, x, dy, w, g)
+    if node.attrs["params_grad"]:
+        grads = grads_of(rc, fwd.name)
+        C.conv2d_backward_weight(x, dz, "bias" in grads, sh, sw, pt, pl, dh, dw, g, nb, col, tmp,
+                                 grads["weight"], grads.get("bias", _NO_BIAS))
+    if node.attrs["input_grad"]:
+        C.conv2d_backward_data(dz, w, sh, sw, pt, pl, dh, dw, g, nb, col, tmp, out)
+
+
+@launches("fused_dense_grad")
+def fused_dense_grad(rc, node, ins, out):
+    fwd = rc.forward_node(node)
+    dy, x, y = ins
+    dz = _epilogue_dz(rc, node, fwd, dy, y)
+    if node.attrs["params_grad"]:
+        grads = grads_of(rc, fwd.name)
+        D.dense_backward_weight(x, dz, "bias" in grads, grads["weight"], grads.get("bias", _NO_BIAS))
+    if node.attrs["input_grad"]:
+        D.dense_backward_data(dz, params_of(rc, fwd.name)["weight"], out)

@@ -1,0 +1,100 @@
+"""compile: run the optimization pipeline on a model and show what it did.
+
+    cnndsl compile examples/resnet_tiny.cnn                  # summary: passes, kernels before/after
+    cnndsl compile FILE -O1 --train --print-ir               # the optimized training graph as .cnn text
+    cnndsl compile FILE --dump-after fold_batchnorm          # the graph after one pass
+    cnndsl compile FILE --disable-pass fuse_residual --pass-stats --verify-passes
+
+Also the `-O` option that train / eval / predict share (`opt_level_option`).
+"""
+from __future__ import annotations
+
+import contextvars
+import functools
+
+import click
+
+from cnndsl.cli.main import cli
+from cnndsl.cli.options import load_model, model_options
+from cnndsl.passes.base import MAX_LEVEL
+from cnndsl.passes.pipeline import DEFAULT_LEVEL
+
+_OPT_LEVEL = contextvars.ContextVar("opt_level", default=DEFAULT_LEVEL)
+
+
+def opt_level_option(fn):
+    """`-O0` ... `-O3` (default -O2) for commands that compile a Model; read it with selected_opt_level()."""
+
+    @click.option("-O", "opt_level", type=click.IntRange(0, MAX_LEVEL), default=DEFAULT_LEVEL, show_default=True,
+                  help="Optimization level of the pass pipeline (0: none; see docs/passes.md).")
+    @functools.wraps(fn)
+    def wrapper(*args, opt_level, **kwargs):
+        token = _OPT_LEVEL.set(opt_level)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _OPT_LEVEL.reset(token)
+
+    return wrapper
+
+
+def selected_opt_level() -> int:
+    return _OPT_LEVEL.get()
+
+
+def _pass_choice():
+    from cnndsl.passes.pipeline import pass_names
+
+    return click.Choice(pass_names())
+
+
+@cli.command(name="compile")
+@click.argument("file")
+@click.option("-O", "opt_level", type=click.IntRange(0, MAX_LEVEL), default=DEFAULT_LEVEL, show_default=True,
+              help="Optimization level.")
+@click.option("--train", "training", is_flag=True, help="Compile the training graph (autodiff, training-valid passes).")
+@click.option("--print-ir", is_flag=True, help="Print the final graph as .cnn text.")
+@click.option("--dump-after", multiple=True, type=_pass_choice(), metavar="PASS",
+              help="Print the graph after this pass (repeatable).")
+@click.option("--disable-pass", multiple=True, type=_pass_choice(), metavar="NAME", help="Skip this pass (repeatable).")
+@click.option("--verify-passes", is_flag=True, help="Verify the IR and re-check shapes after every pass.")
+@click.option("--pass-stats", is_flag=True, help="Per pass: what fired and how many times.")
+@model_options
+def compile_(file, opt_level, training, print_ir, dump_after, disable_pass, verify_passes, pass_stats, load_kwargs):
+    """Optimize a model's inference (or --train: training) graph and report what the passes did."""
+    from cnndsl.ir.dump import dump
+    from cnndsl.passes.base import PassContext
+    from cnndsl.passes.pipeline import kernel_count, optimize
+
+    program = load_model(file, load_kwargs)
+    graph = program.graph
+    ctx = PassContext()
+    mode = "training" if training else "inference"
+    extra = {}
+    if training:
+        from cnndsl.model import layers_matching, loss_specs
+
+        config = program.training
+        extra = {"losses": loss_specs(program),
+                 "frozen": set(layers_matching(graph, config.freeze)) if config is not None else set()}
+    on_dump = (lambda name, text: click.echo(f"# after {name}\n{text}"))
+    out = optimize(graph, mode, opt_level, disabled=disable_pass, verify=verify_passes or None,
+                   dump_after=dump_after, on_dump=on_dump, ctx=ctx, **extra)
+    if print_ir:
+        click.echo(dump(out), nl=False)
+    baseline = optimize(graph, mode, 0, **extra) if opt_level else out
+    click.echo(f"{graph.name}: {mode} -O{opt_level}: {kernel_count(baseline)} kernels at -O0, "
+               f"{kernel_count(out)} after; planned activations "
+               f"{ctx.notes.get('planned_bytes_per_sample', 0):,} bytes per sample", err=print_ir)
+    if pass_stats:
+        click.echo(format_pass_stats(ctx), err=print_ir)
+
+
+def format_pass_stats(ctx) -> str:
+    lines = ["passes run: " + " -> ".join(ctx.ran)]
+    if not ctx.stats:
+        lines.append("nothing fired")
+    for name, counter in ctx.stats.items():
+        for what, n in counter.items():
+            lines.append(f"  {name:24} {what:40} x{n}")
+    return "\n".join(lines)

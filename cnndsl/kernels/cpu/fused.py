@@ -1,0 +1,169 @@
+"""Fused conv / dense kernels: the epilogue (bias, residual add, activation) is applied to each
+output chunk right after the GEMM that produced it, while it is still in cache, instead of in
+separate sweeps over the whole output.
+
+    fused_conv2d_forward(x, weight, bias, has_bias, res, has_res, act, alpha,
+                         sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, y)
+    fused_dense_forward(x, weight, bias, has_bias, act, alpha, y)
+    fold_batchnorm(weight, bias, has_bias, gamma, beta, running_mean, running_var, eps, w_out, b_out)
+
+`act` is the code of cnndsl/ops/fused/epilogue.py (0 none, 1 relu, 2 leaky_relu, 3 sigmoid,
+4 tanh); `res` is the residual (shaped like y; any float32 4-D array when has_res is False).
+Geometry and workspaces are exactly conv2d_forward's (see conv.py and conv2d_workspace).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
+from cnndsl.kernels.cpu.conv import _check_ws, _direct_fwd_item, _im2col
+
+NONE, RELU, LEAKY_RELU, SIGMOID, TANH = 0, 1, 2, 3, 4
+
+
+@kernel
+def _activate(v, act, alpha):
+    if act == RELU:
+        return v if v > np.float32(0.0) else np.float32(0.0)
+    if act == LEAKY_RELU:
+        return v if v > np.float32(0.0) else alpha * v
+    if act == SIGMOID:
+        return np.float32(1.0) / (np.float32(1.0) + np.exp(-v))
+    if act == TANH:
+        return np.tanh(v)
+    return v
+
+
+@kernel
+def _epilogue(src, dst, bias_value, res, has_res, act, alpha):
+    """dst[p] = act(src[p] + bias_value (+ res[p])) over one output plane (1-D views; dst may be src)."""
+    if has_res:
+        for p in range(dst.size):
+            dst[p] = _activate(src[p] + bias_value + res[p], act, alpha)
+    else:
+        for p in range(dst.size):
+            dst[p] = _activate(src[p] + bias_value, act, alpha)
+
+
+@kernel
+def _plane_item(t2, o, y, n, f, bias, has_bias, res, has_res, act, alpha):
+    P = y.shape[2] * y.shape[3]
+    bv = bias[f] if has_bias else np.float32(0.0)
+    r = res[n, f].reshape(P) if has_res else y[n, f].reshape(P)
+    _epilogue(t2[o:o + P], y[n, f].reshape(P), bv, r, has_res, act, alpha)
+
+
+@parallel_kernel
+def _chunk_epilogue(t2, n0, nbb, f0, Fg, bias, has_bias, res, has_res, act, alpha, y):
+    """y[n0+b, f0+f] = act(t2[f, b*P:(b+1)*P] + bias (+ res)): the GEMM result scattered to NCHW and
+    finished in the same pass (t2 may be a view of y itself when nbb == 1)."""
+    P = y.shape[2] * y.shape[3]
+    items = nbb * Fg
+    if items * P >= PAR_MIN:
+        for it in prange(items):
+            b = it // Fg
+            f = it - b * Fg
+            _plane_item(t2[f], b * P, y, n0 + b, f0 + f, bias, has_bias, res, has_res, act, alpha)
+    else:
+        for it in range(items):
+            b = it // Fg
+            f = it - b * Fg
+            _plane_item(t2[f], b * P, y, n0 + b, f0 + f, bias, has_bias, res, has_res, act, alpha)
+
+
+@parallel_kernel
+def _direct_fused(x, w, b, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, dh, dw, groups, y):
+    """The direct path, with the epilogue applied to each (n, f) plane right after it is summed."""
+    F = y.shape[1]
+    P = y.shape[2] * y.shape[3]
+    items = y.shape[0] * F
+    if y.size * w.shape[1] * w.shape[2] * w.shape[3] >= PAR_MIN:
+        for it in prange(items):
+            _direct_fwd_item(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y, it)
+            n = it // F
+            plane = y[n, it - n * F].reshape(P)
+            r = res[n, it - n * F].reshape(P) if has_res else plane
+            _epilogue(plane, plane, np.float32(0.0), r, has_res, act, alpha)
+    else:
+        for it in range(items):
+            _direct_fwd_item(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y, it)
+            n = it // F
+            plane = y[n, it - n * F].reshape(P)
+            r = res[n, it - n * F].reshape(P) if has_res else plane
+            _epilogue(plane, plane, np.float32(0.0), r, has_res, act, alpha)
+
+
+@kernel
+def fused_conv2d_forward(x, weight, bias, has_bias, res, has_res, act, alpha, sh, sw, pad_top, pad_left, dh, dw,
+                         groups, nb, col, tmp, y):
+    """y = act(conv2d(x, weight) + bias (+ res)); geometry and workspace as conv2d_forward."""
+    N = x.shape[0]
+    F, Cg, KH, KW = weight.shape
+    OH = y.shape[2]
+    OW = y.shape[3]
+    Fg = F // groups
+    K = Cg * KH * KW
+    P = OH * OW
+    al = np.float32(alpha)
+    _check_ws(col, tmp, K, P, F, nb, 0)
+    if nb == 0:
+        _direct_fused(x, weight, bias, has_bias, res, has_res, act, al, sh, sw, pad_top, pad_left, dh, dw,
+                      groups, y)
+        return
+    w2 = weight.reshape(F, K)
+    direct_1x1 = KH == 1 and KW == 1 and sh == 1 and sw == 1 and pad_top == 0 and pad_left == 0 \
+        and OH == x.shape[2] and OW == x.shape[3]
+    for n0 in range(0, N, nb):
+        nbb = min(nb, N - n0)
+        for g in range(groups):
+            wg = w2[g * Fg:(g + 1) * Fg]
+            if nbb == 1:
+                if direct_1x1:
+                    c2 = x[n0, g * Cg:(g + 1) * Cg].reshape(K, P)
+                else:
+                    c2 = col[:K * P].reshape(K, P)
+                    _im2col(x, n0, 1, g * Cg, Cg, KH, KW, sh, sw, pad_top, pad_left, dh, dw, OH, OW, c2)
+                t2 = y[n0, g * Fg:(g + 1) * Fg].reshape(Fg, P)  # GEMM straight into y, finished in place
+            else:
+                c2 = col[:K * nbb * P].reshape(K, nbb * P)
+                _im2col(x, n0, nbb, g * Cg, Cg, KH, KW, sh, sw, pad_top, pad_left, dh, dw, OH, OW, c2)
+                t2 = tmp[:Fg * nbb * P].reshape(Fg, nbb * P)
+            np.dot(wg, c2, t2)
+            _chunk_epilogue(t2, n0, nbb, g * Fg, Fg, bias, has_bias, res, has_res, act, al, y)
+
+
+@parallel_kernel
+def _dense_epilogue(y, bias, has_bias, act, alpha):
+    N, F = y.shape
+    zero = np.float32(0.0)
+    if N * F >= PAR_MIN:
+        for n in prange(N):
+            for f in range(F):
+                y[n, f] = _activate(y[n, f] + (bias[f] if has_bias else zero), act, alpha)
+    else:
+        for n in range(N):
+            for f in range(F):
+                y[n, f] = _activate(y[n, f] + (bias[f] if has_bias else zero), act, alpha)
+
+
+@kernel
+def fused_dense_forward(x, weight, bias, has_bias, act, alpha, y):
+    """y = act(x W^T + b): one GEMM, then bias and activation in one pass over y."""
+    np.dot(x, weight.T, y)
+    _dense_epilogue(y, bias, has_bias, act, np.float32(alpha))
+
+
+@kernel
+def fold_batchnorm(weight, bias, has_bias, gamma, beta, running_mean, running_var, eps, w_out, b_out):
+    """w_out[f] = weight[f] * s[f], b_out[f] = (bias[f] - mean[f]) * s[f] + beta[f], s = gamma / sqrt(var + eps).
+    Axis 0 of weight is the output channel (conv (F, C/g, KH, KW), dense (units, in))."""
+    F = weight.shape[0]
+    w2 = weight.reshape(F, weight.size // F)
+    o2 = w_out.reshape(F, weight.size // F)
+    for f in range(F):
+        s = gamma[f] / np.sqrt(running_var[f] + np.float32(eps))
+        for k in range(w2.shape[1]):
+            o2[f, k] = w2[f, k] * s
+        b0 = bias[f] if has_bias else np.float32(0.0)
+        b_out[f] = (b0 - running_mean[f]) * s + beta[f]

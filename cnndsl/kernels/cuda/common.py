@@ -1,0 +1,115 @@
+"""Shared pieces of the CUDA kernels: the `kernel` decorator, launch configurations, types.
+
+Conventions (see cnndsl/kernels/README.md, "CUDA kernels"):
+
+* Every kernel takes flat (1-D, C-contiguous) float32 device buffers plus integer shapes,
+  and declares its argument types with `@kernel(sig...)`. Float scalars are float32,
+  never Python floats (those would make numba type the argument as float64).
+* The kernel bodies are float32 only: literals are written `float32(1.0)`, integer
+  ratios use `//`. `python -m cnndsl.kernels.cuda.typecheck` compiles every kernel for
+  the real CUDA target (no GPU needed) with its declared signature and fails on any
+  float64 in its types or LLVM IR; under the simulator every launch checks its
+  arguments against the declared signature (the simulator itself checks no types).
+* Kernels are compiled lazily (on first launch), one specialization per kernel.
+* Elementwise and row kernels use grid-stride loops, so any grid is correct; launch
+  sizes come from `grid1d`. Under the simulator (one Python thread per CUDA thread)
+  grids and blocks are kept tiny, which exercises the grid-stride loops harder.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import boolean, float32, int32, int64, uint8, uint64  # noqa: F401
+
+from cnndsl.backend.cuda.shim import SIMULATOR, cuda
+
+F32 = float32[::1]
+I32 = int32[::1]
+I64 = int64[::1]
+U8 = uint8[::1]
+
+# Threads per block of elementwise kernels, the cap on their grid (grid-stride loops),
+# and the threads of a block reduction (a power of two; the shared arrays are this long).
+if SIMULATOR:
+    THREADS, MAX_BLOCKS, RB = 32, 2, 32
+else:
+    THREADS, MAX_BLOCKS, RB = 256, 4096, 256
+
+KERNELS: list["Kernel"] = []  # every kernel made, for the float64 type check
+
+
+class Kernel:
+    """A lazily compiled CUDA kernel with a declared signature.
+
+    `k[blocks, threads](*args)` launches it. Under the simulator each launch first
+    checks its arguments against the declared signature."""
+
+    def __init__(self, fn, signature: tuple, name: str | None = None):
+        self.py_func = fn
+        self.signature = tuple(signature)
+        self.name = name or fn.__name__
+        self.dispatcher = cuda.jit(fn)
+        KERNELS.append(self)
+
+    def __getitem__(self, config):
+        launch = self.dispatcher[config]
+        if not SIMULATOR:
+            return launch
+
+        def checked(*args):
+            check_args(self, args)
+            return launch(*args)
+        return checked
+
+    def __repr__(self) -> str:
+        return f"<cuda kernel {self.name}>"
+
+
+def kernel(*signature, name: str | None = None):
+    """`@kernel(F32, F32, int64)`: a CUDA kernel with the given argument types."""
+    def wrap(fn):
+        return Kernel(fn, signature, name)
+    return wrap
+
+
+def device(fn):
+    """A device function (inlined into the kernels that call it)."""
+    return cuda.jit(device=True)(fn)
+
+
+def grid1d(n: int, threads: int = THREADS) -> tuple[int, int]:
+    """(blocks, threads) for a grid-stride loop over n items."""
+    return max(1, min(MAX_BLOCKS, -(-n // threads))), threads
+
+
+def check_args(k: Kernel, args) -> None:
+    """Each argument must have the declared type: arrays by dtype, rank and C layout,
+    scalars exactly (a Python float is float64 and is refused where float32 is declared)."""
+    import numba
+
+    if len(args) != len(k.signature):
+        raise TypeError(f"{k.name}: {len(args)} arguments, {len(k.signature)} declared")
+    for i, (a, want) in enumerate(zip(args, k.signature)):
+        if isinstance(want, numba.types.Array):
+            dt = getattr(a, "dtype", None)
+            ok = (dt is not None and getattr(a, "ndim", None) == want.ndim
+                  and numba.from_dtype(np.dtype(dt)) == want.dtype and _c_contiguous(a))
+        else:
+            got = numba.typeof(a)
+            ok = got == want or (want == boolean and isinstance(a, (bool, np.bool_))) or \
+                (isinstance(want, numba.types.Integer) and want == int64 and isinstance(a, (int, np.integer))
+                 and not isinstance(a, (bool, np.bool_, np.uint64)))
+        if not ok:
+            raise TypeError(f"{k.name}: argument {i} is {_describe(a)}, declared {want}")
+
+
+def _c_contiguous(a) -> bool:
+    if hasattr(a, "is_c_contiguous"):
+        return bool(a.is_c_contiguous())
+    flags = getattr(a, "flags", None)
+    return bool(flags["C_CONTIGUOUS"]) if flags is not None else True
+
+
+def _describe(a) -> str:
+    if hasattr(a, "dtype") and hasattr(a, "shape") and not np.isscalar(a):
+        return f"array {a.dtype} {a.shape}"
+    return f"{type(a).__name__} {a!r}"

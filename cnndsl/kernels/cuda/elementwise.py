@@ -1,0 +1,209 @@
+"""Elementwise CUDA kernels: activations and their gradients, add, copy, scale, dropout.
+
+Flat float32 buffers of n elements, grid-stride loops (launch with `grid1d(n)`); in-place
+use (y is x, dx is dy) is allowed. Backward kernels take what the CPU ones take:
+relu/leaky_relu/tanh/sigmoid the forward OUTPUT y.
+
+Dropout uses the counter-based hash of cnndsl/kernels/cpu/dropout.py bit for bit: element
+i is kept iff (splitmix64(base + (i + 1) * GOLDEN) >> 40) >= threshold, with `base` and
+`threshold` computed on the host by `dropout_base` / `dropout_threshold` (the reference's
+functions), so CPU and GPU masks are identical.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cnndsl.kernels.cuda.common import F32, U8, cuda, device, float32, int64, kernel, uint64
+
+# -- activations ----------------------------------------------------------------------------
+
+
+@kernel(F32, F32, int64)
+def relu_forward(x, y, n):
+    z = float32(0.0)
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        v = x[i]
+        y[i] = v if v > z else z
+
+
+@kernel(F32, F32, F32, int64)
+def relu_backward(y, dy, dx, n):
+    z = float32(0.0)
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        dx[i] = dy[i] if y[i] > z else z
+
+
+@kernel(F32, float32, F32, int64)
+def leaky_relu_forward(x, alpha, y, n):
+    z = float32(0.0)
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        v = x[i]
+        y[i] = v if v > z else alpha * v
+
+
+@kernel(F32, F32, float32, F32, int64)
+def leaky_relu_backward(y, dy, alpha, dx, n):
+    z = float32(0.0)
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        g = dy[i]
+        dx[i] = g if y[i] > z else alpha * g
+
+
+@kernel(F32, F32, int64)
+def tanh_forward(x, y, n):
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        y[i] = math.tanh(x[i])
+
+
+@kernel(F32, F32, F32, int64)
+def tanh_backward(y, dy, dx, n):
+    one = float32(1.0)
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        v = y[i]
+        dx[i] = dy[i] * (one - v * v)
+
+
+@device
+def _sigmoid(v):
+    one = float32(1.0)
+    if v >= float32(0.0):
+        return one / (one + math.exp(-v))
+    e = math.exp(v)
+    return e / (one + e)
+
+
+@kernel(F32, F32, int64)
+def sigmoid_forward(x, y, n):
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        y[i] = _sigmoid(x[i])
+
+
+@kernel(F32, F32, F32, int64)
+def sigmoid_backward(y, dy, dx, n):
+    one = float32(1.0)
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        v = y[i]
+        dx[i] = dy[i] * v * (one - v)
+
+
+@kernel(F32, F32, int64, int64, int64)
+def softmax_forward(x, y, N, K, S):
+    """Softmax over axis 1 of (N, K, S): one thread per (n, s) column."""
+    for it in range(cuda.grid(1), N * S, cuda.gridsize(1)):
+        n = it // S
+        s = it - n * S
+        base = n * K * S + s
+        m = x[base]
+        for k in range(1, K):
+            v = x[base + k * S]
+            if v > m:
+                m = v
+        t = float32(0.0)
+        for k in range(K):
+            e = math.exp(x[base + k * S] - m)
+            y[base + k * S] = e
+            t += e
+        inv = float32(1.0) / t
+        for k in range(K):
+            y[base + k * S] *= inv
+
+
+@kernel(F32, F32, F32, int64, int64, int64)
+def softmax_backward(y, dy, dx, N, K, S):
+    """dx = y * (dy - sum_k dy * y), per (n, s) column."""
+    for it in range(cuda.grid(1), N * S, cuda.gridsize(1)):
+        n = it // S
+        s = it - n * S
+        base = n * K * S + s
+        t = float32(0.0)
+        for k in range(K):
+            t += y[base + k * S] * dy[base + k * S]
+        for k in range(K):
+            dx[base + k * S] = y[base + k * S] * (dy[base + k * S] - t)
+
+
+# -- arithmetic -----------------------------------------------------------------------------
+
+
+@kernel(F32, F32, int64)
+def copy(x, y, n):
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        y[i] = x[i]
+
+
+@kernel(F32, F32, F32, int64)
+def add2(a, b, out, n):
+    """out = a + b (out may alias a or b)."""
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        out[i] = a[i] + b[i]
+
+
+@kernel(F32, F32, int64)
+def add_accumulate(acc, x, n):
+    """acc += x."""
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        acc[i] += x[i]
+
+
+@kernel(F32, float32, int64)
+def scale(x, f, n):
+    """x *= f."""
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        x[i] *= f
+
+
+@kernel(F32, float32, int64)
+def fill(x, v, n):
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        x[i] = v
+
+
+# -- dropout ----------------------------------------------------------------------------------
+
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+M1 = np.uint64(0xBF58476D1CE4E5B9)
+M2 = np.uint64(0x94D049BB133111EB)
+S30 = np.uint64(30)
+S27 = np.uint64(27)
+S31 = np.uint64(31)
+S40 = np.uint64(40)
+ONE_U = np.uint64(1)
+
+
+@device
+def _mix(z):
+    z = (z ^ (z >> S30)) * M1
+    z = (z ^ (z >> S27)) * M2
+    return z ^ (z >> S31)
+
+
+@device
+def _keep(base, thr, i):
+    z = _mix(base + (uint64(i) + ONE_U) * GOLDEN)
+    return (z >> S40) >= thr
+
+
+@kernel(F32, uint64, uint64, float32, F32, int64)
+def dropout_apply(x, base, thr, scale_, y, n):
+    """y = x * scale_ where kept else 0 (forward, and backward with dy/dx)."""
+    z = float32(0.0)
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        y[i] = x[i] * scale_ if _keep(base, thr, i) else z
+
+
+@kernel(uint64, uint64, U8, int64)
+def dropout_mask(base, thr, mask, n):
+    """mask[i] = 1 where element i is kept (for tests and inspection)."""
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        mask[i] = 1 if _keep(base, thr, i) else 0
+
+
+def dropout_params(p: float, seed: int, step: int) -> tuple[np.uint64, np.uint64, np.float32]:
+    """(base, threshold, scale) on the host, exactly as the CPU kernel computes them."""
+    from cnndsl.kernels.reference.dropout import dropout_base
+
+    pf = float(np.float32(p))
+    return (np.uint64(dropout_base(seed, step)), np.uint64(math.ceil(pf * 16777216.0)),
+            np.float32(1.0 / (1.0 - pf)))

@@ -1,0 +1,390 @@
+"""Convolution and dense layers as tiled implicit GEMMs (one kernel template, three modes).
+
+A convolution from x (N, C, H, W) to y (N, F, OH, OW) with weight (F, C/G, KH, KW) is,
+per group g, three GEMMs whose operands are gathered on the fly (no im2col buffer):
+
+  mode        rows m of the output tile   columns j   reduction k          A[m, k]      B[k, j]
+  FWD         (n, oh, ow)   N*OH*OW       f < F/G     (c, kh, kw) Cg*KH*KW  x tap        weight
+  BWD_DATA    (n, h, w)     N*H*W         c < C/G     (f, kh, kw) Fg*KH*KW  dy tap (*)   weight
+  BWD_WEIGHT  (c, kh, kw)   Cg*KH*KW      f < F/G     (n, oh, ow) N*OH*OW   x tap        dy
+
+  (*) dy[n, f, (h + pt - kh*dh) / sh, ...] where the division is exact and in range, else 0.
+
+Each block computes a BM x BN tile of the output with BM/TM * BN/TN threads; a thread keeps a
+TM x TN register tile (`cuda.local.array` with constant shape), its rows strided by BM/TM so
+that neighbouring threads write neighbouring outputs. Per reduction step of BK the block
+gathers A (BK x BM) and B (BK x BN) into shared memory with neighbouring threads reading
+neighbouring global addresses (which operand index runs fastest is chosen per layout:
+`a_kfast` / `b_kfast`), synchronizes, and does BK rank-1 updates of the register tile from
+shared memory. Edge tiles read zeros and skip their stores, so no shape has to be a
+multiple of a tile. BWD_WEIGHT reduces over N*OH*OW, which is long while its output is
+small: the reduction is split over grid z (`splits`) into a partial-sum workspace, then
+summed by `splitk_reduce` in a fixed order (deterministic, no atomics).
+
+conv_transpose is the adjoint of conv (its forward is conv's BWD_DATA, its input gradient
+conv's FWD, its weight gradient conv's BWD_WEIGHT with x and dy exchanged), and dense is a
+1x1 conv on 1x1 maps (with the dense operand orders). Bias gradients are channel sums
+(cnndsl/kernels/cuda/reduce.py).
+
+Not done yet (see docs/cuda.md): double-buffered shared tiles, vectorized loads, a
+precomputed tap table instead of the per-element index divisions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from cnndsl.kernels.cuda.common import F32, SIMULATOR, boolean, cuda, device, float32, grid1d, int64, kernel
+
+FWD, BWD_DATA, BWD_WEIGHT = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Tile:
+    BM: int
+    BN: int
+    BK: int
+    TM: int
+    TN: int
+
+    @property
+    def threads(self) -> int:
+        return (self.BM // self.TM) * (self.BN // self.TN)
+
+
+TILES = {
+    "s32x16": Tile(32, 16, 8, 4, 4),      # 32 threads: small problems
+    "n128x16": Tile(128, 16, 8, 8, 2),    # 128 threads: few output channels, many rows
+    "m64x32": Tile(64, 32, 8, 4, 4),      # 128 threads
+    "l64x64": Tile(64, 64, 8, 4, 4),      # 256 threads
+    "l128x64": Tile(128, 64, 8, 8, 4),    # 256 threads, 32 accumulators each: large layers
+}
+
+# blocks wanted to fill the GPU (about two per SM on an H100's 132 SMs)
+TARGET_BLOCKS = 4 if SIMULATOR else 264
+
+
+def choose_tile(rows: int, cols: int, groups: int = 1) -> str:
+    """The largest tile that still gives enough blocks for this output shape."""
+    def blocks(name):
+        t = TILES[name]
+        return -(-rows // t.BM) * -(-cols // t.BN) * groups
+
+    if cols <= 16:
+        order = ("n128x16", "s32x16")
+    elif cols <= 32:
+        order = ("m64x32", "s32x16")
+    else:
+        order = ("l128x64", "l64x64", "m64x32", "s32x16")
+    for name in order[:-1]:
+        if blocks(name) >= TARGET_BLOCKS:
+            return name
+    return order[-1]
+
+
+# -- operand gathers (device functions) --------------------------------------------------
+
+
+@device
+def _x_tap(x, n, c, C, H, W, ih, iw):
+    if ih >= 0 and ih < H and iw >= 0 and iw < W:
+        return x[((n * C + c) * H + ih) * W + iw]
+    return float32(0.0)
+
+
+@device
+def _dy_tap(dy, n, f, F, OH, OW, th, tw, sh, sw):
+    # dy[n, f, th / sh, tw / sw] when both divisions are exact and in range
+    if th < 0 or tw < 0:
+        return float32(0.0)
+    oh = th // sh
+    ow = tw // sw
+    if oh * sh != th or ow * sw != tw or oh >= OH or ow >= OW:
+        return float32(0.0)
+    return dy[((n * F + f) * OH + oh) * OW + ow]
+
+
+@lru_cache(maxsize=None)
+def gemm_kernel(mode: int, tile: str, a_kfast: bool, b_kfast: bool):
+    """The tiled kernel for one mode, tile and pair of operand load orders."""
+    t = TILES[tile]
+    BM, BN, BK, TM, TN = t.BM, t.BN, t.BK, t.TM, t.TN
+    BMP = BM + 1  # padded rows: k-fastest shared stores avoid bank conflicts
+    BNP = BN + 1
+    TXM = BM // TM
+    T = t.threads
+    LA = -(-(BM * BK) // T)
+    LB = -(-(BN * BK) // T)
+    MODE = mode
+    AK = a_kfast
+    BKF = b_kfast
+
+    def gemm(a, b, bias, has_bias, out, N, C, H, W, F, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G, kchunk):
+        As = cuda.shared.array((BK, BMP), float32)
+        Bs = cuda.shared.array((BK, BNP), float32)
+        acc = cuda.local.array((TM, TN), float32)
+        ra = cuda.local.array(TM, float32)
+        rb = cuda.local.array(TN, float32)
+        tid = cuda.threadIdx.x
+        tx = tid % TXM
+        ty = tid // TXM
+        m0 = cuda.blockIdx.x * BM
+        n0 = cuda.blockIdx.y * BN
+        Cg = C // G
+        Fg = F // G
+        KHW = KH * KW
+        So = OH * OW
+        Si = H * W
+        if MODE == BWD_WEIGHT:
+            g = cuda.blockIdx.z % G
+            split = cuda.blockIdx.z // G
+            Mdim = Cg * KHW
+            Ndim = Fg
+            kbeg = split * kchunk
+            kend = kbeg + kchunk
+            if kend > N * So:
+                kend = N * So
+        elif MODE == BWD_DATA:
+            g = cuda.blockIdx.z
+            split = 0
+            Mdim = N * Si
+            Ndim = Cg
+            kbeg = 0
+            kend = Fg * KHW
+        else:
+            g = cuda.blockIdx.z
+            split = 0
+            Mdim = N * So
+            Ndim = Fg
+            kbeg = 0
+            kend = Cg * KHW
+        for i in range(TM):
+            for j in range(TN):
+                acc[i, j] = float32(0.0)
+
+        for k0 in range(kbeg, kend, BK):
+            # -- gather the A tile (BK x BM) --
+            for r in range(LA):
+                e = tid + r * T
+                if e < BM * BK:
+                    if AK:
+                        ki = e % BK
+                        mi = e // BK
+                    else:
+                        mi = e % BM
+                        ki = e // BM
+                    m = m0 + mi
+                    k = k0 + ki
+                    v = float32(0.0)
+                    if m < Mdim and k < kend:
+                        if MODE == FWD:
+                            n = m // So
+                            s = m - n * So
+                            oh = s // OW
+                            c = k // KHW
+                            q = k - c * KHW
+                            kh = q // KW
+                            v = _x_tap(a, n, g * Cg + c, C, H, W, oh * sh - ph + kh * dh,
+                                       (s - oh * OW) * sw - pw + (q - kh * KW) * dw)
+                        elif MODE == BWD_DATA:
+                            n = m // Si
+                            s = m - n * Si
+                            h = s // W
+                            f = k // KHW
+                            q = k - f * KHW
+                            kh = q // KW
+                            v = _dy_tap(a, n, g * Fg + f, F, OH, OW, h + ph - kh * dh,
+                                        (s - h * W) + pw - (q - kh * KW) * dw, sh, sw)
+                        else:
+                            c = m // KHW
+                            q = m - c * KHW
+                            kh = q // KW
+                            n = k // So
+                            s = k - n * So
+                            oh = s // OW
+                            v = _x_tap(a, n, g * Cg + c, C, H, W, oh * sh - ph + kh * dh,
+                                       (s - oh * OW) * sw - pw + (q - kh * KW) * dw)
+                    As[ki, mi] = v
+            # -- gather the B tile (BK x BN) --
+            for r in range(LB):
+                e = tid + r * T
+                if e < BN * BK:
+                    if BKF:
+                        ki = e % BK
+                        ni = e // BK
+                    else:
+                        ni = e % BN
+                        ki = e // BN
+                    jn = n0 + ni
+                    k = k0 + ki
+                    v = float32(0.0)
+                    if jn < Ndim and k < kend:
+                        if MODE == FWD:
+                            v = b[(g * Fg + jn) * (Cg * KHW) + k]
+                        elif MODE == BWD_DATA:
+                            f = k // KHW
+                            v = b[((g * Fg + f) * Cg + jn) * KHW + (k - f * KHW)]
+                        else:
+                            n = k // So
+                            v = b[(n * F + g * Fg + jn) * So + (k - n * So)]
+                    Bs[ki, ni] = v
+            cuda.syncthreads()
+            # -- BK rank-1 updates of the register tile --
+            for kk in range(BK):
+                for i in range(TM):
+                    ra[i] = As[kk, tx + i * TXM]
+                for j in range(TN):
+                    rb[j] = Bs[kk, ty + j * (BN // TN)]
+                for i in range(TM):
+                    for j in range(TN):
+                        acc[i, j] += ra[i] * rb[j]
+            cuda.syncthreads()
+
+        # -- epilogue: bias and coalesced stores --
+        for i in range(TM):
+            m = m0 + tx + i * TXM
+            if m < Mdim:
+                for j in range(TN):
+                    jn = n0 + ty + j * (BN // TN)
+                    if jn < Ndim:
+                        if MODE == FWD:
+                            n = m // So
+                            v = acc[i, j]
+                            if has_bias:
+                                v += bias[g * Fg + jn]
+                            out[(n * F + g * Fg + jn) * So + (m - n * So)] = v
+                        elif MODE == BWD_DATA:
+                            n = m // Si
+                            v = acc[i, j]
+                            if has_bias:
+                                v += bias[g * Cg + jn]
+                            out[(n * C + g * Cg + jn) * Si + (m - n * Si)] = v
+                        else:
+                            out[split * (F * Mdim) + (g * Fg + jn) * Mdim + m] = acc[i, j]
+
+    name = f"gemm_{('fwd', 'bwd_data', 'bwd_weight')[mode]}_{tile}_{'k' if a_kfast else 'm'}{'k' if b_kfast else 'n'}"
+    gemm.__name__ = name
+    return kernel(F32, F32, F32, boolean, F32, *([int64] * 17), name=name)(gemm)
+
+
+@kernel(F32, F32, int64, int64)
+def splitk_reduce(part, out, total, splits):
+    """out[i] = sum over s of part[s * total + i], s in order."""
+    for i in range(cuda.grid(1), total, cuda.gridsize(1)):
+        v = float32(0.0)
+        for s in range(splits):
+            v += part[s * total + i]
+        out[i] = v
+
+
+# -- host side: bind a conv or dense to its buffers --------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """A conv from (N, C, H, W) to (N, F, OH, OW), weight (F, C/G, KH, KW)."""
+    N: int
+    C: int
+    H: int
+    W: int
+    F: int
+    OH: int
+    OW: int
+    KH: int
+    KW: int
+    sh: int = 1
+    sw: int = 1
+    ph: int = 0
+    pw: int = 0
+    dh: int = 1
+    dw: int = 1
+    G: int = 1
+
+    def args(self, kchunk: int = 0) -> tuple:
+        return (self.N, self.C, self.H, self.W, self.F, self.OH, self.OW, self.KH, self.KW,
+                self.sh, self.sw, self.ph, self.pw, self.dh, self.dw, self.G, kchunk)
+
+    @property
+    def dense_like(self) -> bool:
+        """1x1 maps: a plain matrix product, whose operands are contiguous along k."""
+        return self.H * self.W == 1 and self.OH * self.OW == 1
+
+
+def dense_geometry(n: int, in_features: int, units: int) -> ConvGeometry:
+    return ConvGeometry(n, in_features, 1, 1, units, 1, 1, 1, 1)
+
+
+class Launch:
+    """A list of configured kernel launches with their arguments, run by calling it."""
+
+    def __init__(self, steps):
+        self.steps = steps
+
+    def __call__(self) -> None:
+        for k, args in self.steps:
+            k(*args)
+
+
+def _grid(geo: ConvGeometry, rows: int, cols: int, z: int, tile: str):
+    t = TILES[tile]
+    return (-(-rows // t.BM), -(-cols // t.BN), z), t.threads
+
+
+def conv_forward(x, w, bias, has_bias, y, geo: ConvGeometry, tile: str | None = None) -> Launch:
+    """y = conv(x, w) (+ bias)."""
+    rows, cols = geo.N * geo.OH * geo.OW, geo.F // geo.G
+    tile = tile or choose_tile(rows, cols, geo.G)
+    orders = (True, True) if geo.dense_like else (False, True)
+    k = gemm_kernel(FWD, tile, *orders)
+    return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (x, w, bias, has_bias, y) + geo.args())])
+
+
+def conv_backward_data(dy, w, bias, has_bias, dx, geo: ConvGeometry, tile: str | None = None) -> Launch:
+    """dx = conv^T(dy, w) (+ bias over dx's channels: conv_transpose's forward)."""
+    rows, cols = geo.N * geo.H * geo.W, geo.C // geo.G
+    tile = tile or choose_tile(rows, cols, geo.G)
+    orders = (True, False) if geo.dense_like else (False, True)
+    k = gemm_kernel(BWD_DATA, tile, *orders)
+    return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (dy, w, bias, has_bias, dx) + geo.args())])
+
+
+def weight_splits(geo: ConvGeometry, tile: str) -> tuple[int, int]:
+    """(splits, kchunk) of the BWD_WEIGHT reduction over N*OH*OW."""
+    t = TILES[tile]
+    rows, cols = (geo.C // geo.G) * geo.KH * geo.KW, geo.F // geo.G
+    blocks = -(-rows // t.BM) * -(-cols // t.BN) * geo.G
+    red = geo.N * geo.OH * geo.OW
+    most = max(1, -(-red // (8 * t.BK)))  # at least 8 reduction steps per split
+    splits = max(1, min(-(-TARGET_BLOCKS // blocks), most))
+    kchunk = -(-(-(-red // splits)) // t.BK) * t.BK
+    return -(-red // kchunk), kchunk
+
+
+def weight_workspace(geo: ConvGeometry, tile: str | None = None, splits: int | None = None) -> int:
+    """Elements of partial sums conv_backward_weight needs (0: none)."""
+    tile = tile or choose_tile((geo.C // geo.G) * geo.KH * geo.KW, geo.F // geo.G, geo.G)
+    s = splits or weight_splits(geo, tile)[0]
+    return 0 if s <= 1 else s * geo.F * (geo.C // geo.G) * geo.KH * geo.KW
+
+
+def conv_backward_weight(x, dy, dw, part, geo: ConvGeometry, tile: str | None = None,
+                         splits: int | None = None) -> Launch:
+    """dw = dL/dweight (overwritten); `part` is a workspace of weight_workspace(...) elements
+    (any buffer when that is 0)."""
+    rows, cols = (geo.C // geo.G) * geo.KH * geo.KW, geo.F // geo.G
+    tile = tile or choose_tile(rows, cols, geo.G)
+    red = geo.N * geo.OH * geo.OW
+    if splits is None:
+        splits, kchunk = weight_splits(geo, tile)
+    else:
+        kchunk = -(-(-(-red // splits)) // TILES[tile].BK) * TILES[tile].BK
+        splits = -(-red // kchunk)
+    orders = (False, False) if geo.dense_like else (True, True)
+    k = gemm_kernel(BWD_WEIGHT, tile, *orders)
+    if splits <= 1:
+        return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (x, dy, dw, False, dw) + geo.args(red))])
+    total = geo.F * rows
+    if part.size < splits * total:
+        raise ValueError(f"weight-gradient workspace of {part.size} elements, {splits * total} needed")
+    return Launch([(k[_grid(geo, rows, cols, geo.G * splits, tile)], (x, dy, dw, False, part) + geo.args(kchunk)),
+                   (splitk_reduce[grid1d(total)], (part, dw, total, splits))])

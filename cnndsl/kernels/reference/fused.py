@@ -1,0 +1,58 @@
+"""Reference fused ops (NumPy, any float dtype): compositions of the existing references.
+
+    fused_conv2d = activation(conv2d(x, w, b) + residual)
+    fused_dense  = activation(dense(x, w, b))
+    fold_batchnorm(w, b, ...) -> (w', b') such that layer(x; w', b') = batchnorm_inference(layer(x; w, b))
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from cnndsl.kernels.reference import activation as A
+from cnndsl.kernels.reference import conv as C
+from cnndsl.kernels.reference import dense as D
+
+
+def apply_activation(z, activation: str, alpha: float):
+    if activation == "none":
+        return z
+    if activation == "relu":
+        return A.relu(z)
+    if activation == "leaky_relu":
+        return A.leaky_relu(z, alpha)
+    if activation == "sigmoid":
+        return A.sigmoid(z)
+    if activation == "tanh":
+        return A.tanh(z)
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+def activation_backward(y, dy, activation: str, alpha: float):
+    """dL/dz from the output y (y > 0 exactly when z > 0 for relu and leaky_relu with alpha > 0)."""
+    if activation == "none":
+        return dy
+    if activation == "relu":
+        return A.relu_backward(y, dy)
+    if activation == "leaky_relu":
+        return A.leaky_relu_backward(y, dy, alpha)
+    if activation == "sigmoid":
+        return A.sigmoid_backward(y, dy)
+    return A.tanh_backward(y, dy)
+
+
+def fused_conv2d(x, w, b, residual, activation, alpha, stride, pads, dilation, groups):
+    z = C.conv2d(x, w, b, stride, pads, dilation, groups)
+    if residual is not None:
+        z = z + residual
+    return apply_activation(z, activation, alpha)
+
+
+def fused_dense(x, w, b, activation, alpha):
+    return apply_activation(D.dense(x, w, b), activation, alpha)
+
+
+def fold_batchnorm(w, b, gamma, beta, running_mean, running_var, eps):
+    """Scale each output channel (axis 0 of w) by s = gamma / sqrt(var + eps); b' = (b - mean) * s + beta."""
+    s = gamma / np.sqrt(running_var + eps)
+    b0 = np.zeros_like(gamma) if b is None else b
+    return w * s.reshape((-1,) + (1,) * (w.ndim - 1)), (b0 - running_mean) * s + beta

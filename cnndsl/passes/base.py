@@ -1,0 +1,129 @@
+"""What a pass is, what it sees, and the graph-rewriting helpers the passes share.
+
+A pass (onnx-ir / torch.fx style) is a class with
+
+    name         what --disable-pass, --dump-after and the error messages call it
+    level        the lowest -O level that runs it
+    modes        the compilation modes it is valid in: "inference", "training" or both
+                 (a graph compiled for mode "either" gets only the passes valid in both)
+    requires     graph properties that must hold before it runs ("typed", "forward", ...)
+    ensures      properties that hold after it; `invalidates` those it breaks
+    run(graph, ctx) -> bool   rewrites the graph in place; True when it changed anything
+
+Properties used: "typed" (shape inference has run), "forward" (no gradient nodes yet:
+forward rewrites must happen before autodiff, whose gradient nodes name forward nodes),
+"training_graph" (autodiff has run), "planned" (the memory plan is computed).
+
+Rewrites keep two promises every pass's guards enforce: a node that a head points at
+is never removed or renamed (Model reads heads by node name), and a layer with
+parameters keeps its name (weights are `<layer>.<param>`).
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+from cnndsl.diagnostics import CnnError, Diagnostic
+from cnndsl.ir.graph import Graph, Node
+
+INFERENCE, TRAINING = "inference", "training"
+BOTH = frozenset({INFERENCE, TRAINING})
+# A forward graph that may be run in either mode (Model's evaluation graph, which the trainer
+# also re-runs with training semantics to find the first non-finite layer): only the passes
+# valid in both modes, and no autodiff.
+EITHER = "either"
+MAX_LEVEL = 3
+
+
+class Pass:
+    name: ClassVar[str] = ""
+    level: ClassVar[int] = 1
+    modes: ClassVar[frozenset[str]] = BOTH
+    requires: ClassVar[tuple[str, ...]] = ("typed",)
+    ensures: ClassVar[tuple[str, ...]] = ()
+    invalidates: ClassVar[tuple[str, ...]] = ()
+
+    def run(self, graph: Graph, ctx: "PassContext") -> bool:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<pass {self.name} -O{self.level} {'/'.join(sorted(self.modes))}>"
+
+
+def verify_from_env() -> bool:
+    return os.environ.get("CNNDSL_VERIFY_PASSES", "") not in ("", "0")
+
+
+@dataclass
+class PassContext:
+    """Settings of one pipeline run, and what it records."""
+
+    mode: str = INFERENCE
+    level: int = 2
+    disabled: frozenset[str] = frozenset()
+    verify: bool = field(default_factory=verify_from_env)  # IR verifier + shape re-check after every pass
+    dump_after: frozenset[str] = frozenset()
+    on_dump: Callable[[str, str], None] | None = None  # (pass name, dump text); default: collect in `dumps`
+    max_steps: int = 8  # cap of each fixed-point group
+    losses: list = field(default_factory=list)  # for autodiff (training mode)
+    frozen: frozenset[str] = frozenset()
+    properties: set[str] = field(default_factory=lambda: {"typed", "forward"})
+    ran: list[str] = field(default_factory=list)  # every pass run, in order (repeats included)
+    stats: dict[str, Counter] = field(default_factory=dict)  # pass -> what fired -> how many times
+    dumps: list[tuple[str, str]] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)  # free-form results (e.g. the memory plan's size)
+
+    def fired(self, pass_name: str, what: str, n: int = 1) -> None:
+        self.stats.setdefault(pass_name, Counter())[what] += n
+
+    def enabled(self, p: Pass) -> bool:
+        valid = p.modes == BOTH if self.mode == EITHER else self.mode in p.modes
+        return valid and self.level >= p.level and p.name not in self.disabled
+
+
+class PassError(CnnError):
+    """A pass raised, or left a graph that fails verification; names the pass and those before it."""
+
+    def __init__(self, pass_name: str, ran_before: list[str], cause: BaseException):
+        self.pass_name, self.ran_before, self.cause = pass_name, list(ran_before), cause
+        before = ", ".join(ran_before) if ran_before else "none"
+        super().__init__([Diagnostic(
+            "error", f"optimization pass '{pass_name}' failed: {type(cause).__name__}: {cause}",
+            details=[f"passes run before it: {before}"],
+            help=f"compile with --disable-pass {pass_name} (or -O0) to work around it, and please report it",
+            code="pass-failed")])
+
+
+# -- rewriting helpers ----------------------------------------------------------------
+def is_head(graph: Graph, name: str) -> bool:
+    return name in graph.heads.values()
+
+
+def sole_consumer(graph: Graph, name: str) -> str | None:
+    """The one node reading `name` through exactly one edge, when `name` is not a head; else None."""
+    if is_head(graph, name) or graph.nx.out_degree(name) != 1:
+        return None
+    return next(iter(graph.nx.successors(name)))
+
+
+def mark_rewritten(node: Node, pass_name: str) -> None:
+    """Record in node.meta["rewritten_by"] (a column of `cnndsl shapes`) that `pass_name` changed it."""
+    done = node.meta.get("rewritten_by")
+    if not done:
+        node.meta["rewritten_by"] = pass_name
+    elif pass_name not in done.split(", "):
+        node.meta["rewritten_by"] = f"{done}, {pass_name}"
+
+
+def bypass(graph: Graph, name: str) -> None:
+    """Remove a one-input node whose output equals its input: its readers read that input."""
+    graph.replace_uses(name, graph.inputs_of(name)[0])
+    graph.remove(name)
+
+
+def absorb(graph: Graph, keep: str, gone: str) -> None:
+    """`keep` now computes what `gone` did: gone's readers read keep, and gone is removed."""
+    graph.replace_uses(gone, keep)
+    graph.remove(gone)

@@ -1,0 +1,34 @@
+"""Helpers shared by the fusion passes (not a pass): turning a layer into its fused op.
+
+A layer becomes its fused op in place: the node keeps its name (so its parameters stay
+`<layer>.weight`), its options, and gains the epilogue options with their defaults; the
+absorbed nodes are then removed by the pass (`absorb`).
+"""
+from __future__ import annotations
+
+from cnndsl.ops.build import default_value
+from cnndsl.ops.registry import get_op
+
+FUSED_OF = {"conv": "fused_conv", "dense": "fused_dense"}
+ANCHORS = tuple(FUSED_OF) + tuple(FUSED_OF.values())  # ops an epilogue can be fused into
+FUSABLE_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
+
+
+def has_epilogue_room(node) -> bool:
+    """A layer (or fused layer) whose output is still the plain affine result: no activation yet."""
+    return node.op in ANCHORS and node.attrs.get("activation", "none") == "none"
+
+
+def make_fused(node) -> None:
+    """conv -> fused_conv, dense -> fused_dense (a no-op on an already fused layer)."""
+    if node.op not in FUSED_OF:
+        return
+    node.op = FUSED_OF[node.op]
+    for attr in get_op(node.op).attrs:
+        if attr.name not in node.attrs:
+            node.attrs[attr.name] = default_value(attr)
+
+
+def set_activation(node, activation_node) -> None:
+    node.attrs["activation"] = activation_node.op
+    node.attrs["alpha"] = float(activation_node.attrs.get("alpha", 0.01))
