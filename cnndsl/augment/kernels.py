@@ -36,6 +36,8 @@ import numpy as np
 from numba import prange
 
 from cnndsl.kernels.cpu.common import PAR_MIN_WORK, kernel, parallel_kernel
+from cnndsl.kernels.cpu.hash import GOLDEN
+from cnndsl.kernels.cpu.hash import mix as _mix
 
 F0 = np.float32(0.0)
 F1 = np.float32(1.0)
@@ -54,24 +56,11 @@ SNAP = 1e-12
 
 
 # ---------------------------------------------------------------------------- the hash (see rng.py)
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 EPOCH_MUL = np.uint64(0xD6E8FEB86659FD93)
 INDEX_MUL = np.uint64(0xA0761D6478BD642F)
 OP_MUL = np.uint64(0xE7037ED1A0B428DB)
-M1 = np.uint64(0xBF58476D1CE4E5B9)
-M2 = np.uint64(0x94D049BB133111EB)
-S30 = np.uint64(30)
-S27 = np.uint64(27)
-S31 = np.uint64(31)
 S11 = np.uint64(11)
 INV53 = 1.0 / 9007199254740992.0  # 2**-53
-
-
-@kernel
-def _mix(z):
-    z = (z ^ (z >> S30)) * M1
-    z = (z ^ (z >> S27)) * M2
-    return z ^ (z >> S31)
 
 
 @kernel

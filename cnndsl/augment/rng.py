@@ -22,8 +22,8 @@ callable from Python with a np.uint64 key); `image_key_py`, `uniform_py`,
 """
 from __future__ import annotations
 
-# The Numba functions live in kernels.py: Numba's cache only notices edits to the file
-# that defines a kernel, so the hash must sit in the same file as the kernels using it.
+# The Numba functions live in kernels.py, on top of the shared splitmix64 finaliser
+# (cnndsl/kernels/cpu/hash.py, which must never change).
 from cnndsl.augment.kernels import image_key, randint, uniform  # noqa: F401
 
 INV53 = 1.0 / 9007199254740992.0  # 2**-53

@@ -3,7 +3,8 @@
     PassManager([RemoveDropout(), FixedPoint([Cse(), Dce(), ...]), Autodiff(), ...]).run(graph, ctx)
 
 For each pass: skip it unless ctx.enabled(pass) (its level, its modes, --disable-pass);
-check that its `requires` hold; run it; re-infer shapes when it changed something (a
+check that its `requires` hold (a pass that needs what a user-disabled pass would have
+ensured is skipped; any other missing requirement is a pipeline bug and an error); run it; re-infer shapes when it changed something (a
 rewrite only edits ops and edges, shape inference refills types, params and meta);
 with ctx.verify (tests, --verify-passes, CNNDSL_VERIFY_PASSES=1) run the IR verifier and
 check that no shape error appeared and that no head changed type. Any failure becomes
@@ -48,6 +49,7 @@ class PassManager:
         return out
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
+        self._unavailable: set[str] = set()  # properties only a pass disabled by the user ensures
         heads = {h: graph.node(n).type for h, n in graph.heads.items()}
         changed = False
         for entry in self.entries:
@@ -71,11 +73,16 @@ class PassManager:
 
     def _run_one(self, p: Pass, graph: Graph, ctx: PassContext, heads) -> bool:
         if not ctx.enabled(p):
+            if p.name in ctx.disabled:
+                self._unavailable.update(p.ensures)
+            return False
+        missing = [r for r in p.requires if r not in ctx.properties]
+        if missing and set(missing) <= self._unavailable:
+            ctx.fired(p.name, "skipped: a disabled pass ensures what it requires")
             return False
         before = list(ctx.ran)
         ctx.ran.append(p.name)
         try:
-            missing = [r for r in p.requires if r not in ctx.properties]
             if missing:
                 raise RuntimeError(f"requires {', '.join(missing)}, which the passes before it do not ensure")
             changed = bool(p.run(graph, ctx))

@@ -36,7 +36,7 @@ def test_does_not_fire():
     cases = [
         BLOCK.replace("s = add(x, c)", "s = add(x, c, h)"),  # three operands
         BLOCK.replace("  s = add(x, c)\n", "  s = add(x, c) -> sum\n"),  # the add is a head
-        BLOCK.replace("maxpool(r) 2 -> out", "m = maxpool(r) 2\n  add(m, maxpool(c) 2) -> out"),  # c read twice
+        BLOCK.replace("maxpool(r) 2 -> out", "m = maxpool(r) 2\n  n = maxpool(c) 2\n  add(m, n) -> out"),  # c read twice
         "network R {\n input x: 4x6x6\n c = conv(x) 4 padding=same\n add(c, c) -> out\n}",  # conv on both ports
     ]
     for net in cases:

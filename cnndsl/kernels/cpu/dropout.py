@@ -20,22 +20,12 @@ import numpy as np
 from numba import prange
 
 from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
+from cnndsl.kernels.cpu.hash import GOLDEN
+from cnndsl.kernels.cpu.hash import mix as _mix
+from cnndsl.kernels.cpu.tensor import copy
 
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-M1 = np.uint64(0xBF58476D1CE4E5B9)
-M2 = np.uint64(0x94D049BB133111EB)
 STEP_MUL = np.uint64(0xD6E8FEB86659FD93)
-S30 = np.uint64(30)
-S27 = np.uint64(27)
-S31 = np.uint64(31)
 S40 = np.uint64(40)
-
-
-@kernel
-def _mix(z):
-    z = (z ^ (z >> S30)) * M1
-    z = (z ^ (z >> S27)) * M2
-    return z ^ (z >> S31)
 
 
 @kernel
@@ -92,14 +82,5 @@ def dropout_mask(p, seed, step, mask):
         o[i] = np.uint8(1) if _keep(base, thr, i) else np.uint8(0)
 
 
-@parallel_kernel
-def dropout_inference(x, y):
-    """Identity: y[...] = x (bit-exact copy)."""
-    a = x.reshape(x.size)
-    o = y.reshape(y.size)
-    if a.size >= PAR_MIN:
-        for i in prange(a.size):
-            o[i] = a[i]
-    else:
-        for i in range(a.size):
-            o[i] = a[i]
+# At inference dropout is exactly the identity: a bit-exact copy (the same kernel as tensor.copy).
+dropout_inference = copy

@@ -1,0 +1,86 @@
+"""No float64 in any CUDA kernel: compile each one for the real CUDA target, without a GPU.
+
+    python -m cnndsl.kernels.cuda.typecheck        (NOT under NUMBA_ENABLE_CUDASIM)
+
+The simulator runs kernels as Python and checks no types, so a stray `1.0` or a Python
+float argument (both float64) would go unseen there and cost a factor 2-64 on a GPU. This
+script types and lowers every kernel (every tile variant of the GEMM template included)
+with numba's CUDA compiler for compute capability 8.0 and its DECLARED argument types (the
+simulator tests check that every launch passes exactly those), then reads the LLVM IR of
+the kernel and every device function it calls. Any `double` in it fails the check, except
+`fptrunc double <constant> to float`, which is how a `float32(0.5)` literal looks before
+constant folding. No PTX is made, so neither a driver nor NVVM is needed.
+
+The CUDA driver is only consulted for the compute capability when a kernel calls a device
+function; that lookup is answered with 8.0 here.
+"""
+from __future__ import annotations
+
+import re
+import sys
+
+CC = (8, 0)
+_ALLOWED = re.compile(r"=\s*fptrunc double [-+0-9.eExa-fA-FinfINFnaN]+ to float\s*$")
+
+
+def _patch_device_lookup() -> None:
+    import numba.cuda.dispatcher as dispatcher
+
+    class _Device:
+        compute_capability = CC
+
+    dispatcher.get_current_device = lambda: _Device()
+
+
+def all_kernels():
+    """Every kernel of cnndsl/kernels/cuda, GEMM variants for every tile and operand order."""
+    from cnndsl.kernels.cuda import elementwise, gemm, loss, optim, pool, reduce, tensor  # noqa: F401
+    from cnndsl.kernels.cuda.common import KERNELS
+
+    for mode in (gemm.FWD, gemm.BWD_DATA, gemm.BWD_WEIGHT):
+        for tile in gemm.TILES:
+            for a_kfast in (False, True):
+                for b_kfast in (False, True):
+                    gemm.gemm_kernel(mode, tile, a_kfast, b_kfast)
+    return list(KERNELS)
+
+
+def double_lines(k) -> list[str]:
+    """The offending IR lines of one kernel (empty when it is float32 only)."""
+    from numba.cuda.compiler import compile_cuda
+
+    cres = compile_cuda(k.py_func, None, k.signature, cc=CC)
+    ir = cres.library.get_llvm_str()
+    return [line.strip() for line in ir.splitlines() if "double" in line and not _ALLOWED.search(line)]
+
+
+def main() -> int:
+    from cnndsl.backend.cuda.shim import SIMULATOR, cuda
+
+    if SIMULATOR:
+        print("typecheck: run it without NUMBA_ENABLE_CUDASIM (it compiles for the real target)", file=sys.stderr)
+        return 2
+    if not cuda.__name__.startswith("numba"):
+        print(f"typecheck: needs numba's CUDA target, the shim chose {cuda.__name__}", file=sys.stderr)
+        return 2
+    _patch_device_lookup()
+    bad, count = 0, 0
+    for k in all_kernels():
+        count += 1
+        try:
+            lines = double_lines(k)
+        except Exception as e:  # a kernel that does not compile for the real target
+            print(f"FAIL {k.name}: does not compile: {type(e).__name__}: {str(e).splitlines()[0]}")
+            bad += 1
+            continue
+        if lines:
+            bad += 1
+            print(f"FAIL {k.name}: float64 in the IR:")
+            for line in lines[:5]:
+                print(f"    {line}")
+    print(f"typecheck: {count} kernels, {bad} with float64 or compile errors")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""fuse_backward: the activation gradient folded into the fused layer's gradient node."""
+from passes_testutil import graph_of
+
+from cnndsl.passes.autodiff import LossSpec
+from cnndsl.passes.base import PassContext, TRAINING
+from cnndsl.passes.pipeline import optimize
+
+NET = """
+network B {
+  input x: 2x6x6
+  c = conv(x) 3 padding=same relu
+  d = conv 3 padding=same
+  s = add(c, d)
+  r = relu(s)
+  g = global_avgpool(r)
+  h = dense(g) 8 relu
+  dense(h) 4 -> out
+}
+"""
+
+
+def _train(disabled=()):
+    ctx = PassContext()
+    g = optimize(graph_of(NET), TRAINING, 2, losses=[LossSpec("out", "cross_entropy")], disabled=disabled,
+                 verify=True, ctx=ctx)
+    return g, ctx
+
+
+def test_conv_and_dense_backward_fuse():
+    g, ctx = _train()
+    ops = {n.name: n.op for n in g.nodes()}
+    assert ops["c.grad_fused"] == "fused_conv_grad" and ops["h.grad_fused"] == "fused_dense_grad"
+    assert g.node("c.grad_fused").attrs == {"forward": "c", "like": 1, "params_grad": True, "input_grad": True}
+    assert ctx.stats["fuse_backward"] == {"conv backward fused": 1, "dense backward fused": 1}
+    # the residual conv (d, fused with the add and relu) keeps its dz: the shortcut reads it
+    assert ops["d.grad_epilogue"] == "epilogue_grad"
+    assert {"conv_grad_params", "conv_grad_input"} <= set(ops.values())
+    assert "optimizer_step" in ops and g.inputs_of("optimizer_step").count("c.grad_fused") == 1
+
+
+def test_first_layer_needs_no_input_gradient():
+    net = NET.replace("  c = conv(x) 3 padding=same relu\n  d = conv 3 padding=same\n  s = add(c, d)\n",
+                      "  c = conv(x) 3 padding=same relu\n  s = conv(c) 3 padding=same\n")
+    g = optimize(graph_of(net), TRAINING, 2, losses=[LossSpec("out", "cross_entropy")], verify=True)
+    assert g.node("c.grad_fused").attrs["input_grad"] is False
+    assert g.node("c.grad_fused").type.shape == ()
+
+
+def test_disabled_leaves_three_nodes():
+    g, ctx = _train(disabled=["fuse_backward"])
+    assert "fused_conv_grad" not in [n.op for n in g.nodes()] and "fuse_backward" not in ctx.stats
