@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnndsl.backend.executor import Executable
+from cnndsl.backend.executor import Executable, load_backend
 from cnndsl.backend.params import ParamStore
 from cnndsl.diagnostics import CnnError, Diagnostic
 from cnndsl.frontend.training import TrainingConfig
@@ -31,7 +31,7 @@ class Model:
         self.config = program.training or TrainingConfig()
         self.device = device
         self.seed = seed if seed is not None else self.config.seed
-        self.store = ParamStore(self.graph)
+        self.store = ParamStore(self.graph, load_backend(device))  # fails early without the device
         self.store.initialize(self.seed)
         self.losses = loss_specs(program)
         self.frozen = set(layers_matching(self.graph, self.config.freeze))
@@ -40,6 +40,13 @@ class Model:
                 self.store.set_lr_mult(layer, mult)
         for layer in self.frozen:
             self.store.set_lr_mult(layer, 0.0)
+        # frozen batchnorm layers keep their running statistics too (unless `freeze ... stats=false`)
+        from cnndsl.tasks.transfer import check_frozen_statistics
+        check_frozen_statistics(self)
+        self.init_report = None  # `init from "file"`: what was loaded (cnndsl.tasks.transfer.TransferReport)
+        if self.config.init_from is not None:
+            self.init_report = self.init_from(self.config.init_from, self.config.reinit,
+                                              span=self.config.spans.get("init"))
         self._mean, self._std = _normalization(self.config.normalize, self.input_shape)
         self.comm = None  # set by a distributed Trainer (cnndsl.distributed); None: one process
         self._executables: dict[tuple[str, int], Executable] = {}
@@ -65,13 +72,14 @@ class Model:
 
         if kind not in self._graphs:
             if kind == "infer":
-                self._graphs[kind] = optimize(self.graph, "inference", self.opt_level)
+                self._graphs[kind] = optimize(self.graph, "inference", self.opt_level, backend=self.device)
             elif kind == "eval":
                 # "either": the trainer also re-runs this graph with training semantics
-                self._graphs[kind] = optimize(build_loss_graph(self.graph, self.losses), "either", self.opt_level)
+                self._graphs[kind] = optimize(build_loss_graph(self.graph, self.losses), "either", self.opt_level,
+                                              backend=self.device)
             else:
                 self._graphs[kind] = optimize(self.graph, "training", self.opt_level, losses=self.losses,
-                                              frozen=self.frozen)
+                                              frozen=self.frozen, backend=self.device)
         return self._graphs[kind]
 
     def executable(self, kind: str, batch: int) -> Executable:
@@ -117,9 +125,13 @@ class Model:
         return outs
 
     def evaluate(self, x: np.ndarray, y, batch: int = 256) -> dict[str, float]:
-        """Mean loss and, for classification heads, accuracy over a data set."""
+        """Mean loss and, for classification heads, accuracy over a data set; plus the metrics the
+        train section declares beyond accuracy (box_iou, mean_iou, map50, ...: cnndsl.tasks.metrics)."""
+        from cnndsl.tasks.metrics import MetricHook
+
         x = self.prepare(x)
         targets = self._targets(y)
+        hook = MetricHook.for_model(self)
         total, correct, n = 0.0, {}, len(x)
         for i in range(0, n, batch):
             j = min(i + batch, n)
@@ -130,10 +142,15 @@ class Model:
                 if spec.kind in ("cross_entropy", "pixel_cross_entropy"):
                     pred = exe.output(self.graph.heads[spec.head]).argmax(axis=1)
                     correct[spec.head] = correct.get(spec.head, 0) + int((pred == targets[spec.head][i:j]).sum())
+            if hook is not None:
+                hook.add({h: exe.output(self.graph.heads[h]) for h in hook.heads},
+                         {h: targets[h][i:j] for h in hook.heads})
         result = {"loss": total / n}
         for head, c in correct.items():
             denom = n * int(np.prod(targets[head].shape[1:], dtype=np.int64))
             result["accuracy" if len(correct) == 1 else f"{head}_accuracy"] = c / denom
+        if hook is not None:
+            result.update({k: v for k, v in hook.result().items() if k not in result})
         return result
 
     def train_step(self, x: np.ndarray, y, step: int, share: float = 1.0) -> tuple[float, dict[str, np.ndarray]]:
@@ -218,6 +235,15 @@ class Model:
         tensors, _ = load_weights(path)
         match_weights(tensors, self.store.expected_shapes()).raise_if_mismatch(path)
         self.store.load_state_dict(tensors)
+
+    def init_from(self, path, reinit=(), span=None):
+        """Transfer learning: copy the tensors of a weights file that match this network by layer name
+        and shape; tensors only in the network keep their fresh initialization, tensors only in the
+        file are skipped, layers in `reinit` are not loaded. A shape mismatch is an error naming both
+        shapes and the layer's line (nothing is loaded). Returns the report (TransferReport)."""
+        from cnndsl.tasks.transfer import init_from_file
+
+        return init_from_file(self, path, reinit, span)
 
 
 def compile(path_or_program, defines=None, profile=None, device: str = "cpu", seed: int | None = None) -> Model:

@@ -379,3 +379,15 @@ def test_cli_renders_without_traceback(tmp_path):
     text = e.value.diagnostics[0].render()
     assert text.startswith(f"{p}: error: CIFAR-10 batch file is truncated")
     assert "\n  expected: " in text and "\n  found: 5000 bytes = 1 whole records and 1927 bytes more" in text
+
+
+def test_cifar_bin_whose_first_bytes_look_like_idx_is_still_cifar(tmp_path):
+    # label 0, then red pixels 0 and 8: the file starts 00 00 08 like an IDX magic number
+    record = np.zeros(3073, np.uint8)
+    record[2] = 8
+    path = tmp_path / "batch.bin"
+    path.write_bytes(np.concatenate([record, record]).tobytes())
+    from cnndsl.data.formats import load_dataset
+
+    ds = load_dataset(str(path), (3, 32, 32))
+    assert len(ds) == 2

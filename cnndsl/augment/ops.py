@@ -19,7 +19,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from cnndsl.augment import kernels as K
+
+
+class _Kernels:
+    """cnndsl.augment.kernels, imported on first use: checking a model file needs the
+    augmentations' rules but not their Numba kernels (importing Numba costs a second)."""
+
+    def __getattr__(self, name):
+        from cnndsl.augment import kernels
+
+        return getattr(kernels, name)
+
+
+K = _Kernels()
 
 Shape = tuple[int, int, int]
 

@@ -4,6 +4,9 @@
 (a missing kernel is a compile-time error naming the op), plans memory, and
 allocates every buffer once for a batch size. `Executable.run` then only copies
 the inputs in and calls the launchers in order.
+
+Where the buffers live is the backend object's business (cnndsl/backend/base.py):
+NumPy arrays for the CPU, device arrays for CUDA; see docs/architecture.md, "Backends".
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cnndsl.backend.base import CPU, Backend
 from cnndsl.backend.params import ParamStore
 from cnndsl.backend.plan import MemoryPlan, execution_order, plan_memory
 from cnndsl.diagnostics import CnnError, Diagnostic
@@ -37,12 +41,14 @@ class RunContext:
     share: float = 1.0  # this rank's fraction of the global batch (data-parallel training)
     losses: dict[str, float] = field(default_factory=dict)  # loss node -> value of the last run
     workspace: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    backend: Backend = CPU  # allocates ws/scratch buffers in the backend's memory
+    cache: dict[str, Any] = field(default_factory=dict)  # per-node objects a backend's launchers keep
 
     def ws(self, node: str, key: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
         """A per-node scratch or saved-for-backward buffer, allocated once."""
         arr = self.workspace.get((node, key))
         if arr is None or arr.shape != tuple(shape) or arr.dtype != dtype:
-            arr = np.zeros(shape, dtype)
+            arr = self.backend.zeros(shape, dtype)
             self.workspace[(node, key)] = arr
         return arr
 
@@ -51,7 +57,7 @@ class RunContext:
         (it holds nothing between launches); grows to the largest request, never shrinks."""
         arr = self.workspace.get(("", key))
         if arr is None or arr.size < n:
-            arr = np.zeros(max(n, 1), np.float32)
+            arr = self.backend.zeros(max(n, 1), np.float32)
             self.workspace[("", key)] = arr
         return arr[:max(n, 1)]
 
@@ -59,24 +65,31 @@ class RunContext:
         return self.graph.node(node.attrs["forward"])
 
 
-def load_backend(name: str) -> None:
-    """Import a backend's launchers so that they register themselves in the op registry."""
+def load_backend(name: str) -> Backend:
+    """Import a backend's launchers so that they register themselves in the op registry, and
+    return its backend object. CUDA without a usable device is a CnnError saying so."""
     if name == "cpu":
         import cnndsl.backend.cpu  # noqa: F401
-    else:
-        raise CnnError([Diagnostic("error", f"unknown device '{name}'", help="use --device cpu", code="device")])
+        return CPU
+    if name == "cuda":
+        from cnndsl.backend.cuda import load
+
+        return load()
+    raise CnnError([Diagnostic("error", f"unknown device '{name}'", help="use --device cpu or --device cuda",
+                               code="device")])
 
 
 class Executable:
     def __init__(self, graph: Graph, store: ParamStore, batch: int, backend: str = "cpu"):
-        load_backend(backend)
+        self.backend = load_backend(backend)
         self.graph = graph
         self.batch = batch
         self.order = execution_order(graph)
         self.plan: MemoryPlan = plan_memory(graph, self.order)
-        self.rc = RunContext(graph, store, batch)
+        self.rc = RunContext(graph, store, batch, backend=self.backend)
         self._launchers = self._resolve(backend)
-        self._slots = [np.zeros(batch * n, np.dtype(d)) for n, d in zip(self.plan.slot_elems, self.plan.slot_dtype)]
+        self._slots = [self.backend.zeros(batch * n, np.dtype(d))
+                       for n, d in zip(self.plan.slot_elems, self.plan.slot_dtype)]
         self.arrays = {name: self._array(name) for name in self.order if name in self.plan.slot_of}
         self._steps = [(self._launchers[name], graph.node(name),
                         [self.arrays.get(s) for s in graph.inputs_of(name)], self.arrays.get(name))
@@ -103,13 +116,22 @@ class Executable:
     def run(self, feeds: dict[str, np.ndarray], training: bool = False, step: int = 0, seed: int = 0) -> None:
         rc = self.rc
         rc.training, rc.step, rc.seed = training, step, seed
-        for name, value in feeds.items():
-            np.copyto(self.arrays[name], value, casting="same_kind")
+        backend = self.backend
+        if backend.host:
+            for name, value in feeds.items():
+                np.copyto(self.arrays[name], value, casting="same_kind")
+        else:
+            backend.start_run(rc)
+            for name, value in feeds.items():
+                backend.copy_in(self.arrays[name], value)
         for launch, node, ins, out in self._steps:
             launch(rc, node, ins, out)
+        if not backend.host:
+            backend.finish_run(rc)
 
     def output(self, name: str) -> np.ndarray:
-        return self.arrays[name]
+        """A tensor's values as a NumPy array (on the CPU a view of the buffer itself)."""
+        return self.backend.to_host(self.arrays[name])
 
 
 def check_backend_covers(graph: Graph, backend: str) -> None:

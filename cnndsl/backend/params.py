@@ -5,6 +5,14 @@ cnndsl/train/optim.py's FlatParams) makes the optimizer
 one loop, a checkpoint one array, and (later) a distributed step one
 all-reduce. Each tensor is a named view `<layer>.<param>` into it. Batchnorm
 running statistics are non-learnable buffers kept beside it.
+
+On a device backend (CUDA) the store also keeps a copy of everything in device memory
+(`DeviceTensors`), which the launchers use; the host arrays and the device copy are kept
+coherent lazily: the device copy is refreshed before a run when the host values were
+changed (initialize, load_state_dict, set_lr_mult, view), and the host arrays are
+refreshed from the device when they are read after a training run changed the device copy
+(state_dict, view, grad_view, sync_to_host). On the CPU the host arrays are the only copy
+and none of this does anything.
 """
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ import math
 
 import numpy as np
 
+from cnndsl.backend.base import CPU
 from cnndsl.ir.graph import Graph
 from cnndsl.train.optim import FlatParams
 
@@ -22,7 +31,7 @@ class ParamStore:
     """The learnable tensors of one model (a FlatParams: data, grad, lr_mult buffers) and
     its non-learnable buffers (batchnorm running statistics)."""
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, backend=None):
         shapes, self.owner = {}, {}
         for node in graph.nodes():
             for pname, shape in node.params.items():
@@ -41,6 +50,37 @@ class ParamStore:
             short = name[len(layer) + 1:]
             self.by_layer.setdefault(layer, {})[short] = self.params.view(name)
             self.grads_by_layer.setdefault(layer, {})[short] = self.params.grad_view(name)
+        self.backend = backend if backend is not None else CPU
+        self._device: DeviceTensors | None = None
+        self._host_stale = False  # a device run changed values the host arrays do not have yet
+        self._device_stale = True  # the host arrays changed since the device copy was made
+
+    # -- device copy (device backends only) ------------------------------------------
+    def on_device(self) -> "DeviceTensors":
+        """The device copy, brought up to date with the host arrays if they changed."""
+        if self._device is None:
+            self._device = DeviceTensors(self, self.backend)
+            self._device_stale = False
+        elif self._device_stale:
+            self._device.upload(self)
+            self._device_stale = False
+        return self._device
+
+    def device_changed(self) -> None:
+        """A run wrote the device copy (weights, gradients, statistics, optimizer state)."""
+        self._host_stale = True
+
+    def sync_to_host(self) -> None:
+        """Bring the host arrays (and the optimizer's state) up to date with the device copy."""
+        if self._host_stale:
+            self._device.download(self)
+            self._host_stale = False
+
+    def _host_write(self) -> None:
+        """Before the host arrays are written: pull device values, then mark the device copy stale."""
+        if not self.backend.host:
+            self.sync_to_host()
+            self._device_stale = True
 
     @property
     def segments(self) -> dict[str, tuple[int, ...]]:
@@ -48,12 +88,16 @@ class ParamStore:
 
     # -- views ----------------------------------------------------------------
     def view(self, name: str) -> np.ndarray:
+        """A writable host view (on a device backend the device copy is refreshed before the next run)."""
+        self._host_write()
         return self.params.view(name)
 
     def grad_view(self, name: str) -> np.ndarray:
+        self.sync_to_host()
         return self.params.grad_view(name)
 
     def set_lr_mult(self, layer: str, mult: float) -> None:
+        self._host_write()
         for name, owner in self.owner.items():
             if owner == layer:
                 self.params.set_lr_mult(name, mult)
@@ -62,17 +106,19 @@ class ParamStore:
     def initialize(self, seed: int) -> None:
         """He-normal weights before ReLU-like activations, Glorot-uniform before tanh/sigmoid/softmax
         and on heads; zero biases, unit batchnorm scales. Deterministic in `seed`."""
+        self._host_write()
         rng = np.random.default_rng(seed)
         for name, shape in self.segments.items():
             layer = self._graph.node(self.owner[name])
             kind = name.rsplit(".", 1)[1]
-            self.view(name)[...] = _init(kind, shape, layer, self._graph, rng)
+            self.params.view(name)[...] = _init(kind, shape, layer, self._graph, rng)
         for name, buf in self.buffers.items():
             buf[...] = 1.0 if name.endswith("var") else 0.0
 
     # -- state ----------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
-        out = {name: self.view(name).copy() for name in self.segments}
+        self.sync_to_host()
+        out = {name: self.params.view(name).copy() for name in self.segments}
         out.update({name: b.copy() for name, b in self.buffers.items()})
         return out
 
@@ -83,11 +129,65 @@ class ParamStore:
 
     def load_state_dict(self, tensors: dict[str, np.ndarray]) -> None:
         """Copy tensors in by name; the caller has matched names and shapes already."""
+        self._host_write()
         for name, value in tensors.items():
             if name in self.segments:
-                self.view(name)[...] = value
+                self.params.view(name)[...] = value
             elif name in self.buffers:
                 self.buffers[name][...] = value
+
+
+class DeviceTensors:
+    """The store's arrays in a device backend's memory: flat data, grad, lr_mult and wd_mult,
+    the buffers, per-layer views of them, and the optimizer state of the optimizer that last
+    stepped (launchers get it through `optimizer_state`)."""
+
+    def __init__(self, store: ParamStore, backend):
+        p = store.params
+        self.backend = backend
+        self.data, self.grad = backend.to_device(p.data), backend.to_device(p.grad)
+        self.lr_mult, self.wd_mult = backend.to_device(p.lr_mult), backend.to_device(p.wd_mult)
+        self.buffers = {name: backend.to_device(b) for name, b in store.buffers.items()}
+        self.by_layer: dict[str, dict] = {}
+        self.grads_by_layer: dict[str, dict] = {}
+        self.buffers_by_layer: dict[str, dict] = {}
+        for name, layer in store.owner.items():
+            seg, short = p.layout[name], name[len(layer) + 1:]
+            self.by_layer.setdefault(layer, {})[short] = self.data[seg.offset:seg.stop].reshape(seg.shape)
+            self.grads_by_layer.setdefault(layer, {})[short] = self.grad[seg.offset:seg.stop].reshape(seg.shape)
+        for name, buf in self.buffers.items():
+            layer, short = name.rsplit(".", 1)
+            self.buffers_by_layer.setdefault(layer, {})[short] = buf
+        self.optimizer = None
+        self.opt_state: dict = {}
+
+    def optimizer_state(self, optimizer) -> dict:
+        """Device arrays of `optimizer.state` (uploaded when this optimizer is new here)."""
+        if optimizer is not self.optimizer:
+            self.optimizer = optimizer
+            self.opt_state = {k: self.backend.to_device(v) for k, v in optimizer.state.items()}
+        return self.opt_state
+
+    def upload(self, store: ParamStore) -> None:
+        p, b = store.params, self.backend
+        for dst, src in ((self.data, p.data), (self.grad, p.grad), (self.lr_mult, p.lr_mult),
+                         (self.wd_mult, p.wd_mult)):
+            b.copy_in(dst, src)
+        for name, buf in store.buffers.items():
+            b.copy_in(self.buffers[name], buf)
+        if self.optimizer is not None:
+            for k, v in self.optimizer.state.items():
+                b.copy_in(self.opt_state[k], v)
+
+    def download(self, store: ParamStore) -> None:
+        p, b = store.params, self.backend
+        b.copy_out(p.data, self.data)
+        b.copy_out(p.grad, self.grad)
+        for name, buf in store.buffers.items():
+            b.copy_out(buf, self.buffers[name])
+        if self.optimizer is not None:
+            for k, v in self.opt_state.items():
+                b.copy_out(self.optimizer.state[k], v)
 
 
 def _init(kind: str, shape: tuple[int, ...], layer, graph: Graph, rng) -> np.ndarray:

@@ -72,16 +72,15 @@ def augment_grid(originals: np.ndarray, versions: np.ndarray, row_labels: list[s
     scale = cell_scale(h, w)
     cw, ch = max(1, round(w * scale)), max(1, round(h * scale))
     font, small = _font(14), _font(12)
-    title_h = 26 if title else 0
     header_h = 22
     width = LABEL_W + (k + 1) * (cw + GAP) + GAP
-    if title:  # widen for a long title rather than cut it
-        width = max(width, int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=font)) + 2 * GAP)
+    lines = _wrap(title, font, width - 2 * GAP) if title else []
+    title_h = 20 * len(lines) + (6 if lines else 0)
     height = title_h + header_h + n * (ch + GAP) + GAP
     grid = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(grid)
-    if title:
-        draw.text((GAP, 5), title, fill="black", font=font)
+    for j, line in enumerate(lines):
+        draw.text((GAP, 5 + 20 * j), line, fill="black", font=font)
     x0 = LABEL_W + GAP
     for j, text in enumerate(col_labels):
         x = x0 + j * (cw + GAP)
@@ -97,6 +96,24 @@ def augment_grid(originals: np.ndarray, versions: np.ndarray, row_labels: list[s
         for j in range(k):
             grid.paste(_to_pil(versions[j, i], scale), (x0 + (j + 1) * (cw + GAP), y))
     return grid
+
+
+def _wrap(text: str, font, width: int) -> list[str]:
+    """`text` in lines no wider than `width` pixels, broken at spaces."""
+    from PIL import Image, ImageDraw
+
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+    lines: list[str] = []
+    current = ""
+    for word in (w + " " for w in text.split(" ")):
+        if current and measure(current + word, font=font) > width:
+            lines.append(current.rstrip())
+            current = word
+        else:
+            current += word
+    if current.strip():
+        lines.append(current.rstrip())
+    return lines
 
 
 def pick_images(labels, n: int, seed: int) -> np.ndarray:
@@ -178,7 +195,7 @@ def augment(file, data, n_images, k_versions, seed, output, load_kwargs):
     idx = pick_images(ds.y, min(n_images, len(ds)), seed)
     originals = ds.x[idx]
     versions = np.stack([pipe.apply(originals, idx, epoch) for epoch in range(k_versions)])
-    steps = ", ".join(_step_text(a) for a in augs)
+    steps = "; ".join(_step_text(a) for a in augs)
     title = f"{Path(file).name}: {steps}   (seed {seed}; before normalize)"
     cols = ["original"] + [f"epoch {e + 1}" for e in range(k_versions)]
     grid = augment_grid(originals, versions, [_label(ds, int(i)) for i in idx], cols, title)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from cnndsl.cli.compile import opt_level_option, selected_opt_level
 from cnndsl.cli.main import cli, print_diagnostics
 from cnndsl.cli.options import load_model, model_options
 from cnndsl.diagnostics import CnnError, file_error
@@ -38,19 +39,23 @@ def check(files, load_kwargs):
 @cli.command()
 @click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable records instead of the table.")
+@click.option("--optimized", is_flag=True, help="The inference graph after the optimization passes (-O level), "
+              "with the pass that rewrote each layer.")
 @model_options
-def shapes(file, as_json, load_kwargs):
+@opt_level_option
+def shapes(file, as_json, optimized, load_kwargs):
     """Every layer's output shape, parameters, FLOPs and receptive field."""
     from cnndsl.analysis.summary import format_table, summary_rows
 
     program = load_model(file, load_kwargs)
-    rows = summary_rows(program.graph)
+    shown = _optimized(program.graph) if optimized else program.graph
+    rows = summary_rows(shown)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
         from cnndsl.analysis.memory import memory_lines
 
-        click.echo(format_table(rows, program.graph))
+        click.echo(format_table(rows, shown))
         click.echo("\n".join(memory_lines(program)))
 
 
@@ -58,14 +63,16 @@ def shapes(file, as_json, load_kwargs):
 @click.argument("file")
 @click.option("--format", "fmt", type=click.Choice(["dot", "svg", "png"]), default="dot", show_default=True)
 @click.option("-o", "--output", default=None, help="Write here instead of stdout (required for svg/png).")
+@click.option("--optimized", is_flag=True, help="Draw the inference graph after the optimization passes (-O level).")
 @model_options
-def graph(file, fmt, output, load_kwargs):
+@opt_level_option
+def graph(file, fmt, output, optimized, load_kwargs):
     """Draw the network (Graphviz DOT; SVG/PNG through Graphviz's `dot` when installed)."""
     from cnndsl.ir.dot import to_dot
     from cnndsl.io.atomic import atomic_write_bytes
 
     program = load_model(file, load_kwargs)
-    text = to_dot(program.graph)
+    text = to_dot(_optimized(program.graph) if optimized else program.graph)
     if fmt == "dot":
         if output:
             atomic_write_bytes(output, text.encode())
@@ -83,3 +90,10 @@ def graph(file, fmt, output, load_kwargs):
         raise file_error(output, "Graphviz failed to draw the graph", found=result.stderr.decode(errors="replace"))
     atomic_write_bytes(output, result.stdout)
     click.echo(f"wrote {output}")
+
+
+def _optimized(graph):
+    """The inference graph after the pass pipeline at the -O level (node.meta["rewritten_by"] set)."""
+    from cnndsl.passes.pipeline import optimize
+
+    return optimize(graph, "inference", selected_opt_level())

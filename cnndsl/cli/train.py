@@ -11,6 +11,7 @@ import numpy as np
 
 from cnndsl.cli.main import cli, print_diagnostics
 from cnndsl.cli.options import load_model, model_options
+from cnndsl.cli.compile import opt_level_option, selected_opt_level
 from cnndsl.diagnostics import CnnError
 
 
@@ -18,7 +19,7 @@ def _compile(file, load_kwargs, seed=None):
     from cnndsl.model import Model
 
     program = load_model(file, load_kwargs)
-    return Model(program, seed=seed)
+    return Model(program, seed=seed, opt_level=selected_opt_level())
 
 
 def _datasets(model, data: str | None):
@@ -42,6 +43,7 @@ def _datasets(model, data: str | None):
               help="Data-parallel over MPI ranks (launch with mpiexec ... python -m mpi4py -m cnndsl train); "
                    "auto: when started by an MPI launcher.")
 @model_options
+@opt_level_option
 def train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_augment, no_progress, distributed,
           load_kwargs):
     """Train a model on its dataset; writes weights, metrics.json and curves.png to --out."""
@@ -111,6 +113,7 @@ def _epoch_line(r: dict) -> str:
 @click.option("--data", default=None, help="Dataset: 'digits' (bundled) or a .npz file with x/y arrays.")
 @click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True)
 @model_options
+@opt_level_option
 def eval_(file, weights, data, batch, load_kwargs):
     """Loss and accuracy of trained weights on the held-out split."""
     model = _compile(file, load_kwargs)
@@ -128,14 +131,22 @@ def eval_(file, weights, data, batch, load_kwargs):
 @click.argument("images", nargs=-1, required=True)
 @click.option("--weights", required=True, help="A .safetensors weights file.")
 @click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="How many classes to show.")
+@click.option("-o", "--out-image", default=None,
+              help="Write a PNG of the input with the predicted boxes or mask drawn over it (NAME-1.png, ... "
+                   "for several inputs).")
 @model_options
-def predict(file, images, weights, top, load_kwargs):
+@opt_level_option
+def predict(file, images, weights, top, out_image, load_kwargs):
     """Top classes with probabilities for PNG/JPEG/.npy images."""
     from cnndsl.io.images import load_image
 
     model = _compile(file, load_kwargs)
     model.load_weights(weights)
     x = np.stack([load_image(path, model.input_shape) for path in images])
+    from cnndsl.tasks.draw import predict_task  # boxes, detections, masks; -o draws them
+
+    if predict_task(model, images, x, out_image, echo=click.echo, top=top):
+        return
     probs = model.predict_proba(x)
     head = model.losses[0].head
     for path, p in zip(images, probs[head]):

@@ -537,6 +537,9 @@ def _classify(path: Path) -> str:
         return "pickle"
     if path.suffix.lower() == ".npz" or head.startswith(_ZIP_MAGIC) or head.startswith(_NPY_MAGIC):
         return "npz"
+    size = path.stat().st_size
+    if path.suffix.lower() == ".bin" and size and size % CIFAR_RECORD == 0:
+        return "cifar"  # whole CIFAR records: their first bytes may look like an IDX magic by chance
     magic = _idx_magic(path)
     if magic[:3] == b"\0\0\x08" or _idx_partner(path) is not None:
         return "idx"

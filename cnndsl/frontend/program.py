@@ -63,8 +63,12 @@ def _compile(text, filename, defines, profile, network) -> Program:
     items = _dedup(diags.items)
     if any(d.severity == "error" for d in items):
         raise CnnError(items)
-    return Program(graph, training, profiles, [d for d in items if d.severity != "error"], filename, params,
-                   profile, module)
+    program = Program(graph, training, profiles, [d for d in items if d.severity != "error"], filename, params,
+                      profile, module)
+    from cnndsl.tasks.transfer import mark_trainable  # frozen layers show as not trainable in `cnndsl shapes`
+
+    mark_trainable(program)
+    return program
 
 
 def _choose_network(module: ast.Module, network: str | None, filename: str) -> ast.Network:

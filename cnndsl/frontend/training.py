@@ -87,6 +87,10 @@ class TrainingConfig:
     freeze: tuple[str, ...] = ()  # layer names or instance prefixes, as written
     freeze_stats: bool = True  # frozen batchnorm layers also keep their running statistics
     lr_mult: dict[str, float] = field(default_factory=dict)  # layer name or prefix -> learning-rate factor
+    # transfer learning: `init from "weights.safetensors"` (by layer name and shape), `reinit LAYER...`
+    init_from: str | None = None  # a weights file, as written (resolved by cnndsl.tasks.transfer)
+    reinit: tuple[str, ...] = ()  # layers initialized fresh even when the init file has their tensors
+    freeze_up_to: tuple[str, ...] = ()  # the `freeze up_to X` boundaries, as written (already in `freeze`)
     profile: str | None = None  # the profile applied on top of `train`, if any
     spans: dict[str, Span] = field(default_factory=dict, compare=False)  # setting -> where it is written
 
@@ -273,6 +277,7 @@ METRICS: dict[str, int | None] = {
     "mae": None,
     "mse": None,
     "box_iou": 1,
+    "map50": 3,  # a YOLO-style detection grid: mAP at IoU 0.5 (cnndsl.tasks.detection)
 }
 
 SETTINGS: dict[str, str] = {  # setting -> how it is written (for did-you-mean and docs)
@@ -286,8 +291,10 @@ SETTINGS: dict[str, str] = {  # setting -> how it is written (for did-you-mean a
     "metric": "metric HEAD KIND...",
     "normalize": "normalize mean=M std=S",
     "augment": "augment { ... }",
-    "freeze": "freeze LAYER... [stats=false]",
+    "freeze": "freeze LAYER... | freeze up_to LAYER [stats=false]",
     "lr_mult": "lr_mult LAYER=FACTOR...",
+    "init": "init from \"weights.safetensors\"",
+    "reinit": "reinit LAYER...",
 }
 _SCALARS = {
     "epochs": Opt("epochs", "int", 10, "passes over the training set", minimum=1, maximum=1_000_000),
@@ -405,6 +412,10 @@ class TrainingBuilder:
             self.freeze(s, cfg)
         elif name == "lr_mult":
             self.lr_mult(s, lr_mult)
+        elif name == "init":
+            self.init_from(s, cfg)
+        elif name == "reinit":
+            self.reinit(s, cfg)
 
     @staticmethod
     def _head_name(s: ast.Setting) -> str:
@@ -712,12 +723,18 @@ class TrainingBuilder:
 
     def freeze(self, s: ast.Setting, cfg: dict) -> None:
         names: list[tuple[str, Span]] = []
+        up_to: list[tuple[str, Span]] = []
         stats = True
         bad = False
+        after_up_to = False
         for a in s.args:
             if a.key is None:
+                if isinstance(a.value, ast.Name) and a.value.name == "up_to" and not after_up_to:
+                    after_up_to = True
+                    continue
                 if isinstance(a.value, ast.Name):
-                    names.append((a.value.name, a.value.span))
+                    (up_to if after_up_to else names).append((a.value.name, a.value.span))
+                    after_up_to = False
                 else:
                     self.error("freeze takes layer names", a.span, help="for example `freeze c1 c2 stage1`",
                                code="bad-value")
@@ -734,15 +751,67 @@ class TrainingBuilder:
                 self.error(f"'{a.key}' is not an option of freeze", a.key_span or a.span,
                            help=hint or "freeze options: stats", code="unknown-option")
                 bad = True
-        if not names and not bad:
+        if after_up_to and not bad:
+            self.error("freeze up_to needs a layer name after it", s.span,
+                       help="for example `freeze up_to conv2` (conv2 and every layer before it)",
+                       code="missing-option")
+            bad = True
+        if not names and not up_to and not bad:
             self.error("freeze needs at least one layer name", s.span, help="for example `freeze c1 c2`",
                        code="missing-option")
             bad = True
         if bad:
             raise _Fail
-        self.names(s, names)
-        cfg["freeze"] = tuple(n for n, _ in names)
+        self.names(s, names + up_to)
+        cfg["freeze"] = tuple(n for n, _ in names) + self.layers_up_to([n for n, _ in up_to])
+        cfg["freeze_up_to"] = tuple(n for n, _ in up_to)
         cfg["freeze_stats"] = stats
+
+    def layers_up_to(self, boundaries: list[str]) -> tuple[str, ...]:
+        """`freeze up_to X`: X (a layer, head or block instance) and every layer that feeds it, i.e. the
+        layers with parameters among X's ancestors, in topological order."""
+        if not boundaries or self.graph is None:
+            return ()
+        import networkx as nx
+
+        chosen: set[str] = set()
+        for b in boundaries:
+            roots = select_nodes(self.graph, (b,))
+            chosen.update(roots)
+            for r in roots:
+                chosen.update(nx.ancestors(self.graph.nx, r))
+        return tuple(n for n in self.graph.topo_order() if n in chosen and self.graph.node(n).params)
+
+    def init_from(self, s: ast.Setting, cfg: dict) -> None:
+        """`init from "runs/pretrain/weights.safetensors"` (the word `from` may be left out)."""
+        args = list(s.args)
+        if args and args[0].key is None and isinstance(args[0].value, ast.Name) and args[0].value.name == "from":
+            args = args[1:]
+        sub = ast.Setting(s.name, args, s.span, s.name_span)
+        (path,), _ = self.values(sub, [Opt("path", "text", REQUIRED, "a .safetensors weights file",
+                                           positional=True)], {}, what="init from")
+        if not path:
+            self.error("init from needs a weights file", s.span, help='for example `init from "runs/pretrain/'
+                       'weights.safetensors"`', code="missing-option")
+            raise _Fail
+        cfg["init_from"] = path
+
+    def reinit(self, s: ast.Setting, cfg: dict) -> None:
+        """`reinit head`: initialize these layers fresh although the init file has tensors for them."""
+        names: list[tuple[str, Span]] = []
+        for a in s.args:
+            if a.key is None and isinstance(a.value, ast.Name):
+                names.append((a.value.name, a.value.span))
+            else:
+                self.error("reinit takes layer names", a.span, help="for example `reinit logits`",
+                           code="bad-value")
+                raise _Fail
+        if not names:
+            self.error("reinit needs at least one layer name", s.span, help="for example `reinit logits`",
+                       code="missing-option")
+            raise _Fail
+        self.names(s, names)
+        cfg["reinit"] = tuple(n for n, _ in names)
 
     def lr_mult(self, s: ast.Setting, lr_mult: dict[str, float]) -> None:
         names: list[tuple[str, Span]] = []

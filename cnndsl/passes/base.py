@@ -69,6 +69,9 @@ class PassContext:
     max_steps: int = 8  # cap of each fixed-point group
     losses: list = field(default_factory=list)  # for autodiff (training mode)
     frozen: frozenset[str] = frozenset()
+    # the backend the graph will run on: a fusion fires only when it has kernels for the fused op
+    # (ONNX Runtime's compatible execution providers); None: no backend, a pure graph rewrite
+    backend: str | None = None
     properties: set[str] = field(default_factory=lambda: {"typed", "forward"})
     ran: list[str] = field(default_factory=list)  # every pass run, in order (repeats included)
     stats: dict[str, Counter] = field(default_factory=dict)  # pass -> what fired -> how many times

@@ -20,7 +20,7 @@ Tests: tests/passes/test_fold_batchnorm.py.
 from __future__ import annotations
 
 from cnndsl.passes.base import INFERENCE, Pass, PassContext, absorb, is_head, mark_rewritten, sole_consumer
-from cnndsl.passes.fusion import has_epilogue_room, make_fused
+from cnndsl.passes.fusion import can_make_fused, has_epilogue_room, make_fused
 
 
 class FoldBatchnorm(Pass):
@@ -43,7 +43,7 @@ class FoldBatchnorm(Pass):
         layer = graph.node(layer_name)
         if not has_epilogue_room(layer) or layer.attrs.get("residual") or layer.attrs.get("folded_bn"):
             return False
-        if sole_consumer(graph, layer_name) != bn_name:
+        if sole_consumer(graph, layer_name) != bn_name or not can_make_fused(layer, ctx):
             return False
         eps = float(graph.node(bn_name).attrs["eps"])
         make_fused(layer)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from cnndsl.ir.graph import Node
 from cnndsl.passes.base import TRAINING, Pass, PassContext
+from cnndsl.passes.fusion import backend_has
 
 GRAD_OPS = {"fused_conv": ("conv_grad_params", "conv_grad_input", "fused_conv_grad"),
             "fused_dense": ("dense_grad_params", "dense_grad_input", "fused_dense_grad")}
@@ -39,7 +40,7 @@ class FuseBackward(Pass):
     def fuse(self, graph, dz: str, ctx: PassContext) -> bool:
         fwd = graph.node(dz).attrs["forward"]
         ops = GRAD_OPS.get(graph.node(fwd).op)
-        if ops is None:
+        if ops is None or not backend_has(ctx, ops[2]):
             return False
         readers = {graph.node(r).op: r for r in graph.consumers(dz)}
         if len(readers) != graph.nx.out_degree(dz) or set(readers) - set(ops[:2]) or \

@@ -15,13 +15,13 @@ Tests: tests/passes/test_fuse_conv_activation.py.
 from __future__ import annotations
 
 from cnndsl.passes.base import Pass, PassContext, absorb, is_head, mark_rewritten, sole_consumer
-from cnndsl.passes.fusion import FUSABLE_ACTIVATIONS, has_epilogue_room, make_fused, set_activation
+from cnndsl.passes.fusion import FUSABLE_ACTIVATIONS, can_make_fused, has_epilogue_room, make_fused, set_activation
 
 
 def fuse_activation(graph, layer_name: str, pass_name: str, ctx: PassContext) -> bool:
     """The rule shared with fuse_dense_activation."""
     layer = graph.node(layer_name)
-    if not has_epilogue_room(layer):
+    if not has_epilogue_room(layer) or not can_make_fused(layer, ctx):
         return False
     act_name = sole_consumer(graph, layer_name)
     if act_name is None or is_head(graph, act_name):

@@ -15,7 +15,7 @@ Tests: tests/passes/test_fuse_residual.py.
 from __future__ import annotations
 
 from cnndsl.passes.base import Pass, PassContext, absorb, is_head, mark_rewritten, sole_consumer
-from cnndsl.passes.fusion import FUSABLE_ACTIVATIONS, has_epilogue_room, make_fused, set_activation
+from cnndsl.passes.fusion import FUSABLE_ACTIVATIONS, can_make_fused, has_epilogue_room, make_fused, set_activation
 
 
 class FuseResidual(Pass):
@@ -32,7 +32,7 @@ class FuseResidual(Pass):
 
     def fuse(self, graph, conv_name: str, ctx: PassContext) -> bool:
         conv = graph.node(conv_name)
-        if not has_epilogue_room(conv) or conv.attrs.get("residual"):
+        if not has_epilogue_room(conv) or conv.attrs.get("residual") or not can_make_fused(conv, ctx):
             return False
         add_name = sole_consumer(graph, conv_name)
         if add_name is None or is_head(graph, add_name) or graph.node(add_name).op != "add":

@@ -14,6 +14,22 @@ ANCHORS = tuple(FUSED_OF) + tuple(FUSED_OF.values())  # ops an epilogue can be f
 FUSABLE_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
 
 
+def backend_has(ctx, *ops: str) -> bool:
+    """Can ctx.backend run these ops? (True without a backend: a pure graph rewrite.)"""
+    if ctx.backend is None:
+        return True
+    from cnndsl.backend.executor import load_backend
+
+    load_backend(ctx.backend)
+    return all(ctx.backend in get_op(op).kernels for op in ops)
+
+
+def can_make_fused(node, ctx) -> bool:
+    """The fused op of this layer, and in training its epilogue gradient, exist on ctx.backend."""
+    fused = FUSED_OF.get(node.op, node.op)
+    return backend_has(ctx, fused, "epilogue_grad") if ctx.mode == "training" else backend_has(ctx, fused)
+
+
 def has_epilogue_room(node) -> bool:
     """A layer (or fused layer) whose output is still the plain affine result: no activation yet."""
     return node.op in ANCHORS and node.attrs.get("activation", "none") == "none"

@@ -59,9 +59,11 @@ def pass_names() -> list[str]:
 
 
 def optimize(graph: Graph, mode: str = INFERENCE, level: int = DEFAULT_LEVEL, *, disabled=(), verify=None,
-             dump_after=(), on_dump=None, losses=(), frozen=(), ctx: PassContext | None = None) -> Graph:
+             dump_after=(), on_dump=None, losses=(), frozen=(), backend: str | None = None,
+             ctx: PassContext | None = None) -> Graph:
     """A rewritten copy of a shape-checked graph (the input is not modified). Pass `ctx` to read
-    the per-pass statistics (ctx.stats), the passes run (ctx.ran) and dumps afterwards."""
+    the per-pass statistics (ctx.stats), the passes run (ctx.ran) and dumps afterwards. With a
+    `backend`, fusions fire only into ops that backend has kernels for."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not 0 <= level <= MAX_LEVEL:
@@ -72,7 +74,7 @@ def optimize(graph: Graph, mode: str = INFERENCE, level: int = DEFAULT_LEVEL, *,
     ctx = ctx or PassContext()
     ctx.mode, ctx.level = mode, level
     ctx.disabled, ctx.dump_after, ctx.on_dump = frozenset(disabled), frozenset(dump_after), on_dump
-    ctx.losses, ctx.frozen = list(losses), frozenset(frozen)
+    ctx.losses, ctx.frozen, ctx.backend = list(losses), frozenset(frozen), backend
     if verify is not None:
         ctx.verify = verify
     out = graph.copy()

@@ -11,6 +11,10 @@ def resolve_datasets(model, data: str | None = None) -> tuple[Dataset, Dataset]:
     """(train, held-out) for `data` (the CLI's --data), else the training section's dataset, else
     the digits. A data set without a test split is split 80/20 with a fixed seed."""
     spec = data or model.config.dataset or "digits"
+    from cnndsl.tasks.datasets import TASKS, task_dataset  # localization/detection/segmentation_digits
+
+    if spec in TASKS:
+        return task_dataset(spec, model, "train"), task_dataset(spec, model, "test")
     shape = model.input_shape
     if "test" in dataset_splits(spec):
         return load_dataset(spec, shape, "train"), load_dataset(spec, shape, "test")

@@ -159,6 +159,11 @@ class Trainer:
         """Train to the last epoch; `on_epoch(record)` is called after each epoch's evaluation."""
         s = self.settings
         per_epoch = self.train_set.num_batches(s.batch)
+        report = getattr(self.model, "init_report", None)
+        if report is not None and self.is_root and self.pos.epoch == 0 and self.pos.batch == 0:
+            import sys
+
+            print("\n".join(report.lines()), file=sys.stderr)  # transfer learning: what was loaded
         try:
             while self.pos.epoch < s.epochs:
                 self._run_epoch(per_epoch)
@@ -226,6 +231,8 @@ class Trainer:
             "seconds": pos.seconds,
             "lr": self.optimizer.lr,
         }
+        # the train section's other metrics (box_iou, mean_iou, map50, ...: cnndsl.tasks.metrics)
+        record.update({f"test_{k}": v for k, v in held_out.items() if f"test_{k}" not in record})
         self.log.append(record)
         self.pos = Position(epoch=pos.epoch + 1, step=pos.step)
         self.save()

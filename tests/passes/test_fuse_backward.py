@@ -30,7 +30,8 @@ def test_conv_and_dense_backward_fuse():
     g, ctx = _train()
     ops = {n.name: n.op for n in g.nodes()}
     assert ops["c.grad_fused"] == "fused_conv_grad" and ops["h.grad_fused"] == "fused_dense_grad"
-    assert g.node("c.grad_fused").attrs == {"forward": "c", "like": 1, "params_grad": True, "input_grad": True}
+    assert g.node("h.grad_fused").attrs == {"forward": "h", "like": 1, "params_grad": True, "input_grad": True}
+    assert g.node("c.grad_fused").attrs["input_grad"] is False  # x is the image: no gradient wanted
     assert ctx.stats["fuse_backward"] == {"conv backward fused": 1, "dense backward fused": 1}
     # the residual conv (d, fused with the add and relu) keeps its dz: the shortcut reads it
     assert ops["d.grad_epilogue"] == "epilogue_grad"
@@ -38,12 +39,11 @@ def test_conv_and_dense_backward_fuse():
     assert "optimizer_step" in ops and g.inputs_of("optimizer_step").count("c.grad_fused") == 1
 
 
-def test_first_layer_needs_no_input_gradient():
-    net = NET.replace("  c = conv(x) 3 padding=same relu\n  d = conv 3 padding=same\n  s = add(c, d)\n",
-                      "  c = conv(x) 3 padding=same relu\n  s = conv(c) 3 padding=same\n")
-    g = optimize(graph_of(net), TRAINING, 2, losses=[LossSpec("out", "cross_entropy")], verify=True)
-    assert g.node("c.grad_fused").attrs["input_grad"] is False
-    assert g.node("c.grad_fused").type.shape == ()
+def test_frozen_layer_fuses_without_parameter_gradients():
+    g = optimize(graph_of(NET), TRAINING, 2, losses=[LossSpec("out", "cross_entropy")], frozen={"h"}, verify=True)
+    assert g.node("h.grad_fused").attrs["params_grad"] is False and g.node("h.grad_fused").attrs["input_grad"]
+    assert "h.grad_fused" not in g.inputs_of("optimizer_step")
+    assert g.node("c.grad_fused").type.shape == ()  # no input gradient: an effect node
 
 
 def test_disabled_leaves_three_nodes():

@@ -45,3 +45,16 @@ def test_does_not_fire(case):
         assert [n.op for n in g.nodes()] == ["input", "fused_conv", "relu", "maxpool"]
         return
     assert body(g) == body(g0) and not ctx.stats
+
+
+def test_no_fusion_into_an_op_the_backend_cannot_run(monkeypatch):
+    """A backend without a fused_conv kernel (e.g. a new one) keeps the conv and its relu."""
+    from cnndsl.backend.executor import load_backend
+    from cnndsl.ops.registry import get_op
+    from cnndsl.passes.pipeline import optimize
+
+    load_backend("cpu")
+    net = graph_of("network F {\n input x: 2x6x6\n c = conv(x) 3\n r = relu(c)\n maxpool(r) 2 -> out\n}")
+    assert "fused_conv" in [n.op for n in optimize(net, "inference", 2, backend="cpu").nodes()]
+    monkeypatch.delitem(get_op("fused_conv").kernels, "cpu")
+    assert [n.op for n in optimize(net, "inference", 2, backend="cpu").nodes()] == ["input", "conv", "relu", "maxpool"]

@@ -51,13 +51,13 @@ class Kernel:
         KERNELS.append(self)
 
     def __getitem__(self, config):
-        launch = self.dispatcher[config]
         if not SIMULATOR:
-            return launch
+            return self.dispatcher[config]  # a configured launcher, kept by callers for later launches
 
         def checked(*args):
             check_args(self, args)
-            return launch(*args)
+            # the simulator's kernel[config] sets the config on the kernel itself: apply it at launch time
+            return self.dispatcher[config](*args)
         return checked
 
     def __repr__(self) -> str:

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from cnndsl.kernels.cuda.common import F32, U8, cuda, device, float32, int64, kernel, uint64
+from cnndsl.kernels.cuda.common import F32, U8, boolean, cuda, device, float32, int64, kernel, uint64
 
 # -- activations ----------------------------------------------------------------------------
 
@@ -207,3 +207,19 @@ def dropout_params(p: float, seed: int, step: int) -> tuple[np.uint64, np.uint64
     pf = float(np.float32(p))
     return (np.uint64(dropout_base(seed, step)), np.uint64(math.ceil(pf * 16777216.0)),
             np.float32(1.0 / (1.0 - pf)))
+
+
+# -- folded batchnorm (inference fusion) ------------------------------------------------------
+
+
+@kernel(F32, F32, boolean, F32, F32, F32, F32, float32, F32, F32, int64, int64)
+def fold_batchnorm(weight, bias, has_bias, gamma, beta, running_mean, running_var, eps, w_out, b_out, F, K):
+    """w_out[f, k] = weight[f, k] * s[f], b_out[f] = (bias[f] - mean[f]) * s[f] + beta[f],
+    s = gamma / sqrt(var + eps); weight (F, K) flat, axis 0 the output channel."""
+    for i in range(cuda.grid(1), F * K, cuda.gridsize(1)):
+        f = i // K
+        s = gamma[f] / math.sqrt(running_var[f] + eps)
+        w_out[i] = weight[i] * s
+        if i - f * K == 0:
+            b0 = bias[f] if has_bias else float32(0.0)
+            b_out[f] = (b0 - running_mean[f]) * s + beta[f]

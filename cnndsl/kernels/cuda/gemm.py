@@ -31,8 +31,11 @@ precomputed tap table instead of the per-element index divisions.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
+
+import numpy as np
 
 from cnndsl.kernels.cuda.common import F32, SIMULATOR, boolean, cuda, device, float32, grid1d, int64, kernel
 
@@ -104,6 +107,28 @@ def _dy_tap(dy, n, f, F, OH, OW, th, tw, sh, sw):
     return dy[((n * F + f) * OH + oh) * OW + ow]
 
 
+NONE, RELU, LEAKY_RELU, SIGMOID, TANH = 0, 1, 2, 3, 4  # cnndsl/ops/fused/epilogue.py ACTIVATION_CODE
+
+
+@device
+def activate(v, act, alpha):
+    """The fused epilogue's activation (codes of cnndsl/ops/fused/epilogue.py)."""
+    z = float32(0.0)
+    if act == RELU:
+        return v if v > z else z
+    if act == LEAKY_RELU:
+        return v if v > z else alpha * v
+    if act == SIGMOID:
+        one = float32(1.0)
+        if v >= z:
+            return one / (one + math.exp(-v))
+        e = math.exp(v)
+        return e / (one + e)
+    if act == TANH:
+        return math.tanh(v)
+    return v
+
+
 @lru_cache(maxsize=None)
 def gemm_kernel(mode: int, tile: str, a_kfast: bool, b_kfast: bool):
     """The tiled kernel for one mode, tile and pair of operand load orders."""
@@ -119,7 +144,8 @@ def gemm_kernel(mode: int, tile: str, a_kfast: bool, b_kfast: bool):
     AK = a_kfast
     BKF = b_kfast
 
-    def gemm(a, b, bias, has_bias, out, N, C, H, W, F, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G, kchunk):
+    def gemm(a, b, bias, has_bias, res, has_res, act, alpha, out,
+             N, C, H, W, F, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G, kchunk):
         As = cuda.shared.array((BK, BMP), float32)
         Bs = cuda.shared.array((BK, BNP), float32)
         acc = cuda.local.array((TM, TN), float32)
@@ -249,10 +275,13 @@ def gemm_kernel(mode: int, tile: str, a_kfast: bool, b_kfast: bool):
                     if jn < Ndim:
                         if MODE == FWD:
                             n = m // So
+                            o = (n * F + g * Fg + jn) * So + (m - n * So)
                             v = acc[i, j]
                             if has_bias:
                                 v += bias[g * Fg + jn]
-                            out[(n * F + g * Fg + jn) * So + (m - n * So)] = v
+                            if has_res:
+                                v += res[o]
+                            out[o] = activate(v, act, alpha)
                         elif MODE == BWD_DATA:
                             n = m // Si
                             v = acc[i, j]
@@ -264,7 +293,7 @@ def gemm_kernel(mode: int, tile: str, a_kfast: bool, b_kfast: bool):
 
     name = f"gemm_{('fwd', 'bwd_data', 'bwd_weight')[mode]}_{tile}_{'k' if a_kfast else 'm'}{'k' if b_kfast else 'n'}"
     gemm.__name__ = name
-    return kernel(F32, F32, F32, boolean, F32, *([int64] * 17), name=name)(gemm)
+    return kernel(F32, F32, F32, boolean, F32, boolean, int64, float32, F32, *([int64] * 17), name=name)(gemm)
 
 
 @kernel(F32, F32, int64, int64)
@@ -330,13 +359,15 @@ def _grid(geo: ConvGeometry, rows: int, cols: int, z: int, tile: str):
     return (-(-rows // t.BM), -(-cols // t.BN), z), t.threads
 
 
-def conv_forward(x, w, bias, has_bias, y, geo: ConvGeometry, tile: str | None = None) -> Launch:
-    """y = conv(x, w) (+ bias)."""
+def conv_forward(x, w, bias, has_bias, y, geo: ConvGeometry, tile: str | None = None,
+                 res=None, act: int = NONE, alpha: float = 0.0) -> Launch:
+    """y = activation(conv(x, w) (+ bias) (+ res)): the epilogue of fused_conv / fused_dense."""
     rows, cols = geo.N * geo.OH * geo.OW, geo.F // geo.G
     tile = tile or choose_tile(rows, cols, geo.G)
     orders = (True, True) if geo.dense_like else (False, True)
     k = gemm_kernel(FWD, tile, *orders)
-    return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (x, w, bias, has_bias, y) + geo.args())])
+    epi = (y if res is None else res, res is not None, int(act), np.float32(alpha))
+    return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (x, w, bias, has_bias) + epi + (y,) + geo.args())])
 
 
 def conv_backward_data(dy, w, bias, has_bias, dx, geo: ConvGeometry, tile: str | None = None) -> Launch:
@@ -345,7 +376,8 @@ def conv_backward_data(dy, w, bias, has_bias, dx, geo: ConvGeometry, tile: str |
     tile = tile or choose_tile(rows, cols, geo.G)
     orders = (True, False) if geo.dense_like else (False, True)
     k = gemm_kernel(BWD_DATA, tile, *orders)
-    return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (dy, w, bias, has_bias, dx) + geo.args())])
+    epi = (dx, False, NONE, np.float32(0.0))
+    return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (dy, w, bias, has_bias) + epi + (dx,) + geo.args())])
 
 
 def weight_splits(geo: ConvGeometry, tile: str) -> tuple[int, int]:
@@ -381,10 +413,11 @@ def conv_backward_weight(x, dy, dw, part, geo: ConvGeometry, tile: str | None = 
         splits = -(-red // kchunk)
     orders = (False, False) if geo.dense_like else (True, True)
     k = gemm_kernel(BWD_WEIGHT, tile, *orders)
+    epi = (dw, False, NONE, np.float32(0.0))
     if splits <= 1:
-        return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (x, dy, dw, False, dw) + geo.args(red))])
+        return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (x, dy, dw, False) + epi + (dw,) + geo.args(red))])
     total = geo.F * rows
     if part.size < splits * total:
         raise ValueError(f"weight-gradient workspace of {part.size} elements, {splits * total} needed")
-    return Launch([(k[_grid(geo, rows, cols, geo.G * splits, tile)], (x, dy, dw, False, part) + geo.args(kchunk)),
+    return Launch([(k[_grid(geo, rows, cols, geo.G * splits, tile)], (x, dy, dw, False) + epi + (part,) + geo.args(kchunk)),
                    (splitk_reduce[grid1d(total)], (part, dw, total, splits))])

@@ -1,0 +1,141 @@
+"""Launchers for conv, conv_transpose and fused_conv, forward and backward (tiled implicit GEMM).
+
+conv_transpose runs conv's kernels on the adjoint geometry: the conv from the transposed
+conv's OUTPUT space to its input space, whose weight is conv_transpose's (C_in, F/G, KH, KW).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from cnndsl.backend.cuda.launch import buffers_of, chain, flat, grads_of, launches, no_bias, params_of, sequence
+from cnndsl.kernels.cuda import gemm as K
+from cnndsl.kernels.cuda.common import grid1d
+from cnndsl.kernels.cuda.elementwise import fold_batchnorm
+from cnndsl.kernels.cuda.reduce import channel_grid, channel_sum
+from cnndsl.ops.fused.epilogue import ACTIVATION_CODE
+
+ONE = np.float32(1.0)
+
+
+def geometry(node, x_shape, y_shape, weight_shape) -> K.ConvGeometry:
+    """The conv from x (N, C, H, W) to y (N, F, OH, OW) of a conv-like node."""
+    a = node.attrs
+    top, _, left, _ = node.meta["pads"]
+    n, c, h, w = x_shape
+    _, f, oh, ow = y_shape
+    return K.ConvGeometry(n, c, h, w, f, oh, ow, weight_shape[2], weight_shape[3], a["stride"][0], a["stride"][1],
+                          top, left, a["dilation"][0], a["dilation"][1], a["groups"])
+
+
+def weight_grad(rc, x, dy, grads, geo: K.ConvGeometry):
+    """Launch writing dweight and (with a bias) dbias of the conv `geo`; x and dy flat."""
+    part = rc.scratch("cuda_splitk", K.weight_workspace(geo))
+    steps = [K.conv_backward_weight(x, dy, flat(grads["weight"]), part, geo)]
+    if "bias" in grads:
+        steps.append(K.Launch([(channel_sum[channel_grid(geo.F)],
+                                (dy, geo.N, geo.F, geo.OH * geo.OW, ONE, flat(grads["bias"])))]))
+    return chain(steps)
+
+
+@launches("conv")
+def conv(rc, node, ins, out):
+    p = params_of(rc, node.name)
+    geo = geometry(node, ins[0].shape, out.shape, p["weight"].shape)
+    bias = flat(p["bias"]) if "bias" in p else no_bias(rc)
+    return sequence([K.conv_forward(flat(ins[0]), flat(p["weight"]), bias, "bias" in p, flat(out), geo)])
+
+
+@launches("conv_grad_input")
+def conv_grad_input(rc, node, ins, out):
+    fwd = rc.forward_node(node)
+    dy, x = ins
+    w = params_of(rc, fwd.name)["weight"]
+    geo = geometry(fwd, x.shape, dy.shape, w.shape)
+    return sequence([K.conv_backward_data(flat(dy), flat(w), no_bias(rc), False, flat(out), geo)])
+
+
+@launches("conv_grad_params")
+def conv_grad_params(rc, node, ins, out):
+    fwd = rc.forward_node(node)
+    dy, x = ins
+    grads = grads_of(rc, fwd.name)
+    return sequence([weight_grad(rc, flat(x), flat(dy), grads, geometry(fwd, x.shape, dy.shape, grads["weight"].shape))])
+
+
+@launches("conv_transpose")
+def conv_transpose(rc, node, ins, out):
+    p = params_of(rc, node.name)
+    geo = geometry(node, out.shape, ins[0].shape, p["weight"].shape)  # adjoint: y -> x
+    bias = flat(p["bias"]) if "bias" in p else no_bias(rc)
+    return sequence([K.conv_backward_data(flat(ins[0]), flat(p["weight"]), bias, "bias" in p, flat(out), geo)])
+
+
+@launches("conv_transpose_grad_input")
+def conv_transpose_grad_input(rc, node, ins, out):
+    fwd = rc.forward_node(node)
+    dy, x = ins
+    w = params_of(rc, fwd.name)["weight"]
+    geo = geometry(fwd, dy.shape, x.shape, w.shape)
+    return sequence([K.conv_forward(flat(dy), flat(w), no_bias(rc), False, flat(out), geo)])
+
+
+@launches("conv_transpose_grad_params")
+def conv_transpose_grad_params(rc, node, ins, out):
+    fwd = rc.forward_node(node)
+    dy, x = ins
+    grads = grads_of(rc, fwd.name)
+    geo = geometry(fwd, dy.shape, x.shape, grads["weight"].shape)
+    # the adjoint conv's input is dy and its output gradient is x; the bias sums dy per output channel
+    part = rc.scratch("cuda_splitk", K.weight_workspace(geo))
+    steps = [K.conv_backward_weight(flat(dy), flat(x), flat(grads["weight"]), part, geo)]
+    if "bias" in grads:
+        steps.append(K.Launch([(channel_sum[channel_grid(geo.C)],
+                                (flat(dy), geo.N, geo.C, geo.H * geo.W, ONE, flat(grads["bias"])))]))
+    return sequence(steps)
+
+
+def layer_weights(rc, node):
+    """(steps, weight, bias, has_bias) a fused layer runs with: its own parameters, or weights
+    and bias folded from them and its batchnorm's current values by `steps` before each
+    launch (as the CPU backend does: the stored parameters are never changed)."""
+    p = params_of(rc, node.name)
+    bias = flat(p["bias"]) if "bias" in p else no_bias(rc)
+    bn = node.attrs.get("folded_bn")
+    if not bn:
+        return [], flat(p["weight"]), bias, "bias" in p
+    g, s = params_of(rc, bn), buffers_of(rc, bn)
+    f = p["weight"].shape[0]
+    k = p["weight"].size // f
+    w = rc.ws(node.name, "folded_weight", (f * k,))
+    b = rc.ws(node.name, "folded_bias", (f,))
+    fold = K.Launch([(fold_batchnorm[grid1d(f * k)],
+                      (flat(p["weight"]), bias, "bias" in p, flat(g["gamma"]), flat(g["beta"]),
+                       flat(s["running_mean"]), flat(s["running_var"]), np.float32(node.attrs["bn_eps"]), w, b, f, k))])
+    return [fold], w, b, True
+
+
+@launches("fused_conv")
+def fused_conv(rc, node, ins, out):
+    steps, w, b, has_bias = layer_weights(rc, node)
+    geo = geometry(node, ins[0].shape, out.shape, params_of(rc, node.name)["weight"].shape)
+    res = flat(ins[1]) if node.attrs["residual"] else None
+    steps.append(K.conv_forward(flat(ins[0]), w, b, has_bias, flat(out), geo, res=res,
+                                act=ACTIVATION_CODE[node.attrs["activation"]], alpha=node.attrs["alpha"]))
+    return sequence(steps)
+
+
+@launches("fused_conv_grad")
+def fused_conv_grad(rc, node, ins, out):
+    from cnndsl.backend.cuda.elementwise import epilogue_backward
+
+    fwd = rc.forward_node(node)
+    dy, x, y = ins
+    w = params_of(rc, fwd.name)["weight"]
+    geo = geometry(fwd, x.shape, dy.shape, w.shape)
+    dz = rc.scratch("fused_dz", dy.size)
+    steps = [epilogue_backward(fwd, flat(y), flat(dy), dz)]
+    if node.attrs["params_grad"]:
+        steps.append(weight_grad(rc, flat(x), dz, grads_of(rc, fwd.name), geo))
+    if node.attrs["input_grad"]:
+        steps.append(K.conv_backward_data(dz, flat(w), no_bias(rc), False, flat(out), geo))
+    return sequence(steps)

@@ -1,0 +1,155 @@
+"""Launchers for activations, dropout and batchnorm (per-element or per-channel work)."""
+from __future__ import annotations
+
+import numpy as np
+
+from cnndsl.backend.cpu.elementwise import _dropout_seed  # the same per-layer seed: the same masks
+from cnndsl.backend.cuda.launch import buffers_of, flat, grads_of, launch, launches, params_of, split3
+from cnndsl.kernels.cuda import elementwise as E
+from cnndsl.kernels.cuda import reduce as R
+from cnndsl.kernels.cuda.common import grid1d
+
+
+def _unary(kernel, x, y):
+    n = y.size
+    return launch(kernel, grid1d(n), flat(x), flat(y), n)
+
+
+@launches("relu")
+def relu(rc, node, ins, out):
+    run = _unary(E.relu_forward, ins[0], out)
+    return lambda rc: run()
+
+
+@launches("leaky_relu")
+def leaky_relu(rc, node, ins, out):
+    n = out.size
+    run = launch(E.leaky_relu_forward, grid1d(n), flat(ins[0]), np.float32(node.attrs["alpha"]), flat(out), n)
+    return lambda rc: run()
+
+
+@launches("tanh")
+def tanh(rc, node, ins, out):
+    run = _unary(E.tanh_forward, ins[0], out)
+    return lambda rc: run()
+
+
+@launches("sigmoid")
+def sigmoid(rc, node, ins, out):
+    run = _unary(E.sigmoid_forward, ins[0], out)
+    return lambda rc: run()
+
+
+@launches("softmax")
+def softmax(rc, node, ins, out):
+    n, k, s = split3(out.shape)
+    run = launch(E.softmax_forward, grid1d(n * s), flat(ins[0]), flat(out), n, k, s)
+    return lambda rc: run()
+
+
+def activation_backward(op: str, alpha: float, y, dy, dx, shape):
+    """A prepared launch of dx = dL/dx of activation `op` from its output y (all flat)."""
+    n = dx.size
+    if op == "relu":
+        return launch(E.relu_backward, grid1d(n), y, dy, dx, n)
+    if op == "leaky_relu":
+        return launch(E.leaky_relu_backward, grid1d(n), y, dy, np.float32(alpha), dx, n)
+    if op == "tanh":
+        return launch(E.tanh_backward, grid1d(n), y, dy, dx, n)
+    if op == "sigmoid":
+        return launch(E.sigmoid_backward, grid1d(n), y, dy, dx, n)
+    if op == "softmax":
+        b, k, s = split3(shape)
+        return launch(E.softmax_backward, grid1d(b * s), y, dy, dx, b, k, s)
+    return launch(E.copy, grid1d(n), dy, dx, n)  # no activation: dz = dy
+
+
+@launches("activation_grad")
+def activation_grad(rc, node, ins, out):
+    fwd = rc.forward_node(node)
+    dy, y = ins
+    run = activation_backward(fwd.op, fwd.attrs.get("alpha", 0.0), flat(y), flat(dy), flat(out), out.shape)
+    return lambda rc: run()
+
+
+def epilogue_backward(fwd, y, dy, dz):
+    """dz from (dy, y) through a fused layer's epilogue activation (flat arrays)."""
+    return activation_backward(fwd.attrs["activation"], fwd.attrs["alpha"], y, dy, dz, None)
+
+
+@launches("epilogue_grad")
+def epilogue_grad(rc, node, ins, out):
+    run = epilogue_backward(rc.forward_node(node), flat(ins[1]), flat(ins[0]), flat(out))
+    return lambda rc: run()
+
+
+def _dropout(rc, layer: str, p: float, x, y, always: bool = False):
+    """run(rc): y = dropout(x) with the CPU backend's mask for (layer, rc.seed, rc.step), in
+    training (`always`: also outside it, for the gradient); a copy otherwise."""
+    n = y.size
+    x, y = flat(x), flat(y)
+    apply, copy = E.dropout_apply[grid1d(n)], E.copy[grid1d(n)]
+
+    def run(rc):
+        if (always or rc.training) and p > 0:
+            base, thr, scale = E.dropout_params(p, _dropout_seed(rc, layer), rc.step)
+            apply(x, base, thr, scale, y, n)
+        else:
+            copy(x, y, n)
+    return run
+
+
+@launches("dropout")
+def dropout(rc, node, ins, out):
+    return _dropout(rc, node.name, node.attrs["p"], ins[0], out)
+
+
+@launches("dropout_grad")
+def dropout_grad(rc, node, ins, out):
+    fwd = rc.forward_node(node)
+    return _dropout(rc, fwd.name, fwd.attrs["p"], ins[0], out, always=True)
+
+
+@launches("batchnorm")
+def batchnorm(rc, node, ins, out):
+    p, b = params_of(rc, node.name), buffers_of(rc, node.name)
+    n, c, s = split3(out.shape)
+    total = out.size
+    eps, momentum = np.float32(node.attrs["eps"]), np.float32(node.attrs["momentum"])
+    mean, invstd = rc.ws(node.name, "mean", (c,)), rc.ws(node.name, "invstd", (c,))
+    scale, shift = rc.ws(node.name, "scale", (c,)), rc.ws(node.name, "shift", (c,))
+    x, y = flat(ins[0]), flat(out)
+    gamma, beta, rm, rv = flat(p["gamma"]), flat(p["beta"]), flat(b["running_mean"]), flat(b["running_var"])
+    stats = launch(R.bn_train_stats, R.channel_grid(c), x, n, c, s, gamma, beta, eps, momentum, rm, rv,
+                   mean, invstd, scale, shift)
+    coeffs = launch(R.bn_inference_coeffs, grid1d(c), gamma, beta, rm, rv, eps, scale, shift, c)
+    apply = launch(R.channel_affine, grid1d(total), x, scale, shift, y, c, s, total)
+
+    def run(rc):
+        if rc.training and not node.meta.get("frozen_statistics"):
+            stats()
+        else:
+            coeffs()
+        apply()
+    return run
+
+
+@launches("batchnorm_grad")
+def batchnorm_grad(rc, node, ins, out):
+    fwd = rc.forward_node(node)
+    dy, x = ins
+    n, c, s = split3(x.shape)
+    g = grads_of(rc, fwd.name)
+    dgamma = flat(g["gamma"]) if "gamma" in g else rc.ws(node.name, "dgamma", (c,))
+    dbeta = flat(g["beta"]) if "beta" in g else rc.ws(node.name, "dbeta", (c,))
+    mean, invstd = rc.ws(fwd.name, "mean", (c,)), rc.ws(fwd.name, "invstd", (c,))
+    coef = rc.ws(node.name, "coef", (3 * c,))
+    total = x.size
+    reduce = launch(R.bn_backward_reduce, R.channel_grid(c), flat(x), flat(dy), n, c, s,
+                    flat(params_of(rc, fwd.name)["gamma"]), mean, invstd, dgamma, dbeta, coef)
+    apply = launch(R.bn_backward_apply, grid1d(total), flat(x), flat(dy), flat(out), mean, coef, c, s, total)
+
+    def run(rc):
+        reduce()
+        apply()
+    return run

@@ -1,0 +1,97 @@
+"""`@launches("op", ...)`: register a CUDA launcher, prepared once per node and executable.
+
+The decorated function `build(rc, node, ins, out)` runs on the node's first launch: it
+makes the flat device views, picks the launch configurations and binds the arguments, and
+returns `run(rc)`, which every launch of the node then calls (kept in `rc.cache`). So a
+training step costs the kernel launches and little else on the host.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from cnndsl.ops.registry import get_op
+
+BACKEND = "cuda"
+
+
+def launches(*ops: str):
+    def register(build):
+        def launcher(rc, node, ins, out):
+            run = rc.cache.get(node.name)
+            if run is None:
+                run = rc.cache[node.name] = build(rc, node, ins, out)
+            run(rc)
+        launcher.build = build
+        for name in ops:
+            op = get_op(name)
+            if op is None:
+                raise KeyError(f"launcher for unknown op {name!r}")
+            op.kernels[BACKEND] = launcher
+        return build
+    return register
+
+
+def flat(a):
+    """A 1-D view of a C-contiguous device array."""
+    return a if a.ndim == 1 else a.reshape(a.size)
+
+
+def nothing(rc) -> None:
+    pass
+
+
+def params_of(rc, layer: str) -> dict:
+    """The layer's learnable tensors on the device, by short name ("weight", "bias", ...)."""
+    return rc.store.on_device().by_layer.get(layer, {})
+
+
+def grads_of(rc, layer: str) -> dict:
+    return rc.store.on_device().grads_by_layer.get(layer, {})
+
+
+def buffers_of(rc, layer: str) -> dict:
+    return rc.store.on_device().buffers_by_layer.get(layer, {})
+
+
+def no_bias(rc):
+    """A 1-element device array standing in for an absent bias."""
+    return rc.ws("", "no_bias", (1,))
+
+
+def f32(x) -> np.float32:
+    return np.float32(x)
+
+
+def split3(shape) -> tuple[int, int, int]:
+    """(N, C, S) of an (N, C, ...) shape, S the product of the rest (1 for vectors)."""
+    n, c = shape[0], shape[1]
+    return n, c, int(np.prod(shape[2:], dtype=np.int64))
+
+
+def sequence(steps):
+    """`run(rc)` calling each prepared launch (a no-argument callable) in order."""
+    steps = [s for s in steps if s is not None]
+    if len(steps) == 1:
+        only = steps[0]
+        return lambda rc: only()
+
+    def run(rc):
+        for s in steps:
+            s()
+    return run
+
+
+def chain(steps):
+    """One no-argument callable doing the prepared launches `steps` in order."""
+    steps = [s for s in steps if s is not None]
+
+    def run():
+        for s in steps:
+            s()
+    return steps[0] if len(steps) == 1 else run
+
+
+def launch(kernel, config, *args):
+    """A prepared launch: `kernel[config](*args)` as a no-argument callable."""
+    configured = kernel[config]
+    return lambda: configured(*args)

@@ -1,0 +1,59 @@
+"""Launchers for max / average / L2 pooling and global average pooling."""
+from __future__ import annotations
+
+import numpy as np
+
+from cnndsl.backend.cuda.launch import flat, launch, launches, sequence
+from cnndsl.kernels.cuda import pool as K
+from cnndsl.kernels.cuda.common import grid1d
+from cnndsl.kernels.cuda.reduce import channel_grid, channel_sum
+from cnndsl.ops.pool import pool_stride
+
+
+def _window(node, x_shape, y_shape) -> tuple:
+    """N, C, H, W, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw of a pooling node (dilation 1)."""
+    kh, kw = node.attrs["kernel"]
+    sh, sw = pool_stride(node.attrs)
+    top, _, left, _ = node.meta["pads"]
+    n, c, h, w = x_shape
+    return n, c, h, w, y_shape[2], y_shape[3], kh, kw, sh, sw, top, left, 1, 1
+
+
+@launches("maxpool")
+def maxpool(rc, node, ins, out):
+    idx = rc.ws(node.name, "argmax", (out.size,), np.int32)  # saved for the backward pass
+    geo = _window(node, ins[0].shape, out.shape)
+    return sequence([launch(K.maxpool_forward, grid1d(out.size), flat(ins[0]), flat(out), idx, *geo)])
+
+
+@launches("avgpool", "l2pool")
+def avg_l2_pool(rc, node, ins, out):
+    geo = _window(node, ins[0].shape, out.shape)
+    kind = K.L2 if node.op == "l2pool" else K.AVG
+    return sequence([launch(K.avg_l2_forward, grid1d(out.size), flat(ins[0]), flat(out), *geo, kind)])
+
+
+@launches("pool_grad")
+def pool_grad(rc, node, ins, out):
+    fwd = rc.forward_node(node)
+    dy, x, y = ins
+    geo = _window(fwd, x.shape, y.shape)
+    if fwd.op == "maxpool":
+        idx = rc.ws(fwd.name, "argmax", (y.size,), np.int32)
+        return sequence([launch(K.maxpool_backward, grid1d(out.size), flat(dy), idx, flat(out), *geo)])
+    kind = K.L2 if fwd.op == "l2pool" else K.AVG
+    return sequence([launch(K.avg_l2_backward, grid1d(out.size), flat(x), flat(y), flat(dy), flat(out), *geo, kind)])
+
+
+@launches("global_avgpool")
+def global_avgpool(rc, node, ins, out):
+    n, c, h, w = ins[0].shape
+    return sequence([launch(channel_sum, channel_grid(n * c), flat(ins[0]), 1, n * c, h * w,
+                            np.float32(1.0 / (h * w)), flat(out))])
+
+
+@launches("global_avgpool_grad")
+def global_avgpool_grad(rc, node, ins, out):
+    n, c, h, w = out.shape
+    return sequence([launch(K.global_avgpool_backward, grid1d(out.size), flat(ins[0]), flat(out), h * w,
+                            np.float32(1.0 / (h * w)))])

@@ -1,0 +1,100 @@
+"""The per-head metrics of the train section (`metric HEAD KIND...`), computed at evaluation.
+
+`MetricHook.for_model(model)` gathers the declared metrics whose head has a target (a
+loss); `add(outputs, targets)` takes one evaluation batch (head outputs may be views into
+reused buffers: everything is reduced at once); `result()` gives {name: value}.
+
+    accuracy        share of argmax == class (vector heads; also computed by Model.evaluate)
+    top5            share of targets among the 5 highest scores
+    mean_iou        per-pixel heads: IoU per class over the whole set (TP / (TP + FP + FN)),
+                    averaged over the classes present in the targets or the predictions
+    pixel_accuracy  share of pixels whose argmax is the target class
+    box_iou         4-number box heads (cx, cy, w, h): mean IoU of predicted and target boxes
+    map50           detection grids: mAP at IoU 0.5 of the decoded detections (cnndsl.tasks.detection)
+    mae, mse        mean absolute / squared error over all elements
+
+A metric's name in the result is its kind (`map50`), or `HEAD_KIND` when two heads declare
+the same kind. The trainer writes them to metrics.json as `test_<name>`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from cnndsl.tasks import boxes as B
+
+HOOK_KINDS = ("top5", "mean_iou", "pixel_accuracy", "box_iou", "map50", "mae", "mse")
+
+
+class MetricHook:
+    def __init__(self, model, metrics):
+        self.model = model
+        self.metrics = list(metrics)
+        kinds = [m.kind for m in self.metrics]
+        self.names = {(m.head, m.kind): m.kind if kinds.count(m.kind) == 1 else f"{m.head}_{m.kind}"
+                      for m in self.metrics}
+        self.heads = sorted({m.head for m in self.metrics})
+        self.state: dict[tuple[str, str], list] = {(m.head, m.kind): [0.0, 0] for m in self.metrics}
+        self.layouts = {}
+        self.detections: dict[str, list] = {}
+        self.truth: dict[str, list] = {}
+        for m in self.metrics:
+            if m.kind == "map50":
+                from cnndsl.tasks.datasets import detection_layout
+
+                self.layouts[m.head] = detection_layout(model, m.head)
+                self.detections[m.head], self.truth[m.head] = [], []
+            elif m.kind in ("mean_iou", "pixel_accuracy"):
+                k = model.graph.node(model.graph.heads[m.head]).type.shape[0]
+                self.state[(m.head, m.kind)] = np.zeros((k, k), np.int64)
+
+    @classmethod
+    def for_model(cls, model) -> "MetricHook | None":
+        with_targets = {spec.head for spec in model.losses}
+        metrics = [m for m in model.config.metrics if m.kind in HOOK_KINDS and m.head in with_targets]
+        return cls(model, metrics) if metrics else None
+
+    def add(self, outputs: dict, targets: dict) -> None:
+        for m in self.metrics:
+            out, tgt = np.asarray(outputs[m.head]), np.asarray(targets[m.head])
+            key = (m.head, m.kind)
+            st = self.state[key]
+            if m.kind == "top5":
+                from cnndsl.train.metrics import count_top_k
+
+                st[0] += count_top_k(out, tgt, min(5, out.shape[1]))
+                st[1] += len(tgt)
+            elif m.kind in ("mean_iou", "pixel_accuracy"):
+                st += B.confusion(out.argmax(axis=1), tgt, st.shape[0])
+            elif m.kind == "box_iou":
+                st[0] += float(B.iou(out.astype(np.float64), tgt.astype(np.float64)).sum())
+                st[1] += len(tgt)
+            elif m.kind == "mae":
+                st[0] += float(np.abs(out.astype(np.float64) - tgt).sum())
+                st[1] += tgt.size
+            elif m.kind == "mse":
+                st[0] += float(np.square(out.astype(np.float64) - tgt).sum())
+                st[1] += tgt.size
+            elif m.kind == "map50":
+                from cnndsl.tasks import detection
+
+                classes, boxes = self.layouts[m.head]
+                for o, t in zip(out, tgt):
+                    self.detections[m.head].append(detection.decode(o, classes, boxes))
+                    self.truth[m.head].append(detection.ground_truth(t, classes, boxes))
+
+    def result(self) -> dict[str, float]:
+        out = {}
+        for m in self.metrics:
+            key = (m.head, m.kind)
+            st = self.state[key]
+            if m.kind == "mean_iou":
+                value = B.mean_iou(st)
+            elif m.kind == "pixel_accuracy":
+                value = float(np.trace(st) / max(st.sum(), 1))
+            elif m.kind == "map50":
+                value = B.mean_average_precision(self.detections[m.head], self.truth[m.head],
+                                                 self.layouts[m.head][0], 0.5)
+            else:
+                value = st[0] / st[1] if st[1] else float("nan")
+            out[self.names[key]] = float(value)
+        return out

@@ -1,0 +1,29 @@
+"""CUDA kernel tests under numba's simulator. They need NUMBA_ENABLE_CUDASIM=1 set before numba
+is first imported, so they run in their own pytest invocation (see .ci/run):
+
+    NUMBA_ENABLE_CUDASIM=1 python -m pytest -q -m cuda tests/cuda
+
+Without it every test here is skipped (the main run deselects the `cuda` marker anyway).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+
+SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
+
+# The dropout hash multiplies uint64 values that wrap on purpose; under the simulator they are
+# NumPy scalars, which warn on wrap-around (filters are process-wide, the simulator's threads too).
+warnings.filterwarnings("ignore", message="overflow encountered", category=RuntimeWarning)
+
+
+def pytest_collection_modifyitems(config, items):
+    here = os.path.dirname(__file__)
+    skip = pytest.mark.skip(reason="CUDA simulator tests: run with NUMBA_ENABLE_CUDASIM=1 -m cuda tests/cuda")
+    for item in items:
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.cuda)
+            if not SIMULATED:
+                item.add_marker(skip)

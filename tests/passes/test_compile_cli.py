@@ -1,0 +1,90 @@
+"""`cnndsl compile`, `-O` on train/eval/predict, `shapes/graph --optimized`, and dumps of fused ops."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from passes_testutil import graph_of
+
+from cnndsl.cli.main import cli
+from cnndsl.frontend import load, loads
+from cnndsl.ir.dump import dump
+from cnndsl.passes.pipeline import optimize
+
+ROOT = Path(__file__).resolve().parents[2]
+RESNET = str(ROOT / "examples" / "resnet_tiny.cnn")
+LENET = str(ROOT / "examples" / "lenet5.cnn")
+EXAMPLES = sorted((ROOT / "examples").glob("*.cnn"))
+
+
+@pytest.fixture(scope="module")
+def run():
+    import cnndsl.cli.compile  # noqa: F401
+    import cnndsl.cli.inspect  # noqa: F401
+    import cnndsl.cli.train  # noqa: F401
+
+    runner = CliRunner()
+    return lambda *args: runner.invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_compile_summary_and_stats(run):
+    r = run("compile", RESNET, "--pass-stats", "--verify-passes")
+    assert r.exit_code == 0, r.output
+    assert "ResNetTiny: inference -O2: 56 kernels at -O0, 19 after" in r.output
+    assert "fold_batchnorm" in r.output and "batchnorm folded into conv" in r.output and "x15" in r.output
+
+
+def test_compile_print_ir_parses_back(run):
+    r = run("compile", RESNET, "--print-ir")
+    assert r.exit_code == 0
+    text = r.output[r.output.index("network"):r.output.index("}\n") + 2]
+    assert "fused_conv(residual1.conv1, stem)" in text and "folded_bn=residual1.y" in text
+    assert dump(loads(text, "dumped.cnn").graph) == text
+
+
+def test_compile_train_dump_after_and_disable(run):
+    r = run("compile", LENET, "--train", "-O1", "--dump-after", "autodiff")
+    assert r.exit_code == 0 and "# after autodiff" in r.output and "fused" not in r.output
+    r = run("compile", LENET, "--train", "--disable-pass", "fuse_backward", "--pass-stats")
+    assert r.exit_code == 0 and "fuse_backward" not in r.output.split("passes run:")[1].split("\n")[0]
+    r = run("compile", LENET, "--disable-pass", "no_such_pass")
+    assert r.exit_code == 2 and "no_such_pass" in r.output
+
+
+def test_shapes_and_graph_optimized(run):
+    r = run("shapes", RESNET, "--optimized")
+    assert r.exit_code == 0 and "Rewritten by" in r.output and "fold_batchnorm, fuse_residual" in r.output
+    r = run("graph", LENET, "--optimized", "-O2")
+    assert r.exit_code == 0 and "fused_conv" in r.output
+    assert "fused" not in run("graph", LENET).output
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_optimized_dump_round_trips(path):
+    g = optimize(load(path).graph, "inference", 2)
+    text = dump(g)
+    again = loads(text, f"{path.stem}.opt.cnn").graph
+    assert dump(again) == text
+    for n in g.nodes():
+        assert (again.node(n.name).op, again.node(n.name).attrs, again.node(n.name).type) == (n.op, n.attrs, n.type)
+
+
+def test_eval_and_train_take_O(run, tmp_path):
+    """-O0 and -O2 give the same held-out accuracy for the same weights."""
+    r = run("train", LENET, "--profile", "quick", "--epochs", "1", "--batch", "256", "--out", str(tmp_path),
+            "--no-progress", "--no-augment", "-O2")
+    assert r.exit_code == 0, r.output
+    weights = str(tmp_path / "weights.safetensors")
+    lines = [run("eval", LENET, "--weights", weights, f"-O{level}").output for level in (0, 2)]
+    assert [line.split("(")[0] for line in lines][0] == [line.split("(")[0] for line in lines][1]
+    assert "accuracy" in lines[0]
+
+
+def test_fused_op_written_by_hand_is_checked():
+    g = graph_of("network H {\n input x: 2x6x6\n c = fused_conv(x) filters=3 activation=relu\n"
+                 " maxpool(c) 2 -> out\n}")
+    assert g.node("c").type.shape == (3, 4, 4)
+    from cnndsl.diagnostics import CnnError
+    with pytest.raises(CnnError, match="residual"):
+        graph_of("network H {\n input x: 2x6x6\n c = fused_conv(x) filters=3 residual=true\n maxpool(c) 2 -> out\n}")
