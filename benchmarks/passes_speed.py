@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import cnndsl  # noqa: E402
+from cnndsl.diagnostics import CnnError  # noqa: E402
 from cnndsl.model import Model  # noqa: E402
 from cnndsl.passes.pipeline import DEFAULT_LEVEL, kernel_count  # noqa: E402
 from cnndsl.train.optim import make_optimizer  # noqa: E402
@@ -90,7 +91,11 @@ def main() -> None:
           f"| train img/s O0 | O{d} | speed-up |")
     print("|---|---|---|---|---|---|---|---|---|")
     for path in paths:
-        r = measure(path, args.batch, args.reps)
+        try:
+            r = measure(path, args.batch, args.reps)
+        except CnnError as e:  # e.g. an example that starts from another run's weights
+            print(f"| {path.stem} | skipped: {e.diagnostics[0].message} |||||||")
+            continue
         print(f"| {r['example']} | {r['infer_kernels_O0']} → {r[f'infer_kernels_O{d}']} "
               f"| {r['train_kernels_O0']} → {r[f'train_kernels_O{d}']} "
               f"| {r['infer_ips_O0']:.0f} | {r[f'infer_ips_O{d}']:.0f} | {r[f'infer_ips_O{d}'] / r['infer_ips_O0']:.2f}x "

@@ -1,6 +1,8 @@
 """train, eval, predict: commands that compile a model and run it."""
 from __future__ import annotations
 
+import contextvars
+import functools
 import os
 import sys
 import time
@@ -15,11 +17,30 @@ from cnndsl.cli.compile import opt_level_option, selected_opt_level
 from cnndsl.diagnostics import CnnError
 
 
+_DEVICE = contextvars.ContextVar("device", default="cpu")
+
+
+def device_option(fn):
+    """`--device cpu|cuda` for commands that compile a Model; read it with _DEVICE.get()."""
+
+    @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+                  help="Where kernels run: Numba on the CPU, or Numba CUDA on an NVIDIA GPU (pip install cnndsl[cuda]).")
+    @functools.wraps(fn)
+    def wrapper(*args, device, **kwargs):
+        token = _DEVICE.set(device)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _DEVICE.reset(token)
+
+    return wrapper
+
+
 def _compile(file, load_kwargs, seed=None):
     from cnndsl.model import Model
 
     program = load_model(file, load_kwargs)
-    return Model(program, seed=seed, opt_level=selected_opt_level())
+    return Model(program, seed=seed, opt_level=selected_opt_level(), device=_DEVICE.get())
 
 
 def _datasets(model, data: str | None):
@@ -44,6 +65,7 @@ def _datasets(model, data: str | None):
                    "auto: when started by an MPI launcher.")
 @model_options
 @opt_level_option
+@device_option
 def train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_augment, no_progress, distributed,
           load_kwargs):
     """Train a model on its dataset; writes weights, metrics.json and curves.png to --out."""
@@ -114,6 +136,7 @@ def _epoch_line(r: dict) -> str:
 @click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True)
 @model_options
 @opt_level_option
+@device_option
 def eval_(file, weights, data, batch, load_kwargs):
     """Loss and accuracy of trained weights on the held-out split."""
     model = _compile(file, load_kwargs)
@@ -136,6 +159,7 @@ def eval_(file, weights, data, batch, load_kwargs):
                    "for several inputs).")
 @model_options
 @opt_level_option
+@device_option
 def predict(file, images, weights, top, out_image, load_kwargs):
     """Top classes with probabilities for PNG/JPEG/.npy images."""
     from cnndsl.io.images import load_image

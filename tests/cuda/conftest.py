@@ -8,15 +8,10 @@ Without it every test here is skipped (the main run deselects the `cuda` marker 
 from __future__ import annotations
 
 import os
-import warnings
 
 import pytest
 
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
-
-# The dropout hash multiplies uint64 values that wrap on purpose; under the simulator they are
-# NumPy scalars, which warn on wrap-around (filters are process-wide, the simulator's threads too).
-warnings.filterwarnings("ignore", message="overflow encountered", category=RuntimeWarning)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -25,5 +20,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if str(item.fspath).startswith(here):
             item.add_marker(pytest.mark.cuda)
+            # the dropout hash's uint64 products wrap on purpose; under the simulator they are NumPy
+            # scalars, which warn on wrap-around
+            item.add_marker(pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"))
             if not SIMULATED:
                 item.add_marker(skip)

@@ -23,27 +23,40 @@ NONE, RELU, LEAKY_RELU, SIGMOID, TANH = 0, 1, 2, 3, 4
 
 
 @kernel
-def _activate(v, act, alpha):
+def _activate_plane(src, dst, bias_value, act, alpha):
+    """dst[p] = act(src[p] + bias_value): one loop per activation with the branch outside it,
+    so that each loop vectorizes."""
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    n = dst.size
     if act == RELU:
-        return v if v > np.float32(0.0) else np.float32(0.0)
-    if act == LEAKY_RELU:
-        return v if v > np.float32(0.0) else alpha * v
-    if act == SIGMOID:
-        return np.float32(1.0) / (np.float32(1.0) + np.exp(-v))
-    if act == TANH:
-        return np.tanh(v)
-    return v
+        for p in range(n):
+            dst[p] = max(src[p] + bias_value, zero)
+    elif act == LEAKY_RELU:
+        for p in range(n):
+            v = src[p] + bias_value
+            dst[p] = v if v > zero else alpha * v
+    elif act == SIGMOID:
+        for p in range(n):
+            dst[p] = one / (one + np.exp(-(src[p] + bias_value)))
+    elif act == TANH:
+        for p in range(n):
+            dst[p] = np.tanh(src[p] + bias_value)
+    else:
+        for p in range(n):
+            dst[p] = src[p] + bias_value
 
 
 @kernel
 def _epilogue(src, dst, bias_value, res, has_res, act, alpha):
-    """dst[p] = act(src[p] + bias_value (+ res[p])) over one output plane (1-D views; dst may be src)."""
+    """dst = act(src + bias_value (+ res)) over one output plane (1-D views; dst may be src). The
+    plane is a few KiB, so the residual's own loop reads it back from L1."""
     if has_res:
         for p in range(dst.size):
-            dst[p] = _activate(src[p] + bias_value + res[p], act, alpha)
+            dst[p] = src[p] + res[p]
+        _activate_plane(dst, dst, bias_value, act, alpha)
     else:
-        for p in range(dst.size):
-            dst[p] = _activate(src[p] + bias_value, act, alpha)
+        _activate_plane(src, dst, bias_value, act, alpha)
 
 
 @kernel
@@ -135,16 +148,15 @@ def fused_conv2d_forward(x, weight, bias, has_bias, res, has_res, act, alpha, sh
 
 @parallel_kernel
 def _dense_epilogue(y, bias, has_bias, act, alpha):
+    """Row by row: the same epilogue loops, with the bias as a per-element "residual" row."""
     N, F = y.shape
-    zero = np.float32(0.0)
+    zero_bias = np.float32(0.0)
     if N * F >= PAR_MIN:
         for n in prange(N):
-            for f in range(F):
-                y[n, f] = _activate(y[n, f] + (bias[f] if has_bias else zero), act, alpha)
+            _epilogue(y[n], y[n], zero_bias, bias[:F] if has_bias else y[n], has_bias, act, alpha)
     else:
         for n in range(N):
-            for f in range(F):
-                y[n, f] = _activate(y[n, f] + (bias[f] if has_bias else zero), act, alpha)
+            _epilogue(y[n], y[n], zero_bias, bias[:F] if has_bias else y[n], has_bias, act, alpha)
 
 
 @kernel

@@ -1,6 +1,6 @@
 """Shared pieces of the CUDA kernels: the `kernel` decorator, launch configurations, types.
 
-Conventions (see cnndsl/kernels/README.md, "CUDA kernels"):
+Conventions (see docs/cuda.md):
 
 * Every kernel takes flat (1-D, C-contiguous) float32 device buffers plus integer shapes,
   and declares its argument types with `@kernel(sig...)`. Float scalars are float32,

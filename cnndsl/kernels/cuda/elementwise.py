@@ -25,7 +25,7 @@ def relu_forward(x, y, n):
     z = float32(0.0)
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         v = x[i]
-        y[i] = v if v > z else z
+        y[i] = z if v < z else v  # NaN stays NaN, as the CPU kernel's max(x, 0)
 
 
 @kernel(F32, F32, F32, int64)

@@ -57,6 +57,36 @@ def double_lines(k) -> list[str]:
     return [line.strip() for line in ir.splitlines() if "double" in line and not _ALLOWED.search(line)]
 
 
+def self_test() -> None:
+    """The check must catch a float64 literal and a float64 argument, and pass a float32 kernel."""
+    from numba import float32, float64, int64
+
+    from cnndsl.kernels.cuda.common import F32, Kernel, cuda
+
+    def literal(x, y, n):
+        for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+            y[i] = x[i] * 0.5
+
+    def argument(x, y, a, n):
+        for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+            y[i] = x[i] * a
+
+    def clean(x, y, a, n):
+        for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+            y[i] = x[i] * a + float32(0.5)
+
+    def make(fn, sig):
+        k = Kernel(fn, sig)
+        from cnndsl.kernels.cuda.common import KERNELS
+        KERNELS.remove(k)
+        return k
+
+    assert double_lines(make(literal, (F32, F32, int64))), "a float64 literal went unnoticed"
+    assert double_lines(make(argument, (F32, F32, float64, int64))), "a float64 argument went unnoticed"
+    assert not double_lines(make(clean, (F32, F32, float32, int64))), "a float32 kernel was flagged"
+    print("typecheck: self-test passed (a float64 literal and argument are caught)")
+
+
 def main() -> int:
     from cnndsl.backend.cuda.shim import SIMULATOR, cuda
 
@@ -67,6 +97,7 @@ def main() -> int:
         print(f"typecheck: needs numba's CUDA target, the shim chose {cuda.__name__}", file=sys.stderr)
         return 2
     _patch_device_lookup()
+    self_test()
     bad, count = 0, 0
     for k in all_kernels(full="--all" in sys.argv):
         count += 1

@@ -1,0 +1,133 @@
+"""Tiled implicit-GEMM conv / conv_transpose / dense kernels vs the NumPy references, on shapes
+that are not multiples of any tile: batch 2, 3 or 6 channels, 7x7 maps, 5 or 6 filters, odd
+strides, asymmetric padding, dilation, groups 1 and 3; every tile and the split-K reduction."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cuda_testutil import assert_close, dev, empty, host
+
+from cnndsl.kernels.reference import conv as R
+from cnndsl.kernels.reference import dense as RD
+
+pytestmark = pytest.mark.cuda
+
+CASES = [  # stride, pads (t, b, l, r), dilation, groups, C, F, K, tile
+    ((1, 1), (1, 1, 1, 1), (1, 1), 1, 3, 5, 3, "s32x16"),
+    ((2, 1), (1, 0, 2, 1), (1, 2), 1, 3, 5, 3, "s32x16"),
+    ((2, 3), (0, 1, 1, 0), (1, 1), 3, 3, 6, 3, "m64x32"),
+    ((1, 1), (2, 2, 0, 1), (2, 1), 1, 3, 5, 2, "n128x16"),
+]
+
+
+def _geo(G, x, w, y, s, pads, d, groups):
+    return G.ConvGeometry(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0], y.shape[2], y.shape[3],
+                          w.shape[2], w.shape[3], s[0], s[1], pads[0], pads[2], d[0], d[1], groups)
+
+
+@pytest.mark.parametrize("s, pads, d, groups, C, F, K, tile", CASES)
+def test_conv_forward_and_backward(s, pads, d, groups, C, F, K, tile):
+    from cnndsl.kernels.cuda import gemm as G
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, C, 7, 7))
+    w = rng.standard_normal((F, C // groups, K, K))
+    b = rng.standard_normal(F)
+    y = R.conv2d(x, w, b, s, pads, d, groups)
+    geo = _geo(G, x, w, y, s, pads, d, groups)
+    out = empty(y.size)
+    G.conv_forward(dev(x), dev(w), dev(b), True, out, geo, tile)()
+    assert_close(host(out, y.shape), y, what="forward")
+
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = R.conv2d_backward(x, w, dy, s, pads, d, groups)
+    out = empty(x.size)
+    G.conv_backward_data(dev(dy), dev(w), dev(b), False, out, geo, tile)()
+    assert_close(host(out, x.shape), dx, what="backward data")
+    for splits in (1, 3):
+        out, part = empty(w.size), empty(G.weight_workspace(geo, tile, splits))
+        G.conv_backward_weight(dev(x), dev(dy), out, part, geo, tile, splits)()
+        assert_close(host(out, w.shape), dw, what=f"backward weight, {splits} splits")
+
+
+@pytest.mark.parametrize("tile", ["l64x64", "l128x64"])
+def test_large_tiles_on_a_small_conv(tile):
+    from cnndsl.kernels.cuda import gemm as G
+
+    rng = np.random.default_rng(2)
+    x, w, b = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((5, 3, 3, 3)), rng.standard_normal(5)
+    y = R.conv2d(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    geo = _geo(G, x, w, y, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    out = empty(y.size)
+    G.conv_forward(dev(x), dev(w), dev(b), True, out, geo, tile)()
+    assert_close(host(out, y.shape), y, what=tile)
+
+
+def test_fused_epilogue_residual_and_activations():
+    from cnndsl.kernels.cuda import gemm as G
+
+    rng = np.random.default_rng(3)
+    x, w, b = rng.standard_normal((2, 3, 4, 4)), rng.standard_normal((5, 3, 3, 3)), rng.standard_normal(5)
+    z = R.conv2d(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    res = rng.standard_normal(z.shape)
+    geo = _geo(G, x, w, z, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    expect = {G.NONE: z + res, G.RELU: np.maximum(z + res, 0), G.LEAKY_RELU: np.where(z + res > 0, z + res, 0.2 * (z + res)),
+              G.SIGMOID: 1 / (1 + np.exp(-(z + res))), G.TANH: np.tanh(z + res)}
+    for act, want in expect.items():
+        out = empty(z.size)
+        G.conv_forward(dev(x), dev(w), dev(b), True, out, geo, "s32x16", res=dev(res), act=act, alpha=0.2)()
+        assert_close(host(out, z.shape), want, what=f"activation {act}")
+
+
+def test_conv_transpose_is_the_adjoint():
+    """conv_transpose's forward, input gradient and weight gradient through conv's kernels on the
+    adjoint geometry, as the launchers run them (stride 2, asymmetric padding, groups 3)."""
+    from cnndsl.kernels.cuda import gemm as G
+
+    rng = np.random.default_rng(4)
+    s, pads, d, groups = (2, 2), (1, 0, 0, 1), (1, 1), 3
+    x, w, b = rng.standard_normal((2, 6, 3, 4)), rng.standard_normal((6, 1, 3, 3)), rng.standard_normal(3)
+    oh = R.conv_transpose2d_output_size(3, 3, 2, 1, 0, 1, 1)
+    ow = R.conv_transpose2d_output_size(4, 3, 2, 0, 1, 1, 0)
+    y = R.conv_transpose2d(x, w, b, s, pads, d, groups, (oh, ow))
+    geo = _geo(G, y, w, x, s, pads, d, groups)  # the conv from y-space to x-space
+    out = empty(y.size)
+    G.conv_backward_data(dev(x), dev(w), dev(b), True, out, geo, "s32x16")()
+    assert_close(host(out, y.shape), y, what="conv_transpose forward")
+    dy = rng.standard_normal(y.shape)
+    dx, dw, _ = R.conv_transpose2d_backward(x, w, dy, s, pads, d, groups)
+    out = empty(x.size)
+    G.conv_forward(dev(dy), dev(w), dev(b), False, out, geo, "s32x16")()
+    assert_close(host(out, x.shape), dx, what="conv_transpose input gradient")
+    out, part = empty(w.size), empty(G.weight_workspace(geo, "s32x16", 2))
+    G.conv_backward_weight(dev(dy), dev(x), out, part, geo, "s32x16", 2)()
+    assert_close(host(out, w.shape), dw, what="conv_transpose weight gradient")
+
+
+def test_dense_forward_and_backward():
+    from cnndsl.kernels.cuda import gemm as G
+
+    rng = np.random.default_rng(5)
+    x, w, b = rng.standard_normal((3, 37)), rng.standard_normal((11, 37)), rng.standard_normal(11)
+    geo = G.dense_geometry(3, 37, 11)
+    out = empty(3 * 11)
+    G.conv_forward(dev(x), dev(w), dev(b), True, out, geo)()
+    assert_close(host(out, (3, 11)), RD.dense(x, w, b), what="dense")
+    dy = rng.standard_normal((3, 11))
+    dx, dw, _ = RD.dense_backward(x, w, dy)
+    out = empty(x.size)
+    G.conv_backward_data(dev(dy), dev(w), dev(b), False, out, geo)()
+    assert_close(host(out, x.shape), dx, what="dense backward data")
+    out, part = empty(w.size), empty(G.weight_workspace(geo, "s32x16", 2))
+    G.conv_backward_weight(dev(x), dev(dy), out, part, geo, "s32x16", 2)()
+    assert_close(host(out, w.shape), dw, what="dense backward weight")
+
+
+def test_tile_choice_and_split_sizes():
+    from cnndsl.kernels.cuda import gemm as G
+
+    assert G.choose_tile(10, 5) == "s32x16"
+    geo = G.ConvGeometry(2, 3, 7, 7, 5, 7, 7, 3, 3, ph=1, pw=1)
+    for tile in G.TILES:
+        splits, kchunk = G.weight_splits(geo, tile)
+        assert kchunk % G.TILES[tile].BK == 0 and splits * kchunk >= 2 * 7 * 7 > (splits - 1) * kchunk

@@ -1,0 +1,333 @@
+"""Elementwise, reduction, pooling, structural, loss and optimizer CUDA kernels vs the NumPy
+references (and the CPU dropout kernel, bit for bit), under the simulator, tiny shapes."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from cuda_testutil import assert_close, dev, empty, host
+
+from cnndsl.kernels.reference import activation as RA
+from cnndsl.kernels.reference import batchnorm as RB
+from cnndsl.kernels.reference import loss as RL
+from cnndsl.kernels.reference import pool as RP
+from cnndsl.kernels.reference import tensor as RT
+
+pytestmark = pytest.mark.cuda
+f32 = np.float32
+
+
+def _grid(n):
+    from cnndsl.kernels.cuda.common import grid1d
+    return grid1d(n)
+
+
+def test_activations_forward_and_backward():
+    from cnndsl.kernels.cuda import elementwise as E
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 5, 5)) * 3
+    dy = rng.standard_normal(x.shape)
+    n = x.size
+    cases = [
+        ("relu", E.relu_forward, E.relu_backward, RA.relu(x), RA.relu_backward(x, dy), ()),
+        ("tanh", E.tanh_forward, E.tanh_backward, RA.tanh(x), RA.tanh_backward(np.tanh(x), dy), ()),
+        ("sigmoid", E.sigmoid_forward, E.sigmoid_backward, RA.sigmoid(x), RA.sigmoid_backward(RA.sigmoid(x), dy), ()),
+    ]
+    for name, fwd, bwd, y_ref, dx_ref, _ in cases:
+        y = empty(n)
+        fwd[_grid(n)](dev(x), y, n)
+        assert_close(host(y, x.shape), y_ref, what=name)
+        dx = empty(n)
+        bwd[_grid(n)](y, dev(dy), dx, n)
+        assert_close(host(dx, x.shape), dx_ref, what=name + " backward")
+    y, dx = empty(n), empty(n)
+    E.leaky_relu_forward[_grid(n)](dev(x), f32(0.1), y, n)
+    assert_close(host(y, x.shape), RA.leaky_relu(x, 0.1), what="leaky_relu")
+    E.leaky_relu_backward[_grid(n)](y, dev(dy), f32(0.1), dx, n)
+    assert_close(host(dx, x.shape), RA.leaky_relu_backward(x, dy, 0.1), what="leaky_relu backward")
+    # in place, as the executor may run them
+    a = dev(x)
+    E.relu_forward[_grid(n)](a, a, n)
+    assert_close(host(a, x.shape), RA.relu(x), what="relu in place")
+
+
+@pytest.mark.parametrize("shape", [(2, 5), (2, 3, 2, 3)])
+def test_softmax(shape):
+    from cnndsl.kernels.cuda import elementwise as E
+
+    rng = np.random.default_rng(1)
+    x, dy = rng.standard_normal(shape) * 4, rng.standard_normal(shape)
+    n, k = shape[0], shape[1]
+    s = int(np.prod(shape[2:]))
+    y, dx = empty(x.size), empty(x.size)
+    E.softmax_forward[_grid(n * s)](dev(x), y, n, k, s)
+    ref = RA.softmax(x)
+    assert_close(host(y, shape), ref, what="softmax")
+    E.softmax_backward[_grid(n * s)](y, dev(dy), dx, n, k, s)
+    assert_close(host(dx, shape), RA.softmax_backward(ref, dy), what="softmax backward")
+
+
+def test_add_copy_scale_fill():
+    from cnndsl.kernels.cuda import elementwise as E
+
+    rng = np.random.default_rng(2)
+    a, b, c = (rng.standard_normal(67) for _ in range(3))
+    out = empty(67)
+    E.add2[_grid(67)](dev(a), dev(b), out, 67)
+    E.add_accumulate[_grid(67)](out, dev(c), 67)
+    assert_close(host(out, (67,)), RT.add(a, b, c), what="add")
+    E.scale[_grid(67)](out, f32(-2.0), 67)
+    assert_close(host(out, (67,)), -2 * (a + b + c), what="scale")
+    E.copy[_grid(67)](dev(a), out, 67)
+    assert np.array_equal(host(out, (67,)), a.astype(np.float32))
+    E.fill[_grid(67)](out, f32(3.0), 67)
+    assert (host(out, (67,)) == 3).all()
+
+
+@pytest.mark.parametrize("p, seed, step", [(0.5, 12345, 0), (0.3, 7, 41), (0.9, 2**31 - 1, 10**6)])
+def test_dropout_mask_is_bit_identical_to_the_cpu_kernel(p, seed, step):
+    from cnndsl.kernels.cpu import dropout as CD
+    from cnndsl.kernels.cuda import elementwise as E
+    from cnndsl.kernels.reference import dropout as RDo
+
+    n = 2 * 3 * 7 * 7
+    base, thr, scale = E.dropout_params(p, seed, step)
+    mask = empty(n, np.uint8)
+    E.dropout_mask[_grid(n)](base, thr, mask, n)
+    cpu = np.zeros(n, np.uint8)
+    CD.dropout_mask(f32(p), seed, step, cpu)
+    assert np.array_equal(mask.copy_to_host(), cpu)
+    assert np.array_equal(cpu.astype(bool), RDo.dropout_keep_mask((n,), p, seed, step))
+    x = np.random.default_rng(3).standard_normal(n).astype(np.float32)
+    y = empty(n)
+    E.dropout_apply[_grid(n)](dev(x), base, thr, scale, y, n)
+    cpu_y = np.empty_like(x)
+    CD.dropout_forward(x, f32(p), seed, step, cpu_y)
+    assert np.array_equal(y.copy_to_host(), cpu_y)  # same mask, same float32 scale: bit for bit
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 2, 3), (4, 6)])
+def test_batchnorm_train_inference_backward(shape):
+    from cnndsl.kernels.cuda import reduce as R
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape) * 2 + 1
+    c = shape[1]
+    n, s = shape[0], int(np.prod(shape[2:]))
+    gamma, beta = rng.standard_normal(c), rng.standard_normal(c)
+    rm, rv = rng.standard_normal(c), rng.random(c) + 0.5
+    y_ref, mean, inv, rm_ref, rv_ref = RB.batchnorm_train(x, gamma, beta, 1e-5, 0.1, rm, rv)
+    d_rm, d_rv = dev(rm), dev(rv)
+    save_mean, save_inv, scale, shift, y = empty(c), empty(c), empty(c), empty(c), empty(x.size)
+    R.bn_train_stats[R.channel_grid(c)](dev(x), n, c, s, dev(gamma), dev(beta), f32(1e-5), f32(0.1), d_rm, d_rv,
+                                        save_mean, save_inv, scale, shift)
+    R.channel_affine[_grid(x.size)](dev(x), scale, shift, y, c, s, x.size)
+    assert_close(host(y, shape), y_ref, what="train forward")
+    assert_close(host(save_mean, (c,)), mean, what="mean")
+    assert_close(host(save_inv, (c,)), inv, what="invstd")
+    assert_close(host(d_rm, (c,)), rm_ref, what="running mean")
+    assert_close(host(d_rv, (c,)), rv_ref, what="running var")
+
+    dy = rng.standard_normal(shape)
+    dx_ref, dg_ref, db_ref = RB.batchnorm_backward(x, dy, gamma, mean, inv)
+    dx, dg, db, coef = empty(x.size), empty(c), empty(c), empty(3 * c)
+    R.bn_backward_reduce[R.channel_grid(c)](dev(x), dev(dy), n, c, s, dev(gamma), save_mean, save_inv, dg, db, coef)
+    R.bn_backward_apply[_grid(x.size)](dev(x), dev(dy), dx, save_mean, coef, c, s, x.size)
+    assert_close(host(dx, shape), dx_ref, rtol=1e-3, what="dx")
+    assert_close(host(dg, (c,)), dg_ref, what="dgamma")
+    assert_close(host(db, (c,)), db_ref, what="dbeta")
+
+    R.bn_inference_coeffs[_grid(c)](dev(gamma), dev(beta), dev(rm), dev(rv), f32(1e-5), scale, shift, c)
+    R.channel_affine[_grid(x.size)](dev(x), scale, shift, y, c, s, x.size)
+    assert_close(host(y, shape), RB.batchnorm_inference(x, gamma, beta, rm, rv, 1e-5), what="inference")
+
+
+def test_channel_sum_and_sum_to():
+    from cnndsl.kernels.cuda import reduce as R
+    from cnndsl.kernels.cuda.common import RB as THREADS
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 10))
+    out = empty(4)
+    R.channel_sum[R.channel_grid(4)](dev(x), 3, 4, 10, f32(0.5), out)
+    assert_close(host(out, (4,)), 0.5 * x.sum(axis=(0, 2)), what="channel sum")
+    values = empty(3)
+    R.sum_to[1, THREADS](dev(x), x.size, f32(2.0), values, 1)
+    assert_close(host(values, (3,))[1], 2 * x.sum(), what="sum_to")
+
+
+POOLS = [  # kernel, stride, pads (t, b, l, r)
+    ((3, 3), (2, 2), (1, 1, 1, 1)),
+    ((2, 3), (1, 2), (0, 1, 1, 0)),
+    ((2, 2), (2, 2), (0, 0, 0, 0)),
+]
+
+
+@pytest.mark.parametrize("kernel, stride, pads", POOLS)
+def test_pooling_forward_and_backward(kernel, stride, pads):
+    from cnndsl.kernels.cuda import pool as K
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 7, 7))
+    y = RP.maxpool2d(x, kernel, stride, pads, (1, 1))
+    dy = rng.standard_normal(y.shape)
+    geo = (2, 3, 7, 7, y.shape[2], y.shape[3], kernel[0], kernel[1], stride[0], stride[1], pads[0], pads[2], 1, 1)
+    out, idx, dx = empty(y.size), empty(y.size, np.int32), empty(x.size)
+    K.maxpool_forward[_grid(y.size)](dev(x), out, idx, *geo)
+    assert_close(host(out, y.shape), y, what="maxpool")
+    K.maxpool_backward[_grid(x.size)](dev(dy), idx, dx, *geo)
+    assert_close(host(dx, x.shape), RP.maxpool2d_backward(x, dy, kernel, stride, pads, (1, 1)), what="maxpool bwd")
+    for kind, fwd, bwd in ((K.AVG, RP.avgpool2d, RP.avgpool2d_backward), (K.L2, RP.l2pool2d, RP.l2pool2d_backward)):
+        K.avg_l2_forward[_grid(y.size)](dev(x), out, *geo, kind)
+        assert_close(host(out, y.shape), fwd(x, kernel, stride, pads, (1, 1)), what=f"pool {kind}")
+        K.avg_l2_backward[_grid(x.size)](dev(x), out, dev(dy), dx, *geo, kind)
+        assert_close(host(dx, x.shape), bwd(x, dy, kernel, stride, pads, (1, 1)), what=f"pool {kind} backward")
+
+
+def test_pooling_with_dilation():
+    from cnndsl.kernels.cuda import pool as K
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 2, 7, 6))
+    args = ((3, 2), (1, 2), (1, 0, 0, 1), (2, 2))
+    y = RP.avgpool2d(x, *args)
+    geo = (1, 2, 7, 6, y.shape[2], y.shape[3], 3, 2, 1, 2, 1, 0, 2, 2)
+    out, dx = empty(y.size), empty(x.size)
+    K.avg_l2_forward[_grid(y.size)](dev(x), out, *geo, K.AVG)
+    assert_close(host(out, y.shape), y, what="dilated avgpool")
+    dy = rng.standard_normal(y.shape)
+    K.avg_l2_backward[_grid(x.size)](dev(x), out, dev(dy), dx, *geo, K.AVG)
+    assert_close(host(dx, x.shape), RP.avgpool2d_backward(x, dy, *args), what="dilated avgpool backward")
+
+
+def test_global_avgpool():
+    from cnndsl.kernels.cuda import pool as K
+    from cnndsl.kernels.cuda import reduce as R
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 5, 4))
+    out, dx = empty(6), empty(x.size)
+    R.channel_sum[R.channel_grid(6)](dev(x), 1, 6, 20, f32(1 / 20), out)
+    assert_close(host(out, (2, 3)), RP.global_avgpool(x), what="global avgpool")
+    dy = rng.standard_normal((2, 3))
+    K.global_avgpool_backward[_grid(x.size)](dev(dy), dx, 20, f32(1 / 20))
+    assert_close(host(dx, x.shape), RP.global_avgpool_backward(x.shape, dy), what="global avgpool backward")
+
+
+def test_concat_and_upsample():
+    from cnndsl.kernels.cuda import tensor as T
+
+    rng = np.random.default_rng(9)
+    a, b = rng.standard_normal((2, 3, 3, 2)), rng.standard_normal((2, 2, 3, 2))
+    out = empty(2 * 5 * 6)
+    T.concat_forward[_grid(a.size)](dev(a), out, 2, 3, 6, 5, 0)
+    T.concat_forward[_grid(b.size)](dev(b), out, 2, 2, 6, 5, 3)
+    cat = RT.concat([a, b])
+    assert_close(host(out, cat.shape), cat, what="concat")
+    db = empty(b.size)
+    T.concat_backward[_grid(b.size)](out, db, 2, 2, 6, 5, 3)
+    assert_close(host(db, b.shape), b, what="concat backward")
+    up = empty(a.size * 6)
+    T.upsample_forward[_grid(a.size * 6)](dev(a), up, 6, 3, 2, 2, 3)
+    assert_close(host(up, (2, 3, 6, 6)), RT.upsample_nearest(a, 2, 3), what="upsample")
+    dy = rng.standard_normal((2, 3, 6, 6))
+    dx = empty(a.size)
+    T.upsample_backward[_grid(a.size)](dev(dy), dx, 6, 3, 2, 2, 3)
+    assert_close(host(dx, a.shape), RT.upsample_nearest_backward(dy, 2, 3), what="upsample backward")
+
+
+def test_cross_entropy_and_pixel_cross_entropy():
+    from cnndsl.kernels.cuda import loss as L
+    from cnndsl.kernels.cuda import reduce as R
+    from cnndsl.kernels.cuda.common import RB as THREADS
+
+    rng = np.random.default_rng(10)
+    z, lab = rng.standard_normal((3, 5)) * 3, np.array([4, 0, 2])
+    loss_ref, d_ref = RL.softmax_cross_entropy(z, lab)
+    d, terms, values = empty(z.size), empty(3), empty(2)
+    w = 0.5
+    L.cross_entropy_rows[_grid(3)](dev(z), dev(lab, np.int64), d, terms, 3, 5, f32(w / 3))
+    R.sum_to[1, THREADS](terms, 3, f32(w / 3), values, 1)
+    assert_close(host(d, z.shape), w * d_ref, what="cross-entropy gradient")
+    assert abs(values.copy_to_host()[1] - w * loss_ref) < 1e-5
+
+    z = rng.standard_normal((2, 4, 3, 3))
+    lab = rng.integers(0, 4, (2, 3, 3))
+    lab[0, 1, :] = -1
+    loss_ref, d_ref = RL.pixel_cross_entropy(z, lab)
+    n = 18
+    d, terms, valid, totals = empty(z.size), empty(n), empty(n), empty(2)
+    L.pixel_cross_entropy_terms[_grid(n)](dev(z), dev(lab, np.int64), d, terms, valid, 2, 4, 9)
+    R.sum_to[1, THREADS](terms, n, f32(1), totals, 0)
+    R.sum_to[1, THREADS](valid, n, f32(1), totals, 1)
+    L.pixel_cross_entropy_finish[_grid(z.size)](d, totals, f32(2.0), values, 0, z.size)
+    assert_close(host(d, z.shape), 2 * d_ref, what="pixel cross-entropy gradient")
+    assert abs(values.copy_to_host()[0] - 2 * loss_ref) < 1e-5
+    # everything ignored: loss 0, zero gradient
+    lab[:] = -1
+    L.pixel_cross_entropy_terms[_grid(n)](dev(z), dev(lab, np.int64), d, terms, valid, 2, 4, 9)
+    R.sum_to[1, THREADS](terms, n, f32(1), totals, 0)
+    R.sum_to[1, THREADS](valid, n, f32(1), totals, 1)
+    L.pixel_cross_entropy_finish[_grid(z.size)](d, totals, f32(1.0), values, 0, z.size)
+    assert values.copy_to_host()[0] == 0 and not host(d, z.shape).any()
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.0])
+def test_mse_and_smooth_l1(beta):
+    from cnndsl.kernels.cuda import loss as L
+
+    rng = np.random.default_rng(11)
+    p, t = rng.standard_normal((3, 7)), rng.standard_normal((3, 7))
+    t[0, 0] = p[0, 0]  # d == 0
+    m = p.size
+    g, terms = empty(m), empty(m)
+    L.mse_terms[_grid(m)](dev(p), dev(t), g, terms, f32(2.0 / m), m)
+    loss_ref, g_ref = RL.mse(p, t)
+    assert_close(host(g, p.shape), g_ref, what="mse gradient")
+    assert abs(host(terms, (m,)).sum() / m - loss_ref) < 1e-5
+    L.smooth_l1_terms[_grid(m)](dev(p), dev(t), f32(beta), g, terms, f32(1.0 / m), m)
+    loss_ref, g_ref = RL.smooth_l1(p, t, beta)
+    assert_close(host(g, p.shape), g_ref, what="smooth l1 gradient")
+    assert abs(host(terms, (m,)).sum() / m - loss_ref) < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["sgd", "sgd_nesterov", "adam"])
+def test_optimizer_steps_match_the_cpu_optimizer(kind):
+    """Three steps over a flat buffer with frozen elements (lr_mult 0), a per-element lr_mult and
+    wd_mult, weight decay; then a step with a NaN loss changes nothing."""
+    from cnndsl.kernels.cuda import optim as K
+    from cnndsl.train.optim import SGD, Adam, FlatParams
+
+    rng = np.random.default_rng(12)
+    fp = FlatParams({"a": (13,), "b": (4, 5)})
+    fp.data[:] = rng.standard_normal(fp.size)
+    fp.set_lr_mult("b", 0.5)
+    fp.lr_mult[3] = 0
+    fp.wd_mult[:4] = 0
+    if kind == "adam":
+        opt = Adam(fp, lr=0.01, weight_decay=0.01)
+    else:
+        opt = SGD(fp, lr=0.1, momentum=0.9, nesterov=kind == "sgd_nesterov", weight_decay=0.01)
+    p, mult, wdm = dev(fp.data), dev(fp.lr_mult), dev(fp.wd_mult)
+    s1, s2 = empty(fp.size), empty(fp.size)
+    n = fp.size
+    ok = dev(np.array([0.3]))
+    for step in range(4):
+        fp.grad[:] = rng.standard_normal(n)
+        g = dev(fp.grad)
+        losses = ok if step < 3 else dev(np.array([0.3, np.nan]))
+        if kind == "adam":
+            t = step + 1
+            bc1, bc2 = 1 - 0.9 ** t, 1 - 0.999 ** t
+            if step == 0:
+                s1, s2 = dev(np.zeros(n)), dev(np.zeros(n))
+            K.adam_step[_grid(n)](p, g, s1, s2, mult, wdm, f32(0.01 / bc1), f32(0.999), f32(0.1), f32(0.001),
+                                  f32(math.sqrt(bc2)), f32(1e-8), f32(0.01), True, losses, losses.size, n)
+        else:
+            K.sgd_step[_grid(n)](p, g, s1, mult, wdm, f32(0.1), f32(0.9), f32(1.0), f32(0.01),
+                                 kind == "sgd_nesterov", step == 0, losses, losses.size, n)
+        if step < 3:
+            opt.step()
+        np.testing.assert_allclose(p.copy_to_host(), fp.data, rtol=2e-6, atol=2e-7, err_msg=f"step {step}")
