@@ -63,23 +63,26 @@ class Model:
         return self.graph.node(self.input_name).type.shape
 
     def _graph(self, kind: str):
-        """The graph an executable runs: the optimization pipeline at self.opt_level over the
-        forward graph (infer), the forward graph with its losses (eval), or, in training mode,
-        forward passes, autodiff and backward passes (train). The evaluation graph gets only
-        the passes valid in both modes (no batchnorm folding, no dropout removal). Node names of heads and layers
-        are never changed by a pass, so weights and outputs are found by the same names."""
+        """The graph an executable runs, through the optimization pipeline at self.opt_level:
+          infer       the forward graph (inference passes: batchnorm folding, no dropout, fusions)
+          eval        the forward graph with targets and losses, inference passes
+          loss_train  the same with only the passes valid in training too: it is run with training
+                      semantics to find where a loss became non-finite (and by gradient checks)
+          train       forward passes, autodiff and backward passes
+        Node names of heads and layers are never changed by a pass, so weights and outputs are
+        found by the same names."""
         from cnndsl.passes.pipeline import optimize
 
         if kind not in self._graphs:
             if kind == "infer":
-                self._graphs[kind] = optimize(self.graph, "inference", self.opt_level, backend=self.device)
-            elif kind == "eval":
-                # "either": the trainer also re-runs this graph with training semantics
-                self._graphs[kind] = optimize(build_loss_graph(self.graph, self.losses), "either", self.opt_level,
-                                              backend=self.device)
+                graph = optimize(self.graph, "inference", self.opt_level, backend=self.device)
+            elif kind in ("eval", "loss_train"):
+                mode = "inference" if kind == "eval" else "either"
+                graph = optimize(build_loss_graph(self.graph, self.losses), mode, self.opt_level, backend=self.device)
             else:
-                self._graphs[kind] = optimize(self.graph, "training", self.opt_level, losses=self.losses,
-                                              frozen=self.frozen, backend=self.device)
+                graph = optimize(self.graph, "training", self.opt_level, losses=self.losses, frozen=self.frozen,
+                                 backend=self.device)
+            self._graphs[kind] = graph
         return self._graphs[kind]
 
     def executable(self, kind: str, batch: int) -> Executable:

@@ -92,7 +92,7 @@ def _random_targets(model: Model, n: int, rng) -> dict:
 
 
 def _loss_at(model: Model, x, targets, step: int) -> float:
-    exe = model.executable("eval", len(x))
+    exe = model.executable("loss_train", len(x))
     exe.run(model._feeds(model.prepare(x), targets), training=True, step=step, seed=model.seed)
     return model._loss_value(exe)
 

@@ -30,9 +30,10 @@ def run():
 
 
 def test_check_all_examples_is_clean(run):
-    result = run("check", *map(str, sorted((ROOT / "examples").glob("*.cnn"))))
+    examples = sorted((ROOT / "examples").glob("*.cnn"))
+    result = run("check", *map(str, examples))
     assert result.exit_code == 0, result.output
-    assert result.output.count(": ok (") == 7
+    assert result.output.count(": ok (") == len(examples) >= 7
 
 
 def test_check_reports_errors_with_exit_1(run):

@@ -70,7 +70,7 @@ def verify(graph: Graph, typed: bool | None = None) -> list[str]:
         if n < op.min_inputs or (op.max_inputs is not None and n > op.max_inputs):
             most = "any" if op.max_inputs is None else op.max_inputs
             problems.append(f"'{name}' ({op.name}) has {n} inputs; {op.name} takes {op.min_inputs} to {most}")
-        if op.name == "input" and name not in graph.inputs:
+        if op.category == "input" and name not in graph.inputs:
             problems.append(f"input node '{name}' is not listed in graph.inputs")
         declared = {a.name for a in op.attrs}
         for key in node.attrs:
@@ -87,7 +87,8 @@ def verify(graph: Graph, typed: bool | None = None) -> list[str]:
         seen.add(name)
         if name not in nodes:
             problems.append(f"graph.inputs lists '{name}', which is not a node")
-        elif nodes[name].op != "input":
+        elif get_op(nodes[name].op) is None or get_op(nodes[name].op).category != "input":
+            # images (`input`) and, in training graphs, the heads' targets (`target`)
             problems.append(f"graph.inputs lists '{name}', which is a {nodes[name].op}, not an input")
 
     for head, name in graph.heads.items():

@@ -106,7 +106,7 @@ class PassManager:
 
 def check_graph(graph: Graph, heads: dict) -> None:
     """The IR verifier, a fresh shape inference without errors, and unchanged head types."""
-    problems = [p for p in verify(graph, typed=True) if not _is_target_input(graph, p)]
+    problems = verify(graph, typed=True)
     if problems:
         raise InvalidGraph(problems)
     saved = {name: graph.node(name).type for name in graph.topo_order()}
@@ -119,9 +119,3 @@ def check_graph(graph: Graph, heads: dict) -> None:
         if node is None or graph.node(node).type != t:
             raise AssertionError(f"head '{head}' changed: was {t}, now "
                                  f"{graph.node(node).type if node else 'missing'}")
-
-
-def _is_target_input(graph: Graph, problem: str) -> bool:
-    # verify() predates training graphs, whose `target` nodes are graph inputs too
-    return any(problem == f"graph.inputs lists '{n}', which is a target, not an input"
-               for n in graph.inputs if graph.node(n).op == "target")

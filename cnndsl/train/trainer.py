@@ -291,7 +291,7 @@ def first_non_finite_layer(model, x, y, step: int):
     """Re-run the forward pass of the failing batch node by node (parameters are those before
     the step: the optimizer step refuses to apply a non-finite loss) and return the first
     node whose output holds NaN or Inf."""
-    exe = model.executable("eval", len(x))
+    exe = model.executable("loss_train", len(x))
     feeds = model._feeds(x, model._targets(y))
     rc = exe.rc
     rc.training, rc.step, rc.seed = True, step, model.seed

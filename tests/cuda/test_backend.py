@@ -91,8 +91,6 @@ def test_a_missing_kernel_is_a_compile_time_error_naming_the_op():
 
 def test_device_cuda_without_a_gpu_is_a_clean_error(tmp_path):
     """Without the simulator (and without a GPU, as on CI machines): exit 1, a message, no traceback."""
-    from cnndsl.backend.cuda.shim import cuda  # noqa: F401
-
     probe = subprocess.run([sys.executable, "-c", "from numba import cuda; print(cuda.is_available())"],
                            env=_env_without_simulator(), capture_output=True, text=True)
     if probe.stdout.strip() != "False":
