@@ -100,7 +100,7 @@ def test_resnet_tiny_residuals():
 
 def test_unet_tiny_per_pixel_head():
     p = load(ROOT / "examples" / "unet_tiny.cnn")
-    assert str(p.graph.node(p.graph.heads["masks"]).type) == "3x32x32"
+    assert str(p.graph.node(p.graph.heads["masks"]).type) == "11x32x32"  # background + 10 digits
     ops = {n.op for n in p.graph.nodes()}
     assert {"conv_transpose", "upsample", "concat"} <= ops
     assert p.training.losses[0].kind == "pixel_cross_entropy"
@@ -111,16 +111,17 @@ def test_localizer_two_heads():
     g = p.graph
     assert list(g.heads) == ["class_logits", "box"]
     assert g.heads["box"] == "box.sigmoid"
-    assert str(g.node("box.sigmoid").type) == "4" and str(g.node("class_logits").type) == "5"
+    assert str(g.node("box.sigmoid").type) == "4" and str(g.node("class_logits").type) == "10"
     assert [(l.head, l.kind, l.weight) for l in p.training.losses] == [
-        ("class_logits", "cross_entropy", 1.0), ("box", "smooth_l1", 5.0)]
+        ("class_logits", "cross_entropy", 1.0), ("box", "smooth_l1", 20.0)]
+    assert p.training.dataset == "localization_digits"
 
 
 @pytest.mark.parametrize("classes,boxes", [(3, 2), (20, 3), (1, 1)])
 def test_detector_head_width_from_parameters(classes, boxes):
     p = load(ROOT / "examples" / "detector.cnn", defines={"classes": str(classes), "boxes": str(boxes)})
     grid = p.graph.node(p.graph.heads["grid"])
-    assert grid.type.shape == ((classes + 5) * boxes, 7, 7)
+    assert grid.type.shape == ((classes + 5) * boxes, 8, 8)
     assert grid.attrs["kernel"] == (1, 1)
     leaky = [n for n in p.graph.nodes() if n.op == "leaky_relu"]
     assert leaky and all(n.attrs["alpha"] == 0.1 for n in leaky)

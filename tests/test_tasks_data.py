@@ -60,24 +60,42 @@ def test_localization_uses_each_digit_of_its_split():
     assert len(xt) == 4000 and not np.array_equal(xt[:1000], x)
 
 
-@pytest.mark.parametrize("example,heads", [
+HEADS = [
     ("localizer", {"class_logits": ((), "int64"), "box": ((4,), "float32")}),
     ("detector", {"grid": ((15, 8, 8), "float32")}),
     ("unet_tiny", {"masks": ((32, 32), "int64")}),
-])
+]
+
+
+def test_localizer_gets_both_splits():
+    model = Model(load(ROOT / "examples" / "localizer.cnn"))
+    train, test = resolve_datasets(model)  # the `dataset localization_digits` of the file
+    assert len(train) == 4000 and len(test) == 1000 and set(train.y) == {"class_logits", "box"}
+
+
+@pytest.mark.parametrize("example,heads", HEADS)
 def test_examples_get_targets_by_head(example, heads):
+    model = Model(load(ROOT / "examples" / f"{example}.cnn"))
+    test = T.task_dataset(model.config.dataset, model, "test")
+    assert len(test) == 1000
+    assert test.x.shape[1:] == model.input_shape
+    for head, (shape, dtype) in heads.items():
+        assert test.y[head].shape[1:] == shape and str(test.y[head].dtype) == dtype
+    assert set(test.y) == set(heads)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example,heads", HEADS)
+def test_examples_training_splits(example, heads):
     model = Model(load(ROOT / "examples" / f"{example}.cnn"))
     train, test = resolve_datasets(model)
     assert len(train) == 4000 and len(test) == 1000
-    assert train.x.shape[1:] == model.input_shape
-    for head, (shape, dtype) in heads.items():
-        assert train.y[head].shape[1:] == shape and str(train.y[head].dtype) == dtype
     assert set(train.y) == set(heads)
 
 
 def test_detection_targets_decode_to_the_objects():
     model = Model(load(ROOT / "examples" / "detector.cnn"))
-    _, test = resolve_datasets(model)
+    test = T.task_dataset("detection_digits", model, "test")
     _, objects, _ = T.make_task("detection_digits", "test", (64, 64), (8, 8))
     for grid, objs in zip(test.y["grid"][:20], objects[:20]):
         gb, gc = D.ground_truth(grid, 10)
@@ -91,10 +109,10 @@ def test_wrong_head_for_a_task_is_explained():
     src = ("network n(classes = 3) {\n  input image: 1x32x32\n  conv classes kernel=1 -> masks\n}\n"
            "train {\n  dataset segmentation_digits\n}\n")
     with pytest.raises(CnnError) as e:
-        resolve_datasets(Model(loads(src)))
+        T.task_dataset("segmentation_digits", Model(loads(src)), "test")
     assert "11x32x32" in e.value.diagnostics[0].message
     with pytest.raises(CnnError) as e:
-        resolve_datasets(Model(loads(src.replace("1x32x32", "3x32x32"))))
+        T.task_dataset("segmentation_digits", Model(loads(src.replace("1x32x32", "3x32x32"))), "test")
     assert "grey" in e.value.diagnostics[0].message
 
 
@@ -120,8 +138,8 @@ def test_metrics_hook_in_evaluate_and_metrics_json(tmp_path):
     from cnndsl.train.trainer import Trainer
 
     model = Model(loads(TINY_DET))
-    train, test = resolve_datasets(model)
-    train, test = train.subset(np.arange(64)), test.subset(np.arange(40))
+    test = T.task_dataset("detection_digits", model, "test")
+    train, test = test.subset(np.arange(64)), test.subset(np.arange(64, 104))
     result = model.evaluate(test.x, test.y)
     assert set(result) == {"loss", "map50", "mae"}
     assert 0 <= result["map50"] <= 1
@@ -138,11 +156,11 @@ def test_metrics_hook_in_evaluate_and_metrics_json(tmp_path):
 
 def test_segmentation_and_box_metrics_through_evaluate():
     seg = Model(load(ROOT / "examples" / "unet_tiny.cnn"))
-    _, test = resolve_datasets(seg)
+    test = T.task_dataset("segmentation_digits", seg, "test")
     r = seg.evaluate(test.x[:16], {"masks": test.y["masks"][:16]})
     assert {"loss", "accuracy", "mean_iou", "pixel_accuracy"} <= set(r)
     loc = Model(load(ROOT / "examples" / "localizer.cnn"))
-    _, test = resolve_datasets(loc)
+    test = T.task_dataset("localization_digits", loc, "test")
     r = loc.evaluate(test.x[:16], {h: v[:16] for h, v in test.y.items()})
     assert {"loss", "accuracy", "box_iou"} <= set(r) and 0 <= r["box_iou"] <= 1
 
@@ -153,7 +171,7 @@ def test_predict_draws_a_png(tmp_path, example, expect):
     model = Model(load(ROOT / "examples" / f"{example}.cnn"))
     weights = tmp_path / "w.safetensors"
     model.save_weights(weights)
-    _, test = resolve_datasets(model)
+    test = T.task_dataset(model.config.dataset, model, "test")
     img = tmp_path / "canvas.npy"
     np.save(img, test.x[0])
     out = tmp_path / "out.png"

@@ -45,10 +45,10 @@ class TransferReport:
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # (name, file, network)
     loaded_values: int = 0
 
-    def lines(self) -> list[str]:
+    def lines(self, verb: str = "loaded") -> list[str]:
         src = f" (saved from network {self.network})" if self.network else ""
         out = [f"init from {self.path}{src}:",
-               f"  loaded {len(self.loaded)} tensors ({self.loaded_values:,} values)"
+               f"  {verb} {len(self.loaded)} tensors ({self.loaded_values:,} values)"
                + (": " + ", ".join(self.loaded) if self.loaded else "")]
         if self.new:
             out.append(f"  newly initialized {len(self.new)} (not in the file): "
@@ -133,7 +133,7 @@ def _mismatch_diagnostics(report: TransferReport, graph, owners, span) -> list[D
     diags = [Diagnostic(
         "error", f"init from {report.path}: {n} tensor{'s' if n != 1 else ''} of network '{graph.name}' "
         f"{'have' if n != 1 else 'has'} another shape in the file (nothing was loaded)", span,
-        details=report.lines()[1:],
+        details=report.lines("matching (not loaded):")[1:],
         help="a layer whose shape changed (a new head) is initialized fresh only when it is renamed "
              "or listed in `reinit`", code="init-mismatch")]
     seen = set()
