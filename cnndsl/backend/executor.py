@@ -117,17 +117,12 @@ class Executable:
         rc = self.rc
         rc.training, rc.step, rc.seed = training, step, seed
         backend = self.backend
-        if backend.host:
-            for name, value in feeds.items():
-                np.copyto(self.arrays[name], value, casting="same_kind")
-        else:
-            backend.start_run(rc)
-            for name, value in feeds.items():
-                backend.copy_in(self.arrays[name], value)
+        backend.start_run(rc)  # the CPU backend's hooks do nothing
+        for name, value in feeds.items():
+            backend.copy_in(self.arrays[name], value)
         for launch, node, ins, out in self._steps:
             launch(rc, node, ins, out)
-        if not backend.host:
-            backend.finish_run(rc)
+        backend.finish_run(rc)
 
     def output(self, name: str) -> np.ndarray:
         """A tensor's values as a NumPy array (on the CPU a view of the buffer itself)."""

@@ -293,13 +293,14 @@ def first_non_finite_layer(model, x, y, step: int):
     node whose output holds NaN or Inf."""
     exe = model.executable("loss_train", len(x))
     feeds = model._feeds(x, model._targets(y))
-    rc = exe.rc
+    rc, backend = exe.rc, exe.rc.backend
     rc.training, rc.step, rc.seed = True, step, model.seed
+    backend.start_run(rc)
     for name, value in feeds.items():
-        np.copyto(exe.arrays[name], value, casting="same_kind")
+        backend.copy_in(exe.arrays[name], value)
     for launch, node, ins, out in exe._steps:
         launch(rc, node, ins, out)
-        if out is not None and out.dtype.kind == "f" and not np.isfinite(out).all():
+        if out is not None and out.dtype.kind == "f" and not np.isfinite(backend.to_host(out)).all():
             return node
     return None
 
