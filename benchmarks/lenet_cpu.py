@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 MODEL = ROOT / "examples" / "lenet5.cnn"
 
 FIRST_STEP = f"""
