@@ -27,19 +27,6 @@ from cnndsl.passes.pipeline import DEFAULT_LEVEL, kernel_count  # noqa: E402
 from cnndsl.train.optim import make_optimizer  # noqa: E402
 
 
-def random_targets(model: Model, n: int, rng) -> dict:
-    targets = {}
-    for spec in model.losses:
-        shape = model.graph.node(model.graph.heads[spec.head]).type.shape
-        if spec.kind == "cross_entropy":
-            targets[spec.head] = rng.integers(0, shape[0], size=n)
-        elif spec.kind == "pixel_cross_entropy":
-            targets[spec.head] = rng.integers(0, shape[0], size=(n,) + shape[1:])
-        else:
-            targets[spec.head] = rng.standard_normal((n,) + shape).astype(np.float32)
-    return targets
-
-
 def make_model(program, level: int) -> Model:
     model = Model(program, seed=0, opt_level=level)
     model.set_optimizer(make_optimizer("sgd", model.store.params, lr=1e-3, momentum=0.9))
@@ -57,7 +44,7 @@ def measure(path: Path, batch: int, reps: int) -> dict:
     rng = np.random.default_rng(0)
     models = {level: make_model(program, level) for level in (0, DEFAULT_LEVEL)}
     x = rng.random((batch,) + models[0].input_shape).astype(np.float32)
-    y = random_targets(models[0], batch, rng)
+    y = models[0].example_targets(batch, rng)
     row = {"example": path.stem}
     for level, model in models.items():
         row[f"infer_kernels_O{level}"] = kernel_count(model._graph("infer"))

@@ -186,6 +186,25 @@ class Model:
         with tempfile.TemporaryDirectory(prefix="cnndsl-") as tmp:
             return Trainer(self, train_set, held_out, config, tmp, progress).fit()
 
+    def example_targets(self, n: int, rng=None) -> dict[str, np.ndarray]:
+        """Targets of the right shape and type for every loss: zeros, or random valid ones from
+        `rng` (class indices within range, normal values for regression) — for warm-ups,
+        gradient checks and benchmarks."""
+        from cnndsl.ops.registry import get_op
+
+        targets = {}
+        for spec in self.losses:
+            head = self.graph.node(self.graph.heads[spec.head]).type
+            shape, dtype = get_op(spec.kind).target(head)
+            shape = (n,) + tuple(shape)
+            if rng is None:
+                targets[spec.head] = np.zeros(shape, dtype)
+            elif dtype == "int64":
+                targets[spec.head] = rng.integers(0, head.shape[0], size=shape)
+            else:
+                targets[spec.head] = rng.standard_normal(shape).astype(np.float32)
+        return targets
+
     # -- helpers -----------------------------------------------------------------
     def _loss_value(self, exe: Executable) -> float:
         return sum(exe.rc.losses[name] for name in exe.graph.attrs["losses"].values())

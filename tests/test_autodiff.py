@@ -77,20 +77,6 @@ def test_optimizer_step_waits_for_every_parameter_gradient():
     assert set(g.inputs_of("optimizer_step")) == writers
 
 
-def _random_targets(model: Model, n: int, rng) -> dict:
-    targets = {}
-    for spec in model.losses:
-        node = model.graph.node(model.graph.heads[spec.head])
-        shape = node.type.shape
-        if spec.kind == "cross_entropy":
-            targets[spec.head] = rng.integers(0, shape[0], size=n)
-        elif spec.kind == "pixel_cross_entropy":
-            targets[spec.head] = rng.integers(0, shape[0], size=(n,) + shape[1:])
-        else:
-            targets[spec.head] = rng.standard_normal((n,) + shape).astype(np.float32)
-    return targets
-
-
 def _loss_at(model: Model, x, targets, step: int) -> float:
     exe = model.executable("loss_train", len(x))
     exe.run(model._feeds(model.prepare(x), targets), training=True, step=step, seed=model.seed)
@@ -103,7 +89,7 @@ def test_whole_network_gradient_matches_finite_differences(path):
     model = Model(program, seed=3)
     rng = np.random.default_rng(0)
     x = rng.random((2,) + model.input_shape).astype(np.float32)
-    targets = _random_targets(model, 2, rng)
+    targets = model.example_targets(2, rng)
     model.set_optimizer(SGD(model.store.params, lr=0.0))  # gradients only; lr 0 leaves weights alone
     model.train_step(x, targets, step=5)
     grad = model.store.params.grad.copy()

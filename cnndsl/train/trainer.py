@@ -265,8 +265,7 @@ def warm_up(model, batch: int) -> None:
     previous = model.optimizer
     model.set_optimizer(SGD(store.params, lr=0.0))
     x = np.zeros((batch,) + model.input_shape, np.float32)
-    targets = {spec.head: np.zeros((batch,) + _target_shape(model, spec), _target_dtype(spec))
-               for spec in model.losses}
+    targets = model.example_targets(batch)
     model.train_step(x, targets, step=0)
     model.evaluate(x, targets, batch)
     store.params.data[...] = saved[0]
@@ -274,17 +273,6 @@ def warm_up(model, batch: int) -> None:
         store.buffers[k][...] = v
     store.params.grad[...] = saved[2]
     model.set_optimizer(previous)
-
-
-def _target_shape(model, spec) -> tuple[int, ...]:
-    from cnndsl.ops.registry import get_op
-
-    head = model.graph.node(model.graph.heads[spec.head]).type
-    return tuple(get_op(spec.kind).target(head)[0])
-
-
-def _target_dtype(spec) -> str:
-    return "float32" if spec.kind in ("mse", "smooth_l1") else "int64"
 
 
 def first_non_finite_layer(model, x, y, step: int):
