@@ -24,7 +24,10 @@ from cnndsl.passes.autodiff import LossSpec, build_loss_graph, build_training_gr
 
 
 class Model:
-    def __init__(self, program, device: str = "cpu", seed: int | None = None, opt_level: int = 2):
+    def __init__(self, program, device: str = "cpu", seed: int | None = None, opt_level: int = 2,
+                 init_from_file: bool = True):
+        """`init_from_file=False` skips the training section's `init from "..."` (for eval and
+        predict, which load trained weights right after)."""
         self.program = program
         self.opt_level = opt_level  # -O level of the pass pipeline (cnndsl/passes/pipeline.py)
         self.graph = program.graph
@@ -44,7 +47,7 @@ class Model:
         from cnndsl.tasks.transfer import check_frozen_statistics
         check_frozen_statistics(self)
         self.init_report = None  # `init from "file"`: what was loaded (cnndsl.tasks.transfer.TransferReport)
-        if self.config.init_from is not None:
+        if self.config.init_from is not None and init_from_file:
             self.init_report = self.init_from(self.config.init_from, self.config.reinit,
                                               span=self.config.spans.get("init"))
         self._mean, self._std = _normalization(self.config.normalize, self.input_shape)

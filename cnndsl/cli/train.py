@@ -36,11 +36,12 @@ def device_option(fn):
     return wrapper
 
 
-def _compile(file, load_kwargs, seed=None):
+def _compile(file, load_kwargs, seed=None, init_from_file=True):
     from cnndsl.model import Model
 
     program = load_model(file, load_kwargs)
-    return Model(program, seed=seed, opt_level=selected_opt_level(), device=_DEVICE.get())
+    return Model(program, seed=seed, opt_level=selected_opt_level(), device=_DEVICE.get(),
+                 init_from_file=init_from_file)
 
 
 def _datasets(model, data: str | None):
@@ -139,7 +140,7 @@ def _epoch_line(r: dict) -> str:
 @device_option
 def eval_(file, weights, data, batch, load_kwargs):
     """Loss and accuracy of trained weights on the held-out split."""
-    model = _compile(file, load_kwargs)
+    model = _compile(file, load_kwargs, init_from_file=False)  # trained weights are loaded next
     model.load_weights(weights)
     _, test_set = _datasets(model, data)
     start = time.perf_counter()
@@ -164,7 +165,7 @@ def predict(file, images, weights, top, out_image, load_kwargs):
     """Top classes with probabilities for PNG/JPEG/.npy images."""
     from cnndsl.io.images import load_image
 
-    model = _compile(file, load_kwargs)
+    model = _compile(file, load_kwargs, init_from_file=False)  # trained weights are loaded next
     model.load_weights(weights)
     x = np.stack([load_image(path, model.input_shape) for path in images])
     from cnndsl.tasks.draw import predict_task  # boxes, detections, masks; -o draws them
