@@ -31,7 +31,7 @@ def _intervals(graph, plan):
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 @pytest.mark.parametrize("kind", ["inference", "training"])
 def test_tensors_sharing_a_buffer_are_never_live_together(path, kind):
-    model = Model(cnndsl.load(path))
+    model = Model(cnndsl.load(path), init_from_file=False)
     graph = model.graph if kind == "inference" else build_training_graph(model.graph, model.losses)
     plan = plan_memory(graph, execution_order(graph))
     live = _intervals(graph, plan)
