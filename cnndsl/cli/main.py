@@ -49,14 +49,9 @@ def cli():
 
 
 def main() -> None:
-    from cnndsl.cli import inspect  # noqa: F401  (registers commands)
-    from cnndsl.cli import compile  # noqa: F401,A004  (registers `compile`)
+    # Importing the command modules registers their commands on `cli`.
+    from cnndsl.cli import augment, compile, inspect, train  # noqa: F401,A004
 
-    for optional in ("cnndsl.cli.train", "cnndsl.cli.augment"):
-        try:
-            __import__(optional)
-        except ModuleNotFoundError:
-            pass
     cli(prog_name="cnndsl")
 
 
