@@ -20,7 +20,7 @@ from cnndsl.backend.executor import Executable, load_backend
 from cnndsl.backend.params import ParamStore
 from cnndsl.diagnostics import CnnError, Diagnostic
 from cnndsl.frontend.training import TrainingConfig
-from cnndsl.passes.autodiff import LossSpec, build_loss_graph, build_training_graph
+from cnndsl.passes.autodiff import LossSpec, build_loss_graph
 
 
 class Model:

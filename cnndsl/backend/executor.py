@@ -127,14 +127,3 @@ class Executable:
     def output(self, name: str) -> np.ndarray:
         """A tensor's values as a NumPy array (on the CPU a view of the buffer itself)."""
         return self.backend.to_host(self.arrays[name])
-
-
-def check_backend_covers(graph: Graph, backend: str) -> None:
-    """Raise a compile-time error listing ops without a kernel on `backend`."""
-    load_backend(backend)
-    missing = sorted({n.op for n in graph.nodes()
-                      if n.op not in ("input", "target") and backend not in get_op(n.op).kernels})
-    if missing:
-        raise CnnError([Diagnostic("error", f"the {backend} backend has no kernel for: {', '.join(missing)}",
-                                   code="no-kernel")])
-

@@ -65,47 +65,32 @@ def global_avgpool_gradient(b, node, dy):
     return [b.input_grad("global_avgpool_grad", node, [dy, b.graph.inputs_of(node.name)[0]])]
 
 
-MAXPOOL = register(OpDef(
-    gradient=pool_gradient,
-    name="maxpool",
-    aliases=("max_pool",),
-    doc="Maximum over each window, per channel.",
-    attrs=_pool_attrs("-infinity"),
-    shape=pool_shape,
-    flops=_flops_per_window(0, 1),
-    window=pool_window,
-    shape_doc=_POOL_SHAPE_DOC,
-    params_doc="none",
-    flops_doc="K_h*K_w per output (comparisons)",
-))
+def _pool(name: str, alias: str, doc: str, padding_fill: str, flops: tuple[int, int], flops_doc: str) -> OpDef:
+    """max, avg and l2 pooling differ only in what they compute over the same windows."""
+    return register(OpDef(
+        gradient=pool_gradient,
+        name=name,
+        aliases=(alias,),
+        doc=doc,
+        attrs=_pool_attrs(padding_fill),
+        shape=pool_shape,
+        flops=_flops_per_window(*flops),
+        window=pool_window,
+        shape_doc=_POOL_SHAPE_DOC,
+        params_doc="none",
+        flops_doc=flops_doc,
+    ))
 
-AVGPOOL = register(OpDef(
-    gradient=pool_gradient,
-    name="avgpool",
-    aliases=("avg_pool",),
-    doc="Mean over each window, per channel; the divisor counts only input values, not padding.",
-    attrs=_pool_attrs("zeros (not counted in the mean)"),
-    shape=pool_shape,
-    flops=_flops_per_window(1, 1),
-    window=pool_window,
-    shape_doc=_POOL_SHAPE_DOC,
-    params_doc="none",
-    flops_doc="K_h*K_w + 1 per output (adds and one divide)",
-))
 
-L2POOL = register(OpDef(
-    gradient=pool_gradient,
-    name="l2pool",
-    aliases=("l2_pool",),
-    doc="sqrt of the mean of squares over each window, per channel; the divisor counts only input values.",
-    attrs=_pool_attrs("zeros (not counted in the mean)"),
-    shape=pool_shape,
-    flops=_flops_per_window(2, 2),
-    window=pool_window,
-    shape_doc=_POOL_SHAPE_DOC,
-    params_doc="none",
-    flops_doc="2*K_h*K_w + 2 per output (square-adds, a divide and a sqrt)",
-))
+MAXPOOL = _pool("maxpool", "max_pool", "Maximum over each window, per channel.", "-infinity", (0, 1),
+                "K_h*K_w per output (comparisons)")
+AVGPOOL = _pool("avgpool", "avg_pool",
+                "Mean over each window, per channel; the divisor counts only input values, not padding.",
+                "zeros (not counted in the mean)", (1, 1), "K_h*K_w + 1 per output (adds and one divide)")
+L2POOL = _pool("l2pool", "l2_pool",
+               "sqrt of the mean of squares over each window, per channel; the divisor counts only input values.",
+               "zeros (not counted in the mean)", (2, 2),
+               "2*K_h*K_w + 2 per output (square-adds, a divide and a sqrt)")
 
 
 def global_avgpool_shape(ctx: ShapeContext) -> TensorType:
