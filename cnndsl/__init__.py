@@ -15,6 +15,10 @@ import os
 # (always so for the `cnndsl` command); set OPENBLAS_NUM_THREADS yourself to choose otherwise.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from cnndsl import kernel_cache  # noqa: E402  (after the BLAS setting: it imports Numba)
+
+kernel_cache.configure()
+
 __version__ = "0.1.0"
 
 __all__ = ["load", "loads", "compile", "summary", "CnnError", "__version__"]

@@ -183,3 +183,37 @@ def test_workspace_too_small_raises():
     with pytest.raises(ValueError):
         K.conv2d_forward(x, w, np.zeros(3, np.float32), True, 1, 1, 0, 0, 1, 1, 1, 1,
                          np.empty(4, np.float32), np.empty(4, np.float32), y)
+
+
+@SETTINGS
+@given(conv_cases())
+def test_weight_gradient_from_the_forwards_kept_columns(case):
+    """Training keeps the forward's unfolded input (keep_col) and the weight gradient reuses it
+    (col_ready): same gradients as unfolding again, for every chunking and grouping."""
+    if case["nb"] == 0:
+        case = dict(case, nb=1)  # the direct path unfolds nothing
+    rng, x, w, b, y, geo, _, tmp, args = _conv_run(case)
+    n, c, f, g = case["n"], case["c"], case["f"], case["groups"]
+    kh, kw = case["kernel"]
+    kept = np.full(K.saved_col_len(n, c, kh, kw, y.shape[2], y.shape[3]), np.nan, np.float32)
+    yk = np.full(y.shape, np.nan, np.float32)
+    bb = f32(b) if b is not None else np.zeros(1, np.float32)
+    K.conv2d_forward(f32(x), f32(w), bb, b is not None, *geo, kept, tmp, yk, True)
+    assert_close(yk, y, what="conv2d forward keeping its columns")
+    dy = rng.standard_normal(y.shape)
+    _, dw, db = R.conv2d_backward(x, w, dy, *args)
+    x_gone = np.full(x.shape, np.nan, np.float32)  # col_ready must not read x again
+    dwk, dbk = np.full(w.shape, np.nan, np.float32), np.full(f, np.nan, np.float32)
+    K.conv2d_backward_weight(x_gone, f32(dy), True, *geo, kept, tmp, dwk, dbk, True)
+    assert_close(dwk, dw, what="weight gradient from kept columns")
+    assert_close(dbk, db, what="bias gradient")
+
+
+def test_kept_columns_buffer_too_small_raises():
+    x = np.zeros((2, 2, 5, 5), np.float32)
+    w = np.zeros((3, 2, 3, 3), np.float32)
+    y = np.zeros((2, 3, 3, 3), np.float32)
+    one_image = np.empty(K.saved_col_len(1, 2, 3, 3, 3, 3), np.float32)  # room for 1 of 2 images
+    with pytest.raises(ValueError):
+        K.conv2d_forward(x, w, np.zeros(3, np.float32), True, 1, 1, 0, 0, 1, 1, 1, 1,
+                         one_image, np.empty(64, np.float32), y, True)

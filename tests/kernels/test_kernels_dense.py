@@ -30,3 +30,17 @@ def test_dense(n, fin, units, has_bias, seed):
     assert_close(dbk, db, what="db")
     check_grad_fd(lambda x_, w_, b_: float((R.dense(x_, w_, b_) * dy).sum()),
                   [x, w, np.zeros(units) if b is None else b], [dxk, dwk, dbk], rng, what="dense")
+
+
+def test_dense_forward_takes_both_matmul_paths():
+    """dense_matmul uses dot products for few rows or long rows, BLAS otherwise; every path,
+    with the parallel splits of both, matches the reference."""
+    rng = np.random.default_rng(5)
+    cases = [(1, 400, 120), (K.DOTS_MAX_ROWS, 30, 7),          # few rows: dot products
+             (64, K.DOTS_MIN_IN, 37), (9, 300, 5),             # long rows: dot products
+             (64, 120, 84), (K.DOTS_MAX_ROWS + 1, 17, 3)]      # BLAS (parallel panels for the big one)
+    for n, fin, units in cases:
+        x, w, b = rng.standard_normal((n, fin)), rng.standard_normal((units, fin)), rng.standard_normal(units)
+        yk = np.full((n, units), np.nan, np.float32)
+        K.dense_forward(f32(x), f32(w), f32(b), True, yk)
+        assert_close(yk, R.dense(x, w, b), what=f"dense forward {n}x{fin}->{units}")

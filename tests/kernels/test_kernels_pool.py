@@ -129,3 +129,21 @@ def test_pool_large_parallel_path():
     assert_close(y, R.maxpool2d(x, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)))
     K.avgpool2d_forward(f32(x), 3, 3, 2, 2, 1, 1, 1, 1, y)
     assert_close(y, R.avgpool2d(x, (3, 3), (2, 2), (1, 0, 1, 0), (1, 1)))
+
+
+def test_maxpool_2x2_fast_path_matches_the_general_loop():
+    """2x2/stride-2 windows take a specialized loop: same values, same argmax (first maximum in
+    row-major window order on ties), also when floor rounding leaves a last row/column out."""
+    rng = np.random.default_rng(3)
+    for shape in [(2, 3, 8, 8), (1, 2, 7, 9), (2, 1, 2, 2)]:
+        x = rng.integers(0, 3, shape).astype(np.float32)  # many ties
+        oh, ow = shape[2] // 2, shape[3] // 2
+        fast_y, fast_i = np.empty((shape[0], shape[1], oh, ow), np.float32), np.empty((shape[0], shape[1], oh, ow), np.int32)
+        K.maxpool2d_forward(x, 2, 2, 2, 2, 0, 0, 1, 1, fast_y, fast_i)
+        gen_y, gen_i = np.empty_like(fast_y), np.empty_like(fast_i)
+        for n in range(shape[0]):
+            for c in range(shape[1]):
+                K._maxpool_plane(x[n, c], 2, 2, 2, 2, 0, 0, 1, 1, gen_y[n, c], gen_i[n, c])
+        np.testing.assert_array_equal(fast_y, gen_y)
+        np.testing.assert_array_equal(fast_i, gen_i)
+        assert_close(fast_y, R.maxpool2d(x.astype(np.float64), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)))

@@ -1,4 +1,9 @@
-"""Launchers for conv and conv_transpose, forward and backward (im2col + BLAS kernels)."""
+"""Launchers for conv and conv_transpose, forward and backward (im2col + BLAS kernels).
+
+While training, a conv's forward keeps its unfolded input (im2col) for the weight gradient,
+which would otherwise unfold the same input again; `kept_col` decides when (im2col path,
+within KEEP_COL_BUDGET_BYTES per layer) and records the decision for the backward launcher.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +12,8 @@ from cnndsl.backend.cpu.launch import grads_of, launches, params_of
 from cnndsl.kernels.cpu import conv as K
 
 _NO_BIAS = np.zeros(1, np.float32)
+# Largest unfolded input a layer keeps between its forward and backward launches.
+KEEP_COL_BUDGET_BYTES = 64 << 20
 
 
 def _geometry(node):
@@ -22,6 +29,29 @@ def _conv_ws(rc, x, y, weight, groups):
     return nb, rc.scratch("col", col_len), rc.scratch("tmp", tmp_len)
 
 
+def kept_col(rc, node, x, y, weight, nb):
+    """The per-layer buffer the forward unfolds the whole batch into, for the weight gradient to
+    reuse (training only; not for the direct path or a plain 1x1 conv, which unfold nothing);
+    None otherwise. Either way the decision is recorded for `col_was_kept`."""
+    n, c, h, w = x.shape
+    _, _, kh, kw = weight.shape
+    oh, ow = y.shape[2], y.shape[3]
+    sh, sw, pt, pl, _, _, _ = _geometry(node)
+    plain_1x1 = kh == kw == 1 and sh == sw == 1 and pt == pl == 0 and (oh, ow) == (h, w)
+    length = K.saved_col_len(n, c, kh, kw, oh, ow)
+    keep = rc.training and nb > 0 and not plain_1x1 and 4 * length <= KEEP_COL_BUDGET_BYTES
+    rc.cache["kept_col:" + node.name] = keep
+    return rc.ws(node.name, "kept_col", (length,)) if keep else None
+
+
+def col_was_kept(rc, fwd) -> bool:
+    return rc.cache.get("kept_col:" + fwd.name, False)
+
+
+def kept_col_of(rc, fwd) -> np.ndarray:
+    return rc.workspace[(fwd.name, "kept_col")]
+
+
 def _convt_ws(rc, x, weight, groups):
     n, c, h, w = x.shape
     _, fg, kh, kw = weight.shape
@@ -34,8 +64,10 @@ def conv(rc, node, ins, out):
     p = params_of(rc, node.name)
     sh, sw, pt, pl, dh, dw, g = _geometry(node)
     nb, col, tmp = _conv_ws(rc, ins[0], out, p["weight"], g)
+    keep = kept_col(rc, node, ins[0], out, p["weight"], nb)
     bias = p.get("bias", _NO_BIAS)
-    K.conv2d_forward(ins[0], p["weight"], bias, "bias" in p, sh, sw, pt, pl, dh, dw, g, nb, col, tmp, out)
+    K.conv2d_forward(ins[0], p["weight"], bias, "bias" in p, sh, sw, pt, pl, dh, dw, g, nb,
+                     col if keep is None else keep, tmp, out, keep is not None)
 
 
 @launches("conv_grad_input")
@@ -55,8 +87,10 @@ def conv_grad_params(rc, node, ins, out):
     grads = grads_of(rc, fwd.name)
     sh, sw, pt, pl, dh, dw, g = _geometry(fwd)
     nb, col, tmp = _conv_ws(rc, x, dy, grads["weight"], g)
-    K.conv2d_backward_weight(x, dy, "bias" in grads, sh, sw, pt, pl, dh, dw, g, nb, col, tmp,
-                             grads["weight"], grads.get("bias", _NO_BIAS))
+    ready = col_was_kept(rc, fwd)
+    K.conv2d_backward_weight(x, dy, "bias" in grads, sh, sw, pt, pl, dh, dw, g, nb,
+                             kept_col_of(rc, fwd) if ready else col, tmp,
+                             grads["weight"], grads.get("bias", _NO_BIAS), ready)
 
 
 @launches("conv_transpose")

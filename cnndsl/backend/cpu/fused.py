@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnndsl.backend.cpu.conv import _conv_ws, _geometry
+from cnndsl.backend.cpu.conv import _conv_ws, _geometry, col_was_kept, kept_col, kept_col_of
 from cnndsl.backend.cpu.launch import buffers_of, grads_of, launches, params_of
 from cnndsl.kernels.cpu import activation as A
 from cnndsl.kernels.cpu import conv as C
@@ -42,10 +42,11 @@ def fused_conv(rc, node, ins, out):
     w, b, has_bias = layer_weights(rc, node)
     sh, sw, pt, pl, dh, dw, g = _geometry(node)
     nb, col, tmp = _conv_ws(rc, ins[0], out, w, g)
+    keep = kept_col(rc, node, ins[0], out, w, nb)
     res = ins[1] if node.attrs["residual"] else out
     K.fused_conv2d_forward(ins[0], w, b, has_bias, res, node.attrs["residual"],
                            ACTIVATION_CODE[node.attrs["activation"]], float(node.attrs["alpha"]),
-                           sh, sw, pt, pl, dh, dw, g, nb, col, tmp, out)
+                           sh, sw, pt, pl, dh, dw, g, nb, col if keep is None else keep, tmp, out, keep is not None)
 
 
 @launches("fused_dense")
@@ -92,8 +93,10 @@ def fused_conv_grad(rc, node, ins, out):
     nb, col, tmp = _conv_ws(rc, x, dy, w, g)
     if node.attrs["params_grad"]:
         grads = grads_of(rc, fwd.name)
-        C.conv2d_backward_weight(x, dz, "bias" in grads, sh, sw, pt, pl, dh, dw, g, nb, col, tmp,
-                                 grads["weight"], grads.get("bias", _NO_BIAS))
+        ready = col_was_kept(rc, fwd)
+        C.conv2d_backward_weight(x, dz, "bias" in grads, sh, sw, pt, pl, dh, dw, g, nb,
+                                 kept_col_of(rc, fwd) if ready else col, tmp,
+                                 grads["weight"], grads.get("bias", _NO_BIAS), ready)
     if node.attrs["input_grad"]:
         C.conv2d_backward_data(dz, w, sh, sw, pt, pl, dh, dw, g, nb, col, tmp, out)
 

@@ -35,7 +35,9 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
+from cnndsl.kernels.cpu.blas import pgemm
+from cnndsl.kernels.cpu.common import ONE, PAR_MIN, ZERO, kernel, parallel_kernel
+from cnndsl.kernels.cpu.dots import gemm_nt
 
 # GEMM width (nb * P columns) the chunking aims for, and the scratch budget.
 TARGET_COLUMNS = 8192
@@ -52,10 +54,12 @@ def _chunk(n: int, k: int, p: int, f: int, budget_bytes: int) -> int:
     return nb
 
 
-def use_direct(cg: int, ow: int) -> bool:
-    """The direct-loop path (nb = 0) for one input channel per group (first layers, depthwise)
-    with rows long enough to vectorize; im2col + GEMM otherwise."""
-    return cg == 1 and ow >= 16
+def use_direct(cg: int, ow: int, groups: int = 1) -> bool:
+    """The direct-loop path (nb = 0) for depthwise-style convs (one input channel per group, many
+    groups) with rows long enough to vectorize, where a GEMM per group would have a single-row K;
+    im2col + GEMM otherwise. (A first layer with one input channel also runs faster as a GEMM once
+    training reuses the forward's unfolded input: measured on LeNet's first conv.)"""
+    return cg == 1 and groups > 1 and ow >= 16
 
 
 def conv2d_workspace(n: int, c: int, f: int, kh: int, kw: int, groups: int, oh: int, ow: int,
@@ -67,7 +71,7 @@ def conv2d_workspace(n: int, c: int, f: int, kh: int, kw: int, groups: int, oh: 
     `tmp = np.empty(tmp_len, np.float32)`. Any nb in [0, n] with buffers of
     col_len >= K*nb*P and tmp_len >= F*nb*P + F*K (K = C/groups*KH*KW, P = OH*OW) is valid.
     """
-    if use_direct(c // groups, ow):
+    if use_direct(c // groups, ow, groups):
         return 0, 1, 1
     k = (c // groups) * kh * kw
     p = oh * ow
@@ -75,11 +79,17 @@ def conv2d_workspace(n: int, c: int, f: int, kh: int, kw: int, groups: int, oh: 
     return nb, k * nb * p, f * nb * p + f * k
 
 
+def saved_col_len(n: int, c: int, kh: int, kw: int, oh: int, ow: int) -> int:
+    """Elements of a col buffer that keeps the whole batch unfolded (conv2d_forward keep_col):
+    (C/groups * KH * KW) x (N * OH * OW) per group."""
+    return c * kh * kw * n * oh * ow
+
+
 def conv_transpose2d_workspace(n: int, c: int, f: int, kh: int, kw: int, groups: int, h: int, w: int,
                                budget_bytes: int = WORKSPACE_BUDGET_BYTES) -> tuple[int, int, int]:
     """(nb, col_len, tmp_len) for conv_transpose2d_*; c = input channels, (h, w) = INPUT size."""
     # conv_transpose is the adjoint of a conv whose input has f channels and whose output is x.
-    if use_direct(f // groups, w):
+    if use_direct(f // groups, w, groups):
         return 0, 1, 1
     k = (f // groups) * kh * kw
     p = h * w
@@ -129,8 +139,62 @@ def _im2col_item(x, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2, it
                 row[o + ow] = zero
 
 
+@kernel
+def _im2col_plane(x, n, c, cl, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2, b):
+    """Unfold the input plane x[n, c] into its KH*KW rows of col2 (local channel cl, image slot b):
+    one pass per plane reads it from cache KH*KW times, and every output row segment is a
+    slice copy, which pays once rows are long (see WIDE_ROWS)."""
+    H = x.shape[2]
+    W = x.shape[3]
+    P = OH * OW
+    xp = x[n, c]
+    zero = np.float32(0.0)
+    for kh_ in range(KH):
+        for kw_ in range(KW):
+            row = col2[(cl * KH + kh_) * KW + kw_, b * P:(b + 1) * P]
+            off, lo, hi = _ow_range(kw_, dw, pl, sw, OW, W)
+            for oh in range(OH):
+                ih = oh * sh - pt + kh_ * dh
+                seg = row[oh * OW:(oh + 1) * OW]
+                if ih < 0 or ih >= H:
+                    for j in range(OW):
+                        seg[j] = zero
+                    continue
+                xr = xp[ih]
+                for j in range(lo):
+                    seg[j] = zero
+                if sw == 1:
+                    src = xr[lo + off:hi + off]
+                    dst = seg[lo:hi]
+                    for j in range(hi - lo):
+                        dst[j] = src[j]
+                else:
+                    for j in range(lo, hi):
+                        seg[j] = xr[j * sw + off]
+                for j in range(hi, OW):
+                    seg[j] = zero
+
+
+# Output rows at least this wide are unfolded plane by plane (_im2col_plane); narrower ones
+# row by row (_im2col_item), which measured faster for LeNet's 10-wide second conv.
+WIDE_ROWS = 16
+
+
 @parallel_kernel
 def _im2col(x, n0, nbb, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2):
+    if OW >= WIDE_ROWS:
+        planes = nbb * Cg
+        if planes * KH * KW * OH * OW >= PAR_MIN:
+            for it in prange(planes):
+                b = it // Cg
+                _im2col_plane(x, n0 + b, c0 + it - b * Cg, it - b * Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW,
+                              col2, b)
+        else:
+            for it in range(planes):
+                b = it // Cg
+                _im2col_plane(x, n0 + b, c0 + it - b * Cg, it - b * Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW,
+                              col2, b)
+        return
     items = Cg * KH * KW * nbb
     if items * OH * OW >= PAR_MIN:
         for it in prange(items):
@@ -442,19 +506,38 @@ def _direct_bwd_weight(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight):
         for it in range(items):
             _direct_bwd_weight_item(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight, it)
 
+@kernel
+def col_offset(keep, K, P, n0, nbb, g, groups):
+    """Where chunk (n0, group g) is unfolded in col: always at 0, or, when the forward keeps the
+    unfolded input for the backward pass, in its own slot (chunks of nbb images, groups each)."""
+    return K * P * (n0 * groups + g * nbb) if keep else 0
+
+
+@kernel
+def _image_columns(x, n, g, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, direct_1x1, col):
+    """(buffer, offset) of image n's unfolded group g as a K x P row-major matrix: a plain 1x1
+    conv reads x itself, any other conv unfolds it into col."""
+    if direct_1x1:
+        return x.reshape(x.size), (n * x.shape[1] + g * Cg) * OH * OW
+    _im2col(x, n, 1, g * Cg, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col[:Cg * KH * KW * OH * OW].reshape(
+        Cg * KH * KW, OH * OW))
+    return col, 0
+
+
 # ----------------------------------------------------------------------------
 # cores: a conv with input X (N, C, H, W), weight (F, Cg, KH, KW), output Y (N, F, OH, OW)
 
 @kernel
-def _check_ws(col, tmp, K, P, F, nb, Fg_K):
+def _check_ws(col, tmp, K, P, F, nb, kept_images):
+    """kept_images: images whose unfolded input col must hold at once (keep_col / col_ready), else 0."""
     if nb < 0:
         raise ValueError("conv: nb must be >= 0")
-    if nb > 0 and (col.size < K * nb * P or tmp.size < F * nb * P + Fg_K):
-        raise ValueError("conv: workspace too small (see conv2d_workspace)")
+    if nb > 0 and (col.size < K * max(nb, kept_images) * P or tmp.size < F * nb * P):
+        raise ValueError("conv: workspace too small (see conv2d_workspace / saved_col_len)")
 
 
 @kernel
-def _fwd_core(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, y):
+def _fwd_core(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, y, keep_col):
     N = x.shape[0]
     F, Cg, KH, KW = w.shape
     OH = y.shape[2]
@@ -462,29 +545,27 @@ def _fwd_core(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, y
     Fg = F // groups
     K = Cg * KH * KW
     P = OH * OW
-    _check_ws(col, tmp, K, P, F, nb, 0)
+    _check_ws(col, tmp, K, P, F, nb, N * groups if keep_col else 0)
     if nb == 0:
         _direct_fwd(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y)
         return
-    w2 = w.reshape(F, K)
+    wf = w.reshape(w.size)
     direct_1x1 = KH == 1 and KW == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
-        and OH == x.shape[2] and OW == x.shape[3]
+        and OH == x.shape[2] and OW == x.shape[3] and not keep_col  # kept columns must be written
     for n0 in range(0, N, nb):
         nbb = min(nb, N - n0)
         for g in range(groups):
-            wg = w2[g * Fg:(g + 1) * Fg]
+            c0 = col_offset(keep_col, K, P, n0, nbb, g, groups)
             if nbb == 1:
-                if direct_1x1:
-                    c2 = x[n0, g * Cg:(g + 1) * Cg].reshape(K, P)
-                else:
-                    c2 = col[:K * P].reshape(K, P)
-                    _im2col(x, n0, 1, g * Cg, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, c2)
-                np.dot(wg, c2, y[n0, g * Fg:(g + 1) * Fg].reshape(Fg, P))
+                src, src0 = _image_columns(x, n0, g, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, direct_1x1,
+                                           col[c0:])
+                pgemm(False, False, Fg, P, K, ONE, wf, g * Fg * K, K, src, src0, P, ZERO,
+                      y.reshape(y.size), (n0 * F + g * Fg) * P, P)
             else:
-                c2 = col[:K * nbb * P].reshape(K, nbb * P)
+                c2 = col[c0:c0 + K * nbb * P].reshape(K, nbb * P)
                 _im2col(x, n0, nbb, g * Cg, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, c2)
                 t2 = tmp[:Fg * nbb * P].reshape(Fg, nbb * P)
-                np.dot(wg, c2, t2)
+                pgemm(False, False, Fg, nbb * P, K, ONE, wf, g * Fg * K, K, col, c0, nbb * P, ZERO, tmp, 0, nbb * P)
                 _scatter(t2, n0, nbb, g * Fg, Fg, b, has_bias, y)
         if nbb == 1 and has_bias:
             _add_bias_chunk(y, n0, 1, b)
@@ -503,23 +584,23 @@ def _bwd_data_core(dy, w, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, dx):
     if nb == 0:
         _direct_bwd_data(dy, w, sh, sw, pt, pl, dh, dw, groups, dx)
         return
-    w2 = w.reshape(F, K)
+    wf = w.reshape(w.size)
     for n0 in range(0, N, nb):
         nbb = min(nb, N - n0)
         for g in range(groups):
-            wgT = w2[g * Fg:(g + 1) * Fg].T
             c2 = col[:K * nbb * P].reshape(K, nbb * P)
-            if nbb == 1:
-                np.dot(wgT, dy[n0, g * Fg:(g + 1) * Fg].reshape(Fg, P), c2)
+            if nbb == 1:  # col = W_g^T dy[n0, group]
+                pgemm(True, False, K, P, Fg, ONE, wf, g * Fg * K, K, dy.reshape(dy.size), (n0 * F + g * Fg) * P, P,
+                      ZERO, col, 0, P)
             else:
                 t2 = tmp[:Fg * nbb * P].reshape(Fg, nbb * P)
                 _gather(dy, n0, nbb, g * Fg, Fg, t2)
-                np.dot(wgT, t2, c2)
+                pgemm(True, False, K, nbb * P, Fg, ONE, wf, g * Fg * K, K, tmp, 0, nbb * P, ZERO, col, 0, nbb * P)
             _col2im(c2, n0, nbb, g * Cg, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx)
 
 
 @kernel
-def _bwd_weight_core(x, dy, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, dweight):
+def _bwd_weight_core(x, dy, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, dweight, col_ready):
     N = x.shape[0]
     F, Cg, KH, KW = dweight.shape
     OH = dy.shape[2]
@@ -527,7 +608,7 @@ def _bwd_weight_core(x, dy, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, dweigh
     Fg = F // groups
     K = Cg * KH * KW
     P = OH * OW
-    _check_ws(col, tmp, K, P, F, nb, Fg * K)
+    _check_ws(col, tmp, K, P, F, nb, N * groups if col_ready else 0)
     if nb == 0:
         _direct_bwd_weight(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight)
         return
@@ -535,31 +616,30 @@ def _bwd_weight_core(x, dy, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, dweigh
     for n0 in range(0, N, nb):
         nbb = min(nb, N - n0)
         for g in range(groups):
-            c2 = col[:K * nbb * P].reshape(K, nbb * P)
-            _im2col(x, n0, nbb, g * Cg, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, c2)
+            c0 = col_offset(col_ready, K, P, n0, nbb, g, groups)
+            c2 = col[c0:c0 + K * nbb * P].reshape(K, nbb * P)
+            if not col_ready:
+                _im2col(x, n0, nbb, g * Cg, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, c2)
             if nbb == 1:
-                d2 = dy[n0, g * Fg:(g + 1) * Fg].reshape(Fg, nbb * P)
+                d2 = dy[n0, g * Fg:(g + 1) * Fg].reshape(Fg, P)
             else:
                 d2 = tmp[:Fg * nbb * P].reshape(Fg, nbb * P)
                 _gather(dy, n0, nbb, g * Fg, Fg, d2)
-            dst = dw2[g * Fg:(g + 1) * Fg]
-            if n0 == 0:
-                np.dot(d2, c2.T, dst)
-            else:
-                acc = tmp[F * nb * P:F * nb * P + Fg * K].reshape(Fg, K)
-                np.dot(d2, c2.T, acc)
-                for i in range(Fg):
-                    for j in range(K):
-                        dst[i, j] += acc[i, j]
+            # dW_g (Fg x K) (+)= dy_g (Fg x nbb*P) @ col^T: a long reduction, so dot products
+            # (dots.py) rather than BLAS; the first chunk overwrites, the others accumulate
+            gemm_nt(d2, c2, n0 > 0, dw2[g * Fg:(g + 1) * Fg])
 
 
 # ----------------------------------------------------------------------------
 # public kernels
 
 @kernel
-def conv2d_forward(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, y):
-    """y = conv2d(x, weight) (+ bias). Output size taken from y; x (N,C,H,W), weight (F,C/g,KH,KW)."""
-    _fwd_core(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, y)
+def conv2d_forward(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, y,
+                   keep_col=False):
+    """y = conv2d(x, weight) (+ bias). Output size taken from y; x (N,C,H,W), weight (F,C/g,KH,KW).
+    keep_col: col holds saved_col_len(...) elements and keeps every chunk's unfolded input, for
+    conv2d_backward_weight(..., col_ready=True) to reuse instead of unfolding x again."""
+    _fwd_core(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, y, keep_col)
 
 
 @kernel
@@ -570,9 +650,10 @@ def conv2d_backward_data(dy, weight, sh, sw, pad_top, pad_left, dh, dw, groups, 
 
 @kernel
 def conv2d_backward_weight(x, dy, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp,
-                           dweight, dbias):
-    """dweight (F,C/g,KH,KW) and dbias (F,) overwritten with the batch-summed gradients."""
-    _bwd_weight_core(x, dy, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dweight)
+                           dweight, dbias, col_ready=False):
+    """dweight (F,C/g,KH,KW) and dbias (F,) overwritten with the batch-summed gradients.
+    col_ready: col is what conv2d_forward(..., keep_col=True) left (same x, same nb)."""
+    _bwd_weight_core(x, dy, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dweight, col_ready)
     if has_bias:
         _bias_grad(dy, dbias)
 
@@ -593,13 +674,14 @@ def conv_transpose2d_forward(x, weight, bias, has_bias, sh, sw, pad_top, pad_lef
 @kernel
 def conv_transpose2d_backward_data(dy, weight, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dx):
     """dx (N,C,H,W) overwritten: a plain conv2d of dy with the same weight."""
-    _fwd_core(dy, weight, weight[0, 0, 0], False, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dx)
+    _fwd_core(dy, weight, weight[0, 0, 0], False, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dx,
+              False)
 
 
 @kernel
 def conv_transpose2d_backward_weight(x, dy, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp,
                                      dweight, dbias):
     """dweight (C,F/g,KH,KW) and dbias (F,) overwritten with the batch-summed gradients."""
-    _bwd_weight_core(dy, x, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dweight)
+    _bwd_weight_core(dy, x, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dweight, False)
     if has_bias:
         _bias_grad(dy, dbias)

@@ -1,4 +1,4 @@
-"""Dense (fully connected) layer: y = x W^T + b with BLAS (np.dot -> OpenBLAS sgemm).
+"""Dense (fully connected) layer: y = x W^T + b with BLAS (sgemm split over the threads, blas.py).
 
 x (N, in), W (units, in) [PyTorch layout], b (units,), y (N, units); float32 C-contiguous.
 """
@@ -7,7 +7,28 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
+from cnndsl.kernels.cpu.blas import pgemm
+from cnndsl.kernels.cpu.common import ONE, PAR_MIN, ZERO, kernel, parallel_kernel
+from cnndsl.kernels.cpu.dots import gemm_nt
+
+
+# Dense forward is x @ W^T with both operands contiguous along `in`: dot products (dots.py) beat
+# BLAS there for a few rows (batch-1 inference: OpenBLAS's sgemm takes ~5x longer) and for long
+# rows; BLAS wins on short rows with many images (measured: docs/performance.md).
+DOTS_MAX_ROWS = 4
+DOTS_MIN_IN = 256
+
+
+@kernel
+def dense_matmul(x, weight, y):
+    """y = x W^T (overwritten)."""
+    N, In = x.shape
+    F = weight.shape[0]
+    if N <= DOTS_MAX_ROWS or In >= DOTS_MIN_IN:
+        gemm_nt(x, weight, False, y)
+        return
+    pgemm(False, True, N, F, In, ONE, x.reshape(x.size), 0, In, weight.reshape(weight.size), 0, In, ZERO,
+          y.reshape(y.size), 0, F)
 
 
 @parallel_kernel
@@ -25,7 +46,7 @@ def _add_row_bias(y, b):
 
 @kernel
 def dense_forward(x, weight, bias, has_bias, y):
-    np.dot(x, weight.T, y)
+    dense_matmul(x, weight, y)
     if has_bias:
         _add_row_bias(y, bias)
 
@@ -33,15 +54,20 @@ def dense_forward(x, weight, bias, has_bias, y):
 @kernel
 def dense_backward_data(dy, weight, dx):
     """dx = dy @ W (overwritten)."""
-    np.dot(dy, weight, dx)
+    N, F = dy.shape
+    In = weight.shape[1]
+    pgemm(False, False, N, In, F, ONE, dy.reshape(dy.size), 0, F, weight.reshape(weight.size), 0, In, ZERO,
+          dx.reshape(dx.size), 0, In)
 
 
 @kernel
 def dense_backward_weight(x, dy, has_bias, dweight, dbias):
     """dW = dy^T @ x, db = sum_n dy (overwritten; summed over the batch)."""
-    np.dot(dy.T, x, dweight)
+    N, F = dy.shape
+    In = x.shape[1]
+    pgemm(True, False, F, In, N, ONE, dy.reshape(dy.size), 0, F, x.reshape(x.size), 0, In, ZERO,
+          dweight.reshape(dweight.size), 0, In)
     if has_bias:
-        N, F = dy.shape
         for f in range(F):
             dbias[f] = np.float32(0.0)
         for n in range(N):

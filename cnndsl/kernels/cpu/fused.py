@@ -16,8 +16,10 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
-from cnndsl.kernels.cpu.conv import _check_ws, _direct_fwd_item, _im2col
+from cnndsl.kernels.cpu.blas import pgemm
+from cnndsl.kernels.cpu.common import ONE, PAR_MIN, ZERO, kernel, parallel_kernel
+from cnndsl.kernels.cpu.conv import _check_ws, _direct_fwd_item, _im2col, _image_columns, col_offset
+from cnndsl.kernels.cpu.dense import dense_matmul
 
 NONE, RELU, LEAKY_RELU, SIGMOID, TANH = 0, 1, 2, 3, 4
 
@@ -109,8 +111,8 @@ def _direct_fused(x, w, b, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, d
 
 @kernel
 def fused_conv2d_forward(x, weight, bias, has_bias, res, has_res, act, alpha, sh, sw, pad_top, pad_left, dh, dw,
-                         groups, nb, col, tmp, y):
-    """y = act(conv2d(x, weight) + bias (+ res)); geometry and workspace as conv2d_forward."""
+                         groups, nb, col, tmp, y, keep_col=False):
+    """y = act(conv2d(x, weight) + bias (+ res)); geometry, workspace and keep_col as conv2d_forward."""
     N = x.shape[0]
     F, Cg, KH, KW = weight.shape
     OH = y.shape[2]
@@ -119,30 +121,29 @@ def fused_conv2d_forward(x, weight, bias, has_bias, res, has_res, act, alpha, sh
     K = Cg * KH * KW
     P = OH * OW
     al = np.float32(alpha)
-    _check_ws(col, tmp, K, P, F, nb, 0)
+    _check_ws(col, tmp, K, P, F, nb, N * groups if keep_col else 0)
     if nb == 0:
         _direct_fused(x, weight, bias, has_bias, res, has_res, act, al, sh, sw, pad_top, pad_left, dh, dw,
                       groups, y)
         return
-    w2 = weight.reshape(F, K)
+    wf = weight.reshape(weight.size)
     direct_1x1 = KH == 1 and KW == 1 and sh == 1 and sw == 1 and pad_top == 0 and pad_left == 0 \
-        and OH == x.shape[2] and OW == x.shape[3]
+        and OH == x.shape[2] and OW == x.shape[3] and not keep_col  # kept columns must be written
     for n0 in range(0, N, nb):
         nbb = min(nb, N - n0)
         for g in range(groups):
-            wg = w2[g * Fg:(g + 1) * Fg]
+            c0 = col_offset(keep_col, K, P, n0, nbb, g, groups)
             if nbb == 1:
-                if direct_1x1:
-                    c2 = x[n0, g * Cg:(g + 1) * Cg].reshape(K, P)
-                else:
-                    c2 = col[:K * P].reshape(K, P)
-                    _im2col(x, n0, 1, g * Cg, Cg, KH, KW, sh, sw, pad_top, pad_left, dh, dw, OH, OW, c2)
+                src, src0 = _image_columns(x, n0, g, Cg, KH, KW, sh, sw, pad_top, pad_left, dh, dw, OH, OW,
+                                           direct_1x1, col[c0:])
                 t2 = y[n0, g * Fg:(g + 1) * Fg].reshape(Fg, P)  # GEMM straight into y, finished in place
+                pgemm(False, False, Fg, P, K, ONE, wf, g * Fg * K, K, src, src0, P, ZERO,
+                      y.reshape(y.size), (n0 * F + g * Fg) * P, P)
             else:
-                c2 = col[:K * nbb * P].reshape(K, nbb * P)
+                c2 = col[c0:c0 + K * nbb * P].reshape(K, nbb * P)
                 _im2col(x, n0, nbb, g * Cg, Cg, KH, KW, sh, sw, pad_top, pad_left, dh, dw, OH, OW, c2)
                 t2 = tmp[:Fg * nbb * P].reshape(Fg, nbb * P)
-            np.dot(wg, c2, t2)
+                pgemm(False, False, Fg, nbb * P, K, ONE, wf, g * Fg * K, K, col, c0, nbb * P, ZERO, tmp, 0, nbb * P)
             _chunk_epilogue(t2, n0, nbb, g * Fg, Fg, bias, has_bias, res, has_res, act, al, y)
 
 
@@ -162,7 +163,7 @@ def _dense_epilogue(y, bias, has_bias, act, alpha):
 @kernel
 def fused_dense_forward(x, weight, bias, has_bias, act, alpha, y):
     """y = act(x W^T + b): one GEMM, then bias and activation in one pass over y."""
-    np.dot(x, weight.T, y)
+    dense_matmul(x, weight, y)
     _dense_epilogue(y, bias, has_bias, act, np.float32(alpha))
 
 

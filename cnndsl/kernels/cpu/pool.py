@@ -64,18 +64,59 @@ def _maxpool_plane(xp, kh, kw, sh, sw, pt, pl, dh, dw, yp, ip):
             ip[oh, ow] = bi
 
 
+@kernel
+def _maxpool_plane_2x2(xp, yp, ip):
+    """The common 2x2 / stride 2 / unpadded window, with the four taps compared in the same
+    (row-major, first maximum wins) order as _maxpool_plane."""
+    W = xp.shape[1]
+    OH, OW = yp.shape
+    for oh in range(OH):
+        r0 = xp[2 * oh]
+        r1 = xp[2 * oh + 1]
+        yr = yp[oh]
+        ir = ip[oh]
+        base = 2 * oh * W
+        for ow in range(OW):
+            j = 2 * ow
+            best = r0[j]
+            bi = base + j
+            if r0[j + 1] > best:
+                best = r0[j + 1]
+                bi = base + j + 1
+            if r1[j] > best:
+                best = r1[j]
+                bi = base + W + j
+            if r1[j + 1] > best:
+                best = r1[j + 1]
+                bi = base + W + j + 1
+            yr[ow] = best
+            ir[ow] = bi
+
+
+@kernel
+def _maxpool_item(x, kh, kw, sh, sw, pt, pl, dh, dw, y, idx, it, fast_2x2):
+    C = x.shape[1]
+    n = it // C
+    c = it - n * C
+    if fast_2x2:
+        _maxpool_plane_2x2(x[n, c], y[n, c], idx[n, c])
+    else:
+        _maxpool_plane(x[n, c], kh, kw, sh, sw, pt, pl, dh, dw, y[n, c], idx[n, c])
+
+
 @parallel_kernel
 def maxpool2d_forward(x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx):
     N, C = x.shape[0], x.shape[1]
     planes = N * C
+    # 2x2 windows that tile the plane (no padding, no dilation) take the specialized loop.
+    fast_2x2 = (kh == 2 and kw == 2 and sh == 2 and sw == 2 and pad_top == 0 and pad_left == 0
+                and dh == 1 and dw == 1 and 2 * y.shape[2] <= x.shape[2] and 2 * y.shape[3] <= x.shape[3])
     if planes * y.shape[2] * y.shape[3] * kh * kw >= PAR_MIN:
         for it in prange(planes):
-            _maxpool_plane(x[it // C, it % C], kh, kw, sh, sw, pad_top, pad_left, dh, dw,
-                           y[it // C, it % C], idx[it // C, it % C])
+            _maxpool_item(x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx, it, fast_2x2)
     else:
         for it in range(planes):
-            _maxpool_plane(x[it // C, it % C], kh, kw, sh, sw, pad_top, pad_left, dh, dw,
-                           y[it // C, it % C], idx[it // C, it % C])
+            _maxpool_item(x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx, it, fast_2x2)
 
 
 @kernel

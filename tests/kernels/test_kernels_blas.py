@@ -1,0 +1,86 @@
+"""sgemm through SciPy's BLAS on flat buffers (blas.py) and the dot-product GEMM (dots.py) vs NumPy."""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, strategies as st
+from kernels_testutil import SETTINGS, assert_close
+
+from cnndsl.kernels.cpu import blas, dots
+
+
+@st.composite
+def gemm_cases(draw):
+    return dict(m=draw(st.integers(1, 40)), n=draw(st.integers(1, 40)), k=draw(st.integers(1, 30)),
+                trans_a=draw(st.booleans()), trans_b=draw(st.booleans()), beta=draw(st.sampled_from([0.0, 1.0])),
+                pad=draw(st.integers(0, 3)), seed=draw(st.integers(0, 2**31)))
+
+
+def _operands(case):
+    """Row-major operands inside larger flat buffers (offsets and leading dimensions > width)."""
+    rng = np.random.default_rng(case["seed"])
+    m, n, k, pad = case["m"], case["n"], case["k"], case["pad"]
+    a = rng.standard_normal((k, m) if case["trans_a"] else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if case["trans_b"] else (k, n)).astype(np.float32)
+    c = rng.standard_normal((m, n)).astype(np.float32)
+    return a, b, c, pad
+
+
+def _embed(mat, pad):
+    """(buffer, offset, leading dimension) holding mat with `pad` junk columns and a junk prefix."""
+    rows, cols = mat.shape
+    big = np.full((rows, cols + pad), 7.0, np.float32)
+    big[:, :cols] = mat
+    buf = np.concatenate([np.full(5, -3.0, np.float32), big.ravel()])
+    return buf, 5, cols + pad
+
+
+@SETTINGS
+@given(gemm_cases())
+def test_gemm_and_pgemm_match_numpy(case):
+    a, b, c, pad = _operands(case)
+    op_a = a.T if case["trans_a"] else a
+    op_b = b.T if case["trans_b"] else b
+    expected = op_a.astype(np.float64) @ op_b + case["beta"] * c
+    for fn in (blas.gemm, blas.pgemm):
+        A, a0, lda = _embed(a, pad)
+        B, b0, ldb = _embed(b, pad)
+        C, c0, ldc = _embed(c, pad)
+        fn(case["trans_a"], case["trans_b"], case["m"], case["n"], case["k"], np.float32(1.0), A, a0, lda, B, b0, ldb,
+           np.float32(case["beta"]), C, c0, ldc)
+        got = C[c0:].reshape(case["m"], ldc)
+        assert_close(got[:, :case["n"]], expected, what=fn.__name__)
+        assert (got[:, case["n"]:] == 7.0).all(), "wrote outside C's columns"
+        assert (C[:c0] == -3.0).all(), "wrote before C"
+
+
+def test_pgemm_splits_big_products_over_panels_both_ways():
+    rng = np.random.default_rng(0)
+    for m, n, k in [(37, 1000, 50), (1000, 37, 50), (64, 64, 64)]:  # split along N, along M, and not at all
+        assert m * n * k >= blas.PAR_MIN_MACS or (m, n) == (64, 64)
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        c = np.full((m, n), np.nan, np.float32)
+        blas.matmul(a, b, c)
+        assert_close(c, a.astype(np.float64) @ b, what=f"pgemm {m}x{n}x{k}")
+
+
+@SETTINGS
+@given(st.integers(1, 14), st.integers(1, 14), st.integers(1, 200), st.booleans(), st.integers(0, 2**31))
+def test_gemm_nt_matches_numpy_on_whole_and_edge_tiles(m, n, k, accumulate, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k)).astype(np.float32)
+    c = rng.standard_normal((m, n)).astype(np.float32)
+    expected = a.astype(np.float64) @ b.T + (c if accumulate else 0)
+    dots.gemm_nt(a, b, accumulate, c)
+    assert_close(c, expected, what="gemm_nt")
+
+
+def test_gemm_nt_parallel_path():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((16, 3000)).astype(np.float32)
+    b = rng.standard_normal((26, 3000)).astype(np.float32)
+    assert 16 * 26 * 3000 >= dots.PAR_MIN_MACS
+    c = np.full((16, 26), np.nan, np.float32)
+    dots.gemm_nt(a, b, False, c)
+    assert_close(c, a.astype(np.float64) @ b.T, what="gemm_nt parallel")
