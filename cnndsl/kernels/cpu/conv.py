@@ -39,6 +39,8 @@ from cnndsl.kernels.cpu.blas import pgemm
 from cnndsl.kernels.cpu.common import ONE, PAR_MIN, ZERO, kernel, parallel_kernel
 from cnndsl.kernels.cpu.dots import gemm_nt
 
+_NO_BIAS = np.zeros(1, np.float32)
+
 # GEMM width (nb * P columns) the chunking aims for, and the scratch budget.
 TARGET_COLUMNS = 8192
 WORKSPACE_BUDGET_BYTES = 64 << 20
@@ -546,9 +548,6 @@ def _fwd_core(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, y
     K = Cg * KH * KW
     P = OH * OW
     _check_ws(col, tmp, K, P, F, nb, N * groups if keep_col else 0)
-    if nb == 0:
-        _direct_fwd(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y)
-        return
     wf = w.reshape(w.size)
     direct_1x1 = KH == 1 and KW == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
         and OH == x.shape[2] and OW == x.shape[3] and not keep_col  # kept columns must be written
@@ -581,9 +580,6 @@ def _bwd_data_core(dy, w, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, dx):
     K = Cg * KH * KW
     P = OH * OW
     _check_ws(col, tmp, K, P, F, nb, 0)
-    if nb == 0:
-        _direct_bwd_data(dy, w, sh, sw, pt, pl, dh, dw, groups, dx)
-        return
     wf = w.reshape(w.size)
     for n0 in range(0, N, nb):
         nbb = min(nb, N - n0)
@@ -609,9 +605,6 @@ def _bwd_weight_core(x, dy, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, dweigh
     K = Cg * KH * KW
     P = OH * OW
     _check_ws(col, tmp, K, P, F, nb, N * groups if col_ready else 0)
-    if nb == 0:
-        _direct_bwd_weight(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight)
-        return
     dw2 = dweight.reshape(F, K)
     for n0 in range(0, N, nb):
         nbb = min(nb, N - n0)
@@ -631,34 +624,42 @@ def _bwd_weight_core(x, dy, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, dweigh
 
 
 # ----------------------------------------------------------------------------
-# public kernels
+# public kernels: plain Python functions that pick the direct loops (nb == 0) or the im2col + GEMM
+# core. The choice is made here rather than inside one compiled kernel so that a model compiles
+# only the path it uses: Numba compiles every branch of a function, and the direct path alone
+# cost about a third of LeNet-5's cold compile.
 
-@kernel
 def conv2d_forward(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, y,
                    keep_col=False):
     """y = conv2d(x, weight) (+ bias). Output size taken from y; x (N,C,H,W), weight (F,C/g,KH,KW).
     keep_col: col holds saved_col_len(...) elements and keeps every chunk's unfolded input, for
     conv2d_backward_weight(..., col_ready=True) to reuse instead of unfolding x again."""
-    _fwd_core(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, y, keep_col)
+    if nb == 0:
+        _direct_fwd(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, y)
+    else:
+        _fwd_core(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, y, keep_col)
 
 
-@kernel
 def conv2d_backward_data(dy, weight, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dx):
     """dx = dL/dx (overwritten) from dy (N,F,OH,OW); the input size is taken from dx."""
-    _bwd_data_core(dy, weight, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dx)
+    if nb == 0:
+        _direct_bwd_data(dy, weight, sh, sw, pad_top, pad_left, dh, dw, groups, dx)
+    else:
+        _bwd_data_core(dy, weight, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dx)
 
 
-@kernel
 def conv2d_backward_weight(x, dy, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp,
                            dweight, dbias, col_ready=False):
     """dweight (F,C/g,KH,KW) and dbias (F,) overwritten with the batch-summed gradients.
     col_ready: col is what conv2d_forward(..., keep_col=True) left (same x, same nb)."""
-    _bwd_weight_core(x, dy, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dweight, col_ready)
+    if nb == 0:
+        _direct_bwd_weight(x, dy, sh, sw, pad_top, pad_left, dh, dw, groups, dweight)
+    else:
+        _bwd_weight_core(x, dy, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dweight, col_ready)
     if has_bias:
         _bias_grad(dy, dbias)
 
 
-@kernel
 def conv_transpose2d_forward(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col,
                              tmp, y):
     """y = conv_transpose2d(x, weight) (+ bias); x (N,C,H,W), weight (C,F/g,KH,KW), y (N,F,OH,OW).
@@ -666,22 +667,20 @@ def conv_transpose2d_forward(x, weight, bias, has_bias, sh, sw, pad_top, pad_lef
     y[n, g*Fg+f, i*sh - pad_top + kh*dh, j*sw - pad_left + kw*dw] += x[n, c, i, j] * weight[c, f, kh, kw]
     for c in group g; the output size (hence output_padding) is taken from y.
     """
-    _bwd_data_core(x, weight, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, y)
+    conv2d_backward_data(x, weight, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, y)
     if has_bias:
         _add_bias_chunk(y, 0, y.shape[0], bias)
 
 
-@kernel
 def conv_transpose2d_backward_data(dy, weight, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dx):
     """dx (N,C,H,W) overwritten: a plain conv2d of dy with the same weight."""
-    _fwd_core(dy, weight, weight[0, 0, 0], False, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dx,
-              False)
+    conv2d_forward(dy, weight, _NO_BIAS, False, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dx, False)
 
 
-@kernel
 def conv_transpose2d_backward_weight(x, dy, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp,
                                      dweight, dbias):
     """dweight (C,F/g,KH,KW) and dbias (F,) overwritten with the batch-summed gradients."""
-    _bwd_weight_core(dy, x, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dweight, False)
+    conv2d_backward_weight(dy, x, False, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dweight, dbias,
+                           False)
     if has_bias:
         _bias_grad(dy, dbias)

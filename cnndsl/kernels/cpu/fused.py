@@ -109,10 +109,21 @@ def _direct_fused(x, w, b, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, d
             _epilogue(plane, plane, np.float32(0.0), r, has_res, act, alpha)
 
 
-@kernel
 def fused_conv2d_forward(x, weight, bias, has_bias, res, has_res, act, alpha, sh, sw, pad_top, pad_left, dh, dw,
                          groups, nb, col, tmp, y, keep_col=False):
-    """y = act(conv2d(x, weight) + bias (+ res)); geometry, workspace and keep_col as conv2d_forward."""
+    """y = act(conv2d(x, weight) + bias (+ res)); geometry, workspace and keep_col as conv2d_forward
+    (like it, a Python function choosing the path, so that only the path used gets compiled)."""
+    if nb == 0:
+        _direct_fused(x, weight, bias, has_bias, res, has_res, act, np.float32(alpha), sh, sw, pad_top, pad_left,
+                      dh, dw, groups, y)
+    else:
+        _fused_gemm_forward(x, weight, bias, has_bias, res, has_res, act, alpha, sh, sw, pad_top, pad_left, dh, dw,
+                            groups, nb, col, tmp, y, keep_col)
+
+
+@kernel
+def _fused_gemm_forward(x, weight, bias, has_bias, res, has_res, act, alpha, sh, sw, pad_top, pad_left, dh, dw,
+                        groups, nb, col, tmp, y, keep_col):
     N = x.shape[0]
     F, Cg, KH, KW = weight.shape
     OH = y.shape[2]
@@ -122,10 +133,6 @@ def fused_conv2d_forward(x, weight, bias, has_bias, res, has_res, act, alpha, sh
     P = OH * OW
     al = np.float32(alpha)
     _check_ws(col, tmp, K, P, F, nb, N * groups if keep_col else 0)
-    if nb == 0:
-        _direct_fused(x, weight, bias, has_bias, res, has_res, act, al, sh, sw, pad_top, pad_left, dh, dw,
-                      groups, y)
-        return
     wf = weight.reshape(weight.size)
     direct_1x1 = KH == 1 and KW == 1 and sh == 1 and sw == 1 and pad_top == 0 and pad_left == 0 \
         and OH == x.shape[2] and OW == x.shape[3] and not keep_col  # kept columns must be written
