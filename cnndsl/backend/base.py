@@ -44,6 +44,9 @@ class Backend:
     def finish_run(self, rc) -> None:
         """Called by Executable.run after the last launch (e.g. read the loss values back)."""
 
+    def synchronize(self) -> None:
+        """Wait until every launched kernel has finished (CPU kernels finish before they return)."""
+
 
 class CpuBackend(Backend):
     name = "cpu"

@@ -11,6 +11,7 @@ NumPy arrays for the CPU, device arrays for CUDA; see docs/architecture.md, "Bac
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -91,6 +92,9 @@ class Executable:
         self._slots = [self.backend.zeros(batch * n, np.dtype(d))
                        for n, d in zip(self.plan.slot_elems, self.plan.slot_dtype)]
         self.arrays = {name: self._array(name) for name in self.order if name in self.plan.slot_of}
+        # node name -> seconds spent in its launches, accumulated by run() while this is a dict
+        # (`cnndsl bench --profile`); None (the default) runs without a clock.
+        self.timings: dict[str, float] | None = None
         self._steps = [(self._launchers[name], graph.node(name),
                         [self.arrays.get(s) for s in graph.inputs_of(name)], self.arrays.get(name))
                        for name in self.order if graph.node(name).op not in ("input", "target")]
@@ -120,9 +124,20 @@ class Executable:
         backend.start_run(rc)  # the CPU backend's hooks do nothing
         for name, value in feeds.items():
             backend.copy_in(self.arrays[name], value)
-        for launch, node, ins, out in self._steps:
-            launch(rc, node, ins, out)
+        if self.timings is None:
+            for launch, node, ins, out in self._steps:
+                launch(rc, node, ins, out)
+        else:
+            self._run_timed(rc)
         backend.finish_run(rc)
+
+    def _run_timed(self, rc: RunContext) -> None:
+        clock = time.perf_counter
+        for launch, node, ins, out in self._steps:
+            start = clock()
+            launch(rc, node, ins, out)
+            self.backend.synchronize()  # device kernels run asynchronously: time them, not their launch
+            self.timings[node.name] = self.timings.get(node.name, 0.0) + clock() - start
 
     def output(self, name: str) -> np.ndarray:
         """A tensor's values as a NumPy array (on the CPU a view of the buffer itself)."""

@@ -41,6 +41,9 @@ class CudaBackend(Backend):
     def copy_out(self, dst, src):
         src.copy_to_host(dst)
 
+    def synchronize(self) -> None:
+        cuda.synchronize()
+
     def start_run(self, rc) -> None:
         rc.store.on_device()  # uploads parameters only if the host copy changed
         rc.cache.pop(STEPPED, None)
