@@ -284,7 +284,7 @@ def compile(path_or_program, defines=None, profile=None, device: str = "cpu", se
 def loss_specs(program) -> list[LossSpec]:
     """The losses of the training section; by default cross-entropy on the first head."""
     if program.training is not None and program.training.losses:
-        return [LossSpec(loss.head, loss.kind, loss.weight) for loss in program.training.losses]
+        return [LossSpec(loss.head, loss.kind, loss.weight, loss.options) for loss in program.training.losses]
     graph = program.graph
     specs = []
     for head, node in graph.heads.items():

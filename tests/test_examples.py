@@ -113,7 +113,7 @@ def test_localizer_two_heads():
     assert g.heads["box"] == "box.sigmoid"
     assert str(g.node("box.sigmoid").type) == "4" and str(g.node("class_logits").type) == "10"
     assert [(l.head, l.kind, l.weight) for l in p.training.losses] == [
-        ("class_logits", "cross_entropy", 1.0), ("box", "smooth_l1", 20.0)]
+        ("class_logits", "cross_entropy", 1.0), ("box", "smooth_l1", 50.0)]
     assert p.training.dataset == "localization_digits"
 
 
@@ -125,6 +125,9 @@ def test_detector_head_width_from_parameters(classes, boxes):
     assert grid.attrs["kernel"] == (1, 1)
     leaky = [n for n in p.graph.nodes() if n.op == "leaky_relu"]
     assert leaky and all(n.attrs["alpha"] == 0.1 for n in leaky)
+    # the yolo loss takes its predictors per cell from the network parameter
+    (loss,) = p.training.losses
+    assert loss.kind == "yolo" and dict(loss.options) == {"noobj": 0.5, "coord": 5.0, "boxes": boxes}
 
 
 def test_examples_load_from_text_too():

@@ -57,7 +57,10 @@ def test_localization_uses_each_digit_of_its_split():
     _, y = load_digits("test")
     assert len(x) == 1000 and [o[0][0] for o in objects] == y.tolist()
     xt, ot, _ = T.make_task("localization_digits", "train", (64, 64))
-    assert len(xt) == 4000 and not np.array_equal(xt[:1000], x)
+    assert len(xt) == 12000 and not np.array_equal(xt[:1000], x)
+    # every training digit three times, each at its own position and size
+    assert [o[0][0] for o in ot[:4000]] == [o[0][0] for o in ot[4000:8000]] == load_digits("train")[1].tolist()
+    assert not np.array_equal(xt[:4000], xt[4000:8000])
 
 
 HEADS = [
@@ -70,7 +73,7 @@ HEADS = [
 def test_localizer_gets_both_splits():
     model = Model(load(ROOT / "examples" / "localizer.cnn"))
     train, test = resolve_datasets(model)  # the `dataset localization_digits` of the file
-    assert len(train) == 4000 and len(test) == 1000 and set(train.y) == {"class_logits", "box"}
+    assert len(train) == 12000 and len(test) == 1000 and set(train.y) == {"class_logits", "box"}
 
 
 @pytest.mark.parametrize("example,heads", HEADS)
@@ -89,7 +92,7 @@ def test_examples_get_targets_by_head(example, heads):
 def test_examples_training_splits(example, heads):
     model = Model(load(ROOT / "examples" / f"{example}.cnn"))
     train, test = resolve_datasets(model)
-    assert len(train) == 4000 and len(test) == 1000
+    assert len(train) == T.COUNTS[model.config.dataset][0] and len(test) == 1000
     assert set(train.y) == set(heads)
 
 

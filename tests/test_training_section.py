@@ -243,7 +243,7 @@ def test_head_of_failed_layer_is_not_reported_again():
 
 
 def test_schema_tables_are_consistent():
-    assert set(LOSSES) == {"cross_entropy", "mse", "smooth_l1", "pixel_cross_entropy"}
+    assert set(LOSSES) == {"cross_entropy", "mse", "smooth_l1", "pixel_cross_entropy", "yolo"}
     assert {"accuracy", "top5", "mean_iou"} <= set(METRICS)
     assert {"grayscale", "hflip", "vflip", "random_crop", "color_jitter", "rotate", "translate", "scale"} == set(
         AUGMENTATIONS)

@@ -46,8 +46,10 @@ class Schedule:
 @dataclass(frozen=True)
 class Loss:
     head: str
-    kind: str  # cross_entropy | pixel_cross_entropy | mse | smooth_l1
+    kind: str  # cross_entropy | pixel_cross_entropy | mse | smooth_l1 | yolo
     weight: float = 1.0
+    # the loss op's own options as written (yolo: noobj, coord, boxes); LOSS_OPTIONS lists them
+    options: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -268,7 +270,10 @@ LOSSES: dict[str, int | None] = {  # loss -> rank of the head it needs (None: an
     "pixel_cross_entropy": 3,
     "mse": None,
     "smooth_l1": None,
+    "yolo": 3,  # a YOLO-style detection grid (cnndsl/ops/training/yolo_loss.py)
 }
+# options of a loss besides weight=, per kind (defaults as the op declares them)
+LOSS_OPTIONS: dict[str, dict[str, "Opt"]] = {}
 METRICS: dict[str, int | None] = {
     "accuracy": 1,
     "top5": 1,
@@ -280,6 +285,17 @@ METRICS: dict[str, int | None] = {
     "map50": 3,  # a YOLO-style detection grid: mAP at IoU 0.5 (cnndsl.tasks.detection)
 }
 
+def _loss_options() -> dict[str, dict[str, "Opt"]]:
+    """The options of each loss op besides weight (declared by the op, e.g. yolo's noobj, coord, boxes)."""
+    if not LOSS_OPTIONS:
+        from cnndsl.ops.training.yolo_loss import OPTIONS
+
+        kinds = {"float": "float", "int": "int"}
+        LOSS_OPTIONS["yolo"] = {a.name: Opt(a.name, kinds[a.kind], None if a.name == "boxes" else a.default, a.doc,
+                                    minimum=a.minimum) for a in OPTIONS}
+    return LOSS_OPTIONS
+
+
 SETTINGS: dict[str, str] = {  # setting -> how it is written (for did-you-mean and docs)
     "dataset": "dataset NAME | dataset \"path\"",
     "epochs": "epochs N",
@@ -287,7 +303,7 @@ SETTINGS: dict[str, str] = {  # setting -> how it is written (for did-you-mean a
     "seed": "seed N",
     "optimizer": "optimizer sgd|adam key=value...",
     "schedule": "schedule constant|step|cosine key=value...",
-    "loss": "loss HEAD KIND [weight=W]",
+    "loss": "loss HEAD KIND [weight=W] [yolo: noobj=N coord=C boxes=B]",
     "metric": "metric HEAD KIND...",
     "normalize": "normalize mean=M std=S",
     "augment": "augment { ... }",
@@ -395,10 +411,16 @@ class TrainingBuilder:
         elif name == "loss":
             head_opt = Opt("head", "word", REQUIRED, positional=True)
             kind_opt = Opt("kind", "word", REQUIRED, choices=tuple(LOSSES), positional=True)
+            written = s.args[1].value.name if (len(s.args) > 1 and s.args[1].key is None
+                                               and isinstance(s.args[1].value, ast.Name)) else None
+            extra = _loss_options().get(written, {})
             (head, kind), opts = self.values(s, [head_opt, kind_opt],
-                                             {"weight": Opt("weight", "float", 1.0, minimum=0)})
+                                             {"weight": Opt("weight", "float", 1.0, minimum=0), **extra},
+                                             what=f"loss {written}" if extra else None)
             self.check_head(s, head, kind, LOSSES[kind], "loss")
-            losses.append(Loss(head, kind, opts["weight"]))
+            if kind == "yolo":
+                self.yolo_layout(s, head, opts)
+            losses.append(Loss(head, kind, opts["weight"], tuple((k, opts[k]) for k in extra)))
         elif name == "metric":
             self.metric(s, metrics)
         elif name == "normalize":
@@ -548,6 +570,25 @@ class TrainingBuilder:
         if kind == "box_iou" and t is not None and t.shape != (4,):
             self.error(f"metric box_iou needs a head of 4 box numbers, but head '{head}' is {t}", s.span,
                        code="metric-head")
+            raise _Fail
+
+    def yolo_layout(self, s: ast.Setting, head: str, opts: dict) -> None:
+        """Fill yolo's `boxes` (unless written: the network parameter `boxes`, else the head's
+        channels over `classes` + 5, else 1) and check the head is (classes + 5) * boxes wide."""
+        t = self.head_type(head)
+        channels = t.shape[0] if t is not None and len(t.shape) == 3 else None
+        if opts.get("boxes") is None:
+            boxes, classes = self.params.get("boxes"), self.params.get("classes")
+            if not isinstance(boxes, int) or isinstance(boxes, bool):
+                boxes = 1
+                if channels and isinstance(classes, int) and classes > 0 and channels % (classes + 5) == 0:
+                    boxes = channels // (classes + 5)
+            opts["boxes"] = boxes
+        if channels is not None and (channels % opts["boxes"] or channels // opts["boxes"] < 6):
+            self.error(f"loss yolo: head '{head}' has {channels} channels, which is not (classes + 5) * boxes "
+                       f"with boxes={opts['boxes']} and at least one class", s.span,
+                       help="make the head `conv (classes + 5) * boxes kernel=1` or set boxes=B on the loss",
+                       code="loss-head")
             raise _Fail
 
     def metric(self, s: ast.Setting, metrics: list[Metric]) -> None:

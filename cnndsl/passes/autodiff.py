@@ -13,6 +13,7 @@ frozen layer gets no parameter-gradient node.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from cnndsl.analysis.infer import infer_shapes
 from cnndsl.diagnostics import CnnError, Diagnostic, Diagnostics
@@ -23,8 +24,9 @@ from cnndsl.ops.registry import get_op
 @dataclass
 class LossSpec:
     head: str
-    kind: str  # a loss op: cross_entropy, pixel_cross_entropy, mse, smooth_l1
+    kind: str  # a loss op: cross_entropy, pixel_cross_entropy, mse, smooth_l1, yolo
     weight: float = 1.0
+    options: tuple[tuple[str, Any], ...] = ()  # the op's own attributes as written (yolo: noobj, coord, boxes)
 
 
 @dataclass
@@ -138,7 +140,8 @@ def _add_loss(graph: Graph, forward: Graph, spec: LossSpec) -> str:
                   meta={"target_shape": shape, "target_dtype": dtype})
     graph.add(target)
     graph.inputs.append(target.name)
-    loss = Node(f"loss.{spec.head}", spec.kind, {"weight": spec.weight, "head": spec.head}, span=head_node.span)
+    loss = Node(f"loss.{spec.head}", spec.kind, {**dict(spec.options), "weight": spec.weight, "head": spec.head},
+                span=head_node.span)
     graph.add(loss, [head_node.name, target.name])
     return loss.name
 

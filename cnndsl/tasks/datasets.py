@@ -36,7 +36,7 @@ MASK = 0.5  # a segmentation mask pixel is digit where the resized digit is at l
 
 # canvases per split (train, test)
 COUNTS = {
-    "localization_digits": (4000, 1000),  # every digit of the split once
+    "localization_digits": (12000, 1000),  # every training digit 3 times (new position, size), held-out once
     "detection_digits": (4000, 1000),
     "segmentation_digits": (4000, 1000),
 }
@@ -203,7 +203,7 @@ def heads_for(model, task: str) -> dict[str, str]:
             roles.setdefault("mask", spec.head)
         elif spec.kind in ("mse", "smooth_l1") and shape == (4,):
             roles.setdefault("box", spec.head)
-        elif spec.kind in ("mse", "smooth_l1") and len(shape) == 3:
+        elif spec.kind == "yolo" or (spec.kind in ("mse", "smooth_l1") and len(shape) == 3):
             roles.setdefault("grid", spec.head)
     need = {"localization_digits": ("class", "box"), "detection_digits": ("grid",),
             "segmentation_digits": ("mask",)}[task]
@@ -211,7 +211,7 @@ def heads_for(model, task: str) -> dict[str, str]:
     if missing:
         what = {"class": "a class head with `loss HEAD cross_entropy`",
                 "box": "a 4-number box head with `loss HEAD smooth_l1` (or mse)",
-                "grid": "a (classes+5)*boxes x GH x GW grid head with `loss HEAD mse` (or smooth_l1)",
+                "grid": "a (classes+5)*boxes x GH x GW grid head with `loss HEAD yolo` (or mse, smooth_l1)",
                 "mask": "a per-pixel head (classes x H x W) with `loss HEAD pixel_cross_entropy`"}
         raise _fail(f"{task} needs " + " and ".join(what[r] for r in missing),
                     help="see examples/localizer.cnn, examples/detector.cnn, examples/unet_tiny.cnn")

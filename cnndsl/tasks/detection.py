@@ -18,12 +18,20 @@ are dropped: the digit datasets never put two centres in one cell). Every other 
 (objectness 0) regresses the box and class of the object whose centre is nearest to its
 cell, its x, y offsets then lying outside 0..1 (clipped to -1..2, so that far cells do
 not dominate the loss with large offsets). So the target is dense: no value of the map
-is "don't care", and a plain `mse` (or `smooth_l1`) loss over the whole map needs no mask.
-(With zeros there instead, the many empty cells pull the box and class channels to 0 and
-the boxes are not learned: mAP@0.5 0.05 after 7 epochs, against the numbers in docs/tasks.md.)
+is "don't care", and a plain `mse` (or `smooth_l1`) loss over the whole map needs no mask
+(with zeros there instead, the many empty cells pull an mse-trained head's box and class
+channels to 0). The `yolo` loss (cnndsl/ops/training/yolo_loss.py) reads only the objectness
+of those predictors and trains box and class where an object is.
 
 Decoding: score = objectness x the best class score (both clipped to 0..1), boxes above
 a confidence threshold, then non-maximum suppression per class.
+
+Two parameterizations of the predicted map, by the head's loss (`activation_for`):
+
+    linear  (loss mse / smooth_l1) the channels are the target's numbers themselves
+    yolo    (loss yolo, cnndsl/ops/training/yolo_loss.py) raw scores: x, y, sqrt(w), sqrt(h)
+            and objectness are sigmoid(channel), the class scores softmax(channels 5...);
+            the dense "nearest object" targets of empty cells are ignored by that loss
 """
 from __future__ import annotations
 
@@ -88,6 +96,31 @@ def _fill(v, cls, cx, cy, w, h, i, j, gh, gw, objectness) -> None:
     v[5 + cls] = 1.0
 
 
+ACTIVATIONS = ("linear", "yolo")
+
+
+def activation_for(model, head: str) -> str:
+    """How `decode` reads a model's grid head: "yolo" when its loss is `yolo`, else "linear"."""
+    return "yolo" if any(s.head == head and s.kind == "yolo" for s in model.losses) else "linear"
+
+
+def activate(grid_map: np.ndarray, classes: int, boxes: int = 1, activation: str = "linear") -> np.ndarray:
+    """The map in the target's units: for "yolo", sigmoid on x, y, sqrt(w), sqrt(h), objectness
+    and softmax over the class scores of every predictor; "linear" returns it unchanged."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
+    if activation == "linear":
+        return grid_map
+    c, gh, gw = grid_map.shape
+    g = grid_map.reshape(boxes, classes + 5, gh, gw).astype(np.float64)
+    out = np.empty_like(g)
+    out[:, :5] = 1.0 / (1.0 + np.exp(-g[:, :5]))
+    z = g[:, 5:] - g[:, 5:].max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out[:, 5:] = e / e.sum(axis=1, keepdims=True)
+    return out.reshape(c, gh, gw)
+
+
 def _cells(grid_map: np.ndarray, classes: int, boxes: int):
     """Per predictor of every cell: (cx, cy, w, h), objectness, class scores (all flattened)."""
     c, gh, gw = grid_map.shape
@@ -112,9 +145,10 @@ def ground_truth(target: np.ndarray, classes: int, boxes: int = 1):
 
 
 def decode(grid_map: np.ndarray, classes: int, boxes: int = 1, threshold: float = 0.01,
-           nms_threshold: float = 0.5, max_detections: int = 50):
-    """Detections of one image's predicted map: (boxes (D, 4), classes (D,), scores (D,)), best first."""
-    xywh, obj, cls = _cells(grid_map, classes, boxes)
+           nms_threshold: float = 0.5, max_detections: int = 50, activation: str = "linear"):
+    """Detections of one image's predicted map: (boxes (D, 4), classes (D,), scores (D,)), best first.
+    `activation`: "linear" (the map holds the target's numbers) or "yolo" (raw scores of the yolo loss)."""
+    xywh, obj, cls = _cells(activate(grid_map, classes, boxes, activation), classes, boxes)
     label = cls.argmax(axis=1)
     score = np.clip(obj, 0, 1) * np.clip(cls[np.arange(len(label)), label], 0, 1)
     cand = np.flatnonzero(score > threshold)

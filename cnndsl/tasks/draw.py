@@ -2,7 +2,7 @@
 
 `task_of(model)` says which kind of model it is from its heads and losses:
     localization  a class head (cross_entropy) and a 4-number box head (smooth_l1 / mse)
-    detection     a grid head trained with mse / smooth_l1 (decoded by cnndsl.tasks.detection)
+    detection     a grid head trained with yolo / mse / smooth_l1 (decoded by cnndsl.tasks.detection)
     segmentation  a per-pixel head (pixel_cross_entropy)
     None          anything else (a classifier)
 
@@ -125,7 +125,8 @@ def predict_task(model, paths, x: np.ndarray, out_image=None, echo=print, top: i
 
             head = heads_for(model, "detection_digits")["grid"]
             classes, boxes = detection_layout(model, head)
-            b, c, s = detection.decode(outs[head][i], classes, boxes, threshold=0.3)
+            b, c, s = detection.decode(outs[head][i], classes, boxes, threshold=0.3,
+                                       activation=detection.activation_for(model, head))
             shown = "; ".join(f"{int(ci)} ({si:.2f}) at cx={bi[0]:.2f} cy={bi[1]:.2f} w={bi[2]:.2f} h={bi[3]:.2f}"
                               for bi, ci, si in zip(b, c, s))
             echo(f"{path}: {len(b)} object{'s' if len(b) != 1 else ''}" + (f": {shown}" if shown else ""))

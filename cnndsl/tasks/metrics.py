@@ -41,7 +41,9 @@ class MetricHook:
             if m.kind == "map50":
                 from cnndsl.tasks.datasets import detection_layout
 
-                self.layouts[m.head] = detection_layout(model, m.head)
+                from cnndsl.tasks.detection import activation_for
+
+                self.layouts[m.head] = detection_layout(model, m.head) + (activation_for(model, m.head),)
                 self.detections[m.head], self.truth[m.head] = [], []
             elif m.kind in ("mean_iou", "pixel_accuracy"):
                 k = model.graph.node(model.graph.heads[m.head]).type.shape[0]
@@ -77,9 +79,9 @@ class MetricHook:
             elif m.kind == "map50":
                 from cnndsl.tasks import detection
 
-                classes, boxes = self.layouts[m.head]
+                classes, boxes, activation = self.layouts[m.head]
                 for o, t in zip(out, tgt):
-                    self.detections[m.head].append(detection.decode(o, classes, boxes))
+                    self.detections[m.head].append(detection.decode(o, classes, boxes, activation=activation))
                     self.truth[m.head].append(detection.ground_truth(t, classes, boxes))
 
     def result(self) -> dict[str, float]:
