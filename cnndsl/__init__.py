@@ -14,6 +14,13 @@ import os
 # on 2 cores (77 ms against 16 ms). This takes effect when cnndsl is imported before NumPy
 # (always so for the `cnndsl` command); set OPENBLAS_NUM_THREADS yourself to choose otherwise.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Numba's OpenMP threads spin for GOMP_SPINCOUNT iterations (300,000 by default) before sleeping
+# after each parallel region. On a machine shared with other busy processes a spinning thread
+# holds a core the others need, and a LeNet-5 training step fell from 7,200 to 160 images/s
+# with two busy loops beside it; 10,000 spins kept 7,250 images/s quiet and 3,040 busy
+# (docs/performance.md, "Threads"). Set GOMP_SPINCOUNT or OMP_WAIT_POLICY yourself to override.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from cnndsl import kernel_cache  # noqa: E402  (after the BLAS setting: it imports Numba)
 
