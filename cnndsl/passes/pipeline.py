@@ -25,6 +25,7 @@ from cnndsl.passes.fold_batchnorm import FoldBatchnorm
 from cnndsl.passes.fold_constants import FoldConstants
 from cnndsl.passes.fuse_backward import FuseBackward
 from cnndsl.passes.fuse_conv_activation import FuseConvActivation
+from cnndsl.passes.fuse_conv_pool import FuseConvPool
 from cnndsl.passes.fuse_dense_activation import FuseDenseActivation
 from cnndsl.passes.fuse_residual import FuseResidual
 from cnndsl.passes.manager import FixedPoint, PassManager
@@ -46,6 +47,7 @@ def default_pipeline() -> PassManager:
             FuseResidual(),            # before fuse_conv_activation: it takes the add's activation too
             FuseConvActivation(),
             FuseDenseActivation(),
+            FuseConvPool(),            # after the epilogue fusions: the pool closes the epilogue
         ]),
         Autodiff(),
         FuseBackward(),

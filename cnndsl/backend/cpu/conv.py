@@ -23,9 +23,14 @@ def _geometry(node):
 
 
 def _conv_ws(rc, x, y, weight, groups):
+    return conv_workspace(rc, x, weight, groups, y.shape[2], y.shape[3])
+
+
+def conv_workspace(rc, x, weight, groups, oh, ow):
+    """(nb, col, tmp) of a conv from x to an (oh, ow) map: chunking and the shared scratch buffers."""
     n, c = x.shape[:2]
     f, _, kh, kw = weight.shape
-    nb, col_len, tmp_len = K.conv2d_workspace(n, c, f, kh, kw, groups, y.shape[2], y.shape[3])
+    nb, col_len, tmp_len = K.conv2d_workspace(n, c, f, kh, kw, groups, oh, ow)
     return nb, rc.scratch("col", col_len), rc.scratch("tmp", tmp_len)
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnndsl.backend.cpu.conv import _conv_ws, _geometry, col_was_kept, kept_col, kept_col_of
+from cnndsl.backend.cpu.conv import _conv_ws, _geometry, col_was_kept, conv_workspace, kept_col, kept_col_of
 from cnndsl.backend.cpu.launch import buffers_of, grads_of, launches, params_of
 from cnndsl.kernels.cpu import activation as A
 from cnndsl.kernels.cpu import conv as C
 from cnndsl.kernels.cpu import dense as D
 from cnndsl.kernels.cpu import fused as K
+from cnndsl.kernels.cpu import pool as P
 from cnndsl.ops.fused.epilogue import ACTIVATION_CODE
 
 _NO_BIAS = np.zeros(1, np.float32)
@@ -47,6 +48,27 @@ def fused_conv(rc, node, ins, out):
     K.fused_conv2d_forward(ins[0], w, b, has_bias, res, node.attrs["residual"],
                            ACTIVATION_CODE[node.attrs["activation"]], float(node.attrs["alpha"]),
                            sh, sw, pt, pl, dh, dw, g, nb, col if keep is None else keep, tmp, out, keep is not None)
+
+
+@launches("fused_conv_pool")
+def fused_conv_pool(rc, node, ins, out):
+    """The im2col + GEMM path pools each output chunk in place; the direct path (depthwise) runs
+    the fused conv into a per-node buffer and pools that."""
+    w, b, has_bias = layer_weights(rc, node)
+    sh, sw, pt, pl, dh, dw, g = _geometry(node)
+    n, f = out.shape[:2]
+    oh, ow = node.meta["conv_hw"]
+    nb, col, tmp = conv_workspace(rc, ins[0], w, g, oh, ow)
+    res = ins[1] if node.attrs["residual"] else out
+    act, alpha = ACTIVATION_CODE[node.attrs["activation"]], float(node.attrs["alpha"])
+    if nb > 0:
+        K.fused_conv_pool_forward(ins[0], w, b, has_bias, res, node.attrs["residual"], act, alpha,
+                                  sh, sw, pt, pl, dh, dw, g, oh, ow, nb, col, tmp, out)
+        return
+    full = rc.ws(node.name, "conv_out", (n, f, oh, ow))
+    K.fused_conv2d_forward(ins[0], w, b, has_bias, res if node.attrs["residual"] else full, node.attrs["residual"],
+                           act, alpha, sh, sw, pt, pl, dh, dw, g, nb, col, tmp, full, False)
+    P.maxpool2d_forward(full, 2, 2, 2, 2, 0, 0, 1, 1, out, rc.ws(node.name, "argmax", out.shape, np.int32))
 
 
 @launches("fused_dense")

@@ -1,4 +1,4 @@
-"""Launchers for conv, conv_transpose and fused_conv, forward and backward (tiled implicit GEMM).
+"""Launchers for conv, conv_transpose, fused_conv and fused_conv_pool, forward and backward (tiled implicit GEMM).
 
 conv_transpose runs conv's kernels on the adjoint geometry: the conv from the transposed
 conv's OUTPUT space to its input space, whose weight is conv_transpose's (C_in, F/G, KH, KW).
@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnndsl.backend.cuda.launch import buffers_of, chain, flat, grads_of, launches, no_bias, params_of, sequence
+from cnndsl.backend.cuda.launch import buffers_of, chain, flat, grads_of, launch, launches, no_bias, params_of, sequence
 from cnndsl.kernels.cuda import gemm as K
+from cnndsl.kernels.cuda import pool as POOL
 from cnndsl.kernels.cuda.common import grid1d
 from cnndsl.kernels.cuda.elementwise import fold_batchnorm
 from cnndsl.kernels.cuda.reduce import channel_grid, channel_sum
@@ -121,6 +122,24 @@ def fused_conv(rc, node, ins, out):
     res = flat(ins[1]) if node.attrs["residual"] else None
     steps.append(K.conv_forward(flat(ins[0]), w, b, has_bias, flat(out), geo, res=res,
                                 act=ACTIVATION_CODE[node.attrs["activation"]], alpha=node.attrs["alpha"]))
+    return sequence(steps)
+
+
+@launches("fused_conv_pool")
+def fused_conv_pool(rc, node, ins, out):
+    """The fused conv into a per-node buffer, then the 2x2 max pool: a composition of the two
+    kernels, not a fusion, so that graphs the fuse_conv_pool pass rewrote run on the GPU too."""
+    n, f = out.shape[:2]
+    oh, ow = node.meta["conv_hw"]
+    full = rc.ws(node.name, "conv_out", (n, f, oh, ow))
+    steps, w, b, has_bias = layer_weights(rc, node)
+    geo = geometry(node, ins[0].shape, full.shape, params_of(rc, node.name)["weight"].shape)
+    res = flat(ins[1]) if node.attrs["residual"] else None
+    steps.append(K.conv_forward(flat(ins[0]), w, b, has_bias, flat(full), geo, res=res,
+                                act=ACTIVATION_CODE[node.attrs["activation"]], alpha=node.attrs["alpha"]))
+    idx = rc.ws(node.name, "argmax", (out.size,), np.int32)
+    window = (n, f, oh, ow, out.shape[2], out.shape[3], 2, 2, 2, 2, 0, 0, 1, 1)
+    steps.append(launch(POOL.maxpool_forward, grid1d(out.size), flat(full), flat(out), idx, *window))
     return sequence(steps)
 
 

@@ -4,6 +4,8 @@ separate sweeps over the whole output.
 
     fused_conv2d_forward(x, weight, bias, has_bias, res, has_res, act, alpha,
                          sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, y)
+    fused_conv_pool_forward(x, weight, bias, has_bias, res, has_res, act, alpha,
+                            sh, sw, pad_top, pad_left, dh, dw, groups, OH, OW, nb, col, tmp, y)
     fused_dense_forward(x, weight, bias, has_bias, act, alpha, y)
     fold_batchnorm(weight, bias, has_bias, gamma, beta, running_mean, running_var, eps, w_out, b_out)
 
@@ -152,6 +154,110 @@ def _fused_gemm_forward(x, weight, bias, has_bias, res, has_res, act, alpha, sh,
                 t2 = tmp[:Fg * nbb * P].reshape(Fg, nbb * P)
                 pgemm(False, False, Fg, nbb * P, K, ONE, wf, g * Fg * K, K, col, c0, nbb * P, ZERO, tmp, 0, nbb * P)
             _chunk_epilogue(t2, n0, nbb, g * Fg, Fg, bias, has_bias, res, has_res, act, al, y)
+
+
+@kernel
+def _activate(v, act, alpha):
+    if act == RELU:
+        return max(v, np.float32(0.0))
+    if act == LEAKY_RELU:
+        return v if v > np.float32(0.0) else alpha * v
+    if act == SIGMOID:
+        return np.float32(1.0) / (np.float32(1.0) + np.exp(-v))
+    if act == TANH:
+        return np.tanh(v)
+    return v
+
+
+@kernel
+def _pool_plane(src, W, bias_value, res, has_res, act, alpha, dst):
+    """dst (PH x PW) = act(max over each 2x2 window of src (+ res) + bias), src and res being flat
+    planes W wide. src is scratch (a GEMM chunk), so the vertical max of each row pair is written
+    over its first row in one contiguous, vectorized loop; the horizontal max and the activation
+    then read it back. Every activation here is non-decreasing, so act(max) == max(act): one
+    activation per window instead of four."""
+    PH, PW = dst.shape
+    for i in range(PH):
+        top = src[2 * i * W:(2 * i + 1) * W]
+        bottom = src[(2 * i + 1) * W:(2 * i + 2) * W]
+        if has_res:
+            rt = res[2 * i * W:(2 * i + 1) * W]
+            rb = res[(2 * i + 1) * W:(2 * i + 2) * W]
+            for j in range(W):
+                top[j] = max(top[j] + rt[j], bottom[j] + rb[j])
+        else:
+            for j in range(W):
+                top[j] = max(top[j], bottom[j])
+        out = dst[i]
+        for j in range(PW):
+            out[j] = max(top[2 * j], top[2 * j + 1]) + bias_value
+        _activate_row(out, act, alpha)
+
+
+@kernel
+def _activate_row(row, act, alpha):
+    """The activation over a row in place, with the branch outside the loop so that it vectorizes."""
+    if act == NONE:
+        return
+    for j in range(row.size):
+        row[j] = _activate(row[j], act, alpha)
+
+
+@parallel_kernel
+def _chunk_pool_epilogue(t2, n0, nbb, f0, Fg, OW, bias, has_bias, res, has_res, act, alpha, y):
+    """y[n0+b, f0+f] = the pooled, activated plane t2[f, b*P:(b+1)*P] (P = the conv's OH*OW)."""
+    P = t2.shape[1] // nbb
+    items = nbb * Fg
+    if items * P >= PAR_MIN:
+        for it in prange(items):
+            b = it // Fg
+            f = it - b * Fg
+            _pool_item(t2, b, f, P, n0, f0, OW, bias, has_bias, res, has_res, act, alpha, y)
+    else:
+        for it in range(items):
+            b = it // Fg
+            f = it - b * Fg
+            _pool_item(t2, b, f, P, n0, f0, OW, bias, has_bias, res, has_res, act, alpha, y)
+
+
+@kernel
+def _pool_item(t2, b, f, P, n0, f0, OW, bias, has_bias, res, has_res, act, alpha, y):
+    bv = bias[f0 + f] if has_bias else np.float32(0.0)
+    r = res[n0 + b, f0 + f].reshape(P) if has_res else t2[f, :P]
+    _pool_plane(t2[f, b * P:(b + 1) * P], OW, bv, r, has_res, act, alpha, y[n0 + b, f0 + f])
+
+
+@kernel
+def fused_conv_pool_forward(x, weight, bias, has_bias, res, has_res, act, alpha, sh, sw, pad_top, pad_left, dh, dw,
+                            groups, OH, OW, nb, col, tmp, y):
+    """y = maxpool2x2(act(conv2d(x, weight) + bias (+ res))): the conv's output (F, OH, OW) is only
+    ever a chunk in tmp; y is (N, F, OH // 2, OW // 2), res (N, F, OH, OW) when has_res. The
+    im2col + GEMM path only (nb >= 1): geometry and workspace as conv2d_forward's."""
+    N = x.shape[0]
+    F, Cg, KH, KW = weight.shape
+    Fg = F // groups
+    K = Cg * KH * KW
+    P = OH * OW
+    al = np.float32(alpha)
+    if nb < 1:
+        raise ValueError("fused_conv_pool_forward: the im2col + GEMM path only (nb >= 1)")
+    _check_ws(col, tmp, K, P, F, nb, 0)
+    wf = weight.reshape(weight.size)
+    direct_1x1 = KH == 1 and KW == 1 and sh == 1 and sw == 1 and pad_top == 0 and pad_left == 0 \
+        and OH == x.shape[2] and OW == x.shape[3]
+    for n0 in range(0, N, nb):
+        nbb = min(nb, N - n0)
+        for g in range(groups):
+            if nbb == 1:
+                src, src0 = _image_columns(x, n0, g, Cg, KH, KW, sh, sw, pad_top, pad_left, dh, dw, OH, OW,
+                                           direct_1x1, col)
+            else:
+                _im2col(x, n0, nbb, g * Cg, Cg, KH, KW, sh, sw, pad_top, pad_left, dh, dw, OH, OW,
+                        col[:K * nbb * P].reshape(K, nbb * P))
+                src, src0 = col, 0
+            pgemm(False, False, Fg, nbb * P, K, ONE, wf, g * Fg * K, K, src, src0, nbb * P, ZERO, tmp, 0, nbb * P)
+            _chunk_pool_epilogue(tmp[:Fg * nbb * P].reshape(Fg, nbb * P), n0, nbb, g * Fg, Fg, OW, bias, has_bias,
+                                 res, has_res, act, al, y)
 
 
 @parallel_kernel
