@@ -12,17 +12,21 @@ zeros (forward) or are dropped (backward).
 Algorithm: images are processed in chunks of `nb`. Per chunk and group, the
 input windows are unfolded ("im2col", a parallel copy) into `col` laid out as
 (K, nb*P) with K = Cg*KH*KW and P = OH*OW, and the product with the weight
-matrix (Fg, K) is one sgemm (np.dot -> SciPy's OpenBLAS, called outside any
-prange). With nb == 1 the GEMM writes straight into y; with nb > 1 it writes
-into `tmp` (Fg, nb*P) and a parallel pass scatters it to NCHW and adds the bias.
-Backward data is W^T @ dY followed by col2im (scatter-add, parallel over the
-(n, c) planes, so there are no write races); backward weight is dY @ col^T
-accumulated over the chunks.
+matrix (Fg, K) is one sgemm split over the threads (blas.pgemm). With nb == 1
+the GEMM writes straight into y; with nb > 1 it writes into `tmp` (Fg, nb*P).
+Either way a parallel epilogue (epilogue.py) then adds the bias, for fused_conv
+the residual and the activation, and for fused_conv_pool pools 2x2, plane by
+plane: `gemm_forward` is the one forward core of all three ops. Backward data
+is W^T @ dY followed by col2im (scatter-add, parallel over the (n, c) planes, so
+there are no write races); backward weight is dY @ col^T accumulated over the
+chunks, as dot products (dots.gemm_nt), from the forward's kept columns when
+training kept them (keep_col / col_ready).
 
 Direct path (nb == 0): plain loops, parallel over (n, f) output planes (forward),
 (n, c) input planes (backward data) and (f, c) weight slices (backward weight),
-no scratch and no BLAS; chosen by the workspace helpers for one input channel
-per group (first layers, depthwise) where a GEMM would have a single-row K.
+no scratch and no BLAS; chosen by the workspace helpers for depthwise-style
+convs (one input channel per group, several groups), where a GEMM per group
+would have a single-row K.
 
 Workspaces: `col` and `tmp` are 1-D float32 scratch buffers, sized by
 `conv2d_workspace` / `conv_transpose2d_workspace` (plain Python helpers). They
@@ -38,6 +42,7 @@ from numba import prange
 from cnndsl.kernels.cpu.blas import pgemm
 from cnndsl.kernels.cpu.common import ONE, PAR_MIN, ZERO, kernel, parallel_kernel
 from cnndsl.kernels.cpu.dots import gemm_nt
+from cnndsl.kernels.cpu.epilogue import NONE, chunk_epilogue, chunk_pool_epilogue
 
 _NO_BIAS = np.zeros(1, np.float32)
 
@@ -247,35 +252,6 @@ def _col2im(col2, n0, nbb, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx):
     else:
         for it in range(items):
             _col2im_item(col2, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx, it)
-
-
-@kernel
-def _scatter_item(t2, n0, f0, Fg, b, has_bias, y, item):
-    bb = item // Fg
-    f = item - bb * Fg
-    P = y.shape[2] * y.shape[3]
-    yp = y[n0 + bb, f0 + f].reshape(P)
-    src = t2[f]
-    o = bb * P
-    if has_bias:
-        bv = b[f0 + f]
-        for p in range(P):
-            yp[p] = src[o + p] + bv
-    else:
-        for p in range(P):
-            yp[p] = src[o + p]
-
-
-@parallel_kernel
-def _scatter(t2, n0, nbb, f0, Fg, b, has_bias, y):
-    """y[n0+bb, f0+f, :] = t2[f, bb*P:(bb+1)*P] (+ bias)."""
-    items = nbb * Fg
-    if items * y.shape[2] * y.shape[3] >= PAR_MIN:
-        for it in prange(items):
-            _scatter_item(t2, n0, f0, Fg, b, has_bias, y, it)
-    else:
-        for it in range(items):
-            _scatter_item(t2, n0, f0, Fg, b, has_bias, y, it)
 
 
 @kernel
@@ -539,14 +515,18 @@ def _check_ws(col, tmp, K, P, F, nb, kept_images):
 
 
 @kernel
-def _fwd_core(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, y, keep_col):
+def gemm_forward(x, w, b, has_bias, res, has_res, act, alpha, pool, sh, sw, pt, pl, dh, dw, groups, OH, OW, nb, col,
+                 tmp, y, keep_col):
+    """The im2col + GEMM forward of conv, fused_conv and fused_conv_pool: per chunk of nb images and
+    group, unfold, one GEMM, then the epilogue (epilogue.py: bias, residual, activation; with `pool`
+    also the 2x2 max pool) on each output plane while it is in cache. The conv's output is
+    (F, OH, OW); y is that, or (F, OH // 2, OW // 2) with `pool`. keep_col: see conv2d_forward."""
     N = x.shape[0]
     F, Cg, KH, KW = w.shape
-    OH = y.shape[2]
-    OW = y.shape[3]
     Fg = F // groups
     K = Cg * KH * KW
     P = OH * OW
+    al = np.float32(alpha)
     _check_ws(col, tmp, K, P, F, nb, N * groups if keep_col else 0)
     wf = w.reshape(w.size)
     direct_1x1 = KH == 1 and KW == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
@@ -558,16 +538,22 @@ def _fwd_core(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, y
             if nbb == 1:
                 src, src0 = _image_columns(x, n0, g, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, direct_1x1,
                                            col[c0:])
+            else:
+                _im2col(x, n0, nbb, g * Cg, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW,
+                        col[c0:c0 + K * nbb * P].reshape(K, nbb * P))
+                src, src0 = col, c0
+            if nbb == 1 and not pool:  # the GEMM straight into y, finished in place
                 pgemm(False, False, Fg, P, K, ONE, wf, g * Fg * K, K, src, src0, P, ZERO,
                       y.reshape(y.size), (n0 * F + g * Fg) * P, P)
+                chunk_epilogue(y[n0, g * Fg:(g + 1) * Fg].reshape(Fg, P), n0, 1, g * Fg, Fg, b, has_bias, res,
+                               has_res, act, al, y)
+                continue
+            pgemm(False, False, Fg, nbb * P, K, ONE, wf, g * Fg * K, K, src, src0, nbb * P, ZERO, tmp, 0, nbb * P)
+            t2 = tmp[:Fg * nbb * P].reshape(Fg, nbb * P)
+            if pool:
+                chunk_pool_epilogue(t2, n0, nbb, g * Fg, Fg, OW, b, has_bias, res, has_res, act, al, y)
             else:
-                c2 = col[c0:c0 + K * nbb * P].reshape(K, nbb * P)
-                _im2col(x, n0, nbb, g * Cg, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, c2)
-                t2 = tmp[:Fg * nbb * P].reshape(Fg, nbb * P)
-                pgemm(False, False, Fg, nbb * P, K, ONE, wf, g * Fg * K, K, col, c0, nbb * P, ZERO, tmp, 0, nbb * P)
-                _scatter(t2, n0, nbb, g * Fg, Fg, b, has_bias, y)
-        if nbb == 1 and has_bias:
-            _add_bias_chunk(y, n0, 1, b)
+                chunk_epilogue(t2, n0, nbb, g * Fg, Fg, b, has_bias, res, has_res, act, al, y)
 
 
 @kernel
@@ -637,7 +623,8 @@ def conv2d_forward(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw,
     if nb == 0:
         _direct_fwd(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, y)
     else:
-        _fwd_core(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, y, keep_col)
+        gemm_forward(x, weight, bias, has_bias, y, False, NONE, 0.0, False, sh, sw, pad_top, pad_left, dh, dw, groups,
+                     y.shape[2], y.shape[3], nb, col, tmp, y, keep_col)
 
 
 def conv2d_backward_data(dy, weight, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dx):

@@ -1,0 +1,150 @@
+"""The epilogue of a conv's GEMM chunk, shared by conv, fused_conv and fused_conv_pool: bias,
+residual add and activation applied to each output plane while it is in cache (`chunk_epilogue`),
+or the same followed by a 2x2 max pool (`chunk_pool_epilogue`).
+
+`act` is the code of cnndsl/ops/fused/epilogue.py (0 none, 1 relu, 2 leaky_relu, 3 sigmoid,
+4 tanh); `res` is the residual (shaped like the conv's output; any float32 4-D array when
+has_res is False).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
+
+NONE, RELU, LEAKY_RELU, SIGMOID, TANH = 0, 1, 2, 3, 4
+
+
+@kernel
+def _activate_plane(src, dst, bias_value, act, alpha):
+    """dst[p] = act(src[p] + bias_value): one loop per activation with the branch outside it,
+    so that each loop vectorizes."""
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    n = dst.size
+    if act == RELU:
+        for p in range(n):
+            dst[p] = max(src[p] + bias_value, zero)
+    elif act == LEAKY_RELU:
+        for p in range(n):
+            v = src[p] + bias_value
+            dst[p] = v if v > zero else alpha * v
+    elif act == SIGMOID:
+        for p in range(n):
+            dst[p] = one / (one + np.exp(-(src[p] + bias_value)))
+    elif act == TANH:
+        for p in range(n):
+            dst[p] = np.tanh(src[p] + bias_value)
+    else:
+        for p in range(n):
+            dst[p] = src[p] + bias_value
+
+
+@kernel
+def epilogue(src, dst, bias_value, res, has_res, act, alpha):
+    """dst = act(src + bias_value (+ res)) over one output plane (1-D views; dst may be src). The
+    plane is a few KiB, so the residual's own loop reads it back from L1."""
+    if has_res:
+        for p in range(dst.size):
+            dst[p] = src[p] + res[p]
+        _activate_plane(dst, dst, bias_value, act, alpha)
+    else:
+        _activate_plane(src, dst, bias_value, act, alpha)
+
+
+@kernel
+def _plane_item(t2, o, y, n, f, bias, has_bias, res, has_res, act, alpha):
+    P = y.shape[2] * y.shape[3]
+    bv = bias[f] if has_bias else np.float32(0.0)
+    r = res[n, f].reshape(P) if has_res else y[n, f].reshape(P)
+    epilogue(t2[o:o + P], y[n, f].reshape(P), bv, r, has_res, act, alpha)
+
+
+@parallel_kernel
+def chunk_epilogue(t2, n0, nbb, f0, Fg, bias, has_bias, res, has_res, act, alpha, y):
+    """y[n0+b, f0+f] = act(t2[f, b*P:(b+1)*P] + bias (+ res)): the GEMM result scattered to NCHW and
+    finished in the same pass (t2 may be a view of y itself when nbb == 1)."""
+    P = y.shape[2] * y.shape[3]
+    items = nbb * Fg
+    if items * P >= PAR_MIN:
+        for it in prange(items):
+            b = it // Fg
+            f = it - b * Fg
+            _plane_item(t2[f], b * P, y, n0 + b, f0 + f, bias, has_bias, res, has_res, act, alpha)
+    else:
+        for it in range(items):
+            b = it // Fg
+            f = it - b * Fg
+            _plane_item(t2[f], b * P, y, n0 + b, f0 + f, bias, has_bias, res, has_res, act, alpha)
+
+
+@kernel
+def _activate(v, act, alpha):
+    if act == RELU:
+        return max(v, np.float32(0.0))
+    if act == LEAKY_RELU:
+        return v if v > np.float32(0.0) else alpha * v
+    if act == SIGMOID:
+        return np.float32(1.0) / (np.float32(1.0) + np.exp(-v))
+    if act == TANH:
+        return np.tanh(v)
+    return v
+
+
+@kernel
+def _pool_plane(src, W, bias_value, res, has_res, act, alpha, dst):
+    """dst (PH x PW) = act(max over each 2x2 window of src (+ res) + bias), src and res being flat
+    planes W wide. src is scratch (a GEMM chunk), so the vertical max of each row pair is written
+    over its first row in one contiguous, vectorized loop; the horizontal max and the activation
+    then read it back. Every activation here is non-decreasing, so act(max) == max(act): one
+    activation per window instead of four."""
+    PH, PW = dst.shape
+    for i in range(PH):
+        top = src[2 * i * W:(2 * i + 1) * W]
+        bottom = src[(2 * i + 1) * W:(2 * i + 2) * W]
+        if has_res:
+            rt = res[2 * i * W:(2 * i + 1) * W]
+            rb = res[(2 * i + 1) * W:(2 * i + 2) * W]
+            for j in range(W):
+                top[j] = max(top[j] + rt[j], bottom[j] + rb[j])
+        else:
+            for j in range(W):
+                top[j] = max(top[j], bottom[j])
+        out = dst[i]
+        for j in range(PW):
+            out[j] = max(top[2 * j], top[2 * j + 1]) + bias_value
+        _activate_row(out, act, alpha)
+
+
+@kernel
+def _activate_row(row, act, alpha):
+    """The activation over a row in place, with the branch outside the loop so that it vectorizes."""
+    if act == NONE:
+        return
+    for j in range(row.size):
+        row[j] = _activate(row[j], act, alpha)
+
+
+@parallel_kernel
+def chunk_pool_epilogue(t2, n0, nbb, f0, Fg, OW, bias, has_bias, res, has_res, act, alpha, y):
+    """y[n0+b, f0+f] = the pooled, activated plane t2[f, b*P:(b+1)*P] (P = the conv's OH*OW)."""
+    P = t2.shape[1] // nbb
+    items = nbb * Fg
+    if items * P >= PAR_MIN:
+        for it in prange(items):
+            b = it // Fg
+            f = it - b * Fg
+            _pool_item(t2, b, f, P, n0, f0, OW, bias, has_bias, res, has_res, act, alpha, y)
+    else:
+        for it in range(items):
+            b = it // Fg
+            f = it - b * Fg
+            _pool_item(t2, b, f, P, n0, f0, OW, bias, has_bias, res, has_res, act, alpha, y)
+
+
+@kernel
+def _pool_item(t2, b, f, P, n0, f0, OW, bias, has_bias, res, has_res, act, alpha, y):
+    bv = bias[f0 + f] if has_bias else np.float32(0.0)
+    r = res[n0 + b, f0 + f].reshape(P) if has_res else t2[f, :P]
+    _pool_plane(t2[f, b * P:(b + 1) * P], OW, bv, r, has_res, act, alpha, y[n0 + b, f0 + f])
