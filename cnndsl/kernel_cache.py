@@ -7,18 +7,25 @@ compute garbage or crash. Keying the cache directory on the contents of every fi
 kernels makes any change start from a fresh cache, while unchanged sources keep hitting it.
 
 NUMBA_CACHE_DIR, when the user sets it, wins; so does an unwritable home (Numba's default then).
+Old fingerprints (10 to 20 MB each) are removed once they are both beyond the KEEP most recently
+used and unused for STALE_DAYS, so that upgrades do not pile them up and a second installation
+still in use keeps its own.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 # Every file that defines or inlines @njit code (the CUDA kernels too: one fingerprint for all).
 KERNEL_SOURCES = ("kernels/**/*.py", "augment/kernels.py", "train/optim.py")
+KEEP = 4
+STALE_DAYS = 7
 
 
 def fingerprint() -> str:
@@ -44,10 +51,31 @@ def configure() -> None:
     try:
         path = default_cache_dir()
         path.mkdir(parents=True, exist_ok=True)
+        os.utime(path)  # "last used", for prune_old
     except OSError:
         return  # read-only home: Numba's own default (beside the sources, or its user dir)
+    prune_old(path.parent)
     os.environ["NUMBA_CACHE_DIR"] = str(path)
     if "numba" in sys.modules:  # imported before cnndsl: it has read its settings already
         import numba.core.config
 
         numba.core.config.CACHE_DIR = str(path)
+
+
+def prune_old(root: Path, keep: int = KEEP, stale_days: float = STALE_DAYS) -> list[Path]:
+    """Remove the fingerprint directories under root beyond the `keep` most recently used that
+    nobody has used for `stale_days`; returns what it removed (errors leave a directory be)."""
+    try:
+        dirs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return []
+    cutoff = time.time() - stale_days * 86400
+    removed = []
+    for old in dirs[keep:]:
+        try:
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old)
+                removed.append(old)
+        except OSError:
+            pass
+    return removed
