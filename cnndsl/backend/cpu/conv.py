@@ -34,14 +34,13 @@ def conv_workspace(rc, x, weight, groups, oh, ow):
     return nb, rc.scratch("col", col_len), rc.scratch("tmp", tmp_len)
 
 
-def kept_col(rc, node, x, y, weight, nb):
+def kept_col(rc, node, x, y, weight, nb, sh, sw, pt, pl):
     """The per-layer buffer the forward unfolds the whole batch into, for the weight gradient to
     reuse (training only; not for the direct path or a plain 1x1 conv, which unfold nothing);
     None otherwise. Either way the decision is recorded for `col_was_kept`."""
     n, c, h, w = x.shape
     _, _, kh, kw = weight.shape
     oh, ow = y.shape[2], y.shape[3]
-    sh, sw, pt, pl, _, _, _ = _geometry(node)
     plain_1x1 = kh == kw == 1 and sh == sw == 1 and pt == pl == 0 and (oh, ow) == (h, w)
     length = K.saved_col_len(n, c, kh, kw, oh, ow)
     keep = rc.training and nb > 0 and not plain_1x1 and 4 * length <= KEEP_COL_BUDGET_BYTES
@@ -69,7 +68,7 @@ def conv(rc, node, ins, out):
     p = params_of(rc, node.name)
     sh, sw, pt, pl, dh, dw, g = _geometry(node)
     nb, col, tmp = _conv_ws(rc, ins[0], out, p["weight"], g)
-    keep = kept_col(rc, node, ins[0], out, p["weight"], nb)
+    keep = kept_col(rc, node, ins[0], out, p["weight"], nb, sh, sw, pt, pl)
     bias = p.get("bias", _NO_BIAS)
     K.conv2d_forward(ins[0], p["weight"], bias, "bias" in p, sh, sw, pt, pl, dh, dw, g, nb,
                      col if keep is None else keep, tmp, out, keep is not None)

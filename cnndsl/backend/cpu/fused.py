@@ -43,7 +43,7 @@ def fused_conv(rc, node, ins, out):
     w, b, has_bias = layer_weights(rc, node)
     sh, sw, pt, pl, dh, dw, g = _geometry(node)
     nb, col, tmp = _conv_ws(rc, ins[0], out, w, g)
-    keep = kept_col(rc, node, ins[0], out, w, nb)
+    keep = kept_col(rc, node, ins[0], out, w, nb, sh, sw, pt, pl)
     res = ins[1] if node.attrs["residual"] else out
     K.fused_conv2d_forward(ins[0], w, b, has_bias, res, node.attrs["residual"],
                            ACTIVATION_CODE[node.attrs["activation"]], float(node.attrs["alpha"]),

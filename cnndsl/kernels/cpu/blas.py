@@ -88,14 +88,6 @@ def pgemm(trans_a, trans_b, M, N, K, alpha, A, a0, lda, B, b0, ldb, beta, C, c0,
     _pgemm_split(parts, split_n, trans_a, trans_b, M, N, K, alpha, A, a0, lda, B, b0, ldb, beta, C, c0, ldc)
 
 
-@kernel
-def matmul(a, b, c):
-    """c = a @ b for C-contiguous 2-D float32 arrays (parallel panels)."""
-    M, K = a.shape
-    N = b.shape[1]
-    pgemm(False, False, M, N, K, np.float32(1.0), a.ravel(), 0, K, b.ravel(), 0, N, np.float32(0.0), c.ravel(), 0, N)
-
-
 def _warm_up() -> None:
     one = np.ones(1, np.float32)
     gemm(False, False, 1, 1, 1, np.float32(1.0), one, 0, 1, one, 0, 1, np.float32(0.0), one.copy(), 0, 1)

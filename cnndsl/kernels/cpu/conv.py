@@ -76,14 +76,14 @@ def conv2d_workspace(n: int, c: int, f: int, kh: int, kw: int, groups: int, oh: 
     nb = 0 selects the direct loops (no scratch needed; lengths are 1); nb >= 1 is the number
     of images per im2col + GEMM chunk. Allocate `col = np.empty(col_len, np.float32)` and
     `tmp = np.empty(tmp_len, np.float32)`. Any nb in [0, n] with buffers of
-    col_len >= K*nb*P and tmp_len >= F*nb*P + F*K (K = C/groups*KH*KW, P = OH*OW) is valid.
+    col_len >= K*nb*P and tmp_len >= F*nb*P (K = C/groups*KH*KW, P = OH*OW) is valid.
     """
     if use_direct(c // groups, ow, groups):
         return 0, 1, 1
     k = (c // groups) * kh * kw
     p = oh * ow
     nb = _chunk(n, k, p, f, budget_bytes)
-    return nb, k * nb * p, f * nb * p + f * k
+    return nb, k * nb * p, f * nb * p
 
 
 def saved_col_len(n: int, c: int, kh: int, kw: int, oh: int, ow: int) -> int:
@@ -101,7 +101,7 @@ def conv_transpose2d_workspace(n: int, c: int, f: int, kh: int, kw: int, groups:
     k = (f // groups) * kh * kw
     p = h * w
     nb = _chunk(n, k, p, c, budget_bytes)
-    return nb, k * nb * p, c * nb * p + c * k
+    return nb, k * nb * p, c * nb * p
 
 
 # ----------------------------------------------------------------------------

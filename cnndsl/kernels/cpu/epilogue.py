@@ -80,19 +80,6 @@ def chunk_epilogue(t2, n0, nbb, f0, Fg, bias, has_bias, res, has_res, act, alpha
 
 
 @kernel
-def _activate(v, act, alpha):
-    if act == RELU:
-        return max(v, np.float32(0.0))
-    if act == LEAKY_RELU:
-        return v if v > np.float32(0.0) else alpha * v
-    if act == SIGMOID:
-        return np.float32(1.0) / (np.float32(1.0) + np.exp(-v))
-    if act == TANH:
-        return np.tanh(v)
-    return v
-
-
-@kernel
 def _pool_plane(src, W, bias_value, res, has_res, act, alpha, dst):
     """dst (PH x PW) = act(max over each 2x2 window of src (+ res) + bias), src and res being flat
     planes W wide. src is scratch (a GEMM chunk), so the vertical max of each row pair is written
@@ -113,17 +100,8 @@ def _pool_plane(src, W, bias_value, res, has_res, act, alpha, dst):
                 top[j] = max(top[j], bottom[j])
         out = dst[i]
         for j in range(PW):
-            out[j] = max(top[2 * j], top[2 * j + 1]) + bias_value
-        _activate_row(out, act, alpha)
-
-
-@kernel
-def _activate_row(row, act, alpha):
-    """The activation over a row in place, with the branch outside the loop so that it vectorizes."""
-    if act == NONE:
-        return
-    for j in range(row.size):
-        row[j] = _activate(row[j], act, alpha)
+            out[j] = max(top[2 * j], top[2 * j + 1])
+        _activate_plane(out, out, bias_value, act, alpha)
 
 
 @parallel_kernel
