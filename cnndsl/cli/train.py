@@ -16,6 +16,9 @@ from cnndsl.cli.options import load_model, model_options
 from cnndsl.cli.compile import opt_level_option, selected_opt_level
 from cnndsl.diagnostics import CnnError
 
+# Seconds a rank other than 0 waits, on an error every rank meets, before it aborts the job.
+ABORT_GRACE_S = 2.0
+
 
 _DEVICE = contextvars.ContextVar("device", default="cpu")
 
@@ -82,6 +85,10 @@ def train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_augment, 
     except BaseException as e:  # one rank stopping alone would leave the others waiting forever
         if isinstance(e, CnnError) and comm.rank == 0:
             print_diagnostics(e.diagnostics)
+        elif isinstance(e, CnnError):
+            # Every rank runs the same checks, so rank 0 meets this error too and reports it; an
+            # abort from here at once could kill rank 0 before its message is out (seen in CI).
+            time.sleep(ABORT_GRACE_S)
         elif not isinstance(e, (CnnError, SystemExit)):
             click.echo(f"rank {comm.rank}: {type(e).__name__}: {e}", err=True)
         if not (isinstance(e, SystemExit) and not e.code):
