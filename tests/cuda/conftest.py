@@ -3,7 +3,8 @@ is first imported, so they run in their own pytest invocation (see .ci/run):
 
     NUMBA_ENABLE_CUDASIM=1 python -m pytest -q -m cuda tests/cuda
 
-Without it every test here is skipped (the main run deselects the `cuda` marker anyway).
+or, on a machine with a GPU, CNNDSL_CUDA_ON_DEVICE=1 instead. Without either every test here is
+skipped (the main run deselects the `cuda` marker anyway).
 """
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ import os
 
 import pytest
 
+import cnndsl.backend.cuda.shim  # noqa: F401  (its NumPy compatibility alias, before any kernel compiles)
+
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
+# On a machine with a GPU the same tests run on the device itself (benchmarks/gpu_session.sh):
+#     CNNDSL_CUDA_ON_DEVICE=1 python -m pytest -q -m cuda tests/cuda
+ON_DEVICE = os.environ.get("CNNDSL_CUDA_ON_DEVICE", "") == "1" and not SIMULATED
 
 
 def pytest_collection_modifyitems(config, items):
@@ -23,5 +29,5 @@ def pytest_collection_modifyitems(config, items):
             # the dropout hash's uint64 products wrap on purpose; under the simulator they are NumPy
             # scalars, which warn on wrap-around
             item.add_marker(pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"))
-            if not SIMULATED:
+            if not (SIMULATED or ON_DEVICE):
                 item.add_marker(skip)

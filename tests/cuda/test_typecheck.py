@@ -14,6 +14,7 @@ pytestmark = pytest.mark.cuda
 
 ROOT = Path(__file__).resolve().parents[2]
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
+ON_DEVICE = os.environ.get("CNNDSL_CUDA_ON_DEVICE", "") == "1"
 
 
 def _env_without_simulator():
@@ -24,7 +25,7 @@ def _env_without_simulator():
 
 _TYPECHECK = subprocess.Popen([sys.executable, "-m", "cnndsl.kernels.cuda.typecheck"], cwd=ROOT,
                               env=_env_without_simulator(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) if SIMULATED else None
+                              text=True) if SIMULATED or ON_DEVICE else None
 
 
 def test_no_float64_in_any_kernel_for_the_real_target():

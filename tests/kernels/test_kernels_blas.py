@@ -85,3 +85,24 @@ def test_gemm_nt_parallel_path():
     c = np.full((16, 26), np.nan, np.float32)
     dots.gemm_nt(a, b, False, c)
     assert_close(c, a.astype(np.float64) @ b.T, what="gemm_nt parallel")
+
+
+# (M, N, K, trans_a) of the products vgg_small makes at batch 32, in the operand orders the conv
+# kernels use: forward W (F x C*9) @ col (not transposed), backward data W^T @ dy (A is the weight,
+# stored F x C*9, so trans_a), both cut into panels by pgemm. OpenBLAS picks its kernels by size
+# and CPU, so small random products do not exercise the code these sizes reach.
+VGG_SMALL_PRODUCTS = [(1152, 2048, 128, True), (576, 2048, 128, True), (576, 8192, 64, True),
+                      (288, 8192, 64, True), (288, 32768, 32, True), (27, 32768, 32, True),
+                      (128, 2048, 1152, False), (64, 8192, 576, False), (32, 32768, 288, False)]
+
+
+def test_pgemm_on_the_conv_layers_own_shapes():
+    rng = np.random.default_rng(3)
+    for m, n, k, trans_a in VGG_SMALL_PRODUCTS:
+        a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        c = np.full((m, n), np.nan, np.float32)
+        blas.pgemm(trans_a, False, m, n, k, np.float32(1.0), a.ravel(), 0, m if trans_a else k, b.ravel(), 0, n,
+                   np.float32(0.0), c.reshape(-1), 0, n)
+        expected = (a.T if trans_a else a).astype(np.float64) @ b
+        assert_close(c, expected, what=f"pgemm {'T' if trans_a else 'N'}N {m}x{n}x{k}")

@@ -176,6 +176,29 @@ def test_conv2d_special_cases(name, n, c, f, hw, kernel, stride, pads, dilation,
         assert_close(dbk, db, what=name + " db")
 
 
+@pytest.mark.parametrize("n, c, f, hw", [(32, 128, 128, 8), (32, 64, 128, 8), (32, 32, 64, 16)])
+def test_conv2d_at_vgg_small_layer_shapes(n, c, f, hw):
+    """A whole layer at training size, chunked as the launcher chunks it: the BLAS and the loops
+    meet sizes here that the small cases above never reach (vgg_small's stage 3 and 2)."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((n, c, hw, hw))
+    w = rng.standard_normal((f, c, 3, 3)) * 0.1
+    dy = rng.standard_normal((n, f, hw, hw))
+    args = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    dx, dw, _ = R.conv2d_backward(x, w, dy, *args)
+    nb, col_len, tmp_len = K.conv2d_workspace(n, c, f, 3, 3, 1, hw, hw)
+    col, tmp = np.empty(max(col_len, K.saved_col_len(n, c, 3, 3, hw, hw)), np.float32), np.empty(tmp_len, np.float32)
+    geo = (1, 1, 1, 1, 1, 1, 1, nb)
+    yk = np.empty((n, f, hw, hw), np.float32)
+    K.conv2d_forward(f32(x), f32(w), np.zeros(f, np.float32), False, *geo, col, tmp, yk, True)
+    assert_close(yk, R.conv2d(x, w, None, *args), what="forward")
+    dxk, dwk, dbk = np.empty(x.shape, np.float32), np.empty(w.shape, np.float32), np.empty(f, np.float32)
+    K.conv2d_backward_weight(f32(x), f32(dy), False, *geo, col, tmp, dwk, dbk, True)  # from the kept columns
+    K.conv2d_backward_data(f32(dy), f32(w), *geo, col, tmp, dxk)
+    assert_close(dxk, dx, what="dx")
+    assert_close(dwk, dw, what="dw")
+
+
 def test_workspace_too_small_raises():
     x = np.zeros((1, 2, 5, 5), np.float32)
     w = np.zeros((3, 2, 3, 3), np.float32)

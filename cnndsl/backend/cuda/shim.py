@@ -10,6 +10,15 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
+# numba-cuda 0.30 registers an overload of np.row_stack whenever NumPy >= 2.0, but NumPy 2.5
+# removed it (deprecated since 2.0): the first kernel compilation then fails with
+# "module 'numpy' has no attribute 'row_stack'" (seen on an H200 machine with NumPy 2.5.2).
+# The alias is what NumPy itself had, and only fills the gap.
+if not hasattr(np, "row_stack"):
+    np.row_stack = np.vstack
+
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
 if SIMULATOR:
