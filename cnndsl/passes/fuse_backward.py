@@ -10,8 +10,14 @@ node that computes dz in scratch and runs both gradient kernels on it:
 dz is then never a planned tensor (one buffer less per layer in the memory plan) and
 the relu mask is applied in the same launch as the gradient GEMMs that read it.
 
+A fused_batchnorm's dz is read by one node, its batchnorm_grad; the two become one node whose
+kernel recomputes dz = act'(y) * dy in each of the batchnorm backward's two sweeps (no scratch):
+
+    e = epilogue_grad(dy, b) ; gi = batchnorm_grad(e, x)   ->   gi = fused_batchnorm_grad(dy, x, b)
+
 Guards: dz has a reader other than the layer's own gradient ops (a residual shortcut
-takes dz as its gradient, so residual convs keep the three nodes).
+takes dz as its gradient, so residual convs keep the three nodes); the backend lacks the
+fused gradient op.
 Tests: tests/passes/test_fuse_backward.py.
 """
 from __future__ import annotations
@@ -39,6 +45,8 @@ class FuseBackward(Pass):
 
     def fuse(self, graph, dz: str, ctx: PassContext) -> bool:
         fwd = graph.node(dz).attrs["forward"]
+        if graph.node(fwd).op == "fused_batchnorm":
+            return self.fuse_batchnorm(graph, dz, fwd, ctx)
         ops = GRAD_OPS.get(graph.node(fwd).op)
         if ops is None or not backend_has(ctx, ops[2]):
             return False
@@ -60,4 +68,22 @@ class FuseBackward(Pass):
         graph.remove(dz)
         fused.meta["rewritten_by"] = self.name
         ctx.fired(self.name, f"{graph.node(fwd).op.removeprefix('fused_')} backward fused")
+        return True
+
+    def fuse_batchnorm(self, graph, dz: str, fwd: str, ctx: PassContext) -> bool:
+        if graph.nx.out_degree(dz) != 1 or not backend_has(ctx, "fused_batchnorm_grad"):
+            return False
+        grad = graph.consumers(dz)[0]
+        if graph.node(grad).op != "batchnorm_grad" or graph.node(grad).attrs["forward"] != fwd:
+            return False
+        dy, y = graph.inputs_of(dz)
+        x = graph.inputs_of(fwd)[0]
+        fused = Node(f"{fwd}.grad_fused", "fused_batchnorm_grad", {"forward": fwd, "like": 1},
+                     span=graph.node(dz).span, trace=graph.node(dz).trace)
+        graph.add(fused, [dy, x, y])
+        graph.replace_uses(grad, fused.name)  # the optimizer step waits for it: it writes dgamma, dbeta
+        graph.remove(grad)
+        graph.remove(dz)
+        fused.meta["rewritten_by"] = self.name
+        ctx.fired(self.name, "batchnorm backward fused")
         return True

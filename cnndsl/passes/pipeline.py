@@ -2,8 +2,9 @@
 
     -O0  nothing but autodiff (training) and the memory plan
     -O1  clean-ups:     remove_dropout (inference), fold_constants, cse, dce
-    -O2  fusions:       fold_batchnorm (inference), fuse_residual, fuse_conv_activation,
-                        fuse_dense_activation, and after autodiff fuse_backward (training)  [default]
+    -O2  fusions:       fold_batchnorm (inference), fuse_batchnorm_activation, fuse_residual,
+                        fuse_conv_activation, fuse_dense_activation, fuse_conv_pool (inference),
+                        and after autodiff fuse_backward (training)  [default]
     -O3  as -O2 (no pass is worth its risk only at -O3 yet)
 
 Forward rewrites run in one fixed-point group, because one enables another: folding a
@@ -24,6 +25,7 @@ from cnndsl.passes.differentiate import Autodiff
 from cnndsl.passes.fold_batchnorm import FoldBatchnorm
 from cnndsl.passes.fold_constants import FoldConstants
 from cnndsl.passes.fuse_backward import FuseBackward
+from cnndsl.passes.fuse_batchnorm_activation import FuseBatchnormActivation
 from cnndsl.passes.fuse_conv_activation import FuseConvActivation
 from cnndsl.passes.fuse_conv_pool import FuseConvPool
 from cnndsl.passes.fuse_dense_activation import FuseDenseActivation
@@ -44,6 +46,7 @@ def default_pipeline() -> PassManager:
             CommonSubexpressionElimination(),
             DeadCodeElimination(),
             FoldBatchnorm(),           # before the epilogue fusions: conv -> bn -> relu
+            FuseBatchnormActivation(),  # after fold_batchnorm: it takes only the batchnorms not folded
             FuseResidual(),            # before fuse_conv_activation: it takes the add's activation too
             FuseConvActivation(),
             FuseDenseActivation(),

@@ -162,7 +162,7 @@ def check_frozen_statistics(model) -> list[str]:
     marked = []
     for layer in sorted(model.frozen):
         node = graph.node(layer)
-        if node.op != "batchnorm":
+        if node.op not in ("batchnorm", "fused_batchnorm"):  # runs on the source graph: fused only if written so
             continue
         if not config.freeze_stats:
             node.meta.pop("frozen_statistics", None)

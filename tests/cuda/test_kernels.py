@@ -123,7 +123,7 @@ def test_batchnorm_train_inference_backward(shape):
     save_mean, save_inv, scale, shift, y = empty(c), empty(c), empty(c), empty(c), empty(x.size)
     R.bn_train_stats[R.channel_grid(c)](dev(x), n, c, s, dev(gamma), dev(beta), f32(1e-5), f32(0.1), d_rm, d_rv,
                                         save_mean, save_inv, scale, shift)
-    R.channel_affine[_grid(x.size)](dev(x), scale, shift, y, c, s, x.size)
+    R.channel_affine[_grid(x.size)](dev(x), scale, shift, 0, f32(0.0), y, c, s, x.size)
     assert_close(host(y, shape), y_ref, what="train forward")
     assert_close(host(save_mean, (c,)), mean, what="mean")
     assert_close(host(save_inv, (c,)), inv, what="invstd")
@@ -133,15 +133,56 @@ def test_batchnorm_train_inference_backward(shape):
     dy = rng.standard_normal(shape)
     dx_ref, dg_ref, db_ref = RB.batchnorm_backward(x, dy, gamma, mean, inv)
     dx, dg, db, coef = empty(x.size), empty(c), empty(c), empty(3 * c)
-    R.bn_backward_reduce[R.channel_grid(c)](dev(x), dev(dy), n, c, s, dev(gamma), save_mean, save_inv, dg, db, coef)
-    R.bn_backward_apply[_grid(x.size)](dev(x), dev(dy), dx, save_mean, coef, c, s, x.size)
+    R.bn_backward_reduce[R.channel_grid(c)](dev(x), dev(dy), dev(dy), 0, f32(0.0), n, c, s, dev(gamma), save_mean,
+                                            save_inv, dg, db, coef)
+    R.bn_backward_apply[_grid(x.size)](dev(x), dev(dy), dev(dy), 0, f32(0.0), dx, save_mean, coef, c, s, x.size)
     assert_close(host(dx, shape), dx_ref, rtol=1e-3, what="dx")
     assert_close(host(dg, (c,)), dg_ref, what="dgamma")
     assert_close(host(db, (c,)), db_ref, what="dbeta")
 
     R.bn_inference_coeffs[_grid(c)](dev(gamma), dev(beta), dev(rm), dev(rv), f32(1e-5), scale, shift, c)
-    R.channel_affine[_grid(x.size)](dev(x), scale, shift, y, c, s, x.size)
+    R.channel_affine[_grid(x.size)](dev(x), scale, shift, 0, f32(0.0), y, c, s, x.size)
     assert_close(host(y, shape), RB.batchnorm_inference(x, gamma, beta, rm, rv, 1e-5), what="inference")
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("shape", [(3, 5, 2, 3), (4, 6)])
+def test_fused_batchnorm_forward_and_backward(shape, activation):
+    """fused_batchnorm: the activation applied as the affine output is written, and the backward
+    recomputing dz = act'(y) * dy in both of its kernels, against the composed references."""
+    from cnndsl.kernels.cuda import reduce as R
+    from cnndsl.kernels.reference import fused as RF
+    from cnndsl.ops.fused.epilogue import ACTIVATION_CODE
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape) * 2 + 1
+    c, n, s = shape[1], shape[0], int(np.prod(shape[2:]))
+    act, alpha = ACTIVATION_CODE[activation], f32(0.2)
+    gamma, beta = rng.standard_normal(c), rng.standard_normal(c)
+    rm, rv = rng.standard_normal(c), rng.random(c) + 0.5
+    y_ref, mean, inv, rm_ref, rv_ref = RF.fused_batchnorm_train(x, gamma, beta, 1e-5, 0.1, rm, rv, activation, 0.2)
+    d_rm, d_rv = dev(rm), dev(rv)
+    save_mean, save_inv, scale, shift, y = empty(c), empty(c), empty(c), empty(c), empty(x.size)
+    R.bn_train_stats[R.channel_grid(c)](dev(x), n, c, s, dev(gamma), dev(beta), f32(1e-5), f32(0.1), d_rm, d_rv,
+                                        save_mean, save_inv, scale, shift)
+    R.channel_affine[_grid(x.size)](dev(x), scale, shift, act, alpha, y, c, s, x.size)
+    assert_close(host(y, shape), y_ref, what="train forward")
+    assert_close(host(d_rv, (c,)), rv_ref, what="running var")
+
+    dy = rng.standard_normal(shape)
+    dx_ref, dg_ref, db_ref = RF.fused_batchnorm_backward(x, y_ref, dy, gamma, mean, inv, activation, 0.2)
+    dx, dg, db, coef = empty(x.size), empty(c), empty(c), empty(3 * c)
+    R.bn_backward_reduce[R.channel_grid(c)](dev(x), dev(dy), y, act, alpha, n, c, s, dev(gamma), save_mean,
+                                            save_inv, dg, db, coef)
+    R.bn_backward_apply[_grid(x.size)](dev(x), dev(dy), y, act, alpha, dx, save_mean, coef, c, s, x.size)
+    assert_close(host(dx, shape), dx_ref, rtol=1e-3, what="dx")
+    assert_close(host(dg, (c,)), dg_ref, what="dgamma")
+    assert_close(host(db, (c,)), db_ref, what="dbeta")
+
+    R.bn_inference_coeffs[_grid(c)](dev(gamma), dev(beta), dev(rm), dev(rv), f32(1e-5), scale, shift, c)
+    R.channel_affine[_grid(x.size)](dev(x), scale, shift, act, alpha, y, c, s, x.size)
+    assert_close(host(y, shape), RF.fused_batchnorm_inference(x, gamma, beta, rm, rv, 1e-5, activation, 0.2),
+                 what="inference")
 
 
 def test_channel_sum_and_sum_to():

@@ -1,12 +1,16 @@
-"""Batchnorm: training/inference forward vs reference, backward vs finite differences, running stats."""
+"""Batchnorm: training/inference forward vs reference, backward vs finite differences, running stats;
+the same for fused_batchnorm (batchnorm + activation) against the composed references."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 from kernels_testutil import SETTINGS, assert_close, check_grad_fd, f32
 
 from cnndsl.kernels.cpu import batchnorm as K
 from cnndsl.kernels.reference import batchnorm as R
+from cnndsl.kernels.reference import fused as RF
+from cnndsl.ops.fused.epilogue import ACTIVATION_CODE, ACTIVATIONS
 
 shapes = st.one_of(
     st.tuples(st.integers(2, 6), st.integers(1, 7)),
@@ -97,3 +101,72 @@ def test_batchnorm_large_parallel_path():
     K.batchnorm_train_forward(f32(x), np.ones(c, np.float32), np.zeros(c, np.float32), 1e-5, 0.1,
                               np.zeros(c, np.float32), np.ones(c, np.float32), y, mk, ik)
     assert_close(y, R.batchnorm_train(x, np.ones(c), np.zeros(c), 1e-5, 0.1, np.zeros(c), np.ones(c))[0])
+
+
+# -- fused_batchnorm: the activation in the same sweep, its gradient recomputed in the backward ------------
+
+
+def _fused_case(shape, seed):
+    rng = np.random.default_rng(seed)
+    if int(np.prod(shape)) // shape[1] < 2:
+        shape = (2,) + shape[1:]
+    c = shape[1]
+    x = rng.standard_normal(shape) * 2 + 1
+    return rng, x, rng.standard_normal(c), rng.standard_normal(c), rng.standard_normal(c), rng.uniform(0.5, 2, c)
+
+
+def _fused_forward_backward(x, gamma, beta, rm, rv, dy, activation):
+    """The Numba kernels: (y, mean, inv_std, running_mean, running_var, dx, dgamma, dbeta)."""
+    c = x.shape[1]
+    y = np.full(x.shape, np.nan, np.float32)
+    mean, inv, rmk, rvk = np.empty(c, np.float32), np.empty(c, np.float32), f32(rm), f32(rv)
+    K.fused_batchnorm_train_forward(f32(x), f32(gamma), f32(beta), 1e-5, 0.1, rmk, rvk, ACTIVATION_CODE[activation],
+                                    0.2, y, mean, inv)
+    dx, dg, db = np.full(x.shape, np.nan, np.float32), np.empty(c, np.float32), np.empty(c, np.float32)
+    K.fused_batchnorm_backward(f32(x), y, f32(dy), ACTIVATION_CODE[activation], 0.2, f32(gamma), mean, inv, dx, dg, db)
+    return y, mean, inv, rmk, rvk, dx, dg, db
+
+
+@SETTINGS
+@given(shapes, st.integers(0, 2**31), st.sampled_from(ACTIVATIONS))
+def test_fused_batchnorm_matches_reference(shape, seed, activation):
+    rng, x, gamma, beta, rm, rv = _fused_case(shape, seed)
+    dy = rng.standard_normal(x.shape)
+    y, mean, inv, rmk, rvk, dx, dg, db = _fused_forward_backward(x, gamma, beta, rm, rv, dy, activation)
+    want = RF.fused_batchnorm_train(x, gamma, beta, 1e-5, 0.1, rm, rv, activation, 0.2)
+    for got, ref, what in zip((y, mean, inv, rmk, rvk), want, ("y", "mean", "inv_std", "running_mean", "running_var")):
+        assert_close(got, ref, what=f"{activation} {what}")
+    # the reference's backward from the kernel's own y: the relu mask is then the same on both sides
+    for got, ref, what in zip((dx, dg, db), RF.fused_batchnorm_backward(x, y, dy, gamma, mean, inv, activation, 0.2),
+                              ("dx", "dgamma", "dbeta")):
+        assert_close(got, ref, rtol=1e-3, what=f"{activation} {what}")
+    yi = np.full(x.shape, np.nan, np.float32)
+    K.fused_batchnorm_inference_forward(f32(x), f32(gamma), f32(beta), f32(rm), f32(rv), 1e-5,
+                                        ACTIVATION_CODE[activation], 0.2, yi)
+    assert_close(yi, RF.fused_batchnorm_inference(x, gamma, beta, rm, rv, 1e-5, activation, 0.2),
+                 what=f"{activation} inference")
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "tanh"])
+def test_fused_batchnorm_backward_finite_differences(activation):
+    rng, x, gamma, beta, rm, rv = _fused_case((3, 2, 3, 4), 11)
+    z = R.batchnorm_train(x, gamma, beta, 1e-5, 0.1, rm, rv)[0]
+    assert np.abs(z).min() > 0.02  # no kink of relu / leaky_relu within the finite-difference steps
+    dy = rng.standard_normal(x.shape)
+    *_, dx, dg, db = _fused_forward_backward(x, gamma, beta, rm, rv, dy, activation)
+
+    def loss(x_, g_, b_):
+        return float((RF.fused_batchnorm_train(x_, g_, b_, 1e-5, 0.1, rm, rv, activation, 0.2)[0] * dy).sum())
+    inv_std = R.batchnorm_train(x, gamma, beta, 1e-5, 0.1, rm, rv)[2]
+    dx_scale = float(np.abs(gamma * inv_std).max() * np.linalg.norm(dy))
+    check_grad_fd(loss, [x, gamma, beta], [dx, dg, db], rng, what=f"fused batchnorm {activation}",
+                  gscale=[dx_scale, None, None])
+
+
+def test_fused_batchnorm_large_parallel_path():
+    rng, x, gamma, beta, rm, rv = _fused_case((8, 16, 20, 20), 0)
+    dy = rng.standard_normal(x.shape)
+    y, mean, inv, _, _, dx, dg, db = _fused_forward_backward(x, gamma, beta, rm, rv, dy, "relu")
+    assert_close(y, RF.fused_batchnorm_train(x, gamma, beta, 1e-5, 0.1, rm, rv, "relu", 0.2)[0], what="y")
+    for got, ref in zip((dx, dg, db), RF.fused_batchnorm_backward(x, y, dy, gamma, mean, inv, "relu", 0.2)):
+        assert_close(got, ref, rtol=1e-3, what="backward")

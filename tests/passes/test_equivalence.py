@@ -1,6 +1,7 @@
 """Optimized and unoptimized graphs compute the same thing: random chains and DAGs (residual adds,
-concats, batchnorm, dropout, duplicate expressions) at -O0 and at the highest level, in inference
-and for one training step (loss, gradients, updated weights and batchnorm statistics)."""
+concats, batchnorm after a conv or on its own, either maybe followed by an activation, dropout,
+duplicate expressions) at -O0 and at the highest level, in inference and for one training step
+(loss, gradients, updated weights and batchnorm statistics)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -48,7 +49,7 @@ class _Builder:
         return self.activation(y) if activate else y
 
     def block(self) -> None:
-        kind = self.draw(st.sampled_from(["conv", "residual", "concat", "pool", "duplicate", "dropout"]))
+        kind = self.draw(st.sampled_from(["conv", "residual", "concat", "pool", "duplicate", "dropout", "norm"]))
         if kind == "conv":
             self.channels = self.draw(st.integers(1, 4))
             self.cur = self.conv_unit(self.cur, self.channels)
@@ -67,6 +68,8 @@ class _Builder:
             self.cur = self.node("add", [self.node("relu", [self.cur]), self.node("relu", [self.cur])])
         elif kind == "dropout":
             self.cur = self.node("dropout", [self.cur], p=self.draw(st.sampled_from([0.0, 0.3])))
+        elif kind == "norm":  # no conv before it: not folded at inference, fused with its activation
+            self.cur = self.activation(self.node("batchnorm", [self.cur]))
 
     def head(self) -> None:
         pooled = self.node("global_avgpool", [self.cur])

@@ -9,6 +9,7 @@ from cnndsl.backend.cpu.launch import buffers_of, grads_of, launches, params_of
 from cnndsl.kernels.cpu import activation as A
 from cnndsl.kernels.cpu import batchnorm as B
 from cnndsl.kernels.cpu import dropout as D
+from cnndsl.kernels.cpu.epilogue import NONE
 
 
 @launches("relu")
@@ -76,26 +77,40 @@ def dropout_grad(rc, node, ins, out):
         D.dropout_inference(ins[0], out)
 
 
-@launches("batchnorm")
-def batchnorm(rc, node, ins, out):
+def batchnorm_forward(rc, node, x, out, act: int = NONE, alpha: float = 0.0) -> None:
+    """out = act(batchnorm(x)) for batchnorm (act none) and fused_batchnorm. Training normalizes with
+    the batch statistics, saved in the node's "mean" / "invstd" workspaces for the backward, and
+    updates the running ones; inference, and layers frozen with their statistics, use the running ones."""
     p, b = params_of(rc, node.name), buffers_of(rc, node.name)
     eps = float(node.attrs["eps"])
     if rc.training and not node.meta.get("frozen_statistics"):
         c = out.shape[1]
         mean, invstd = rc.ws(node.name, "mean", (c,)), rc.ws(node.name, "invstd", (c,))
-        B.batchnorm_train_forward(ins[0], p["gamma"], p["beta"], eps, float(node.attrs["momentum"]),
-                                  b["running_mean"], b["running_var"], out, mean, invstd)
+        B.fused_batchnorm_train_forward(x, p["gamma"], p["beta"], eps, float(node.attrs["momentum"]),
+                                        b["running_mean"], b["running_var"], act, np.float32(alpha), out, mean, invstd)
     else:
-        B.batchnorm_inference_forward(ins[0], p["gamma"], p["beta"], b["running_mean"], b["running_var"], eps, out)
+        B.fused_batchnorm_inference_forward(x, p["gamma"], p["beta"], b["running_mean"], b["running_var"], eps,
+                                            act, np.float32(alpha), out)
 
 
-@launches("batchnorm_grad")
-def batchnorm_grad(rc, node, ins, out):
+def batchnorm_backward(rc, node, x, y, dy, dx, act: int = NONE, alpha: float = 0.0) -> None:
+    """dx, and dgamma, dbeta (scratch when frozen), of batchnorm_grad / fused_batchnorm_grad `node`,
+    for dz = act'(y) * dy (act none: dz = dy, and y is not read)."""
     fwd = rc.forward_node(node)
-    dy, x = ins
     c = x.shape[1]
     g = grads_of(rc, fwd.name)
     dgamma = g.get("gamma", rc.ws(node.name, "dgamma", (c,)))
     dbeta = g.get("beta", rc.ws(node.name, "dbeta", (c,)))
-    B.batchnorm_backward(x, dy, params_of(rc, fwd.name)["gamma"], rc.ws(fwd.name, "mean", (c,)),
-                         rc.ws(fwd.name, "invstd", (c,)), out, dgamma, dbeta)
+    B.fused_batchnorm_backward(x, y, dy, act, np.float32(alpha), params_of(rc, fwd.name)["gamma"],
+                               rc.ws(fwd.name, "mean", (c,)), rc.ws(fwd.name, "invstd", (c,)), dx, dgamma, dbeta)
+
+
+@launches("batchnorm")
+def batchnorm(rc, node, ins, out):
+    batchnorm_forward(rc, node, ins[0], out)
+
+
+@launches("batchnorm_grad")
+def batchnorm_grad(rc, node, ins, out):
+    dy, x = ins
+    batchnorm_backward(rc, node, x, dy, dy, out)

@@ -1,4 +1,5 @@
-"""Launchers for the fused ops (cnndsl/ops/fused/) and their gradients.
+"""Launchers for the fused ops (cnndsl/ops/fused/) and their gradients (fused_batchnorm: batchnorm's
+launch with an activation code, cnndsl/backend/cpu/elementwise.py).
 
 Folded batchnorm: a fused layer with `folded_bn=<bn layer>` runs with weights and bias
 folded from the CURRENT stored values of `<layer>.weight`, `<layer>.bias` and the batchnorm's
@@ -13,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnndsl.backend.cpu.conv import _conv_ws, _geometry, col_was_kept, conv_workspace, kept_col, kept_col_of
+from cnndsl.backend.cpu.elementwise import batchnorm_backward, batchnorm_forward
 from cnndsl.backend.cpu.launch import buffers_of, grads_of, launches, params_of
 from cnndsl.kernels.cpu import activation as A
 from cnndsl.kernels.cpu import conv as C
@@ -78,6 +80,11 @@ def fused_dense(rc, node, ins, out):
                           float(node.attrs["alpha"]), out)
 
 
+@launches("fused_batchnorm")
+def fused_batchnorm(rc, node, ins, out):
+    batchnorm_forward(rc, node, ins[0], out, ACTIVATION_CODE[node.attrs["activation"]], node.attrs["alpha"])
+
+
 def activation_backward(activation: str, alpha: float, y, dy, dz) -> None:
     """dz = dL/dz of the epilogue's activation, from its output y."""
     if activation == "relu":
@@ -133,3 +140,11 @@ def fused_dense_grad(rc, node, ins, out):
         D.dense_backward_weight(x, dz, "bias" in grads, grads["weight"], grads.get("bias", _NO_BIAS))
     if node.attrs["input_grad"]:
         D.dense_backward_data(dz, params_of(rc, fwd.name)["weight"], out)
+
+
+@launches("fused_batchnorm_grad")
+def fused_batchnorm_grad(rc, node, ins, out):
+    """No dz anywhere: the batchnorm backward recomputes it from (dy, y) in each of its two sweeps."""
+    fwd = rc.forward_node(node)
+    dy, x, y = ins
+    batchnorm_backward(rc, node, x, y, dy, out, ACTIVATION_CODE[fwd.attrs["activation"]], fwd.attrs["alpha"])

@@ -1,4 +1,5 @@
-"""Launchers for activations, dropout and batchnorm (per-element or per-channel work)."""
+"""Launchers for activations, dropout and batchnorm, fused_batchnorm included (per-element or
+per-channel work)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,8 @@ from cnndsl.backend.cpu.elementwise import _dropout_seed  # the same per-layer s
 from cnndsl.backend.cuda.launch import buffers_of, flat, grads_of, launch, launches, params_of, split3
 from cnndsl.kernels.cuda import elementwise as E
 from cnndsl.kernels.cuda import reduce as R
-from cnndsl.kernels.cuda.common import grid1d
+from cnndsl.kernels.cuda.common import NONE, grid1d
+from cnndsl.ops.fused.epilogue import ACTIVATION_CODE
 
 
 def _unary(kernel, x, y):
@@ -110,20 +112,23 @@ def dropout_grad(rc, node, ins, out):
     return _dropout(rc, fwd.name, fwd.attrs["p"], ins[0], out, always=True)
 
 
-@launches("batchnorm")
-def batchnorm(rc, node, ins, out):
+def batchnorm_forward(rc, node, x, out, act: int = NONE, alpha: float = 0.0):
+    """run(rc): out = act(batchnorm(x)) for batchnorm (act none) and fused_batchnorm. Training
+    normalizes with the batch statistics (saved as the node's "mean" / "invstd" for the backward)
+    and updates the running ones; inference, and layers frozen with their statistics, use the
+    running ones."""
     p, b = params_of(rc, node.name), buffers_of(rc, node.name)
     n, c, s = split3(out.shape)
     total = out.size
     eps, momentum = np.float32(node.attrs["eps"]), np.float32(node.attrs["momentum"])
     mean, invstd = rc.ws(node.name, "mean", (c,)), rc.ws(node.name, "invstd", (c,))
     scale, shift = rc.ws(node.name, "scale", (c,)), rc.ws(node.name, "shift", (c,))
-    x, y = flat(ins[0]), flat(out)
+    x, y = flat(x), flat(out)
     gamma, beta, rm, rv = flat(p["gamma"]), flat(p["beta"]), flat(b["running_mean"]), flat(b["running_var"])
     stats = launch(R.bn_train_stats, R.channel_grid(c), x, n, c, s, gamma, beta, eps, momentum, rm, rv,
                    mean, invstd, scale, shift)
     coeffs = launch(R.bn_inference_coeffs, grid1d(c), gamma, beta, rm, rv, eps, scale, shift, c)
-    apply = launch(R.channel_affine, grid1d(total), x, scale, shift, y, c, s, total)
+    apply = launch(R.channel_affine, grid1d(total), x, scale, shift, act, np.float32(alpha), y, c, s, total)
 
     def run(rc):
         if rc.training and not node.meta.get("frozen_statistics"):
@@ -134,10 +139,10 @@ def batchnorm(rc, node, ins, out):
     return run
 
 
-@launches("batchnorm_grad")
-def batchnorm_grad(rc, node, ins, out):
+def batchnorm_backward(rc, node, x, y, dy, dx, act: int = NONE, alpha: float = 0.0):
+    """run(rc): dx, and dgamma, dbeta (scratch when frozen), of batchnorm_grad / fused_batchnorm_grad
+    `node`, for dz = act'(y) * dy recomputed where dy is read (act none: dz = dy)."""
     fwd = rc.forward_node(node)
-    dy, x = ins
     n, c, s = split3(x.shape)
     g = grads_of(rc, fwd.name)
     dgamma = flat(g["gamma"]) if "gamma" in g else rc.ws(node.name, "dgamma", (c,))
@@ -145,11 +150,35 @@ def batchnorm_grad(rc, node, ins, out):
     mean, invstd = rc.ws(fwd.name, "mean", (c,)), rc.ws(fwd.name, "invstd", (c,))
     coef = rc.ws(node.name, "coef", (3 * c,))
     total = x.size
-    reduce = launch(R.bn_backward_reduce, R.channel_grid(c), flat(x), flat(dy), n, c, s,
+    x, y, dy, alpha = flat(x), flat(y), flat(dy), np.float32(alpha)
+    reduce = launch(R.bn_backward_reduce, R.channel_grid(c), x, dy, y, act, alpha, n, c, s,
                     flat(params_of(rc, fwd.name)["gamma"]), mean, invstd, dgamma, dbeta, coef)
-    apply = launch(R.bn_backward_apply, grid1d(total), flat(x), flat(dy), flat(out), mean, coef, c, s, total)
+    apply = launch(R.bn_backward_apply, grid1d(total), x, dy, y, act, alpha, flat(dx), mean, coef, c, s, total)
 
     def run(rc):
         reduce()
         apply()
     return run
+
+
+@launches("batchnorm")
+def batchnorm(rc, node, ins, out):
+    return batchnorm_forward(rc, node, ins[0], out)
+
+
+@launches("batchnorm_grad")
+def batchnorm_grad(rc, node, ins, out):
+    dy, x = ins
+    return batchnorm_backward(rc, node, x, dy, dy, out)
+
+
+@launches("fused_batchnorm")
+def fused_batchnorm(rc, node, ins, out):
+    return batchnorm_forward(rc, node, ins[0], out, ACTIVATION_CODE[node.attrs["activation"]], node.attrs["alpha"])
+
+
+@launches("fused_batchnorm_grad")
+def fused_batchnorm_grad(rc, node, ins, out):
+    fwd = rc.forward_node(node)
+    dy, x, y = ins
+    return batchnorm_backward(rc, node, x, y, dy, out, ACTIVATION_CODE[fwd.attrs["activation"]], fwd.attrs["alpha"])

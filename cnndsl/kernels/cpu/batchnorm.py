@@ -8,6 +8,12 @@ where running_var uses the UNBIASED batch variance var * M / (M - 1), M = N*H*W
 (the biased one if M == 1).
 Inference forward: y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta.
 Backward (training statistics): dx, dgamma, dbeta, all overwritten.
+
+The fused_batchnorm variants take `act` (the code of cnndsl/ops/fused/epilogue.py: 0 none,
+1 relu, 2 leaky_relu, 3 sigmoid, 4 tanh) and alpha: the forward writes act(x * scale + shift)
+row by row (the fused conv's activation loops, epilogue.py); the backward differentiates the
+activation from the output y on the fly, dz = act'(y) * dy, in both of its sweeps, so dz is
+never stored. The plain kernels are the same loops with act 0.
 """
 from __future__ import annotations
 
@@ -15,10 +21,19 @@ import numpy as np
 from numba import prange
 
 from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
+from cnndsl.kernels.cpu.epilogue import NONE, activate_affine, grad_from_output
 
 
 @kernel
-def _train_channel(a, o, c, gamma, beta, eps, momentum, running_mean, running_var, save_mean, save_invstd):
+def _affine_rows(a, o, c, scale, shift, act, alpha):
+    """o[n, c] = act(a[n, c] * scale + shift) for every n, with the fused conv's activation loops."""
+    for n in range(a.shape[0]):
+        activate_affine(a[n, c], o[n, c], scale, shift, act, alpha)
+
+
+@kernel
+def _train_channel(a, o, c, gamma, beta, eps, momentum, running_mean, running_var, save_mean, save_invstd,
+                   act, alpha):
     N, _, S = a.shape
     M = N * S
     acc = 0.0
@@ -44,52 +59,64 @@ def _train_channel(a, o, c, gamma, beta, eps, momentum, running_mean, running_va
     running_mean[c] = np.float32((1.0 - momentum) * running_mean[c] + momentum * mean)
     running_var[c] = np.float32((1.0 - momentum) * running_var[c] + momentum * unbiased)
     scale = np.float32(inv) * gamma[c]
-    shift = beta[c] - mf * scale
-    for n in range(N):
-        for i in range(S):
-            o[n, c, i] = a[n, c, i] * scale + shift
+    _affine_rows(a, o, c, scale, beta[c] - mf * scale, act, alpha)
 
 
 @parallel_kernel
+def fused_batchnorm_train_forward(x, gamma, beta, eps, momentum, running_mean, running_var, act, alpha, y,
+                                  save_mean, save_invstd):
+    """y = act(batchnorm(x)) with the batch statistics; saves them and updates the running ones."""
+    N, C = x.shape[0], x.shape[1]
+    S = x.size // (N * C)
+    a = x.reshape((N, C, S))
+    o = y.reshape((N, C, S))
+    al = np.float32(alpha)
+    if x.size >= PAR_MIN and C > 1:
+        for c in prange(C):
+            _train_channel(a, o, c, gamma, beta, eps, momentum, running_mean, running_var, save_mean, save_invstd,
+                           act, al)
+    else:
+        for c in range(C):
+            _train_channel(a, o, c, gamma, beta, eps, momentum, running_mean, running_var, save_mean, save_invstd,
+                           act, al)
+
+
+@kernel
 def batchnorm_train_forward(x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean, save_invstd):
-    N, C = x.shape[0], x.shape[1]
-    S = x.size // (N * C)
-    a = x.reshape((N, C, S))
-    o = y.reshape((N, C, S))
-    if x.size >= PAR_MIN and C > 1:
-        for c in prange(C):
-            _train_channel(a, o, c, gamma, beta, eps, momentum, running_mean, running_var, save_mean, save_invstd)
-    else:
-        for c in range(C):
-            _train_channel(a, o, c, gamma, beta, eps, momentum, running_mean, running_var, save_mean, save_invstd)
+    fused_batchnorm_train_forward(x, gamma, beta, eps, momentum, running_mean, running_var, NONE, np.float32(0.0), y,
+                                  save_mean, save_invstd)
 
 
 @kernel
-def _infer_channel(a, o, c, gamma, beta, running_mean, running_var, eps):
-    N, _, S = a.shape
+def _infer_channel(a, o, c, gamma, beta, running_mean, running_var, eps, act, alpha):
     scale = np.float32(gamma[c] / np.sqrt(np.float64(running_var[c]) + eps))
-    shift = beta[c] - running_mean[c] * scale
-    for n in range(N):
-        for i in range(S):
-            o[n, c, i] = a[n, c, i] * scale + shift
+    _affine_rows(a, o, c, scale, beta[c] - running_mean[c] * scale, act, alpha)
 
 
 @parallel_kernel
-def batchnorm_inference_forward(x, gamma, beta, running_mean, running_var, eps, y):
+def fused_batchnorm_inference_forward(x, gamma, beta, running_mean, running_var, eps, act, alpha, y):
+    """y = act(batchnorm(x)) with the running statistics."""
     N, C = x.shape[0], x.shape[1]
     S = x.size // (N * C)
     a = x.reshape((N, C, S))
     o = y.reshape((N, C, S))
+    al = np.float32(alpha)
     if x.size >= PAR_MIN and C > 1:
         for c in prange(C):
-            _infer_channel(a, o, c, gamma, beta, running_mean, running_var, eps)
+            _infer_channel(a, o, c, gamma, beta, running_mean, running_var, eps, act, al)
     else:
         for c in range(C):
-            _infer_channel(a, o, c, gamma, beta, running_mean, running_var, eps)
+            _infer_channel(a, o, c, gamma, beta, running_mean, running_var, eps, act, al)
 
 
 @kernel
-def _bwd_channel(a, g, o, c, gamma, save_mean, save_invstd, dgamma, dbeta):
+def batchnorm_inference_forward(x, gamma, beta, running_mean, running_var, eps, y):
+    fused_batchnorm_inference_forward(x, gamma, beta, running_mean, running_var, eps, NONE, np.float32(0.0), y)
+
+
+@kernel
+def _bwd_channel(a, yv, g, act, alpha, o, c, gamma, save_mean, save_invstd, dgamma, dbeta):
+    """Both sweeps read dz = act'(y) * dy, recomputed from (y, dy) instead of stored."""
     N, _, S = a.shape
     M = N * S
     mf = save_mean[c]
@@ -100,7 +127,7 @@ def _bwd_channel(a, g, o, c, gamma, save_mean, save_invstd, dgamma, dbeta):
         s1 = np.float32(0.0)
         s2 = np.float32(0.0)
         for i in range(S):
-            gv = g[n, c, i]
+            gv = grad_from_output(g[n, c, i], yv[n, c, i], act, alpha)
             s1 += gv
             s2 += gv * (a[n, c, i] - mf)
         sdy += s1
@@ -113,19 +140,28 @@ def _bwd_channel(a, g, o, c, gamma, save_mean, save_invstd, dgamma, dbeta):
     mdyx = np.float32(sdyx * inv * inv / M)  # mean(dy*xhat) * inv
     for n in range(N):
         for i in range(S):
-            o[n, c, i] = k * (g[n, c, i] - mdy - (a[n, c, i] - mf) * mdyx)
+            gv = grad_from_output(g[n, c, i], yv[n, c, i], act, alpha)
+            o[n, c, i] = k * (gv - mdy - (a[n, c, i] - mf) * mdyx)
 
 
 @parallel_kernel
-def batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta):
+def fused_batchnorm_backward(x, y, dy, act, alpha, gamma, save_mean, save_invstd, dx, dgamma, dbeta):
+    """batchnorm_backward of dz = act'(y) * dy, y the fused forward's output (dz never stored)."""
     N, C = x.shape[0], x.shape[1]
     S = x.size // (N * C)
     a = x.reshape((N, C, S))
+    yv = y.reshape((N, C, S))
     g = dy.reshape((N, C, S))
     o = dx.reshape((N, C, S))
+    al = np.float32(alpha)
     if x.size >= PAR_MIN and C > 1:
         for c in prange(C):
-            _bwd_channel(a, g, o, c, gamma, save_mean, save_invstd, dgamma, dbeta)
+            _bwd_channel(a, yv, g, act, al, o, c, gamma, save_mean, save_invstd, dgamma, dbeta)
     else:
         for c in range(C):
-            _bwd_channel(a, g, o, c, gamma, save_mean, save_invstd, dgamma, dbeta)
+            _bwd_channel(a, yv, g, act, al, o, c, gamma, save_mean, save_invstd, dgamma, dbeta)
+
+
+@kernel
+def batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta):
+    fused_batchnorm_backward(x, dy, dy, NONE, np.float32(0.0), gamma, save_mean, save_invstd, dx, dgamma, dbeta)

@@ -29,11 +29,15 @@ ZERO = np.float32(0.0)
 ONE = np.float32(1.0)
 
 
-def kernel(fn=None, *, parallel: bool = False):
-    """njit with the project-wide options; `@kernel` or `@kernel(parallel=True)`."""
+def kernel(fn=None, *, parallel: bool = False, inline: bool = False):
+    """njit with the project-wide options; `@kernel`, `@kernel(parallel=True)` or `@kernel(inline=True)`
+    (inlined into its callers by Numba itself: for a helper called per row, whose size keeps LLVM
+    from inlining it and whose slice arguments then cost a reference count each call)."""
     opts = dict(cache=True, fastmath=set(FASTMATH), error_model="numpy")
     if parallel:
         opts["parallel"] = True
+    if inline:
+        opts["inline"] = "always"
     if fn is None:
         return njit(**opts)
     return njit(**opts)(fn)

@@ -1,6 +1,7 @@
 """The epilogue of a conv's GEMM chunk, shared by conv, fused_conv and fused_conv_pool: bias,
 residual add and activation applied to each output plane while it is in cache (`chunk_epilogue`),
-or the same followed by a 2x2 max pool (`chunk_pool_epilogue`).
+or the same followed by a 2x2 max pool (`chunk_pool_epilogue`). fused_batchnorm (batchnorm.py)
+uses the same activation loops (`activate_affine`) and their gradient (`grad_from_output`).
 
 `act` is the code of cnndsl/ops/fused/epilogue.py (0 none, 1 relu, 2 leaky_relu, 3 sigmoid,
 4 tanh); `res` is the residual (shaped like the conv's output; any float32 4-D array when
@@ -16,29 +17,53 @@ from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
 NONE, RELU, LEAKY_RELU, SIGMOID, TANH = 0, 1, 2, 3, 4
 
 
-@kernel
-def _activate_plane(src, dst, bias_value, act, alpha):
-    """dst[p] = act(src[p] + bias_value): one loop per activation with the branch outside it,
-    so that each loop vectorizes."""
+@kernel(inline=True)  # batchnorm calls it per row, rows of one element for vectors
+def activate_affine(src, dst, scale, shift, act, alpha):
+    """dst[p] = act(src[p] * scale + shift): one loop per activation with the branch outside it,
+    so that each loop vectorizes. fused_batchnorm (batchnorm.py) runs it a row at a time from x,
+    not in place over its affine output: measured there, in place was several times slower."""
     zero = np.float32(0.0)
     one = np.float32(1.0)
     n = dst.size
     if act == RELU:
         for p in range(n):
-            dst[p] = max(src[p] + bias_value, zero)
+            dst[p] = max(src[p] * scale + shift, zero)
     elif act == LEAKY_RELU:
         for p in range(n):
-            v = src[p] + bias_value
+            v = src[p] * scale + shift
             dst[p] = v if v > zero else alpha * v
     elif act == SIGMOID:
         for p in range(n):
-            dst[p] = one / (one + np.exp(-(src[p] + bias_value)))
+            dst[p] = one / (one + np.exp(-(src[p] * scale + shift)))
     elif act == TANH:
         for p in range(n):
-            dst[p] = np.tanh(src[p] + bias_value)
+            dst[p] = np.tanh(src[p] * scale + shift)
     else:
         for p in range(n):
-            dst[p] = src[p] + bias_value
+            dst[p] = src[p] * scale + shift
+
+
+@kernel
+def _activate_plane(src, dst, bias_value, act, alpha):
+    """dst[p] = act(src[p] + bias_value) (the multiply by one folds away once inlined)."""
+    activate_affine(src, dst, np.float32(1.0), bias_value, act, alpha)
+
+
+@kernel
+def grad_from_output(g, y, act, alpha):
+    """dL/dz = act'(z) * g of one element, from the activation's output y (as activation_grad:
+    y > 0 exactly when z > 0 for relu and leaky_relu, alpha >= 0)."""
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    if act == RELU:
+        return g if y > zero else zero
+    if act == LEAKY_RELU:
+        return g if y > zero else alpha * g
+    if act == SIGMOID:
+        return g * y * (one - y)
+    if act == TANH:
+        return g * (one - y * y)
+    return g
 
 
 @kernel

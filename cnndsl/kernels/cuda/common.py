@@ -17,6 +17,8 @@ Conventions (see docs/cuda.md):
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import boolean, float32, int32, int64, uint8, uint64  # noqa: F401
 
@@ -74,6 +76,45 @@ def kernel(*signature, name: str | None = None):
 def device(fn):
     """A device function (inlined into the kernels that call it)."""
     return cuda.jit(device=True)(fn)
+
+
+NONE, RELU, LEAKY_RELU, SIGMOID, TANH = 0, 1, 2, 3, 4  # cnndsl/ops/fused/epilogue.py ACTIVATION_CODE
+
+
+@device
+def activate(v, act, alpha):
+    """The fused epilogue's activation (codes of cnndsl/ops/fused/epilogue.py)."""
+    z = float32(0.0)
+    if act == RELU:
+        return v if v > z else z
+    if act == LEAKY_RELU:
+        return v if v > z else alpha * v
+    if act == SIGMOID:
+        one = float32(1.0)
+        if v >= z:
+            return one / (one + math.exp(-v))
+        e = math.exp(v)
+        return e / (one + e)
+    if act == TANH:
+        return math.tanh(v)
+    return v
+
+
+@device
+def grad_from_output(g, y, act, alpha):
+    """dL/dz = act'(z) * g from the activation's output y (y > 0 exactly when z > 0 for relu and
+    leaky_relu, alpha >= 0); the elementwise backward kernels' formulas."""
+    z = float32(0.0)
+    one = float32(1.0)
+    if act == RELU:
+        return g if y > z else z
+    if act == LEAKY_RELU:
+        return g if y > z else alpha * g
+    if act == SIGMOID:
+        return g * y * (one - y)
+    if act == TANH:
+        return g * (one - y * y)
+    return g
 
 
 def grid1d(n: int, threads: int = THREADS) -> tuple[int, int]:

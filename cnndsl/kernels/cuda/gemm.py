@@ -31,13 +31,14 @@ precomputed tap table instead of the per-element index divisions.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from cnndsl.kernels.cuda.common import F32, SIMULATOR, boolean, cuda, device, float32, grid1d, int64, kernel
+from cnndsl.kernels.cuda.common import (  # noqa: F401  (the activation codes: tests use them as G.RELU, ...)
+    F32, LEAKY_RELU, NONE, RELU, SIGMOID, SIMULATOR, TANH, activate, boolean, cuda, device, float32, grid1d, int64,
+    kernel)
 
 FWD, BWD_DATA, BWD_WEIGHT = 0, 1, 2
 
@@ -105,28 +106,6 @@ def _dy_tap(dy, n, f, F, OH, OW, th, tw, sh, sw):
     if oh * sh != th or ow * sw != tw or oh >= OH or ow >= OW:
         return float32(0.0)
     return dy[((n * F + f) * OH + oh) * OW + ow]
-
-
-NONE, RELU, LEAKY_RELU, SIGMOID, TANH = 0, 1, 2, 3, 4  # cnndsl/ops/fused/epilogue.py ACTIVATION_CODE
-
-
-@device
-def activate(v, act, alpha):
-    """The fused epilogue's activation (codes of cnndsl/ops/fused/epilogue.py)."""
-    z = float32(0.0)
-    if act == RELU:
-        return v if v > z else z
-    if act == LEAKY_RELU:
-        return v if v > z else alpha * v
-    if act == SIGMOID:
-        one = float32(1.0)
-        if v >= z:
-            return one / (one + math.exp(-v))
-        e = math.exp(v)
-        return e / (one + e)
-    if act == TANH:
-        return math.tanh(v)
-    return v
 
 
 @lru_cache(maxsize=None)

@@ -4,12 +4,16 @@ Per-channel kernels run one block of RB threads per channel (grid-stride over ch
 each thread sums a strided share of the channel's N*S elements in float32, then the block
 adds the RB partial sums as a tree in shared memory (RB is a power of two). Launch them
 with `channel_grid(C)`. Layout (N, C, S) flat, S = H*W (1 for vectors).
+
+The batchnorm kernels also serve fused_batchnorm: `act` (the code of cnndsl/ops/fused/epilogue.py,
+0 none) and alpha apply the activation as the output is written, and the backward recomputes
+dz = act'(y) * dy from the forward output y where it reads dy (plain batchnorm: act 0, y = dy).
 """
 from __future__ import annotations
 
 import math
 
-from cnndsl.kernels.cuda.common import F32, MAX_BLOCKS, RB, cuda, float32, int64, kernel
+from cnndsl.kernels.cuda.common import F32, MAX_BLOCKS, RB, activate, cuda, float32, grad_from_output, int64, kernel
 
 
 def channel_grid(c: int) -> tuple[int, int]:
@@ -122,18 +126,18 @@ def bn_inference_coeffs(gamma, beta, running_mean, running_var, eps, scale, shif
         shift[c] = beta[c] - running_mean[c] * sc
 
 
-@kernel(F32, F32, F32, F32, int64, int64, int64)
-def channel_affine(x, scale, shift, y, C, S, n):
-    """y = x * scale[c] + shift[c] over (N, C, S) flat, n = N*C*S elements."""
+@kernel(F32, F32, F32, int64, float32, F32, int64, int64, int64)
+def channel_affine(x, scale, shift, act, alpha, y, C, S, n):
+    """y = act(x * scale[c] + shift[c]) over (N, C, S) flat, n = N*C*S elements."""
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         c = (i // S) % C
-        y[i] = x[i] * scale[c] + shift[c]
+        y[i] = activate(x[i] * scale[c] + shift[c], act, alpha)
 
 
-@kernel(F32, F32, int64, int64, int64, F32, F32, F32, F32, F32, F32)
-def bn_backward_reduce(x, dy, N, C, S, gamma, save_mean, save_invstd, dgamma, dbeta, coef):
-    """dbeta = sum dy, dgamma = sum dy * xhat per channel, and the coefficients of
-    dx = k * (dy - mdy - (x - mean) * mdyx) into coef[c], coef[C + c], coef[2C + c]."""
+@kernel(F32, F32, F32, int64, float32, int64, int64, int64, F32, F32, F32, F32, F32, F32)
+def bn_backward_reduce(x, dy, y, act, alpha, N, C, S, gamma, save_mean, save_invstd, dgamma, dbeta, coef):
+    """With g = act'(y) * dy: dbeta = sum g, dgamma = sum g * xhat per channel, and the coefficients of
+    dx = k * (g - mdy - (x - mean) * mdyx) into coef[c], coef[C + c], coef[2C + c]."""
     p1 = cuda.shared.array(RB, float32)
     p2 = cuda.shared.array(RB, float32)
     tid = cuda.threadIdx.x
@@ -145,7 +149,7 @@ def bn_backward_reduce(x, dy, N, C, S, gamma, save_mean, save_invstd, dgamma, db
         for i in range(tid, M, RB):
             n = i // S
             j = (n * C + c) * S + (i - n * S)
-            g = dy[j]
+            g = grad_from_output(dy[j], y[j], act, alpha)
             a1 += g
             a2 += g * (x[j] - mean)
         p1[tid] = a1
@@ -170,8 +174,9 @@ def bn_backward_reduce(x, dy, N, C, S, gamma, save_mean, save_invstd, dgamma, db
         cuda.syncthreads()
 
 
-@kernel(F32, F32, F32, F32, F32, int64, int64, int64)
-def bn_backward_apply(x, dy, dx, save_mean, coef, C, S, n):
+@kernel(F32, F32, F32, int64, float32, F32, F32, F32, int64, int64, int64)
+def bn_backward_apply(x, dy, y, act, alpha, dx, save_mean, coef, C, S, n):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         c = (i // S) % C
-        dx[i] = coef[c] * (dy[i] - coef[C + c] - (x[i] - save_mean[c]) * coef[2 * C + c])
+        g = grad_from_output(dy[i], y[i], act, alpha)
+        dx[i] = coef[c] * (g - coef[C + c] - (x[i] - save_mean[c]) * coef[2 * C + c])

@@ -2,6 +2,8 @@
 
     fused_conv2d = activation(conv2d(x, w, b) + residual)
     fused_dense  = activation(dense(x, w, b))
+    fused_batchnorm = activation(batchnorm(x)), training (batch statistics) or inference (running ones);
+    its backward is batchnorm's, of dz = activation_backward(y, dy)
     fold_batchnorm(w, b, ...) -> (w', b') such that layer(x; w', b') = batchnorm_inference(layer(x; w, b))
 """
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnndsl.kernels.reference import activation as A
+from cnndsl.kernels.reference import batchnorm as B
 from cnndsl.kernels.reference import conv as C
 from cnndsl.kernels.reference import dense as D
 
@@ -56,3 +59,18 @@ def fold_batchnorm(w, b, gamma, beta, running_mean, running_var, eps):
     s = gamma / np.sqrt(running_var + eps)
     b0 = np.zeros_like(gamma) if b is None else b
     return w * s.reshape((-1,) + (1,) * (w.ndim - 1)), (b0 - running_mean) * s + beta
+
+
+def fused_batchnorm_train(x, gamma, beta, eps, momentum, running_mean, running_var, activation, alpha):
+    """(y, mean, inv_std, new_running_mean, new_running_var) with y = activation(batchnorm_train(x))."""
+    z, *saved = B.batchnorm_train(x, gamma, beta, eps, momentum, running_mean, running_var)
+    return (apply_activation(z, activation, alpha), *saved)
+
+
+def fused_batchnorm_inference(x, gamma, beta, running_mean, running_var, eps, activation, alpha):
+    return apply_activation(B.batchnorm_inference(x, gamma, beta, running_mean, running_var, eps), activation, alpha)
+
+
+def fused_batchnorm_backward(x, y, dy, gamma, mean, inv_std, activation, alpha):
+    """(dx, dgamma, dbeta): batchnorm's backward of dz = the activation's gradient from the output y."""
+    return B.batchnorm_backward(x, activation_backward(y, dy, activation, alpha), gamma, mean, inv_std)

@@ -9,4 +9,4 @@ The modules live one level below cnndsl/ops/ on purpose: docs/layers.md document
 the language's own layers (cnndsl/ops/*.py) and these are compiler-made. They may
 still be written in source, so that `dump()` of an optimized graph parses back.
 """
-from cnndsl.ops.fused import conv, conv_pool, dense, grads  # noqa: F401
+from cnndsl.ops.fused import batchnorm, conv, conv_pool, dense, grads  # noqa: F401

@@ -3,7 +3,8 @@
 `epilogue_grad` is dL/dz of a fused layer's activation, computed from its output y
 (what activation_grad is for the standalone activations). The backward fusion pass
 (cnndsl/passes/fuse_backward.py) folds it, and the layer's two gradient ops that
-read it, into one `fused_conv_grad` / `fused_dense_grad` node.
+read it, into one `fused_conv_grad` / `fused_dense_grad` node; for fused_batchnorm it
+folds it and the one batchnorm_grad that reads it into `fused_batchnorm_grad`.
 """
 from __future__ import annotations
 
@@ -37,3 +38,6 @@ def _fused_grad_op(name: str, layer: str) -> OpDef:
 
 FUSED_CONV_GRAD = _fused_grad_op("fused_conv_grad", "fused_conv")
 FUSED_DENSE_GRAD = _fused_grad_op("fused_dense_grad", "fused_dense")
+FUSED_BATCHNORM_GRAD = _grad_op("fused_batchnorm_grad", "The whole backward of a fused_batchnorm: "
+                                "batchnorm_grad with dz = act'(y) * dy computed on the fly in both of "
+                                "its sweeps; writes dL/dgamma, dL/dbeta. Inputs: dy, x, y.", 3)
