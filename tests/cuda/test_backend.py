@@ -103,3 +103,17 @@ def test_device_cuda_without_a_gpu_is_a_clean_error(tmp_path):
         assert r.returncode == 1, (args, r.stdout, r.stderr)
         assert "no CUDA device found" in r.stderr and "--device cpu" in r.stderr, r.stderr
         assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_low_occupancy_warnings_are_silenced_and_others_are_not():
+    """numba warns on every launch of under 128 blocks; small layers launch small grids by design
+    (31 such warnings in one LeNet-5 training run on an H200), so the shim filters exactly those.
+    In a subprocess: pytest replaces the warning filters around each test."""
+    script = ("import warnings, cnndsl.backend.cuda.shim\n"
+              "from numba.core.errors import NumbaPerformanceWarning as W\n"
+              "warnings.warn(W('Grid size 7 will likely result in GPU under-utilization due to low occupancy.'))\n"
+              "warnings.warn(W('Host array used in CUDA kernel will incur copy overhead'))\n")
+    r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env_without_simulator(), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Grid size" not in r.stderr and "copy overhead" in r.stderr, r.stderr

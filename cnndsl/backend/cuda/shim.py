@@ -9,6 +9,7 @@ See /work/shared/notes/numba-performance.md §4.1.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -18,6 +19,12 @@ import numpy as np
 # The alias is what NumPy itself had, and only fills the gap.
 if not hasattr(np, "row_stack"):
     np.row_stack = np.vstack
+
+# numba's CUDA dispatcher warns on every launch of fewer than 128 blocks. The launch configurations
+# here are chosen per shape (cnndsl/kernels/cuda/gemm.py, common.grid1d), and a small layer has a
+# small grid by nature: on an H200, `cnndsl train examples/lenet5.cnn --device cuda` printed 31 of
+# these warnings and nothing a user could act on. (`cnndsl bench --per-kernel` shows where time goes.)
+warnings.filterwarnings("ignore", message=".*will likely result in GPU under-utilization due to low occupancy")
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
