@@ -2,6 +2,9 @@
 
 Both workers import this module, so the shapes, batch sizes, repeat counts and the timing
 rule are written once and cannot drift apart between cnndsl and PyTorch.
+The timer is not cnndsl.cli.bench.median_seconds on purpose: importing cnndsl sets
+OPENBLAS_NUM_THREADS and GOMP_SPINCOUNT (cnndsl/__init__.py), which would change the PyTorch
+worker's own thread pools; this module imports nothing of cnndsl.
 """
 from __future__ import annotations
 
