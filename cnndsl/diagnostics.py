@@ -153,3 +153,15 @@ def file_error(path, message: str, expected: str | None = None, found: str | Non
     if found is not None:
         details.append(f"found: {found}")
     return CnnError([Diagnostic("error", message, Span(str(path), 0, 0), details, help, code=code)])
+
+
+LIST_LIMIT = 20  # items a message lists before it says "and N more"
+
+
+def abbreviated(items: Iterable[str], limit: int = LIST_LIMIT, sep: str = ", ") -> str:
+    """`items` joined by `sep`, at most `limit` of them, then "... and N more": error output
+    stays readable when a file has thousands of bad entries."""
+    items = [str(i) for i in items]
+    if len(items) <= limit:
+        return sep.join(items)
+    return sep.join(items[:limit]) + f"{sep}... and {len(items) - limit:,} more"
