@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 from pathlib import Path
 
@@ -63,16 +64,24 @@ def read_source(path) -> str:
         raise file_error(name, f"{name} is a directory, not a .cnn file", expected="a .cnn text file",
                          found="a directory" + (f" containing {', '.join(cnns)}" if cnns else ""),
                          code="file-directory")
+    # A FIFO, /dev/zero or /dev/urandom is refused before it is opened: reading a FIFO waits for a
+    # writer (`check` hung), /dev/zero has st_size 0 and never ends (it grew to gigabytes).
+    from cnndsl.io.files import open_regular
+
     try:
-        size = p.stat().st_size
-        if size > MAX_BYTES:
-            raise file_error(name, f"{name} is too large for a model description ({size} bytes)",
-                             expected=f"at most {MAX_BYTES} bytes", code="file-too-large")
-        data = p.read_bytes()
+        with open_regular(name, "model file") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_BYTES:
+                raise file_error(name, f"{name} is too large for a model description ({size} bytes)",
+                                 expected=f"at most {MAX_BYTES} bytes", code="file-too-large")
+            data = f.read(MAX_BYTES + 1)
     except CnnError:
         raise
     except OSError as e:
         raise file_error(name, f"cannot read {name}: {e.strerror or e}", code="file-unreadable") from None
+    if len(data) > MAX_BYTES:  # it grew while being read
+        raise file_error(name, f"{name} is too large for a model description (over {MAX_BYTES} bytes)",
+                         expected=f"at most {MAX_BYTES} bytes", code="file-too-large")
     return decode_source(data, name)
 
 

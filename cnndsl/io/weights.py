@@ -21,18 +21,17 @@ Every problem with a user's file is a `CnnError` from `file_error`.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load as _st_load
-from safetensors.numpy import save as _st_save
 
-from cnndsl.diagnostics import CnnError, did_you_mean, file_error
+from cnndsl.diagnostics import CnnError, abbreviated, did_you_mean, file_error
 from cnndsl.io.atomic import atomic_write_bytes
+from cnndsl.io.files import read_regular
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CHECKPOINT_FORMAT = "cnndsl-checkpoint-1"
@@ -48,6 +47,11 @@ _DTYPES: dict[str, tuple[Any, int]] = {
     "BOOL": (np.bool_, 1), "F8_E4M3": (None, 1), "F8_E5M2": (None, 1),
 }
 _MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
+# The order in which the safetensors library lays out tensor data: dtype codes by decreasing
+# element size (then by name), so every tensor starts at a multiple of its element size.
+_LAYOUT_ORDER = ("U64", "I64", "F64", "F32", "U32", "I32", "BF16", "F16", "U16", "I16",
+                 "F8_E4M3", "F8_E5M2", "I8", "U8", "BOOL")
+_LAYOUT_RANK = {code: i for i, code in enumerate(_LAYOUT_ORDER)}
 
 
 def _code_of(dtype) -> str:
@@ -70,19 +74,47 @@ def _encode(path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]
         if not isinstance(name, str) or not name:
             raise ValueError(f"tensor names must be non-empty strings, got {name!r}")
         arr = np.asarray(value)
-        if _code_of(arr.dtype) not in _DTYPES:
+        if _code_of(arr.dtype.newbyteorder("=")) not in _DTYPES:  # big-endian float32 is F32 too
             raise ValueError(f"tensor '{name}' has dtype {arr.dtype}, which safetensors cannot store")
         # safetensors stores little-endian, C-contiguous data.
         # (np.require, not np.ascontiguousarray, which turns 0-d arrays into 1-d ones)
         arrays[name] = np.require(arr.astype(arr.dtype.newbyteorder("<"), copy=False), requirements="C")
-    meta = None
-    if metadata:
-        meta = {}
-        for k, v in metadata.items():
-            if not isinstance(k, str) or not isinstance(v, str):
-                raise ValueError(f"safetensors metadata must map str to str, got {k!r}: {v!r}")
-            meta[k] = v
-    return _st_save(arrays, metadata=meta)
+    meta = {}
+    for k, v in (metadata or {}).items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ValueError(f"safetensors metadata must map str to str, got {k!r}: {v!r}")
+        meta[k] = v
+    return _serialize(arrays, meta)
+
+
+def _serialize(arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> bytes:
+    """The safetensors bytes of little-endian C-contiguous `arrays`, written here rather than by
+    `safetensors.numpy.save`: that library keeps the metadata in a hash map, so two identical
+    runs wrote the keys in different orders (three PYTHONHASHSEEDs, three different files).
+    Here the metadata keys are sorted, and everything else is what the library writes: an 8-byte
+    little-endian header length, compact JSON ("__metadata__" first, then the tensors in data
+    order), padded with spaces to a multiple of 8 bytes, then the tensors' bytes back to back,
+    ordered by decreasing element size, then name (so each tensor is aligned to its element
+    size). With at most one metadata key the bytes equal the library's (tested)."""
+    if "__metadata__" in arrays:
+        raise ValueError("'__metadata__' is reserved by safetensors and cannot name a tensor")
+    codes = {name: _code_of(arr.dtype.newbyteorder("=")) for name, arr in arrays.items()}
+    order = sorted(arrays, key=lambda name: (_LAYOUT_RANK.get(codes[name], len(_LAYOUT_RANK)), name))
+    header: dict[str, Any] = {}
+    if meta:
+        header["__metadata__"] = {k: meta[k] for k in sorted(meta)}
+    offset = 0
+    for name in order:
+        arr = arrays[name]
+        header[name] = {"dtype": codes[name], "shape": [int(d) for d in arr.shape],
+                        "data_offsets": [offset, offset + arr.nbytes]}
+        offset += arr.nbytes
+    try:
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate in a name or value
+        raise ValueError(f"tensor names and metadata must be valid Unicode text: {e}") from None
+    text += b" " * (-len(text) % 8)
+    return b"".join([struct.pack("<Q", len(text)), text] + [arrays[name].tobytes() for name in order])
 
 
 def save_weights(path, tensors: Mapping[str, np.ndarray],
@@ -106,11 +138,8 @@ def _read_file(path: Path, what: str) -> bytes:
                          expected="a .safetensors file", found="a directory",
                          help=f"name the file inside it, e.g. {path / 'weights.safetensors'}",
                          code="weights-directory")
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise file_error(path, f"cannot read {what} file", expected="a readable file",
-                         found=e.strerror or str(e), code="weights-unreadable") from None
+    # A FIFO or a device is refused before it is read; so is a file larger than the memory budget.
+    return read_regular(path, f"{what} file")
 
 
 def _describe_start(blob: bytes) -> str:
@@ -127,6 +156,34 @@ def _describe_start(blob: bytes) -> str:
     if blob[:1] in (b"{", b"[") or blob[:20].isascii():
         return f"text starting with {blob[:24]!r}"
     return f"{len(blob)} bytes starting with {blob[:8].hex(' ')}"
+
+
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise ValueError(f"the name '{dup[:80]}' appears twice")
+    return dict(pairs)
+
+
+def _is_int(v) -> bool:
+    return type(v) is int  # not bool, which JSON true/false become
+
+
+def _valid_entry(entry) -> list[int] | None:
+    """The shape of a well-formed header entry {dtype, shape, data_offsets}, else None."""
+    if not isinstance(entry, dict):
+        return None
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        return None
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        return None
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
+        return None
+    if not 0 <= offsets[0] <= offsets[1]:
+        return None
+    return shape
 
 
 def _parse(path: Path, blob: bytes, what: str) -> tuple[dict, dict[str, str]]:
@@ -150,12 +207,16 @@ def _parse(path: Path, blob: bytes, what: str) -> tuple[dict, dict[str, str]]:
                          help="the file was cut short (interrupted copy or download?); write it again",
                          code="weights-truncated")
     try:
-        header = json.loads(head.decode("utf-8"))
+        header = json.loads(head.decode("utf-8"), object_pairs_hook=_no_duplicates)
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
+    except RecursionError:  # a JSON "depth bomb": [[[[...]]]] nested beyond Python's stack
+        raise file_error(path, f"{what} file is corrupt: its header nests too deeply",
+                         expected="a JSON object describing the tensors (3 levels deep)",
+                         found="JSON nested thousands of levels deep", code="weights-corrupt") from None
     except (UnicodeDecodeError, ValueError) as e:
         raise file_error(path, f"{what} file is corrupt: its header is not valid JSON",
-                         expected="a JSON object describing the tensors", found=str(e),
+                         expected="a JSON object describing the tensors", found=str(e)[:200],
                          code="weights-corrupt") from None
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
@@ -163,72 +224,136 @@ def _parse(path: Path, blob: bytes, what: str) -> tuple[dict, dict[str, str]]:
                          expected="a map of strings to strings", found=repr(metadata)[:80],
                          code="weights-corrupt")
     data_len = len(blob) - 8 - n
-    need = 0
+    spans = []
     for name, entry in header.items():
-        try:
-            dtype, shape, (start, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-            if dtype not in _DTYPES or not all(isinstance(d, int) and d >= 0 for d in shape):
-                raise ValueError
-            if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end):
-                raise ValueError
-        except (KeyError, TypeError, ValueError):
+        shape = _valid_entry(entry)
+        if shape is None:
             raise file_error(path, f"{what} file is corrupt: bad header entry for tensor '{name}'",
-                             expected="{dtype, shape, data_offsets}", found=json.dumps(entry)[:120],
-                             code="weights-corrupt") from None
-        size = int(np.prod(shape, dtype=np.int64)) * _DTYPES[dtype][1]
+                             expected="{dtype, shape (non-negative integers), data_offsets [start, end]}",
+                             found=json.dumps(entry)[:120], code="weights-corrupt")
+        dtype, (start, end) = entry["dtype"], entry["data_offsets"]
+        size = math.prod(shape) * _DTYPES[dtype][1]  # Python integers: no overflow at 2^63
         if end - start != size:
             raise file_error(path, f"{what} file is corrupt: tensor '{name}' has the wrong byte size",
                              expected=f"{size} bytes for {dtype} {_shape_str(shape)}",
                              found=f"{end - start} bytes", code="weights-corrupt")
-        need = max(need, end)
+        spans.append((start, end, name))
+    need = max((end for _, end, _ in spans), default=0)
     if need > data_len:
         raise file_error(path, f"{what} file is truncated",
                          expected=f"{8 + n + need} bytes (header says so)",
                          found=f"{len(blob)} bytes",
                          help="the file was cut short (interrupted copy or download?); write it again",
                          code="weights-truncated")
+    # The tensors must tile the data exactly, as the safetensors library requires: no overlap,
+    # no gap, nothing after the last one.
+    position, previous = 0, None
+    for start, end, name in sorted(spans):
+        if start != position:
+            if start < position:
+                problem = f"tensor '{name}' overlaps tensor '{previous}'"
+            else:
+                problem = f"{start - position} bytes before tensor '{name}' belong to no tensor"
+            raise file_error(path, f"{what} file is corrupt: {problem}",
+                             expected=f"tensor '{name}' to start at byte {position} of the data",
+                             found=f"data_offsets [{start}, {end}]", code="weights-corrupt")
+        position, previous = end, name
+    if position != data_len:
+        raise file_error(path, f"{what} file is corrupt: {data_len - position} bytes after the last tensor",
+                         expected=f"{8 + n + position} bytes (header says so)",
+                         found=f"{len(blob)} bytes", code="weights-corrupt")
     return header, dict(metadata)
+
+
+def _check_dtypes(path: Path, what: str, header: Mapping[str, dict], dtype, strip: str = "") -> None:
+    if dtype is not None:
+        want = _code_of(dtype)
+        bad = [(k[len(strip):], e["dtype"]) for k, e in header.items() if e["dtype"] != want]
+        if bad:
+            raise file_error(path, f"{what} file has {len(bad)} tensor{'s' if len(bad) != 1 else ''} "
+                                   "of the wrong dtype",
+                             expected=f"{want} ({np.dtype(dtype).name}) for every tensor",
+                             found=abbreviated(f"'{k}' is {d}" for k, d in bad),
+                             help="convert before saving, e.g. {k: v.float() for k, v in sd.items()} "
+                                  "in PyTorch or arr.astype(np.float32) in NumPy",
+                             code="weights-dtype")
+    unsupported = [(k[len(strip):], e["dtype"]) for k, e in header.items() if _DTYPES[e["dtype"]][0] is None]
+    if unsupported:
+        k, d = unsupported[0]
+        raise file_error(path, f"{what} file has a tensor type NumPy cannot hold",
+                         expected="F32 (or another NumPy dtype)", found=f"'{k}' is {d}",
+                         code="weights-dtype")
+
+
+def _decode(blob: bytes, header: Mapping[str, dict]) -> dict[str, np.ndarray]:
+    """The tensors `header` (validated by `_parse`) describes, copied out of `blob` in native
+    byte order, in the header's order. Only the tensors named are decoded."""
+    (n,) = struct.unpack("<Q", blob[:8])
+    out = {}
+    for name, entry in header.items():
+        np_dtype = np.dtype(_DTYPES[entry["dtype"]][0])
+        shape = tuple(entry["shape"])
+        start = 8 + n + entry["data_offsets"][0]
+        if np_dtype == np.bool_:  # any non-zero byte is True (numpy's bool must be 0 or 1)
+            raw = np.frombuffer(blob, np.uint8, count=math.prod(shape), offset=start)
+            arr = (raw != 0).reshape(shape)
+        else:
+            raw = np.frombuffer(blob, np_dtype.newbyteorder("<"), count=math.prod(shape), offset=start)
+            arr = raw.astype(np_dtype.newbyteorder("="), copy=True).reshape(shape)
+        out[name] = arr
+    return out
 
 
 def _load(path, what: str, dtype) -> tuple[dict[str, np.ndarray], dict[str, str], dict]:
     path = Path(path)
     blob = _read_file(path, what)
     header, metadata = _parse(path, blob, what)
-    if dtype is not None:
-        want = _code_of(dtype)
-        bad = [(k, e["dtype"]) for k, e in header.items() if e["dtype"] != want]
-        if bad:
-            listing = ", ".join(f"'{k}' is {d}" for k, d in bad[:5]) + (" ..." if len(bad) > 5 else "")
-            raise file_error(path, f"{what} file has tensors of the wrong dtype",
-                             expected=f"{want} ({np.dtype(dtype).name}) for every tensor",
-                             found=listing,
-                             help="convert before saving, e.g. {k: v.float() for k, v in sd.items()} "
-                                  "in PyTorch or arr.astype(np.float32) in NumPy",
-                             code="weights-dtype")
-    unsupported = [(k, e["dtype"]) for k, e in header.items() if _DTYPES[e["dtype"]][0] is None]
-    if unsupported:
-        k, d = unsupported[0]
-        raise file_error(path, f"{what} file has a tensor type NumPy cannot hold",
-                         expected="F32 (or another NumPy dtype)", found=f"'{k}' is {d}",
-                         code="weights-dtype")
-    try:
-        tensors = _st_load(blob)
-    except (SafetensorError, ValueError) as e:  # anything _parse did not foresee
-        raise file_error(path, f"{what} file is corrupt", expected="a valid safetensors file",
-                         found=str(e), code="weights-corrupt") from None
-    # Keep the file's tensor order (safetensors sorts by dtype/offset).
-    tensors = {k: np.array(tensors[k]) for k in header}
-    return tensors, metadata, header
+    _check_dtypes(path, what, header, dtype)
+    return _decode(blob, header), metadata, header
+
+
+def _check_finite(path: Path, what: str, tensors: Mapping[str, np.ndarray]) -> None:
+    """NaN or infinity in loaded weights is an error naming the tensors: a network run with them
+    printed "accuracy 0.1000" and exited 0."""
+    bad = []
+    for name, arr in tensors.items():
+        if arr.dtype.kind in "fc" and arr.size:
+            count = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            if count:
+                bad.append(f"'{name}' ({count:,} of {arr.size:,} values)")
+    if bad:
+        raise file_error(path, f"{what} file holds NaN or infinite values in {len(bad)} "
+                               f"tensor{'s' if len(bad) != 1 else ''}",
+                         expected="finite values in every tensor", found=abbreviated(bad),
+                         help="the run that wrote them diverged: retrain (e.g. with a lower learning rate) "
+                              "or use an earlier weights file", code="weights-nonfinite")
 
 
 def load_weights(path, dtype=np.float32) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Read a safetensors file -> (tensors by name, metadata).
 
-    Every tensor must have `dtype` (float32 by default; pass None to accept any).
-    Raises `CnnError` when the file is missing, a directory, not safetensors,
-    truncated or corrupt, or holds tensors of the wrong dtype.
+    Every tensor must have `dtype` (float32 by default) and finite values. A cnndsl training
+    checkpoint (`checkpoint.safetensors`) is accepted too: it holds the weights (its `weights/`
+    tensors), which are returned without the prefix; its optimizer state is not decoded.
+    `dtype=None` reads every tensor of any file as stored (a checkpoint's included, prefixes and
+    all): the raw view, for inspecting a file. Raises `CnnError` when the file is missing, a directory, a FIFO or device,
+    not safetensors, truncated or corrupt, or holds tensors of the wrong dtype or NaN/infinity.
     """
-    tensors, metadata, _ = _load(path, "weights", dtype)
+    path = Path(path)
+    what = "weights"
+    blob = _read_file(path, what)
+    header, metadata = _parse(path, blob, what)
+    strip = ""
+    if metadata.get("format") == CHECKPOINT_FORMAT and dtype is not None:
+        what, strip = "checkpoint", _WEIGHTS_PREFIX
+        header = {k: e for k, e in header.items() if k.startswith(_WEIGHTS_PREFIX)}
+        if not header:
+            raise file_error(path, "checkpoint file holds no weights",
+                             expected=f"tensors named '{_WEIGHTS_PREFIX}<layer>.<param>'",
+                             found="only optimizer state", code="weights-mismatch")
+    _check_dtypes(path, what, header, dtype, strip)
+    tensors = {k[len(strip):]: v for k, v in _decode(blob, header).items()}
+    _check_finite(path, what, tensors)
     return tensors, metadata
 
 
@@ -271,7 +396,9 @@ class MatchReport:
         err = file_error(path, "weights do not match the network: " + ", ".join(parts),
                          help="were these weights saved from a different .cnn model?",
                          code="weights-mismatch")
-        err.diagnostics[0].details.extend(self.lines())
+        # One line per tensor, at most LIST_LIMIT of them, then "... and N more" (a file of another
+        # network can hold thousands of unexpected tensors).
+        err.diagnostics[0].details.extend(abbreviated(self.lines(), sep="\n").split("\n"))
         raise CnnError(err.diagnostics)
 
 
