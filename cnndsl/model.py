@@ -12,13 +12,14 @@ size and cached.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from cnndsl.backend.executor import Executable, load_backend
 from cnndsl.backend.params import ParamStore
-from cnndsl.diagnostics import CnnError, Diagnostic
+from cnndsl.diagnostics import CnnError, Diagnostic, SourceFiles, Span, abbreviated
 from cnndsl.frontend.training import TrainingConfig
 from cnndsl.passes.autodiff import LossSpec, build_loss_graph
 
@@ -181,6 +182,9 @@ class Model:
         from cnndsl.data.dataset import Dataset
         from cnndsl.train.trainer import Trainer, with_overrides
 
+        self.check_targets(y, "y")  # before any work: a bad label must never reach a loss kernel
+        if validation:
+            self.check_targets(validation[1], "validation labels")
         train_set = Dataset(self._check_input(x), y, "train")
         held_out = Dataset(self._check_input(validation[0]), validation[1], "validation") if validation else train_set
         config = with_overrides(self.config, epochs, batch, lr)
@@ -217,13 +221,56 @@ class Model:
         feeds.update({f"target.{h}": t for h, t in targets.items()})
         return feeds
 
-    def _targets(self, y) -> dict[str, np.ndarray]:
-        if isinstance(y, dict):
-            return {spec.head: np.asarray(y[spec.head]) for spec in self.losses}
-        if len(self.losses) != 1:
+    def _targets(self, y, source: str = "targets") -> dict[str, np.ndarray]:
+        """Targets per head, checked: every value a loss kernel reads is valid (see check_targets)."""
+        if isinstance(y, Mapping):
+            missing = [spec.head for spec in self.losses if spec.head not in y]
+            if missing:
+                raise CnnError([Diagnostic(
+                    "error", f"no targets for head{'s' if len(missing) > 1 else ''} "
+                    f"{abbreviated(repr(h) for h in missing)}", Span(str(source), 0, 0),
+                    details=[f"expected: a dict with the keys {abbreviated(repr(s.head) for s in self.losses)}",
+                             f"found: the keys {abbreviated(repr(k) for k in y) or 'none'}"],
+                    code="targets")])
+            targets = {spec.head: np.asarray(y[spec.head]) for spec in self.losses}
+        elif len(self.losses) != 1:
             raise CnnError([Diagnostic("error", "this model has several losses; give targets as a dict per head",
                                        code="targets")])
-        return {self.losses[0].head: np.asarray(y)}
+        else:
+            targets = {self.losses[0].head: np.asarray(y)}
+        self.check_targets(targets, source)
+        return targets
+
+    def check_targets(self, y, source: str = "targets", class_names=None) -> None:
+        """Raise a CnnError unless every target holds values its loss accepts: class indices in
+        [0, classes) (or the ignore value), finite numbers, ... (`OpDef.target_values`).
+
+        Loss kernels index with class targets and Numba does not check bounds, so this is what
+        stands between a bad label and memory corruption. `source` names the data in the
+        message (a file, "y", "validation labels"); `class_names` (an image folder's class
+        folders) names the classes in it."""
+        from cnndsl.ops.registry import get_op
+
+        for spec in self.losses:
+            t = np.asarray(y[spec.head] if isinstance(y, Mapping) else y)
+            node = self.graph.node(self.graph.heads[spec.head])
+            op = get_op(spec.kind)
+            want_shape, _ = op.target(node.type)
+            if t.ndim != 1 + len(want_shape) or tuple(t.shape[1:]) != tuple(want_shape):
+                raise CnnError([Diagnostic(
+                    "error", f"the targets of head '{spec.head}' have the wrong shape for its {spec.kind} loss",
+                    Span(str(source), 0, 0),
+                    details=[f"expected: shape (N,{''.join(f' {d},' for d in want_shape)[:-1] if want_shape else ''})",
+                             f"found: shape {tuple(t.shape)}"],
+                    help="one-hot labels? convert them with y.argmax(axis=1)"
+                    if op.target_values is not None and op.target_values.kind == "class" and t.ndim == 2 else None,
+                    code="data-labels")])
+            rule = op.target_values
+            if rule is None:
+                continue
+            bad = rule.first_bad(node.type, t, dict(spec.options))
+            if bad is not None:
+                raise CnnError([_bad_target_diagnostic(self.program, spec, node, rule, t, bad, source, class_names)])
 
     def prepare(self, x: np.ndarray) -> np.ndarray:
         """Images as the network sees them: float32, normalized as the training section says.
@@ -312,3 +359,64 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def _bad_target_diagnostic(program, spec, node, rule, t: np.ndarray, bad, source: str,
+                           class_names=None) -> Diagnostic:
+    """The error for a target value its loss cannot take: the data (file), the first bad
+    value and where it is, the allowed range, the layer whose width sets it, and a fix."""
+    allowed = rule.allowed(node.type)
+    what = "label" if rule.kind == "class" else "target value"
+    found = f"{what} {bad.value!r} at {bad.where()}"
+    if bad.count > 1:
+        found += f" (the first of {bad.count:,} out of {bad.total:,})"
+    details = [f"expected: {allowed}", f"found: {found}"]
+    notes, fixes = [], []
+    if rule.kind == "class":
+        classes = rule.classes(node.type)
+        values = np.unique(t[(t < 0) | (t >= classes)] if t.dtype.kind in "iu" else np.asarray([bad.value]))
+        if rule.ignore is not None:
+            values = values[values != rule.ignore]
+        names = list(class_names or [])
+        if names:
+            details.append(f"the data has {len(names)} classes, the network {classes}: out of range are "
+                           + abbreviated(f"{v} ({names[v]!r})" for v in values.tolist() if 0 <= v < len(names)))
+        elif len(values) > 1:
+            details.append("found values: " + abbreviated(str(v) for v in values.tolist()))
+        width, setter = _width_setter(program, node)
+        layer = f"{node.op} '{node.name}'"
+        notes.append((node.span, f"the {classes} classes of head '{spec.head}' are set by {layer}"
+                      + (f": {setter} = {classes}" if setter else "")))
+        hi = int(values.max()) if len(values) and t.dtype.kind in "iu" else None
+        if hi is not None and hi >= classes and hi < 100_000:
+            if setter in program.params:
+                fixes.append(f"give the network the classes the data has: -D {setter}={hi + 1}")
+            else:
+                fixes.append(f"give {layer} {hi + 1} outputs")
+        keep = ", ".join(map(str, range(min(classes, 6)))) + (", ..." if classes > 6 else "")
+        fixes.append(("or " if fixes else "") + f"keep {classes} classes of the data with `dataset ... "
+                     f"classes=[{keep}]` in the train section, or filter the data")
+    else:
+        fixes.append("fix or drop those samples in the data")
+    message = (f"{what}s out of range for the {spec.kind} loss of head '{spec.head}'" if rule.kind == "class"
+               else f"invalid target values for the {spec.kind} loss of head '{spec.head}'")
+    return Diagnostic("error", message, Span(str(source), 0, 0), details, "; ".join(fixes), notes,
+                      code="data-labels")
+
+
+def _width_setter(program, node) -> tuple[str | None, str | None]:
+    """(option, source text) of the option that sets a head's channel count, e.g.
+    ('units', 'classes') for `dense classes -> logits`: the text is a network parameter
+    when a -D can change it."""
+    from cnndsl.ops.registry import get_op
+
+    op = get_op(node.op)
+    positional = op.positional if op is not None else []
+    if not positional:
+        return None, None
+    attr = positional[0].name
+    span = node.attr_spans.get(attr)
+    if span is None or span.end_line != span.line or span.end_column is None:
+        return attr, None
+    line = SourceFiles.line(span.file, span.line)
+    return attr, (line[span.column - 1:span.end_column - 1].strip() if line else None)

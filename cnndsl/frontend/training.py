@@ -77,6 +77,8 @@ class Augmentation:
 @dataclass(frozen=True)
 class TrainingConfig:
     dataset: str | None = None  # a dataset name (`digits`) or a path ("data/shapes")
+    # `dataset digits classes=[5, 6, 7, 8, 9]`: keep these labels only, renumbered 0, 1, ... in this order
+    dataset_classes: tuple[int, ...] | None = None
     epochs: int = 10
     batch: int = 32
     seed: int = 0
@@ -121,7 +123,7 @@ def select_nodes(graph: Graph, names) -> list[str]:
 # ---- the schema ---------------------------------------------------------------
 @dataclass(frozen=True)
 class Opt:
-    """One value of a setting. kind: int | float | bool | word | text | floats | pair."""
+    """One value of a setting. kind: int | float | bool | word | text | floats | ints | pair."""
 
     name: str
     kind: str
@@ -162,6 +164,14 @@ class Opt:
             if not items or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in items):
                 raise ValueError(f"{self.name} takes a number or a list [a, b, c], got {_desc(v)}")
             v = tuple(float(x) for x in items)
+        elif k == "ints":
+            items = v if isinstance(v, tuple) else (v,)
+            if not items or any(isinstance(x, bool) or not isinstance(x, (int, float)) or float(x) != int(x)
+                                for x in items):
+                raise ValueError(f"{self.name} takes a whole number or a list [a, b, c], got {_desc(v)}")
+            v = tuple(int(x) for x in items)
+            if len(set(v)) != len(v):
+                raise ValueError(f"{self.name} lists a value twice: {show(v)}")
         elif k == "pair":
             if isinstance(v, tuple) and len(v) == 2 and all(
                     isinstance(x, int) and not isinstance(x, bool) for x in v):
@@ -194,6 +204,9 @@ def _num(x: float) -> str:
 def _desc(v: Any) -> str:
     return f"'{v}'" if isinstance(v, str) else show(v)
 
+
+DATASET_CLASSES = Opt("classes", "ints", None, "the labels to keep, renumbered 0, 1, ... in the order listed",
+                      minimum=0)
 
 P = lambda default: Opt("p", "float", default, "probability of applying it to a sample", minimum=0, maximum=1)  # noqa: E731
 
@@ -297,7 +310,7 @@ def _loss_options() -> dict[str, dict[str, "Opt"]]:
 
 
 SETTINGS: dict[str, str] = {  # setting -> how it is written (for did-you-mean and docs)
-    "dataset": "dataset NAME | dataset \"path\"",
+    "dataset": "dataset NAME | dataset \"path\" [classes=[a, b, ...]]",
     "epochs": "epochs N",
     "batch": "batch N",
     "seed": "seed N",
@@ -397,8 +410,11 @@ class TrainingBuilder:
             raise _Fail
         cfg["spans"][name if name not in ("loss", "metric") else f"{name}:{self._head_name(s)}"] = s.span
         if name == "dataset":
-            (v,), _ = self.values(s, [Opt("dataset", "text", REQUIRED, positional=True)], {})
+            (v,), opts = self.values(s, [Opt("dataset", "text", REQUIRED, positional=True)],
+                                     {"classes": DATASET_CLASSES})
             cfg["dataset"] = v
+            if "classes" in opts:
+                cfg["dataset_classes"] = opts["classes"]
         elif name in _SCALARS:
             (v,), _ = self.values(s, [replace(_SCALARS[name], default=REQUIRED, positional=True)], {})
             cfg[name] = v

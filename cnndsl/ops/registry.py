@@ -227,6 +227,9 @@ class OpDef:
     flops_doc: str = ""  # how `flops` counts, for docs/layers.md
     # loss ops: head type -> (shape, dtype) of the target a head's loss compares against
     target: Callable[[TensorType], tuple[tuple[int, ...], str]] | None = None
+    # loss ops: the values a target may hold (cnndsl/ops/training/targets.py), checked where data
+    # enters, since loss kernels index with class targets and Numba does not check bounds
+    target_values: Any = None
     # filled by the backend and training stages:
     reference: Callable | None = None
     gradient: Callable | None = None

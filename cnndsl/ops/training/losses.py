@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from cnndsl.ir.graph import TensorType
 from cnndsl.ops.registry import Attr, OpDef, ShapeContext, register
+from cnndsl.ops.training.targets import ClassIndices, RealValues
 
 WEIGHT = Attr("weight", "float", 1.0, "multiplier of this loss in the total", minimum=0)
 HEAD = Attr("head", "name", doc="the output head this loss belongs to")
+IGNORE_INDEX = -1  # pixel_cross_entropy skips pixels labelled so (zero loss and gradient)
 
 
 def _target_shape(ctx: ShapeContext) -> None:
@@ -58,20 +60,22 @@ def _any_rank(ctx: ShapeContext) -> TensorType:
     return ctx.inputs[0]
 
 
-def _loss(name, doc, shape, target, shape_doc):
+def _loss(name, doc, shape, target, shape_doc, values):
     return register(OpDef(name=name, doc=doc, attrs=(WEIGHT, HEAD), min_inputs=2, max_inputs=2, shape=shape,
-                          category="loss", target=target, shape_doc=shape_doc))
+                          category="loss", target=target, target_values=values, shape_doc=shape_doc))
 
 
 CROSS_ENTROPY = _loss("cross_entropy", "Softmax + cross-entropy over K class scores, mean over the batch.",
                       _needs_rank(1, "a vector of K class scores"), _class_index_target,
-                      "head K, target a class index per sample")
+                      "head K, target a class index per sample", ClassIndices())
 PIXEL_CROSS_ENTROPY = _loss("pixel_cross_entropy", "Softmax + cross-entropy per pixel, mean over N*H*W.",
                             _needs_rank(3, "a K x H x W map of class scores"), _pixel_target,
-                            "head K x H x W, target H x W class indices")
-MSE = _loss("mse", "Mean squared error over all elements.", _any_rank, _same_target, "target shaped like the head")
+                            "head K x H x W, target H x W class indices (-1: ignored)",
+                            ClassIndices(ignore=IGNORE_INDEX))
+MSE = _loss("mse", "Mean squared error over all elements.", _any_rank, _same_target, "target shaped like the head",
+            RealValues())
 SMOOTH_L1 = _loss("smooth_l1", "Smooth L1 (Huber, beta=1) over all elements, for box regression.", _any_rank,
-                  _same_target, "target shaped like the head")
+                  _same_target, "target shaped like the head", RealValues())
 
 TARGET = register(OpDef(
     name="target",

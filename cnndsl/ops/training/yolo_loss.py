@@ -14,6 +14,7 @@ from __future__ import annotations
 from cnndsl.ir.graph import TensorType
 from cnndsl.ops.registry import Attr, OpDef, ShapeContext, register
 from cnndsl.ops.training.losses import HEAD, WEIGHT, _same_target, _target_shape
+from cnndsl.ops.training.targets import RealValues
 
 NOOBJ = Attr("noobj", "float", 0.5, "weight of the objectness loss of predictors without an object", minimum=0)
 COORD = Attr("coord", "float", 5.0, "weight of the box loss", minimum=0)
@@ -38,4 +39,4 @@ def _shape(ctx: ShapeContext) -> TensorType:
 YOLO = register(OpDef(name="yolo", doc="YOLO-style detection loss: objectness BCE on every grid cell (times noobj "
                       "where empty), box squared error (times coord) and class cross-entropy where an object is.",
                       attrs=(WEIGHT, HEAD) + OPTIONS, min_inputs=2, max_inputs=2, shape=_shape, category="loss",
-                      target=_same_target, shape_doc="head (classes+5)*boxes x GH x GW, target the same (encoded grid)"))
+                      target=_same_target, target_values=RealValues(unit_from=4), shape_doc="head (classes+5)*boxes x GH x GW, target the same (encoded grid)"))
