@@ -6,7 +6,9 @@ out-of-bounds write that corrupts memory (seen: a segfault for 10^7, "double fre
 for 5 on a 5-class head, a loss of -2.25e28 and exit 0 for 10^5). Every target is therefore
 checked against its rule where it enters: once per data set with the file's name
 (`cnndsl.train.data.check_dataset_targets`), and on every batch fed to a model
-(`cnndsl.model.Model`), which costs one min/max over the batch's targets.
+(`cnndsl.model.Model`), which costs one min/max over the batch's targets: measured 9 us for a
+LeNet-5 batch of 64 labels and 34 us for a U-Net batch of 64 32x32 masks, against milliseconds
+per training step.
 
 A rule finds the first bad value (`first_bad`) and says what is allowed (`allowed`); the
 caller words the error, since only it knows the file and the layer.
