@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import math
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterator, Mapping, Union
 
 import numpy as np
 
-from cnndsl.diagnostics import file_error
+from cnndsl.diagnostics import abbreviated, file_error
+from cnndsl.io.files import check_budget, open_regular
+
+npy_format = np.lib.format
 
 Labels = Union[np.ndarray, Mapping[str, np.ndarray]]
 
@@ -117,6 +121,85 @@ def _kind(c: int) -> str:
     return {1: "grayscale", 3: "RGB"}.get(c, f"{c}-channel")
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+# What reading a hostile zip member can raise: a bad archive, an unsupported compression method
+# (NotImplementedError), an encrypted member (RuntimeError), a corrupt deflate stream, a short file.
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, zlib.error,
+               EOFError, OSError, ValueError, OverflowError)
+
+
+def _npy_header(path, f, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) from the .npy header at the start of `f`, without reading the
+    data; object arrays (pickles) are refused."""
+    try:
+        version = npy_format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = npy_format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy_format.read_array_header_2_0(f)
+        else:  # 3.0 (UTF-8 field names): no public reader
+            shape, fortran, dtype = npy_format._read_array_header(f, version)
+    except _ZIP_ERRORS as e:
+        raise file_error(path, f"cannot read the NumPy array header of {where}",
+                         expected="a .npy array header", found=str(e) or type(e).__name__,
+                         code="data-format") from None
+    if dtype.hasobject:
+        raise file_error(path, f"cannot read the arrays in the data file: {where} is an object array",
+                         expected="numeric arrays (not object arrays: loading those runs pickled code)",
+                         found=f"dtype {dtype}", code="data-format")
+    return tuple(int(d) for d in shape), bool(fortran), dtype
+
+
+def _read_npz(path: Path, archive: zipfile.ZipFile) -> tuple[str, str, np.ndarray, np.ndarray]:
+    """(image key, label key, images, labels) of an open .npz archive.
+
+    Before any array is read, each one's .npy header is checked against what the zip directory
+    says the member holds once decompressed (they must agree to the byte: a header that lies
+    would make NumPy allocate what it declares), and the two arrays, with the float32 images and
+    int64 labels made from them, against the memory budget. Decompression then stops at the
+    declared size (zipfile never returns more), so a zip bomb cannot grow beyond it."""
+    members = {}
+    for info in archive.infolist():
+        key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        members.setdefault(key, info)
+    keys = list(members)
+    pair = next(((a, b) for a, b in _KEY_PAIRS if a in keys and b in keys), None)
+    if pair is None:
+        raise file_error(path, "data file lacks the image and label arrays",
+                         expected="keys 'x' and 'y' (or 'images' and 'labels')",
+                         found="keys " + (abbreviated(repr(k) for k in keys) if keys else "none"),
+                         help="np.savez(path, x=images, y=labels)", code="data-keys")
+    headers, need = {}, 0
+    for key, out_size in zip(pair, (4, 8)):  # images become float32, labels int64
+        info = members[key]
+        where = f"member '{info.filename}'"
+        with archive.open(info) as member:
+            if member.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+                raise file_error(path, f"data file {where} is not a NumPy array",
+                                 expected="an .npy array (np.savez writes them)",
+                                 found=f"{info.file_size:,} bytes of something else", code="data-format")
+        with archive.open(info) as member:
+            shape, fortran, dtype = _npy_header(path, member, where)
+            header_len = member.tell()
+        count = math.prod(shape)  # Python integers: a lying shape cannot overflow
+        nbytes = count * dtype.itemsize
+        if header_len + nbytes != info.file_size:
+            raise file_error(path, f"data file is corrupt: {where} does not hold the array its header declares",
+                             expected=f"{header_len + nbytes:,} bytes for {dtype} {_shape_text(shape)}",
+                             found=f"{info.file_size:,} bytes (the zip directory's uncompressed size)",
+                             code="data-format")
+        headers[key] = (shape, fortran, dtype)
+        need += nbytes + count * out_size
+    check_budget(path, "data file", need,
+                 f"'{pair[0]}' {_shape_text(headers[pair[0]][0])} and '{pair[1]}' "
+                 f"{_shape_text(headers[pair[1]][0])} need that much once loaded")
+    arrays = []
+    for key in pair:
+        with archive.open(members[key]) as member:
+            arrays.append(npy_format.read_array(member, allow_pickle=False))
+    return pair[0], pair[1], arrays[0], arrays[1]
+
+
 def load_npz_dataset(path, expected_shape, num_classes: int | None = None,
                      name: str | None = None) -> Dataset:
     """Read a user's `.npz` data set and check it against the network input (C, H, W).
@@ -136,33 +219,23 @@ def load_npz_dataset(path, expected_shape, num_classes: int | None = None,
     if path.is_dir():
         raise file_error(path, "data path is a directory, not a file",
                          expected="a .npz file with x and y arrays", found="a directory", code="data-missing")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise file_error(path, "cannot read data file as .npz",
-                         expected="a NumPy .npz archive (np.savez(path, x=images, y=labels))",
-                         found=str(e) or type(e).__name__, code="data-format") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise file_error(path, "data file is a single .npy array, not an .npz archive",
-                         expected="an .npz archive with x and y arrays",
-                         found=f"one array of shape {_shape_text(npz.shape)}",
-                         help="save images and labels together: np.savez(path, x=images, y=labels)",
-                         code="data-format")
-    with npz:
-        keys = list(npz.files)
-        pair = next(((a, b) for a, b in _KEY_PAIRS if a in keys and b in keys), None)
-        if pair is None:
-            raise file_error(path, "data file lacks the image and label arrays",
-                             expected="keys 'x' and 'y' (or 'images' and 'labels')",
-                             found="keys " + (", ".join(repr(k) for k in keys) if keys else "none"),
-                             help="np.savez(path, x=images, y=labels)", code="data-keys")
-        xk, yk = pair
+    with open_regular(path, "data file") as f:  # a FIFO or a device is refused here
         try:
-            x, y = npz[xk], npz[yk]
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-            raise file_error(path, "cannot read the arrays in the data file",
-                             expected="numeric arrays (not object arrays)", found=str(e),
-                             code="data-format") from None
+            start = f.read(len(_NPY_MAGIC))
+            f.seek(0)
+            if start == _NPY_MAGIC:
+                shape, _, _ = _npy_header(path, f, "the file")
+                raise file_error(path, "data file is a single .npy array, not an .npz archive",
+                                 expected="an .npz archive with x and y arrays",
+                                 found=f"one array of shape {_shape_text(shape)}",
+                                 help="save images and labels together: np.savez(path, x=images, y=labels)",
+                                 code="data-format")
+            with zipfile.ZipFile(f) as archive:
+                xk, yk, x, y = _read_npz(path, archive)
+        except _ZIP_ERRORS as e:
+            raise file_error(path, "cannot read data file as .npz",
+                             expected="a NumPy .npz archive (np.savez(path, x=images, y=labels))",
+                             found=str(e) or type(e).__name__, code="data-format") from None
 
     # images
     if x.dtype == np.uint8:

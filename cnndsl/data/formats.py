@@ -26,6 +26,7 @@ test split.
 from __future__ import annotations
 
 import gzip
+import math
 import re
 import zlib
 from pathlib import Path
@@ -35,6 +36,7 @@ import numpy as np
 
 from cnndsl.data.dataset import Dataset, load_npz_dataset
 from cnndsl.diagnostics import CnnError, Diagnostic, file_error
+from cnndsl.io.files import check_budget, file_size, human_bytes, open_regular, read_head
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -102,12 +104,8 @@ def _need_dir(path: Path, what: str) -> None:
 
 
 def _head(path: Path, n: int = 8) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(n)
-    except OSError as e:
-        raise file_error(path, "cannot read data file", expected="a readable file", found=e.strerror or str(e),
-                         code="data-format") from None
+    """The first bytes of a data file; a FIFO or a device is refused (opening a FIFO blocks)."""
+    return read_head(path, "data file", n)
 
 
 def _is_pickle(head: bytes) -> bool:
@@ -125,22 +123,48 @@ def _pickle_error(path: Path, what: str = "data file") -> CnnError:
         code="data-pickle")
 
 
-def _read_bytes(path: Path, what: str) -> bytes:
-    """The file's bytes, gunzipped when it is gzip-compressed (by content)."""
+def _read_idx(path: Path, kind: str) -> np.ndarray:
+    """The uint8 array of an IDX file, gunzipped when it is gzip-compressed (by content).
+
+    A gzip file is decompressed as a stream: the header first, then at most the bytes the header
+    declares (checked against the memory budget) and one more, so a decompression bomb stops at
+    the first byte beyond what the header announced instead of filling the memory."""
+    what = f"IDX {kind} file"
     _need_file(path, what)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise file_error(path, f"cannot read {what}", expected="a readable file", found=e.strerror or str(e),
-                         code="data-format") from None
-    if data[:2] == _GZIP_MAGIC:
+    with open_regular(path, what) as f:
         try:
-            data = gzip.decompress(data)
+            gz = f.read(2) == _GZIP_MAGIC
+            f.seek(0)
+            if not gz:
+                size = file_size(f)
+                check_budget(path, what, size, f"the file holds {human_bytes(size)}")
+                return _parse_idx(path, f.read(), kind)
+            with gzip.GzipFile(fileobj=f, mode="rb") as src:
+                return _read_idx_stream(path, src, kind)
         except (OSError, EOFError, zlib.error) as e:
+            if not gz:
+                raise file_error(path, f"cannot read {what}", expected="a readable file",
+                                 found=e.strerror or str(e), code="data-format") from None
             raise file_error(path, f"cannot decompress {what} (truncated or corrupt .gz?)",
                              expected="a complete gzip file", found=str(e) or type(e).__name__,
                              help="download the file again", code="data-format") from None
-    return data
+
+
+def _read_idx_stream(path: Path, src, kind: str) -> np.ndarray:
+    head = src.read(4)
+    if len(head) == 4 and head[:2] == b"\0\0":
+        head += src.read(4 * head[3])
+    header, dims, size = _idx_header(path, head, kind)
+    _idx_budget(path, kind, dims, size)  # before decompressing a byte of the body
+    body = src.read(size + 1)
+    if len(body) > size:
+        what = f"{dims[0]} images of {dims[1]}x{dims[2]}" if kind == "images" else f"{dims[0]} labels"
+        raise file_error(path, f"IDX {kind} file is longer than its header says",
+                         expected=f"{size} data bytes after the header ({what})",
+                         found=f"more than {size} bytes once decompressed",
+                         help="a corrupt file, or a decompression bomb: check where it came from",
+                         code="data-format")
+    return _parse_idx(path, head + body, kind)
 
 
 def _check_shape(path, shape, expected_shape, n: int, help_extra: str = "") -> None:
@@ -171,8 +195,9 @@ def _check_labels(path, y: np.ndarray, num_classes: int | None) -> None:
 
 
 # ---------------------------------------------------------------------------- IDX (MNIST)
-def _parse_idx(path: Path, data: bytes, kind: str) -> np.ndarray:
-    """The uint8 array of an IDX file; kind is 'images' (3 dims) or 'labels' (1 dim)."""
+def _idx_header(path: Path, data: bytes, kind: str) -> tuple[int, tuple[int, ...], int]:
+    """(header length, dims, data size) of an IDX file starting with `data`, checked against the
+    memory budget; kind is 'images' (3 dims) or 'labels' (1 dim)."""
     want_magic = IDX_IMAGES_MAGIC if kind == "images" else IDX_LABELS_MAGIC
     want_ndim = 3 if kind == "images" else 1
     want = f"an IDX {kind} file (magic number 0x{want_magic:08X}, " + \
@@ -208,7 +233,20 @@ def _parse_idx(path: Path, data: bytes, kind: str) -> np.ndarray:
         raise file_error(path, f"IDX {kind} file is truncated inside its header",
                          expected=f"{header} header bytes", found=f"{len(data)} bytes", code="data-truncated")
     dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    size = int(np.prod(dims, dtype=np.int64))
+    size = math.prod(dims)  # Python integers: three 32-bit dims overflow int64 (they wrapped before)
+    return header, dims, size
+
+
+def _idx_budget(path: Path, kind: str, dims: tuple[int, ...], size: int) -> None:
+    what = f"{dims[0]} images of {dims[1]}x{dims[2]}" if kind == "images" else f"{dims[0]} labels"
+    # the raw bytes, plus the float32 images (4 bytes a pixel) or int64 labels (8) made from them
+    check_budget(path, f"IDX {kind} file", size * (5 if kind == "images" else 9),
+                 f"the header declares {what}")
+
+
+def _parse_idx(path: Path, data: bytes, kind: str) -> np.ndarray:
+    """The uint8 array of an IDX file; kind is 'images' (3 dims) or 'labels' (1 dim)."""
+    header, dims, size = _idx_header(path, data, kind)
     body = len(data) - header
     what = f"{dims[0]} images of {dims[1]}x{dims[2]}" if kind == "images" else f"{dims[0]} labels"
     if body < size:
@@ -221,6 +259,7 @@ def _parse_idx(path: Path, data: bytes, kind: str) -> np.ndarray:
         raise file_error(path, f"IDX {kind} file is longer than its header says",
                          expected=f"{size} data bytes after the header ({what})",
                          found=f"{body} bytes ({body - size} extra)", code="data-format")
+    _idx_budget(path, kind, dims, size)
     return np.frombuffer(data, dtype=np.uint8, count=size, offset=header).reshape(dims)
 
 
@@ -231,8 +270,8 @@ def load_idx(images_path, labels_path, expected_shape=None, num_classes: int | N
     expected_shape: the network input (1, H, W), checked when given.
     Pixels are divided by 255; labels are int64."""
     images_path, labels_path = Path(images_path), Path(labels_path)
-    images = _parse_idx(images_path, _read_bytes(images_path, "IDX images file"), "images")
-    labels = _parse_idx(labels_path, _read_bytes(labels_path, "IDX labels file"), "labels")
+    images = _read_idx(images_path, "images")
+    labels = _read_idx(labels_path, "labels")
     n, h, w = images.shape
     if len(labels) != n:
         raise file_error(labels_path, "the image and label files hold different numbers of samples",
@@ -283,11 +322,16 @@ def _read_cifar(path: Path) -> tuple[np.ndarray, np.ndarray]:
                          expected=f"an uncompressed CIFAR-10 binary batch ({CIFAR_RECORD}-byte records)",
                          found="a gzip file (cifar-10-binary.tar.gz?)",
                          help="extract it first: tar xzf cifar-10-binary.tar.gz", code="data-format")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise file_error(path, "cannot read CIFAR-10 batch file", expected="a readable file",
-                         found=e.strerror or str(e), code="data-format") from None
+    with open_regular(path, "CIFAR-10 batch file") as f:
+        size = file_size(f)
+        # the raw bytes, then the float32 images made from them (4 bytes a pixel)
+        check_budget(path, "CIFAR-10 batch file", size * 5,
+                     f"{size // CIFAR_RECORD:,} records of 3x32x32 pixels")
+        try:
+            data = f.read(size)
+        except OSError as e:
+            raise file_error(path, "cannot read CIFAR-10 batch file", expected="a readable file",
+                             found=e.strerror or str(e), code="data-format") from None
     want = f"CIFAR-10 binary records of {CIFAR_RECORD} bytes (1 label byte, then 3072 pixel bytes: " \
            "1024 red, 1024 green, 1024 blue, row by row)"
     size = len(data)
@@ -382,8 +426,10 @@ def load_cifar10_folder(folder, split: str = "train", expected_shape=None,
 
 # ---------------------------------------------------------------------------- image folders
 def _image_files(folder: Path) -> list[Path]:
+    # Not only regular files: a FIFO or a device named like an image is refused when it is read,
+    # not skipped in silence.
     return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
@@ -393,22 +439,16 @@ def _class_folders(root: Path) -> list[Path]:
 
 def _load_resized(path: Path, expected) -> np.ndarray:
     """Any image Pillow reads, converted to the expected channel count and resized (bilinear)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image
+
+    from cnndsl.io.images import decode_image, non_finite_error
 
     c, h, w = expected
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-    except UnidentifiedImageError:
-        raise file_error(path, "not an image file Pillow can read", expected="a PNG or JPEG image",
-                         found=f"{path.stat().st_size} bytes starting with {_head(path)!r}",
-                         code="image-unreadable") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise file_error(path, "cannot decode image (corrupt or truncated?)", expected="a complete PNG or JPEG image",
-                         found=str(e), code="image-unreadable") from None
+    im = decode_image(path)  # FIFOs, devices, decompression bombs and corrupt files are refused
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # high bit depth grey: keep the precision
         arr = np.asarray(im).astype(np.float32)
+        if not np.all(np.isfinite(arr)):  # a float TIFF can hold NaN, which clip() keeps
+            raise non_finite_error(path, arr)
         if im.mode != "F":
             arr /= np.float32(255 if im.mode == "I" and arr.max(initial=0) <= 255 else 65535)
         arr = np.clip(arr, 0, 1)
@@ -453,12 +493,19 @@ def load_image_folder(root, expected_shape, resize: bool = False, num_classes: i
                          found=f"{len(classes)}: " + ", ".join(p.name for p in classes[:12]), code="data-labels")
     images: list[np.ndarray] = []
     labels: list[int] = []
-    for k, folder in enumerate(classes):
+    files_of = []
+    for folder in classes:
         files = _image_files(folder)
         if not files:
             raise file_error(folder, f"class folder '{folder.name}' has no images",
                              expected=f"image files ({', '.join(IMAGE_SUFFIXES[:3])}, ...)",
                              found=_listing(folder), help="remove the folder or add images", code="data-format")
+        files_of.append(files)
+    total = sum(len(files) for files in files_of)
+    # each image twice (the list, then the stacked array), float32
+    check_budget(root, "image folder", total * math.prod(expected) * 4 * 2,
+                 f"{total:,} images of {_shape_text(expected)}")
+    for k, files in enumerate(files_of):
         for f in files:
             if resize:
                 images.append(_load_resized(f, expected))
@@ -517,7 +564,7 @@ def _idx_magic(path: Path) -> bytes:
     head = _head(path, 4)
     if head[:2] == _GZIP_MAGIC:
         try:
-            with gzip.open(path, "rb") as f:
+            with open_regular(path, "data file") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as f:
                 return f.read(4)
         except (OSError, EOFError, zlib.error):
             return b""

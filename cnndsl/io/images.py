@@ -19,13 +19,21 @@ a wrong size or channel count is an error with the command that would fix it.
 """
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from cnndsl.diagnostics import file_error
+from cnndsl.diagnostics import CnnError, file_error
+from cnndsl.io.files import check_budget, file_size, open_regular
 
 _NPY_MAGIC = b"\x93NUMPY"
+# An image with more than this many times the pixels of the network's input is refused from its
+# header, before decoding: it cannot be used as it is (cnndsl never resizes silently), so decoding
+# it would only spend memory to report a size error. Images up to this factor are decoded so that
+# the message can name their channel count as well.
+MUCH_LARGER = 4
 
 
 def describe_shape(shape, mode: str | None = None) -> str:
@@ -71,17 +79,39 @@ def _missing_or_dir(path: Path) -> None:
 
 def _from_npy(path: Path, expected) -> np.ndarray:
     c, h, w = expected
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise file_error(path, "cannot read .npy image", expected="a NumPy array file (no pickles)",
-                         found=str(e), code="image-unreadable") from None
-    except OSError as e:
-        raise file_error(path, "cannot read .npy image", expected="a NumPy array file",
-                         found=e.strerror or str(e), code="image-unreadable") from None
+    npy = np.lib.format
+    with open_regular(path, "image file") as f:
+        try:
+            version = npy.read_magic(f)
+            shape, fortran, dtype = npy._read_array_header(f, version) if version not in ((1, 0), (2, 0)) \
+                else (npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0)(f)
+            if dtype.hasobject:
+                raise ValueError(f"an object array (dtype {dtype}): loading it would unpickle code")
+            # The header's shape is checked against the file size before NumPy allocates it.
+            nbytes = math.prod(shape) * dtype.itemsize
+            if f.tell() + nbytes != file_size(f):
+                raise ValueError(f"the header declares {dtype} {tuple(shape)} = {nbytes:,} data bytes, "
+                                 f"the file holds {file_size(f) - f.tell():,}")
+            if math.prod(shape) > MUCH_LARGER * c * h * w:
+                raise file_error(path, "the .npy array is far larger than the network's input",
+                                 expected=f"shape ({c}, {h}, {w}) for {describe_shape(expected)}",
+                                 found=f"shape {tuple(shape)} (not loaded)", code="image-shape")
+            check_budget(path, "image file", nbytes + math.prod(shape) * 4, f"an array of shape {tuple(shape)}")
+            f.seek(0)  # read_array reads the header again
+            arr = npy.read_array(f, allow_pickle=False)
+        except CnnError:
+            raise
+        except (ValueError, EOFError, OverflowError, SyntaxError) as e:
+            raise file_error(path, "cannot read .npy image", expected="a NumPy array file (no pickles)",
+                             found=str(e)[:200], code="image-unreadable") from None
+        except OSError as e:
+            raise file_error(path, "cannot read .npy image", expected="a NumPy array file",
+                             found=e.strerror or str(e), code="image-unreadable") from None
     if not isinstance(arr, np.ndarray):
         raise file_error(path, "cannot read .npy image", expected="a single array",
                          found=type(arr).__name__, code="image-unreadable")
+    if arr.dtype.byteorder not in ("=", "|"):  # big-endian '>u2' is uint16 too
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     raw_shape = arr.shape
     if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
@@ -119,24 +149,67 @@ def _from_npy(path: Path, expected) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _from_pillow(path: Path, expected) -> np.ndarray:
+def non_finite_error(path: Path, arr: np.ndarray) -> CnnError:
+    return file_error(path, "image contains NaN or infinity", expected="finite values in [0, 1]",
+                      found=f"{int(arr.size - np.count_nonzero(np.isfinite(arr)))} non-finite values",
+                      code="image-range")
+
+
+def decode_image(path, expected=None):
+    """Open and decode an image with Pillow (EXIF orientation applied), or raise a `CnnError`.
+
+    Refused: a missing file, a directory, a FIFO or a device; a file Pillow cannot identify or
+    decode; an image over Pillow's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`, 89 million
+    pixels; Pillow only warns between 1x and 2x that limit: here both are errors); and, when
+    `expected` (C, H, W) is given, an image of another size with more than MUCH_LARGER times its
+    pixels, from the header, before decoding."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-    except UnidentifiedImageError:
-        with open(path, "rb") as f:
-            start = f.read(16)
-        raise file_error(path, "not an image file Pillow can read",
-                         expected="a PNG or JPEG image (or a .npy array)",
-                         found=f"{path.stat().st_size} bytes starting with {start[:8]!r}",
-                         code="image-unreadable") from None
-    except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
-        raise file_error(path, "cannot decode image (corrupt or truncated?)",
-                         expected="a complete PNG or JPEG image", found=str(e),
-                         code="image-unreadable") from None
+    path = Path(path)
+    _missing_or_dir(path)
+    with open_regular(path, "image file") as f:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(f) as im:
+                    if expected is not None:
+                        _refuse_much_larger(path, im, expected)
+                    im.load()
+                    return ImageOps.exif_transpose(im)
+        except CnnError:
+            raise
+        except UnidentifiedImageError:
+            f.seek(0)
+            start = f.read(8)
+            raise file_error(path, "not an image file Pillow can read",
+                             expected="a PNG or JPEG image (or a .npy array)",
+                             found=f"{file_size(f)} bytes starting with {start!r}",
+                             code="image-unreadable") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise file_error(path, "image is too large to decode safely (a decompression bomb?)",
+                             expected=f"at most {Image.MAX_IMAGE_PIXELS:,} pixels (Pillow's limit)",
+                             found=str(e).split(" could be")[0], code="image-too-large") from None
+        except Exception as e:  # noqa: BLE001 - Pillow's decoders parse hostile bytes and raise
+            # more than OSError/SyntaxError/ValueError on them (struct.error, IndexError,
+            # ZeroDivisionError, MemoryError, ...); each is a bad file, never our bug.
+            raise file_error(path, "cannot decode image (corrupt or truncated?)",
+                             expected="a complete PNG or JPEG image",
+                             found=str(e) or type(e).__name__, code="image-unreadable") from None
+
+
+def _refuse_much_larger(path: Path, im, expected) -> None:
+    c, h, w = expected
+    if (im.width, im.height) == (w, h) or im.width * im.height <= MUCH_LARGER * h * w:
+        return
+    raise file_error(path, "image has the wrong size for the network's input (refused before decoding)",
+                     expected=describe_shape(expected),
+                     found=f"{im.height}x{im.width} (height x width) {im.mode} image, "
+                           f"{im.width * im.height / (h * w):,.0f} times the input's pixels",
+                     help=f"resize it to {w}x{h}, e.g. Image.open(p).resize(({w}, {h}))", code="image-shape")
+
+
+def _from_pillow(path: Path, expected) -> np.ndarray:
+    im = decode_image(path, expected)
     mode = im.mode
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -166,6 +239,8 @@ def _from_pillow(path: Path, expected) -> np.ndarray:
         arr /= np.float32(255 if arr.max(initial=0) <= 255 else 65535)
     elif im.mode == "F":
         arr = arr.astype(np.float32)
+        if not np.all(np.isfinite(arr)):  # NaN compares false with every bound below
+            raise non_finite_error(path, arr)
         if arr.min(initial=0) < 0 or arr.max(initial=0) > 1:
             raise file_error(path, "floating-point image values are outside [0, 1]",
                              expected="values in [0, 1]",
@@ -194,12 +269,12 @@ def load_image(path, expected_shape) -> np.ndarray:
     if len(expected) != 3:
         raise ValueError(f"expected_shape must be (C, H, W), got {expected_shape!r}")
     _missing_or_dir(path)
-    try:
-        with open(path, "rb") as f:
+    with open_regular(path, "image file") as f:  # a FIFO or a device is refused here
+        try:
             start = f.read(8)
-    except OSError as e:
-        raise file_error(path, "cannot read image file", expected="a readable file",
-                         found=e.strerror or str(e), code="image-unreadable") from None
+        except OSError as e:
+            raise file_error(path, "cannot read image file", expected="a readable file",
+                             found=e.strerror or str(e), code="image-unreadable") from None
     if path.suffix.lower() == ".npz" or start.startswith(b"PK\x03\x04"):
         raise file_error(path, "this is an .npz archive, not a single image",
                          expected="a PNG, JPEG or .npy file",
