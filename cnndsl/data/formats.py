@@ -314,7 +314,7 @@ def load_idx_folder(folder, split: str = "train", expected_shape=None, num_class
 # ---------------------------------------------------------------------------- CIFAR-10 binary
 def _read_cifar(path: Path) -> tuple[np.ndarray, np.ndarray]:
     _need_file(path, "CIFAR-10 batch file")
-    head = _head(path)
+    head = read_head(path, "CIFAR-10 batch file", 8)
     if _is_pickle(head):
         raise _pickle_error(path, "CIFAR-10 batch file")
     if head[:2] == _GZIP_MAGIC:
