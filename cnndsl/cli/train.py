@@ -1,9 +1,11 @@
 """train, eval, predict: commands that compile a model and run it."""
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -14,7 +16,7 @@ import numpy as np
 from cnndsl.cli.main import cli, print_diagnostics
 from cnndsl.cli.options import load_model, model_options
 from cnndsl.cli.compile import opt_level_option, selected_opt_level
-from cnndsl.diagnostics import CnnError
+from cnndsl.diagnostics import CnnError, Diagnostic, file_error
 
 # Seconds a rank other than 0 waits, on an error every rank meets, before it aborts the job.
 ABORT_GRACE_S = 2.0
@@ -39,12 +41,12 @@ def device_option(fn):
     return wrapper
 
 
-def _compile(file, load_kwargs, seed=None, init_from_file=True):
+def _compile(file, load_kwargs, seed=None, init_from_file=True, opt_level=None):
     from cnndsl.model import Model
 
     program = load_model(file, load_kwargs)
-    return Model(program, seed=seed, opt_level=selected_opt_level(), device=_DEVICE.get(),
-                 init_from_file=init_from_file)
+    return Model(program, seed=seed, opt_level=selected_opt_level() if opt_level is None else opt_level,
+                 device=_DEVICE.get(), init_from_file=init_from_file)
 
 
 def _datasets(model, data: str | None):
@@ -58,9 +60,12 @@ def _datasets(model, data: str | None):
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the file's epoch count.")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Override the batch size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Override the learning rate.")
-@click.option("--seed", type=int, default=None, help="Seed of initialization, data order and dropout.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of initialization, data order and dropout.")
 @click.option("--out", "out_dir", default=None, help="Output folder (default runs/<file name>).")
-@click.option("--resume", "resume_dir", default=None, help="Continue the run saved in this folder.")
+@click.option("--resume", "resume_dir", default=None,
+              help="Continue the run saved in this folder (or its checkpoint.safetensors), with the settings "
+                   "it was started with; --epochs may extend it.")
+@click.option("--overwrite", is_flag=True, help="Replace the run already in the --out folder (default: refuse).")
 @click.option("--data", default=None, help="Dataset: 'digits' (bundled) or a .npz file with x/y arrays.")
 @click.option("--no-augment", is_flag=True, help="Switch the file's augmentation off for this run.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (one line per epoch instead).")
@@ -70,18 +75,20 @@ def _datasets(model, data: str | None):
 @model_options
 @opt_level_option
 @device_option
-def train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_augment, no_progress, distributed,
+def train(file, epochs, batch, lr, seed, out_dir, resume_dir, overwrite, data, no_augment, no_progress, distributed,
           load_kwargs):
     """Train a model on its dataset; writes weights, metrics.json and curves.png to --out."""
     from cnndsl.distributed import get_comm
 
+    given = _given_settings(epochs, batch, lr, seed, data, no_augment, load_kwargs)
+    args = (file, given, out_dir, resume_dir, overwrite, no_progress, load_kwargs)
     comm = get_comm(distributed)
     if comm.size == 1:
-        _train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_augment, no_progress, load_kwargs, comm)
+        _train(*args, comm)
         return
     _share_cores(comm)
     try:
-        _train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_augment, no_progress, load_kwargs, comm)
+        _train(*args, comm)
     except BaseException as e:  # one rank stopping alone would leave the others waiting forever
         if isinstance(e, CnnError) and comm.rank == 0:
             print_diagnostics(e.diagnostics)
@@ -103,19 +110,114 @@ def _share_cores(comm) -> None:
     numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, (os.cpu_count() or 1) // comm.local_size)))
 
 
-def _train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_augment, no_progress, load_kwargs, comm):
+def _given_settings(epochs, batch, lr, seed, data, no_augment, load_kwargs) -> dict:
+    """The run settings (cnndsl.train.run_dir.SETTINGS) typed on this command line, by name."""
+    from click.core import ParameterSource
+
+    given = {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed, "data": data,
+             "profile": load_kwargs["profile"], "network": load_kwargs["network"]}
+    given = {k: v for k, v in given.items() if v is not None}
+    if load_kwargs["defines"]:
+        given["defines"] = dict(load_kwargs["defines"])
+    if no_augment:
+        given["augment"] = False
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.get_parameter_source("opt_level") not in (None, ParameterSource.DEFAULT):
+        given["opt_level"] = selected_opt_level()
+    return given
+
+
+def _train(file, given, out_dir, resume_dir, overwrite, no_progress, load_kwargs, comm):
+    """Validate everything about the output folder before compiling, then train.
+
+    Order: the folder (resumable run / writable / not holding another run), its lock, the
+    checkpoint and the run's saved settings (on --resume), then compile, load the data and
+    check it (Trainer), and only then replace an old run (--overwrite) and train."""
+    from cnndsl.io.weights import load_checkpoint
+    from cnndsl.train import run_dir
+
+    root = comm.rank == 0
+    say = (lambda text: click.echo(text, err=True)) if root else (lambda text: None)
+    if resume_dir is not None and overwrite:
+        raise CnnError([Diagnostic("error", "--resume continues a run and --overwrite replaces it: give one of them",
+                                   code="cli-flags")])
+    if resume_dir is not None:
+        out = run_dir.resume_folder(resume_dir) if root else None
+        out = comm.bcast_object(out) if comm.size > 1 else out
+        if out_dir is not None and os.path.realpath(out_dir) != os.path.realpath(out):
+            raise file_error(out_dir, "--resume continues a run in its own folder; --out names another one",
+                             expected=f"no --out, or --out {out}", found=f"--out {out_dir}",
+                             help="leave --out out (to copy a run, copy its folder and resume the copy)",
+                             code="cli-flags")
+    else:
+        out = Path(out_dir or Path("runs") / Path(file).stem)
+
+    lock = None
+    saved, ckpt = None, None
+    created = root and not out.exists()  # removed again if the run fails before writing anything
+    try:
+        if root:
+            run_dir.check_writable(out, "--resume" if resume_dir is not None else "--out")
+            lock = run_dir.RunLock(out).acquire()
+            removed = run_dir.clean_stale_temps(out)
+            if removed:
+                say(f"removed {len(removed)} temporary file{'s' if len(removed) != 1 else ''} left by an "
+                    f"interrupted write in {out}")
+            if resume_dir is None and not overwrite:
+                run_dir.refuse_existing_run(out)
+            if resume_dir is not None:
+                ckpt = load_checkpoint(out)
+                saved = ckpt.meta.get("settings")
+        saved = comm.bcast_object(saved) if comm.size > 1 else saved
+        settings_ = run_dir.merge_resumed(saved, given, out / run_dir.CHECKPOINT_FILE) if resume_dir is not None \
+            else dict(given)
+        _run(file, settings_, out, resume_dir is not None, ckpt, overwrite, no_progress, load_kwargs, comm, say)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):  # stopping: a late Ctrl-C changes nothing
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if lock is not None:
+            lock.release()
+            lock = None
+        if created:  # an error before the first epoch ended: leave no empty folder behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(file, s, out, resuming, ckpt, overwrite, no_progress, load_kwargs, comm, say):
+    from cnndsl.train import run_dir
     from cnndsl.train.trainer import Trainer, with_overrides
 
-    say = (lambda text: click.echo(text, err=True)) if comm.rank == 0 else (lambda text: None)
-    model = _compile(file, load_kwargs, seed)
-    settings = with_overrides(model.config, epochs, batch, lr, seed)
-    out = Path(resume_dir or out_dir or Path("runs") / Path(file).stem)
+    load_kwargs = dict(load_kwargs, defines=s.get("defines", load_kwargs["defines"]),
+                       profile=s.get("profile", load_kwargs["profile"]), network=s.get("network", load_kwargs["network"]))
+    model = _compile(file, load_kwargs, s.get("seed"), opt_level=s.get("opt_level"))
+    settings = with_overrides(model.config, s.get("epochs"), s.get("batch"), s.get("lr"), s.get("seed"))
+    data = s.get("data")
     train_set, test_set = _datasets(model, data)
+    augment = s.get("augment", True)
+    recorded = {"defines": dict(load_kwargs["defines"]), "data": run_dir.data_setting(data),
+                "profile": load_kwargs["profile"], "network": load_kwargs["network"]}
     trainer = Trainer(model, train_set, test_set, settings, out, progress=not no_progress and sys.stderr.isatty(),
-                      augment=not no_augment, comm=comm)
-    if resume_dir:
-        trainer.resume()
+                      augment=augment, comm=comm, data_name=data or model.config.dataset or "digits",
+                      run_settings=recorded)
+    if resuming:
+        trainer.resume(ckpt)
+        if trainer.pos.epoch >= settings.epochs:
+            # exit 0: a finished run is what --resume asks for; a job restarted after it ended
+            # (a preempted batch job re-running its command) must not fail (docs/training.md)
+            done = trainer.pos.epoch
+            say(f"run already finished its {done} epoch{'s' if done != 1 else ''}" +
+                (f" (--epochs {settings.epochs})" if settings.epochs < done else "") +
+                f"; nothing to do (give --epochs N with N > {done} to continue it)")
+            return
         say(f"resuming {out} at epoch {trainer.pos.epoch + 1}, batch {trainer.pos.batch}")
+    elif overwrite and comm.rank == 0:
+        removed = run_dir.remove_run_files(out)
+        if removed:
+            say(f"--overwrite: removed the previous run's {', '.join(removed)} from {out}")
     augmenting = ", augmented" if trainer.augment is not None else ""
     ranks = f" on {comm.size} processes" if comm.size > 1 else ""
     say(f"training {model.graph.name}{ranks}: {len(train_set)} images{augmenting}, {len(test_set)} held out, "
@@ -123,6 +225,7 @@ def _train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_augment,
     try:
         trainer.fit(on_epoch=lambda r: say(_epoch_line(r)))
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the checkpoint is saved; a late Ctrl-C changes nothing
         say(f"\nstopped; checkpoint saved in {out} (continue with --resume {out})")
         sys.exit(130)
     if comm.rank == 0:
@@ -130,11 +233,16 @@ def _train(file, epochs, batch, lr, seed, out_dir, resume_dir, data, no_augment,
                    f"plot: {out / 'curves.png'}")
 
 
+def _number(value, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
+
+
 def _epoch_line(r: dict) -> str:
     acc = r.get("test_accuracy")
-    acc_text = f"  held-out accuracy {acc:.4f}" if acc is not None else ""
-    return (f"epoch {r['epoch']}: train loss {r['train_loss']:.4f}  held-out loss {r['test_loss']:.4f}{acc_text}"
-            f"  ({r['images_per_s']:.0f} images/s, {r['seconds']:.1f} s)")
+    acc_text = f"  held-out accuracy {acc:.4f}" if isinstance(acc, (int, float)) else ""
+    return (f"epoch {r['epoch']}: train loss {_number(r.get('train_loss'))}  held-out loss "
+            f"{_number(r.get('test_loss'))}{acc_text}"
+            f"  ({_number(r.get('images_per_s'), 0)} images/s, {_number(r.get('seconds'), 1)} s)")
 
 
 @cli.command(name="eval")

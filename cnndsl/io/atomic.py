@@ -5,15 +5,54 @@ final rename stays on one file system), is flushed and fsync'ed, then
 `os.replace`d over the target. `os.replace` is atomic on POSIX and Windows:
 killing the process at any moment leaves either the old file or the new one,
 never a truncated mix. If the writer raises, the temporary file is removed and
-the old file is left untouched.
+the old file is left untouched. A process killed mid-write (SIGKILL, power loss)
+leaves its temporary file behind: `.<name>.<8 random characters>.tmp`, which
+`stale_temp_files` recognises and `remove_stale_temps` removes (a training run
+does so when it starts in its folder, under the folder's lock).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
+
+
+TEMP_SUFFIX = ".tmp"
+# mkstemp(prefix=".<name>.", suffix=".tmp") names: 8 characters of tempfile's alphabet
+# (tempfile._RandomNameSequence: a-z, 0-9 and "_"); tests pin this against real temp names.
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def temp_target(name: str) -> str | None:
+    """The file name a temporary file of `atomic_writer` was going to replace, or None when
+    `name` is not such a temporary file."""
+    m = _TEMP_NAME.match(name)
+    return m.group("target") if m else None
+
+
+def stale_temp_files(folder, targets) -> list[Path]:
+    """Temporary files of `atomic_writer` in `folder` for the file names in `targets` (sorted).
+    Only call this when no writer can be active in the folder (e.g. under a run's lock)."""
+    folder, targets = Path(folder), set(targets)
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    return sorted(Path(e.path) for e in entries
+                  if temp_target(e.name) in targets and e.is_file(follow_symlinks=False))
+
+
+def remove_stale_temps(folder, targets) -> list[Path]:
+    """Remove what `stale_temp_files` finds; returns the files removed."""
+    removed = []
+    for path in stale_temp_files(folder, targets):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -45,7 +84,7 @@ def atomic_writer(path, mode: str = "wb", encoding: str | None = None) -> Iterat
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=folder)
     tmp = Path(tmp_name)
     try:
         if mode == "w":

@@ -9,10 +9,20 @@ Everything a run writes goes into its output folder, atomically:
 Determinism: the data order of an epoch depends only on (seed, epoch), dropout
 masks on (seed, step, element), so a resumed run ends with the same weights as
 an uninterrupted one.
+
+Safety: the data is checked before the first step (at least one batch of training images, a
+non-empty held-out split); `fit` holds the folder's lock (cnndsl.train.run_dir) and removes
+temporary files of writes killed mid-way; a non-finite held-out loss stops the run like a
+non-finite training loss; nothing non-finite is ever written to a checkpoint or weights file; a
+failed write (a full disk) is an error naming the file, and every file keeps its last complete
+version; a second Ctrl-C while the checkpoint is being saved waits for the save to finish.
 """
 from __future__ import annotations
 
+import errno
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from cnndsl.augment.pipeline import Pipeline
-from cnndsl.diagnostics import CnnError, Diagnostic
+from cnndsl.diagnostics import CnnError, Diagnostic, abbreviated, file_error
 from cnndsl.distributed.comm import LocalComm, shard
 from cnndsl.frontend.training import TrainingConfig
-from cnndsl.io.weights import load_checkpoint, match_weights, save_checkpoint, save_weights
+from cnndsl.io.weights import CHECKPOINT_FILE, load_checkpoint, match_weights, save_checkpoint, save_weights
 from cnndsl.train.metrics import MetricsLog, plot
 from cnndsl.train.optim import make_optimizer
 from cnndsl.train.progress import Progress
@@ -81,12 +91,61 @@ class Position:
         return dict(self.__dict__)
 
 
+class _Interrupts:
+    """SIGINT (Ctrl-C) during `fit`: the first raises KeyboardInterrupt, as Python's own handler
+    does (the loop then saves a checkpoint and stops); one arriving while a checkpoint is being
+    written waits until the write is complete; once the run is stopping, more are ignored. So a
+    second Ctrl-C cannot cut the save of the first one short. Installed only in the main thread
+    and only over Python's default handler (an ignored or custom SIGINT stays as it is)."""
+
+    def __init__(self):
+        self.stopping = False
+        self.saving = 0
+        self.pending = False
+        self._previous = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.stopping:
+            return
+        if self.saving:
+            self.pending = True
+            return
+        self.stopping = True
+        raise KeyboardInterrupt
+
+    def begin_save(self) -> None:
+        self.saving += 1
+
+    def end_save(self) -> None:
+        """After a save: an interrupt that came during it takes effect now."""
+        self.saving -= 1
+        if not self.saving and self.pending and not self.stopping:
+            self.pending = False
+            self.stopping = True
+            raise KeyboardInterrupt
+
+
 class Trainer:
     """Trains `model`; with a multi-rank `comm` (cnndsl.distributed) every rank runs one Trainer
-    on its shard of each global batch, and the ranks average their gradients every step."""
+    on its shard of each global batch, and the ranks average their gradients every step.
+
+    `data_name` names the data in messages (e.g. the --data file); `run_settings` adds settings
+    the trainer cannot know (the CLI's -D values, --data, --profile, --network) to those saved
+    in every checkpoint, which `cnndsl train --resume` restores."""
 
     def __init__(self, model, train_set, test_set, config: TrainingConfig, out_dir, progress: bool = True,
-                 augment: bool = True, comm=None):
+                 augment: bool = True, comm=None, data_name: str | None = None, run_settings: dict | None = None):
         self.model = model
         self.train_set, self.test_set = train_set, test_set
         self.settings = config
@@ -94,15 +153,52 @@ class Trainer:
         self.comm = comm or LocalComm()
         self.is_root = self.comm.rank == 0
         self.progress_enabled = progress and self.is_root
+        self.data_name = data_name
+        self.run_settings = dict(run_settings or {})
+        self.augment_flag = bool(augment)
+        self._check_data()
         self.schedule = make_schedule(config)
         self.optimizer = optimizer_for(config, model.store.params)
         self.pos = Position()
+        self._saved_pos: Position | None = None
+        self._interrupts = _Interrupts()
         self.log = MetricsLog(self.out)
         # training batches only, never evaluation; keyed on (seed, epoch, image index)
         self.augment = Pipeline.from_config(config.augment, config.seed) if augment and config.augment else None
         if self.comm.size > 1:
             self._join_ranks()
         model.set_optimizer(self.optimizer)
+
+    # -- the data ------------------------------------------------------------------
+    def _data_error(self, message: str, expected: str, found: str, help: str, code: str) -> CnnError:
+        if self.data_name:
+            return file_error(self.data_name, message, expected=expected, found=found, help=help, code=code)
+        return CnnError([Diagnostic("error", message, None, [f"expected: {expected}", f"found: {found}"], help,
+                                    code=code)])
+
+    def _check_data(self) -> None:
+        """Enough data for one batch and a held-out evaluation, before anything runs (an empty
+        held-out split was a ZeroDivisionError after the first epoch)."""
+        s, n_train, n_test = self.settings, len(self.train_set), len(self.test_set)
+        what = "the data" if self.data_name else "the training data"  # a data_name is the message's location
+        if n_train == 0:
+            raise self._data_error(f"{what} holds no training images", expected="at least one batch of images",
+                                   found="0 training images", help="train on a data set with images",
+                                   code="data-too-small")
+        if n_train < s.batch:
+            raise self._data_error(
+                f"{what} has fewer training images than one batch", expected=f"at least {s.batch} training images "
+                f"(the batch size)", found=f"{n_train} training image{'s' if n_train != 1 else ''}",
+                help=f"a smaller batch (--batch {n_train}), or more data", code="data-too-small")
+        if n_test == 0:
+            total = n_train + n_test
+            raise self._data_error(
+                f"{what} leaves no held-out images to evaluate on", expected="at least one held-out image",
+                found=f"{n_train} training and 0 held-out images",
+                help=(f"more data: a data set without a test split is split 80/20, and {total} image"
+                      f"{'s' if total != 1 else ''} leave{'s' if total == 1 else ''} none held out")
+                if self.data_name else "give a validation set of at least one image",
+                code="data-too-small")
 
     # -- several ranks -------------------------------------------------------------
     def _join_ranks(self) -> None:
@@ -129,30 +225,99 @@ class Trainer:
         self.optimizer.step_count = comm.bcast_object(self.optimizer.step_count)
 
     # -- checkpoints -------------------------------------------------------------
-    def resume(self) -> None:
-        """Continue from the checkpoint in the output folder (read by rank 0, sent to the others)."""
+    def resume(self, checkpoint=None) -> None:
+        """Continue from the checkpoint in the output folder (read by rank 0, sent to the others);
+        `checkpoint`: one already read with `load_checkpoint` (the CLI reads it for its settings)."""
         position = None
         if self.is_root:
-            ckpt = load_checkpoint(self.out)
+            ckpt = checkpoint if checkpoint is not None else load_checkpoint(self.out)
+            position = ckpt.meta["position"]  # types and ranges checked by load_checkpoint
+            per_epoch = self.train_set.num_batches(self.settings.batch)
+            if position["batch"] > per_epoch:
+                raise file_error(ckpt.path, "checkpoint metadata field 'position.batch' is past the end of an epoch",
+                                 expected=f"at most {per_epoch} (batches of {self.settings.batch} in an epoch of "
+                                          f"{len(self.train_set)} training images)",
+                                 found=f"{position['batch']}",
+                                 help="the checkpoint belongs to another data set or batch size, or was damaged; "
+                                      "resume with the run's own --data and --batch, or start a new run",
+                                 code="checkpoint-format")
             match_weights(ckpt.tensors, self.model.store.expected_shapes()).raise_if_mismatch(ckpt.path)
             self.model.store.load_state_dict(ckpt.tensors)
             self.optimizer.load_state_dict(ckpt.optimizer_state, path=ckpt.path)
-            position = ckpt.meta["position"]
-            self.log.load_existing(upto_epoch=position["epoch"])
+            self._writing(self.log.path, self.log.load_existing, position["epoch"])
         position = self.comm.bcast_object(position)
         self.pos = Position(**{k: v for k, v in position.items() if k in Position.__annotations__})
+        self._saved_pos = replace(self.pos)
         if self.comm.size > 1:
             self._broadcast_state()
 
+    def checkpoint_settings(self) -> dict:
+        """The run's settings as saved in every checkpoint (cnndsl.train.run_dir.SETTINGS)."""
+        s = self.settings
+        settings = {"epochs": s.epochs, "batch": s.batch, "lr": float(s.optimizer.lr), "seed": s.seed,
+                    "augment": self.augment_flag, "opt_level": getattr(self.model, "opt_level", None)}
+        settings.update(self.run_settings)
+        return {k: v for k, v in settings.items() if v is not None or k in self.run_settings}
+
     def save(self) -> None:
-        """Checkpoint and weights, written by rank 0 (atomically); the others wait for it."""
-        if self.is_root:
-            meta = {"position": self.pos.meta(), "seed": self.settings.seed, "network": self.model.graph.name,
-                    "world_size": self.comm.size}
-            save_checkpoint(self.out, self.model.store.state_dict(), self.optimizer.state_dict(), meta)
-            save_weights(self.out / "weights.safetensors", self.model.store.state_dict(),
-                         {"network": self.model.graph.name, "epoch": str(self.pos.epoch)})
-        self.comm.barrier()
+        """Checkpoint and weights, written by rank 0 (atomically); the others wait for it. Values
+        are checked finite first: a non-finite one is an error naming its layer, and the files
+        of the last good save are kept. A SIGINT during the save waits for its end."""
+        self._interrupts.begin_save()
+        try:
+            if self.is_root:
+                state = self.model.store.state_dict()
+                optim_state = self.optimizer.state_dict()
+                self._check_finite(state, optim_state)
+                meta = {"position": self.pos.meta(), "seed": self.settings.seed, "network": self.model.graph.name,
+                        "world_size": self.comm.size, "settings": self.checkpoint_settings()}
+                self._writing(self.out / CHECKPOINT_FILE, save_checkpoint, self.out, state, optim_state, meta)
+                self._writing(self.out / "weights.safetensors", save_weights, self.out / "weights.safetensors", state,
+                              {"network": self.model.graph.name, "epoch": str(self.pos.epoch)})
+            self.comm.barrier()
+            self._saved_pos = replace(self.pos)
+        finally:
+            self._interrupts.end_save()
+
+    def _writing(self, path: Path, write, *args):
+        """`write(*args)`, with an OSError (a full disk, a folder made read-only) turned into an
+        error naming the file; atomic writes leave every file's previous version in place."""
+        try:
+            return write(*args)
+        except OSError as e:
+            reason = e.strerror or str(e)
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+            raise file_error(path, f"cannot write {Path(path).name}: {reason}",
+                             expected="a folder with free space that this user can write", found=reason,
+                             help=("free some space, then " if full else "fix the folder, then ")
+                                  + "continue: every file of the run keeps its last complete version; "
+                                  + self._checkpoint_note(), code="write-failed") from None
+
+    def _check_finite(self, state: dict, optim_state: dict) -> None:
+        bad = [name for name, arr in state.items() if arr.size and not np.isfinite(arr).all()]
+        flat_bad = []
+        layout = self.model.store.params.layout
+        for key, arr in optim_state.items():
+            arr = np.asarray(arr)
+            if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+                where = int(np.flatnonzero(~np.isfinite(arr.ravel()))[0])
+                owner = next((n for n, seg in layout.segments.items() if seg.offset <= where < seg.stop), None)
+                flat_bad.append(f"optimizer {key} of '{owner}'" if owner else f"optimizer {key}")
+        if not bad and not flat_bad:
+            return
+        owner = getattr(self.model.store, "owner", {})
+        first = bad[0] if bad else None
+        layer = owner.get(first) or (first.rsplit(".", 1)[0] if first else None)
+        node = None
+        if layer is not None and layer in self.model.graph:
+            node = self.model.graph.node(layer)
+        what = abbreviated([f"'{n}'" for n in bad] + flat_bad)
+        where = f" of layer '{layer}'" if layer else ""
+        raise CnnError([Diagnostic(
+            "error", f"non-finite values{where} after epoch {self.pos.epoch} (step {self.pos.step}): {what}; "
+            "nothing was written", node.span if node is not None else None,
+            help=f"lower the learning rate (now {self.optimizer.lr:.3g}); {self._checkpoint_note()}",
+            code="non-finite")])
 
     # -- the loop ----------------------------------------------------------------
     def fit(self, on_epoch=None) -> list[dict]:
@@ -164,14 +329,28 @@ class Trainer:
             import sys
 
             print("\n".join(report.lines()), file=sys.stderr)  # transfer learning: what was loaded
+        lock = None
+        if self.is_root:
+            from cnndsl.train.run_dir import RunLock, clean_stale_temps
+
+            lock = RunLock(self.out).acquire()  # re-entrant: the CLI holds it already
+        self._interrupts.install()
         try:
+            if self.is_root:
+                clean_stale_temps(self.out)
             while self.pos.epoch < s.epochs:
                 self._run_epoch(per_epoch)
                 if on_epoch:
                     on_epoch(self.log.records[-1])
         except KeyboardInterrupt:
-            self.save()
+            self._interrupts.stopping = True  # from here on, another Ctrl-C cannot cut the save short
+            if self.pos != self._saved_pos:
+                self.save()
             raise
+        finally:
+            self._interrupts.restore()
+            if lock is not None:
+                lock.release()
         return self.log.records
 
     def _run_epoch(self, per_epoch: int) -> None:
@@ -221,6 +400,8 @@ class Trainer:
     def _end_epoch(self) -> None:
         pos = self.pos
         held_out = self.model.evaluate(self.test_set.x, self.test_set.y, EVAL_BATCH)
+        if not math.isfinite(held_out["loss"]):
+            raise self._non_finite_held_out(held_out["loss"])
         record = {
             "epoch": pos.epoch + 1,
             "train_loss": pos.loss_sum / max(pos.seen, 1),
@@ -233,11 +414,14 @@ class Trainer:
         }
         # the train section's other metrics (box_iou, mean_iou, map50, ...: cnndsl.tasks.metrics)
         record.update({f"test_{k}": v for k, v in held_out.items() if f"test_{k}" not in record})
-        self.log.append(record)
+        if self.is_root:
+            self._writing(self.log.path, self.log.append, record)
+        else:
+            self.log.records.append(record)
         self.pos = Position(epoch=pos.epoch + 1, step=pos.step)
         self.save()
         if self.is_root:
-            plot(self.out)
+            self._writing(self.out / "curves.png", plot, self.out)
 
     def _non_finite(self, x, y, loss: float) -> CnnError:
         """Name the step and the first layer whose output is not finite; the checkpoint stays the last good one."""
@@ -246,6 +430,26 @@ class Trainer:
         return CnnError([Diagnostic(
             "error", f"the loss became {loss} at step {self.pos.step} (epoch {self.pos.epoch + 1}, "
             f"batch {self.pos.batch + 1}){where}", culprit.span if culprit else None,
+            help=f"lower the learning rate (now {self.optimizer.lr:.3g}); {self._checkpoint_note()}",
+            code="non-finite")])
+
+    def _non_finite_held_out(self, loss: float) -> CnnError:
+        """The held-out loss is not finite (e.g. NaN batchnorm running statistics, which only
+        inference uses): name the epoch, the step and the first layer whose output is not finite
+        on the first such held-out batch; nothing of this epoch is written."""
+        culprit = None
+        for x, y in self.test_set.batches(EVAL_BATCH, shuffle=False):
+            if not math.isfinite(self.model.evaluate(x, y, EVAL_BATCH)["loss"]):
+                culprit = first_non_finite_layer(self.model, x, y, self.pos.step, training=False)
+                break
+        where = f"; the first non-finite value comes from layer '{culprit.name}'" if culprit else ""
+        stats = [n for n, b in self.model.store.buffers.items() if b.size and not np.isfinite(b).all()]
+        if stats:
+            where += f" (its running statistics are not finite: {abbreviated(stats)})" if culprit else \
+                f"; running statistics not finite: {abbreviated(stats)}"
+        return CnnError([Diagnostic(
+            "error", f"the held-out loss became {loss} after epoch {self.pos.epoch + 1} (step {self.pos.step})"
+            f"{where}; nothing of this epoch was written", culprit.span if culprit else None,
             help=f"lower the learning rate (now {self.optimizer.lr:.3g}); {self._checkpoint_note()}",
             code="non-finite")])
 
@@ -275,14 +479,17 @@ def warm_up(model, batch: int) -> None:
     model.set_optimizer(previous)
 
 
-def first_non_finite_layer(model, x, y, step: int):
+def first_non_finite_layer(model, x, y, step: int, training: bool = True):
     """Re-run the forward pass of the failing batch node by node (parameters are those before
     the step: the optimizer step refuses to apply a non-finite loss) and return the first
-    node whose output holds NaN or Inf."""
+    node whose output holds NaN or Inf. `training=False`: with inference semantics (running
+    batchnorm statistics, no dropout) for a held-out batch; the graph is the training-valid one,
+    so layers keep their source names (no batchnorm folded into a conv)."""
     exe = model.executable("loss_train", len(x))
-    feeds = model._feeds(x, model._targets(y))
+    # normalized as train_step and evaluate do (the caller passes the raw batch)
+    feeds = model._feeds(model.prepare(x), model._targets(y))
     rc, backend = exe.rc, exe.rc.backend
-    rc.training, rc.step, rc.seed = True, step, model.seed
+    rc.training, rc.step, rc.seed = training, step, model.seed
     backend.start_run(rc)
     for name, value in feeds.items():
         backend.copy_in(exe.arrays[name], value)
