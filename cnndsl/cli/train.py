@@ -133,7 +133,7 @@ def _train(file, given, out_dir, resume_dir, overwrite, no_progress, load_kwargs
     Order: the folder (resumable run / writable / not holding another run), its lock, the
     checkpoint and the run's saved settings (on --resume), then compile, load the data and
     check it (Trainer), and only then replace an old run (--overwrite) and train."""
-    from cnndsl.io.weights import load_checkpoint
+    from cnndsl.io.weights import check_checkpoint_meta, load_checkpoint
     from cnndsl.train import run_dir
 
     root = comm.rank == 0
@@ -167,7 +167,7 @@ def _train(file, given, out_dir, resume_dir, overwrite, no_progress, load_kwargs
                 run_dir.refuse_existing_run(out)
             if resume_dir is not None:
                 ckpt = load_checkpoint(out)
-                saved = ckpt.meta.get("settings")
+                saved = check_checkpoint_meta(ckpt.path, ckpt.meta).get("settings")  # before compiling
         saved = comm.bcast_object(saved) if comm.size > 1 else saved
         settings_ = run_dir.merge_resumed(saved, given, out / run_dir.CHECKPOINT_FILE) if resume_dir is not None \
             else dict(given)

@@ -33,7 +33,8 @@ from cnndsl.augment.pipeline import Pipeline
 from cnndsl.diagnostics import CnnError, Diagnostic, abbreviated, file_error
 from cnndsl.distributed.comm import LocalComm, shard
 from cnndsl.frontend.training import TrainingConfig
-from cnndsl.io.weights import CHECKPOINT_FILE, load_checkpoint, match_weights, save_checkpoint, save_weights
+from cnndsl.io.weights import (CHECKPOINT_FILE, check_checkpoint_meta, load_checkpoint, match_weights,
+                               save_checkpoint, save_weights)
 from cnndsl.train.metrics import MetricsLog, plot
 from cnndsl.train.optim import make_optimizer
 from cnndsl.train.progress import Progress
@@ -231,7 +232,7 @@ class Trainer:
         position = None
         if self.is_root:
             ckpt = checkpoint if checkpoint is not None else load_checkpoint(self.out)
-            position = ckpt.meta["position"]  # types and ranges checked by load_checkpoint
+            position = check_checkpoint_meta(ckpt.path, ckpt.meta)["position"]  # types and ranges
             per_epoch = self.train_set.num_batches(self.settings.batch)
             if position["batch"] > per_epoch:
                 raise file_error(ckpt.path, "checkpoint metadata field 'position.batch' is past the end of an epoch",
@@ -333,6 +334,7 @@ class Trainer:
         if self.is_root:
             from cnndsl.train.run_dir import RunLock, clean_stale_temps
 
+            self._writing(self.out, self.out.mkdir, 0o777, True, True)  # parents, exist_ok
             lock = RunLock(self.out).acquire()  # re-entrant: the CLI holds it already
         self._interrupts.install()
         try:
