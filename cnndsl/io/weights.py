@@ -444,17 +444,168 @@ def save_checkpoint(directory, tensors: Mapping[str, np.ndarray],
     directory.mkdir(parents=True, exist_ok=True)
     all_tensors = {_WEIGHTS_PREFIX + k: v for k, v in tensors.items()}
     all_tensors.update({_OPTIM_PREFIX + k: np.asarray(v) for k, v in optimizer_state.items()})
-    metadata = {"format": CHECKPOINT_FORMAT, _META_KEY: json.dumps(dict(meta), sort_keys=True)}
     path = checkpoint_path(directory)
+    bad = non_finite_tensors(all_tensors)
+    if bad:  # a checkpoint that cannot be resumed must not replace the last good one
+        raise file_error(path, "refusing to write a checkpoint with NaN or infinite values; the previous "
+                               "checkpoint is kept", expected="finite values in every tensor",
+                         found=abbreviated(bad), code="non-finite")
+    # allow_nan=False: a NaN in the metadata (e.g. a running loss sum) would make a file that
+    # strict JSON readers refuse and that load_checkpoint rejects
+    try:
+        text = json.dumps(dict(meta), sort_keys=True, allow_nan=False)
+    except ValueError as e:
+        raise file_error(path, "refusing to write non-finite checkpoint metadata; the previous checkpoint "
+                               "is kept", expected="finite numbers", found=str(e), code="non-finite") from None
+    metadata = {"format": CHECKPOINT_FORMAT, _META_KEY: text}
     atomic_write_bytes(path, _encode(path, all_tensors, metadata))
     return path
 
 
+def non_finite_tensors(tensors: Mapping[str, np.ndarray]) -> list[str]:
+    """'name' (count of values) for each floating-point tensor holding NaN or infinity."""
+    bad = []
+    for name, value in tensors.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind in "fc" and arr.size:
+            count = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            if count:
+                bad.append(f"'{name}' ({count:,} of {arr.size:,} values)")
+    return bad
+
+
+def _json_kind(value) -> str:
+    """How a JSON value reads in a message: its value and its JSON type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, int):
+        return f"{value} (a whole number)"
+    if isinstance(value, float):
+        return f"{value!r} (a number)" if math.isfinite(value) else f"{value} (not a finite number)"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        return f"{json.dumps(shown)} (text)"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return f"an object with {len(value)} key{'s' if len(value) != 1 else ''}"
+    return type(value).__name__
+
+
+def _meta_error(path, field: str, expected: str, value, missing: bool = False):
+    return file_error(path, f"checkpoint metadata field '{field}' is {'missing' if missing else 'invalid'}",
+                      expected=expected, found="nothing" if missing else _json_kind(value),
+                      help="the file was damaged or edited; resume from another checkpoint, or start a new run",
+                      code="checkpoint-format")
+
+
+def _whole(value, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _finite(value, low: float | None = None) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and (low is None or value >= low))
+
+
+# position field -> (required, check, what it must be); the others of a run are optional
+_POSITION_FIELDS = {
+    "epoch": (True, _whole, "a whole number >= 0 (epochs completed)"),
+    "batch": (True, _whole, "a whole number >= 0 (batches done in the current epoch)"),
+    "step": (True, _whole, "a whole number >= 0 (optimizer steps taken)"),
+    "loss_sum": (False, _finite, "a finite number"),
+    "correct": (False, _whole, "a whole number >= 0"),
+    "seen": (False, _whole, "a whole number >= 0"),
+    "seconds": (False, lambda v: _finite(v, 0), "a finite number >= 0"),
+}
+
+
+def _is_defines(v) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
+
+
+# settings field (see cnndsl.train.run_dir.RunSettings) -> (check, what it must be)
+_SETTINGS_FIELDS = {
+    "epochs": (lambda v: _whole(v, 1), "a whole number >= 1"),
+    "batch": (lambda v: _whole(v, 1), "a whole number >= 1"),
+    "lr": (lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    "seed": (_whole, "a whole number >= 0"),
+    "defines": (_is_defines, "an object of text values (-D NAME=VALUE)"),
+    "data": (lambda v: v is None or isinstance(v, str), "text or null"),
+    "profile": (lambda v: v is None or isinstance(v, str), "text or null"),
+    "network": (lambda v: v is None or isinstance(v, str), "text or null"),
+    "augment": (lambda v: isinstance(v, bool), "true or false"),
+    "opt_level": (_whole, "a whole number >= 0"),
+}
+
+
+def check_checkpoint_meta(path, meta, require_position: bool = True) -> dict:
+    """A checkpoint's metadata, every field the trainer reads of the right type and range (a
+    `CnnError` naming the file, the field, what was expected and what was found). A run's
+    checkpoint needs `position` (resuming one checks it); `load_checkpoint` checks the fields
+    that are present, as a checkpoint written through the API may hold other metadata."""
+    if not isinstance(meta, dict):
+        raise _meta_error(path, "(top level)", "a JSON object", meta)
+    if "position" not in meta:
+        if require_position:
+            raise _meta_error(path, "position", "an object {epoch, batch, step, ...}", None, missing=True)
+        return _check_other_meta(path, meta)
+    position = meta["position"]
+    if not isinstance(position, dict):
+        raise _meta_error(path, "position", "an object {epoch, batch, step, ...}", position)
+    for name, (required, check, what) in _POSITION_FIELDS.items():
+        if name not in position:
+            if required:
+                raise _meta_error(path, f"position.{name}", what, None, missing=True)
+            continue
+        if not check(position[name]):
+            raise _meta_error(path, f"position.{name}", what, position[name])
+    return _check_other_meta(path, meta)
+
+
+def _check_other_meta(path, meta: dict) -> dict:
+    if "seed" in meta and meta["seed"] is not None and not _whole(meta["seed"]):
+        raise _meta_error(path, "seed", "a whole number >= 0", meta["seed"])
+    if "world_size" in meta and not _whole(meta["world_size"], 1):
+        raise _meta_error(path, "world_size", "a whole number >= 1", meta["world_size"])
+    if "network" in meta and not isinstance(meta["network"], str):
+        raise _meta_error(path, "network", "text (the network's name)", meta["network"])
+    settings = meta.get("settings")
+    if settings is not None:
+        if not isinstance(settings, dict):
+            raise _meta_error(path, "settings", "an object of the run's settings", settings)
+        for name, (check, what) in _SETTINGS_FIELDS.items():
+            if name in settings and not check(settings[name]):
+                raise _meta_error(path, f"settings.{name}", what, settings[name])
+    return meta
+
+
+def _check_checkpoint_tensors(path: Path, weights: dict, optim: dict) -> None:
+    bad = [f"'{_WEIGHTS_PREFIX}{k}' ({v.dtype})" for k, v in weights.items() if v.dtype.kind != "f"]
+    bad += [f"'{_OPTIM_PREFIX}{k}' ({v.dtype})" for k, v in optim.items() if k != "step" and v.dtype.kind != "f"]
+    if bad:
+        raise file_error(path, "checkpoint tensors of the wrong type", expected="floating-point weights and "
+                         "optimizer state", found=abbreviated(bad), code="checkpoint-format")
+    step = optim.get("step")
+    if step is not None and (step.shape != () or step.dtype.kind not in "iu" or int(step) < 0):
+        raise file_error(path, f"checkpoint tensor '{_OPTIM_PREFIX}step' is invalid",
+                         expected="one whole number >= 0 (the optimizer's step count)",
+                         found=f"{step.dtype} of shape {_shape_str(step.shape)}"
+                         + (f", value {int(step)}" if step.size == 1 and step.dtype.kind in "iu" else ""),
+                         code="checkpoint-format")
+    _check_finite(path, "checkpoint", {**{_WEIGHTS_PREFIX + k: v for k, v in weights.items()},
+                                      **{_OPTIM_PREFIX + k: v for k, v in optim.items()}})
+
+
 def load_checkpoint(directory) -> Checkpoint:
-    """Read what `save_checkpoint` wrote. `directory` may also name the file itself."""
+    """Read what `save_checkpoint` wrote. `directory` may also name the file itself (a folder
+    is always a run's folder, even one named `*.safetensors`). The metadata and tensors are
+    checked: a damaged or edited checkpoint is a `CnnError` naming the field, not a crash."""
     directory = Path(directory)
-    path = directory if directory.is_file() or directory.suffix == ".safetensors" \
-        else checkpoint_path(directory)
+    path = checkpoint_path(directory) if directory.is_dir() or directory.suffix != ".safetensors" \
+        else directory
     if not path.exists():
         raise file_error(path, "no checkpoint to resume from",
                          expected=f"{CHECKPOINT_FILE} written by an earlier training run",
@@ -470,9 +621,11 @@ def load_checkpoint(directory) -> Checkpoint:
                          code="checkpoint-format")
     try:
         meta = json.loads(metadata[_META_KEY])
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise file_error(path, "checkpoint metadata is corrupt", expected="JSON", found=str(e),
                          code="checkpoint-format") from None
+    meta = check_checkpoint_meta(path, meta, require_position=False)
     weights = {k[len(_WEIGHTS_PREFIX):]: v for k, v in tensors.items() if k.startswith(_WEIGHTS_PREFIX)}
     optim = {k[len(_OPTIM_PREFIX):]: v for k, v in tensors.items() if k.startswith(_OPTIM_PREFIX)}
+    _check_checkpoint_tensors(path, weights, optim)
     return Checkpoint(weights, optim, meta, path)
