@@ -590,3 +590,16 @@ def test_double_sigint_exits_130_with_a_loadable_checkpoint(files, tmp_path):
     assert ckpt.meta["position"]["epoch"] >= 1
     assert not (out / run_dir.LOCK_FILE).exists()
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+# -- a damaged metrics log met by a resumed run -------------------------------------------------------
+
+def test_a_metrics_log_with_a_bad_epoch_is_a_clean_error_on_resume(run, files, finished_run, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.safetensors").write_bytes((finished_run / "checkpoint.safetensors").read_bytes())
+    (out / "metrics.json").write_text(json.dumps([{"epoch": 1}, {"epoch": "x"}]))
+    r = run("train", files / "tiny.cnn", "--resume", out, "--epochs", 2)
+    _clean(r, 1)
+    assert f"{out / 'metrics.json'}: error: record 2 of the metrics log has no valid epoch" in r.output
+    assert "found: \"epoch\": 'x'" in r.output

@@ -140,6 +140,13 @@ def read_metrics(directory) -> list[dict[str, Any]]:
         raise file_error(path, "the metrics log is not a list of records",
                          expected="a JSON list of objects", found=type(records).__name__,
                          code="metrics-format")
+    for i, r in enumerate(records):  # a resumed run sorts and cuts the records by epoch
+        epoch = r.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+            raise file_error(path, f"record {i + 1} of the metrics log has no valid epoch",
+                             expected="\"epoch\": a whole number >= 1 in every record", found=f"\"epoch\": {epoch!r}",
+                             help="the file was damaged or edited: fix that record, or delete the file "
+                                  "(a resumed run then logs from its checkpoint on)", code="metrics-format")
     return records
 
 
