@@ -24,6 +24,7 @@ import numpy as np
 
 from cnndsl.diagnostics import abbreviated, file_error
 from cnndsl.io.files import check_budget, open_regular
+from cnndsl.io.npy import read_npy_header
 
 npy_format = np.lib.format
 
@@ -132,13 +133,7 @@ def _npy_header(path, f, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     """(shape, fortran_order, dtype) from the .npy header at the start of `f`, without reading the
     data; object arrays (pickles) are refused."""
     try:
-        version = npy_format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = npy_format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = npy_format.read_array_header_2_0(f)
-        else:  # 3.0 (UTF-8 field names): no public reader
-            shape, fortran, dtype = npy_format._read_array_header(f, version)
+        shape, fortran, dtype = read_npy_header(f)
     except _ZIP_ERRORS as e:
         raise file_error(path, f"cannot read the NumPy array header of {where}",
                          expected="a .npy array header", found=str(e) or type(e).__name__,
@@ -261,10 +256,12 @@ def load_npz_dataset(path, expected_shape, num_classes: int | None = None,
         raise file_error(path, f"array '{xk}' does not match the network's input shape",
                          expected=want_desc, found=f"shape {_shape_text(x.shape)}", help=hint,
                          code="data-shape")
-    x = x.astype(np.float32) / scale if scale is not None else x.astype(np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: refused below
+        x = x.astype(np.float32) / scale if scale is not None else x.astype(np.float32)
     if not np.all(np.isfinite(x)):
-        raise file_error(path, f"array '{xk}' contains NaN or infinity", expected="finite values",
-                         found=f"{int(np.sum(~np.isfinite(x)))} non-finite values", code="data-range")
+        raise file_error(path, f"array '{xk}' contains NaN or infinity", expected="finite float32 values",
+                         found=f"{int(np.sum(~np.isfinite(x)))} non-finite values (as float32)",
+                         code="data-range")
 
     # labels
     if y.ndim == 2 and y.shape[1] == 1:

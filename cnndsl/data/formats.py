@@ -234,14 +234,22 @@ def _idx_header(path: Path, data: bytes, kind: str) -> tuple[int, tuple[int, ...
                          expected=f"{header} header bytes", found=f"{len(data)} bytes", code="data-truncated")
     dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     size = math.prod(dims)  # Python integers: three 32-bit dims overflow int64 (they wrapped before)
+    if kind == "images" and not (dims[1] and dims[2]):
+        raise file_error(path, f"IDX images file declares images of {dims[1]}x{dims[2]} pixels",
+                         expected="images at least 1 pixel high and wide",
+                         found=f"magic number 0x{magic:08X}, dimensions {' x '.join(map(str, dims))}",
+                         code="data-format")
     return header, dims, size
 
 
 def _idx_budget(path: Path, kind: str, dims: tuple[int, ...], size: int) -> None:
     what = f"{dims[0]} images of {dims[1]}x{dims[2]}" if kind == "images" else f"{dims[0]} labels"
     # the raw bytes, plus the float32 images (4 bytes a pixel) or int64 labels (8) made from them
-    check_budget(path, f"IDX {kind} file", size * (5 if kind == "images" else 9),
-                 f"the header declares {what}")
+    factor = 5 if kind == "images" else 9
+    check_budget(path, f"IDX {kind} file", size * factor, f"the header declares {what}")
+    if kind == "images":  # with 0 images, 65535x65535 images are still no shape to reshape to
+        check_budget(path, "IDX images file", dims[1] * dims[2] * factor,
+                     f"the header declares images of {dims[1]}x{dims[2]} pixels each")
 
 
 def _parse_idx(path: Path, data: bytes, kind: str) -> np.ndarray:

@@ -27,6 +27,7 @@ import numpy as np
 
 from cnndsl.diagnostics import CnnError, file_error
 from cnndsl.io.files import check_budget, file_size, open_regular
+from cnndsl.io.npy import read_npy_header
 
 _NPY_MAGIC = b"\x93NUMPY"
 # An image with more than this many times the pixels of the network's input is refused from its
@@ -82,9 +83,7 @@ def _from_npy(path: Path, expected) -> np.ndarray:
     npy = np.lib.format
     with open_regular(path, "image file") as f:
         try:
-            version = npy.read_magic(f)
-            shape, fortran, dtype = npy._read_array_header(f, version) if version not in ((1, 0), (2, 0)) \
-                else (npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0)(f)
+            shape, fortran, dtype = read_npy_header(f)
             if dtype.hasobject:
                 raise ValueError(f"an object array (dtype {dtype}): loading it would unpickle code")
             # The header's shape is checked against the file size before NumPy allocates it.
@@ -132,7 +131,8 @@ def _from_npy(path: Path, expected) -> np.ndarray:
     elif arr.dtype == np.bool_:
         out = arr.astype(np.float32)
     elif arr.dtype.kind == "f":
-        out = arr.astype(np.float32)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: refused below
+            out = arr.astype(np.float32)
         if not np.all(np.isfinite(out)):
             raise file_error(path, "image array contains NaN or infinity", expected="finite values in [0, 1]",
                              found=f"{int(np.sum(~np.isfinite(out)))} non-finite values", code="image-range")
