@@ -211,10 +211,16 @@ class RunLock:
                              found=e.strerror or str(e), code="out-unwritable") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:  # held by a live process
             holder = self._holder()
             os.close(fd)
             raise self._busy(holder) from None
+        except OSError:  # a file system without flock (ENOLCK, EOPNOTSUPP): the PID decides
+            holder = self._holder()
+            if holder is not None and holder.get("pid") != os.getpid() and not self._stale(holder) \
+                    and not holder.get("unreadable"):
+                os.close(fd)
+                raise self._busy(holder) from None
         try:  # the file we locked must still be the one at the path (not one unlinked meanwhile)
             if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
                 os.close(fd)
