@@ -456,21 +456,28 @@ def test_cli_eval_with_nan_weights_exits_1(lenet_run, tmp_path):
 # ---------------------------------------------------------------------------- byte-identical files
 _SAVE = """
 import sys, numpy as np
-from cnndsl.io.weights import save_weights
+from cnndsl.io.weights import save_checkpoint, save_weights
 t = {f"layer{i}.weight": np.arange(i + 3, dtype=np.float32) for i in range(12)}
 t["step"] = np.array(5, np.int64)
-save_weights(sys.argv[1], t, {k: k * 2 for k in ("network", "format", "zeta", "alpha", "epoch", "m", "q")})
+save_weights(sys.argv[1] + "/w.safetensors", t,
+             {k: k * 2 for k in ("network", "format", "zeta", "alpha", "epoch", "m", "q")})
+w = {k: v for k, v in t.items() if k != "step"}
+save_checkpoint(sys.argv[1], w, {"step": np.array(5, np.int64), "layer0.weight.m": w["layer0.weight"]},
+                {"epoch": 1, "step": 5, "position": {"epoch": 1, "batch": 0, "step": 5}, "zeta": 1, "alpha": 2})
 """
 
 
 def test_identical_saves_are_byte_identical_across_processes(tmp_path):
     digests = set()
     for seed in ("1", "2", "3"):  # hash randomization changes a hash map's order between processes
-        out = tmp_path / f"w{seed}.safetensors"
+        out = tmp_path / seed
+        out.mkdir()
         env = {**os.environ, "PYTHONHASHSEED": seed}
         subprocess.run([sys.executable, "-c", _SAVE, str(out)], check=True, env=env, timeout=60)
-        digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
+        digests.add(tuple(hashlib.sha256((out / name).read_bytes()).hexdigest()
+                          for name in ("w.safetensors", "checkpoint.safetensors")))
     assert len(digests) == 1
+    out = out / "w.safetensors"
     blob = out.read_bytes()
     n = struct.unpack("<Q", blob[:8])[0]
     assert n % 8 == 0
