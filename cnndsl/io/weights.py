@@ -159,11 +159,13 @@ def _describe_start(blob: bytes) -> str:
 
 
 def _no_duplicates(pairs):
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        dup = next(k for k in keys if keys.count(k) > 1)
-        raise ValueError(f"the name '{dup[:80]}' appears twice")
-    return dict(pairs)
+    """A JSON object as a dict; a name given twice is an error (json keeps the last silently)."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"the name '{k[:80]}' appears twice")
+        out[k] = v
+    return out
 
 
 def _is_int(v) -> bool:
@@ -315,12 +317,7 @@ def _load(path, what: str, dtype) -> tuple[dict[str, np.ndarray], dict[str, str]
 def _check_finite(path: Path, what: str, tensors: Mapping[str, np.ndarray]) -> None:
     """NaN or infinity in loaded weights is an error naming the tensors: a network run with them
     printed "accuracy 0.1000" and exited 0."""
-    bad = []
-    for name, arr in tensors.items():
-        if arr.dtype.kind in "fc" and arr.size:
-            count = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-            if count:
-                bad.append(f"'{name}' ({count:,} of {arr.size:,} values)")
+    bad = non_finite_tensors(tensors)  # in the checkpoints section below
     if bad:
         raise file_error(path, f"{what} file holds NaN or infinite values in {len(bad)} "
                                f"tensor{'s' if len(bad) != 1 else ''}",
@@ -336,8 +333,9 @@ def load_weights(path, dtype=np.float32) -> tuple[dict[str, np.ndarray], dict[st
     checkpoint (`checkpoint.safetensors`) is accepted too: it holds the weights (its `weights/`
     tensors), which are returned without the prefix; its optimizer state is not decoded.
     `dtype=None` reads every tensor of any file as stored (a checkpoint's included, prefixes and
-    all): the raw view, for inspecting a file. Raises `CnnError` when the file is missing, a directory, a FIFO or device,
-    not safetensors, truncated or corrupt, or holds tensors of the wrong dtype or NaN/infinity.
+    all): the raw view, for inspecting a file. Raises `CnnError` when the file is missing, a
+    directory, a FIFO or a device, larger than the memory budget, not safetensors, truncated or
+    corrupt, or holds tensors of the wrong dtype or NaN/infinity.
     """
     path = Path(path)
     what = "weights"
