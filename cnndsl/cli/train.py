@@ -195,14 +195,15 @@ def _run(file, s, out, resuming, ckpt, overwrite, no_progress, load_kwargs, comm
                        profile=s.get("profile", load_kwargs["profile"]), network=s.get("network", load_kwargs["network"]))
     model = _compile(file, load_kwargs, s.get("seed"), opt_level=s.get("opt_level"))
     settings = with_overrides(model.config, s.get("epochs"), s.get("batch"), s.get("lr"), s.get("seed"))
-    data = s.get("data")
+    # the data actually used (the train section's `dataset` when no --data): a resumed run keeps
+    # it even if the model file's train section names other data by then
+    data = s.get("data") or model.config.dataset or "digits"
     train_set, test_set = _datasets(model, data)
     augment = s.get("augment", True)
     recorded = {"defines": dict(load_kwargs["defines"]), "data": run_dir.data_setting(data),
                 "profile": load_kwargs["profile"], "network": load_kwargs["network"]}
     trainer = Trainer(model, train_set, test_set, settings, out, progress=not no_progress and sys.stderr.isatty(),
-                      augment=augment, comm=comm, data_name=data or model.config.dataset or "digits",
-                      run_settings=recorded)
+                      augment=augment, comm=comm, data_name=data, run_settings=recorded)
     if resuming:
         trainer.resume(ckpt)
         if trainer.pos.epoch >= settings.epochs:
