@@ -407,6 +407,27 @@ def test_long_lists_are_abbreviated(tmp_path):
     assert len(details) == 21 and details[-1] == "... and 981 more"
 
 
+def test_huge_headers_stay_fast(tmp_path):
+    """A header of 60,000 entries with one name twice, and a file of 20,000 unexpected tensors
+    against 100 missing ones: both once took minutes (a quadratic search, a difflib hint against
+    every name); the watchdog gives each 10 s."""
+    import time
+
+    from cnndsl.io.weights import match_weights
+
+    names = [f"t{i}" for i in range(60_000)] + ["t5"]
+    text = "{" + ",".join(f'"{n}":' + json.dumps(entry(shape=[0], offsets=[0, 0])) for n in names) + "}"
+    msg = refused(load_weights, st_file(tmp_path / "dup.safetensors", None, raw_header=text.encode()))
+    assert "the name 't5' appears twice" in msg
+    report = match_weights({f"layer{i}.weight": np.zeros(1) for i in range(20_000)},
+                           {f"conv{i}.bias": (1,) for i in range(100)})
+    start = time.perf_counter()
+    with watchdog(), pytest.raises(CnnError) as e:
+        report.raise_if_mismatch(tmp_path / "w.safetensors")
+    assert time.perf_counter() - start < 2
+    assert "100 missing, 20000 unexpected" in str(e.value) and "... and 20,080 more" in str(e.value)
+
+
 @pytest.fixture(scope="module")
 def lenet_run(tmp_path_factory):
     """weights.safetensors and a checkpoint holding the same weights (and I64 optimizer state)."""

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from cnndsl.diagnostics import CnnError, abbreviated, did_you_mean, file_error
+from cnndsl.diagnostics import LIST_LIMIT, CnnError, abbreviated, did_you_mean, file_error
 from cnndsl.io.atomic import atomic_write_bytes
 from cnndsl.io.files import read_regular
 
@@ -370,13 +370,19 @@ class MatchReport:
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
 
-    def lines(self) -> list[str]:
+    def lines(self, limit: int | None = None) -> list[str]:
+        """One line per problem (the first `limit` of them when given)."""
+        end = len(self.mismatched) + len(self.missing) + len(self.unexpected) if limit is None else limit
         out = [f"tensor '{n}': file has shape {_shape_str(f)}, network expects {_shape_str(e)}"
-               for n, f, e in self.mismatched]
-        for n in self.missing:
-            hint = did_you_mean(n, self.unexpected)
+               for n, f, e in self.mismatched[:end]]
+        # A "did you mean" hint compares a name with every unexpected one (difflib): with 20,000
+        # unexpected names, 100 missing tensors took 7 s. Hints only among at most 1,000 names.
+        hints = self.unexpected if len(self.unexpected) <= 1000 else ()
+        for n in self.missing[:max(0, end - len(out))]:
+            hint = did_you_mean(n, hints)
             out.append(f"tensor '{n}' is missing from the file" + (f" ({hint})" if hint else ""))
-        out += [f"tensor '{n}' in the file is not a parameter of the network" for n in self.unexpected]
+        out += [f"tensor '{n}' in the file is not a parameter of the network"
+                for n in self.unexpected[:max(0, end - len(out))]]
         return out
 
     def raise_if_mismatch(self, path, allow_unexpected: bool = False) -> None:
@@ -396,7 +402,10 @@ class MatchReport:
                          code="weights-mismatch")
         # One line per tensor, at most LIST_LIMIT of them, then "... and N more" (a file of another
         # network can hold thousands of unexpected tensors).
-        err.diagnostics[0].details.extend(abbreviated(self.lines(), sep="\n").split("\n"))
+        total = len(self.mismatched) + len(self.missing) + len(self.unexpected)
+        shown = self.lines(LIST_LIMIT + 1)  # one more than abbreviated() lists, so it says "and N more"
+        more = [""] * (total - len(shown))  # placeholders: abbreviated() only counts them
+        err.diagnostics[0].details.extend(abbreviated(shown + more, sep="\n").split("\n"))
         raise CnnError(err.diagnostics)
 
 
