@@ -29,6 +29,8 @@ class Model:
                  init_from_file: bool = True):
         """`init_from_file=False` skips the training section's `init from "..."` (for eval and
         predict, which load trained weights right after)."""
+        from cnndsl.analysis.memory import check_model
+        check_model(program)  # parameters beyond this machine's memory: a located error, not MemoryError
         self.program = program
         self.opt_level = opt_level  # -O level of the pass pipeline (cnndsl/passes/pipeline.py)
         self.graph = program.graph

@@ -1,13 +1,609 @@
-"""Planned activation memory of a model, for `cnndsl shapes`: inference and one training step."""
+"""Memory estimates: what a model needs before anything is allocated, and the checks that
+refuse a model that cannot fit.
+
+A file can be valid and still impossible to build: `conv 1000000000000` or `dense 999999999999`
+is a well-formed layer whose parameters would take petabytes, and numpy's refusal to allocate
+them used to surface as `internal error: MemoryError` (or, under overcommit, as an allocation
+that succeeds and a process the kernel kills when it is touched). This module estimates, from the
+checked graph alone (no allocation, no Numba import):
+
+* the parameter store: every learnable value is held 4 times as float32 (the flat buffer, its
+  gradient, the learning-rate and weight-decay multipliers: `FlatParams` in
+  cnndsl/train/optim.py), plus the non-learnable buffers (batchnorm statistics);
+* the optimizer state: Adam keeps 2 more copies of the parameters, SGD with momentum 1, plain
+  SGD none (`Optimizer.state` in cnndsl/train/optim.py);
+* activations: the memory plan (cnndsl/backend/plan.py) of the inference, evaluation and
+  training graphs, per sample, times the batch; plus an upper bound of the kernels' work
+  buffers (im2col scratch, kept unfolded inputs, max-pool indices).
+
+The plan is computed on the graphs as written, before the optimization passes: fusions only
+remove tensors, so the activation figure is an upper bound of what the executable allocates
+(docs/reliability-memory.md gives the measured accuracy).
+
+The limit (`memory_limit`) is the smallest of the physical memory, the cgroup's limit and the
+address-space limit (`ulimit -v`, less what the process maps already); CNNDSL_MEMORY_LIMIT
+(bytes, or with a K/M/G/T suffix) replaces it.
+
+Checks, each a CnnError located at the layer that contributes most:
+  check_buildable(program)     parameters, or one sample of inference, exceed the limit: nothing
+                               can run (`cnndsl check` errors, `Model` refuses)
+  training_warning(program)    a training step at the file's batch will not fit (`cnndsl check`
+                               warns with the figures)
+  require_fits(program, ...)   train/bench: refuse before allocating, with needed vs available
+                               and the largest batch that fits
+  check_executable(...)        the executor, before allocating one executable's buffers
+"""
 from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field, replace
 
 from cnndsl.analysis.summary import human_bytes
 from cnndsl.backend.plan import plan_memory
-from cnndsl.diagnostics import CnnError
+from cnndsl.diagnostics import CnnError, Diagnostic
+
+FLOAT32 = 4
+# FlatParams keeps data, grad, lr_mult and wd_mult, each one float32 per learnable value.
+STORE_COPIES = 4
+# cnndsl/train/trainer.py's EVAL_BATCH: the held-out set is evaluated in batches of this size,
+# and its executable stays cached beside the training one (tests/test_memory_estimate.py checks
+# the two agree; importing the trainer here would load Numba into `cnndsl check`).
+EVAL_BATCH = 256
+# cnndsl/backend/cpu/conv.py's KEEP_COL_BUDGET_BYTES: the largest unfolded input a training conv
+# keeps for its weight gradient (importing the launchers would register every CPU kernel; the
+# same test checks the two agree).
+KEEP_COL_BUDGET = 64 << 20
+# No limit above this is believed: numpy cannot index more bytes, and sizes of 2**63 and more
+# overflowed into "Python int too large to convert to C long" before this check existed.
+MAX_BYTES = 2**62
+
+_ITEMSIZE = {"float32": 4, "int64": 8, "int32": 4}
+# Graphs with more nodes than this are not planned: the plan's best-fit search grows with the
+# number of free slots and took 6.5 s on the 30,000-node training graph of a 5,000-layer network
+# (2 cores); their activations are the sum of every tensor instead, an upper bound.
+MAX_PLANNED_NODES = 6000
 
 
-def memory_lines(program) -> list[str]:
-    """Peak activation memory per sample with the memory plan, next to one buffer per tensor."""
+# ---------------------------------------------------------------------------- the limit
+
+@dataclass(frozen=True)
+class Limit:
+    bytes: int
+    source: str  # "physical memory", "the cgroup's memory limit", "ulimit -v", "CNNDSL_MEMORY_LIMIT"
+    net: bool = False  # what this process maps already is subtracted (ulimit -v): do not count it again
+
+    def describe(self) -> str:
+        return f"{human_bytes(self.bytes)} ({self.source})"
+
+
+_SUFFIX = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_size(text: str) -> int | None:
+    """'4G' -> 4 GiB, '512M', '1000000' (bytes); None when not a size."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        return None
+    return int(float(m.group(1)) * _SUFFIX[m.group(2).upper()])
+
+
+def memory_limit() -> Limit:
+    """How much memory this process may use, at most."""
+    override = os.environ.get("CNNDSL_MEMORY_LIMIT")
+    if override:
+        size = parse_size(override)
+        if size is None or size <= 0:
+            raise CnnError([Diagnostic(
+                "error", f"CNNDSL_MEMORY_LIMIT must be a size such as 8G, 512M or 1000000 (bytes), got '{override}'",
+                help="unset it to use the machine's memory", code="memory-limit")])
+        return Limit(min(size, MAX_BYTES), "CNNDSL_MEMORY_LIMIT")
+    limits = []
+    try:
+        limits.append(Limit(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "physical memory"))
+    except (ValueError, OSError, AttributeError):  # not on Linux/macOS
+        pass
+    cgroup = _cgroup_limit()
+    if cgroup is not None:
+        limits.append(Limit(cgroup, "the cgroup's memory limit"))
+    address = _address_space_left()
+    if address is not None:
+        limits.append(Limit(address, "ulimit -v, less what this process maps already", net=True))
+    if not limits:
+        return Limit(MAX_BYTES, "no limit found")
+    return min(limits, key=lambda lim: lim.bytes)
+
+
+def _cgroup_limit() -> int | None:
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < MAX_BYTES:  # "max" or 2**63 - page: no limit
+            return int(text)
+    return None
+
+
+def _address_space_left() -> int | None:
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, ValueError, OSError):
+        return None
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return None
+    mapped = 0
+    try:
+        with open("/proc/self/statm") as f:
+            mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(soft - mapped, 0)
+
+
+# ---------------------------------------------------------------------------- the estimate
+
+def optimizer_copies(config) -> tuple[str, int]:
+    """(description, extra float32 copies of the parameters the optimizer keeps)."""
+    o = getattr(config, "optimizer", None)
+    if o is None:
+        return "sgd", 0
+    if o.name == "adam":
+        return "adam", 2  # exp_avg and exp_avg_sq
+    if o.momentum:
+        return "sgd with momentum", 1  # momentum_buffer
+    return "sgd", 0
+
+
+@dataclass
+class ConvGeometry:
+    """What sizes a conv's work buffers: N-independent numbers of one layer."""
+
+    op: str
+    c: int  # input channels
+    f: int  # output channels (filters)
+    kh: int
+    kw: int
+    groups: int
+    h: int  # input size
+    w: int
+    oh: int  # output size
+    ow: int
+    plain_1x1: bool
+
+
+@dataclass
+class GraphMemory:
+    """One graph's activations per sample, and what sizes its kernels' work buffers."""
+
+    per_sample: int  # bytes of the memory plan's slots for one sample
+    planned: bool = True  # False: per_sample is the sum of every tensor (no reuse), an upper bound
+    convs: list[ConvGeometry] = field(default_factory=list)
+    argmax_per_sample: int = 0  # max-pool indices (int32), kept for the backward pass
+    fixed: int = 0  # batch-independent work buffers (weights folded with their batchnorm)
+    fused_out_per_sample: int = 0  # largest output of a fused layer: the gradient's shared dz scratch
+    training: bool = False
+
+    def workspace(self, batch: int) -> int:
+        """The kernels' work buffers at `batch`, allocated on an executable's first run
+        (RunContext.ws / scratch), sized as the CPU launchers size them (cnndsl/backend/cpu/):
+        the im2col scratch shared by every conv (col and tmp, the largest request), the unfolded
+        input a training conv keeps for its weight gradient (per layer, when it fits
+        KEEP_COL_BUDGET), max-pool indices, folded weights, the fused gradients' dz scratch."""
+        from cnndsl.kernels.cpu import conv as K
+
+        scratch = kept = 0
+        for g in self.convs:
+            if g.op == "conv_transpose":
+                nb, col, tmp = K.conv_transpose2d_workspace(batch, g.c, g.f, g.kh, g.kw, g.groups, g.h, g.w)
+            else:
+                nb, col, tmp = K.conv2d_workspace(batch, g.c, g.f, g.kh, g.kw, g.groups, g.oh, g.ow)
+            scratch = max(scratch, FLOAT32 * (col + tmp))
+            if g.op == "fused_conv_pool" and nb == 0:  # the direct path pools a full-size buffer
+                kept += FLOAT32 * batch * g.f * g.oh * g.ow * 2
+            length = K.saved_col_len(batch, g.c, g.kh, g.kw, g.oh, g.ow)
+            if (self.training and g.op in ("conv", "fused_conv") and nb > 0 and not g.plain_1x1
+                    and FLOAT32 * length <= KEEP_COL_BUDGET):
+                kept += FLOAT32 * length
+        dz = FLOAT32 * batch * self.fused_out_per_sample if self.training else 0
+        return scratch + kept + self.argmax_per_sample * batch + self.fixed + dz
+
+    def bytes(self, batch: int) -> int:
+        return batch * self.per_sample + self.workspace(batch)
+
+
+_CONV_OPS = ("conv", "fused_conv", "fused_conv_pool", "conv_transpose")
+
+
+def graph_memory(graph, training: bool = False, plan=None) -> GraphMemory:
+    if plan is None and len(graph) > MAX_PLANNED_NODES:
+        g = GraphMemory(_all_tensors_per_sample(graph), planned=False, training=training)
+    else:
+        plan = plan or plan_memory(graph)
+        g = GraphMemory(plan.peak_bytes_per_sample(), training=training)
+    for node in graph.nodes():
+        if node.type is None:
+            continue
+        shape = node.type.shape
+        src = graph.inputs_of(node.name)
+        if node.op in _CONV_OPS and "weight" in node.params and src and len(shape) == 3:
+            c, h, w = graph.node(src[0]).type.shape
+            weight = node.params["weight"]
+            groups = int(node.attrs.get("groups", 1) or 1)
+            kh, kw = weight[2], weight[3]
+            oh, ow = node.meta.get("conv_hw", shape[1:]) if node.op == "fused_conv_pool" else shape[1:]
+            f = weight[0] if node.op != "conv_transpose" else weight[1] * groups
+            stride = tuple(node.attrs.get("stride", (1, 1)) or (1, 1))
+            pads = tuple(node.meta.get("pads", (0, 0, 0, 0)) or (0, 0, 0, 0))
+            plain = kh == kw == 1 and stride == (1, 1) and not any(pads) and (oh, ow) == (h, w)
+            g.convs.append(ConvGeometry(node.op, c, f, kh, kw, groups, h, w, oh, ow, plain))
+        if node.op == "maxpool":
+            g.argmax_per_sample += 4 * node.type.size
+        if node.attrs.get("folded_bn"):
+            g.fixed += FLOAT32 * sum(math.prod(s) for s in node.params.values())
+        if node.op in ("conv", "dense") or node.op.startswith("fused_") and not node.op.endswith("_grad"):
+            # a conv or dense layer is fused with its activation at -O1 and above: count its dz
+            g.fused_out_per_sample = max(g.fused_out_per_sample, node.type.size)
+    return g
+
+
+def _all_tensors_per_sample(graph) -> int:
+    from cnndsl.backend.plan import VIEW_OPS, produces_tensor
+
+    return sum(node.type.size * _ITEMSIZE.get(node.type.dtype, 4) for node in graph.nodes()
+               if node.type is not None and node.op not in VIEW_OPS and produces_tensor(graph, node.name))
+
+
+@dataclass
+class Estimate:
+    """What a model needs, from its checked forward graph and training section."""
+
+    params: int  # learnable values
+    buffers: int  # non-learnable values (batchnorm running statistics)
+    optimizer: str
+    optimizer_copies: int
+    inference: GraphMemory
+    evaluation: GraphMemory | None  # forward + losses (held-out evaluation), None without a loss
+    training: GraphMemory | None  # forward + backward + optimizer step, None without a loss
+    largest_params: object  # the Node with the most parameters (or None)
+    largest_output: object  # the Node with the largest output per sample
+    graph: object = None  # the forward graph
+
+    @property
+    def store_bytes(self) -> int:
+        return FLOAT32 * (STORE_COPIES * self.params + self.buffers)
+
+    @property
+    def optimizer_bytes(self) -> int:
+        return FLOAT32 * self.optimizer_copies * self.params
+
+    def predicting(self, batch: int) -> int:
+        """Parameters plus one inference executable at `batch`."""
+        return self.store_bytes + self.inference.bytes(batch)
+
+    def training_step(self, batch: int, eval_batch: int = EVAL_BATCH) -> int:
+        """A training run: parameters, optimizer state, the training executable at `batch` and
+        the held-out evaluation's at `eval_batch`, which the model keeps cached side by side."""
+        total = self.store_bytes + self.optimizer_bytes
+        if self.training is not None:
+            total += self.training.bytes(batch)
+        if self.evaluation is not None and eval_batch:
+            total += self.evaluation.bytes(eval_batch)
+        return total
+
+
+def estimate(program, frozen=None, training: bool = True) -> Estimate:
+    """The estimate of a loaded program (shape-checked); allocates nothing. `training=False`
+    skips the evaluation and training graphs (what `Model` checks: it may never train)."""
+    from cnndsl.passes.autodiff import build_training_graph
+
+    graph = program.graph
+    config = program.training
+    name, copies = optimizer_copies(config)
+    params = buffers = 0
+    largest_params = largest_output = None
+    most_params = most_out = -1
+    for node in graph.nodes():
+        n = sum(math.prod(s) for s in node.params.values())
+        params += n
+        buffers += sum(math.prod(s) for s in (node.meta.get("buffers") or {}).values())
+        if n > most_params:
+            largest_params, most_params = node, n
+        size = node.type.size if node.type is not None else 0
+        if size > most_out:
+            largest_output, most_out = node, size
+    evaluation = train = None
+    losses = _losses(program) if training else []
+    if losses:
+        if frozen is None:
+            frozen = _frozen(program)
+        try:
+            train = graph_memory(build_training_graph(graph, losses, frozen), training=True)
+        except CnnError:
+            train = None  # the heads take no loss of this kind: inference only
+    inference = graph_memory(graph)
+    if train is not None:
+        # The evaluation graph is the forward graph plus one target and one loss value per head,
+        # all live to the end: the inference plan plus the targets (no third graph to copy and plan).
+        evaluation = replace(inference, per_sample=inference.per_sample + _target_bytes(graph, losses))
+    return Estimate(params, buffers, name, copies, inference, evaluation, train,
+                    largest_params if most_params > 0 else None, largest_output, graph)
+
+
+def _target_bytes(graph, losses) -> int:
+    from cnndsl.ops.registry import get_op
+
+    total = 0
+    for spec in losses:
+        shape, dtype = get_op(spec.kind).target(graph.node(graph.heads[spec.head]).type)
+        total += math.prod(shape) * _ITEMSIZE.get(dtype, 4) + FLOAT32  # the target and the loss value
+    return total
+
+
+def _losses(program):
+    from cnndsl.model import loss_specs
+
+    try:
+        return loss_specs(program)
+    except (CnnError, AttributeError):
+        return []
+
+
+def _frozen(program) -> set:
+    if program.training is None or not program.training.freeze:
+        return set()
+    from cnndsl.model import layers_matching
+
+    return set(layers_matching(program.graph, program.training.freeze))
+
+
+# ---------------------------------------------------------------------------- diagnostics
+
+def _at(node, severity: str, message: str, details: list[str], help: str | None, code: str) -> Diagnostic:
+    """A diagnostic at a layer, with the block use sites as notes (as ShapeContext does)."""
+    span = getattr(node, "span", None)
+    notes = [(site, "in the block used here") for site in getattr(node, "trace", ())]
+    return Diagnostic(severity, message, span, details, help, notes, code)
+
+
+def _describe(node) -> str:
+    return f"{node.op} '{node.name}'"
+
+
+def _param_details(est: Estimate) -> list[str]:
+    out = [f"parameters: {est.params:,} float32 values = {human_bytes(FLOAT32 * est.params)}, "
+           f"held {STORE_COPIES} times (values, gradients, learning-rate and weight-decay multipliers): "
+           f"{human_bytes(est.store_bytes)}"]
+    node = est.largest_params
+    if node is not None:
+        n = sum(math.prod(s) for s in node.params.values())
+        out.append(f"largest: {_describe(node)} with {n:,} parameters ({human_bytes(FLOAT32 * n)} each copy)")
+        src = _input_of(est, node)
+        if src is not None and node.op in ("dense", "fused_dense"):
+            out.append(f"its input, {_describe(src)}, has {src.type.size:,} values per sample")
+    return out
+
+
+def _input_of(est: Estimate, node):
+    if est.graph is None:
+        return None
+    srcs = est.graph.inputs_of(node.name)
+    return est.graph.node(srcs[0]) if srcs and est.graph.node(srcs[0]).type is not None else None
+
+
+def _smaller_params(est: Estimate) -> str:
+    """How to shrink the layer with the most parameters: fewer filters or units; for a dense
+    layer fed by a huge flatten, a smaller input (what a user usually got wrong)."""
+    node = est.largest_params
+    if node.op in ("dense", "fused_dense"):
+        src = _input_of(est, node)
+        if src is not None and src.type.size > node.type.size:
+            big = est.largest_output
+            return (f"fewer units in {_describe(node)}, or a smaller input to it (fewer channels, or pooling "
+                    f"before it; the largest output is {_describe(big)})")
+        return f"fewer units in {_describe(node)}"
+    return f"make {_describe(node)} smaller (fewer filters, a smaller kernel)"
+
+
+def _activation_detail(est: Estimate) -> str:
+    node = est.largest_output
+    return (f"largest output: {_describe(node)}, {'x'.join(map(str, node.type.shape))} = "
+            f"{node.type.size:,} values ({human_bytes(FLOAT32 * node.type.size)}) per sample")
+
+
+def check_buildable(program, est: Estimate | None = None, limit: Limit | None = None) -> Estimate:
+    """Raise a CnnError when the parameters, or one sample of inference, cannot fit in memory:
+    nothing could run. Returns the estimate."""
+    est = est or estimate(program)
+    limit = limit or memory_limit()
+    if est.store_bytes > limit.bytes:
+        node = est.largest_params or est.largest_output
+        raise CnnError([_at(
+            node, "error",
+            f"the parameters of this network need {human_bytes(est.store_bytes)} of memory; "
+            f"this machine allows {human_bytes(limit.bytes)}",
+            _param_details(est) + [f"memory limit: {limit.describe()}"],
+            _smaller_params(est) if est.largest_params is not None else None,
+            "memory-parameters")])
+    one = est.predicting(1)
+    if one > limit.bytes:
+        node = est.largest_output
+        raise CnnError([_at(
+            node, "error",
+            f"one sample of inference needs {human_bytes(one)} of memory; this machine allows "
+            f"{human_bytes(limit.bytes)}",
+            [_activation_detail(est),
+             f"planned activations: {human_bytes(est.inference.per_sample)} per sample; parameters "
+             f"and their copies: {human_bytes(est.store_bytes)}",
+             f"memory limit: {limit.describe()}"],
+            f"make the output of {_describe(node)} smaller (fewer channels, a smaller input, "
+            f"a stride or pooling before it)",
+            "memory-activations")])
+    return est
+
+
+def _training_breakdown(est: Estimate, batch: int, eval_batch: int, training: bool = True,
+                        inference_batches=()) -> str:
+    parts = [f"parameters and copies {human_bytes(est.store_bytes)}"]
+    if training and est.optimizer_bytes:
+        parts.append(f"{est.optimizer} state {human_bytes(est.optimizer_bytes)}")
+    if training and est.training is not None:
+        parts.append(f"training activations at batch {batch:,} {human_bytes(est.training.bytes(batch))}")
+    if training and est.evaluation is not None and eval_batch:
+        parts.append(f"held-out evaluation at batch {eval_batch} {human_bytes(est.evaluation.bytes(eval_batch))}")
+    for n in inference_batches:
+        parts.append(f"inference at batch {n or batch:,} {human_bytes(est.inference.bytes(n or batch))}")
+    return ", ".join(parts)
+
+
+def largest_batch(needed, limit: int) -> int:
+    """The largest batch b with needed(b) <= limit, needed growing with b (0 when 1 does not fit)."""
+    if needed(1) > limit:
+        return 0
+    lo, hi = 1, 2
+    while needed(hi) <= limit and hi < 2**40:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if needed(mid) <= limit else (lo, mid)
+    return lo
+
+
+def _refusal(est: Estimate, severity: str, what: str, total: int, breakdown: str, needed, limit: Limit,
+             flag: str, code: str) -> Diagnostic:
+    """needed vs allowed, located at the layer that contributes most: the one with the most
+    parameters when parameters and optimizer state are most of the total, else the largest output."""
+    fixed = est.store_bytes + est.optimizer_bytes
+    by_params = est.largest_params is not None and (fixed > limit.bytes or 2 * fixed > total)
+    node = est.largest_params if by_params else est.largest_output
+    detail = _param_details(est)[1:] if by_params else [_activation_detail(est)]
+    best = largest_batch(needed, limit.bytes)
+    smaller = (_smaller_params(est) if by_params else
+               f"make the output of {_describe(node)} smaller (fewer channels, or a stride or pooling before it)")
+    verb = "needs" if severity == "error" else "would need"
+    return _at(node, severity,
+               f"{what} {verb} about {human_bytes(total)} of memory; this machine allows {human_bytes(limit.bytes)}",
+               [breakdown] + detail + [f"memory limit: {limit.describe()}"],
+               f"{flag} {best:,} fits; or {smaller}" if best else smaller, code)
+
+
+def training_problem(program, batch: int, est: Estimate | None = None, limit: Limit | None = None,
+                     eval_batch: int = EVAL_BATCH, severity: str = "error", flag: str = "--batch"):
+    """A Diagnostic when a training run at `batch` needs more than the limit, else None."""
+    est = est or estimate(program)
+    limit = limit or memory_limit()
+    if est.training is None:
+        return None
+    total = est.training_step(batch, eval_batch)
+    if total <= limit.bytes:
+        return None
+    return _refusal(est, severity, f"training at batch {batch:,}", total, _training_breakdown(est, batch, eval_batch),
+                    lambda b: est.training_step(b, eval_batch), limit, flag, "memory-training")
+
+
+def training_warning(program, est: Estimate | None = None, limit: Limit | None = None):
+    """For `cnndsl check`: a warning when a training step at the file's batch will not fit."""
+    if program.training is None:
+        return None
+    return training_problem(program, program.training.batch, est, limit, severity="warning", flag="batch")
+
+
+def require_fits(program, batch: int, training: bool, inference_batches=(1,), eval_batch: int = EVAL_BATCH,
+                 est: Estimate | None = None, limit: Limit | None = None) -> Estimate:
+    """train/bench: raise a CnnError, before anything is allocated, when the run cannot fit.
+    `training`: a training executable at `batch` and the evaluation's at `eval_batch`;
+    `inference_batches`: the inference executables the run keeps beside them (0 means `batch`)."""
+    limit = limit or memory_limit()
+    est = check_buildable(program, est, limit)
+    training = training and est.training is not None
+
+    def needed(b: int) -> int:
+        total = est.training_step(b, eval_batch) if training else est.store_bytes
+        return total + sum(est.inference.bytes(n or b) for n in inference_batches)
+
+    total = needed(batch)
+    if total > limit.bytes:
+        what = f"{'training' if training else 'inference'} at batch {batch:,}"
+        raise CnnError([_refusal(est, "error", what, total,
+                                 _training_breakdown(est, batch, eval_batch, training, inference_batches),
+                                 needed, limit, "--batch", "memory-training" if training else "memory-inference")])
+    return est
+
+
+def check_model(program) -> Estimate:
+    """`Model.__init__`, before the parameter store is allocated: the parameters and one sample
+    of inference must fit (training is checked when a training executable is built)."""
+    return check_buildable(program, estimate(program, training=False))
+
+
+def check_store(graph, shapes: dict, backend=None) -> None:
+    """`ParamStore`, before its flat buffers are allocated: the same parameter check as
+    `check_buildable`, for a graph handed over without a program (np.prod of a tensor's shape in
+    int64, as the flat layout computes sizes, wraps around at 2**63 elements; this check sees
+    Python ints first)."""
+    params = sum(math.prod(s) for s in shapes.values())
+    buffers = sum(math.prod(s) for node in graph.nodes() for s in (node.meta.get("buffers") or {}).values())
+    needed = FLOAT32 * (STORE_COPIES * params + buffers)
+    limit = memory_limit()
+    if needed <= limit.bytes:
+        return
+    node = max(graph.nodes(), key=lambda n: sum(math.prod(s) for s in n.params.values()))
+    n = sum(math.prod(s) for s in node.params.values())
+    raise CnnError([_at(
+        node, "error", f"the parameters of this network need {human_bytes(needed)} of memory; this machine allows "
+                       f"{human_bytes(limit.bytes)}",
+        [f"parameters: {params:,} float32 values, held {STORE_COPIES} times",
+         f"largest: {_describe(node)} with {n:,} parameters", f"memory limit: {limit.describe()}"],
+        f"make {_describe(node)} smaller", "memory-parameters")])
+
+
+def check_executable(graph, batch: int, store, backend, plan=None) -> None:
+    """Before an Executable allocates its buffers: refuse when they and the parameter store
+    cannot fit in host memory. A device backend's buffers are refused only when no array could
+    have their size (its memory is not queried here)."""
+    mem = graph_memory(graph, training="optimizer_step" in graph.attrs, plan=plan)
+    needed = mem.bytes(batch)
+    held = 0
+    if store is not None:
+        p = store.params
+        held = (sum(a.nbytes for a in (p.data, p.grad, p.lr_mult, p.wd_mult))
+                + sum(b.nbytes for b in store.buffers.values()))
+    if getattr(backend, "host", True):
+        limit = memory_limit()
+    else:
+        limit = Limit(MAX_BYTES, "the largest size an array can have")
+    if limit.net or not getattr(backend, "host", True):
+        held = 0  # already mapped, so already subtracted from the limit (or not in device memory)
+    if needed + held <= limit.bytes:
+        return
+    typed = [n for n in graph.nodes() if n.type is not None]
+    biggest = max(typed, key=lambda n: n.type.size, default=None)
+    fit = largest_batch(mem.bytes, limit.bytes - held)
+    kind = ("a training step" if "optimizer_step" in graph.attrs else
+            "an evaluation step" if graph.attrs.get("losses") else "inference")
+    beside = f" beside {human_bytes(held)} of parameters" if held else ""
+    raise CnnError([_at(
+        biggest, "error",
+        f"{kind} of '{graph.name.split('.')[0]}' at batch {batch:,} needs {human_bytes(needed)} of buffers"
+        f"{beside}; this machine allows {human_bytes(limit.bytes)}",
+        [f"planned activations: {human_bytes(mem.per_sample)} per sample, work buffers "
+         f"{human_bytes(mem.workspace(batch))}",
+         f"largest tensor: {_describe(biggest)}, {human_bytes(FLOAT32 * biggest.type.size)} per sample"
+         if biggest is not None else "no tensors",
+         f"memory limit: {limit.describe()}"],
+        f"a batch of {fit:,} fits" if fit else "make the largest layers smaller",
+        "memory-executable")])
+
+
+# ---------------------------------------------------------------------------- `cnndsl shapes`
+
+def memory_lines(program, est: Estimate | None = None, limit: Limit | None = None) -> list[str]:
+    """Peak activation memory per sample with the memory plan, next to one buffer per tensor,
+    and the estimate of a training step at the file's batch against this machine's limit."""
     from cnndsl.model import loss_specs
     from cnndsl.passes.autodiff import build_training_graph
 
@@ -21,4 +617,18 @@ def memory_lines(program) -> list[str]:
         plan = plan_memory(graph)
         lines.append(f"Planned activation memory, {what}: {human_bytes(plan.peak_bytes_per_sample())} per sample "
                      f"({human_bytes(plan.unplanned_bytes_per_sample(graph))} without buffer reuse)")
+    est = est or estimate(program)
+    limit = limit or memory_limit()
+    lines.append(f"Estimated memory, parameters: {human_bytes(est.store_bytes)} "
+                 f"(values, gradients, learning-rate and weight-decay multipliers)")
+    if program.training is not None and est.training is not None:
+        batch = program.training.batch
+        lines.append(f"Estimated memory, training at batch {batch:,}: {human_bytes(est.training_step(batch))} "
+                     f"({_training_breakdown(est, batch, EVAL_BATCH)})")
+    lines.append(f"Memory limit: {limit.describe()}")
+    if est.store_bytes > limit.bytes or est.predicting(1) > limit.bytes:
+        lines.append("Does not fit: this network cannot be built here (`cnndsl check` says where and why)")
+    elif program.training is not None and est.training_step(program.training.batch) > limit.bytes:
+        lines.append(f"Does not fit: training at batch {program.training.batch:,} needs more than the limit "
+                     f"(`cnndsl check` gives the largest batch that fits)")
     return lines

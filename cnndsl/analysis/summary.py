@@ -66,7 +66,8 @@ def human(n: float, unit: str = "") -> str:
 
 
 def human_bytes(n: int) -> str:
-    for scale, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+    for scale, suffix in ((2**60, "EiB"), (2**50, "PiB"), (2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"),
+                          (2**10, "KiB")):
         if n >= scale:
             return f"{n / scale:.1f} {suffix}"
     return f"{n} B"

@@ -89,6 +89,9 @@ class Executable:
         self.plan: MemoryPlan = plan_memory(graph, self.order)
         self.rc = RunContext(graph, store, batch, backend=self.backend)
         self._launchers = self._resolve(backend)
+        from cnndsl.analysis.memory import check_executable
+
+        check_executable(graph, batch, store, self.backend, self.plan)  # refuse before allocating
         self._slots = [self.backend.zeros(batch * n, np.dtype(d))
                        for n, d in zip(self.plan.slot_elems, self.plan.slot_dtype)]
         self.arrays = {name: self._array(name) for name in self.order if name in self.plan.slot_of}

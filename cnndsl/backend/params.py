@@ -37,6 +37,9 @@ class ParamStore:
             for pname, shape in node.params.items():
                 shapes[f"{node.name}.{pname}"] = tuple(shape)
                 self.owner[f"{node.name}.{pname}"] = node.name
+        from cnndsl.analysis.memory import check_store
+
+        check_store(graph, shapes)  # refuse before allocating what cannot fit (a located CnnError)
         self.params = FlatParams(shapes)
         self.buffers: dict[str, np.ndarray] = {}
         for node in graph.nodes():

@@ -19,17 +19,26 @@ from cnndsl.diagnostics import CnnError, file_error
 @click.argument("files", nargs=-1, required=True)
 @model_options
 def check(files, load_kwargs):
-    """Check model files: exit 0 when all are valid, 1 with diagnostics otherwise."""
+    """Check model files: exit 0 when all are valid, 1 with diagnostics otherwise.
+
+    Beyond the language and the shapes, a model must fit in memory: parameters (or one sample
+    of inference) larger than this machine's memory are an error; a training step at the file's
+    batch that will not fit is a warning with the figures (cnndsl/analysis/memory.py)."""
+    from cnndsl.analysis.memory import check_model, training_warning
     from cnndsl.analysis.summary import summary_rows, totals
 
     failed = 0
     for path in files:
         try:
             program = load_model(path, load_kwargs)
+            check_model(program)  # what Model refuses: parameters or one inference sample too large
         except CnnError as e:
             print_diagnostics(e.diagnostics)
             failed += 1
             continue
+        warning = training_warning(program)
+        if warning is not None:
+            print_diagnostics([warning])
         t = totals(summary_rows(program.graph))
         click.echo(f"{path}: ok ({len(program.graph)} nodes, {t['params']:,} parameters)")
     if failed:
