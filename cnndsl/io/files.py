@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import resource
 import stat
-from pathlib import Path
 from typing import BinaryIO
 
 from cnndsl.diagnostics import file_error
