@@ -567,27 +567,32 @@ def test_a_second_ctrl_c_during_the_save_waits_for_it(tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_double_sigint_exits_130_with_a_loadable_checkpoint(files, tmp_path):
-    x, y = _images(2000)
+def test_double_sigint_exits_130_with_the_checkpoint_of_the_interrupt(files, tmp_path):
+    # batch 1 on 8,000 training images: an epoch of about a second here, so the Ctrl-Cs land
+    # mid-epoch. Measured without the deferral (handler not installed): the second Ctrl-C cut
+    # the save short in 2 of 4 tries, leaving the epoch-end checkpoint (batch 0); with it, 4 of 4
+    # held the interrupted position.
+    x, y = _images(10_000)
     data = tmp_path / "big.npz"
     np.savez(data, x=x, y=y)
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "cnndsl", "train", str(files / "tiny.cnn"), "--data", str(data),
-                             "--epochs", "50", "--out", str(out), "--no-progress"],
+                             "--epochs", "50", "--batch", "1", "--out", str(out), "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
     deadline = time.time() + 120
-    while time.time() < deadline and not (out / "checkpoint.safetensors").exists():
-        time.sleep(0.02)
+    while time.time() < deadline and not (out / "curves.png").exists():  # written after epoch 1's save
+        time.sleep(0.01)
+    time.sleep(0.2)  # into epoch 2
     assert proc.poll() is None, "training ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.002)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "stopped; checkpoint saved in" in err and "Traceback" not in err and "internal error" not in err
-    ckpt = load_checkpoint(out)  # complete and loadable
-    assert ckpt.meta["position"]["epoch"] >= 1
+    pos = load_checkpoint(out).meta["position"]  # complete and loadable
+    assert pos["batch"] > 0, pos  # the interrupted position, not epoch 1's end
+    assert pos["step"] == pos["epoch"] * 8000 + pos["batch"]
     assert not (out / run_dir.LOCK_FILE).exists()
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
