@@ -201,3 +201,16 @@ def test_cli_train_with_mismatched_weights_exits_1(tmp_path, pretrained):
     assert r.exit_code == 1
     assert "ft.cnn:14:3: error: init from" in r.stderr and "file (4, 16), network (3, 16)" in r.stderr
     assert "ft.cnn:11:3: error: layer 'logits'" in r.stderr
+
+
+def test_a_file_with_thousands_of_other_tensors_reports_in_a_few_lines():
+    """The report lists at most 20 names per kind and says how many more (issue 13)."""
+    from cnndsl.tasks.transfer import TransferReport
+
+    report = TransferReport("w.safetensors", loaded=["c1.weight"],
+                            skipped=[(f"extra{i}.weight", (3,)) for i in range(5000)],
+                            mismatched=[(f"m{i}.weight", (1,), (2,)) for i in range(30)])
+    lines = report.lines()
+    assert len(lines) == 2 + 1 + 20 + 1
+    assert lines[2].startswith("  skipped 5000 (in the file, not in this network): extra0.weight (3,), ")
+    assert lines[2].endswith("... and 4,980 more") and lines[-1] == "  ... and 10 more shape mismatches"

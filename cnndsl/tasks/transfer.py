@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnndsl.diagnostics import CnnError, Diagnostic, Span
+from cnndsl.diagnostics import LIST_LIMIT, CnnError, Diagnostic, Span, abbreviated
 
 
 def _shape(shape) -> str:
@@ -49,18 +49,21 @@ class TransferReport:
         src = f" (saved from network {self.network})" if self.network else ""
         out = [f"init from {self.path}{src}:",
                f"  {verb} {len(self.loaded)} tensors ({self.loaded_values:,} values)"
-               + (": " + ", ".join(self.loaded) if self.loaded else "")]
+               + (": " + abbreviated(self.loaded) if self.loaded else "")]
+        # every list is cut at LIST_LIMIT names: a file of 20,000 other tensors stays one readable line
         if self.new:
             out.append(f"  newly initialized {len(self.new)} (not in the file): "
-                       + ", ".join(f"{n} {_shape(s)}" for n, s in self.new))
+                       + abbreviated(f"{n} {_shape(s)}" for n, s in self.new))
         if self.reinit:
             out.append(f"  re-initialized {len(self.reinit)} (reinit): "
-                       + ", ".join(f"{n} {_shape(s)}" for n, s in self.reinit))
+                       + abbreviated(f"{n} {_shape(s)}" for n, s in self.reinit))
         if self.skipped:
             out.append(f"  skipped {len(self.skipped)} (in the file, not in this network): "
-                       + ", ".join(f"{n} {_shape(s)}" for n, s in self.skipped))
-        for n, f, e in self.mismatched:
+                       + abbreviated(f"{n} {_shape(s)}" for n, s in self.skipped))
+        for n, f, e in self.mismatched[:LIST_LIMIT]:
             out.append(f"  shape mismatch {n}: file {_shape(f)}, network {_shape(e)}")
+        if len(self.mismatched) > LIST_LIMIT:
+            out.append(f"  ... and {len(self.mismatched) - LIST_LIMIT:,} more shape mismatches")
         return out
 
     def __str__(self) -> str:
@@ -142,6 +145,8 @@ def _mismatch_diagnostics(report: TransferReport, graph, owners, span) -> list[D
         if layer in seen:
             continue
         seen.add(layer)
+        if len(seen) > LIST_LIMIT:  # one located error per layer, for the first LIST_LIMIT layers
+            break
         node = graph.node(layer) if layer in graph else None
         diags.append(Diagnostic(
             "error", f"layer '{layer}': tensor '{name}' is {_shape(want)} here but {_shape(found)} in "
