@@ -6,6 +6,15 @@ helper from conv.py therefore stays cached after conv.py changes, and the stale 
 compute garbage or crash. Keying the cache directory on the contents of every file that defines
 kernels makes any change start from a fresh cache, while unchanged sources keep hitting it.
 
+Bounds checking (NUMBA_BOUNDSCHECK=1) gets a fingerprint of its own. Numba's cache index key is
+the signature, the CPU and the bytecode (numba/core/caching.py, `_index_key`, 0.68): it leaves the
+boundscheck setting out, so a checked run sharing the folder loaded the unchecked machine code and
+let an out-of-bounds read through, and an unchecked run after it loaded the slower checked code
+(both seen with a one-line @njit(cache=True) function). The unchecked fingerprint is unchanged.
+A checked run also gets one Numba thread unless NUMBA_NUM_THREADS is set: an IndexError raised in a
+prange region on a worker thread is lost (set in that thread's Python state; 5 of 11 out-of-bounds
+positions went unreported with 2 threads, none with 1).
+
 NUMBA_CACHE_DIR, when the user sets it, wins; so does an unwritable home (Numba's default then).
 Old fingerprints (10 to 20 MB each) are removed once they are both beyond the KEEP most recently
 used and unused for STALE_DAYS, so that upgrades do not pile them up and a second installation
@@ -28,6 +37,18 @@ KEEP = 4
 STALE_DAYS = 7
 
 
+def boundscheck() -> bool:
+    """Whether Numba compiles with bounds checks: NUMBA_BOUNDSCHECK set to a non-zero integer (the
+    compiler re-reads the environment before each compilation), or numba.config.BOUNDSCHECK set
+    in a process that imported Numba."""
+    try:
+        env = bool(int(os.environ.get("NUMBA_BOUNDSCHECK", "") or 0))
+    except ValueError:
+        env = False  # Numba warns about the bad value itself and leaves the checks off
+    numba_config = sys.modules.get("numba.core.config")
+    return env or bool(numba_config is not None and numba_config.BOUNDSCHECK)
+
+
 def fingerprint() -> str:
     digest = hashlib.sha256()
     for pattern in KERNEL_SOURCES:
@@ -36,6 +57,8 @@ def fingerprint() -> str:
             digest.update(path.read_bytes())
     # the cached code is only valid for the Numba that compiled it (read without importing it)
     digest.update(importlib.metadata.version("numba").encode())
+    if boundscheck():  # the checked code apart (see the module docstring); unchecked: as before
+        digest.update(b"\0NUMBA_BOUNDSCHECK=1")
     return digest.hexdigest()[:16]
 
 
@@ -45,7 +68,17 @@ def default_cache_dir() -> Path:
 
 
 def configure() -> None:
-    """Point Numba at the fingerprinted directory unless NUMBA_CACHE_DIR is set already."""
+    """Point Numba at the fingerprinted directory unless NUMBA_CACHE_DIR is set already; under
+    NUMBA_BOUNDSCHECK, run Numba's parallel regions on one thread unless NUMBA_NUM_THREADS is set."""
+    if boundscheck() and not os.environ.get("NUMBA_NUM_THREADS"):
+        if "numba" in sys.modules:
+            # Numba has read its settings: changing NUMBA_NUM_THREADS now would make its next
+            # compilation raise once its threads run; mask them for this thread instead
+            import numba
+
+            numba.set_num_threads(1)
+        else:
+            os.environ["NUMBA_NUM_THREADS"] = "1"  # also inherited by child processes
     if os.environ.get("NUMBA_CACHE_DIR"):
         return
     try:

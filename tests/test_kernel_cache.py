@@ -38,3 +38,108 @@ def test_old_fingerprints_are_pruned_but_recent_or_newest_ones_stay(tmp_path):
     # newest four: a, b, f, c; of the rest, d, e and g are stale
     assert sorted(p.name for p in removed) == ["d", "e", "g"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c", "f"]
+
+
+def _without_boundscheck(monkeypatch):
+    import numba.core.config
+
+    monkeypatch.delenv("NUMBA_BOUNDSCHECK", raising=False)
+    monkeypatch.setattr(numba.core.config, "BOUNDSCHECK", None)  # as when the variable is unset
+
+
+def test_the_bounds_checked_build_has_a_fingerprint_of_its_own(monkeypatch):
+    # Numba's cache index leaves the boundscheck setting out: one folder would mix the two builds
+    _without_boundscheck(monkeypatch)
+    unchecked = kernel_cache.fingerprint()
+    monkeypatch.setenv("NUMBA_BOUNDSCHECK", "0")
+    assert kernel_cache.fingerprint() == unchecked
+    monkeypatch.setenv("NUMBA_BOUNDSCHECK", "1")
+    assert kernel_cache.boundscheck()
+    assert kernel_cache.fingerprint() != unchecked
+    monkeypatch.setenv("NUMBA_BOUNDSCHECK", "yes")  # not an integer: Numba leaves the checks off
+    assert kernel_cache.fingerprint() == unchecked
+
+
+def test_a_bounds_checked_process_with_numba_imported_masks_its_threads(tmp_path, monkeypatch):
+    import numba
+
+    calls = []
+    monkeypatch.setattr(numba, "set_num_threads", calls.append)
+    monkeypatch.setenv("NUMBA_BOUNDSCHECK", "1")
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    kernel_cache.configure()
+    assert calls == [1]
+    # changing the variable after Numba's threads started would make its next compilation raise
+    assert "NUMBA_NUM_THREADS" not in os.environ
+
+
+OOB_MODULE = '''
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True)
+def serial(a, idx):
+    s = 0.0
+    for i in range(idx.shape[0]):
+        s += a[idx[i]]
+    return s
+
+
+@njit(cache=True, parallel=True)
+def parallel(a, idx, out):
+    for i in prange(idx.shape[0]):
+        out[i] = a[idx[i]]
+'''
+
+OOB_SCRIPT = '''
+import json, os, sys
+import cnndsl  # chooses the cache folder and the threads before Numba's import
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import oob_probe
+
+idx = np.zeros(1000, np.int64)
+idx[-1] = int(sys.argv[2])  # the last iteration: a worker thread's share of the prange
+res = {"cache_dir": os.environ.get("NUMBA_CACHE_DIR"), "threads": os.environ.get("NUMBA_NUM_THREADS")}
+for name, args in (("serial", ()), ("parallel", (np.zeros(1000),))):
+    try:
+        getattr(oob_probe, name)(np.zeros(3), idx, *args)
+        res[name] = "ok"
+    except Exception as e:  # in a prange: SystemError raised from the IndexError
+        res[name] = " ".join(type(x).__name__ for x in (e, e.__cause__) if x is not None)
+res["hits"] = sum(oob_probe.serial.stats.cache_hits.values())
+print(json.dumps(res))
+'''
+
+
+def test_a_bounds_checked_run_checks_even_after_an_unchecked_run_cached_the_code(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "oob_probe.py").write_text(OOB_MODULE)
+    script = tmp_path / "probe.py"
+    script.write_text(OOB_SCRIPT)
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    env.update(PYTHONPATH=str(root), XDG_CACHE_HOME=str(tmp_path / "cache"))
+
+    def probe(index, **extra):
+        done = subprocess.run([sys.executable, str(script), str(tmp_path / "mod"), str(index)],
+                              env=dict(env, **extra), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    unchecked = probe(2)  # in bounds: compiles and caches the unchecked code
+    assert (unchecked["serial"], unchecked["parallel"], unchecked["hits"]) == ("ok", "ok", 0)
+    checked = probe(5, NUMBA_BOUNDSCHECK="1")
+    assert checked["cache_dir"] != unchecked["cache_dir"]
+    assert checked["threads"] == "1"
+    assert checked["serial"] == "IndexError"
+    assert "IndexError" in checked["parallel"]  # not lost on a worker thread
+    again = probe(2)  # the unchecked cache is still the unchecked code, and still used
+    assert again["cache_dir"] == unchecked["cache_dir"] and again["hits"] == 1
