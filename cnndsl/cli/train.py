@@ -60,7 +60,8 @@ def _datasets(model, data: str | None):
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the file's epoch count.")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Override the batch size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Override the learning rate.")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of initialization, data order and dropout.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of initialization, data order and dropout.")
 @click.option("--out", "out_dir", default=None, help="Output folder (default runs/<file name>).")
 @click.option("--resume", "resume_dir", default=None,
               help="Continue the run saved in this folder (or its checkpoint.safetensors), with the settings "
@@ -191,8 +192,7 @@ def _run(file, s, out, resuming, ckpt, overwrite, no_progress, load_kwargs, comm
     from cnndsl.train import run_dir
     from cnndsl.train.trainer import Trainer, with_overrides
 
-    load_kwargs = dict(load_kwargs, defines=s.get("defines", load_kwargs["defines"]),
-                       profile=s.get("profile", load_kwargs["profile"]), network=s.get("network", load_kwargs["network"]))
+    load_kwargs = dict(load_kwargs, **{k: s.get(k, load_kwargs[k]) for k in ("defines", "profile", "network")})
     model = _compile(file, load_kwargs, s.get("seed"), opt_level=s.get("opt_level"))
     settings = with_overrides(model.config, s.get("epochs"), s.get("batch"), s.get("lr"), s.get("seed"))
     # the data actually used (the train section's `dataset` when no --data): a resumed run keeps
