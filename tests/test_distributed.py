@@ -109,7 +109,7 @@ def test_resume_on_two_ranks_equals_an_uninterrupted_run(data_dir):
     base.mkdir()
     assert _train(base, 2, "--out", str(base / "whole")).returncode == 0
     assert _train(base, 2, "--out", str(base / "split"), "--epochs", "1").returncode == 0
-    r = _train(base, 2, "--resume", str(base / "split"))
+    r = _train(base, 2, "--resume", str(base / "split"), "--epochs", "2")  # resume restores epochs 1
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stderr
     whole, split = _weights(base / "whole"), _weights(base / "split")

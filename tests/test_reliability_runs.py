@@ -191,6 +191,21 @@ def test_resume_restores_the_saved_settings_and_refuses_a_differing_flag(run, fi
     assert load_checkpoint(out).meta["settings"]["epochs"] == 2
 
 
+def test_resume_takes_a_new_data_path_when_the_runs_data_file_has_moved(run, files, tmp_path):
+    import shutil
+
+    data = tmp_path / "d.npz"
+    shutil.copy(files / "d40.npz", data)
+    out = tmp_path / "run"
+    _clean(run("train", files / "tiny.cnn", "--data", data, "--out", out, "--no-progress"), 0)
+    moved = tmp_path / "elsewhere.npz"
+    data.rename(moved)
+    r = run("train", files / "tiny.cnn", "--resume", out, "--epochs", 2, "--data", moved)
+    _clean(r, 0)
+    assert "resuming" in r.output
+    assert load_checkpoint(out).meta["settings"]["data"] == str(moved)
+
+
 def test_resuming_a_finished_run_says_so_and_exits_0(run, files, tmp_path):
     out = tmp_path / "run"
     _clean(_train(run, files, out, "--epochs", 2), 0)

@@ -248,7 +248,8 @@ def _epoch_line(r: dict) -> str:
 
 @cli.command(name="eval")
 @click.argument("file")
-@click.option("--weights", required=True, help="A .safetensors weights file (e.g. runs/lenet5/weights.safetensors).")
+@click.option("--weights", required=True, help="A .safetensors weights file (e.g. runs/lenet5/weights.safetensors), "
+                                               "or a run's checkpoint.safetensors.")
 @click.option("--data", default=None, help="Dataset: 'digits' (bundled) or a .npz file with x/y arrays.")
 @click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True)
 @model_options
@@ -269,7 +270,7 @@ def eval_(file, weights, data, batch, load_kwargs):
 @cli.command()
 @click.argument("file")
 @click.argument("images", nargs=-1, required=True)
-@click.option("--weights", required=True, help="A .safetensors weights file.")
+@click.option("--weights", required=True, help="A .safetensors weights file, or a run's checkpoint.safetensors.")
 @click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="How many classes to show.")
 @click.option("-o", "--out-image", default=None,
               help="Write a PNG of the input with the predicted boxes or mask drawn over it (NAME-1.png, ... "

@@ -26,6 +26,7 @@ import numpy as np
 
 from cnndsl.diagnostics import file_error
 from cnndsl.io.atomic import atomic_writer
+from cnndsl.io.files import read_regular
 
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
@@ -126,14 +127,18 @@ def _clean(value: Any) -> Any:
     return value
 
 
+METRICS_LIMIT = 64 * 1024 * 1024  # one record per epoch is ~300 bytes: 200,000 epochs
+
+
 def read_metrics(directory) -> list[dict[str, Any]]:
     """The records in `<directory>/metrics.json` ([] when there is none)."""
     path = Path(directory) / METRICS_FILE
     if not path.exists():
         return []
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+        # a FIFO or /dev/zero in its place is refused, not read forever (cnndsl.io.files)
+        records = json.loads(read_regular(path, "metrics log", limit=METRICS_LIMIT).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise file_error(path, "cannot read the metrics log", expected="a JSON list of per-epoch records",
                          found=str(e), code="metrics-format") from None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):

@@ -342,6 +342,13 @@ def _show(name: str, value) -> str:
     return f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
 
 
+def _moved(saved_data) -> bool:
+    """True when a run's saved data setting was a path that no longer exists (moved or renamed):
+    then a new --data is taken instead of refused."""
+    return isinstance(saved_data, str) and ("/" in saved_data or "." in saved_data) \
+        and not Path(saved_data).exists()
+
+
 def merge_resumed(saved: Mapping[str, Any] | None, given: Mapping[str, Any], path) -> dict[str, Any]:
     """The settings of a resumed run: those `saved` in its checkpoint, with the flags `given`
     again on the command line (only those the user typed). A given flag that differs from the
@@ -363,6 +370,9 @@ def merge_resumed(saved: Mapping[str, Any] | None, given: Mapping[str, Any], pat
             continue
         if name == "data" and value is not None:
             same = data_setting(value) == old or value == old
+            if not same and _moved(old):  # the run's data file is gone: the user points at its new place
+                merged[name] = value
+                continue
         else:
             same = value == old  # lr: the float parsed from the flag, exactly as saved
         if same:
