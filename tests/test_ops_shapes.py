@@ -373,3 +373,64 @@ def test_errors_in_blocks_carry_notes_and_do_not_cascade():
     diags = infer_shapes(g)
     assert len(diags.errors) == 1
     assert diags.errors[0].notes == [(Span(FILE, 9, 1), "in the block used here")]
+
+
+# -- help hints in closed form: huge options must not hang `check` (issue 13) -------------------
+
+def _old_common_divisor(a, b, near):
+    return min([g for g in range(1, min(a, b) + 1) if a % g == 0 and b % g == 0], key=lambda g: abs(g - near))
+
+
+def _old_tiling(w, k_eff, p, s, max_pad):
+    from cnndsl.ops.spatial import formula
+
+    fixes = []
+    for p2 in range(0, max_pad + 1):
+        if p2 != p and (w - k_eff + 2 * p2) >= 0 and (w - k_eff + 2 * p2) % s == 0:
+            fixes.append(f"padding={p2} gives {formula(w, k_eff, p2, s).split(' = ')[0]} = {(w - k_eff + 2 * p2) // s + 1}")
+            break
+    for s2 in range(s - 1, 0, -1):
+        if (w - k_eff + 2 * p) % s2 == 0:
+            fixes.append(f"stride={s2} gives {(w - k_eff + 2 * p) // s2 + 1}")
+            break
+    return fixes
+
+
+def test_closed_form_hints_give_the_answers_of_the_search_loops():
+    import random
+
+    from cnndsl.ops.conv import _common_divisor
+    from cnndsl.ops.spatial import _tiling_fixes
+
+    rng = random.Random(1)
+    for _ in range(3000):
+        a, b, near = rng.randint(1, 600), rng.randint(1, 600), rng.randint(1, 700)
+        assert _common_divisor(a, b, near) == _old_common_divisor(a, b, near), (a, b, near)
+    checked = 0
+    while checked < 5000:
+        w, k, s = rng.randint(1, 60), rng.randint(1, 70), rng.randint(1, 20)
+        max_pad = rng.randint(0, 40)
+        p = rng.randint(0, max_pad)
+        span = w - k + 2 * p
+        if span < 0 or span % s == 0:
+            continue  # asked only when the padding given does not tile
+        checked += 1
+        assert _tiling_fixes(w, k, p, s, max_pad) == _old_tiling(w, k, p, s, max_pad), (w, k, p, s, max_pad)
+
+
+@pytest.mark.parametrize("layer", [
+    "conv 9999999999\n  conv 9999999998 groups=7",
+    "conv 4 kernel=3 stride=999999999",
+    "avgpool kernel=3 stride=999999999",
+    "conv 4 kernel=999999999 stride=2 padding=499999990",
+])
+def test_huge_options_are_diagnosed_at_once(layer):
+    import time
+
+    from cnndsl.diagnostics import CnnError
+    from cnndsl.frontend import loads
+
+    start = time.perf_counter()
+    with pytest.raises(CnnError):
+        loads(f"network n {{\n  input image: 1x28x28\n  {layer}\n  flatten\n  dense 2\n}}\n", "huge.cnn")
+    assert time.perf_counter() - start < 5  # these loops ran for hours before

@@ -195,6 +195,11 @@ def _run(file, s, out, resuming, ckpt, overwrite, no_progress, load_kwargs, comm
     load_kwargs = dict(load_kwargs, **{k: s.get(k, load_kwargs[k]) for k in ("defines", "profile", "network")})
     model = _compile(file, load_kwargs, s.get("seed"), opt_level=s.get("opt_level"))
     settings = with_overrides(model.config, s.get("epochs"), s.get("batch"), s.get("lr"), s.get("seed"))
+    from cnndsl.analysis.memory import require_fits
+
+    # a step that cannot fit is refused before the data is loaded (a 183M-parameter model took 22 s
+    # and 3.4 GB to fail when the training executable was built)
+    require_fits(model.program, settings.batch, training=True, inference_batches=())
     # the data actually used (the train section's `dataset` when no --data): a resumed run keeps
     # it even if the model file's train section names other data by then
     data = s.get("data") or model.config.dataset or "digits"

