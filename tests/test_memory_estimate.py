@@ -200,14 +200,14 @@ def test_check_warns_when_training_at_the_files_batch_will_not_fit(run, tmp_path
         dense classes -> logits
     """)
     assert "warning" not in run("check", path).output
-    result = run("check", path, env={"CNNDSL_MEMORY_LIMIT": "36M"})
+    result = run("check", path, env={"CNNDSL_MEMORY_LIMIT": "20M"})  # needs ~28 MiB, 16 MiB at batch 32
     clean(result)
     assert result.exit_code == 0
     assert f"{path}:3:1: warning: training at batch 64 would need about" in result.output
-    assert "this machine allows 36.0 MiB" in result.output
+    assert "this machine allows 20.0 MiB" in result.output
     assert "adam state" in result.output and "training activations at batch 64" in result.output
-    assert "held-out evaluation at batch 256" in result.output
-    assert "memory limit: 36.0 MiB (CNNDSL_MEMORY_LIMIT)" in result.output
+    assert "held-out evaluation at batch 64" in result.output  # the trainer's min(256, batch)
+    assert "memory limit: 20.0 MiB (CNNDSL_MEMORY_LIMIT)" in result.output
     assert "help: batch " in result.output and " fits" in result.output
     assert f"{path}: ok (" in result.output
 

@@ -47,8 +47,8 @@ from cnndsl.diagnostics import CnnError, Diagnostic
 FLOAT32 = 4
 # FlatParams keeps data, grad, lr_mult and wd_mult, each one float32 per learnable value.
 STORE_COPIES = 4
-# cnndsl/train/trainer.py's EVAL_BATCH: the held-out set is evaluated in batches of this size,
-# and its executable stays cached beside the training one (tests/test_memory_estimate.py checks
+# cnndsl/train/trainer.py's EVAL_BATCH: the held-out set is evaluated in batches of this size (or
+# of the training batch when that is smaller), and its executable stays cached beside the training one (tests/test_memory_estimate.py checks
 # the two agree; importing the trainer here would load Numba into `cnndsl check`).
 EVAL_BATCH = 256
 # cnndsl/backend/cpu/conv.py's KEEP_COL_BUDGET_BYTES: the largest unfolded input a training conv
@@ -285,9 +285,11 @@ class Estimate:
         """Parameters plus one inference executable at `batch`."""
         return self.store_bytes + self.inference.bytes(batch)
 
-    def training_step(self, batch: int, eval_batch: int = EVAL_BATCH) -> int:
+    def training_step(self, batch: int, eval_batch: int | None = None) -> int:
         """A training run: parameters, optimizer state, the training executable at `batch` and
-        the held-out evaluation's at `eval_batch`, which the model keeps cached side by side."""
+        the held-out evaluation's at `eval_batch` (None: the trainer's, min(EVAL_BATCH, batch)),
+        which the model keeps cached side by side."""
+        eval_batch = eval_batch_for(batch) if eval_batch is None else eval_batch
         total = self.store_bytes + self.optimizer_bytes
         if self.training is not None:
             total += self.training.bytes(batch)
@@ -446,8 +448,14 @@ def check_buildable(program, est: Estimate | None = None, limit: Limit | None = 
     return est
 
 
-def _training_breakdown(est: Estimate, batch: int, eval_batch: int, training: bool = True,
+def eval_batch_for(batch: int) -> int:
+    """The batch the trainer evaluates the held-out split at (cnndsl.train.trainer.Trainer)."""
+    return min(EVAL_BATCH, batch)
+
+
+def _training_breakdown(est: Estimate, batch: int, eval_batch: int | None, training: bool = True,
                         inference_batches=()) -> str:
+    eval_batch = eval_batch_for(batch) if eval_batch is None else eval_batch
     parts = [f"parameters and copies {human_bytes(est.store_bytes)}"]
     if training and est.optimizer_bytes:
         parts.append(f"{est.optimizer} state {human_bytes(est.optimizer_bytes)}")
@@ -492,7 +500,7 @@ def _refusal(est: Estimate, severity: str, what: str, total: int, breakdown: str
 
 
 def training_problem(program, batch: int, est: Estimate | None = None, limit: Limit | None = None,
-                     eval_batch: int = EVAL_BATCH, severity: str = "error", flag: str = "--batch"):
+                     eval_batch: int | None = None, severity: str = "error", flag: str = "--batch"):
     """A Diagnostic when a training run at `batch` needs more than the limit, else None."""
     est = est or estimate(program)
     limit = limit or memory_limit()
@@ -512,7 +520,7 @@ def training_warning(program, est: Estimate | None = None, limit: Limit | None =
     return training_problem(program, program.training.batch, est, limit, severity="warning", flag="batch")
 
 
-def require_fits(program, batch: int, training: bool, inference_batches=(1,), eval_batch: int = EVAL_BATCH,
+def require_fits(program, batch: int, training: bool, inference_batches=(1,), eval_batch: int | None = None,
                  est: Estimate | None = None, limit: Limit | None = None) -> Estimate:
     """train/bench: raise a CnnError, before anything is allocated, when the run cannot fit.
     `training`: a training executable at `batch` and the evaluation's at `eval_batch`;
@@ -624,7 +632,7 @@ def memory_lines(program, est: Estimate | None = None, limit: Limit | None = Non
     if program.training is not None and est.training is not None:
         batch = program.training.batch
         lines.append(f"Estimated memory, training at batch {batch:,}: {human_bytes(est.training_step(batch))} "
-                     f"({_training_breakdown(est, batch, EVAL_BATCH)})")
+                     f"({_training_breakdown(est, batch, None)})")
     lines.append(f"Memory limit: {limit.describe()}")
     if est.store_bytes > limit.bytes or est.predicting(1) > limit.bytes:
         lines.append("Does not fit: this network cannot be built here (`cnndsl check` says where and why)")

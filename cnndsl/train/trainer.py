@@ -41,6 +41,9 @@ from cnndsl.train.progress import Progress
 from cnndsl.train.schedule import Schedule
 
 
+# The held-out split is evaluated in batches of this size, or of the training batch when that is
+# smaller (as Keras's fit evaluates at its batch_size): a smaller --batch then shrinks evaluation's
+# memory too, which is what a user out of memory reaches for (cnndsl.analysis.memory counts it).
 EVAL_BATCH = 256
 
 
@@ -150,6 +153,7 @@ class Trainer:
         self.model = model
         self.train_set, self.test_set = train_set, test_set
         self.settings = config
+        self.eval_batch = min(EVAL_BATCH, config.batch)
         self.out = Path(out_dir)
         self.comm = comm or LocalComm()
         self.is_root = self.comm.rank == 0
@@ -401,7 +405,7 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         pos = self.pos
-        held_out = self.model.evaluate(self.test_set.x, self.test_set.y, EVAL_BATCH)
+        held_out = self.model.evaluate(self.test_set.x, self.test_set.y, self.eval_batch)
         if not math.isfinite(held_out["loss"]):
             raise self._non_finite_held_out(held_out["loss"])
         record = {
@@ -440,8 +444,8 @@ class Trainer:
         inference uses): name the epoch, the step and the first layer whose output is not finite
         on the first such held-out batch; nothing of this epoch is written."""
         culprit = None
-        for x, y in self.test_set.batches(EVAL_BATCH, shuffle=False):
-            if not math.isfinite(self.model.evaluate(x, y, EVAL_BATCH)["loss"]):
+        for x, y in self.test_set.batches(self.eval_batch, shuffle=False):
+            if not math.isfinite(self.model.evaluate(x, y, self.eval_batch)["loss"]):
                 culprit = first_non_finite_layer(self.model, x, y, self.pos.step, training=False)
                 break
         where = f"; the first non-finite value comes from layer '{culprit.name}'" if culprit else ""
