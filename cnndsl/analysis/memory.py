@@ -40,9 +40,9 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 
-from cnndsl.analysis.summary import human_bytes
 from cnndsl.backend.plan import plan_memory
 from cnndsl.diagnostics import CnnError, Diagnostic
+from cnndsl.machine import MAX_BYTES, Limit, human_bytes, memory_limit, parse_size  # noqa: F401
 
 FLOAT32 = 4
 # FlatParams keeps data, grad, lr_mult and wd_mult, each one float32 per learnable value.
@@ -57,92 +57,12 @@ EVAL_BATCH = 256
 KEEP_COL_BUDGET = 64 << 20
 # No limit above this is believed: numpy cannot index more bytes, and sizes of 2**63 and more
 # overflowed into "Python int too large to convert to C long" before this check existed.
-MAX_BYTES = 2**62
 
 _ITEMSIZE = {"float32": 4, "int64": 8, "int32": 4}
 # Graphs with more nodes than this are not planned: the plan's best-fit search grows with the
 # number of free slots and took 6.5 s on the 30,000-node training graph of a 5,000-layer network
 # (2 cores); their activations are the sum of every tensor instead, an upper bound.
 MAX_PLANNED_NODES = 6000
-
-
-# ---------------------------------------------------------------------------- the limit
-
-@dataclass(frozen=True)
-class Limit:
-    bytes: int
-    source: str  # "physical memory", "the cgroup's memory limit", "ulimit -v", "CNNDSL_MEMORY_LIMIT"
-    net: bool = False  # what this process maps already is subtracted (ulimit -v): do not count it again
-
-    def describe(self) -> str:
-        return f"{human_bytes(self.bytes)} ({self.source})"
-
-
-_SUFFIX = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-
-
-def parse_size(text: str) -> int | None:
-    """'4G' -> 4 GiB, '512M', '1000000' (bytes); None when not a size."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
-    if not m:
-        return None
-    return int(float(m.group(1)) * _SUFFIX[m.group(2).upper()])
-
-
-def memory_limit() -> Limit:
-    """How much memory this process may use, at most."""
-    override = os.environ.get("CNNDSL_MEMORY_LIMIT")
-    if override:
-        size = parse_size(override)
-        if size is None or size <= 0:
-            raise CnnError([Diagnostic(
-                "error", f"CNNDSL_MEMORY_LIMIT must be a size such as 8G, 512M or 1000000 (bytes), got '{override}'",
-                help="unset it to use the machine's memory", code="memory-limit")])
-        return Limit(min(size, MAX_BYTES), "CNNDSL_MEMORY_LIMIT")
-    limits = []
-    try:
-        limits.append(Limit(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "physical memory"))
-    except (ValueError, OSError, AttributeError):  # not on Linux/macOS
-        pass
-    cgroup = _cgroup_limit()
-    if cgroup is not None:
-        limits.append(Limit(cgroup, "the cgroup's memory limit"))
-    address = _address_space_left()
-    if address is not None:
-        limits.append(Limit(address, "ulimit -v, less what this process maps already", net=True))
-    if not limits:
-        return Limit(MAX_BYTES, "no limit found")
-    return min(limits, key=lambda lim: lim.bytes)
-
-
-def _cgroup_limit() -> int | None:
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            with open(path) as f:
-                text = f.read().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < MAX_BYTES:  # "max" or 2**63 - page: no limit
-            return int(text)
-    return None
-
-
-def _address_space_left() -> int | None:
-    try:
-        import resource
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    except (ImportError, ValueError, OSError):
-        return None
-    if soft == resource.RLIM_INFINITY or soft <= 0:
-        return None
-    mapped = 0
-    try:
-        with open("/proc/self/statm") as f:
-            mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        pass
-    return max(soft - mapped, 0)
 
 
 # ---------------------------------------------------------------------------- the estimate

@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from cnndsl.ir.graph import Graph
+from cnndsl.machine import human_bytes
 
 BYTES = 4  # float32
 
@@ -63,14 +64,6 @@ def human(n: float, unit: str = "") -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f}{suffix}{unit}"
     return f"{int(n)}{unit}"
-
-
-def human_bytes(n: int) -> str:
-    for scale, suffix in ((2**60, "EiB"), (2**50, "PiB"), (2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"),
-                          (2**10, "KiB")):
-        if n >= scale:
-            return f"{n / scale:.1f} {suffix}"
-    return f"{n} B"
 
 
 def _shape(shape) -> str:

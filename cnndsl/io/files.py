@@ -11,58 +11,28 @@ images) goes through here, so that
 * what a file's header declares (array shapes, decompressed sizes) can be
   compared with a memory budget before anything is allocated.
 
-`memory_budget()` is the most one input may make cnndsl allocate: half the
-physical memory, or half the address-space limit (`ulimit -v`, RLIMIT_AS) when
-that is lower. Half, because a loader holds the raw bytes and the converted
+`memory_budget()` is the most one input may make cnndsl allocate: half of what
+this process may use (`cnndsl.machine.memory_limit`: the physical memory, the
+cgroup's limit or `ulimit -v`, whichever is smallest). Half, because a loader holds the raw bytes and the converted
 float32 arrays at once, and the process needs the rest for the network.
 """
 from __future__ import annotations
 
 import os
-import resource
 import stat
 from typing import BinaryIO
 
 from cnndsl.diagnostics import file_error
+from cnndsl.machine import human_bytes, memory_limit
 
 GiB = 1024 ** 3
 
 
-def _physical_memory() -> int | None:
-    try:
-        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not POSIX
-        return None
-    return pages * size if pages > 0 and size > 0 else None
-
-
-def _address_space_limit() -> int | None:
-    try:
-        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    except (ValueError, OSError, AttributeError):
-        return None
-    return None if soft == resource.RLIM_INFINITY or soft <= 0 else soft
-
-
 def memory_budget() -> tuple[int, str]:
-    """(bytes, how that figure was derived): the most one input file may make us allocate."""
-    ram, limit = _physical_memory(), _address_space_limit()
-    if limit is not None and (ram is None or limit < ram):
-        return limit // 2, f"half the process's address-space limit (ulimit -v) of {human_bytes(limit)}"
-    if ram is not None:
-        return ram // 2, f"half of this machine's {human_bytes(ram)} of memory"
-    return 4 * GiB, "a fixed 4 GiB (the machine's memory size is unknown)"
-
-
-def human_bytes(n: int) -> str:
-    n = int(n)
-    if n < 1024:
-        return f"{n} bytes"
-    for unit, scale in (("EiB", 1024 ** 6), ("PiB", 1024 ** 5), ("TiB", 1024 ** 4), ("GiB", GiB),
-                        ("MiB", 1024 ** 2), ("KiB", 1024)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"  # pragma: no cover
+    """(bytes, how that figure was derived): the most one input file may make us allocate, half
+    of what this process may use (`cnndsl.machine.memory_limit`)."""
+    limit = memory_limit()
+    return limit.bytes // 2, f"half of {limit.describe()}"
 
 
 def check_budget(path, what: str, nbytes: int, description: str) -> None:
