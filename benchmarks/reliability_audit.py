@@ -364,7 +364,7 @@ TRAIN_TINY = """
 train {
   epochs 1
   batch 8
-  optimizer sgd lr=0.1
+  optimizer sgd lr=0.1 momentum=0.9
   loss logits cross_entropy
   metric logits accuracy
 }
@@ -420,6 +420,9 @@ HUGE = {
     "maxpool_1e12": "conv 2 kernel=3 padding=same relu\n  maxpool 1000000000000 padding=same\n  flatten",
     "repeat_1e8": "repeat 10000 {\n    repeat 10000 {\n      conv 1 kernel=1\n    }\n  }\n  flatten",
 }
+
+
+BUILDABLE = ("maxpool_1e12",)  # a huge window, padded: one output per channel, nothing big to allocate
 
 
 def huge_model(body: str, input_shape="1x8x8") -> str:
@@ -515,32 +518,33 @@ def group_labels(a, tiny, tiny_rgb, tiny_seg, ex, x16, w_tiny, run_rgb, run_pre,
     a.add(g, "train lenet5 -D classes=5 on digits",
           ["train", ex / "lenet5.cnn", "-D", "classes=5", "--epochs", "1", "--no-augment",
            "--out", a.work / "cases/labels/lenet5_5", "--no-progress"], "fail", T_TRAIN)
-    a.add(g, "eval transfer_pretrain weights on digits (labels 5-9)",
-          ["eval", ex / "transfer_pretrain.cnn", "--weights", run_pre / "weights.safetensors"], "any",
-          needs=(run_pre / "weights.safetensors",))
-    a.add(g, "eval lenet5 -D classes=5 with 5-class weights on digits",
-          ["eval", ex / "lenet5.cnn", "-D", "classes=5", "--weights", run_pre / "weights.safetensors",
-           "--data", "digits"], "fail", needs=(run_pre / "weights.safetensors",))
-    # npz
+    a.add(g, "eval transfer_pretrain weights --data digits (labels 5-9)",
+          ["eval", ex / "transfer_pretrain.cnn", "--weights", run_pre / "weights.safetensors", "--data", "digits"],
+          "fail", needs=(run_pre / "weights.safetensors",))
+    # npz: train on one bad label among good ones; eval on all labels bad (eval reads only the held-out
+    # part, so one bad label might sit in the part it never reads)
     for label in (5, 10, 10 ** 5, 10 ** 7, -1, -2, 2 ** 62, -(2 ** 62)):
         y = np.arange(16) % 5
         y[3] = label
         data = write(a.p("data", "labels", f"label_{label}.npz"), npz_bytes(x=x16, y=y.astype(np.int64)))
         a.add(g, f"train npz label {label}", train(tiny, data, a.work / f"cases/labels/npz_{label}"),
               "fail", T_TRAIN)
-        a.add(g, f"eval npz label {label}", ["eval", tiny, "--weights", w_tiny, "--data", data], needs=(w_tiny,))
+        data = write(a.p("data", "labels", f"all_{label}.npz"), npz_bytes(x=x16, y=np.full(16, label, np.int64)))
+        a.add(g, f"eval npz all labels {label}", ["eval", tiny, "--weights", w_tiny, "--data", data],
+              needs=(w_tiny,))
     data = write(a.p("data", "labels", "uint8_255.npz"), npz_bytes(x=x16, y=np.full(16, 255, np.uint8)))
     a.add(g, "train npz uint8 labels 255", train(tiny, data, a.work / "cases/labels/u8"), "fail", T_TRAIN)
     data = write(a.p("data", "labels", "ten_classes.npz"), npz_bytes(x=x16, y=np.arange(16) % 10))
     a.add(g, "train npz labels 0-9 on 5 classes", train(tiny, data, a.work / "cases/labels/ten"), "fail", T_TRAIN)
     # IDX: labels 0..9 in a folder, for a 5-class network
     imgs = (x16[:, 0] * 255).astype(np.uint8)
-    for kind, lab in (("0-9", np.arange(16) % 10), ("255", np.full(16, 255))):
+    for kind, lab, test_lab in (("0-9", np.arange(16) % 10, np.array([5, 6, 7, 8])),
+                                ("255", np.full(16, 255), np.full(4, 255))):
         folder = a.d("data", "labels", f"idx_{kind}")
         write(folder / "train-images-idx3-ubyte", idx_bytes("images", imgs))
         write(folder / "train-labels-idx1-ubyte", idx_bytes("labels", lab))
         write(folder / "t10k-images-idx3-ubyte", idx_bytes("images", imgs[:4]))
-        write(folder / "t10k-labels-idx1-ubyte", idx_bytes("labels", lab[:4]))
+        write(folder / "t10k-labels-idx1-ubyte", idx_bytes("labels", test_lab))
         a.add(g, f"train IDX folder labels {kind}", train(tiny, folder, a.work / f"cases/labels/idx_{kind}"),
               "fail", T_TRAIN)
         a.add(g, f"eval IDX folder labels {kind}", ["eval", tiny, "--weights", w_tiny, "--data", folder],
@@ -558,7 +562,9 @@ def group_labels(a, tiny, tiny_rgb, tiny_seg, ex, x16, w_tiny, run_rgb, run_pre,
     rec[:, 1:] = rng.integers(0, 256, (16, 3072))
     cf = a.d("data", "labels", "cifar")
     write(cf / "data_batch_1.bin", rec.tobytes())
-    write(cf / "test_batch.bin", rec[:4].tobytes())
+    test = rec[:4].copy()
+    test[:, 0] = [5, 6, 7, 8]  # the held-out split out of range too
+    write(cf / "test_batch.bin", test.tobytes())
     a.add(g, "train CIFAR folder labels 0-9 on 5 classes", train(tiny_rgb, cf, a.work / "cases/labels/cifar"),
           "fail", T_TRAIN)
     a.add(g, "eval CIFAR folder labels 0-9 on 5 classes", ["eval", tiny_rgb, "--weights", w_rgb, "--data", cf],
@@ -642,10 +648,11 @@ def group_data(a, tiny, tiny_rgb, x16, y16, good, w_tiny, run_rgb, img_png, trai
     }
     yb = io.BytesIO()
     np.save(yb, y16)
+    valid = ("x header fortran order", "x header big-endian")  # unusual but well-formed arrays
     for name, xb in lies.items():
         path = zip_members(a.p("data", "npz_lie", re.sub(r"\W+", "_", name) + ".npz"),
                            {"x.npy": xb, "y.npy": yb.getvalue()}, deflate=False)
-        ev(f"npz {name}", path)
+        ev(f"npz {name}", path, expect="any" if name in valid else "fail")
     # decompression bombs: ~1 MB on disk, 1 GiB decoded (then 4 GiB as float32)
     n_bomb = 2 ** 24  # 1 GiB of 8x8 uint8 images
     bomb = zip_members(a.p("data", "bombs", "npz_bomb_1GiB.npz"), {
@@ -709,13 +716,13 @@ def group_data(a, tiny, tiny_rgb, x16, y16, good, w_tiny, run_rgb, img_png, trai
     rec[:, 0] = np.arange(8) % 5
     rec[:, 1:] = rng.integers(0, 256, (8, 3072))
     blob = rec.tobytes()
-    for off in offsets(len(blob), 6):
+    for off in offsets(len(blob), 6):  # a cut at a record boundary leaves a smaller valid file
         ev(f"CIFAR .bin truncated at {off}/{len(blob)}", write(a.p("data", "cifar", f"trunc_{off}.bin"), blob[:off]),
-           tiny_rgb, w_rgb)
+           tiny_rgb, w_rgb, expect="any" if off and off % 3073 == 0 else "fail")
     bad = rec.copy()
     bad[5, 0] = 200
     ev("CIFAR label byte 200", write(a.p("data", "cifar", "label200.bin"), bad.tobytes()), tiny_rgb, w_rgb)
-    ev("CIFAR-100 layout (3074-byte records)", write(a.p("data", "cifar", "c100.bin"), bytes(3074 * 3073)),
+    ev("CIFAR-100 layout (3074-byte records)", write(a.p("data", "cifar", "c100.bin"), bytes(3074 * 5)),
        tiny_rgb, w_rgb)
     ev("CIFAR gzip", write(a.p("data", "cifar", "gz.bin"), gzip.compress(blob)), tiny_rgb, w_rgb)
     folder = a.d("data", "cifar", "pickled")
@@ -731,8 +738,10 @@ def group_data(a, tiny, tiny_rgb, x16, y16, good, w_tiny, run_rgb, img_png, trai
     for kind, blob in (("png", png), ("jpg", jpg)):
         for off in offsets(len(blob), 4):
             path = write(a.p("data", "img_trunc", f"{kind}_{off}.{kind}"), blob[:off])
+            # a PNG cut inside its final IEND chunk (12 bytes) has every pixel: decoders may accept it
+            lenient = kind == "png" and off >= len(blob) - 12
             a.add(g, f"predict {kind} truncated at {off}/{len(blob)}", ["predict", tiny, path, "--weights", w_tiny],
-                  needs=(w_tiny,))
+                  "any" if lenient else "fail", needs=(w_tiny,))
     folder = a.d("data", "img_folder_trunc")
     for k in range(5):
         for j in range(3):
@@ -785,13 +794,13 @@ def group_data(a, tiny, tiny_rgb, x16, y16, good, w_tiny, run_rgb, img_png, trai
             arr = np.full((8, 8), np.nan if (k, j) == (1, 1) else 0.5, np.float32)
             Image.fromarray(arr).save(folder / f"c{k}" / f"{j}.tif")  # mode F: 32-bit float
     ev("image folder with a NaN float TIFF", folder)
-    for name, value in (("1e30", 1e30), ("3e38", 3e38)):
+    # 1e30: finite images, a huge but finite loss (measured 1.4e30): may train; 3e38 overflows to inf
+    for name, value, expect in (("1e30", 1e30, "any"), ("3e38", 3e38, "fail")):
         data = write(a.p("data", "overflow", f"{name}.npz"),
                      npz_bytes(x=np.full(x16.shape, value, np.float32), y=y16))
-        a.add(g, f"train on images of {name} (loss overflows)", train(tiny, data, a.work / f"cases/data/ov_{name}"),
-              "fail", T_TRAIN)
+        a.add(g, f"train on images of {name}", train(tiny, data, a.work / f"cases/data/ov_{name}"), expect, T_TRAIN)
         a.add(g, f"train batchnorm net on images of {name}",
-              train(a.work / "models/tiny_bn.cnn", data, a.work / f"cases/data/ovbn_{name}"), "fail", T_TRAIN)
+              train(a.work / "models/tiny_bn.cnn", data, a.work / f"cases/data/ovbn_{name}"), expect, T_TRAIN)
     # augment reads the same formats
     a.add(g, "augment npz truncated", ["augment", tiny, "--data", a.work / "data/npz_trunc/s100.npz", "-n", "2",
                                        "-k", "2", "-o", a.work / "cases/data/aug.png"])
@@ -816,14 +825,14 @@ def group_weights(a, tiny, good, img_npy, w_tiny, ck_tiny, ex, run_pre, **_):
             ["eval", tiny, "--weights", path, "--data", good]
         a.add(g, name, args, expect, prepare=derived(w_tiny, path, lambda src, dst: write(dst, make(src))))
 
-    def header_case(name, edit=None, raw=None, predict=False):
+    def header_case(name, edit=None, raw=None, predict=False, expect="fail"):
         def make(src):
             header, data = st_read(src)
             if raw is not None:
                 return st_bytes(None, data, raw(header))
             edit(header)
             return st_bytes(header, data)
-        ev(name, make, predict=predict)
+        ev(name, make, expect, predict=predict)
 
     # truncations: offsets are computed from the fixture when the case runs, so list them by fraction
     for frac in (0, 1, 4, 7, 8, 9, 16, 64, 0.25, 0.5, 0.75, 0.9, 0.99, -1):
@@ -874,8 +883,9 @@ def group_weights(a, tiny, good, img_npy, w_tiny, ck_tiny, ex, run_pre, **_):
         "a tensor renamed": lambda h: h.update({"renamed": h.pop(first(h))}),
         "a tensor dropped": lambda h: h.pop(first(h)),
     }
+    lenient = ("__metadata__ 10 MB string",)  # within the format's 100 MB header limit
     for name, edit in edits.items():
-        header_case(f"header {name}", edit)
+        header_case(f"header {name}", edit, expect="any" if name in lenient else "fail")
     raws = {
         "JSON nested 100000 deep ([)": lambda h: b"[" * 100000 + b"]" * 100000,
         "JSON nested 100000 deep ({)": lambda h: b'{"a":' * 100000 + b"1" + b"}" * 100000,
@@ -896,18 +906,19 @@ def group_weights(a, tiny, good, img_npy, w_tiny, ck_tiny, ex, run_pre, **_):
         "JSON trailing garbage": lambda h: json.dumps(h).encode() + b"}}}",
         "header all spaces": lambda h: b" " * 64,
     }
-    for name, raw in raws.items():
-        header_case(f"header {name}", raw=raw)
+    for name, raw in raws.items():  # a repeated key holding the same entry is harmless: either outcome
+        header_case(f"header {name}", raw=raw, expect="any" if name == "JSON duplicate keys" else "fail")
 
     def values(value, count=None, prefix=""):
         def make(src):
             header, data = st_read(src)
             return st_bytes(header, st_fill(header, data, st_first_float(header, prefix), value, count))
         return make
-    for name, value, count in (("one NaN", np.nan, 1), ("all NaN", np.nan, None), ("one +inf", np.inf, 1),
-                               ("1e38 everywhere", 3e38, None)):
-        ev(f"tensor with {name} (eval)", values(value, count))
-        ev(f"tensor with {name} (predict)", values(value, count), predict=True)
+    # 3e38 is finite: the file is valid, what the network computes from it may overflow
+    for name, value, count, expect in (("one NaN", np.nan, 1, "fail"), ("all NaN", np.nan, None, "fail"),
+                                       ("one +inf", np.inf, 1, "fail"), ("3e38 everywhere", 3e38, None, "any")):
+        ev(f"tensor with {name} (eval)", values(value, count), expect)
+        ev(f"tensor with {name} (predict)", values(value, count), expect, predict=True)
 
     def f64(src):  # the same values, one tensor widened to float64
         header, data = st_read(src)
@@ -1106,9 +1117,10 @@ def group_huge(a, good, tiny, **_):
         path = write(a.p("models", "huge", f"{name}.cnn"), huge_model(body).encode())
         a.add(g, f"check {name}", ["check", path], "any")
         a.add(g, f"shapes {name}", ["shapes", path], "any")
+        buildable = "any" if name in BUILDABLE else "fail"
         a.add(g, f"train {name}", ["train", path, "--data", good, "--out", a.work / f"cases/huge/{name}",
-                                   "--no-progress"], "fail", T_HUGE)
-        a.add(g, f"bench {name}", ["bench", path, "--repeats", "1", "--batch", "2"], "fail", T_HUGE)
+                                   "--no-progress"], buildable, T_HUGE)
+        a.add(g, f"bench {name}", ["bench", path, "--repeats", "1", "--batch", "2"], buildable, T_HUGE)
     # (1x100000x100000 is refused by the language itself: more than 2**31 elements per sample)
     path = write(a.p("models", "huge", "input_4e4.cnn"),
                  huge_model("conv 1 kernel=1\n  flatten", "1x40000x40000").encode())
@@ -1160,8 +1172,9 @@ def group_special(a, tiny, good, w_tiny, img_npy, run_tiny, **_):
         write(imgs / f"c{k}" / "0.png", (a.work / "data/img.png").read_bytes())
     if not (imgs / "c0/1.png").exists():
         os.mkfifo(imgs / "c0/1.png")
+    # (the FIFO may be refused, or passed over like any entry that is not an image file)
     a.add(g, "eval --data an image folder holding a FIFO", ["eval", tiny, "--weights", w_tiny, "--data", imgs],
-          timeout=T, needs=(w_tiny,))
+          "any", timeout=T, needs=(w_tiny,))
 
     def fifo_ckpt(run):
         (run / "checkpoint.safetensors").unlink()
