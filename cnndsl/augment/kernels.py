@@ -381,7 +381,9 @@ def _affine_image(src, dst, i, a, b, cc, d, f):
         for x in range(w_):
             fy0 = np.floor(sy)
             fx0 = np.floor(sx)
-            if fy0 < -1.0 or fy0 >= h_ or fx0 < -1.0 or fx0 >= w_:
+            # written so that NaN (a NaN or infinite angle or factor) takes the fill branch: NaN fails
+            # every comparison, and np.int64(NaN) below indexed far outside src (boundscheck run)
+            if not (fy0 >= -1.0 and fy0 < h_ and fx0 >= -1.0 and fx0 < w_):
                 for c in range(c_):
                     dst[i, c, y, x] = f
             else:

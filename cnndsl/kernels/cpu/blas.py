@@ -18,7 +18,7 @@ import numpy as np
 from numba import prange, types
 from numba.np.linalg import _BLAS, ensure_blas
 
-from cnndsl.kernels.cpu.common import kernel, parallel_kernel
+from cnndsl.kernels.cpu.common import BOUNDSCHECK, kernel, parallel_kernel
 
 ensure_blas()
 _xxgemm = _BLAS.numba_xxgemm(types.float32)
@@ -35,6 +35,16 @@ PANEL_MIN = 16
 
 
 @kernel
+def _check_extent(X, x0, rows, cols, ld, name):
+    """IndexError unless the flat buffer X holds a rows x cols matrix at offset x0 with row
+    stride ld (used under NUMBA_BOUNDSCHECK only)."""
+    if x0 < 0 or ld < cols or x0 + (rows - 1) * ld + cols > X.size:
+        raise IndexError("gemm operand " + name + ": " + str(rows) + " x " + str(cols) + " at offset "
+                         + str(x0) + ", row stride " + str(ld) + " does not fit its "
+                         + str(X.size) + " elements")
+
+
+@kernel
 def gemm(trans_a, trans_b, M, N, K, alpha, A, a0, lda, B, b0, ldb, beta, C, c0, ldc):
     """C[c0:] (M x N, row stride ldc) = alpha * op(A) @ op(B) + beta * C, all row-major float32.
 
@@ -44,6 +54,11 @@ def gemm(trans_a, trans_b, M, N, K, alpha, A, a0, lda, B, b0, ldb, beta, C, c0, 
     """
     if M <= 0 or N <= 0:
         return
+    if BOUNDSCHECK:  # the sgemm gets pointers: NUMBA_BOUNDSCHECK cannot see its reads and writes
+        if K > 0:
+            _check_extent(A, a0, K if trans_a else M, M if trans_a else K, lda, "A")
+            _check_extent(B, b0, N if trans_b else K, K if trans_b else N, ldb, "B")
+        _check_extent(C, c0, M, N, ldc, "C")
     scal = np.empty(2, np.float32)
     scal[0] = alpha
     scal[1] = beta

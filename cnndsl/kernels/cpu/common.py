@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.core import config as _numba_config
 
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
@@ -23,6 +24,11 @@ FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 PAR_MIN = 1 << 15
 # Minimum amount of "work items x inner size" for per-(n, c) parallel loops.
 PAR_MIN_WORK = 1 << 14
+
+# NUMBA_BOUNDSCHECK=1 (read by Numba at its import): kernels that hand raw pointers to BLAS, which
+# Numba's bounds checks cannot see, then check the extents themselves (`if BOUNDSCHECK:` is a
+# compile-time constant: no cost otherwise). kernel_cache.py keeps the two builds' caches apart.
+BOUNDSCHECK = bool(_numba_config.BOUNDSCHECK)
 
 F32 = np.float32
 ZERO = np.float32(0.0)

@@ -1,7 +1,10 @@
 """Fused losses: each writes dL/dprediction (times the loss weight) and per-row or
 per-element loss terms; `reduce.sum_to` then writes the loss value into a small device
 array of loss values (read back once per run). Same formulas as cnndsl/kernels/cpu/loss.py;
-labels are int64, -1 is ignored by pixel cross-entropy.
+labels are int64, -1 is ignored by pixel cross-entropy. A label outside [0, K) (and not that -1)
+would index the gradient out of bounds: its row or pixel gets a zero gradient and a NaN loss term
+instead, so the loss is NaN and training stops as on any non-finite loss (a kernel cannot raise;
+the CPU kernels raise ValueError, and the data loaders reject such labels before either runs).
 """
 from __future__ import annotations
 
@@ -16,6 +19,12 @@ def cross_entropy_rows(logits, labels, d, terms, N, K, gscale):
     (gscale = weight / N)."""
     for n in range(cuda.grid(1), N, cuda.gridsize(1)):
         base = n * K
+        lab = labels[n]
+        if lab < 0 or lab >= K:
+            for k in range(K):
+                d[base + k] = float32(0.0)
+            terms[n] = float32(math.nan)
+            continue
         m = logits[base]
         for k in range(1, K):
             v = logits[base + k]
@@ -26,7 +35,6 @@ def cross_entropy_rows(logits, labels, d, terms, N, K, gscale):
             e = math.exp(logits[base + k] - m)
             d[base + k] = e
             s += e
-        lab = labels[n]
         inv = gscale / s
         for k in range(K):
             d[base + k] *= inv
@@ -37,17 +45,17 @@ def cross_entropy_rows(logits, labels, d, terms, N, K, gscale):
 @kernel(F32, I64, F32, F32, F32, int64, int64, int64)
 def pixel_cross_entropy_terms(logits, labels, d, terms, valid, N, K, S):
     """Per pixel (n, s) of (N, K, S): softmax - onehot into d (unscaled), the loss term and a
-    valid flag (0 for label -1, whose gradient is 0)."""
+    valid flag (0 for label -1, whose gradient is 0; a label outside [0, K): NaN term)."""
     for it in range(cuda.grid(1), N * S, cuda.gridsize(1)):
         n = it // S
         s = it - n * S
         base = n * K * S + s
         y = labels[it]
-        if y < 0:
+        if y < 0 or y >= K:
             for k in range(K):
                 d[base + k * S] = float32(0.0)
-            terms[it] = float32(0.0)
-            valid[it] = float32(0.0)
+            terms[it] = float32(0.0) if y == -1 else float32(math.nan)
+            valid[it] = float32(0.0) if y == -1 else float32(1.0)
             continue
         m = logits[base]
         for k in range(1, K):
