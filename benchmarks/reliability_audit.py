@@ -12,7 +12,8 @@ the repository under test (cwd and PYTHONPATH = --repo; the script checks which 
 imports), with a timeout, an address-space limit (RLIMIT_AS, --mem-gib), no core dumps and a
 file-size limit, and classifies each outcome:
 
-    clean error     exit 1, a message on stderr, no traceback, no "internal error"
+    clean error     exit 1, a message on stderr, no traceback, no "internal error" (also click's own
+                    usage errors, "Usage: ... Error: Invalid value ...", which exit 2 by click's convention)
     internal error  exit 2 / "cnndsl: internal error"
     traceback       a Python traceback printed
     crash           killed by a signal (or exit 128+N), or glibc's "double free" / "corrupted" abort
@@ -65,7 +66,8 @@ BAD = ("internal error", "traceback", "crash", "hang", "memory", "wrong success"
 
 T_FAST = 60       # check / shapes / eval / predict on a warm kernel cache: 1-2 s each when idle
 T_TRAIN = 240     # a tiny training run; the first ones compile kernels (30 s cold, measured)
-T_SPECIAL = 20    # FIFOs and /dev/* inputs: they may block or grow forever
+T_SPECIAL = 30    # FIFOs and /dev/* inputs: they may block or grow forever (reading /dev/urandom up to the
+                  # 4 GiB limit took 9-15 s on 2 busy cores, so 20 s made it hang or memory by chance)
 T_HUGE = 120      # train / bench of a model too big to build: it fails at once or never
 T_CONTROL = 900   # the first control compiles every training kernel of the repo under test
 
@@ -156,7 +158,7 @@ class Audit:
             record.update(rc=None, cls="skipped", seconds=0.0, stderr_head=[f"fixture missing: {missing[0]}"[:300]],
                           stderr_tail=[], timed_out=False)
             return record
-        stem = f"{case.group}__{re.sub(r'[^A-Za-z0-9_.-]+', '_', case.name)}"
+        stem = f"{case.index:04d}_{case.group}__{re.sub(r'[^A-Za-z0-9_.-]+', '_', case.name)}"
         out_path, err_path = self.logs / f"{stem}.out", self.logs / f"{stem}.err"
         start = time.perf_counter()
         timed_out = False
@@ -231,6 +233,9 @@ def classify(expect: str, rc: int, out: str, err: str, timed_out: bool) -> str:
         return "memory" if memory else "crash"
     if "Traceback (most recent call last)" in text:
         return "memory" if memory else "traceback"
+    if rc == 2 and "internal error" not in err and re.search(r"^Error: ", err, re.M) and "Usage:" in err:
+        # click's own usage error (an option out of its declared range): exit 2 by click's convention
+        return "wrong failure" if expect == "ok" else "clean error"
     if rc == 2 or "internal error" in err:
         return "memory" if memory else "internal error"
     if rc == 0:
