@@ -208,10 +208,9 @@ class Model:
             shape = (n,) + tuple(shape)
             if rng is None:
                 targets[spec.head] = np.zeros(shape, dtype)
-            elif dtype == "int64":
-                targets[spec.head] = rng.integers(0, head.shape[0], size=shape)
-            else:
-                targets[spec.head] = rng.standard_normal(shape).astype(np.float32)
+            else:  # random values the loss accepts, as its op declares them
+                values = get_op(spec.kind).target_values.example(head, shape, rng, dict(spec.options))
+                targets[spec.head] = values.astype(dtype, copy=False)
         return targets
 
     # -- helpers -----------------------------------------------------------------

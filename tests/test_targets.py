@@ -289,3 +289,10 @@ def test_class_selection_of_a_label_the_data_lacks_is_an_error(tmp_path):
                                     "t.cnn"), seed=0)
     with pytest.raises(CnnError, match="names label 8 that no image has"):
         resolve_datasets(m)
+
+
+@pytest.mark.parametrize("source", [TINY, SEG, YOLO])
+def test_example_targets_are_ones_the_losses_accept(source):
+    m = cnndsl.compile(cnndsl.loads(source, "m.cnn"), seed=0)
+    for rng in (None, np.random.default_rng(0)):
+        m.check_targets(m.example_targets(3, rng))  # raises if a value is out of range

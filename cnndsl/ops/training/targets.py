@@ -62,6 +62,10 @@ class ClassIndices:
         text = f"class indices 0..{self.classes(head) - 1}"
         return text + (f" (or {self.ignore}: ignored)" if self.ignore is not None else "")
 
+    def example(self, head: TensorType, shape: tuple[int, ...], rng, attrs: dict | None = None) -> np.ndarray:
+        """Random valid targets of `shape` (for warm-ups, gradient checks and benchmarks)."""
+        return rng.integers(0, self.classes(head), size=shape)
+
     def first_bad(self, head: TensorType, t: np.ndarray, attrs: dict | None = None) -> BadTarget | None:
         t = np.asarray(t)
         if not t.size:
@@ -101,6 +105,19 @@ class RealValues:
         return (f"finite numbers, with channels {self.unit_from}, {self.unit_from + 1}, ... of each predictor "
                 "(objectness, class probabilities) in [0, 1]")
 
+    def _unit(self, channels: int, attrs: dict | None) -> np.ndarray:
+        """Which channels must lie in [0, 1]."""
+        period = max(1, channels // int((attrs or {}).get("boxes", 1)))
+        return (np.arange(channels) % period) >= self.unit_from
+
+    def example(self, head: TensorType, shape: tuple[int, ...], rng, attrs: dict | None = None) -> np.ndarray:
+        """Random valid targets of `shape`: normal values, uniform in [0, 1] where they must be."""
+        t = rng.standard_normal(shape).astype(np.float32)
+        if self.unit_from is not None and len(shape) >= 2:
+            unit = self._unit(shape[1], attrs)
+            t[:, unit] = rng.uniform(0, 1, t[:, unit].shape).astype(np.float32)
+        return t
+
     def first_bad(self, head: TensorType, t: np.ndarray, attrs: dict | None = None) -> BadTarget | None:
         t = np.asarray(t)
         if not t.size:
@@ -109,8 +126,7 @@ class RealValues:
             return _first(np.ones(t.shape, bool), t.astype(object))
         bad = ~np.isfinite(t) if t.dtype.kind == "f" else np.zeros(t.shape, bool)
         if self.unit_from is not None and t.ndim >= 2:
-            period = max(1, t.shape[1] // int((attrs or {}).get("boxes", 1)))
-            unit = (np.arange(t.shape[1]) % period) >= self.unit_from
+            unit = self._unit(t.shape[1], attrs)
             with np.errstate(invalid="ignore"):
                 out = (t < 0) | (t > 1)
             out[:, ~unit] = False
