@@ -6,13 +6,11 @@ Readers are called in-process under a SIGALRM watchdog, so a reader that blocks 
 the test instead of hanging the suite."""
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
 import json
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -36,23 +34,10 @@ from cnndsl.diagnostics import CnnError
 from cnndsl.frontend.parser import read_source
 from cnndsl.io.images import decode_image, load_image
 from cnndsl.io.weights import _encode, load_checkpoint, load_weights, save_checkpoint, save_weights
+from tests.reliability_testutil import watchdog
 
 ROOT = Path(__file__).resolve().parent.parent
 LENET = str(ROOT / "examples" / "lenet5.cnn")
-
-
-@contextlib.contextmanager
-def watchdog(seconds: float = 10):
-    """Fail (TimeoutError) instead of hanging when a reader blocks, e.g. opening a FIFO."""
-    def fire(signum, frame):
-        raise TimeoutError(f"the reader blocked for {seconds} s")
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def refused(fn, *args, **kw) -> str:

@@ -13,13 +13,11 @@ error message, no "internal error", no traceback and no death by a signal.
 """
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
 import json
 import os
 import resource
-import signal
 import struct
 import subprocess
 import sys
@@ -41,6 +39,7 @@ from cnndsl.diagnostics import CnnError
 from cnndsl.frontend import load as load_model
 from cnndsl.io.images import load_image
 from cnndsl.io.weights import load_checkpoint, load_weights, save_checkpoint, save_weights
+from tests.reliability_testutil import watchdog
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPE = (1, 6, 6)
@@ -176,19 +175,6 @@ def readers(workdir) -> dict[str, Reader]:
     return {r.name: r for r in rs}
 
 
-@contextlib.contextmanager
-def watchdog(seconds: float = 20):
-    def fire(signum, frame):
-        raise TimeoutError(f"a reader blocked for {seconds} s")
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def same(a, b) -> bool:
     """Whether two reader results hold the same data."""
     if isinstance(a, Dataset):
@@ -207,7 +193,7 @@ def outcome(reader: Reader, path: Path, what: str, must_fail: bool = False, like
     reading may not succeed, unless `like` is given and the result holds the same data (a PNG cut
     after its last pixel data still decodes)."""
     try:
-        with watchdog():
+        with watchdog(20):
             result = reader.read(path)
     except CnnError as e:
         msg = str(e)
@@ -422,7 +408,7 @@ def test_checkpoint_reader_on_truncations(workdir):
     d.mkdir(exist_ok=True)
     for n in offsets(len(valid))[::4]:
         (d / "checkpoint.safetensors").write_bytes(valid[:n])
-        with watchdog(), pytest.raises(CnnError) as e:
+        with watchdog(20), pytest.raises(CnnError) as e:
             load_checkpoint(d)
         assert "checkpoint.safetensors" in str(e.value)
 
