@@ -5,7 +5,9 @@
     cnndsl bench examples/lenet5.cnn --per-kernel       # also: where a step's time goes, per kernel
 
 Warm-up runs (kernel compilation, buffer allocation) are excluded from the speeds, and each
-speed is the median of --repeats timed repeats. The comparison with PyTorch is
+speed is the median of --repeats timed repeats. Numba's compilations are counted and timed as
+they happen (cnndsl.backend.compile_events): how many functions compiled and the seconds spent
+compiling them (0 functions: every kernel came from the on-disk cache). The comparison with PyTorch is
 benchmarks/vs_pytorch.py (docs/performance.md).
 """
 from __future__ import annotations
@@ -95,6 +97,8 @@ def threads_in_use(device: str) -> int | None:
 
 ROWS = (  # (key, label, unit, format)
     ("compile_s", "compile (parse, check, optimize, plan)", "s", "{:.3f}"),
+    ("kernels_compiled", "kernel functions compiled by Numba (0: all cached)", "", "{:,d}"),
+    ("kernel_compile_s", "seconds compiling them", "s", "{:.2f}"),
     ("first_inference_s", "first inference, batch 1 (kernel JIT)", "s", "{:.2f}"),
     ("inference_latency_us_batch1", "inference latency, batch 1", "us", "{:,.0f}"),
     ("inference_images_per_s", "inference throughput, batch {batch}", "images/s", "{:,.0f}"),
@@ -111,7 +115,7 @@ def render_table(result: dict) -> str:
              for key, label, unit, fmt in ROWS if result.get(key) is not None]
     width = max(len(label) for label, _, _ in shown)
     value_width = max(len(value) for _, value, _ in shown)
-    lines += [f"  {label:<{width}}  {value:>{value_width}} {unit}" for label, value, unit in shown]
+    lines += [f"  {label:<{width}}  {value:>{value_width}} {unit}".rstrip() for label, value, unit in shown]
     if result.get("training_skipped"):
         lines.append(f"  training not measured: {result['training_skipped']}")
     return "\n".join(lines)
@@ -164,9 +168,9 @@ def render_profile(title: str, rows: list[dict]) -> str:
 @device_option
 def bench(file, batch, train, repeats, seed, as_json, per_kernel, load_kwargs):
     """Compile time, inference latency and throughput, and training speed on synthetic inputs."""
-    from cnndsl.model import Model
-
     from cnndsl.analysis.memory import require_fits
+    from cnndsl.backend.compile_events import counting
+    from cnndsl.model import Model
 
     device = _DEVICE.get()
     t0 = time.perf_counter()
@@ -184,14 +188,17 @@ def bench(file, batch, train, repeats, seed, as_json, per_kernel, load_kwargs):
     rng = np.random.default_rng(seed)
     result = {"file": file, "network": model.graph.name, "device": device, "opt_level": selected_opt_level(),
               "threads": threads_in_use(device), "batch": batch, "repeats": repeats, "compile_s": compile_s}
-    result.update(measure_inference(model, batch, repeats, rng))
     skipped = why_no_training(program, model, train)
-    if skipped is None:
-        result.update(measure_training(model, batch, repeats, rng))
-    else:
-        result["training_skipped"] = skipped
-    if per_kernel:
-        result["profile_step"], result["profile"] = profiled_step(model, batch, repeats, skipped is None, rng)
+    with counting() as compiled:  # the figures' warm-ups are where Numba compiles (or loads) the kernels
+        result.update(measure_inference(model, batch, repeats, rng))
+        if skipped is None:
+            result.update(measure_training(model, batch, repeats, rng))
+        else:
+            result["training_skipped"] = skipped
+        if per_kernel:
+            result["profile_step"], result["profile"] = profiled_step(model, batch, repeats, skipped is None, rng)
+    result["kernels_compiled"] = compiled.count
+    result["kernel_compile_s"] = compiled.seconds
     text = json.dumps(result, indent=2) if as_json else render_table(result)
     if per_kernel and not as_json:
         text += "\n" + render_profile(f"{result['profile_step']} step at batch {batch}", result["profile"])

@@ -22,8 +22,10 @@ from __future__ import annotations
 import errno
 import math
 import signal
+import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -37,7 +39,7 @@ from cnndsl.io.weights import (CHECKPOINT_FILE, check_checkpoint_meta, load_chec
                                save_checkpoint, save_weights)
 from cnndsl.train.metrics import MetricsLog, plot
 from cnndsl.train.optim import make_optimizer
-from cnndsl.train.progress import Progress
+from cnndsl.train.progress import Progress, _is_tty
 from cnndsl.train.schedule import Schedule
 
 
@@ -174,6 +176,16 @@ class Trainer:
             self._join_ranks()
         model.set_optimizer(self.optimizer)
 
+    # -- the compile phase -------------------------------------------------------------
+    def compile_kernels(self, report: str | None = "auto"):
+        """Compile (or load from the cache) every kernel of this run's steps before the first
+        one; `report` "auto": a status line when progress is on (live on a terminal, else a line
+        at the start and one at the end), None: silent. See compile_kernels below."""
+        if report == "auto":
+            report = (("live" if _is_tty(sys.stderr) else "lines") if self.progress_enabled else None)
+        return compile_kernels(self.model, self.settings, batch=self.settings.batch // self.comm.size,
+                               eval_batch=self.eval_batch, augment=self.augment, report=report)
+
     # -- the data ------------------------------------------------------------------
     def _data_error(self, message: str, expected: str, found: str, help: str, code: str) -> CnnError:
         if self.data_name:
@@ -214,7 +226,7 @@ class Trainer:
                      f"--batch {self.settings.batch // self.comm.size * self.comm.size or self.comm.size}) "
                      "or launch another number of processes", code="distributed-batch")])
         if self.is_root:  # compile once and fill the kernel cache, so the other ranks only load it
-            warm_up(self.model, self.settings.batch // self.comm.size)
+            self.compile_kernels()
         self.comm.barrier()
         self.model.set_comm(self.comm)
         self._broadcast_state()
@@ -329,6 +341,8 @@ class Trainer:
         """Train to the last epoch; `on_epoch(record)` is called after each epoch's evaluation."""
         s = self.settings
         per_epoch = self.train_set.num_batches(s.batch)
+        if self.comm.size == 1:  # several ranks: done in _join_ranks, on rank 0, before the others load it
+            self.compile_kernels()  # nothing to do when the CLI did it already
         report = getattr(self.model, "init_report", None)
         if report is not None and self.is_root and self.pos.epoch == 0 and self.pos.batch == 0:
             import sys
@@ -465,24 +479,77 @@ class Trainer:
         return "no checkpoint had been written yet"
 
 
-def warm_up(model, batch: int) -> None:
+def warm_up(model, batch: int, eval_batch: int | None = None, optimizer=None, augment=None) -> None:
     """Compile (or load from the cache) every kernel of a training and an evaluation step, and
-    leave the model exactly as it was: weights, running statistics and gradients restored."""
+    leave the model exactly as it was: weights, running statistics and gradients restored.
+
+    `eval_batch`: the batch of the evaluation step (default `batch`); `optimizer`: one of the kind
+    training will use (its kernel is compiled; its learning rate is set to 0 and its state is
+    only its own; default plain SGD); `augment`: the run's augmentation Pipeline, run once on a
+    batch of zeros when it maps the model's input shape to itself (its kernels are pure functions
+    of the seed, the epoch and the image indices)."""
     from cnndsl.train.optim import SGD
 
     store = model.store
     saved = store.params.data.copy(), {k: v.copy() for k, v in store.buffers.items()}, store.params.grad.copy()
     previous = model.optimizer
-    model.set_optimizer(SGD(store.params, lr=0.0))
-    x = np.zeros((batch,) + model.input_shape, np.float32)
-    targets = model.example_targets(batch)
-    model.train_step(x, targets, step=0)
-    model.evaluate(x, targets, batch)
-    store.params.data[...] = saved[0]
-    for k, v in saved[1].items():
-        store.buffers[k][...] = v
-    store.params.grad[...] = saved[2]
-    model.set_optimizer(previous)
+    if optimizer is None:
+        optimizer = SGD(store.params, lr=0.0)
+    optimizer.lr = 0.0
+    model.set_optimizer(optimizer)
+    try:
+        x = np.zeros((batch,) + model.input_shape, np.float32)
+        if augment is not None and len(augment) and tuple(augment.output_shape(model.input_shape)) == \
+                tuple(model.input_shape):
+            augment.apply(x, np.arange(batch, dtype=np.int64), 0)
+        targets = model.example_targets(batch)
+        model.train_step(x, targets, step=0)
+        eval_batch = batch if eval_batch is None else eval_batch
+        model.evaluate(x[:eval_batch] if eval_batch <= batch else np.zeros((eval_batch,) + model.input_shape,
+                                                                           np.float32),
+                       model.example_targets(eval_batch), eval_batch)
+    finally:
+        store.params.data[...] = saved[0]
+        for k, v in saved[1].items():
+            store.buffers[k][...] = v
+        store.params.grad[...] = saved[2]
+        model.set_optimizer(previous)
+
+
+# What compile_kernels has warmed per model: (batch, evaluation batch, optimizer kind, augmented).
+_WARMED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def compile_kernels(model, config: TrainingConfig, batch: int | None = None, eval_batch: int | None = None,
+                    augment=None, report: str | None = None, file=None):
+    """The compile phase before the first training step: compile (or load from Numba's cache)
+    every kernel a training and an evaluation step need, with a status line that moves while
+    Numba compiles (`report`: "live" on a terminal, "lines" for a log, None: silent; see
+    cnndsl.train.progress.CompileStatus). Returns the compile_events.CompileCounter (count,
+    seconds, records), or None when there was nothing to do: done already for this model and
+    these settings, or a device other than the CPU (its kernels compile on first use)."""
+    from cnndsl.backend.compile_events import counting
+    from cnndsl.train.progress import CompileStatus
+
+    if getattr(model, "device", "cpu") != "cpu":
+        return None
+    batch = config.batch if batch is None else batch
+    eval_batch = min(EVAL_BATCH, batch) if eval_batch is None else eval_batch
+    optimizer = optimizer_for(config, model.store.params)
+    key = (batch, eval_batch, type(optimizer).__name__, augment is not None and len(augment) > 0)
+    done = _WARMED.setdefault(model, set())
+    if key in done:
+        return None
+    status = CompileStatus(model.graph.name, report, file=file)
+    failed = True
+    with counting(status.on_change) as counter:
+        try:
+            warm_up(model, batch, eval_batch, optimizer=optimizer, augment=augment)
+            failed = False
+        finally:
+            status.finish(counter, failed=failed)
+    done.add(key)
+    return counter
 
 
 def first_non_finite_layer(model, x, y, step: int, training: bool = True):
