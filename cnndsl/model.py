@@ -139,6 +139,9 @@ class Model:
         from cnndsl.tasks.metrics import MetricHook
 
         x = self.prepare(x)
+        if not len(x):
+            raise CnnError([Diagnostic("error", "evaluate() was given no images: a mean over none is undefined",
+                                       code="data-too-small")])
         targets = self._targets(y)
         hook = MetricHook.for_model(self)
         total, correct, n = 0.0, {}, len(x)
@@ -288,6 +291,13 @@ class Model:
             got = "x".join(map(str, x.shape[1:]))
             raise CnnError([Diagnostic("error", f"input images are {got}, but the network's input "
                                        f"'{self.input_name}' is {want}", code="input-shape")])
+        finite = np.isfinite(x)  # 15 us for a LeNet-5 batch of 64: NaN in, NaN everywhere out
+        if not finite.all():
+            bad = np.argwhere(~finite)[0]
+            raise CnnError([Diagnostic(
+                "error", f"input image {int(bad[0])} holds {x[tuple(bad)]} at position "
+                f"({', '.join(str(int(i)) for i in bad[1:])}) (of {int((~finite).sum()):,} non-finite values)",
+                details=["expected: finite pixel values"], help="fix or drop those images", code="data-range")])
         return x
 
     # -- weights -----------------------------------------------------------------

@@ -296,3 +296,32 @@ def test_example_targets_are_ones_the_losses_accept(source):
     m = cnndsl.compile(cnndsl.loads(source, "m.cnn"), seed=0)
     for rng in (None, np.random.default_rng(0)):
         m.check_targets(m.example_targets(3, rng))  # raises if a value is out of range
+
+
+def test_non_finite_images_and_empty_evaluations_are_refused(model):
+    x = np.zeros((4, 1, 8, 8), np.float32)
+    x[2, 0, 3, 1] = np.nan
+    with pytest.raises(CnnError, match=r"input image 2 holds nan at position \(0, 3, 1\)"):
+        model.predict(x)
+    with pytest.raises(CnnError, match="input image 2"):
+        model.train_step(x, np.zeros(4, np.int64), step=0)
+    with pytest.raises(CnnError, match="no images"):
+        model.evaluate(np.zeros((0, 1, 8, 8), np.float32), np.zeros(0, np.int64))
+
+
+def test_eval_on_an_empty_held_out_split_exits_1(run, tiny, tmp_path):
+    good = _npz(tmp_path / "good.npz", np.arange(20) % 5)
+    out = tmp_path / "run"
+    assert run("train", tiny, "--data", good, "--out", out, "--no-progress").exit_code == 0
+    one = _npz(tmp_path / "one.npz", np.array([1]))  # 80/20 of one image: nothing held out
+    r = run("eval", tiny, "--weights", out / "weights.safetensors", "--data", one)
+    assert r.exit_code == 1 and "the held-out split is empty" in r.output and "internal error" not in r.output
+
+
+def test_an_os_error_is_a_clean_error_naming_the_path(run, tiny, tmp_path):
+    import cnndsl.cli.inspect  # noqa: F401  (registers graph)
+
+    r = run("graph", tiny, "-o", tmp_path)  # a folder in the way
+    assert r.exit_code == 1 and f"{tmp_path}: error: cannot access this file: is a folder" in r.output
+    r = run("graph", tiny, "-o", tmp_path / ("n" * 300 + ".dot"))
+    assert r.exit_code == 1 and "File name too long" in r.output and "internal error" not in r.output

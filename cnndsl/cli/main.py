@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from cnndsl.diagnostics import CnnError
+from cnndsl.diagnostics import CnnError, file_error
 
 
 class _Group(click.Group):
@@ -26,6 +26,14 @@ class _Group(click.Group):
             ctx.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except OSError as e:  # the file system refused: a path too long, a folder in the way, /proc
+            if os.environ.get("CNNDSL_DEBUG"):
+                raise
+            where = e.filename if e.filename is not None else "<file>"
+            print_diagnostics(file_error(where, f"cannot access this file: {e.strerror or e}",
+                                         help="check the path: its folders must exist and be writable, "
+                                              "and each name at most 255 bytes", code="os-error").diagnostics)
+            ctx.exit(1)
         except Exception as e:  # a bug in cnndsl, not in the user's input
             if os.environ.get("CNNDSL_DEBUG"):
                 raise

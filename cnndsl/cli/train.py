@@ -281,6 +281,14 @@ def eval_(file, weights, data, batch, load_kwargs):
     model = _compile(file, load_kwargs, init_from_file=False)  # trained weights are loaded next
     model.load_weights(weights)
     _, test_set = _datasets(model, data)
+    if not len(test_set):
+        from cnndsl.diagnostics import file_error
+
+        spec = data or model.config.dataset or "digits"
+        raise file_error(spec, "the held-out split is empty: there is nothing to evaluate",
+                         expected="at least one held-out image (a data set without a test split holds out 20%)",
+                         found="0 held-out images", help="evaluate on a larger data set, or one with a test split",
+                         code="data-too-small")
     start = time.perf_counter()
     result = model.evaluate(test_set.x, test_set.y, batch)
     seconds = time.perf_counter() - start

@@ -13,6 +13,7 @@ does so when it starts in its folder, under the folder's lock).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
@@ -83,8 +84,13 @@ def atomic_writer(path, mode: str = "wb", encoding: str | None = None) -> Iterat
         raise ValueError(f"atomic_writer mode must be 'w' or 'wb', not {mode!r}")
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=folder)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=folder)
+    except OSError as e:  # name the file the caller asked for, not a temporary one
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     tmp = Path(tmp_name)
     try:
         if mode == "w":
