@@ -260,6 +260,9 @@ def test_define_errors():
     assert e.code == "unknown-define" and e.help == "did you mean 'classes'?" and str(e.span) == "<command line>"
     (e,) = errors("input x: [8]\ndense classes", header="network n(classes = 10)", defines={"classes": "5!"})
     assert e.code == "bad-define"
+    # 5,000 digits: int() refuses past 4,300 (Python's limit); the message stays one short line
+    (e,) = errors("input x: [8]\ndense classes", header="network n(classes = 10)", defines={"classes": "9" * 5000})
+    assert e.code == "bad-define" and "the number is out of range" in e.message and len(e.message) < 120
 
 
 def test_parameter_without_value():

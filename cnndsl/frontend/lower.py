@@ -7,12 +7,13 @@ so one mistake is reported once.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from cnndsl.diagnostics import Diagnostic, Diagnostics, Span, did_you_mean
 from cnndsl.frontend import ast
-from cnndsl.frontend.values import MISSING, EvalError, Evaluator, parse_define, show
+from cnndsl.frontend.values import LIMIT, MISSING, EvalError, Evaluator, parse_define, show
 from cnndsl.ir.graph import Graph, Node
 from cnndsl.ops.registry import AttrError, OpDef, all_ops, get_op
 
@@ -136,7 +137,10 @@ class Lowerer:
                 continue
             value = parse_define(str(text))
             if value is None:
-                self.diags.error(f"-D {key}={text}: expected a number, true/false, a word or HxW", DEFINE_SPAN,
+                shown = str(text) if len(str(text)) <= 40 else f"{str(text)[:20]}...({len(str(text)):,} characters)"
+                number = re.fullmatch(r"\s*[+-]?[0-9.xeE+-]+\s*", str(text)) is not None
+                self.diags.error(f"-D {key}={shown}: " + (f"the number is out of range (at most {LIMIT:,})" if number
+                                 else "expected a number, true/false, a word or HxW"), DEFINE_SPAN,
                                  help=f"for example -D {key}=5", code="bad-define")
                 continue
             overrides[key] = value

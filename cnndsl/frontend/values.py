@@ -157,9 +157,14 @@ class Evaluator:
         raise AssertionError(e)  # pragma: no cover
 
 
+DEFINE_CHARS = 1000  # the longest -D value read: far beyond any number within LIMIT, or any name
+
+
 def parse_define(text: str) -> Any:
     """A -D value: a number, true/false, a word, HxW or a quoted string; None when it is none of those."""
     t = text.strip()
+    if len(t) > DEFINE_CHARS:  # int() of 5,000 digits raises (Python's conversion limit); no value is that long
+        return None
     if re.fullmatch(r"[+-]?[0-9]+", t):
         v = int(t)
         return v if abs(v) <= LIMIT else None
