@@ -261,3 +261,21 @@ def test_binary_and_non_utf8():
 
 def test_bom_is_ignored():
     assert decode_source("\ufeffnetwork n {}".encode("utf-8"), "x").startswith("network")
+
+
+def test_a_model_file_over_the_size_cap_is_refused_before_parsing(tmp_path):
+    """Parsing runs at ~200 KB/s: 100,000 networks (8.9 MB) kept `check` busy for over a minute."""
+    import time
+
+    from cnndsl.diagnostics import CnnError
+    from cnndsl.frontend import load
+    from cnndsl.frontend.parser import MAX_BYTES
+
+    one = "network N{}(classes = 5) {{\n  input image: 1x8x8\n  flatten\n  dense classes -> logits\n}}\n"
+    text = "".join(one.format(i) for i in range(MAX_BYTES // len(one.format(0)) + 10))
+    path = tmp_path / "many.cnn"
+    path.write_text(text)
+    start = time.perf_counter()
+    with pytest.raises(CnnError, match="too large for a model description"):
+        load(path)
+    assert time.perf_counter() - start < 2

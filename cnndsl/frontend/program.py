@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnndsl.diagnostics import CnnError, Diagnostic, Diagnostics, Span, did_you_mean
+from cnndsl.diagnostics import CnnError, Diagnostic, Diagnostics, Span, abbreviated, did_you_mean
 from cnndsl.frontend import ast
 from cnndsl.frontend.lower import Lowerer
 from cnndsl.frontend.parser import parse_text, read_source
@@ -90,11 +90,11 @@ def _choose_network(module: ast.Module, network: str | None, filename: str) -> a
             hint = did_you_mean(network, names)
             raise CnnError([Diagnostic("error", f"--network {network}: {filename} has no network '{network}'",
                                        Span("<command line>", 0, 0),
-                                       help=hint or f"its networks: {', '.join(names)}", code="unknown-network")])
+                                       help=hint or f"its networks: {abbreviated(names)}", code="unknown-network")])
         return seen[network]
     if len(nets) > 1:
         raise CnnError([Diagnostic("error", f"{filename} defines {len(nets)} networks; choose one",
-                                   Span(filename, 0, 0), help=f"--network {names[0]} (networks: {', '.join(names)})",
+                                   Span(filename, 0, 0), help=f"--network {names[0]} (networks: {abbreviated(names)})",
                                    code="choose-network")])
     return nets[0]
 
