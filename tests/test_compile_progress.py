@@ -92,23 +92,25 @@ def test_cold_train_says_it_is_compiling_within_two_seconds(cold_run):
     lines, rc = cold_run["lines"], cold_run["rc"]
     text = "\n".join(f"{t:6.2f} {line}" for t, line in lines)
     assert rc == 0, text
-    first_t, first = lines[0]
-    assert first.startswith("compiling kernels for Tiny (first run only)"), text
-    assert first_t <= _first_line_limit(), f"first line after {first_t:.2f} s:\n{text}"
-    # one line at the start, one at the end with the count and the seconds, then the training
-    end_t, end = lines[1]
+    # what is trained, then (the log form: stderr is a pipe) one line when compiling starts, one
+    # at its end with the count and the seconds, then the epoch
+    assert lines[0][1].startswith("training Tiny: 4000 images"), text
+    first_t, first = lines[1]
+    assert first == "compiling kernels for Tiny (first run only)...", text
+    assert first_t <= _first_line_limit(), f"the compile line came after {first_t:.2f} s:\n{text}"
+    end_t, end = lines[2]
     assert end.startswith("compiled ") and " kernel functions for Tiny in " in end and end.endswith(" s"), text
     assert int(end.split()[1]) > 0
     seconds = float(end.rsplit(" ", 2)[-2])
     assert 0 < seconds <= end_t - first_t + 0.5, text
-    assert lines[2][1].startswith("training Tiny:"), text
+    assert lines[3][1].startswith("epoch 1:"), text
 
 
 def test_warm_train_prints_no_compile_line(cold_run):
     lines, rc, _ = _timed_stderr(["train", "tiny.cnn", "--out", "run2"], _env(cold_run["cache"]), cold_run["dir"])
     text = "\n".join(line for _, line in lines)
     assert rc == 0, text
-    assert lines[0][1].startswith("training Tiny:"), text
+    assert lines[0][1].startswith("training Tiny:") and lines[1][1].startswith("epoch 1:"), text
     assert "compil" not in text
 
 
@@ -135,10 +137,11 @@ def test_live_line_on_a_terminal_moves_then_the_summary(cold_run):
     os.close(master)
     text = b"".join(chunks).decode(errors="replace")
     assert proc.returncode == 0, text
-    before_bar = text.split("training Tiny:")[0]
-    assert "\rcompiling kernels for Tiny (first run only): 1 function" in before_bar, repr(before_bar)
-    summary = [part for part in before_bar.split("\r") if part.startswith("compiled ")]
-    assert summary and " kernel function" in summary[-1] and "for Tiny in" in summary[-1], repr(before_bar)
+    assert "training Tiny:" in text and "epoch 1" in text, text
+    phase = text.split("training Tiny:", 1)[1].split("epoch 1", 1)[0]  # after what is trained, before the bar
+    assert "\rcompiling kernels for Tiny (first run only): 1 function" in phase, repr(phase)
+    summary = [part for part in phase.split("\r") if part.startswith("compiled ")]
+    assert summary and " kernel function" in summary[-1] and "for Tiny in" in summary[-1], repr(phase)
 
 
 def test_bench_reports_functions_compiled_and_seconds(cold_run, tmp_path):

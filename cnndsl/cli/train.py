@@ -200,17 +200,18 @@ def _run(file, s, out, resuming, ckpt, overwrite, no_progress, load_kwargs, comm
     # a step that cannot fit is refused before the data is loaded (a 183M-parameter model took 22 s
     # and 3.4 GB to fail when the training executable was built)
     require_fits(model.program, settings.batch, training=True, inference_batches=())
-    augment = s.get("augment", True)
-    if comm.rank == 0:
-        _compile_phase(model, settings, augment, comm, no_progress)
     # the data actually used (the train section's `dataset` when no --data): a resumed run keeps
     # it even if the model file's train section names other data by then
     data = s.get("data") or model.config.dataset or "digits"
     train_set, test_set = _datasets(model, data)
+    augment = s.get("augment", True)
     recorded = {"defines": dict(load_kwargs["defines"]), "data": run_dir.data_setting(data),
                 "profile": load_kwargs["profile"], "network": load_kwargs["network"]}
-    trainer = Trainer(model, train_set, test_set, settings, out, progress=not no_progress and sys.stderr.isatty(),
-                      augment=augment, comm=comm, data_name=data, run_settings=recorded)
+    # The compile phase before the first step (Trainer.compile_kernels) shows a status line even
+    # without a progress bar: in place on a terminal, else one line at its start and one at its end.
+    live = not no_progress and sys.stderr.isatty()
+    trainer = Trainer(model, train_set, test_set, settings, out, progress=live, augment=augment, comm=comm,
+                      data_name=data, run_settings=recorded, compile_report="live" if live else "lines")
     if resuming:
         trainer.resume(ckpt)
         if trainer.pos.epoch >= settings.epochs:
@@ -239,20 +240,6 @@ def _run(file, s, out, resuming, ckpt, overwrite, no_progress, load_kwargs, comm
     if comm.rank == 0:
         click.echo(f"weights: {out / 'weights.safetensors'}  metrics: {out / 'metrics.json'}  "
                    f"plot: {out / 'curves.png'}")
-
-
-def _compile_phase(model, settings, augment: bool, comm, no_progress: bool) -> None:
-    """Compile the kernels of a training and an evaluation step before anything else is loaded,
-    with a status line (cnndsl.train.progress.CompileStatus): in place on a terminal, else (a log,
-    --no-progress) one line at the start and one at the end. Rank 0 only: the other ranks load
-    what it compiled once it is done (Trainer._join_ranks)."""
-    from cnndsl.augment.pipeline import Pipeline
-    from cnndsl.train.trainer import EVAL_BATCH, compile_kernels
-
-    pipeline = Pipeline.from_config(settings.augment, settings.seed) if augment and settings.augment else None
-    report = "live" if not no_progress and sys.stderr.isatty() else "lines"
-    compile_kernels(model, settings, batch=settings.batch // comm.size, eval_batch=min(EVAL_BATCH, settings.batch),
-                    augment=pipeline, report=report)
 
 
 def _number(value, digits: int = 4) -> str:

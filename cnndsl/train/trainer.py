@@ -148,10 +148,13 @@ class Trainer:
 
     `data_name` names the data in messages (e.g. the --data file); `run_settings` adds settings
     the trainer cannot know (the CLI's -D values, --data, --profile, --network) to those saved
-    in every checkpoint, which `cnndsl train --resume` restores."""
+    in every checkpoint, which `cnndsl train --resume` restores. `compile_report`: how the compile
+    phase before the first step shows itself ("live", "lines", None: see compile_kernels; "auto":
+    live on a terminal when `progress` is on, else silent)."""
 
     def __init__(self, model, train_set, test_set, config: TrainingConfig, out_dir, progress: bool = True,
-                 augment: bool = True, comm=None, data_name: str | None = None, run_settings: dict | None = None):
+                 augment: bool = True, comm=None, data_name: str | None = None, run_settings: dict | None = None,
+                 compile_report: str | None = "auto"):
         self.model = model
         self.train_set, self.test_set = train_set, test_set
         self.settings = config
@@ -160,6 +163,8 @@ class Trainer:
         self.comm = comm or LocalComm()
         self.is_root = self.comm.rank == 0
         self.progress_enabled = progress and self.is_root
+        # the compile phase's status line (compile_kernels): "auto" follows `progress`
+        self.compile_report = compile_report
         self.data_name = data_name
         self.run_settings = dict(run_settings or {})
         self.augment_flag = bool(augment)
@@ -177,10 +182,10 @@ class Trainer:
         model.set_optimizer(self.optimizer)
 
     # -- the compile phase -------------------------------------------------------------
-    def compile_kernels(self, report: str | None = "auto"):
-        """Compile (or load from the cache) every kernel of this run's steps before the first
-        one; `report` "auto": a status line when progress is on (live on a terminal, else a line
-        at the start and one at the end), None: silent. See compile_kernels below."""
+    def compile_kernels(self):
+        """Compile (or load from the cache) every kernel of this run's steps before the first one,
+        with the status line `compile_report` asks for (rank 0 only). See compile_kernels below."""
+        report = self.compile_report if self.is_root else None
         if report == "auto":
             report = (("live" if _is_tty(sys.stderr) else "lines") if self.progress_enabled else None)
         return compile_kernels(self.model, self.settings, batch=self.settings.batch // self.comm.size,
@@ -535,11 +540,11 @@ def compile_kernels(model, config: TrainingConfig, batch: int | None = None, eva
         return None
     batch = config.batch if batch is None else batch
     eval_batch = min(EVAL_BATCH, batch) if eval_batch is None else eval_batch
-    optimizer = optimizer_for(config, model.store.params)
-    key = (batch, eval_batch, type(optimizer).__name__, augment is not None and len(augment) > 0)
+    key = (batch, eval_batch, config.optimizer.name, augment is not None and len(augment) > 0)
     done = _WARMED.setdefault(model, set())
     if key in done:
         return None
+    optimizer = optimizer_for(config, model.store.params)
     status = CompileStatus(model.graph.name, report, file=file)
     failed = True
     with counting(status.on_change) as counter:
