@@ -307,6 +307,23 @@ def test_a_checkpoint_position_past_the_end_of_an_epoch_is_refused_at_resume(run
     assert "found: 1000000000" in r.output
 
 
+@pytest.mark.parametrize("change, words", [
+    ({"epoch": 0, "batch": 2, "seen": 10**30}, "'position.seen' does not agree with the run"),
+    ({"epoch": 0, "batch": 2, "seen": 16, "correct": 17}, "'position.correct' does not agree with the run"),
+    ({"epoch": 10**9}, "expected: at most the run's"),
+])
+def test_a_checkpoint_whose_counts_disagree_is_refused_at_resume(run, files, finished_run, tmp_path, change, words):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.safetensors").write_bytes((finished_run / "checkpoint.safetensors").read_bytes())
+    meta = load_checkpoint(out).meta
+    meta["position"].update(change)
+    _rewrite(out, meta)
+    r = run("train", files / "tiny.cnn", "--resume", out, "--epochs", 3)
+    _clean(r, 1)
+    assert words in r.output, r.output
+
+
 def test_checkpoint_json_and_tensors_of_the_wrong_kind_are_clean_errors(finished_run, tmp_path):
     from safetensors.numpy import load_file
 

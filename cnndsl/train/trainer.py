@@ -247,6 +247,32 @@ class Trainer:
         self.optimizer.step_count = comm.bcast_object(self.optimizer.step_count)
 
     # -- checkpoints -------------------------------------------------------------
+    def _check_running_sums(self, ckpt, position: dict) -> None:
+        """The position's counts agree with each other and with the run: images seen this epoch
+        at most the batches done times the batch, correct predictions at most the values those
+        images hold, an epoch not past the run's saved epoch count (a damaged or edited checkpoint
+        otherwise resumed into nonsense accuracies, or "finished its 1000000000 epochs")."""
+        seen_max = min(position["batch"] * self.settings.batch, len(self.train_set))
+        spec = self.model.losses[0]
+        head = self.model.graph.node(self.model.graph.heads[spec.head]).type
+        per_image = math.prod(head.shape[1:]) if spec.kind == "pixel_cross_entropy" else 1
+        saved_epochs = (ckpt.meta.get("settings") or {}).get("epochs")
+        problems = []
+        if position.get("seen", 0) > seen_max:
+            problems.append(("position.seen", f"at most {seen_max:,} (images in {position['batch']} batches of "
+                             f"{self.settings.batch})", position["seen"]))
+        if position.get("correct", 0) > position.get("seen", 0) * per_image:
+            problems.append(("position.correct", f"at most position.seen x {per_image} = "
+                             f"{position.get('seen', 0) * per_image:,}", position["correct"]))
+        if isinstance(saved_epochs, int) and position["epoch"] > saved_epochs:
+            problems.append(("position.epoch", f"at most the run's {saved_epochs} epochs", position["epoch"]))
+        if problems:
+            field, expected, found = problems[0]
+            raise file_error(ckpt.path, f"checkpoint metadata field '{field}' does not agree with the run",
+                             expected=expected, found=f"{found}",
+                             help="the checkpoint was damaged or edited; start a new run (--overwrite)",
+                             code="checkpoint-format")
+
     def resume(self, checkpoint=None) -> None:
         """Continue from the checkpoint in the output folder (read by rank 0, sent to the others);
         `checkpoint`: one already read with `load_checkpoint` (the CLI reads it for its settings)."""
@@ -263,6 +289,7 @@ class Trainer:
                                  help="the checkpoint belongs to another data set or batch size, or was damaged; "
                                       "resume with the run's own --data and --batch, or start a new run",
                                  code="checkpoint-format")
+            self._check_running_sums(ckpt, position)
             match_weights(ckpt.tensors, self.model.store.expected_shapes()).raise_if_mismatch(ckpt.path)
             self.model.store.load_state_dict(ckpt.tensors)
             self.optimizer.load_state_dict(ckpt.optimizer_state, path=ckpt.path)
