@@ -18,11 +18,21 @@ and one at the end in a log, nothing at all when every kernel comes from the cac
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import threading
 import time
 from typing import IO
+
+
+def _columns(stream) -> int:
+    """The width of the terminal `stream` writes to (80 when it cannot be told)."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        columns = shutil.get_terminal_size((80, 24)).columns
+    return columns if columns > 0 else 80
 
 
 def _is_tty(stream) -> bool:
@@ -142,7 +152,7 @@ class CompileStatus:
         return text
 
     def _draw(self) -> None:
-        columns = shutil.get_terminal_size((80, 24)).columns
+        columns = _columns(self.file)
         text = self._line()[:max(20, columns - 1)]
         pad = max(0, self._width - len(text))
         self._width = len(text)
