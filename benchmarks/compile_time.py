@@ -102,7 +102,8 @@ def measure(models, out: Path) -> dict:
         with tempfile.TemporaryDirectory(prefix=f"cnndsl-compile-{model}-") as cache:
             print(f"{model}: cold ...", file=sys.stderr, flush=True)
             cold = run_child(model, Path(cache))
-            print(f"{model}: cold {cold['first_step_s']:.1f} s to the first step; warm ...", file=sys.stderr, flush=True)
+            print(f"{model}: cold {cold['first_step_s']:.1f} s to the first step; warm ...", file=sys.stderr,
+                  flush=True)
             warm = run_child(model, Path(cache))
         result["models"][model] = {"cold": cold, "warm": warm, "load_after": os.getloadavg()}
     result["load_after"] = os.getloadavg()

@@ -373,8 +373,6 @@ class Trainer:
         """Train to the last epoch; `on_epoch(record)` is called after each epoch's evaluation."""
         s = self.settings
         per_epoch = self.train_set.num_batches(s.batch)
-        if self.comm.size == 1:  # several ranks: done in _join_ranks, on rank 0, before the others load it
-            self.compile_kernels()  # nothing to do when the CLI did it already
         report = getattr(self.model, "init_report", None)
         if report is not None and self.is_root and self.pos.epoch == 0 and self.pos.batch == 0:
             import sys
@@ -390,6 +388,9 @@ class Trainer:
         try:
             if self.is_root:
                 clean_stale_temps(self.out)
+            if self.comm.size == 1:  # several ranks: done in _join_ranks, on rank 0, before the others load it
+                # a Ctrl-C while compiling saves the untouched model's checkpoint, as one in the first step did
+                self.compile_kernels()
             while self.pos.epoch < s.epochs:
                 self._run_epoch(per_epoch)
                 if on_epoch:
