@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 
 import click
@@ -171,6 +172,7 @@ def bench(file, batch, train, repeats, seed, as_json, per_kernel, load_kwargs):
     from cnndsl.analysis.memory import require_fits
     from cnndsl.backend.compile_events import counting
     from cnndsl.model import Model
+    from cnndsl.train.progress import CompileStatus, _is_tty
 
     device = _DEVICE.get()
     t0 = time.perf_counter()
@@ -189,14 +191,21 @@ def bench(file, batch, train, repeats, seed, as_json, per_kernel, load_kwargs):
     result = {"file": file, "network": model.graph.name, "device": device, "opt_level": selected_opt_level(),
               "threads": threads_in_use(device), "batch": batch, "repeats": repeats, "compile_s": compile_s}
     skipped = why_no_training(program, model, train)
-    with counting() as compiled:  # the figures' warm-ups are where Numba compiles (or loads) the kernels
-        result.update(measure_inference(model, batch, repeats, rng))
-        if skipped is None:
-            result.update(measure_training(model, batch, repeats, rng))
-        else:
-            result["training_skipped"] = skipped
-        if per_kernel:
-            result["profile_step"], result["profile"] = profiled_step(model, batch, repeats, skipped is None, rng)
+    # the figures' warm-ups are where Numba compiles (or loads) the kernels; on a terminal the
+    # compile status line shows it happening (stderr; nothing when everything is cached)
+    status = CompileStatus(model.graph.name, "live" if _is_tty(sys.stderr) else None)
+    with counting(status.on_change) as compiled:
+        try:
+            result.update(measure_inference(model, batch, repeats, rng))
+            if skipped is None:
+                result.update(measure_training(model, batch, repeats, rng))
+            else:
+                result["training_skipped"] = skipped
+            if per_kernel:
+                result["profile_step"], result["profile"] = profiled_step(model, batch, repeats, skipped is None,
+                                                                          rng)
+        finally:
+            status.finish(compiled)
     result["kernels_compiled"] = compiled.count
     result["kernel_compile_s"] = compiled.seconds
     text = json.dumps(result, indent=2) if as_json else render_table(result)
