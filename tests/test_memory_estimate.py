@@ -370,7 +370,7 @@ def test_parse_size():
 
 def test_estimate_bounds_the_real_allocation_of_lenet():
     """Parameter store and optimizer state exactly; activations and work buffers from above:
-    the unoptimized graphs' plans are at least the optimized ones' (docs/reliability-memory.md)."""
+    the unoptimized graphs' plans are at least the optimized ones' (docs/reliability.md, section 3)."""
     from cnndsl.model import Model
     from cnndsl.train.trainer import optimizer_for
 

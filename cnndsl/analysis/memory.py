@@ -18,7 +18,7 @@ checked graph alone (no allocation, no Numba import):
 
 The plan is computed on the graphs as written, before the optimization passes: fusions only
 remove tensors, so the activation figure is an upper bound of what the executable allocates
-(docs/reliability-memory.md gives the measured accuracy).
+(docs/reliability.md, section 3, gives the measured accuracy).
 
 The limit (`memory_limit`) is the smallest of the physical memory, the cgroup's limit and the
 address-space limit (`ulimit -v`, less what the process maps already); CNNDSL_MEMORY_LIMIT
