@@ -33,6 +33,13 @@ BOUNDSCHECK = bool(_numba_config.BOUNDSCHECK)
 F32 = np.float32
 ZERO = np.float32(0.0)
 ONE = np.float32(1.0)
+# Constants one kernel passes to another. Numba types a literal argument (`0`, `1`, `False`) as
+# Literal[int](0) or Literal[bool](False) and compiles the callee once per combination: blas.gemm
+# compiled 15 times for LeNet-5 (its flags and offsets). NumPy scalars are plain int64 / bool.
+NO = np.bool_(False)
+YES = np.bool_(True)
+I0 = np.int64(0)
+I1 = np.int64(1)
 
 
 def kernel(fn=None, *, parallel: bool = False, inline: bool = False):

@@ -40,7 +40,7 @@ import numpy as np
 from numba import prange
 
 from cnndsl.kernels.cpu.blas import pgemm
-from cnndsl.kernels.cpu.common import ONE, PAR_MIN, ZERO, kernel, parallel_kernel
+from cnndsl.kernels.cpu.common import I0, I1, NO, ONE, PAR_MIN, YES, ZERO, kernel, parallel_kernel
 from cnndsl.kernels.cpu.dots import gemm_nt
 from cnndsl.kernels.cpu.epilogue import NONE, chunk_epilogue, chunk_pool_epilogue
 
@@ -497,7 +497,7 @@ def _image_columns(x, n, g, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, direct_1
     conv reads x itself, any other conv unfolds it into col."""
     if direct_1x1:
         return x.reshape(x.size), (n * x.shape[1] + g * Cg) * OH * OW
-    _im2col(x, n, 1, g * Cg, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col[:Cg * KH * KW * OH * OW].reshape(
+    _im2col(x, n, I1, g * Cg, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col[:Cg * KH * KW * OH * OW].reshape(
         Cg * KH * KW, OH * OW))
     return col, 0
 
@@ -543,12 +543,12 @@ def gemm_forward(x, w, b, has_bias, res, has_res, act, alpha, pool, sh, sw, pt, 
                         col[c0:c0 + K * nbb * P].reshape(K, nbb * P))
                 src, src0 = col, c0
             if nbb == 1 and not pool:  # the GEMM straight into y, finished in place
-                pgemm(False, False, Fg, P, K, ONE, wf, g * Fg * K, K, src, src0, P, ZERO,
+                pgemm(NO, NO, Fg, P, K, ONE, wf, g * Fg * K, K, src, src0, P, ZERO,
                       y.reshape(y.size), (n0 * F + g * Fg) * P, P)
-                chunk_epilogue(y[n0, g * Fg:(g + 1) * Fg].reshape(Fg, P), n0, 1, g * Fg, Fg, b, has_bias, res,
+                chunk_epilogue(y[n0, g * Fg:(g + 1) * Fg].reshape(Fg, P), n0, I1, g * Fg, Fg, b, has_bias, res,
                                has_res, act, al, y)
                 continue
-            pgemm(False, False, Fg, nbb * P, K, ONE, wf, g * Fg * K, K, src, src0, nbb * P, ZERO, tmp, 0, nbb * P)
+            pgemm(NO, NO, Fg, nbb * P, K, ONE, wf, g * Fg * K, K, src, src0, nbb * P, ZERO, tmp, I0, nbb * P)
             t2 = tmp[:Fg * nbb * P].reshape(Fg, nbb * P)
             if pool:
                 chunk_pool_epilogue(t2, n0, nbb, g * Fg, Fg, OW, b, has_bias, res, has_res, act, al, y)
@@ -572,12 +572,12 @@ def _bwd_data_core(dy, w, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, dx):
         for g in range(groups):
             c2 = col[:K * nbb * P].reshape(K, nbb * P)
             if nbb == 1:  # col = W_g^T dy[n0, group]
-                pgemm(True, False, K, P, Fg, ONE, wf, g * Fg * K, K, dy.reshape(dy.size), (n0 * F + g * Fg) * P, P,
-                      ZERO, col, 0, P)
+                pgemm(YES, NO, K, P, Fg, ONE, wf, g * Fg * K, K, dy.reshape(dy.size), (n0 * F + g * Fg) * P, P,
+                      ZERO, col, I0, P)
             else:
                 t2 = tmp[:Fg * nbb * P].reshape(Fg, nbb * P)
                 _gather(dy, n0, nbb, g * Fg, Fg, t2)
-                pgemm(True, False, K, nbb * P, Fg, ONE, wf, g * Fg * K, K, tmp, 0, nbb * P, ZERO, col, 0, nbb * P)
+                pgemm(YES, NO, K, nbb * P, Fg, ONE, wf, g * Fg * K, K, tmp, I0, nbb * P, ZERO, col, I0, nbb * P)
             _col2im(c2, n0, nbb, g * Cg, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from numba import prange
 
 from cnndsl.kernels.cpu.blas import pgemm
-from cnndsl.kernels.cpu.common import ONE, PAR_MIN, ZERO, kernel, parallel_kernel
+from cnndsl.kernels.cpu.common import I0, NO, ONE, PAR_MIN, YES, ZERO, kernel, parallel_kernel
 from cnndsl.kernels.cpu.dots import gemm_nt
 
 
@@ -25,10 +25,10 @@ def dense_matmul(x, weight, y):
     N, In = x.shape
     F = weight.shape[0]
     if N <= DOTS_MAX_ROWS or In >= DOTS_MIN_IN:
-        gemm_nt(x, weight, False, y)
+        gemm_nt(x, weight, NO, y)
         return
-    pgemm(False, True, N, F, In, ONE, x.reshape(x.size), 0, In, weight.reshape(weight.size), 0, In, ZERO,
-          y.reshape(y.size), 0, F)
+    pgemm(NO, YES, N, F, In, ONE, x.reshape(x.size), I0, In, weight.reshape(weight.size), I0, In, ZERO,
+          y.reshape(y.size), I0, F)
 
 
 @parallel_kernel
@@ -56,8 +56,8 @@ def dense_backward_data(dy, weight, dx):
     """dx = dy @ W (overwritten)."""
     N, F = dy.shape
     In = weight.shape[1]
-    pgemm(False, False, N, In, F, ONE, dy.reshape(dy.size), 0, F, weight.reshape(weight.size), 0, In, ZERO,
-          dx.reshape(dx.size), 0, In)
+    pgemm(NO, NO, N, In, F, ONE, dy.reshape(dy.size), I0, F, weight.reshape(weight.size), I0, In, ZERO,
+          dx.reshape(dx.size), I0, In)
 
 
 @kernel
@@ -65,8 +65,8 @@ def dense_backward_weight(x, dy, has_bias, dweight, dbias):
     """dW = dy^T @ x, db = sum_n dy (overwritten; summed over the batch)."""
     N, F = dy.shape
     In = x.shape[1]
-    pgemm(True, False, F, In, N, ONE, dy.reshape(dy.size), 0, F, x.reshape(x.size), 0, In, ZERO,
-          dweight.reshape(dweight.size), 0, In)
+    pgemm(YES, NO, F, In, N, ONE, dy.reshape(dy.size), I0, F, x.reshape(x.size), I0, In, ZERO,
+          dweight.reshape(dweight.size), I0, In)
     if has_bias:
         for f in range(F):
             dbias[f] = np.float32(0.0)
