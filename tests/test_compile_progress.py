@@ -306,3 +306,22 @@ def test_status_live_mode_rewrites_its_line():
     assert "[conv.im2col]" in text and text.endswith("\n")
     assert "\rcompiling kernels for Net (first run only): stopped after 1 function" in text
     assert not any(t.name == "cnndsl-compile-status" for t in threading.enumerate())
+
+
+def test_warmup_compiles_ahead_so_that_train_compiles_nothing(tmp_path):
+    """`cnndsl warmup FILE` runs train's compile phase alone: a cold cache gets every kernel the
+    training needs, and the `train` after it has nothing left to compile."""
+    (tmp_path / "tiny.cnn").write_text(TINY)
+    cache = tmp_path / "numba-cache"
+    cache.mkdir()
+    r = subprocess.run([sys.executable, "-m", "cnndsl", "warmup", "tiny.cnn"], capture_output=True, text=True,
+                       env=_env(cache), cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    n = int(re.search(r"tiny.cnn: (\d+) kernel functions compiled", r.stdout).group(1))
+    assert n > 0 and "compiling kernels for Tiny (first run only)" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "cnndsl", "warmup", "tiny.cnn"], capture_output=True, text=True,
+                       env=_env(cache), cwd=tmp_path, timeout=600)
+    assert "tiny.cnn: 0 kernel functions compiled (all in the cache already)" in r.stdout, r.stdout + r.stderr
+    lines, rc, _ = _timed_stderr(["train", "tiny.cnn", "--out", "run"], _env(cache), tmp_path)
+    text = "\n".join(line for _, line in lines)
+    assert rc == 0 and "compil" not in text, text
