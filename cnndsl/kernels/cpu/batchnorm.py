@@ -72,8 +72,8 @@ def fused_batchnorm_train_forward(x, gamma, beta, eps, momentum, running_mean, r
     o = y.reshape((N, C, S))
     al = np.float32(alpha)
     if x.size >= PAR_MIN and C > 1:
-        for c in prange(C):
-            _train_channel(a, o, c, gamma, beta, eps, momentum, running_mean, running_var, save_mean, save_invstd,
+        for c in prange(C):  # np.int64: a prange index is uint64, and a second signature
+            _train_channel(a, o, np.int64(c), gamma, beta, eps, momentum, running_mean, running_var, save_mean, save_invstd,
                            act, al)
     else:
         for c in range(C):
@@ -103,7 +103,7 @@ def fused_batchnorm_inference_forward(x, gamma, beta, running_mean, running_var,
     al = np.float32(alpha)
     if x.size >= PAR_MIN and C > 1:
         for c in prange(C):
-            _infer_channel(a, o, c, gamma, beta, running_mean, running_var, eps, act, al)
+            _infer_channel(a, o, np.int64(c), gamma, beta, running_mean, running_var, eps, act, al)
     else:
         for c in range(C):
             _infer_channel(a, o, c, gamma, beta, running_mean, running_var, eps, act, al)
@@ -156,7 +156,7 @@ def fused_batchnorm_backward(x, y, dy, act, alpha, gamma, save_mean, save_invstd
     al = np.float32(alpha)
     if x.size >= PAR_MIN and C > 1:
         for c in prange(C):
-            _bwd_channel(a, yv, g, act, al, o, c, gamma, save_mean, save_invstd, dgamma, dbeta)
+            _bwd_channel(a, yv, g, act, al, o, np.int64(c), gamma, save_mean, save_invstd, dgamma, dbeta)
     else:
         for c in range(C):
             _bwd_channel(a, yv, g, act, al, o, c, gamma, save_mean, save_invstd, dgamma, dbeta)

@@ -81,11 +81,11 @@ def _panel(parts, size, i):
 def _pgemm_split(parts, split_n, trans_a, trans_b, M, N, K, alpha, A, a0, lda, B, b0, ldb, beta, C, c0, ldc):
     for i in prange(parts):
         if split_n:
-            lo, hi = _panel(parts, N, i)
+            lo, hi = _panel(parts, N, np.int64(i))  # a prange index is uint64
             b_off = b0 + (lo * ldb if trans_b else lo)
             gemm(trans_a, trans_b, M, hi - lo, K, alpha, A, a0, lda, B, b_off, ldb, beta, C, c0 + lo, ldc)
         else:
-            lo, hi = _panel(parts, M, i)
+            lo, hi = _panel(parts, M, np.int64(i))
             a_off = a0 + (lo if trans_a else lo * lda)
             gemm(trans_a, trans_b, hi - lo, N, K, alpha, A, a_off, lda, B, b0, ldb, beta, C, c0 + lo * ldc, ldc)
 

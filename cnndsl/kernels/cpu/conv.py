@@ -204,8 +204,8 @@ def _im2col(x, n0, nbb, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2):
         return
     items = Cg * KH * KW * nbb
     if items * OH * OW >= PAR_MIN:
-        for it in prange(items):
-            _im2col_item(x, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2, it, nbb)
+        for it in prange(items):  # np.int64: a prange index is uint64, and a second signature
+            _im2col_item(x, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2, np.int64(it), nbb)
     else:
         for it in range(items):
             _im2col_item(x, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2, it, nbb)
@@ -248,7 +248,7 @@ def _col2im(col2, n0, nbb, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx):
     items = nbb * Cg
     if items * dx.shape[2] * dx.shape[3] * KH * KW >= PAR_MIN:
         for it in prange(items):
-            _col2im_item(col2, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx, it)
+            _col2im_item(col2, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx, np.int64(it))
     else:
         for it in range(items):
             _col2im_item(col2, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx, it)
@@ -272,7 +272,7 @@ def _gather(dy, n0, nbb, f0, Fg, t2):
     items = nbb * Fg
     if items * dy.shape[2] * dy.shape[3] >= PAR_MIN:
         for it in prange(items):
-            _gather_item(dy, n0, f0, Fg, t2, it)
+            _gather_item(dy, n0, f0, Fg, t2, np.int64(it))
     else:
         for it in range(items):
             _gather_item(dy, n0, f0, Fg, t2, it)
@@ -381,7 +381,7 @@ def _direct_fwd(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y):
     items = y.shape[0] * y.shape[1]
     if y.size * w.shape[1] * w.shape[2] * w.shape[3] >= PAR_MIN:
         for it in prange(items):
-            _direct_fwd_item(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y, it)
+            _direct_fwd_item(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y, np.int64(it))
     else:
         for it in range(items):
             _direct_fwd_item(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y, it)
@@ -431,7 +431,7 @@ def _direct_bwd_data(dy, w, sh, sw, pt, pl, dh, dw, groups, dx):
     items = dx.shape[0] * dx.shape[1]
     if dy.size * w.shape[1] * w.shape[2] * w.shape[3] >= PAR_MIN:
         for it in prange(items):
-            _direct_bwd_data_item(dy, w, sh, sw, pt, pl, dh, dw, groups, dx, it)
+            _direct_bwd_data_item(dy, w, sh, sw, pt, pl, dh, dw, groups, dx, np.int64(it))
     else:
         for it in range(items):
             _direct_bwd_data_item(dy, w, sh, sw, pt, pl, dh, dw, groups, dx, it)
@@ -479,7 +479,7 @@ def _direct_bwd_weight(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight):
     items = dweight.shape[0] * dweight.shape[1]
     if dy.size * dweight.shape[1] * dweight.shape[2] * dweight.shape[3] >= PAR_MIN:
         for it in prange(items):
-            _direct_bwd_weight_item(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight, it)
+            _direct_bwd_weight_item(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight, np.int64(it))
     else:
         for it in range(items):
             _direct_bwd_weight_item(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight, it)

@@ -102,8 +102,8 @@ def gemm_nt(A, B, accumulate, C):
     tiles_n = (N + COLS - 1) // COLS
     tiles = ((M + ROWS - 1) // ROWS) * tiles_n
     if M * N * K >= PAR_MIN_MACS:
-        for ti in prange(tiles):
-            _tile(A, B, accumulate, C, ti, tiles_n)
+        for ti in prange(tiles):  # np.int64: a prange index is uint64, and a second signature
+            _tile(A, B, accumulate, C, np.int64(ti), tiles_n)
     else:
         for ti in range(tiles):
             _tile(A, B, accumulate, C, ti, tiles_n)

@@ -53,8 +53,8 @@ def _apply(x, p, seed, step, y):
     scale = np.float32(1.0 / (1.0 - p))
     z = np.float32(0.0)
     if a.size >= PAR_MIN // 4:
-        for i in prange(a.size):
-            o[i] = a[i] * scale if _keep(base, thr, i) else z
+        for i in prange(a.size):  # np.int64: a prange index is uint64, and a second signature
+            o[i] = a[i] * scale if _keep(base, thr, np.int64(i)) else z
     else:
         for i in range(a.size):
             o[i] = a[i] * scale if _keep(base, thr, i) else z
@@ -79,7 +79,7 @@ def dropout_mask(p, seed, step, mask):
     base = _base(seed, step)
     thr = _threshold(p)
     for i in prange(o.size):
-        o[i] = np.uint8(1) if _keep(base, thr, i) else np.uint8(0)
+        o[i] = np.uint8(1) if _keep(base, thr, np.int64(i)) else np.uint8(0)
 
 
 # At inference dropout is exactly the identity: a bit-exact copy (the same kernel as tensor.copy).

@@ -112,8 +112,8 @@ def maxpool2d_forward(x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx):
     fast_2x2 = (kh == 2 and kw == 2 and sh == 2 and sw == 2 and pad_top == 0 and pad_left == 0
                 and dh == 1 and dw == 1 and 2 * y.shape[2] <= x.shape[2] and 2 * y.shape[3] <= x.shape[3])
     if planes * y.shape[2] * y.shape[3] * kh * kw >= PAR_MIN:
-        for it in prange(planes):
-            _maxpool_item(x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx, it, fast_2x2)
+        for it in prange(planes):  # np.int64: a prange index is uint64, and a second signature
+            _maxpool_item(x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx, np.int64(it), fast_2x2)
     else:
         for it in range(planes):
             _maxpool_item(x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx, it, fast_2x2)
