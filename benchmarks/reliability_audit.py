@@ -1471,7 +1471,7 @@ def summarize(a: Audit) -> str:
              "crash": "crashes", "hang": "hangs", "memory": "memory", "wrong success": "wrong successes",
              "ok": "ok", "wrong failure": "wrong failures", "other": "other", "skipped": "skipped"}
     secs = sum(r["seconds"] for r in a.results)
-    lines = [f"# cnndsl reliability audit", "",
+    lines = ["# cnndsl reliability audit", "",
              f"- repository: `{a.repo}` (commit {getattr(a, 'commit', '?')}; imports `{a.cnndsl_file}`)",
              f"- {len(a.results)} cases, {time.time() - a.started:.0f} s wall ({secs:.0f} s of case time, "
              f"--jobs {a.jobs}), address-space limit {a.mem / GIB:g} GiB per case",

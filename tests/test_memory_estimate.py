@@ -362,10 +362,12 @@ def test_constants_agree_with_the_code_they_mirror():
 
 
 def test_parse_size():
-    assert memory.parse_size("8G") == 8 << 30
-    assert memory.parse_size("512MiB") == 512 << 20
-    assert memory.parse_size("1000") == 1000
-    assert memory.parse_size("x") is None
+    from cnndsl import machine
+
+    assert machine.parse_size("8G") == 8 << 30
+    assert machine.parse_size("512MiB") == 512 << 20
+    assert machine.parse_size("1000") == 1000
+    assert machine.parse_size("x") is None
 
 
 def test_estimate_bounds_the_real_allocation_of_lenet():

@@ -36,13 +36,11 @@ Checks, each a CnnError located at the layer that contributes most:
 from __future__ import annotations
 
 import math
-import os
-import re
 from dataclasses import dataclass, field, replace
 
 from cnndsl.backend.plan import plan_memory
 from cnndsl.diagnostics import CnnError, Diagnostic
-from cnndsl.machine import MAX_BYTES, Limit, human_bytes, memory_limit, parse_size  # noqa: F401
+from cnndsl.machine import MAX_BYTES, Limit, human_bytes, memory_limit
 
 FLOAT32 = 4
 # FlatParams keeps data, grad, lr_mult and wd_mult, each one float32 per learnable value.

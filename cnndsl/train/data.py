@@ -70,10 +70,10 @@ def select_classes(dataset: Dataset, classes, model) -> Dataset:
         raise _classes_error(model, f"{dataset.name}: classes=[...] names label"
                              f"{'s' if len(absent) > 1 else ''} {abbreviated(map(str, absent))} that no image has",
                              f"the labels in the data are {abbreviated(map(str, present.tolist()))}")
-    lookup = {c: i for i, c in enumerate(classes)}
-    keep = np.isin(y, classes)
-    kept = dataset.subset(np.flatnonzero(keep))
-    kept.y = np.asarray([lookup[int(v)] for v in kept.y], np.int64)
+    kept = dataset.subset(np.flatnonzero(np.isin(y, classes)))
+    wanted = np.asarray(classes)
+    order = np.argsort(wanted)  # each kept label's position in `classes`, without a Python loop
+    kept.y = order[np.searchsorted(wanted[order], kept.y)].astype(np.int64)
     names = getattr(dataset, "class_names", None)
     if names is not None:
         kept.class_names = [names[c] for c in classes if c < len(names)]
