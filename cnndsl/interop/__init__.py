@@ -1,0 +1,7 @@
+"""Interoperability: ONNX export and import, Caffe and Darknet import (docs/interop.md).
+
+    cnndsl/interop/deps.py         the optional extras, imported with a one-line error when missing
+    cnndsl/interop/onnx_export.py  checked forward graph + weights -> onnx.ModelProto
+
+Nothing here is imported by the rest of cnndsl: the core install stays free of onnx and protobuf.
+"""

@@ -1,0 +1,424 @@
+"""Export a checked forward graph and its weights as an ONNX model (docs/interop.md).
+
+    model = export_model(program, tensors, level=1)      # onnx.ModelProto, checked
+    onnx.save(model, "model.onnx")
+
+The exported graph is the inference graph: dropout is gone (an identity at inference), batchnorm is
+ONNX's BatchNormalization with the running statistics (or folded into the conv/dense weights at
+-O2), and the fused ops the optimization passes make (fused_conv, fused_dense, fused_batchnorm,
+fused_conv_pool) are written back as the standard ops they fuse. Every tensor is named after the
+layer that makes it, every ONNX node after its layer (`<layer>` for the node that makes the
+layer's output, `<layer>/<step>` for the ones before it), so Netron shows the .cnn's names.
+The batch dimension is symbolic (`batch`); the opset and IR version are pinned (OPSET, IR_VERSION).
+
+Every op of the registry is either in EXPORTERS or refused with a located error naming the op and
+the reason (NOT_EXPORTED, or "no ONNX exporter" for an op added since).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from cnndsl.diagnostics import CnnError, Diagnostic
+from cnndsl.interop.deps import require
+from cnndsl.ir.graph import Graph, Node
+
+OPSET = 17  # ONNX Runtime >= 1.13 runs it; 17 has Resize, Softmax over one axis, LpPool, Clip with inputs
+IR_VERSION = 8  # the IR version of opset 17 (onnx 1.12): ONNX Runtime refuses IR versions newer than it knows
+PRODUCER = "cnndsl"
+
+# ops that only exist in training graphs (cnndsl/ops/training/): never in an inference graph
+TRAINING_CATEGORIES = ("gradient", "loss", "optimizer")
+
+
+@dataclass
+class Emitter:
+    """What an op's exporter writes into: ONNX nodes and initializers, one tensor name per layer."""
+
+    onnx: object
+    graph: Graph
+    tensors: dict[str, np.ndarray]
+    nodes: list = field(default_factory=list)
+    initializers: list = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)  # cnndsl node -> the ONNX tensor holding its output
+    _used: set = field(default_factory=set)  # tensor names
+    _node_names: set = field(default_factory=set)
+
+    def input(self, node: Node, port: int = 0) -> str:
+        return self.names[self.graph.inputs_of(node.name)[port]]
+
+    def inputs(self, node: Node) -> list[str]:
+        return [self.names[s] for s in self.graph.inputs_of(node.name)]
+
+    def const(self, name: str, value) -> str:
+        """An initializer (float32 unless `value` is an integer array); returns its name."""
+        arr = np.asarray(value)
+        if arr.dtype.kind == "f":
+            arr = arr.astype(np.float32)
+        name = self._unique(name)
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        return name
+
+    def param(self, layer: str, what: str) -> np.ndarray:
+        key = f"{layer}.{what}"
+        if key not in self.tensors:
+            raise CnnError([Diagnostic("error", f"the weights have no tensor '{key}'", code="export-weights")])
+        return np.asarray(self.tensors[key], np.float32)
+
+    def op(self, op_type: str, inputs: list[str], node: Node, step: str | None = None, **attrs) -> str:
+        """Add one ONNX node for `node`; `step` names an intermediate one (`<layer>/<step>`), None the
+        node making the layer's output (named `<layer>`, its output the tensor `<layer>`)."""
+        label = node.name if step is None else f"{node.name}/{step}"
+        name, out = self._unique(label, self._node_names), self._unique(label)
+        self.nodes.append(self.onnx.helper.make_node(op_type, inputs, [out], name=name, **attrs))
+        return out
+
+    def _unique(self, name: str, used: set | None = None) -> str:
+        """`name`, or `name_2`, `name_3`, ... when taken (tensor names by default, else `used`)."""
+        used = self._used if used is None else used
+        base, i = name, 1
+        while name in used:
+            i += 1
+            name = f"{base}_{i}"
+        used.add(name)
+        return name
+
+
+def _pads(node: Node, kernel, stride, dilation=(1, 1)) -> list[int]:
+    """ONNX pads [top, left, bottom, right] that reproduce the layer's output size in ONNX's floor
+    mode: rounding=ceil (and `same`) windows that run past the bottom/right become explicit extra
+    padding there (-inf for max, not counted by the average), so no ceil_mode is needed."""
+    top, bottom, left, right = node.meta["pads"]
+    (_, h, w) = _in_shape(node)
+    (_, oh, ow) = node.type.shape
+    k_eff = [dilation[i] * (kernel[i] - 1) + 1 for i in range(2)]
+    bottom = max(bottom, (oh - 1) * stride[0] + k_eff[0] - h - top)
+    right = max(right, (ow - 1) * stride[1] + k_eff[1] - w - left)
+    return [int(top), int(left), int(bottom), int(right)]
+
+
+def _in_shape(node: Node):
+    return node.meta["_export_in_shape"]
+
+
+def _stride(node: Node):
+    return node.attrs["stride"] if node.attrs.get("stride") is not None else node.attrs["kernel"]
+
+
+# -- exporters: fn(emitter, node) -> the ONNX tensor holding the layer's output -------------------
+
+def _activation(e: Emitter, node: Node, x: str, activation: str, alpha: float, final: bool) -> str:
+    """The epilogue activation of a fused op (or a standalone one)."""
+    step = None if final else activation
+    if activation == "none":
+        return x
+    if activation == "relu":
+        return e.op("Relu", [x], node, step)
+    if activation == "leaky_relu":
+        return e.op("LeakyRelu", [x], node, step, alpha=float(alpha))
+    if activation == "sigmoid":
+        return e.op("Sigmoid", [x], node, step)
+    if activation == "tanh":
+        return e.op("Tanh", [x], node, step)
+    raise _refuse(node, f"its epilogue activation '{activation}' has no ONNX exporter")
+
+
+def _conv_weights(e: Emitter, node: Node):
+    w = e.param(node.name, "weight")
+    b = e.param(node.name, "bias") if node.attrs.get("bias") else None
+    bn = node.attrs.get("folded_bn")
+    if bn:
+        from cnndsl.kernels.reference.fused import fold_batchnorm
+
+        w, b = fold_batchnorm(w, b, e.param(bn, "gamma"), e.param(bn, "beta"), e.param(bn, "running_mean"),
+                              e.param(bn, "running_var"), node.attrs["bn_eps"])
+    return w, b
+
+
+def _conv_node(e: Emitter, node: Node, final: bool) -> str:
+    a = node.attrs
+    w, b = _conv_weights(e, node)
+    ins = [e.input(node), e.const(f"{node.name}.weight", w)]
+    if b is not None:
+        ins.append(e.const(f"{node.name}.bias", b))
+    stride, dilation = a["stride"], a["dilation"]
+    return e.op("Conv", ins, node, None if final else "conv", kernel_shape=list(a["kernel"]),
+                strides=list(stride), dilations=list(dilation), group=int(a["groups"]),
+                pads=_pads(node, a["kernel"], stride, dilation))
+
+
+def export_conv(e: Emitter, node: Node) -> str:
+    return _conv_node(e, node, final=True)
+
+
+def _epilogue(e: Emitter, node: Node, z: str, final: bool) -> str:
+    a = node.attrs
+    last_is_add = a.get("residual") and a["activation"] == "none"
+    if a.get("residual"):
+        z = e.op("Add", [z, e.input(node, 1)], node, None if (final and last_is_add) else "residual")
+    return _activation(e, node, z, a["activation"], a["alpha"], final)
+
+
+def _fused_conv_parts(e: Emitter, node: Node, final: bool) -> str:
+    a = node.attrs
+    simple = not a.get("residual") and a["activation"] == "none"
+    z = _conv_node(e, node, final=final and simple)
+    return _epilogue(e, node, z, final)
+
+
+def export_fused_conv(e: Emitter, node: Node) -> str:
+    return _fused_conv_parts(e, node, final=True)
+
+
+def export_fused_conv_pool(e: Emitter, node: Node) -> str:
+    # the conv's own output size is the pool's input (node.meta["conv_hw"])
+    c = node.type.shape[0]
+    conv_node = Node(node.name, node.op, node.attrs, meta=dict(node.meta))
+    conv_node.type = type(node.type)((c,) + tuple(node.meta["conv_hw"]))
+    y = _fused_conv_parts(e, conv_node, final=False)
+    return e.op("MaxPool", [y], node, kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0])
+
+
+def _dense_node(e: Emitter, node: Node, final: bool) -> str:
+    w, b = _conv_weights(e, node)
+    ins = [e.input(node), e.const(f"{node.name}.weight", w)]
+    if b is not None:
+        ins.append(e.const(f"{node.name}.bias", b))
+    return e.op("Gemm", ins, node, None if final else "gemm", transB=1)
+
+
+def export_dense(e: Emitter, node: Node) -> str:
+    return _dense_node(e, node, final=True)
+
+
+def export_fused_dense(e: Emitter, node: Node) -> str:
+    z = _dense_node(e, node, final=node.attrs["activation"] == "none")
+    return _activation(e, node, z, node.attrs["activation"], node.attrs["alpha"], final=True)
+
+
+def _batchnorm_node(e: Emitter, node: Node, final: bool) -> str:
+    ins = [e.input(node)] + [e.const(f"{node.name}.{p}", e.param(node.name, p))
+                             for p in ("gamma", "beta", "running_mean", "running_var")]
+    # ONNX's momentum weighs the running value (1 - PyTorch's); it only matters in training
+    return e.op("BatchNormalization", ins, node, None if final else "batchnorm", epsilon=float(node.attrs["eps"]),
+                momentum=float(1.0 - node.attrs["momentum"]))
+
+
+def export_batchnorm(e: Emitter, node: Node) -> str:
+    return _batchnorm_node(e, node, final=True)
+
+
+def export_fused_batchnorm(e: Emitter, node: Node) -> str:
+    z = _batchnorm_node(e, node, final=node.attrs["activation"] == "none")
+    return _activation(e, node, z, node.attrs["activation"], node.attrs["alpha"], final=True)
+
+
+def export_conv_transpose(e: Emitter, node: Node) -> str:
+    a = node.attrs
+    ins = [e.input(node), e.const(f"{node.name}.weight", e.param(node.name, "weight"))]
+    if a["bias"]:
+        ins.append(e.const(f"{node.name}.bias", e.param(node.name, "bias")))
+    top, bottom, left, right = node.meta["pads"]
+    return e.op("ConvTranspose", ins, node, kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
+                dilations=list(a["dilation"]), group=int(a["groups"]), pads=[top, left, bottom, right],
+                output_padding=list(node.meta["output_padding"]))
+
+
+def export_maxpool(e: Emitter, node: Node) -> str:
+    k, s = node.attrs["kernel"], _stride(node)
+    return e.op("MaxPool", [e.input(node)], node, kernel_shape=list(k), strides=list(s), pads=_pads(node, k, s))
+
+
+def export_avgpool(e: Emitter, node: Node) -> str:
+    k, s = node.attrs["kernel"], _stride(node)
+    return e.op("AveragePool", [e.input(node)], node, kernel_shape=list(k), strides=list(s),
+                pads=_pads(node, k, s), count_include_pad=0)
+
+
+def export_l2pool(e: Emitter, node: Node) -> str:
+    # sqrt of the mean of squares over the input values of each window: ONNX's LpPool has no divisor
+    # (sqrt of the sum), so the exact form is Mul -> AveragePool (padding not counted) -> Sqrt
+    k, s = node.attrs["kernel"], _stride(node)
+    x = e.input(node)
+    sq = e.op("Mul", [x, x], node, "square")
+    mean = e.op("AveragePool", [sq], node, "mean", kernel_shape=list(k), strides=list(s), pads=_pads(node, k, s),
+                count_include_pad=0)
+    return e.op("Sqrt", [mean], node)
+
+
+def export_global_avgpool(e: Emitter, node: Node) -> str:
+    pooled = e.op("GlobalAveragePool", [e.input(node)], node, "pool")  # N x C x 1 x 1
+    return e.op("Flatten", [pooled], node, axis=1)
+
+
+def export_flatten(e: Emitter, node: Node) -> str:
+    return e.op("Flatten", [e.input(node)], node, axis=1)
+
+
+def export_upsample(e: Emitter, node: Node) -> str:
+    s = float(node.attrs["scale"])
+    scales = e.const(f"{node.name}.scales", np.array([1.0, 1.0, s, s], np.float32))
+    return e.op("Resize", [e.input(node), "", scales], node, mode="nearest",
+                coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+
+
+def export_dropout(e: Emitter, node: Node) -> str:
+    return e.input(node)  # identity at inference: no node, the layer's readers read its input
+
+
+def _unary(op_type: str, **fixed):
+    def export(e: Emitter, node: Node) -> str:
+        return e.op(op_type, [e.input(node)], node, **fixed)
+    return export
+
+
+def export_leaky_relu(e: Emitter, node: Node) -> str:
+    return e.op("LeakyRelu", [e.input(node)], node, alpha=float(node.attrs["alpha"]))
+
+
+def export_softmax(e: Emitter, node: Node) -> str:
+    # over the channels of each pixel (maps) or the features (vectors): axis 1 (opset >= 13 meaning)
+    return e.op("Softmax", [e.input(node)], node, axis=1)
+
+
+def export_add(e: Emitter, node: Node) -> str:
+    ins = e.inputs(node)
+    return e.op("Add" if len(ins) == 2 else "Sum", ins, node)
+
+
+def export_concat(e: Emitter, node: Node) -> str:
+    return e.op("Concat", e.inputs(node), node, axis=1)
+
+
+EXPORTERS: dict[str, Callable[[Emitter, Node], str]] = {
+    "conv": export_conv,
+    "conv_transpose": export_conv_transpose,
+    "maxpool": export_maxpool,
+    "avgpool": export_avgpool,
+    "l2pool": export_l2pool,
+    "global_avgpool": export_global_avgpool,
+    "dropout": export_dropout,
+    "batchnorm": export_batchnorm,
+    "dense": export_dense,
+    "flatten": export_flatten,
+    "upsample": export_upsample,
+    "relu": _unary("Relu"),
+    "leaky_relu": export_leaky_relu,
+    "tanh": _unary("Tanh"),
+    "sigmoid": _unary("Sigmoid"),
+    "softmax": export_softmax,
+    "add": export_add,
+    "concat": export_concat,
+    "fused_conv": export_fused_conv,
+    "fused_conv_pool": export_fused_conv_pool,
+    "fused_dense": export_fused_dense,
+    "fused_batchnorm": export_fused_batchnorm,
+}
+
+# ops of the registry that are not part of an inference graph, with the reason given to the user
+NOT_EXPORTED = {
+    "input": "a graph input, exported as the ONNX graph's input, not as a node",
+    "target": "a training target, not part of the inference graph",
+    "unflatten": "a training-graph op (the gradient of flatten)",
+}
+
+
+def refusal_reason(op: str) -> str | None:
+    """Why `op` cannot be exported, or None when it can."""
+    from cnndsl.ops.registry import get_op
+
+    if op in EXPORTERS:
+        return None
+    if op in NOT_EXPORTED:
+        return NOT_EXPORTED[op]
+    opdef = get_op(op)
+    if opdef is not None and opdef.category in TRAINING_CATEGORIES:
+        return f"a {opdef.category} op of the training graph, not part of the inference graph"
+    return "it has no ONNX exporter yet (cnndsl/interop/onnx_export.py)"
+
+
+def _refuse(node: Node, why: str) -> CnnError:
+    return CnnError([Diagnostic(
+        "error", f"cannot export {node.op} '{node.name}' to ONNX: {why}", node.span,
+        help="export a network without this layer, or add an exporter to cnndsl/interop/onnx_export.py "
+             "(docs/interop.md lists the ops)", code="export-unsupported")])
+
+
+def check_exportable(graph: Graph) -> None:
+    """Every node of `graph` has an exporter, or one located error per refused layer."""
+    errors = []
+    for node in graph.nodes():
+        if node.op == "input":
+            continue
+        why = refusal_reason(node.op)
+        if why is not None:
+            errors.extend(_refuse(node, why).diagnostics)
+    if errors:
+        raise CnnError(errors)
+
+
+def inference_graph(program, level: int) -> Graph:
+    """The graph to export: the forward graph through the inference pipeline at `level`
+    (0: as written, dropout skipped by the exporter; 1: clean-ups; 2: fusions, batchnorm folded)."""
+    from cnndsl.passes.pipeline import optimize
+
+    return optimize(program.graph, "inference", level)
+
+
+def export_graph(graph: Graph, tensors: dict[str, np.ndarray], normalize=None, doc: str = ""):
+    """An onnx.ModelProto for a checked inference graph and its weights (layer.param -> array).
+    `normalize` (a Normalize of the training section) becomes Sub/Div nodes after the input, so the
+    ONNX model takes the same raw images as Model.predict."""
+    onnx = require("onnx", "ONNX export")
+    check_exportable(graph)
+    e = Emitter(onnx, graph, tensors)
+    e._used.update(graph.inputs)
+    # a head named unlike its layer is an output tensor of that name: no other tensor may take it
+    e._used.update(h for h, layer in graph.heads.items() if h != layer)
+    graph_inputs = []
+    for name in graph.inputs:
+        shape = graph.node(name).type.shape
+        graph_inputs.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["batch", *shape]))
+        e.names[name] = name
+    if normalize is not None:
+        name = graph.inputs[0]
+        shape = graph.node(name).type.shape
+        bshape = (len(normalize.mean),) + (1,) * (len(shape) - 1)
+        mean = e.const(f"{name}.mean", np.asarray(normalize.mean, np.float32).reshape(bshape))
+        std = e.const(f"{name}.std", np.asarray(normalize.std, np.float32).reshape(bshape))
+        fake = Node(name, "input")
+        centred = e.op("Sub", [name, mean], fake, "normalize/sub")
+        e.names[name] = e.op("Div", [centred, std], fake, "normalize")
+    for node in graph.nodes():
+        if node.op == "input":
+            continue
+        ins = graph.inputs_of(node.name)
+        if ins:
+            node.meta["_export_in_shape"] = graph.node(ins[0]).type.shape
+        e.names[node.name] = EXPORTERS[node.op](e, node)
+        node.meta.pop("_export_in_shape", None)
+    outputs, renames = [], []
+    for head, layer in graph.heads.items():
+        tensor = e.names[layer]
+        if tensor != head:  # a head named unlike its layer, or a dropout head: an Identity gives the name
+            renames.append(onnx.helper.make_node("Identity", [tensor], [head],
+                                                 name=e._unique(f"{head}/output", e._node_names)))
+        shape = graph.node(layer).type.shape
+        outputs.append(onnx.helper.make_tensor_value_info(head, onnx.TensorProto.FLOAT, ["batch", *shape]))
+    g = onnx.helper.make_graph(e.nodes + renames, graph.name, graph_inputs, outputs, e.initializers, doc_string=doc)
+    model = onnx.helper.make_model(g, producer_name=PRODUCER, opset_imports=[onnx.helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    from cnndsl import __version__ as version
+
+    model.producer_version = version
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def export_program(program, tensors: dict[str, np.ndarray], level: int = 1, normalize: bool = True):
+    """Export a loaded program (cnndsl.frontend.load) with its weights (layer.param -> array)."""
+    graph = inference_graph(program, level)
+    norm = program.training.normalize if (normalize and program.training is not None) else None
+    return export_graph(graph, tensors, norm, doc=f"exported by cnndsl from network {program.graph.name}")
