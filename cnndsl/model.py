@@ -177,12 +177,26 @@ class Model:
         exe.run(self._feeds(self.prepare(x), self._targets(y)), training=True, step=step, seed=self.seed)
         return self._loss_value(exe), {h: exe.output(n) for h, n in self.graph.heads.items()}
 
+    def __call__(self, x: np.ndarray, batch: int = 256):
+        """`model(x)`: the raw output of the network for images x (N, *input_shape): one array
+        when the network has one head, else {head: array} (see predict)."""
+        outs = self.predict(x, batch)
+        return next(iter(outs.values())) if len(outs) == 1 else outs
+
     def fit(self, x, y, validation=None, epochs: int | None = None, batch: int | None = None,
-            lr: float | None = None, out_dir=None, progress: bool = False) -> list[dict]:
+            lr: float | None = None, out_dir=None, progress: bool | None = None, early_stopping: str | None = None,
+            patience: int | None = None, checkpoint_best: str | None = None) -> list[dict]:
         """Train on arrays with the file's training settings (overridable); returns one record per
         epoch. With `out_dir`, checkpoints, weights and metrics are written there as `cnndsl train`
-        does; otherwise into a temporary folder that is removed afterwards."""
+        does; otherwise into a temporary folder that is removed afterwards.
+
+        `progress`: a progress bar and one line per epoch on stderr; by default when stderr is a
+        terminal (False: silent; True: always). `early_stopping`/`patience`/`checkpoint_best`:
+        as the train section's `early_stopping metric=... patience=N` and `checkpoint best=...`."""
+        import sys
         import tempfile
+
+        from cnndsl.train.progress import _is_tty
 
         from cnndsl.data.dataset import Dataset
         from cnndsl.train.trainer import Trainer, with_overrides
@@ -192,11 +206,14 @@ class Model:
             self.check_targets(validation[1], "validation labels")
         train_set = Dataset(self._check_input(x), y, "train")
         held_out = Dataset(self._check_input(validation[0]), validation[1], "validation") if validation else train_set
-        config = with_overrides(self.config, epochs, batch, lr)
+        config = with_overrides(self.config, epochs, batch, lr, early_stopping=early_stopping, patience=patience,
+                                checkpoint_best=checkpoint_best)
+        show = _is_tty(sys.stderr) if progress is None else bool(progress)
+        echo = (lambda text: print(text, file=sys.stderr, flush=True)) if show else None
         if out_dir is not None:
-            return Trainer(self, train_set, held_out, config, out_dir, progress).fit()
+            return Trainer(self, train_set, held_out, config, out_dir, show, echo=echo).fit()
         with tempfile.TemporaryDirectory(prefix="cnndsl-") as tmp:
-            return Trainer(self, train_set, held_out, config, tmp, progress).fit()
+            return Trainer(self, train_set, held_out, config, tmp, show, echo=echo).fit()
 
     def example_targets(self, n: int, rng=None) -> dict[str, np.ndarray]:
         """Targets of the right shape and type for every loss: zeros, or random valid ones from

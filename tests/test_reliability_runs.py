@@ -438,6 +438,7 @@ def test_a_full_disk_mid_run_says_so_and_keeps_the_last_complete_files(tmp_path,
     assert load_weights(tmp_path / "weights.safetensors")[1]["epoch"] == "1"
     assert [r["epoch"] for r in json.loads((tmp_path / "metrics.json").read_text())] == [1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.safetensors", "curves.png", "metrics.json",
+                                                         "model.cnn", "settings.json", "train.log",
                                                          "weights.safetensors"]  # no temp files, no lock
 
 

@@ -248,4 +248,4 @@ def test_schema_tables_are_consistent():
     assert {"grayscale", "hflip", "vflip", "random_crop", "color_jitter", "rotate", "translate", "scale"} == set(
         AUGMENTATIONS)
     assert {"dataset", "epochs", "batch", "seed", "optimizer", "schedule", "loss", "metric", "normalize", "augment",
-            "freeze", "lr_mult", "init", "reinit"} == set(SETTINGS)
+            "freeze", "lr_mult", "init", "reinit", "early_stopping", "checkpoint"} == set(SETTINGS)

@@ -17,12 +17,18 @@ from cnndsl.cli.main import cli, print_diagnostics
 from cnndsl.cli.options import load_model, model_options
 from cnndsl.cli.compile import opt_level_option, selected_opt_level
 from cnndsl.diagnostics import CnnError, Diagnostic, file_error
+from cnndsl.train.metrics import epoch_line
 
 # Seconds a rank other than 0 waits, on an error every rank meets, before it aborts the job.
 ABORT_GRACE_S = 2.0
 
 
 _DEVICE = contextvars.ContextVar("device", default="cpu")
+
+DATA_HELP = ("Dataset: 'digits' (bundled); localization_digits, detection_digits or segmentation_digits "
+             "(generated); a .npz file with x/y arrays; MNIST-format IDX files or their folder; CIFAR-10 binary "
+             "batches (.bin) or their folder; a folder of PNG/JPEG images, one subfolder per class. "
+             "Default: the file's dataset, else digits.")
 
 
 def device_option(fn):
@@ -67,7 +73,15 @@ def _datasets(model, data: str | None):
               help="Continue the run saved in this folder (or its checkpoint.safetensors), with the settings "
                    "it was started with; --epochs may extend it.")
 @click.option("--overwrite", is_flag=True, help="Replace the run already in the --out folder (default: refuse).")
-@click.option("--data", default=None, help="Dataset: 'digits' (bundled) or a .npz file with x/y arrays.")
+@click.option("--data", default=None, help=DATA_HELP)
+@click.option("--early-stopping", "early_stopping", metavar="METRIC", default=None,
+              help="Stop when the held-out METRIC (loss, accuracy, map50, ...) has not improved for --patience "
+                   "epochs (the train section's `early_stopping metric=...`).")
+@click.option("--patience", type=click.IntRange(min=1), default=None,
+              help="Epochs without improvement before early stopping (default 5, or the file's).")
+@click.option("--checkpoint-best", "checkpoint_best", metavar="METRIC", default=None,
+              help="Also keep the weights of the epoch with the best held-out METRIC in best.safetensors "
+                   "(the train section's `checkpoint best=...`).")
 @click.option("--no-augment", is_flag=True, help="Switch the file's augmentation off for this run.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (one line per epoch instead).")
 @click.option("--distributed", type=click.Choice(["auto", "none", "mpi"]), default="auto", show_default=True,
@@ -76,12 +90,15 @@ def _datasets(model, data: str | None):
 @model_options
 @opt_level_option
 @device_option
-def train(file, epochs, batch, lr, seed, out_dir, resume_dir, overwrite, data, no_augment, no_progress, distributed,
-          load_kwargs):
-    """Train a model on its dataset; writes weights, metrics.json and curves.png to --out."""
+def train(file, epochs, batch, lr, seed, out_dir, resume_dir, overwrite, data, early_stopping, patience,
+          checkpoint_best, no_augment, no_progress, distributed, load_kwargs):
+    """Train a model on its dataset; writes weights, metrics.json, curves.png, train.log, a copy of
+    the model file and settings.json to --out."""
     from cnndsl.distributed import get_comm
 
     given = _given_settings(epochs, batch, lr, seed, data, no_augment, load_kwargs)
+    given.update({k: v for k, v in (("early_stopping", early_stopping), ("patience", patience),
+                                    ("checkpoint_best", checkpoint_best)) if v is not None})
     args = (file, given, out_dir, resume_dir, overwrite, no_progress, load_kwargs)
     comm = get_comm(distributed)
     if comm.size == 1:
@@ -179,8 +196,10 @@ def _train(file, given, out_dir, resume_dir, overwrite, no_progress, load_kwargs
         if lock is not None:
             lock.release()
             lock = None
-        if created:  # an error before the first epoch ended: leave no empty folder behind
+        if created and not run_dir.existing_run(out):  # an error before the first epoch ended: leave no folder
             with contextlib.suppress(OSError):
+                for name in (run_dir.LOG_FILE, run_dir.MODEL_COPY, run_dir.SETTINGS_FILE):
+                    (out / name).unlink(missing_ok=True)
                 out.rmdir()
         raise
     finally:
@@ -194,7 +213,8 @@ def _run(file, s, out, resuming, ckpt, overwrite, no_progress, load_kwargs, comm
 
     load_kwargs = dict(load_kwargs, **{k: s.get(k, load_kwargs[k]) for k in ("defines", "profile", "network")})
     model = _compile(file, load_kwargs, s.get("seed"), opt_level=s.get("opt_level"))
-    settings = with_overrides(model.config, s.get("epochs"), s.get("batch"), s.get("lr"), s.get("seed"))
+    settings = with_overrides(model.config, s.get("epochs"), s.get("batch"), s.get("lr"), s.get("seed"),
+                              s.get("early_stopping"), s.get("patience"), s.get("checkpoint_best"))
     from cnndsl.analysis.memory import require_fits
 
     # a step that cannot fit is refused before the data is loaded (a 183M-parameter model took 22 s
@@ -207,11 +227,12 @@ def _run(file, s, out, resuming, ckpt, overwrite, no_progress, load_kwargs, comm
     augment = s.get("augment", True)
     recorded = {"defines": dict(load_kwargs["defines"]), "data": run_dir.data_setting(data),
                 "profile": load_kwargs["profile"], "network": load_kwargs["network"]}
+    recorded.update({k: s[k] for k in ("early_stopping", "patience", "checkpoint_best") if s.get(k) is not None})
     # The compile phase before the first step (Trainer.compile_kernels) shows a status line even
     # without a progress bar: in place on a terminal, else one line at its start and one at its end.
     live = not no_progress and sys.stderr.isatty()
     trainer = Trainer(model, train_set, test_set, settings, out, progress=live, augment=augment, comm=comm,
-                      data_name=data, run_settings=recorded, compile_report="live" if live else "lines")
+                      data_name=data, run_settings=recorded, compile_report="live" if live else "lines", echo=say)
     if resuming:
         trainer.resume(ckpt)
         if trainer.pos.epoch >= settings.epochs:
@@ -227,38 +248,39 @@ def _run(file, s, out, resuming, ckpt, overwrite, no_progress, load_kwargs, comm
         removed = run_dir.remove_run_files(out)
         if removed:
             say(f"--overwrite: removed the previous run's {', '.join(removed)} from {out}")
+    elif comm.rank == 0:  # a new run: no log of an earlier attempt that never finished an epoch
+        (out / run_dir.LOG_FILE).unlink(missing_ok=True)
     augmenting = ", augmented" if trainer.augment is not None else ""
     ranks = f" on {comm.size} processes" if comm.size > 1 else ""
-    say(f"training {model.graph.name}{ranks}: {len(train_set)} images{augmenting}, {len(test_set)} held out, "
-        f"{settings.epochs} epochs of batch {settings.batch}, {settings.optimizer.name} lr={settings.optimizer.lr:g}")
+    trainer.console(f"training {model.graph.name}{ranks}: {len(train_set)} images{augmenting}, {len(test_set)} held "
+                    f"out, {settings.epochs} epochs of batch {settings.batch}, {settings.optimizer.name} "
+                    f"lr={settings.optimizer.lr:g}")
     try:
-        trainer.fit(on_epoch=lambda r: say(_epoch_line(r)))
+        trainer.fit()
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the checkpoint is saved; a late Ctrl-C changes nothing
         say(f"\nstopped; checkpoint saved in {out} (continue with --resume {out})")
         sys.exit(130)
     if comm.rank == 0:
-        click.echo(f"weights: {out / 'weights.safetensors'}  metrics: {out / 'metrics.json'}  "
-                   f"plot: {out / 'curves.png'}")
+        best = f"  best ({settings.checkpoint_best}): {out / 'best.safetensors'}" \
+            if (out / "best.safetensors").exists() and settings.checkpoint_best else ""
+        trainer.echo = click.echo  # the last line goes to stdout (and train.log)
+        trainer.console(f"weights: {out / 'weights.safetensors'}{best}  metrics: {out / 'metrics.json'}  "
+                        f"plot: {out / 'curves.png'}  log: {out / 'train.log'}")
 
 
 def _number(value, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
 
 
-def _epoch_line(r: dict) -> str:
-    acc = r.get("test_accuracy")
-    acc_text = f"  held-out accuracy {acc:.4f}" if isinstance(acc, (int, float)) else ""
-    return (f"epoch {r['epoch']}: train loss {_number(r.get('train_loss'))}  held-out loss "
-            f"{_number(r.get('test_loss'))}{acc_text}"
-            f"  ({_number(r.get('images_per_s'), 0)} images/s, {_number(r.get('seconds'), 1)} s)")
+_epoch_line = epoch_line  # the line printed after each epoch (cnndsl.train.metrics.epoch_line)
 
 
 @cli.command(name="eval")
 @click.argument("file")
 @click.option("--weights", required=True, help="A .safetensors weights file (e.g. runs/lenet5/weights.safetensors), "
                                                "or a run's checkpoint.safetensors.")
-@click.option("--data", default=None, help="Dataset: 'digits' (bundled) or a .npz file with x/y arrays.")
+@click.option("--data", default=None, help=DATA_HELP)
 @click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True)
 @model_options
 @opt_level_option

@@ -45,9 +45,15 @@ def split_indices(split: str) -> np.ndarray:
     raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
 
 
-def load_digits(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """(x float32 (N, 1, 28, 28) in [0, 1], y int64 (N,)) for 'train', 'test' or 'all'."""
+def load_digits(split: str = "train", shuffle: bool = True, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(x float32 (N, 1, 28, 28) in [0, 1], y int64 (N,)) for 'train', 'test' or 'all'.
+
+    The images are stored sorted by class; by default they come in a random order fixed by
+    `seed` (the same for the same seed), so that a slice `x[:500]` holds every class.
+    `shuffle=False`: the stored order (class by class)."""
     idx = split_indices(split)
+    if shuffle:
+        idx = idx[np.random.default_rng(seed).permutation(len(idx))]
     raw = _raw()
     x = raw["images"][idx].astype(np.float32)[:, None] / np.float32(255)
     y = raw["labels"][idx].astype(np.int64)
@@ -55,6 +61,6 @@ def load_digits(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
 
 
 def digits_dataset(split: str = "train") -> Dataset:
-    """`load_digits(split)` as a `Dataset`."""
-    x, y = load_digits(split)
+    """`load_digits(split)` as a `Dataset`, in the stored order (training shuffles every epoch itself)."""
+    x, y = load_digits(split, shuffle=False)
     return Dataset(x, y, name=f"digits/{split}")

@@ -30,6 +30,7 @@ class Program:
     params: dict[str, Any] = field(default_factory=dict)  # resolved network parameters
     profile: str | None = None  # the profile applied to `training`
     module: ast.Module | None = None  # the syntax tree (blocks, other networks)
+    source: str | None = None  # the text compiled (a training run keeps a copy: model.cnn)
 
 
 def load(path, defines: dict[str, str] | None = None, profile: str | None = None,
@@ -64,7 +65,7 @@ def _compile(text, filename, defines, profile, network) -> Program:
     if any(d.severity == "error" for d in items):
         raise CnnError(items)
     program = Program(graph, training, profiles, [d for d in items if d.severity != "error"], filename, params,
-                      profile, module)
+                      profile, module, text)
     from cnndsl.tasks.transfer import mark_trainable  # frozen layers show as not trainable in `cnndsl shapes`
 
     mark_trainable(program)

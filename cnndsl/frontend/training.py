@@ -59,6 +59,15 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class EarlyStopping:
+    """`early_stopping metric=NAME patience=N [min_delta=D]`: stop when the held-out NAME has not
+    improved by more than D for N epochs in a row (NAME as in metrics.json without `test_`)."""
+    metric: str = "loss"
+    patience: int = 5
+    min_delta: float = 0.0
+
+
+@dataclass(frozen=True)
 class Normalize:
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -96,6 +105,8 @@ class TrainingConfig:
     reinit: tuple[str, ...] = ()  # layers initialized fresh even when the init file has their tensors
     freeze_up_to: tuple[str, ...] = ()  # the `freeze up_to X` boundaries, as written (already in `freeze`)
     profile: str | None = None  # the profile applied on top of `train`, if any
+    early_stopping: EarlyStopping | None = None  # `early_stopping metric=... patience=N`
+    checkpoint_best: str | None = None  # `checkpoint best=METRIC`: best.safetensors beside weights.safetensors
     spans: dict[str, Span] = field(default_factory=dict, compare=False)  # setting -> where it is written
 
     def frozen_nodes(self, graph: Graph) -> list[str]:
@@ -324,7 +335,39 @@ SETTINGS: dict[str, str] = {  # setting -> how it is written (for did-you-mean a
     "lr_mult": "lr_mult LAYER=FACTOR...",
     "init": "init from \"weights.safetensors\"",
     "reinit": "reinit LAYER...",
+    "early_stopping": "early_stopping metric=NAME patience=N [min_delta=D]",
+    "checkpoint": "checkpoint best=METRIC",
 }
+# Which direction is better for a metric watched by early_stopping / checkpoint best= (the
+# others: higher is better). `loss` is the held-out loss; `train_loss` the training loss.
+LOWER_IS_BETTER = ("loss", "train_loss", "mae", "mse")
+EARLY_STOPPING = {
+    "metric": Opt("metric", "word", "loss", "the held-out value watched: loss, or a metric of the `metric` lines "
+                  "(accuracy, map50, ...)"),
+    "patience": Opt("patience", "int", 5, "epochs without improvement before stopping", "epochs", minimum=1,
+                    maximum=1_000_000),
+    "min_delta": Opt("min_delta", "float", 0.0, "smallest change that counts as an improvement", minimum=0),
+}
+CHECKPOINT = {
+    "best": Opt("best", "word", REQUIRED, "the held-out value whose best epoch's weights go to best.safetensors"),
+}
+
+
+def watched_names(metrics, losses) -> list[str]:
+    """What early_stopping and checkpoint best= may watch: the held-out loss, the training loss
+    and every declared metric (by its kind, and HEAD_KIND)."""
+    names = ["loss", "train_loss"]
+    if any(loss.kind in ("cross_entropy", "pixel_cross_entropy") for loss in losses):
+        names.append("accuracy")
+    for m in metrics:
+        for n in (m.kind, f"{m.head}_{m.kind}"):
+            if n not in names:
+                names.append(n)
+    return names
+
+
+def lower_is_better(name: str) -> bool:
+    return name in LOWER_IS_BETTER or any(name.endswith("_" + k) for k in ("mae", "mse"))
 _SCALARS = {
     "epochs": Opt("epochs", "int", 10, "passes over the training set", minimum=1, maximum=1_000_000),
     "batch": Opt("batch", "int", 32, "samples per step", minimum=1, maximum=1_000_000),
@@ -390,6 +433,7 @@ class TrainingBuilder:
             t = self.graph.node(node).type if node in self.graph else None
             kind = "pixel_cross_entropy" if t is not None and len(t.shape) == 3 else "cross_entropy"
             losses.append(Loss(head, kind))
+        self.check_watched(cfg, metrics, losses)
         cfg["losses"] = tuple(losses)
         cfg["metrics"] = tuple(metrics)
         cfg["lr_mult"] = lr_mult
@@ -454,6 +498,26 @@ class TrainingBuilder:
             self.init_from(s, cfg)
         elif name == "reinit":
             self.reinit(s, cfg)
+        elif name == "early_stopping":
+            _, opts = self.values(s, [], EARLY_STOPPING)
+            cfg["early_stopping"] = EarlyStopping(**opts)
+        elif name == "checkpoint":
+            _, opts = self.values(s, [], CHECKPOINT)
+            cfg["checkpoint_best"] = opts["best"]
+
+    def check_watched(self, cfg: dict, metrics: list[Metric], losses: list[Loss]) -> None:
+        """early_stopping metric= and checkpoint best= name a value the run records."""
+        names = watched_names(metrics, losses)
+        for setting, value in (("early_stopping", cfg.get("early_stopping") and cfg["early_stopping"].metric),
+                               ("checkpoint", cfg.get("checkpoint_best"))):
+            if value is None or value in names:
+                continue
+            option = "metric" if setting == "early_stopping" else "best"
+            hint = did_you_mean(value, names)
+            self.error(f"{setting} {option}={value} watches a value this run does not record", cfg["spans"][setting],
+                       help=(hint + "; " if hint else "") + f"it records: {', '.join(names)} (declare a metric "
+                            "with `metric HEAD KIND` to watch it)", code="unknown-metric")
+            cfg.pop("early_stopping" if setting == "early_stopping" else "checkpoint_best")
 
     @staticmethod
     def _head_name(s: ast.Setting) -> str:

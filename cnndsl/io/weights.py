@@ -545,6 +545,9 @@ _SETTINGS_FIELDS = {
     "network": (lambda v: v is None or isinstance(v, str), "text or null"),
     "augment": (lambda v: isinstance(v, bool), "true or false"),
     "opt_level": (_whole, "a whole number >= 0"),
+    "early_stopping": (lambda v: v is None or isinstance(v, str), "text or null"),
+    "patience": (lambda v: v is None or _whole(v, 1), "a whole number >= 1 or null"),
+    "checkpoint_best": (lambda v: v is None or isinstance(v, str), "text or null"),
 }
 
 

@@ -23,6 +23,57 @@ import numpy as np
 from cnndsl.tasks import boxes as B
 
 HOOK_KINDS = ("top5", "mean_iou", "pixel_accuracy", "box_iou", "map50", "mae", "mse")
+CLASSIFICATION_LOSSES = ("cross_entropy", "pixel_cross_entropy")
+
+# What each metric's value can be: (lowest, highest, which end is best). Every metric of a
+# perfect prediction is exactly its best value (tests/test_metrics_in_view.py).
+RANGES = {"accuracy": (0.0, 1.0, "max"), "top5": (0.0, 1.0, "max"), "mean_iou": (0.0, 1.0, "max"),
+          "pixel_accuracy": (0.0, 1.0, "max"), "box_iou": (0.0, 1.0, "max"), "map50": (0.0, 1.0, "max"),
+          "mae": (0.0, float("inf"), "min"), "mse": (0.0, float("inf"), "min")}
+
+
+def metric_names(model) -> list[str]:
+    """The names under which the held-out values of the metrics the train section declares
+    appear in Model.evaluate's result (and as `test_<name>` in metrics.json), in the order
+    written: `accuracy` (or `HEAD_accuracy` with several classification heads), the hook's
+    names (`map50`, or `HEAD_KIND` when two heads declare one kind). Without any `metric` line,
+    the accuracy of each classification loss."""
+    losses = list(getattr(model, "losses", []))
+    with_targets = {spec.head for spec in losses}
+    classifying = [spec.head for spec in losses if spec.kind in CLASSIFICATION_LOSSES]
+    declared = list(getattr(model.config, "metrics", ()) or ())
+    hooked = [m for m in declared if m.kind in HOOK_KINDS and m.head in with_targets]
+    kinds = [m.kind for m in hooked]
+    names = []
+    for m in declared:
+        if m.kind == "accuracy" and m.head in classifying:
+            name = "accuracy" if len(classifying) == 1 else f"{m.head}_accuracy"
+        elif m in hooked:
+            name = m.kind if kinds.count(m.kind) == 1 else f"{m.head}_{m.kind}"
+        else:
+            continue
+        if name not in names:
+            names.append(name)
+    if not declared:
+        names = ["accuracy" if len(classifying) == 1 else f"{h}_accuracy" for h in classifying]
+    return names
+
+
+def train_metric_name(model) -> str | None:
+    """The declared metric that the training loop's running accuracy is (the argmax accuracy of
+    the first loss's head: `accuracy`, or `pixel_accuracy` for a per-pixel head), or None."""
+    if not model.losses or model.losses[0].kind not in CLASSIFICATION_LOSSES:
+        return None
+    spec = model.losses[0]
+    kind = "accuracy" if spec.kind == "cross_entropy" else "pixel_accuracy"
+    names = metric_names(model)
+    classifying = [s.head for s in model.losses if s.kind in CLASSIFICATION_LOSSES]
+    declared = [m for m in (getattr(model.config, "metrics", ()) or ()) if m.head == spec.head]
+    if kind == "pixel_accuracy" and any(m.kind == "pixel_accuracy" for m in declared):
+        hooked = [m.kind for m in model.config.metrics if m.kind == "pixel_accuracy"]
+        return "pixel_accuracy" if len(hooked) == 1 else f"{spec.head}_pixel_accuracy"
+    acc = "accuracy" if len(classifying) == 1 else f"{spec.head}_accuracy"
+    return acc if acc in names else None
 
 
 class MetricHook:

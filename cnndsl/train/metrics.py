@@ -10,8 +10,8 @@
   `epoch` counts completed epochs, 1 for the first);
   `<dir>/metrics.json` (a JSON list of records) is rewritten atomically after
   each epoch. Values that are missing or not finite are stored as null.
-* `plot(dir)`: `<dir>/curves.png`, loss and accuracy against epoch for the
-  training and held-out sets, drawn with matplotlib's Agg canvas (no display,
+* `plot(dir)`: `<dir>/curves.png`, one panel for the loss, one per metric (train and
+  held-out lines) and one for the learning rate, against epoch, drawn with matplotlib's Agg canvas (no display,
   no global pyplot state) and written atomically.
 """
 from __future__ import annotations
@@ -218,29 +218,94 @@ def _series(records: Iterable[dict], key: str) -> tuple[list[float], list[float]
     return xs, ys
 
 
-def plot(directory, records: list[dict[str, Any]] | None = None, title: str | None = None) -> Path:
-    """Draw `<directory>/curves.png` from the records (read from metrics.json if not given)."""
+METRIC_TITLES = {"accuracy": "accuracy", "top5": "top-5 accuracy", "mean_iou": "mean IoU",
+                 "pixel_accuracy": "pixel accuracy", "box_iou": "box IoU", "map50": "mAP@0.5",
+                 "mae": "mean absolute error", "mse": "mean squared error"}
+
+
+def _numeric(records: Iterable[dict], key: str) -> bool:
+    return any(isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) for r in records)
+
+
+def panel_metrics(records: list[dict[str, Any]]) -> list[str]:
+    """The metrics a plot of these records shows when the caller does not name them: accuracy
+    when a record holds one, then every other held-out value (`test_<name>`) in first-seen order."""
+    names = []
+    if _numeric(records, "train_accuracy") or _numeric(records, "test_accuracy"):
+        names.append("accuracy")
+    for r in records:
+        for key in r:
+            if key.startswith("test_") and key not in ("test_loss", "test_accuracy"):
+                name = key[len("test_"):]
+                if name not in names and _numeric(records, key):
+                    names.append(name)
+    return names
+
+
+def metric_title(name: str) -> str:
+    """`map50` -> `mAP@0.5`, `box_box_iou` -> `box_iou`'s title with its head (`box: box IoU`)."""
+    if name in METRIC_TITLES:
+        return METRIC_TITLES[name]
+    for kind, title in METRIC_TITLES.items():
+        if name.endswith("_" + kind):
+            return f"{name[:-len(kind) - 1]}: {title}"
+    return name
+
+
+def _panels(records: list[dict[str, Any]], metrics: list[str] | None):
+    names = panel_metrics(records) if metrics is None else list(metrics)
+    names = [n for n in names if _numeric(records, f"test_{n}") or _numeric(records, f"train_{n}")]
+    return [("loss", "loss")] + [(n, metric_title(n)) for n in names], _numeric(records, "lr")
+
+
+def plot_panels(records: list[dict[str, Any]], metrics: list[str] | None = None) -> list[str]:
+    """The titles of the panels `plot` draws for these records, in order."""
+    panels, with_lr = _panels(records, metrics)
+    return [title for _, title in panels] + (["learning rate"] if with_lr else [])
+
+
+def plot(directory, records: list[dict[str, Any]] | None = None, title: str | None = None,
+         metrics: list[str] | None = None) -> Path:
+    """Draw `<directory>/curves.png` from the records (read from metrics.json if not given).
+
+    One panel for the loss, one per metric (`metrics`: names as in the records, `test_<name>`
+    held out and `train_<name>` when the training loop measures it; default: the metrics the
+    records hold, see panel_metrics) and one for the learning rate when the records hold it.
+    A metric without a value in any record gets no panel."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     directory = Path(directory)
     if records is None:
         records = read_metrics(directory)
-    fig = Figure(figsize=(10, 4), dpi=100)
+    panels, with_lr = _panels(records, metrics)
+    count = len(panels) + (1 if with_lr else 0)
+    columns = min(count, 3)
+    rows = (count + columns - 1) // columns
+    fig = Figure(figsize=(4.2 * columns, 3.6 * rows), dpi=100)
     FigureCanvasAgg(fig)
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    for ax, metric, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, (metric, label) in zip(axes, panels):
         for split, name, style in (("train", "train", "-"), ("test", "held-out", "--")):
             xs, ys = _series(records, f"{split}_{metric}")
             if xs:
                 ax.plot(xs, ys, style, marker="o" if len(xs) < 30 else None, markersize=3, label=name)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
+        ax.set_title(label)
         ax.grid(True, alpha=0.3)
         if ax.lines:
             ax.legend()
-    ax_loss.set_title("loss")
-    ax_acc.set_title("accuracy")
+    if with_lr:
+        ax = axes[len(panels)]
+        xs, ys = _series(records, "lr")
+        ax.plot(xs, ys, "-", color="tab:green", marker="o" if len(xs) < 30 else None, markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("learning rate")
+        ax.set_title("learning rate")
+        ax.grid(True, alpha=0.3)
+    for ax in axes[count:]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -249,3 +314,22 @@ def plot(directory, records: list[dict[str, Any]] | None = None, title: str | No
     with atomic_writer(out, "wb") as f:
         fig.savefig(f, format="png")
     return out
+
+
+def _number(value, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def epoch_line(r: dict, metrics: list[str] | None = None) -> str:
+    """`epoch 3: train loss 0.41 accuracy 0.87  held-out loss 0.39 accuracy 0.88 map50 0.61  lr 0.05
+    (1200 images/s, 2.1 s)`: every metric the train section declares (`metrics`, as named in
+    the record; default: every held-out value the record holds)."""
+    names = panel_metrics([r]) if metrics is None else metrics
+    train = "".join(f" {n} {r[f'train_{n}']:.4f}" for n in names
+                    if isinstance(r.get(f"train_{n}"), (int, float)))
+    held = "".join(f" {n} {r[f'test_{n}']:.4f}" for n in names if isinstance(r.get(f"test_{n}"), (int, float)))
+    lr = r.get("lr")
+    lr_text = f"  lr {lr:.4g}" if isinstance(lr, (int, float)) else ""
+    return (f"epoch {r['epoch']}: train loss {_number(r.get('train_loss'))}{train}  held-out loss "
+            f"{_number(r.get('test_loss'))}{held}{lr_text}"
+            f"  ({_number(r.get('images_per_s'), 0)} images/s, {_number(r.get('seconds'), 1)} s)")

@@ -42,7 +42,11 @@ METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
 # A folder holding any of these holds a run; --overwrite removes all of RUN_FILES.
 RUN_MARKERS = (CHECKPOINT_FILE, WEIGHTS_FILE, METRICS_FILE)
-RUN_FILES = RUN_MARKERS + (CURVES_FILE,)
+BEST_FILE = "best.safetensors"  # `checkpoint best=METRIC`
+LOG_FILE = "train.log"  # what the console printed (appended by a resumed run)
+MODEL_COPY = "model.cnn"  # the exact model text the run compiled
+SETTINGS_FILE = "settings.json"  # the resolved settings: training section, flags, parameters
+RUN_FILES = RUN_MARKERS + (CURVES_FILE, BEST_FILE, LOG_FILE, MODEL_COPY, SETTINGS_FILE)
 # An unreadable lock file younger than this may be one being written right now (the O_EXCL
 # fallback writes its content just after creating it); older, it is left over.
 _FRESH_LOCK_S = 10.0
@@ -316,6 +320,9 @@ SETTINGS: dict[str, tuple[str, tuple]] = {
     "network": ("--network", (str, type(None))),
     "augment": ("--no-augment", (bool,)),
     "opt_level": ("-O", (int,)),
+    "early_stopping": ("--early-stopping", (str, type(None))),
+    "patience": ("--patience", (int, type(None))),
+    "checkpoint_best": ("--checkpoint-best", (str, type(None))),
 }
 # Settings a resumed run may change: --epochs extends (or ends) a run.
 CHANGEABLE = frozenset({"epochs"})

@@ -37,7 +37,8 @@ from cnndsl.distributed.comm import LocalComm, shard
 from cnndsl.frontend.training import TrainingConfig
 from cnndsl.io.weights import (CHECKPOINT_FILE, check_checkpoint_meta, load_checkpoint, match_weights,
                                save_checkpoint, save_weights)
-from cnndsl.train.metrics import MetricsLog, plot
+from cnndsl.train.metrics import MetricsLog, epoch_line, plot
+from cnndsl.train.run_dir import BEST_FILE, LOG_FILE, MODEL_COPY, SETTINGS_FILE
 from cnndsl.train.optim import make_optimizer
 from cnndsl.train.progress import Progress, _is_tty
 from cnndsl.train.schedule import Schedule
@@ -49,12 +50,50 @@ from cnndsl.train.schedule import Schedule
 EVAL_BATCH = 256
 
 
-def with_overrides(config: TrainingConfig, epochs=None, batch=None, lr=None, seed=None) -> TrainingConfig:
-    """The training section with command-line overrides applied."""
-    changes = {k: v for k, v in (("epochs", epochs), ("batch", batch), ("seed", seed)) if v is not None}
+def with_overrides(config: TrainingConfig, epochs=None, batch=None, lr=None, seed=None, early_stopping=None,
+                   patience=None, checkpoint_best=None) -> TrainingConfig:
+    """The training section with command-line overrides applied (`early_stopping`: the metric
+    watched, `patience`: its epochs; either one alone switches early stopping on)."""
+    from cnndsl.frontend.training import EarlyStopping
+
+    changes = {k: v for k, v in (("epochs", epochs), ("batch", batch), ("seed", seed),
+                                 ("checkpoint_best", checkpoint_best)) if v is not None}
     if lr is not None:
         changes["optimizer"] = replace(config.optimizer, lr=lr)
+    if early_stopping is not None or patience is not None:
+        base = config.early_stopping or EarlyStopping()
+        changes["early_stopping"] = replace(base, **{k: v for k, v in (("metric", early_stopping),
+                                                                       ("patience", patience)) if v is not None})
     return replace(config, **changes)
+
+
+
+def watched_value(record: dict, name: str):
+    """The value early stopping or `checkpoint best=` watches in an epoch's record: `loss` is
+    the held-out loss, `train_loss` the training loss, any other name the held-out metric
+    (`test_<name>`, or `test_<head>_<name>` when a head prefixes it)."""
+    if name == "train_loss":
+        return record.get("train_loss")
+    key = f"test_{name}"
+    if key in record:
+        return record[key]
+    return next((v for k, v in record.items() if k.startswith("test_") and k.endswith("_" + name)), None)
+
+
+def best_epoch(records: list[dict], name: str, min_delta: float = 0.0) -> tuple[float | None, int | None]:
+    """(best value, its epoch) of `name` over the records: a value counts as better only when it
+    beats the best so far by more than `min_delta` (higher is better, except for losses, mae, mse)."""
+    from cnndsl.frontend.training import lower_is_better
+
+    lower = lower_is_better(name)
+    best, epoch = None, None
+    for r in records:
+        v = watched_value(r, name)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            continue
+        if best is None or (v < best - min_delta if lower else v > best + min_delta):
+            best, epoch = float(v), r.get("epoch")
+    return best, epoch
 
 
 def make_schedule(config: TrainingConfig) -> Schedule:
@@ -142,6 +181,26 @@ class _Interrupts:
             raise KeyboardInterrupt
 
 
+def _jsonable(value):
+    """Dataclasses, tuples, spans-free: the resolved settings as JSON values."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if f.name != "spans"}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
 class Trainer:
     """Trains `model`; with a multi-rank `comm` (cnndsl.distributed) every rank runs one Trainer
     on its shard of each global batch, and the ranks average their gradients every step.
@@ -154,7 +213,7 @@ class Trainer:
 
     def __init__(self, model, train_set, test_set, config: TrainingConfig, out_dir, progress: bool = True,
                  augment: bool = True, comm=None, data_name: str | None = None, run_settings: dict | None = None,
-                 compile_report: str | None = "auto"):
+                 compile_report: str | None = "auto", echo=None):
         self.model = model
         self.train_set, self.test_set = train_set, test_set
         self.settings = config
@@ -175,6 +234,19 @@ class Trainer:
         self._saved_pos: Position | None = None
         self._interrupts = _Interrupts()
         self.log = MetricsLog(self.out)
+        # the metrics the train section declares, as named in the records (test_<name>), in the
+        # epoch line and in the plot's panels (cnndsl.tasks.metrics.metric_names)
+        from cnndsl.tasks.metrics import metric_names, train_metric_name
+
+        self.metric_names = metric_names(model)
+        self.train_metric = train_metric_name(model)
+        self.values_per_target = _values_per_target(model)
+        self._check_watched()
+        self.stop_reason: str | None = None  # set when early stopping ends the run
+        # console(text): a line for the user, printed by `echo` (None: not printed) and kept in train.log
+        self.echo = echo
+        # extra metadata of the weights files (class names of the data, by cnndsl train)
+        self.weights_metadata: dict[str, str] = {}
         # training batches only, never evaluation; keyed on (seed, epoch, image index)
         self.augment = Pipeline.from_config(config.augment, config.seed) if augment and config.augment else None
         if self.comm.size > 1:
@@ -322,7 +394,8 @@ class Trainer:
                         "world_size": self.comm.size, "settings": self.checkpoint_settings()}
                 self._writing(self.out / CHECKPOINT_FILE, save_checkpoint, self.out, state, optim_state, meta)
                 self._writing(self.out / "weights.safetensors", save_weights, self.out / "weights.safetensors", state,
-                              {"network": self.model.graph.name, "epoch": str(self.pos.epoch)})
+                              {"network": self.model.graph.name, "epoch": str(self.pos.epoch),
+                               **self.weights_metadata})
             self.comm.barrier()
             self._saved_pos = replace(self.pos)
         finally:
@@ -391,10 +464,17 @@ class Trainer:
             if self.comm.size == 1:  # several ranks: done in _join_ranks, on rank 0, before the others load it
                 # a Ctrl-C while compiling saves the untouched model's checkpoint, as one in the first step did
                 self.compile_kernels()
-            while self.pos.epoch < s.epochs:
+            if self.is_root:
+                self.write_run_record()
+            self.stop_reason = self._early_stop()  # a resumed run that had stopped early stays stopped
+            while self.pos.epoch < s.epochs and self.stop_reason is None:
                 self._run_epoch(per_epoch)
+                self.console(epoch_line(self.log.records[-1], self.metric_names))
                 if on_epoch:
                     on_epoch(self.log.records[-1])
+                self.stop_reason = self._early_stop()
+            if self.stop_reason is not None:
+                self.console(self.stop_reason)
         except KeyboardInterrupt:
             self._interrupts.stopping = True  # from here on, another Ctrl-C cannot cut the save short
             if self.pos != self._saved_pos:
@@ -432,7 +512,7 @@ class Trainer:
                 pos.batch += 1
                 pos.step += 1
                 elapsed = pos.seconds + time.perf_counter() - start
-                bar.update(loss=pos.loss_sum / pos.seen, accuracy=pos.correct / pos.seen,
+                bar.update(loss=pos.loss_sum / pos.seen, accuracy=self._train_accuracy(pos),
                            images_per_s=pos.seen / max(elapsed, 1e-9))
         finally:
             pos.seconds += time.perf_counter() - start
@@ -450,15 +530,121 @@ class Trainer:
     def _global_count(self, count: int) -> int:
         return count if self.comm.size == 1 else int(self.comm.allreduce_scalars([count])[0])
 
+    def _check_watched(self) -> None:
+        """--early-stopping / --checkpoint-best (or the API's) name a value the run records (the
+        train section's own lines are checked with the file)."""
+        from cnndsl.frontend.training import watched_names
+
+        names = watched_names(self.model.config.metrics, self.model.losses)
+        rule = self.settings.early_stopping
+        for option, value in (("--early-stopping", rule.metric if rule else None),
+                              ("--checkpoint-best", self.settings.checkpoint_best)):
+            if value is not None and value not in names:
+                from cnndsl.diagnostics import did_you_mean
+
+                hint = did_you_mean(value, names)
+                raise CnnError([Diagnostic(
+                    "error", f"{option} {value}: this run records no such value",
+                    details=[f"expected: one of {', '.join(names)}", f"found: {value}"],
+                    help=(hint + "; " if hint else "") + "declare a metric in the train section with "
+                    "`metric HEAD KIND` to watch it", code="unknown-metric")])
+
+    # -- what the run folder records besides weights and metrics -----------------------
+    def console(self, text: str) -> None:
+        """A line for the user: printed through `echo` and appended to train.log (rank 0)."""
+        if not self.is_root:
+            return
+        if self.echo is not None:
+            self.echo(text)
+        path = self.out / LOG_FILE
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(text.rstrip("\n") + "\n")
+        except OSError as e:
+            raise file_error(path, f"cannot write {LOG_FILE}: {e.strerror or e}",
+                             expected="a folder with free space that this user can write", found=str(e.strerror or e),
+                             help="free some space or fix the folder, then continue with --resume",
+                             code="write-failed") from None
+
+    def write_run_record(self) -> None:
+        """model.cnn (the exact text compiled) and settings.json (the resolved training section,
+        the run's flags, the network parameters), atomically, at the start of every (resumed) run."""
+        import json
+
+        from cnndsl.io.atomic import atomic_write_bytes
+
+        program = getattr(self.model, "program", None)
+        source = getattr(program, "source", None)
+        if source is not None:
+            self._writing(self.out / MODEL_COPY, atomic_write_bytes, self.out / MODEL_COPY, source.encode("utf-8"))
+        settings = {
+            "network": self.model.graph.name,
+            "model_file": str(getattr(program, "path", "")) or None,
+            "profile": getattr(program, "profile", None),
+            "parameters": _jsonable(dict(getattr(program, "params", {}) or {})),
+            "device": getattr(self.model, "device", "cpu"),
+            "opt_level": getattr(self.model, "opt_level", None),
+            "processes": self.comm.size,
+            "run": _jsonable(self.run_settings),
+            "training": _jsonable(self.settings),
+        }
+        text = json.dumps(settings, indent=1, allow_nan=False) + "\n"
+        self._writing(self.out / SETTINGS_FILE, atomic_write_bytes, self.out / SETTINGS_FILE, text.encode("utf-8"))
+
+    def _early_stop(self) -> str | None:
+        """Why the run stops before its last epoch (`early_stopping`), or None to go on. Decided
+        from the metrics log alone, so a resumed run decides as the uninterrupted one would."""
+        rule = self.settings.early_stopping
+        if rule is None or not self.log.records:
+            return None
+        best, epoch = best_epoch(self.log.records, rule.metric, rule.min_delta)
+        last = self.log.records[-1]["epoch"]
+        if best is None:
+            if last >= rule.patience:
+                return (f"early stopping: no epoch recorded a finite {rule.metric} in {last} epochs "
+                        f"(patience {rule.patience})")
+            return None
+        if last - epoch < rule.patience:
+            return None
+        what = "held-out " + rule.metric if rule.metric != "train_loss" else "training loss"
+        return (f"early stopping after epoch {last}: the {what} has not improved"
+                + (f" by more than {rule.min_delta:g}" if rule.min_delta else "")
+                + f" for {last - epoch} epoch{'s' if last - epoch != 1 else ''} (best {best:.4g} at epoch {epoch})")
+
+    def _save_best(self, record: dict) -> None:
+        """`checkpoint best=NAME`: the weights of the epoch with the best NAME so far in
+        best.safetensors (written atomically, with the epoch and the value in its metadata)."""
+        name = self.settings.checkpoint_best
+        if name is None or not self.is_root:
+            return
+        best, epoch = best_epoch(self.log.records, name)
+        if epoch != record["epoch"]:
+            return
+        from cnndsl.io.weights import save_weights
+
+        path = self.out / BEST_FILE
+        state = self.model.store.state_dict()
+        self._writing(path, save_weights, path, state,
+                      {"network": self.model.graph.name, "epoch": str(record["epoch"]), "metric": name,
+                       "value": repr(best), **self.weights_metadata})
+
+    def _train_accuracy(self, pos: Position) -> float | None:
+        """The running argmax accuracy of the first loss's head: correct values over the values
+        seen (a per-pixel head has H*W values per image); None when that loss does not classify."""
+        if self.values_per_target is None:
+            return None
+        return pos.correct / max(pos.seen * self.values_per_target, 1)
+
     def _end_epoch(self) -> None:
         pos = self.pos
         held_out = self.model.evaluate(self.test_set.x, self.test_set.y, self.eval_batch)
         if not math.isfinite(held_out["loss"]):
             raise self._non_finite_held_out(held_out["loss"])
+        train_accuracy = self._train_accuracy(pos)
         record = {
             "epoch": pos.epoch + 1,
             "train_loss": pos.loss_sum / max(pos.seen, 1),
-            "train_accuracy": pos.correct / max(pos.seen, 1),
+            "train_accuracy": train_accuracy,
             "test_loss": held_out["loss"],
             "test_accuracy": held_out.get("accuracy"),
             "images_per_s": pos.seen / max(pos.seconds, 1e-9),
@@ -467,14 +653,17 @@ class Trainer:
         }
         # the train section's other metrics (box_iou, mean_iou, map50, ...: cnndsl.tasks.metrics)
         record.update({f"test_{k}": v for k, v in held_out.items() if f"test_{k}" not in record})
+        if self.train_metric is not None and self.train_metric != "accuracy":
+            record[f"train_{self.train_metric}"] = train_accuracy  # e.g. train_pixel_accuracy
         if self.is_root:
             self._writing(self.log.path, self.log.append, record)
         else:
             self.log.records.append(record)
         self.pos = Position(epoch=pos.epoch + 1, step=pos.step)
         self.save()
+        self._save_best(self.log.records[-1])
         if self.is_root:
-            self._writing(self.out / "curves.png", plot, self.out)
+            self._writing(self.out / "curves.png", plot, self.out, None, None, self.metric_names)
 
     def _non_finite(self, x, y, loss: float) -> CnnError:
         """Name the step and the first layer whose output is not finite; the checkpoint stays the last good one."""
@@ -606,7 +795,20 @@ def first_non_finite_layer(model, x, y, step: int, training: bool = True):
     return None
 
 
+def _values_per_target(model) -> int | None:
+    """How many class values one image's target of the first loss holds (1 for a class index,
+    H*W for a per-pixel map); None when the first loss does not classify."""
+    spec = model.losses[0]
+    if spec.kind not in ("cross_entropy", "pixel_cross_entropy"):
+        return None
+    if spec.kind == "cross_entropy":
+        return 1
+    head = model.graph.node(model.graph.heads[spec.head]).type
+    return math.prod(head.shape[1:])
+
+
 def _correct(model, outs: dict, y) -> int:
+    """Correct argmax values of the first loss's head in a batch (pixels, for a per-pixel head)."""
     spec = model.losses[0]
     if spec.kind not in ("cross_entropy", "pixel_cross_entropy"):
         return 0
