@@ -27,8 +27,14 @@ def check(files, load_kwargs):
     from cnndsl.analysis.memory import check_model, training_warning
     from cnndsl.analysis.summary import summary_rows, totals
 
+    from cnndsl.sweep.check import check_space_file
+
     failed = 0
     for path in files:
+        space_ok = check_space_file(path, load_kwargs, click.echo)  # a search space: every point (issue 19)
+        if space_ok is not None:
+            failed += not space_ok
+            continue
         try:
             program = load_model(path, load_kwargs)
             check_model(program)  # what Model refuses: parameters or one inference sample too large
@@ -55,7 +61,11 @@ def check(files, load_kwargs):
 def shapes(file, as_json, optimized, load_kwargs):
     """Every layer's output shape, parameters, FLOPs and receptive field."""
     from cnndsl.analysis.summary import format_table, summary_rows
+    from cnndsl.sweep.check import check_space_file
 
+    space_ok = check_space_file(file, load_kwargs, click.echo, table=True)  # a search space: every point
+    if space_ok is not None:
+        sys.exit(0 if space_ok else 1)
     program = load_model(file, load_kwargs)
     shown = _optimized(program.graph) if optimized else program.graph
     rows = summary_rows(shown)

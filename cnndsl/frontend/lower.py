@@ -13,7 +13,7 @@ from typing import Any
 
 from cnndsl.diagnostics import Diagnostic, Diagnostics, Span, did_you_mean
 from cnndsl.frontend import ast
-from cnndsl.frontend.values import LIMIT, MISSING, EvalError, Evaluator, parse_define, show
+from cnndsl.frontend.values import LIMIT, MISSING, SPACE_FUNCTIONS, EvalError, Evaluator, parse_define, show
 from cnndsl.ir.graph import Graph, Node
 from cnndsl.ops.registry import AttrError, OpDef, all_ops, get_op
 
@@ -148,6 +148,12 @@ class Lowerer:
         for p in net.params:
             if p.name in overrides:
                 values[p.name] = overrides[p.name]
+            elif isinstance(p.default, ast.Call) and p.default.name in SPACE_FUNCTIONS:
+                values[p.name] = MISSING  # a search space: a point is chosen with -D (cnndsl/sweep/)
+                self.diags.error(f"parameter '{p.name}' is a search space ({_call_src(p.default)}); this command "
+                                 "needs one point of it", p.default.span,
+                                 help=f"choose a value with -D {p.name}=..., check every point with `cnndsl check`, "
+                                      "or search it with `cnndsl sweep` (docs/sweep.md)", code="search-space")
             elif p.default is not None:
                 try:
                     values[p.name] = Evaluator(values).value(p.default)
@@ -763,6 +769,11 @@ def _coerce(attr, value):
         raise
     except (ValueError, TypeError, OverflowError, KeyError) as e:
         raise AttrError(f"{attr.name} cannot take {show(value)}") from e
+
+
+def _call_src(e: ast.Call) -> str:
+    """A call written back with its arguments: `choice(8, 16, 32)`."""
+    return f"{e.name}(" + ", ".join((f"{a.key}=" if a.key else "") + _src(a.value) for a in e.args) + ")"
 
 
 def _src(e: ast.Expr) -> str:

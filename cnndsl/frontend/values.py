@@ -12,6 +12,9 @@ from cnndsl.diagnostics import Diagnostic, Span, did_you_mean
 from cnndsl.frontend import ast
 
 LIMIT = 10**12  # numbers beyond this are typos, and would overflow later stages
+# Search-space values (`width = choice(8, 16, 32)`), allowed only as a network parameter's default;
+# cnndsl/sweep/space.py reads them (cnndsl check / shapes / sweep), a plain load asks for a point.
+SPACE_FUNCTIONS = ("choice", "int", "float", "log")
 
 
 class EvalError(Exception):
@@ -96,6 +99,10 @@ class Evaluator:
             raise self.err("a list of values in parentheses is not a value", e.span,
                            help="inputs go right after the op with no space, as in add(x, y); "
                                 "a list of numbers is written [a, b]", code="tuple")
+        if isinstance(e, ast.Call) and e.name in SPACE_FUNCTIONS:
+            raise self.err(f"a search space ({e.name}(...)) can only be the default of a network parameter",
+                           e.span, help=f"declare it in the network's header, e.g. `network Net(x = {e.name}(...))`, "
+                                        "and write the parameter's name here", code="search-space-place")
         if isinstance(e, ast.Call):
             raise self.err(f"'{e.name}(...)' is not a value", e.span,
                            help="only a trailing activation may be written as a call, as in leaky_relu(0.2)",
