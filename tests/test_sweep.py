@@ -1,0 +1,283 @@
+"""`cnndsl sweep` (issue 19): trials on a tiny digits subset, 1 epoch, widths of 2 and 4.
+
+The main suite runs one short sweep (module fixture) and checks what it wrote; resuming after
+SIGKILL and two processes sharing a study start fresh processes and are marked slow."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cnndsl.cli.main import cli
+from cnndsl.frontend import load
+from cnndsl.frontend.parser import parse_text
+from cnndsl.sweep.results import filled_source
+from cnndsl.sweep.space import build_space
+
+import cnndsl.cli.sweep  # noqa: E402,F401  registers the command
+import cnndsl.cli.train  # noqa: E402,F401
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# 28x28 digits: stride 2 tiles 28 - k only for k = 4, so the 2 points with k=3 s=2 of the 8 shape
+# combinations are invalid.
+TINY = """network T(width = choice(2, 4), k = choice(3, 4), s = choice(1, 2), lr = log(0.02, 0.2)) {
+  input image: 1x28x28
+  conv width kernel=k stride=s relu
+  flatten
+  dense 10 -> logits
+}
+train {
+  epochs 1
+  batch 32
+  optimizer sgd lr=lr momentum=0.9
+  metric logits accuracy
+}
+"""
+
+
+def write_data(path: Path, n: int = 200) -> Path:
+    from cnndsl.data.digits import load_digits
+
+    x, y = load_digits("train")
+    pick = np.random.default_rng(0).permutation(len(x))[:n]
+    np.savez(path, x=x[pick], y=y[pick])
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sweep")
+    model = d / "tiny.cnn"
+    model.write_text(TINY)
+    return model, write_data(d / "digits200.npz")
+
+
+def sweep(*args):
+    return CliRunner().invoke(cli, ["sweep", *map(str, args)], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def swept(files, tmp_path_factory):
+    pytest.importorskip("optuna")
+    model, data = files
+    out = tmp_path_factory.mktemp("out") / "s"
+    result = sweep(model, "--data", data, "--trials", 3, "--sampler", "random", "--seed", 9, "--out", out)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def study_trials(out: Path):
+    import optuna
+
+    return optuna.load_study(study_name="sweep", storage=f"sqlite:///{out / 'study.db'}").get_trials()
+
+
+def test_sweep_counts_invalid_points_apart_and_never_trains_them(swept, files):
+    from cnndsl.sweep.check import check_point
+
+    out, output = swept
+    doc = json.loads((out / "sweep.json").read_text())
+    counts = doc["counts"]
+    assert counts.get("complete", 0) + counts.get("pruned", 0) == 3
+    rows = doc["trials"]
+    assert len(rows) == sum(counts.values())
+    invalid = [r for r in rows if r["state"] == "invalid"]
+    assert f"{counts.get('invalid', 0)} invalid point" in output
+    text = files[0].read_text()
+    module = parse_text(text, str(files[0]))
+    space = build_space(module, module.networks[0], file=str(files[0]))
+    for r in rows:  # the checker's verdict, again: invalid ones are really invalid, trained ones valid
+        assert check_point(space, text, r["point"]).valid == (r["state"] != "invalid"), r
+    for r in invalid:
+        assert r["params"] is None and r["accuracy"] is None and r["dir"] is None and "does not tile" in r["reason"]
+        assert not (out / "trials" / f"{r['number']:04d}").exists()  # nothing was written for it
+    for t in study_trials(out):
+        if t.user_attrs.get("state") != "invalid":
+            assert sorted(t.intermediate_values) == [1]  # the pruner was fed the epoch's held-out accuracy
+        else:
+            assert t.intermediate_values == {}
+
+
+def test_trials_after_the_first_compile_nothing(swept):
+    out, _ = swept
+    trained = [r for r in json.loads((out / "sweep.json").read_text())["trials"] if r["params"] is not None]
+    shapes = {(r["point"]["width"], r["point"]["k"], r["point"]["s"]) for r in trained}
+    assert len({k for _, k, _ in shapes}) == 2 and len(shapes) >= 3  # other widths, kernels (seeded draws) ...
+    assert [r["compiled"] for r in trained[1:]] == [0] * (len(trained) - 1)  # ... and no new compilation
+
+
+def test_sweep_writes_table_csv_plot_and_best(swept):
+    out, output = swept
+    doc = json.loads((out / "sweep.json").read_text())
+    assert doc["space"] == {"width": "choice(2, 4)", "k": "choice(3, 4)", "s": "choice(1, 2)",
+                            "lr": "log(0.02, 0.2)"}
+    done = [r for r in doc["trials"] if r["state"] == "complete"]
+    assert done and all(r["params"] > 0 and r["flops"] > 0 and 0 <= r["accuracy"] <= 1 and r["seconds"] > 0
+                        for r in done)
+    best = max(done, key=lambda r: (r["accuracy"], -r["flops"]))
+    assert doc["best"] == best["number"]
+    csv_lines = (out / "sweep.csv").read_text().splitlines()
+    assert csv_lines[0] == "trial,width,k,s,lr,params,flops,accuracy,loss,epochs,seconds,state,reason"
+    assert len(csv_lines) == 1 + len(doc["trials"])
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    header = output.splitlines()
+    assert any(line.split()[:2] == ["trial", "width"] for line in header)
+    assert f"best: trial {best['number']}" in output
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary
+
+
+def test_best_file_parses_trains_and_its_weights_load(swept, files):
+    from cnndsl.model import Model
+    from cnndsl.train.data import resolve_datasets
+
+    out, _ = swept
+    doc = json.loads((out / "sweep.json").read_text())
+    best = next(r for r in doc["trials"] if r["number"] == doc["best"])
+    text = (out / "best.cnn").read_text()
+    assert "choice(" not in text and "log(" not in text
+    program = load(out / "best.cnn")  # a plain file: no -D needed
+    assert program.params["width"] == best["point"]["width"] and program.params["k"] == best["point"]["k"]
+    assert program.training.optimizer.lr == pytest.approx(best["point"]["lr"])
+    model = Model(program)
+    model.load_weights(out / "best.safetensors")
+    _, test = resolve_datasets(model, str(files[1]))
+    assert model.evaluate(test.x, test.y)["accuracy"] == pytest.approx(best["accuracy"])
+    result = CliRunner().invoke(cli, ["train", str(out / "best.cnn"), "--data", str(files[1]), "--out",
+                                      str(out / "retrain"), "--no-progress"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "retrain" / "metrics.json").read_text())  # it trained
+
+
+def test_a_changed_setting_is_refused_on_the_same_study(swept, files):
+    out, _ = swept
+    result = sweep(files[0], "--data", files[1], "--trials", 2, "--epochs", 2, "--out", out)
+    assert result.exit_code == 1
+    assert "this study was started with another epochs" in result.output
+
+
+def test_sweep_without_a_space_and_without_optuna(files, tmp_path, monkeypatch):
+    plain = tmp_path / "plain.cnn"
+    plain.write_text(TINY.split("(", 1)[0] + " {" + TINY.split("{", 1)[1].replace("width", "2").replace(
+        "kernel=k stride=s", "kernel=3").replace("lr=lr", "lr=0.1"))
+    if __import__("importlib").util.find_spec("optuna") is not None:
+        result = sweep(plain, "--trials", 1, "--out", tmp_path / "o")
+        assert result.exit_code == 1 and "has no search space: nothing to sweep" in result.output
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if it were not installed
+    result = sweep(files[0], "--trials", 1, "--out", tmp_path / "o2")
+    assert result.exit_code == 1
+    assert "cnndsl sweep needs Optuna" in result.output and "pip install 'cnndsl[sweep]'" in result.output
+
+
+def test_filled_source_writes_values_and_training_knobs():
+    text = ("network N(width = choice(2, 4), k = 3, c) {\n  input x: 1x8x8\n  conv width kernel=k\n}\n"
+            "train {\n  optimizer sgd lr=0.1\n}\n")
+    module = parse_text(text, "f.cnn")
+    out = filled_source(text, module, module.networks[0], {"width": 4, "k": 5, "c": 7},
+                        {"lr": 0.02, "weight_decay": 1e-4, "batch": 16})
+    assert out.splitlines()[0] == "network N(width = 4, k = 5, c = 7) {"
+    assert "  optimizer sgd lr=0.02 weight_decay=0.0001\n" in out and "  batch 16\n}" in out
+    bare = "network N(w = choice(1, 2)) {\n  input x: 1x8x8\n  conv w\n}\n"
+    module = parse_text(bare, "g.cnn")
+    out = filled_source(bare, module, module.networks[0], {"w": 2}, {"batch": 8})
+    assert out.endswith("}\n\ntrain {\n  batch 8\n}\n") and "network N(w = 2)" in out
+    assert load.__module__  # the result loads:
+    from cnndsl.frontend import loads
+
+    assert loads(out, "g.cnn").training.batch == 8
+
+
+def test_multi_objective_sweep_and_training_knob_space(files, tmp_path):
+    pytest.importorskip("optuna")
+    model, data = files
+    out = tmp_path / "m"
+    result = sweep(model, "--data", data, "--trials", 1, "--minimize", "params", "--space", "batch=16,32",
+                   "-D", "k=3", "-D", "s=1", "--out", out)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "sweep.json").read_text())
+    assert set(doc["space"]) == {"width", "lr", "batch"} and doc["minimize"] == "params"
+    done = [r for r in doc["trials"] if r["state"] == "complete"]
+    assert len(done) == 1 and not any(r["state"] == "invalid" for r in doc["trials"])  # k=3 s=1 is valid
+    (t,) = [t for t in study_trials(out) if t.state.name == "COMPLETE"]
+    assert t.values[1] == done[0]["params"]  # the second objective
+    best = load(out / "best.cnn")
+    assert best.training.batch == done[0]["point"]["batch"] and best.params["k"] == 3
+
+
+# ---- several processes -------------------------------------------------------------------------------------
+def _cmd(model, data, out, trials):
+    return [sys.executable, "-m", "cnndsl", "sweep", str(model), "--data", str(data), "--trials", str(trials),
+            "--seed", "1", "--out", str(out)]
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_continues_the_same_study(files, tmp_path):
+    pytest.importorskip("optuna")
+    model, data = files
+    out = tmp_path / "k"
+    proc = subprocess.Popen(_cmd(model, data, out, 5), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    done_before = []
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if (out / "study.db").exists():
+            try:
+                trials = study_trials(out)
+            except Exception:  # the study is being created
+                continue
+            done_before = [t for t in trials if t.state.name == "COMPLETE"]
+            running = [t for t in trials if t.state.name == "RUNNING" and t.user_attrs.get("pid")]
+            if len(done_before) >= 2 and running:
+                break
+        assert proc.poll() is None, proc.stderr.read()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {t.number: (t.params, t.values) for t in study_trials(out) if t.state.name == "COMPLETE"}
+    assert len(before) >= 2
+    killed = [t for t in study_trials(out) if t.state.name == "RUNNING"]
+    result = subprocess.run(_cmd(model, data, out, 5), env=_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert "interrupted earlier will run again" in result.stderr
+    after = study_trials(out)
+    for number, (params, values) in before.items():  # the completed trials are kept as they were
+        t = after[number]
+        assert t.state.name == "COMPLETE" and (t.params, t.values) == (params, values)
+    trained = [t for t in after if t.user_attrs.get("state") not in ("invalid", "interrupted")
+               and t.state.name in ("COMPLETE", "PRUNED", "FAIL")]
+    assert len(trained) == 5
+    for k in killed:  # the killed trial is marked, and its point trained again
+        assert after[k.number].user_attrs["state"] == "interrupted"
+        assert any(t.user_attrs.get("requeued_from") == k.number and t.params == k.params for t in after)
+    doc = json.loads((out / "sweep.json").read_text())
+    assert doc["counts"].get("interrupted", 0) == len(killed)
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_study(files, tmp_path):
+    pytest.importorskip("optuna")
+    model, data = files
+    out = tmp_path / "two"
+    procs = [subprocess.Popen(_cmd(model, data, out, 6), env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=900) for p in procs]
+    for p, (o, e) in zip(procs, outputs):
+        assert p.returncode == 0, e
+    trials = study_trials(out)
+    trained = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED") and t.user_attrs.get("state") != "invalid"]
+    assert 6 <= len(trained) <= 7  # both stop at 6; one may have started its last as the other finished
+    pids = {t.user_attrs["pid"] for t in trained}
+    assert pids == {p.pid for p in procs}  # both processes trained trials of the one study
+    assert len({t.number for t in trials}) == len(trials)
