@@ -126,7 +126,7 @@ def test_sweep_writes_table_csv_plot_and_best(swept):
     best = max(done, key=lambda r: (r["accuracy"], -r["flops"]))
     assert doc["best"] == best["number"]
     csv_lines = (out / "sweep.csv").read_text().splitlines()
-    assert csv_lines[0] == "trial,width,k,s,lr,params,flops,accuracy,loss,epochs,seconds,state,reason"
+    assert csv_lines[0] == "trial,width,k,s,lr,params,flops,accuracy,loss,epochs,seconds,state,reason,latency_ms"
     assert len(csv_lines) == 1 + len(doc["trials"])
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     header = output.splitlines()
@@ -212,6 +212,20 @@ def test_multi_objective_sweep_and_training_knob_space(files, tmp_path):
     assert best.training.batch == done[0]["point"]["batch"] and best.params["k"] == 3
 
 
+def test_minimize_latency_measures_each_trial(files, tmp_path):
+    pytest.importorskip("optuna")
+    model, data = files
+    out = tmp_path / "lat"
+    result = sweep(model, "--data", data, "--trials", 1, "--minimize", "latency", "-D", "k=3", "-D", "s=1",
+                   "-D", "width=2", "--out", out)
+    assert result.exit_code == 0, result.output
+    (row,) = [r for r in json.loads((out / "sweep.json").read_text())["trials"] if r["state"] == "complete"]
+    assert row["latency_ms"] > 0
+    (t,) = [t for t in study_trials(out) if t.state.name == "COMPLETE"]
+    assert t.values[1] == row["latency_ms"]
+    assert "ms/image" in result.output and (out / "sweep.png").exists()
+
+
 # ---- several processes -------------------------------------------------------------------------------------
 def _cmd(model, data, out, trials):
     return [sys.executable, "-m", "cnndsl", "sweep", str(model), "--data", str(data), "--trials", str(trials),
@@ -263,6 +277,37 @@ def test_resume_after_sigkill_continues_the_same_study(files, tmp_path):
         assert any(t.user_attrs.get("requeued_from") == k.number and t.params == k.params for t in after)
     doc = json.loads((out / "sweep.json").read_text())
     assert doc["counts"].get("interrupted", 0) == len(killed)
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_the_trial_interrupted_and_the_next_run_trains_it(files, tmp_path):
+    pytest.importorskip("optuna")
+    model, data = files
+    out = tmp_path / "c"
+    proc = subprocess.Popen(_cmd(model, data, out, 3), env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        time.sleep(0.2)
+        try:
+            running = [t for t in study_trials(out) if t.state.name == "RUNNING" and t.user_attrs.get("pid")]
+        except Exception:  # the study is being created
+            continue
+        if running and (out / "trials" / f"{running[0].number:04d}").exists():
+            proc.send_signal(signal.SIGINT)
+            break
+        assert proc.poll() is None, proc.stderr.read()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "run the same command again to continue" in err and "Traceback" not in err
+    (stopped,) = [t for t in study_trials(out) if t.state.name == "FAIL"]
+    assert stopped.user_attrs["state"] == "interrupted"
+    assert json.loads((out / "sweep.json").read_text())["counts"]["interrupted"] == 1
+    result = subprocess.run(_cmd(model, data, out, 3), env=_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert "1 trial interrupted earlier will run again" in result.stderr
+    assert any(t.user_attrs.get("requeued_from") == stopped.number and t.params == stopped.params
+               and t.state.name == "COMPLETE" for t in study_trials(out))
 
 
 @pytest.mark.slow

@@ -20,9 +20,9 @@ from cnndsl.diagnostics import CnnError, Diagnostic
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs per trial (default: the file's).")
 @click.option("--objective", type=click.Choice(["accuracy", "loss"]), default="accuracy", show_default=True,
               help="Held-out accuracy (maximized) or held-out loss (minimized).")
-@click.option("--minimize", type=click.Choice(["flops", "params"]), default=None,
-              help="A second objective: FLOPs or parameters (a multi-objective study: the Pareto front; "
-                   "no pruning).")
+@click.option("--minimize", type=click.Choice(["flops", "params", "latency"]), default=None,
+              help="A second objective: FLOPs, parameters or the measured milliseconds of a single-image "
+                   "prediction (a multi-objective study: the Pareto front; no pruning).")
 @click.option("--space", "spaces", multiple=True, metavar="NAME=SPEC",
               help="Sweep a parameter (or lr, batch, weight_decay, momentum): 8,16,32 | choice(...) | int(1,4) | "
                    "float(0.1,0.5) | log(1e-4,1e-1). Repeatable.")
@@ -100,9 +100,9 @@ def _write(cfg, study, module, net, final: bool) -> None:
         click.echo(line)
     counts = R.counts_of(rows)
     click.echo(R.summary_line(counts))
-    x = cfg.minimize or "flops"
-    if R.write_plot(cfg.out, rows, x, title=f"{Path(cfg.file).name}: held-out accuracy against "
-                                            f"{'FLOPs' if x == 'flops' else 'parameters'}"):
+    x = {"latency": "latency_ms", None: "flops"}.get(cfg.minimize, cfg.minimize)
+    what = {"flops": "FLOPs", "params": "parameters", "latency_ms": "latency"}[x]
+    if R.write_plot(cfg.out, rows, x, title=f"{Path(cfg.file).name}: held-out accuracy against {what}"):
         click.echo(f"plot: {cfg.out / R.PLOT_FILE}")
     if best is None:
         click.echo("no trial has completed yet: no best point")

@@ -116,9 +116,10 @@ class SpaceReport:
             shared = _shared(points, sp)
             if shared:
                 out.append(f"  every one of them has {shared}")
-            shown = [show_point(p.point) for p in points[:6]]
-            more = f" ... and {len(points) - 6} more" if len(points) > 6 else ""
-            out.append("  points: " + "; ".join(shown) + more)
+            out.append("  points:")
+            out += [f"    {show_point(p.point)}" for p in points[:4]]
+            if len(points) > 4:
+                out.append(f"    ... and {len(points) - 4} more")
         return out
 
     def cost_table(self) -> list[str]:

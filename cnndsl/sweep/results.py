@@ -34,6 +34,7 @@ class Row:
     reason: str | None = None
     dir: str | None = None
     compiled: int | None = None  # Numba compilations during the trial (0: every kernel was reused)
+    latency_ms: float | None = None  # --minimize latency: one single-image prediction, median
 
 
 def rows_of(study, space: Space) -> list[Row]:
@@ -44,7 +45,8 @@ def rows_of(study, space: Space) -> list[Row]:
         ua = t.user_attrs
         point = {d.name: d.from_stored(t.params[d.name]) for d in space.dims if d.name in t.params}
         out.append(Row(t.number, state_of(t), point, ua.get("params"), ua.get("flops"), ua.get("accuracy"),
-                       ua.get("loss"), ua.get("epochs"), ua.get("seconds"), ua.get("reason"), ua.get("dir"), ua.get("compiled")))
+                       ua.get("loss"), ua.get("epochs"), ua.get("seconds"), ua.get("reason"), ua.get("dir"), ua.get("compiled"),
+                       ua.get("latency_ms")))
     return out
 
 
@@ -88,13 +90,17 @@ def _cell(v, digits=4) -> str:
 def table_lines(rows: list[Row], space: Space, best: Row | None = None) -> list[str]:
     from cnndsl.analysis.summary import human
 
-    head = ["trial"] + space.names + ["params", "FLOPs", "accuracy", "loss", "epochs", "seconds", "state"]
+    latency = any(r.latency_ms is not None for r in rows)
+    head = ["trial"] + space.names + ["params", "FLOPs"] + (["ms/image"] if latency else []) + \
+        ["accuracy", "loss", "epochs", "seconds", "state"]
     body = []
     for r in rows:
         cells = [str(r.number) + ("*" if best is not None and r.number == best.number else "")]
         cells += [_cell(r.point.get(n)) for n in space.names]
-        cells += [f"{r.params:,}" if r.params is not None else "-", human(r.flops) if r.flops is not None else "-",
-                  f"{r.accuracy:.4f}" if r.accuracy is not None else "-",
+        cells += [f"{r.params:,}" if r.params is not None else "-", human(r.flops) if r.flops is not None else "-"]
+        if latency:
+            cells.append(f"{r.latency_ms:.3f}" if r.latency_ms is not None else "-")
+        cells += [f"{r.accuracy:.4f}" if r.accuracy is not None else "-",
                   f"{r.loss:.4f}" if r.loss is not None else "-", _cell(r.epochs),
                   f"{r.seconds:.1f}" if r.seconds is not None else "-", r.state]
         body.append(cells)
@@ -129,11 +135,11 @@ def write_tables(out: Path, rows: list[Row], space: Space, objective: str, extra
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["trial"] + space.names + ["params", "flops", "accuracy", "loss", "epochs", "seconds", "state",
-                                          "reason"])
+                                          "reason", "latency_ms"])
     for r in rows:
         w.writerow([r.number] + [_csv_value(r.point.get(n)) for n in space.names] +
                    [_csv_value(v) for v in (r.params, r.flops, r.accuracy, r.loss, r.epochs, r.seconds)] +
-                   [r.state, r.reason or ""])
+                   [r.state, r.reason or "", _csv_value(r.latency_ms)])
     atomic_write_text(out / CSV_FILE, buf.getvalue())
 
 
@@ -158,7 +164,7 @@ def _csv_value(v) -> str:
 
 
 def write_plot(out: Path, rows: list[Row], x: str = "flops", title: str = "") -> bool:
-    """accuracy against FLOPs (or params): completed trials, pruned ones at their last epoch, the
+    """accuracy against FLOPs (or params, or latency_ms): completed trials, pruned ones at their last epoch, the
     Pareto front as a step line, the best trial circled. False when no trial has an accuracy."""
     import matplotlib
 
@@ -189,7 +195,8 @@ def write_plot(out: Path, rows: list[Row], x: str = "flops", title: str = "") ->
         ax.scatter([getattr(best, x)], [best.accuracy], s=160, facecolors="none", edgecolors="black",
                    label=f"best (trial {best.number})")
     ax.set_xscale("log")
-    ax.set_xlabel("FLOPs per image (forward)" if x == "flops" else "parameters")
+    ax.set_xlabel({"flops": "FLOPs per image (forward)", "params": "parameters",
+                   "latency_ms": "milliseconds per image (batch 1, this machine)"}[x])
     ax.set_ylabel("held-out accuracy")
     ax.set_title(title or "sweep", fontsize=10)
     ax.grid(alpha=0.3)

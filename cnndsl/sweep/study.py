@@ -31,7 +31,8 @@ HOST = socket.gethostname()
 STUDY_FILE = "study.db"
 TRIALS_DIR = "trials"
 OBJECTIVES = ("accuracy", "loss")
-MINIMIZE = ("flops", "params")
+MINIMIZE = ("flops", "params", "latency")
+LATENCY_RUNS = 30  # timed single-image predictions per trial (--minimize latency), after 3 untimed
 
 
 def require_optuna():
@@ -57,7 +58,7 @@ class SweepConfig:
     trials: int
     epochs: int | None = None
     objective: str = "accuracy"  # accuracy (maximize) | loss (minimize): on the held-out split
-    minimize: str | None = None  # flops | params: a second objective (a Pareto front; no pruning)
+    minimize: str | None = None  # flops | params | latency: a second objective (a Pareto front; no pruning)
     pruner: str = "median"  # median | halving | none
     sampler: str = "tpe"  # tpe | random
     seed: int | None = None  # the sampler's seed
@@ -250,6 +251,21 @@ def recover(study, echo) -> int:
     return queued
 
 
+def measure_latency(model, x) -> float:
+    """Milliseconds of one single-image prediction (the inference graph at batch 1, -O level of the
+    sweep): the median of LATENCY_RUNS timed runs after 3 untimed ones. Measured on this machine,
+    under whatever else runs on it: compare latencies within one sweep only."""
+    for _ in range(3):
+        model.predict(x, batch=1)
+    times = []
+    for _ in range(LATENCY_RUNS):
+        start = time.perf_counter()
+        model.predict(x, batch=1)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return 1000.0 * times[len(times) // 2]
+
+
 # ---- one trial -------------------------------------------------------------------------------------------------
 class _Abort(CnnError):
     """A problem of the whole sweep (not of one point): stops it."""
@@ -307,6 +323,8 @@ class Runner:
             raise
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - start)
+        if cfg.minimize == "latency":
+            return value, self.latency
         if cfg.multi:
             return value, float(result.flops if cfg.minimize == "flops" else result.params)
         return value
@@ -377,7 +395,12 @@ class Runner:
             cfg.echo(f"trial {trial.number}: {show_point(point)}: training stopped: {d.message}")
             raise optuna.TrialPruned("training failed") from None
         self.trained_here += 1
+        if cfg.minimize == "latency":
+            self.latency = measure_latency(model, test_set.x[:1])
+            trial.set_user_attr("latency_ms", self.latency)
         return last["value"]
+
+    latency = 0.0
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def run(self, after_trial: Callable[[], None] | None = None) -> dict[str, int]:
