@@ -162,6 +162,18 @@ def test_a_changed_setting_is_refused_on_the_same_study(swept, files):
     result = sweep(files[0], "--data", files[1], "--trials", 2, "--epochs", 2, "--out", out)
     assert result.exit_code == 1
     assert "this study was started with another epochs" in result.output
+    changed = files[0].parent / "changed" / files[0].name
+    changed.parent.mkdir(exist_ok=True)
+    changed.write_text(TINY.replace("dense 10", "dense 10  # a comment"))
+    result = sweep(changed, "--data", files[1], "--trials", 2, "--out", out)  # another path is refused too
+    assert result.exit_code == 1 and "this study was started with another file" in result.output
+    saved = files[0].read_text()
+    try:
+        files[0].write_text(saved.replace("dense 10", "dense 10  # a comment"))
+        result = sweep(files[0], "--data", files[1], "--trials", 2, "--out", out)
+        assert result.exit_code == 1 and "tiny.cnn has changed since this study was started" in result.output
+    finally:
+        files[0].write_text(saved)
 
 
 def test_sweep_without_a_space_and_without_optuna(files, tmp_path, monkeypatch):

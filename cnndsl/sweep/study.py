@@ -81,7 +81,10 @@ class SweepConfig:
 
     def fingerprint(self) -> dict[str, Any]:
         """What makes a study the same study: a resumed or joined sweep must agree on all of it."""
+        import hashlib
+
         return {"file": str(Path(self.file).resolve()), "space": self.space.describe(),
+                "source": hashlib.sha256(self.text.encode()).hexdigest()[:16],
                 "defines": dict(sorted(self.space.defines.items())), "objective": self.objective,
                 "minimize": self.minimize, "epochs": self.epochs, "data": self.data, "augment": self.augment,
                 "profile": self.profile, "network": self.network}
@@ -177,6 +180,11 @@ def _create(optuna, cfg: SweepConfig, storage):
 
 def _mismatch(cfg: SweepConfig, key, theirs, mine) -> CnnError:
     where = str(cfg.out / STUDY_FILE) if cfg.storage is None else cfg.storage
+    if key == "source":  # trials of two versions of a network must not mix in one study
+        return file_error(where, f"{cfg.file} has changed since this study was started",
+                          expected=f"the file as it was (sha256 {theirs}...)", found=f"sha256 {mine}...",
+                          help="give another --out (or --study NAME) for the changed file, or restore it",
+                          code="sweep-mismatch")
     return file_error(where, f"this study was started with another {key}",
                       expected=f"{key} {theirs!r} (as the study was started)", found=f"{key} {mine!r}",
                       help="run the sweep with the settings it was started with, or give another --out "
