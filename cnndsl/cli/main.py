@@ -59,7 +59,7 @@ def cli():
 def main() -> None:
     # Importing the command modules registers their commands on `cli`.
     from cnndsl.cli import augment, bench, compile, inspect, sweep, train, warmup  # noqa: F401,A004
-    from cnndsl.cli import export  # noqa: F401  (interop: docs/interop.md)
+    from cnndsl.cli import export, import_cmd  # noqa: F401  (interop: docs/interop.md)
 
     cli(prog_name="cnndsl")
 

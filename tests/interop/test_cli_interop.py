@@ -72,3 +72,59 @@ def test_a_missing_extra_is_a_one_line_error(run, tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert "ONNX export needs the onnx package, which is not installed" in result.output
     assert "pip install 'cnndsl[onnx]'" in result.output and "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def run_import():
+    import cnndsl.cli.export  # noqa: F401
+    import cnndsl.cli.import_cmd  # noqa: F401
+
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(cli, list(args), catch_exceptions=False)
+    return invoke
+
+
+def test_export_then_import_writes_a_model_file_and_weights(run_import, tmp_path):
+    from cnndsl import compile, load
+
+    weights = compile(LENET, seed=5).save_weights(tmp_path / "w.safetensors")
+    assert run_import("export", LENET, "--weights", str(weights), "-o", str(tmp_path / "l.onnx")).exit_code == 0
+    result = run_import("import", str(tmp_path / "l.onnx"), "-o", str(tmp_path / "back.cnn"))
+    assert result.exit_code == 0, result.output
+    assert "back.cnn: 12 layers (classes = 10); " in result.output and "back.safetensors: 10 tensors" in result.output
+    program = load(tmp_path / "back.cnn")
+    model = compile(program)
+    model.load_weights(tmp_path / "back.safetensors")
+    x = np.random.default_rng(0).uniform(0, 1, (4, 1, 28, 28)).astype(np.float32)
+    assert_close(model.predict(x)["logits"], compile(LENET, seed=5).predict(x)["logits"])
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"\x00\x01garbage that is not protobuf \xff\xff\xff", "this is not an ONNX model"),
+    (b"", "ONNX model"),
+])
+def test_import_of_a_bad_onnx_file_is_a_clean_error(run_import, tmp_path, content, expected):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(content)
+    result = run_import("import", str(bad), "-o", str(tmp_path / "out.cnn"))
+    assert result.exit_code == 1, result.output
+    assert str(bad) in result.output and expected in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out.cnn").exists()
+
+
+def test_import_of_an_unknown_kind_of_file(run_import, tmp_path):
+    other = tmp_path / "model.h5"
+    other.write_bytes(b"HDF")
+    result = run_import("import", str(other), "-o", str(tmp_path / "out.cnn"))
+    assert result.exit_code == 1 and "expected: a name ending in .onnx (ONNX), .prototxt (Caffe) or .cfg" in result.output
+
+
+def test_import_of_a_missing_file_and_a_directory(run_import, tmp_path):
+    for path in (tmp_path / "missing.onnx", tmp_path):
+        target = path if path.suffix else tmp_path / "dir.onnx"
+        if not path.suffix:
+            target.mkdir()
+        result = run_import("import", str(target), "-o", str(tmp_path / "out.cnn"))
+        assert result.exit_code == 1 and str(target) in result.output and "Traceback" not in result.output
