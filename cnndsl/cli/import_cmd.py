@@ -15,10 +15,8 @@ from cnndsl.diagnostics import file_error
 KINDS = {".onnx": "onnx", ".prototxt": "caffe", ".cfg": "darknet"}
 
 
-def import_model(model: str, out: str, weights: str | None = None):
-    """(builder, text, program) for MODEL; raises CnnError with located diagnostics."""
-    from cnndsl.interop.cnn_writer import finish
-
+def import_model(model: str, weights: str | None = None):
+    """The NetBuilder (cnndsl/interop/cnn_writer.py) of MODEL; raises CnnError with located diagnostics."""
     kind = KINDS.get(Path(model).suffix.lower())
     if kind is None:
         raise file_error(model, "cnndsl cannot tell what kind of model this is from its name",
@@ -55,7 +53,14 @@ def import_(model, output, weights, weights_out):
     from cnndsl.io.atomic import atomic_write_text
     from cnndsl.io.weights import save_weights
 
-    builder = import_model(model, output, weights)
+    builder = import_model(model, weights)
+    if not builder.source_weights:
+        constant = sorted({k.rsplit(".", 1)[0] for k in builder.weights})
+        if constant:
+            builder.note(f"without --weights, no weights file is written, so the constant weights cnndsl gives "
+                         f"{', '.join(constant)} are not kept either: those layers start from random values",
+                         help="import with --weights to get them")
+        builder.weights = {}
     if builder.weights and weights_out is None:
         weights_out = str(Path(output).with_suffix(".safetensors"))
     text, program = finish(builder, output, Path(weights_out).name if weights_out and builder.weights else None)

@@ -62,6 +62,7 @@ class NetBuilder:
     notes: list[Diagnostic] = field(default_factory=list)  # warnings about the import
     normalize: tuple | None = None  # (mean, std) for a training section's `normalize`
     header: list[str] = field(default_factory=list)  # extra comment lines at the top
+    source_weights: bool = True  # False: a Caffe/Darknet model imported without its weights file
     _taken: set = field(default_factory=set)
 
     def __post_init__(self):

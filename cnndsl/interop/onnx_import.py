@@ -204,8 +204,9 @@ class _Importer:
         if inp.type.tensor_type.elem_type not in (self.onnx.TensorProto.FLOAT,):
             raise self.b.error(f"graph input '{inp.name}' is not float32", help="cnndsl networks take float32 images")
         if len(dims) not in (2, 4) or any(not d.HasField("dim_value") or d.dim_value < 1 for d in dims[1:]):
-            raise self.b.error(f"graph input '{inp.name}' has shape {shown or 'unknown'}",
-                               help="cnndsl takes batch x C x H x W images or batch x F vectors with fixed C, H, W, F")
+            raise self.b.error(f"graph input '{inp.name}' is {shown or 'of unknown shape'}: cnndsl takes batch x C x H x W "
+                               "images or batch x F vectors of fixed sizes",
+                               help="export the model with a 4-D (or 2-D) input of fixed sizes but the batch")
         return tuple(int(d.dim_value) for d in dims[1:])
 
     # -- ops -----------------------------------------------------------------------------------
@@ -398,6 +399,8 @@ class _Importer:
         if any(a.get("pads", [0])) or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
             raise Unsupported("padded LpPool: cnndsl's l2pool divides by the number of input values in each window")
         (c, h, w), kernel, strides, dilations = self._spatial(node, a)
+        if dilations != (1, 1):
+            raise Unsupported(f"cnndsl pools have no dilation (it has {list(dilations)})")
         padding, rounding = self._window_padding(node, a, (h, w), kernel, strides, dilations, allow_ceil=False)
         extra = {"rounding": rounding} if rounding else {}
         pooled = self.b.add("l2pool", self.wanted(node) + "_mean", [self.layer(node.input[0])],
@@ -486,10 +489,12 @@ class _Importer:
             raise Unsupported("its input is not a batch x F matrix")
         weights = {"weight": w}
         if c is not None:
-            c = np.broadcast_to(np.asarray(c, np.float32) * _f32(a.get("beta", 1.0)), (w.shape[0],)) if c.size in (1, w.shape[0]) \
-                else None
-            if c is None:
-                raise Unsupported("its C is not a per-output bias")
+            c = np.asarray(c, np.float32) * _f32(a.get("beta", 1.0))
+            if c.ndim == 2 and c.shape[0] == 1:
+                c = c[0]
+            if c.ndim > 1 or c.size not in (1, w.shape[0]):
+                raise Unsupported(f"its C of shape {list(c.shape)} is not a per-output bias (it varies by row)")
+            c = np.broadcast_to(c.reshape(-1), (w.shape[0],)).astype(np.float32)
             weights["bias"] = c
         return self.b.add("dense", self.wanted(node), [src], self.comment(node), weights=weights,
                           units=int(w.shape[0]), bias=c is not None)
@@ -775,8 +780,16 @@ class _Importer:
         sizes = self.const(node.input[3]) if len(node.input) > 3 and node.input[3] else None
         if self.opset < 11:
             scales = self.const(node.input[1])
-        if a.get("axes") is not None:
-            raise Unsupported("the axes option")
+        axes = a.get("axes")
+        if axes is not None:
+            axes = [int(x) % 4 for x in axes]
+            if sorted(axes) != [2, 3]:
+                raise Unsupported(f"resizing axes {list(a['axes'])}: cnndsl's upsample scales height and width")
+            order = np.argsort(axes)
+            if scales is not None and len(scales):
+                scales = [1.0, 1.0] + [float(scales[i]) for i in order]
+            if sizes is not None and len(sizes):
+                sizes = [0, 0] + [int(sizes[i]) for i in order]
         if scales is None or len(scales) == 0:
             if sizes is None:
                 raise Unsupported("its scales and sizes are computed at run time")

@@ -128,3 +128,28 @@ def test_import_of_a_missing_file_and_a_directory(run_import, tmp_path):
             target.mkdir()
         result = run_import("import", str(target), "-o", str(tmp_path / "out.cnn"))
         assert result.exit_code == 1 and str(target) in result.output and "Traceback" not in result.output
+
+
+def test_import_a_caffe_net_with_and_without_weights(run_import, tmp_path):
+    pytest.importorskip("google.protobuf")
+    from caffe_numpy import random_blobs, write_caffemodel
+
+    proto = ROOT / "tests" / "interop" / "data" / "cifar10_quick.prototxt"
+    result = run_import("import", str(proto), "-o", str(tmp_path / "c.cnn"))
+    assert result.exit_code == 0 and "rounds up" in result.output and not (tmp_path / "c.safetensors").exists()
+    weights = tmp_path / "c.caffemodel"
+    write_caffemodel(weights, random_blobs(proto.read_text(), (3, 32, 32)))
+    result = run_import("import", str(proto), "--weights", str(weights), "-o", str(tmp_path / "c.cnn"),
+                        "--weights-out", str(tmp_path / "w.safetensors"))
+    assert result.exit_code == 0 and "w.safetensors: 10 tensors" in result.output
+
+
+def test_import_a_darknet_cfg_and_a_bad_weights_file(run_import, tmp_path):
+    cfg = ROOT / "tests" / "interop" / "data" / "tiny_yolo.cfg"
+    result = run_import("import", str(cfg), "-o", str(tmp_path / "y.cnn"))
+    assert result.exit_code == 0 and "(classes = 2, boxes = 3)" in result.output
+    bad = tmp_path / "y.weights"
+    bad.write_bytes(b"\0" * 100)
+    result = run_import("import", str(cfg), "--weights", str(bad), "-o", str(tmp_path / "y2.cnn"))
+    assert result.exit_code == 1 and str(bad) in result.output and "the weights end inside" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "y2.cnn").exists()
