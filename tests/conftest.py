@@ -20,6 +20,7 @@ BOUNDSCHECK_TESTS = (
     "test_tasks_yolo.py",                 # the detection loss
     "test_tasks_data.py",                 # segmentation and detection targets through evaluate
     "test_transfer.py",                   # frozen layers, partial gradients
+    "test_activations.py",                # every activation's kernels, through the launchers too
 )
 
 

@@ -22,9 +22,10 @@ import numpy as np
 
 from cnndsl.backend.base import CPU
 from cnndsl.ir.graph import Graph
+from cnndsl.kernels.activations import ACTIVATIONS
 from cnndsl.train.optim import FlatParams
 
-_GLOROT_AFTER = {"tanh", "sigmoid", "softmax"}
+_GLOROT_AFTER = {a.name for a in ACTIVATIONS if a.squashing} | {"softmax"}  # bounded outputs
 
 
 class ParamStore:
@@ -198,6 +199,8 @@ def _init(kind: str, shape: tuple[int, ...], layer, graph: Graph, rng) -> np.nda
         return np.zeros(shape, np.float32)
     if kind == "gamma":
         return np.ones(shape, np.float32)
+    if kind == "slope":  # prelu (He et al. 2015)
+        return np.full(shape, 0.25, np.float32)
     fan_in, fan_out = _fans(shape)
     if _followed_by_squashing(layer, graph):
         limit = math.sqrt(6.0 / (fan_in + fan_out))

@@ -21,7 +21,7 @@ Tests: tests/passes/test_fuse_batchnorm_activation.py.
 from __future__ import annotations
 
 from cnndsl.passes.base import TRAINING, Pass, PassContext, absorb, is_head, mark_rewritten, sole_consumer
-from cnndsl.passes.fusion import FUSABLE_ACTIVATIONS, backend_has, set_activation
+from cnndsl.passes.fusion import activation_refusal, backend_has, set_activation
 
 
 def has_activation_room(node) -> bool:
@@ -52,7 +52,7 @@ class FuseBatchnormActivation(Pass):
         if act_name is None or is_head(graph, act_name):
             return False
         act = graph.node(act_name)
-        if act.op not in FUSABLE_ACTIVATIONS or not backend_ready(ctx):
+        if activation_refusal(act.op, ctx) or not backend_ready(ctx):
             return False
         bn = graph.node(bn_name)
         bn.op = "fused_batchnorm"  # batchnorm's options stay; the activation's are added

@@ -15,7 +15,7 @@ Tests: tests/passes/test_fuse_conv_activation.py.
 from __future__ import annotations
 
 from cnndsl.passes.base import Pass, PassContext, absorb, is_head, mark_rewritten, sole_consumer
-from cnndsl.passes.fusion import FUSABLE_ACTIVATIONS, can_make_fused, has_epilogue_room, make_fused, set_activation
+from cnndsl.passes.fusion import activation_refusal, can_make_fused, has_epilogue_room, make_fused, set_activation
 
 
 def fuse_activation(graph, layer_name: str, pass_name: str, ctx: PassContext) -> bool:
@@ -27,7 +27,7 @@ def fuse_activation(graph, layer_name: str, pass_name: str, ctx: PassContext) ->
     if act_name is None or is_head(graph, act_name):
         return False
     act = graph.node(act_name)
-    if act.op not in FUSABLE_ACTIVATIONS:
+    if activation_refusal(act.op, ctx):
         return False
     make_fused(layer)
     set_activation(layer, act)

@@ -13,7 +13,8 @@ of an unpadded pool; at inference only, because training needs the conv's output
 argmax for the backward pass. Guards (each bails out): not the 2x2/stride-2 unpadded window;
 the conv's output has another reader or is a head; the pool is a head (its name is what the
 caller reads); the backend has no fused_conv_pool kernel;
-the pooled size is not the floor of half the conv's (the pool would need rounding=ceil).
+the pooled size is not the floor of half the conv's (the pool would need rounding=ceil); the
+conv's activation is not monotone (gelu, silu, ...: max(act(z)) != act(max(z))).
 Tests: tests/passes/test_fuse_conv_pool.py.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 from cnndsl.ops.fused.conv_pool import POOL
 from cnndsl.ops.pool import pool_stride
 from cnndsl.passes.base import INFERENCE, Pass, PassContext, absorb, is_head, mark_rewritten, sole_consumer
-from cnndsl.passes.fusion import backend_has, make_fused
+from cnndsl.passes.fusion import backend_has, make_fused, pool_refusal
 
 
 class FuseConvPool(Pass):
@@ -44,6 +45,8 @@ class FuseConvPool(Pass):
         if not backend_has(ctx, "fused_conv_pool"):
             return False
         conv, pool = graph.node(conv_name), graph.node(pool_name)
+        if pool_refusal(conv.attrs.get("activation", "none")):
+            return False
         _, oh, ow = conv.type.shape
         if pool.type.shape[1:] != (oh // POOL, ow // POOL):
             return False

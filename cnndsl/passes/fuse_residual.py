@@ -15,7 +15,7 @@ Tests: tests/passes/test_fuse_residual.py.
 from __future__ import annotations
 
 from cnndsl.passes.base import Pass, PassContext, absorb, is_head, mark_rewritten, sole_consumer
-from cnndsl.passes.fusion import FUSABLE_ACTIVATIONS, can_make_fused, has_epilogue_room, make_fused, set_activation
+from cnndsl.passes.fusion import activation_refusal, can_make_fused, has_epilogue_room, make_fused, set_activation
 
 
 class FuseResidual(Pass):
@@ -48,7 +48,7 @@ class FuseResidual(Pass):
         graph.set_inputs(conv_name, graph.inputs_of(conv_name) + [shortcut])
         absorb(graph, conv_name, add_name)
         fired = "conv + add"
-        if act is not None and act.op in FUSABLE_ACTIVATIONS:
+        if act is not None and not activation_refusal(act.op, ctx):
             set_activation(conv, act)
             absorb(graph, conv_name, act_name)
             fired += f" + {act.op}"

@@ -6,12 +6,34 @@ absorbed nodes are then removed by the pass (`absorb`).
 """
 from __future__ import annotations
 
+from cnndsl.kernels.activations import ACTIVATIONS, BY_NAME, INPUT
 from cnndsl.ops.build import default_value
 from cnndsl.ops.registry import get_op
 
 FUSED_OF = {"conv": "fused_conv", "dense": "fused_dense"}
 ANCHORS = tuple(FUSED_OF) + tuple(FUSED_OF.values())  # ops an epilogue can be fused into
-FUSABLE_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
+FUSABLE_ACTIVATIONS = tuple(a.name for a in ACTIVATIONS if a.fusable)  # every element-wise activation
+
+
+def activation_refusal(op: str, ctx) -> str | None:
+    """Why an activation op cannot join a layer's epilogue here, or None when it can. In training
+    the fused layer's backward has only the activation's output y, so an activation whose gradient
+    reads its input (gelu, silu, hardswish, mish) stays a separate op there; at inference
+    (no backward) every element-wise activation fuses."""
+    act = BY_NAME.get(op)
+    if act is None or not act.fusable:
+        return f"{op} is not an element-wise activation"
+    if ctx.mode == "training" and act.grad_from == INPUT:
+        return f"{op}'s gradient needs its input, which the fused layer does not keep (training)"
+    return None
+
+
+def pool_refusal(activation: str) -> str | None:
+    """Why a 2x2 max pool cannot run before this epilogue activation: act(max) == max(act) only for a
+    non-decreasing activation."""
+    if not BY_NAME[activation].monotone:
+        return f"{activation} is not monotone: the max pool cannot come before it"
+    return None
 
 
 def backend_has(ctx, *ops: str) -> bool:

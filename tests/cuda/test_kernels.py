@@ -23,34 +23,16 @@ def _grid(n):
     return grid1d(n)
 
 
-def test_activations_forward_and_backward():
+def test_activation_in_place():
+    """y is x, as the executor may run it (every activation's kernels: tests/cuda/test_cuda_activations.py)."""
+    from cnndsl.kernels.activations import CODE
     from cnndsl.kernels.cuda import elementwise as E
 
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 3, 5, 5)) * 3
-    dy = rng.standard_normal(x.shape)
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5)) * 3
     n = x.size
-    cases = [
-        ("relu", E.relu_forward, E.relu_backward, RA.relu(x), RA.relu_backward(x, dy), ()),
-        ("tanh", E.tanh_forward, E.tanh_backward, RA.tanh(x), RA.tanh_backward(np.tanh(x), dy), ()),
-        ("sigmoid", E.sigmoid_forward, E.sigmoid_backward, RA.sigmoid(x), RA.sigmoid_backward(RA.sigmoid(x), dy), ()),
-    ]
-    for name, fwd, bwd, y_ref, dx_ref, _ in cases:
-        y = empty(n)
-        fwd[_grid(n)](dev(x), y, n)
-        assert_close(host(y, x.shape), y_ref, what=name)
-        dx = empty(n)
-        bwd[_grid(n)](y, dev(dy), dx, n)
-        assert_close(host(dx, x.shape), dx_ref, what=name + " backward")
-    y, dx = empty(n), empty(n)
-    E.leaky_relu_forward[_grid(n)](dev(x), f32(0.1), y, n)
-    assert_close(host(y, x.shape), RA.leaky_relu(x, 0.1), what="leaky_relu")
-    E.leaky_relu_backward[_grid(n)](y, dev(dy), f32(0.1), dx, n)
-    assert_close(host(dx, x.shape), RA.leaky_relu_backward(x, dy, 0.1), what="leaky_relu backward")
-    # in place, as the executor may run them
     a = dev(x)
-    E.relu_forward[_grid(n)](a, a, n)
-    assert_close(host(a, x.shape), RA.relu(x), what="relu in place")
+    E.activation_forward[_grid(n)](a, a, CODE["relu"], f32(0.0), n)
+    assert_close(host(a, x.shape), RA.activation(x, "relu"), what="relu in place")
 
 
 @pytest.mark.parametrize("shape", [(2, 5), (2, 3, 2, 3)])
@@ -170,7 +152,7 @@ def test_fused_batchnorm_forward_and_backward(shape, activation):
     assert_close(host(d_rv, (c,)), rv_ref, what="running var")
 
     dy = rng.standard_normal(shape)
-    dx_ref, dg_ref, db_ref = RF.fused_batchnorm_backward(x, y_ref, dy, gamma, mean, inv, activation, 0.2)
+    dx_ref, dg_ref, db_ref = RF.fused_batchnorm_backward(x, y_ref, dy, gamma, beta, mean, inv, activation, 0.2)
     dx, dg, db, coef = empty(x.size), empty(c), empty(c), empty(3 * c)
     R.bn_backward_reduce[R.channel_grid(c)](dev(x), dev(dy), y, act, alpha, n, c, s, dev(gamma), save_mean,
                                             save_inv, dg, db, coef)

@@ -9,27 +9,15 @@ from cnndsl.backend.cpu.launch import buffers_of, grads_of, launches, params_of
 from cnndsl.kernels.cpu import activation as A
 from cnndsl.kernels.cpu import batchnorm as B
 from cnndsl.kernels.cpu import dropout as D
+from cnndsl.kernels.activations import CODE
 from cnndsl.kernels.cpu.epilogue import NONE
+from cnndsl.ops.activation import ACTIVATION_OF
 
 
-@launches("relu")
-def relu(rc, node, ins, out):
-    A.relu_forward(ins[0], out)
-
-
-@launches("leaky_relu")
-def leaky_relu(rc, node, ins, out):
-    A.leaky_relu_forward(ins[0], np.float32(node.attrs["alpha"]), out)
-
-
-@launches("tanh")
-def tanh(rc, node, ins, out):
-    A.tanh_forward(ins[0], out)
-
-
-@launches("sigmoid")
-def sigmoid(rc, node, ins, out):
-    A.sigmoid_forward(ins[0], out)
+@launches(*ACTIVATION_OF)
+def activation(rc, node, ins, out):
+    """Every element-wise activation: one kernel, branching on the activation's code."""
+    A.activation_forward(ins[0], CODE[node.op], np.float32(node.attrs.get("alpha", 0.0)), out)
 
 
 @launches("softmax")
@@ -39,19 +27,28 @@ def softmax(rc, node, ins, out):
 
 @launches("activation_grad")
 def activation_grad(rc, node, ins, out):
-    """Every activation differentiates from its output y (for leaky_relu, y > 0 exactly when x > 0)."""
+    """From what the activation's gradient reads (its rule chose the second input: y or x)."""
     fwd = rc.forward_node(node)
-    dy, y = ins
-    if fwd.op == "relu":
-        A.relu_backward(y, dy, out)
-    elif fwd.op == "leaky_relu":
-        A.leaky_relu_backward(y, dy, np.float32(fwd.attrs["alpha"]), out)
-    elif fwd.op == "tanh":
-        A.tanh_backward(y, dy, out)
-    elif fwd.op == "sigmoid":
-        A.sigmoid_backward(y, dy, out)
+    dy, saved = ins
+    if fwd.op == "softmax":
+        A.softmax_backward(saved, dy, out)
     else:
-        A.softmax_backward(y, dy, out)
+        A.activation_backward(saved, dy, CODE[fwd.op], np.float32(fwd.attrs.get("alpha", 0.0)), out)
+
+
+@launches("prelu")
+def prelu(rc, node, ins, out):
+    A.prelu_forward(ins[0], params_of(rc, node.name)["slope"], out)
+
+
+@launches("prelu_grad")
+def prelu_grad(rc, node, ins, out):
+    """dx, and dslope (scratch when frozen)."""
+    fwd = rc.forward_node(node)
+    dy, x = ins
+    slope = params_of(rc, fwd.name)["slope"]
+    dslope = grads_of(rc, fwd.name).get("slope", rc.ws(node.name, "dslope", slope.shape))
+    A.prelu_backward(x, dy, slope, out, dslope)
 
 
 def _dropout_seed(rc, layer: str) -> int:

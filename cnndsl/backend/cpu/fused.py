@@ -87,16 +87,10 @@ def fused_batchnorm(rc, node, ins, out):
 
 def activation_backward(activation: str, alpha: float, y, dy, dz) -> None:
     """dz = dL/dz of the epilogue's activation, from its output y."""
-    if activation == "relu":
-        A.relu_backward(y, dy, dz)
-    elif activation == "leaky_relu":
-        A.leaky_relu_backward(y, dy, np.float32(alpha), dz)
-    elif activation == "sigmoid":
-        A.sigmoid_backward(y, dy, dz)
-    elif activation == "tanh":
-        A.tanh_backward(y, dy, dz)
-    else:
+    if activation == "none":
         np.copyto(dz, dy)
+    else:
+        A.activation_backward(y, dy, ACTIVATION_CODE[activation], np.float32(alpha), dz)
 
 
 @launches("epilogue_grad")

@@ -9,36 +9,17 @@ from cnndsl.backend.cuda.launch import buffers_of, flat, grads_of, launch, launc
 from cnndsl.kernels.cuda import elementwise as E
 from cnndsl.kernels.cuda import reduce as R
 from cnndsl.kernels.cuda.common import NONE, grid1d
+from cnndsl.kernels.activations import CODE
+from cnndsl.ops.activation import ACTIVATION_OF
 from cnndsl.ops.fused.epilogue import ACTIVATION_CODE
 
 
-def _unary(kernel, x, y):
-    n = y.size
-    return launch(kernel, grid1d(n), flat(x), flat(y), n)
-
-
-@launches("relu")
-def relu(rc, node, ins, out):
-    run = _unary(E.relu_forward, ins[0], out)
-    return lambda rc: run()
-
-
-@launches("leaky_relu")
-def leaky_relu(rc, node, ins, out):
+@launches(*ACTIVATION_OF)
+def activation(rc, node, ins, out):
+    """Every element-wise activation: one kernel, branching on the activation's code."""
     n = out.size
-    run = launch(E.leaky_relu_forward, grid1d(n), flat(ins[0]), np.float32(node.attrs["alpha"]), flat(out), n)
-    return lambda rc: run()
-
-
-@launches("tanh")
-def tanh(rc, node, ins, out):
-    run = _unary(E.tanh_forward, ins[0], out)
-    return lambda rc: run()
-
-
-@launches("sigmoid")
-def sigmoid(rc, node, ins, out):
-    run = _unary(E.sigmoid_forward, ins[0], out)
+    run = launch(E.activation_forward, grid1d(n), flat(ins[0]), flat(out), CODE[node.op],
+                 np.float32(node.attrs.get("alpha", 0.0)), n)
     return lambda rc: run()
 
 
@@ -49,28 +30,23 @@ def softmax(rc, node, ins, out):
     return lambda rc: run()
 
 
-def activation_backward(op: str, alpha: float, y, dy, dx, shape):
-    """A prepared launch of dx = dL/dx of activation `op` from its output y (all flat)."""
+def activation_backward(op: str, alpha: float, v, dy, dx, shape):
+    """A prepared launch of dx = dL/dx of activation `op` from v (its output y or input x, as its
+    gradient reads; all flat)."""
     n = dx.size
-    if op == "relu":
-        return launch(E.relu_backward, grid1d(n), y, dy, dx, n)
-    if op == "leaky_relu":
-        return launch(E.leaky_relu_backward, grid1d(n), y, dy, np.float32(alpha), dx, n)
-    if op == "tanh":
-        return launch(E.tanh_backward, grid1d(n), y, dy, dx, n)
-    if op == "sigmoid":
-        return launch(E.sigmoid_backward, grid1d(n), y, dy, dx, n)
     if op == "softmax":
         b, k, s = split3(shape)
-        return launch(E.softmax_backward, grid1d(b * s), y, dy, dx, b, k, s)
-    return launch(E.copy, grid1d(n), dy, dx, n)  # no activation: dz = dy
+        return launch(E.softmax_backward, grid1d(b * s), v, dy, dx, b, k, s)
+    if op == "none":
+        return launch(E.copy, grid1d(n), dy, dx, n)  # no activation: dz = dy
+    return launch(E.activation_backward, grid1d(n), v, dy, dx, CODE[op], np.float32(alpha), n)
 
 
 @launches("activation_grad")
 def activation_grad(rc, node, ins, out):
     fwd = rc.forward_node(node)
-    dy, y = ins
-    run = activation_backward(fwd.op, fwd.attrs.get("alpha", 0.0), flat(y), flat(dy), flat(out), out.shape)
+    dy, saved = ins
+    run = activation_backward(fwd.op, fwd.attrs.get("alpha", 0.0), flat(saved), flat(dy), flat(out), out.shape)
     return lambda rc: run()
 
 
@@ -83,6 +59,33 @@ def epilogue_backward(fwd, y, dy, dz):
 def epilogue_grad(rc, node, ins, out):
     run = epilogue_backward(rc.forward_node(node), flat(ins[1]), flat(ins[0]), flat(out))
     return lambda rc: run()
+
+
+@launches("prelu")
+def prelu(rc, node, ins, out):
+    n, c, s = split3(out.shape)
+    run = launch(E.prelu_forward, grid1d(out.size), flat(ins[0]), flat(params_of(rc, node.name)["slope"]),
+                 flat(out), n, c, s)
+    return lambda rc: run()
+
+
+@launches("prelu_grad")
+def prelu_grad(rc, node, ins, out):
+    """dx, and dslope (scratch when frozen): the slope reduction first, since dx may overwrite dy."""
+    fwd = rc.forward_node(node)
+    dy, x = ins
+    n, c, s = split3(x.shape)
+    g = grads_of(rc, fwd.name)
+    dslope = flat(g["slope"]) if "slope" in g else rc.ws(node.name, "dslope", (c,))
+    slope = flat(params_of(rc, fwd.name)["slope"])
+    x, dy = flat(x), flat(dy)
+    reduce = launch(E.prelu_backward_slope, grid1d(c), x, dy, dslope, n, c, s)
+    apply = launch(E.prelu_backward_data, grid1d(x.size), x, dy, slope, flat(out), n, c, s)
+
+    def run(rc):
+        reduce()
+        apply()
+    return run
 
 
 def _dropout(rc, layer: str, p: float, x, y, always: bool = False):

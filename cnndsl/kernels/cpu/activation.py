@@ -1,9 +1,10 @@
-"""Activation kernels: relu, leaky_relu, tanh, sigmoid, softmax (axis 1).
+"""Activation kernels: every element-wise activation (one kernel pair, the code chooses), prelu,
+and softmax (axis 1).
 
-Any shape, float32 C-contiguous. Forward writes y; backward overwrites dx.
-Elementwise kernels allow in-place use (y is x, dx is dy). Backward kernels take
-whatever is cheaper: relu/tanh/sigmoid the forward OUTPUT y, leaky_relu the
-forward INPUT x (alpha may be <= 0), softmax the output y.
+Any shape, float32 C-contiguous. Forward writes y; backward overwrites dx. Element-wise kernels
+allow in-place use (y is x, dx is dy). The element-wise backward reads what the activation's
+record says its gradient needs (cnndsl/kernels/activations.py): the forward OUTPUT y (relu,
+sigmoid, elu, ...) or INPUT x (gelu, silu, hardswish, mish); softmax reads y, prelu x.
 """
 from __future__ import annotations
 
@@ -12,129 +13,92 @@ import numpy as np
 from numba import prange
 
 from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
+from cnndsl.kernels.cpu.epilogue import activate_affine, activation_grad_loop
 
-
-@parallel_kernel
-def relu_forward(x, y):
-    a = x.reshape(x.size)
-    o = y.reshape(y.size)
-    z = np.float32(0.0)
-    if a.size >= PAR_MIN:
-        for i in prange(a.size):
-            o[i] = max(a[i], z)
-    else:
-        for i in range(a.size):
-            o[i] = max(a[i], z)
-
-
-@parallel_kernel
-def relu_backward(y, dy, dx):
-    """dx = dy where y > 0 (y: the relu output; same as x > 0)."""
-    a = y.reshape(y.size)
-    g = dy.reshape(dy.size)
-    o = dx.reshape(dx.size)
-    z = np.float32(0.0)
-    if a.size >= PAR_MIN:
-        for i in prange(a.size):
-            o[i] = g[i] if a[i] > z else z
-    else:
-        for i in range(a.size):
-            o[i] = g[i] if a[i] > z else z
-
-
-@parallel_kernel
-def leaky_relu_forward(x, alpha, y):
-    a = x.reshape(x.size)
-    o = y.reshape(y.size)
-    al = np.float32(alpha)
-    z = np.float32(0.0)
-    if a.size >= PAR_MIN:
-        for i in prange(a.size):
-            v = a[i]
-            o[i] = v if v > z else al * v
-    else:
-        for i in range(a.size):
-            v = a[i]
-            o[i] = v if v > z else al * v
-
-
-@parallel_kernel
-def leaky_relu_backward(x, dy, alpha, dx):
-    """dx = dy where x > 0 else alpha * dy (x: the forward input)."""
-    a = x.reshape(x.size)
-    g = dy.reshape(dy.size)
-    o = dx.reshape(dx.size)
-    al = np.float32(alpha)
-    z = np.float32(0.0)
-    if a.size >= PAR_MIN:
-        for i in prange(a.size):
-            o[i] = g[i] if a[i] > z else al * g[i]
-    else:
-        for i in range(a.size):
-            o[i] = g[i] if a[i] > z else al * g[i]
-
-
-@parallel_kernel
-def tanh_forward(x, y):
-    a = x.reshape(x.size)
-    o = y.reshape(y.size)
-    if a.size >= PAR_MIN:
-        for i in prange(a.size):
-            o[i] = np.tanh(a[i])
-    else:
-        for i in range(a.size):
-            o[i] = np.tanh(a[i])
-
-
-@parallel_kernel
-def tanh_backward(y, dy, dx):
-    """dx = dy * (1 - y^2), y: the tanh output."""
-    a = y.reshape(y.size)
-    g = dy.reshape(dy.size)
-    o = dx.reshape(dx.size)
-    one = np.float32(1.0)
-    if a.size >= PAR_MIN:
-        for i in prange(a.size):
-            o[i] = g[i] * (one - a[i] * a[i])
-    else:
-        for i in range(a.size):
-            o[i] = g[i] * (one - a[i] * a[i])
+BLOCK = 4096  # elements per parallel work item
 
 
 @kernel
-def _sigmoid(v):
-    one = np.float32(1.0)
-    if v >= np.float32(0.0):
-        return one / (one + np.exp(-v))
-    e = np.exp(v)
-    return e / (one + e)
+def _forward_block(a, o, b, act, alpha):
+    lo = b * BLOCK
+    hi = min(lo + BLOCK, a.size)
+    activate_affine(a[lo:hi], o[lo:hi], np.float32(1.0), np.float32(0.0), act, alpha)
+
+
+@kernel
+def _backward_block(a, g, o, b, act, alpha):
+    lo = b * BLOCK
+    hi = min(lo + BLOCK, a.size)
+    activation_grad_loop(a[lo:hi], g[lo:hi], o[lo:hi], act, alpha)
 
 
 @parallel_kernel
-def sigmoid_forward(x, y):
+def activation_forward(x, act, alpha, y):
+    """y = act(x), act an activation code."""
     a = x.reshape(x.size)
     o = y.reshape(y.size)
+    blocks = (a.size + BLOCK - 1) // BLOCK
     if a.size >= PAR_MIN:
-        for i in prange(a.size):
-            o[i] = _sigmoid(a[i])
+        for b in prange(blocks):
+            _forward_block(a, o, np.int64(b), act, alpha)
     else:
-        for i in range(a.size):
-            o[i] = _sigmoid(a[i])
+        for b in range(blocks):
+            _forward_block(a, o, np.int64(b), act, alpha)
 
 
 @parallel_kernel
-def sigmoid_backward(y, dy, dx):
-    """dx = dy * y * (1 - y), y: the sigmoid output."""
-    a = y.reshape(y.size)
+def activation_backward(v, dy, act, alpha, dx):
+    """dx = act'(.) * dy, v the forward output y or input x, as the activation's gradient needs."""
+    a = v.reshape(v.size)
     g = dy.reshape(dy.size)
     o = dx.reshape(dx.size)
-    one = np.float32(1.0)
+    blocks = (a.size + BLOCK - 1) // BLOCK
     if a.size >= PAR_MIN:
-        for i in prange(a.size):
-            o[i] = g[i] * a[i] * (one - a[i])
+        for b in prange(blocks):
+            _backward_block(a, g, o, np.int64(b), act, alpha)
     else:
-        for i in range(a.size):
-            o[i] = g[i] * a[i] * (one - a[i])
+        for b in range(blocks):
+            _backward_block(a, g, o, np.int64(b), act, alpha)
+
+
+@parallel_kernel
+def prelu_forward(x, slope, y):
+    """y = x where x > 0, slope[c] * x otherwise (c: axis 1)."""
+    N, C = x.shape[0], x.shape[1]
+    S = x.size // (N * C) if N * C > 0 else 0
+    a = x.reshape((N * C, S))
+    o = y.reshape((N * C, S))
+    z = np.float32(0.0)
+    for r in prange(N * C):
+        s = slope[r % C]
+        for i in range(S):
+            v = a[r, i]
+            o[r, i] = v if v > z else s * v
+
+
+@parallel_kernel
+def prelu_backward(x, dy, slope, dx, dslope):
+    """dx = dy where x > 0 else slope[c] * dy; dslope[c] = sum of dy * x where x <= 0 (overwritten).
+    dx may be dy."""
+    N, C = x.shape[0], x.shape[1]
+    S = x.size // (N * C) if N * C > 0 else 0
+    a = x.reshape((N, C, S))
+    g = dy.reshape((N, C, S))
+    o = dx.reshape((N, C, S))
+    z = np.float32(0.0)
+    for c in prange(C):
+        s = slope[c]
+        acc = np.float32(0.0)
+        for n in range(N):
+            for i in range(S):
+                v = a[n, c, i]
+                gv = g[n, c, i]
+                if v > z:
+                    o[n, c, i] = gv
+                else:
+                    acc += gv * v
+                    o[n, c, i] = s * gv
+        dslope[c] = acc
 
 
 @kernel

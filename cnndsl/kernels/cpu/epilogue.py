@@ -1,69 +1,106 @@
 """The epilogue of a conv's GEMM chunk, shared by conv, fused_conv and fused_conv_pool: bias,
 residual add and activation applied to each output plane while it is in cache (`chunk_epilogue`),
 or the same followed by a 2x2 max pool (`chunk_pool_epilogue`). fused_batchnorm (batchnorm.py)
-uses the same activation loops (`activate_affine`) and their gradient (`grad_from_output`).
+uses the same activation loops (`activate_affine`) and their gradient (`grad_from_output`), and
+the standalone activation kernels (activation.py) too.
 
-`act` is the code of cnndsl/ops/fused/epilogue.py (0 none, 1 relu, 2 leaky_relu, 3 sigmoid,
-4 tanh); `res` is the residual (shaped like the conv's output; any float32 4-D array when
-has_res is False).
+`act` is an activation's code (cnndsl/kernels/activations.py: 0 none, 1 relu, 2 leaky_relu, ...);
+the branches on it are not written here but unrolled by Numba over the table of every
+activation's scalar code (`literal_unroll`), so a new activation needs no edit here. `res` is the
+residual (shaped like the conv's output; any float32 4-D array when has_res is False).
 """
 from __future__ import annotations
 
-import numpy as np
-from numba import prange
+import warnings
 
+import numpy as np
+from numba import literal_unroll, prange
+from numba.core.errors import NumbaExperimentalFeatureWarning
+
+from cnndsl.kernels.activations import ACTIVATIONS, CODE, jit_helpers
 from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
 
-NONE, RELU, LEAKY_RELU, SIGMOID, TANH = 0, 1, 2, 3, 4
+jit_helpers()
+
+# Typing the global table of scalar functions goes through Numba's first-class function types,
+# which warn as experimental; each entry is still a distinct dispatcher type, so every call is
+# direct and inlined (measured: relu through the table runs as fast as a hand-written loop).
+warnings.filterwarnings("ignore", category=NumbaExperimentalFeatureWarning,
+                        message=".*[Ff]irst-class function type")
+
+NONE, RELU, LEAKY_RELU, SIGMOID, TANH = (CODE[n] for n in ("none", "relu", "leaky_relu", "sigmoid", "tanh"))
+
+# (code, scalar forward, scalar gradient) of every activation but "none", compiled once each
+_TABLE = tuple((np.int64(a.code), kernel(a.forward), kernel(a.grad)) for a in ACTIVATIONS if a.code != NONE)
+
+
+@kernel
+def activate_scalar(v, act, alpha):
+    """act(v) of one value."""
+    r = v
+    for e in literal_unroll(_TABLE):
+        if act == e[0]:
+            r = e[1](v, alpha)
+    return r
+
+
+@kernel
+def grad_scalar(g, v, act, alpha):
+    """dL/dz = act'(z) * g of one value; v is what the activation's gradient reads: its output y
+    (grad_from "output") or its input z ("input")."""
+    r = g
+    for e in literal_unroll(_TABLE):
+        if act == e[0]:
+            r = e[2](g, v, alpha)
+    return r
+
+
+@kernel
+def grad_from_output(g, y, act, alpha):
+    """dL/dz of one element from the activation's output y: the fused layers' backward, which keeps
+    only y (the fusion passes never fuse, in training, an activation whose gradient needs z)."""
+    return grad_scalar(g, y, act, alpha)
 
 
 @kernel(inline=True)  # batchnorm calls it per row, rows of one element for vectors
 def activate_affine(src, dst, scale, shift, act, alpha):
-    """dst[p] = act(src[p] * scale + shift): one loop per activation with the branch outside it,
-    so that each loop vectorizes. fused_batchnorm (batchnorm.py) runs it a row at a time from x,
-    not in place over its affine output: measured there, in place was several times slower."""
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
+    """dst[p] = act(src[p] * scale + shift): one loop per activation with the branch outside it
+    (unrolled over the table), so that each loop vectorizes where its code allows. fused_batchnorm
+    (batchnorm.py) runs it a row at a time from x, not in place over its affine output: measured
+    there, in place was several times slower."""
     n = dst.size
-    if act == RELU:
-        for p in range(n):
-            dst[p] = max(src[p] * scale + shift, zero)
-    elif act == LEAKY_RELU:
-        for p in range(n):
-            v = src[p] * scale + shift
-            dst[p] = v if v > zero else alpha * v
-    elif act == SIGMOID:
-        for p in range(n):
-            dst[p] = one / (one + np.exp(-(src[p] * scale + shift)))
-    elif act == TANH:
-        for p in range(n):
-            dst[p] = np.tanh(src[p] * scale + shift)
-    else:
+    done = False
+    for e in literal_unroll(_TABLE):
+        if act == e[0]:
+            f = e[1]
+            for p in range(n):
+                dst[p] = f(src[p] * scale + shift, alpha)
+            done = True
+    if not done:
         for p in range(n):
             dst[p] = src[p] * scale + shift
+
+
+@kernel
+def activation_grad_loop(v, g, dx, act, alpha):
+    """dx[p] = act'(.) * g[p] from v (the activation's y or z, as it needs): one loop per code."""
+    n = dx.size
+    done = False
+    for e in literal_unroll(_TABLE):
+        if act == e[0]:
+            f = e[2]
+            for p in range(n):
+                dx[p] = f(g[p], v[p], alpha)
+            done = True
+    if not done:
+        for p in range(n):
+            dx[p] = g[p]
 
 
 @kernel
 def _activate_plane(src, dst, bias_value, act, alpha):
     """dst[p] = act(src[p] + bias_value) (the multiply by one folds away once inlined)."""
     activate_affine(src, dst, np.float32(1.0), bias_value, act, alpha)
-
-
-@kernel
-def grad_from_output(g, y, act, alpha):
-    """dL/dz = act'(z) * g of one element, from the activation's output y (as activation_grad:
-    y > 0 exactly when z > 0 for relu and leaky_relu, alpha >= 0)."""
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
-    if act == RELU:
-        return g if y > zero else zero
-    if act == LEAKY_RELU:
-        return g if y > zero else alpha * g
-    if act == SIGMOID:
-        return g * y * (one - y)
-    if act == TANH:
-        return g * (one - y * y)
-    return g
 
 
 @kernel
@@ -109,8 +146,8 @@ def _pool_plane(src, W, bias_value, res, has_res, act, alpha, dst):
     """dst (PH x PW) = act(max over each 2x2 window of src (+ res) + bias), src and res being flat
     planes W wide. src is scratch (a GEMM chunk), so the vertical max of each row pair is written
     over its first row in one contiguous, vectorized loop; the horizontal max and the activation
-    then read it back. Every activation here is non-decreasing, so act(max) == max(act): one
-    activation per window instead of four."""
+    then read it back. Only non-decreasing activations come here (Activation.monotone, checked by
+    fuse_conv_pool), so act(max) == max(act): one activation per window instead of four."""
     PH, PW = dst.shape
     for i in range(PH):
         top = src[2 * i * W:(2 * i + 1) * W]

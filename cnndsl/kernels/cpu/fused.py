@@ -9,8 +9,8 @@ separate sweeps over the whole output.
     fused_dense_forward(x, weight, bias, has_bias, act, alpha, y)
     fold_batchnorm(weight, bias, has_bias, gamma, beta, running_mean, running_var, eps, w_out, b_out)
 
-`act` is the code of cnndsl/ops/fused/epilogue.py (0 none, 1 relu, 2 leaky_relu, 3 sigmoid,
-4 tanh); `res` is the residual (shaped like y; any float32 4-D array when has_res is False).
+`act` is an activation's code (cnndsl/kernels/activations.py: 0 none, 1 relu, 2 leaky_relu, ...);
+`res` is the residual (shaped like y; any float32 4-D array when has_res is False).
 Geometry and workspaces are exactly conv2d_forward's (see conv.py and conv2d_workspace). The
 im2col + GEMM path of both conv kernels is conv.py's `gemm_forward`, the epilogue loops are in
 epilogue.py; this module keeps the direct path's fused loop, the dense epilogue and the folding.

@@ -17,12 +17,13 @@ Conventions (see docs/cuda.md):
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import boolean, float32, int32, int64, uint8, uint64  # noqa: F401
 
 from cnndsl.backend.cuda.shim import SIMULATOR, cuda
+from cnndsl.kernels.activations import ACTIVATIONS, CODE, jit_helpers
+
+jit_helpers()
 
 F32 = float32[::1]
 I32 = int32[::1]
@@ -78,43 +79,49 @@ def device(fn):
     return cuda.jit(device=True)(fn)
 
 
-NONE, RELU, LEAKY_RELU, SIGMOID, TANH = 0, 1, 2, 3, 4  # cnndsl/ops/fused/epilogue.py ACTIVATION_CODE
+NONE, RELU, LEAKY_RELU, SIGMOID, TANH = (CODE[n] for n in ("none", "relu", "leaky_relu", "sigmoid", "tanh"))
 
 
-@device
-def activate(v, act, alpha):
-    """The fused epilogue's activation (codes of cnndsl/ops/fused/epilogue.py)."""
-    z = float32(0.0)
-    if act == RELU:
-        return v if v > z else z
-    if act == LEAKY_RELU:
-        return v if v > z else alpha * v
-    if act == SIGMOID:
-        one = float32(1.0)
-        if v >= z:
-            return one / (one + math.exp(-v))
-        e = math.exp(v)
-        return e / (one + e)
-    if act == TANH:
-        return math.tanh(v)
-    return v
+def _dispatch(entries, arity: int):
+    """A device function f(*args, act, alpha) that calls entries' function of code `act` (the
+    identity on its first argument for none), made from cnndsl/kernels/activations.py's table:
+    a chain of device functions, each testing one code and calling the next (inlined by the
+    compiler into one if-chain). CUDA's target has no literal_unroll, the CPU kernels' way."""
+    def last1(v, act, alpha):
+        return v
+
+    def last2(g, v, act, alpha):
+        return g
+
+    fn = device(last1 if arity == 1 else last2)
+    for code, scalar in reversed(entries):
+        fn = _link(code, device(scalar), fn, arity)
+    return fn
 
 
-@device
-def grad_from_output(g, y, act, alpha):
-    """dL/dz = act'(z) * g from the activation's output y (y > 0 exactly when z > 0 for relu and
-    leaky_relu, alpha >= 0); the elementwise backward kernels' formulas."""
-    z = float32(0.0)
-    one = float32(1.0)
-    if act == RELU:
-        return g if y > z else z
-    if act == LEAKY_RELU:
-        return g if y > z else alpha * g
-    if act == SIGMOID:
-        return g * y * (one - y)
-    if act == TANH:
-        return g * (one - y * y)
-    return g
+def _link(code, scalar, rest, arity: int):
+    if arity == 1:
+        def step1(v, act, alpha):
+            if act == code:
+                return scalar(v, alpha)
+            return rest(v, act, alpha)
+        return device(step1)
+
+    def step2(g, v, act, alpha):
+        if act == code:
+            return scalar(g, v, alpha)
+        return rest(g, v, act, alpha)
+    return device(step2)
+
+
+# activate(v, act, alpha): the fused epilogue's and the element-wise kernels' activation;
+# activation_grad(g, v, act, alpha): its gradient from v, the output y or the input z as the
+# activation's record says (grad_from).
+activate = _dispatch([(a.code, a.forward) for a in ACTIVATIONS if a.code != NONE], 1)
+activation_grad = _dispatch([(a.code, a.grad) for a in ACTIVATIONS if a.code != NONE], 2)
+# the fused layers' backward keeps only y: in training the fusion passes fuse only the
+# activations whose gradient reads the output (cnndsl/passes/fusion.py)
+grad_from_output = activation_grad
 
 
 def grid1d(n: int, threads: int = THREADS) -> tuple[int, int]:

@@ -1,8 +1,9 @@
 """Elementwise CUDA kernels: activations and their gradients, add, copy, scale, dropout.
 
 Flat float32 buffers of n elements, grid-stride loops (launch with `grid1d(n)`); in-place
-use (y is x, dx is dy) is allowed. Backward kernels take what the CPU ones take:
-relu/leaky_relu/tanh/sigmoid the forward OUTPUT y.
+use (y is x, dx is dy) is allowed. Every element-wise activation is one kernel pair branching on
+its code (cnndsl/kernels/activations.py); backward kernels take what the CPU ones take: what the
+activation's gradient reads, its forward output y or input x.
 
 Dropout uses the counter-based hash of cnndsl/kernels/cpu/dropout.py bit for bit: element
 i is kept iff (splitmix64(base + (i + 1) * GOLDEN) >> 40) >= threshold, with `base` and
@@ -15,77 +16,57 @@ import math
 
 import numpy as np
 
-from cnndsl.kernels.cuda.common import F32, U8, boolean, cuda, device, float32, int64, kernel, uint64
+from cnndsl.kernels.cuda.common import (F32, U8, activate, activation_grad, boolean, cuda, device, float32, int64,
+                                        kernel, uint64)
 
 # -- activations ----------------------------------------------------------------------------
 
 
-@kernel(F32, F32, int64)
-def relu_forward(x, y, n):
-    z = float32(0.0)
+@kernel(F32, F32, int64, float32, int64)
+def activation_forward(x, y, act, alpha, n):
+    """y = act(x), act an activation code (cnndsl/kernels/activations.py)."""
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        y[i] = activate(x[i], act, alpha)
+
+
+@kernel(F32, F32, F32, int64, float32, int64)
+def activation_backward(v, dy, dx, act, alpha, n):
+    """dx = act'(.) * dy from v, the forward output y or input x as the activation's gradient needs."""
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        dx[i] = activation_grad(dy[i], v[i], act, alpha)
+
+
+@kernel(F32, F32, F32, int64, int64, int64)
+def prelu_forward(x, slope, y, N, C, S):
+    """y = x where x > 0, slope[c] * x otherwise; x is (N, C, S) flat."""
+    z = float32(0.0)
+    for i in range(cuda.grid(1), N * C * S, cuda.gridsize(1)):
         v = x[i]
-        y[i] = z if v < z else v  # NaN stays NaN, as the CPU kernel's max(x, 0)
+        y[i] = v if v > z else slope[(i // S) % C] * v
 
 
-@kernel(F32, F32, F32, int64)
-def relu_backward(y, dy, dx, n):
+@kernel(F32, F32, F32, F32, int64, int64, int64)
+def prelu_backward_data(x, dy, slope, dx, N, C, S):
+    """dx = dy where x > 0, slope[c] * dy otherwise (dx may be dy)."""
     z = float32(0.0)
-    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        dx[i] = dy[i] if y[i] > z else z
-
-
-@kernel(F32, float32, F32, int64)
-def leaky_relu_forward(x, alpha, y, n):
-    z = float32(0.0)
-    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        v = x[i]
-        y[i] = v if v > z else alpha * v
-
-
-@kernel(F32, F32, float32, F32, int64)
-def leaky_relu_backward(y, dy, alpha, dx, n):
-    z = float32(0.0)
-    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+    for i in range(cuda.grid(1), N * C * S, cuda.gridsize(1)):
         g = dy[i]
-        dx[i] = g if y[i] > z else alpha * g
+        dx[i] = g if x[i] > z else slope[(i // S) % C] * g
 
 
-@kernel(F32, F32, int64)
-def tanh_forward(x, y, n):
-    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        y[i] = math.tanh(x[i])
-
-
-@kernel(F32, F32, F32, int64)
-def tanh_backward(y, dy, dx, n):
-    one = float32(1.0)
-    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        v = y[i]
-        dx[i] = dy[i] * (one - v * v)
-
-
-@device
-def _sigmoid(v):
-    one = float32(1.0)
-    if v >= float32(0.0):
-        return one / (one + math.exp(-v))
-    e = math.exp(v)
-    return e / (one + e)
-
-
-@kernel(F32, F32, int64)
-def sigmoid_forward(x, y, n):
-    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        y[i] = _sigmoid(x[i])
-
-
-@kernel(F32, F32, F32, int64)
-def sigmoid_backward(y, dy, dx, n):
-    one = float32(1.0)
-    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        v = y[i]
-        dx[i] = dy[i] * v * (one - v)
+@kernel(F32, F32, F32, int64, int64, int64)
+def prelu_backward_slope(x, dy, dslope, N, C, S):
+    """dslope[c] = sum over n, s of dy * x where x <= 0: one thread per channel (C is small)."""
+    z = float32(0.0)
+    for c in range(cuda.grid(1), C, cuda.gridsize(1)):
+        acc = float32(0.0)
+        for n in range(N):
+            base = (n * C + c) * S
+            for s in range(S):
+                v = x[base + s]
+                if v <= z:
+                    acc += dy[base + s] * v
+        dslope[c] = acc
 
 
 @kernel(F32, F32, int64, int64, int64)

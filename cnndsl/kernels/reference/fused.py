@@ -3,7 +3,8 @@
     fused_conv2d = activation(conv2d(x, w, b) + residual)
     fused_dense  = activation(dense(x, w, b))
     fused_batchnorm = activation(batchnorm(x)), training (batch statistics) or inference (running ones);
-    its backward is batchnorm's, of dz = activation_backward(y, dy)
+    its backward is batchnorm's, of dz = the activation's gradient at z (recomputed from x and the
+    saved statistics)
     fold_batchnorm(w, b, ...) -> (w', b') such that layer(x; w', b') = batchnorm_inference(layer(x; w, b))
 """
 from __future__ import annotations
@@ -17,30 +18,7 @@ from cnndsl.kernels.reference import dense as D
 
 
 def apply_activation(z, activation: str, alpha: float):
-    if activation == "none":
-        return z
-    if activation == "relu":
-        return A.relu(z)
-    if activation == "leaky_relu":
-        return A.leaky_relu(z, alpha)
-    if activation == "sigmoid":
-        return A.sigmoid(z)
-    if activation == "tanh":
-        return A.tanh(z)
-    raise ValueError(f"unknown activation {activation!r}")
-
-
-def activation_backward(y, dy, activation: str, alpha: float):
-    """dL/dz from the output y (y > 0 exactly when z > 0 for relu and leaky_relu with alpha > 0)."""
-    if activation == "none":
-        return dy
-    if activation == "relu":
-        return A.relu_backward(y, dy)
-    if activation == "leaky_relu":
-        return A.leaky_relu_backward(y, dy, alpha)
-    if activation == "sigmoid":
-        return A.sigmoid_backward(y, dy)
-    return A.tanh_backward(y, dy)
+    return A.activation(z, activation, alpha)
 
 
 def fused_conv2d(x, w, b, residual, activation, alpha, stride, pads, dilation, groups):
@@ -71,6 +49,13 @@ def fused_batchnorm_inference(x, gamma, beta, running_mean, running_var, eps, ac
     return apply_activation(B.batchnorm_inference(x, gamma, beta, running_mean, running_var, eps), activation, alpha)
 
 
-def fused_batchnorm_backward(x, y, dy, gamma, mean, inv_std, activation, alpha):
-    """(dx, dgamma, dbeta): batchnorm's backward of dz = the activation's gradient from the output y."""
-    return B.batchnorm_backward(x, activation_backward(y, dy, activation, alpha), gamma, mean, inv_std)
+def fused_batchnorm_backward(x, y, dy, gamma, beta, mean, inv_std, activation, alpha):
+    """(dx, dgamma, dbeta): batchnorm's backward of dz = the activation's gradient at z, the batchnorm's
+    output recomputed from x, the saved statistics, gamma and beta (y is not needed; kept for the
+    kernels' argument order)."""
+    shape = [1] * x.ndim
+    shape[1] = -1
+    r = lambda a: np.asarray(a).reshape(shape)  # noqa: E731
+    xhat = (x - r(mean)) * r(inv_std)
+    z = xhat * r(gamma) + r(beta)
+    return B.batchnorm_backward(x, A.activation_backward(z, dy, activation, alpha), gamma, mean, inv_std)

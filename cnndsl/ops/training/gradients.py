@@ -52,8 +52,10 @@ DENSE_GRAD_INPUT = _grad_op("dense_grad_input", "dL/dx of dense. Inputs: dy, x."
 DENSE_GRAD_PARAMS = _grad_op("dense_grad_params", "dL/dW and dL/db of dense. Inputs: dy, x.", 2, True)
 POOL_GRAD = _grad_op("pool_grad", "dL/dx of max/avg/l2 pooling. Inputs: dy, x, y.", 3)
 GLOBAL_POOL_GRAD = _grad_op("global_avgpool_grad", "dL/dx of global average pooling. Inputs: dy, x.", 2)
-ACTIVATION_GRAD = _grad_op("activation_grad", "dL/dx of relu, leaky_relu, tanh, sigmoid, softmax "
-                           "from the forward output. Inputs: dy, y.", 2)
+ACTIVATION_GRAD = _grad_op("activation_grad", "dL/dx of an element-wise activation or softmax, from what its "
+                           "gradient reads. Inputs: dy, then y (the forward output) or x (the input: gelu, silu, "
+                           "hardswish, mish).", 2)
+PRELU_GRAD = _grad_op("prelu_grad", "dL/dx of prelu; also writes dL/dslope. Inputs: dy, x.", 2)
 DROPOUT_GRAD = _grad_op("dropout_grad", "dL/dx of dropout with the forward mask. Inputs: dy.", 1)
 BATCHNORM_GRAD = _grad_op("batchnorm_grad", "dL/dx of batchnorm; also writes dL/dgamma, dL/dbeta. "
                           "Inputs: dy, x.", 2)
