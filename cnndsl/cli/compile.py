@@ -58,7 +58,8 @@ def _pass_choice():
               help="Print the graph after this pass (repeatable).")
 @click.option("--disable-pass", multiple=True, type=_pass_choice(), metavar="NAME", help="Skip this pass (repeatable).")
 @click.option("--verify-passes", is_flag=True, help="Verify the IR and re-check shapes after every pass.")
-@click.option("--pass-stats", is_flag=True, help="Per pass: what fired and how many times.")
+@click.option("--pass-stats", is_flag=True,
+              help="Per pass: what fired and how many times, and each match it declined with the reason.")
 @model_options
 def compile_(file, opt_level, training, print_ir, dump_after, disable_pass, verify_passes, pass_stats, load_kwargs):
     """Optimize a model's inference (or --train: training) graph and report what the passes did."""
@@ -97,4 +98,9 @@ def format_pass_stats(ctx) -> str:
     for name, counter in ctx.stats.items():
         for what, n in counter.items():
             lines.append(f"  {name:24} {what:40} x{n}")
+    declined = [(name, where, why) for name, d in ctx.declines.items() for where, why in d.items()]
+    if declined:
+        lines.append("declined:")
+    for name, where, why in declined:
+        lines.append(f"  {name:24} {where}: {why}")
     return "\n".join(lines)

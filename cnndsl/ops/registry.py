@@ -2,8 +2,9 @@
 
 An `OpDef` holds an op's options (name, kind, default, doc, range check), its
 input arity, its shape rule, its parameter and FLOP counts, its receptive-field
-window, and (filled by later stages) its NumPy reference, gradient rule and
-kernels per backend. Each op lives in its own module under `cnndsl/ops/` and
+window, its gradient rule and (filled by the backends) its kernels per backend.
+Its NumPy references live in cnndsl/kernels/reference/ (element-wise activations: their
+records in cnndsl/kernels/activations.py). Each op lives in its own module under `cnndsl/ops/` and
 calls `register(...)`; stages look ops up with `get_op(name)`.
 """
 from __future__ import annotations
@@ -230,9 +231,7 @@ class OpDef:
     # loss ops: the values a target may hold (cnndsl/ops/training/targets.py), checked where data
     # enters, since loss kernels index with class targets and Numba does not check bounds
     target_values: Any = None
-    # filled by the backend and training stages:
-    reference: Callable | None = None
-    gradient: Callable | None = None
+    gradient: Callable | None = None  # (GradBuilder, node, dy) -> input gradients (cnndsl/passes/autodiff.py)
     kernels: dict[str, Any] = field(default_factory=dict)
 
     def attr(self, name: str) -> Attr | None:

@@ -14,6 +14,11 @@ Properties used: "typed" (shape inference has run), "forward" (no gradient nodes
 forward rewrites must happen before autodiff, whose gradient nodes name forward nodes),
 "training_graph" (autodiff has run), "planned" (the memory plan is computed).
 
+Local rewrites (the fusions, remove_dropout) are `RewritePass`es: they declare their pattern
+(`ops`, and `then` for an op followed by its sole reader), their `guards` (each returns the
+reason it declines a match, or None) and their `rewrite`; the match loop, the statistics and
+the reasons of declined matches (`cnndsl compile --pass-stats`) are written once, here.
+
 Rewrites keep two promises every pass's guards enforce: a node that a head points at
 is never removed or renamed (Model reads heads by node name), and a layer with
 parameters keeps its name (weights are `<layer>.<param>`).
@@ -75,11 +80,16 @@ class PassContext:
     properties: set[str] = field(default_factory=lambda: {"typed", "forward"})
     ran: list[str] = field(default_factory=list)  # every pass run, in order (repeats included)
     stats: dict[str, Counter] = field(default_factory=dict)  # pass -> what fired -> how many times
+    # pass -> the match it declined ("c1 -> r1") -> why (the last reason when a fixed point repeats it)
+    declines: dict[str, dict[str, str]] = field(default_factory=dict)
     dumps: list[tuple[str, str]] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)  # free-form results (e.g. the memory plan's size)
 
     def fired(self, pass_name: str, what: str, n: int = 1) -> None:
         self.stats.setdefault(pass_name, Counter())[what] += n
+
+    def declined(self, pass_name: str, where: str, reason: str) -> None:
+        self.declines.setdefault(pass_name, {})[where] = reason
 
     def enabled(self, p: Pass) -> bool:
         valid = p.modes == BOTH if self.mode == EITHER else self.mode in p.modes
@@ -130,3 +140,81 @@ def absorb(graph: Graph, keep: str, gone: str) -> None:
     """`keep` now computes what `gone` did: gone's readers read keep, and gone is removed."""
     graph.replace_uses(gone, keep)
     graph.remove(gone)
+
+
+# -- declarative local rewrites -------------------------------------------------------------
+@dataclass
+class Match:
+    """One occurrence of a RewritePass's pattern: `node`, of one of the pass's `ops`, and for a
+    two-node pattern `consumer`, a reader of `node` of one of its `then` kinds."""
+
+    node: str
+    consumer: str | None = None
+
+    def __str__(self) -> str:
+        return self.node if self.consumer is None else f"{self.node} -> {self.consumer}"
+
+
+Guard = Callable[[Graph, Match, "PassContext"], "str | None"]
+
+
+def sole_reader(graph: Graph, m: Match, ctx: PassContext) -> str | None:
+    """The first guard of every two-node pattern: `node` must stay materialized when anything else
+    reads it, or when it is a head (the caller reads it by name)."""
+    if is_head(graph, m.node):
+        return f"'{m.node}' is a head: its value must stay"
+    readers = graph.nx.out_degree(m.node)
+    if readers != 1:
+        return f"'{m.node}' has {readers} readers: its value must stay"
+    return None
+
+
+def consumer_not_head(graph: Graph, m: Match, ctx: PassContext) -> str | None:
+    """The absorbed reader's name is what the caller reads when it is a head."""
+    if m.consumer is not None and is_head(graph, m.consumer):
+        return f"'{m.consumer}' is a head: its name must stay"
+    return None
+
+
+class RewritePass(Pass):
+    """A local rewrite declared, not hand-looped (ONNX Runtime's RewriteRule: SatisfyCondition/Apply).
+
+        ops      the op kinds a match starts at
+        then     the op kinds of its reader, for "an op followed by its sole reader" (the match
+                 is declined, by `sole_reader`, when that reader is not the only one); () for a
+                 one-node pattern
+        guards   functions (graph, match, ctx) -> the reason the match is declined, or None;
+                 run in order, the first reason is recorded (ctx.declines) and nothing changes
+        rewrite  (graph, match, ctx) -> what fired (ctx.stats, `--pass-stats`)
+
+    Matches are visited in topological order; a node removed by an earlier rewrite is skipped."""
+
+    ops: ClassVar[tuple[str, ...]] = ()
+    then: ClassVar[tuple[str, ...]] = ()
+    guards: ClassVar[tuple[Guard, ...]] = ()
+
+    def rewrite(self, graph: Graph, m: Match, ctx: PassContext) -> str:
+        raise NotImplementedError
+
+    def matches(self, graph: Graph, name: str) -> list[Match]:
+        if not self.then:
+            return [Match(name)]
+        readers = dict.fromkeys(r for r in graph.consumers(name) if graph.node(r).op in self.then)
+        return [Match(name, r) for r in readers]
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        changed = False
+        guards = ((sole_reader,) if self.then else ()) + tuple(self.guards)
+        for name in graph.topo_order():
+            if name not in graph or graph.node(name).op not in self.ops:
+                continue
+            for m in self.matches(graph, name):
+                reason = next((r for r in (g(graph, m, ctx) for g in guards) if r), None)
+                if reason:
+                    ctx.declined(self.name, str(m), reason)
+                    continue
+                ctx.fired(self.name, self.rewrite(graph, m, ctx))
+                ctx.declines.get(self.name, {}).pop(str(m), None)
+                changed = True
+                break  # the node changed: its other readers are looked at in the next round
+        return changed

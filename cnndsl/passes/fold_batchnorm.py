@@ -12,43 +12,40 @@ Folded values never overwrite the stored parameters: the node names its batchnor
 launcher folds the current stored values into scratch at run time (cnndsl/backend/cpu/fused.py,
 docs/passes.md "Folded constants").
 
-Guards (each bails out): the producer is not a conv/dense or already has an activation,
-residual or folded batchnorm; the producer has another reader or is a head; the batchnorm
-is a head.
+Guards (each declines with its reason): the layer has another reader or is a head; the batchnorm
+is a head; the layer already has an activation, a residual or a folded batchnorm; the backend
+lacks the fused op.
 Tests: tests/passes/test_fold_batchnorm.py.
 """
 from __future__ import annotations
 
-from cnndsl.passes.base import INFERENCE, Pass, PassContext, absorb, is_head, mark_rewritten, sole_consumer
-from cnndsl.passes.fusion import can_make_fused, has_epilogue_room, make_fused
+from cnndsl.passes.base import INFERENCE, Match, RewritePass, absorb, consumer_not_head, mark_rewritten
+from cnndsl.passes.fusion import ANCHORS, backend_can_fuse, layer_has_room, make_fused
 
 
-class FoldBatchnorm(Pass):
+def nothing_in_epilogue(graph, m, ctx) -> str | None:
+    a = graph.node(m.node).attrs
+    if a.get("residual"):
+        return f"'{m.node}' adds a residual before the batchnorm would apply"
+    if a.get("folded_bn"):
+        return f"'{m.node}' already has a folded batchnorm"
+    return None
+
+
+class FoldBatchnorm(RewritePass):
     name = "fold_batchnorm"
     level = 2
     modes = frozenset({INFERENCE})
     requires = ("typed", "forward")
+    ops = ANCHORS
+    then = ("batchnorm",)
+    guards = (consumer_not_head, layer_has_room, nothing_in_epilogue, backend_can_fuse)
 
-    def run(self, graph, ctx: PassContext) -> bool:
-        changed = False
-        for name in graph.topo_order():
-            if name in graph and graph.node(name).op == "batchnorm":
-                changed |= self.fold(graph, name, ctx)
-        return changed
-
-    def fold(self, graph, bn_name: str, ctx: PassContext) -> bool:
-        if is_head(graph, bn_name):
-            return False
-        layer_name = graph.inputs_of(bn_name)[0]
-        layer = graph.node(layer_name)
-        if not has_epilogue_room(layer) or layer.attrs.get("residual") or layer.attrs.get("folded_bn"):
-            return False
-        if sole_consumer(graph, layer_name) != bn_name or not can_make_fused(layer, ctx):
-            return False
-        eps = float(graph.node(bn_name).attrs["eps"])
+    def rewrite(self, graph, m: Match, ctx) -> str:
+        layer = graph.node(m.node)
+        eps = float(graph.node(m.consumer).attrs["eps"])
         make_fused(layer)
-        layer.attrs["folded_bn"], layer.attrs["bn_eps"] = bn_name, eps
-        absorb(graph, layer_name, bn_name)
+        layer.attrs["folded_bn"], layer.attrs["bn_eps"] = m.consumer, eps
+        absorb(graph, m.node, m.consumer)
         mark_rewritten(layer, self.name)
-        ctx.fired(self.name, f"batchnorm folded into {layer.op.removeprefix('fused_')}")
-        return True
+        return f"batchnorm folded into {layer.op.removeprefix('fused_')}"

@@ -15,75 +15,75 @@ kernel recomputes dz = act'(y) * dy in each of the batchnorm backward's two swee
 
     e = epilogue_grad(dy, b) ; gi = batchnorm_grad(e, x)   ->   gi = fused_batchnorm_grad(dy, x, b)
 
-Guards: dz has a reader other than the layer's own gradient ops (a residual shortcut
-takes dz as its gradient, so residual convs keep the three nodes); the backend lacks the
-fused gradient op.
+Guards (each declines with its reason): the forward layer has no fused gradient op; the backend
+lacks it; dz has a reader other than the layer's own gradient ops (a residual shortcut takes dz as
+its gradient, so residual convs keep the three nodes).
 Tests: tests/passes/test_fuse_backward.py.
 """
 from __future__ import annotations
 
 from cnndsl.ir.graph import Node
-from cnndsl.passes.base import TRAINING, Pass, PassContext
+from cnndsl.passes.base import TRAINING, Match, RewritePass
 from cnndsl.passes.fusion import backend_has
 
 GRAD_OPS = {"fused_conv": ("conv_grad_params", "conv_grad_input", "fused_conv_grad"),
-            "fused_dense": ("dense_grad_params", "dense_grad_input", "fused_dense_grad")}
+            "fused_dense": ("dense_grad_params", "dense_grad_input", "fused_dense_grad"),
+            "fused_batchnorm": (None, "batchnorm_grad", "fused_batchnorm_grad")}
 
 
-class FuseBackward(Pass):
+def has_fused_gradient(graph, m, ctx) -> str | None:
+    fwd = graph.node(graph.node(m.node).attrs["forward"])
+    ops = GRAD_OPS.get(fwd.op)
+    if ops is None:
+        return f"{fwd.op} '{fwd.name}' has no fused gradient op"
+    if not backend_has(ctx, ops[2]):
+        return f"backend {ctx.backend} has no kernel for {ops[2]}"
+    return None
+
+
+def only_own_readers(graph, m, ctx) -> str | None:
+    """dz is read by the forward layer's own gradient ops and nothing else."""
+    dz = m.node
+    fwd = graph.node(dz).attrs["forward"]
+    allowed = GRAD_OPS[graph.node(fwd).op][:2]
+    readers = {graph.node(r).op: r for r in graph.consumers(dz)}
+    foreign = [r for r in graph.consumers(dz) if graph.node(r).op not in allowed
+               or graph.node(r).attrs.get("forward") != fwd]
+    if foreign:
+        return f"'{dz}' is also read by {', '.join(foreign)}: it must stay materialized"
+    if len(readers) != graph.nx.out_degree(dz):
+        return f"'{dz}' is read twice by one of its gradient ops"
+    if allowed[0] is None and not readers:
+        return f"'{dz}' has no batchnorm gradient to fuse with"
+    return None
+
+
+class FuseBackward(RewritePass):
     name = "fuse_backward"
     level = 2
     modes = frozenset({TRAINING})
     requires = ("typed", "training_graph")
+    ops = ("epilogue_grad",)
+    guards = (has_fused_gradient, only_own_readers)
 
-    def run(self, graph, ctx: PassContext) -> bool:
-        changed = False
-        for name in graph.topo_order():
-            if name in graph and graph.node(name).op == "epilogue_grad":
-                changed |= self.fuse(graph, name, ctx)
-        return changed
-
-    def fuse(self, graph, dz: str, ctx: PassContext) -> bool:
+    def rewrite(self, graph, m: Match, ctx) -> str:
+        dz = m.node
         fwd = graph.node(dz).attrs["forward"]
-        if graph.node(fwd).op == "fused_batchnorm":
-            return self.fuse_batchnorm(graph, dz, fwd, ctx)
-        ops = GRAD_OPS.get(graph.node(fwd).op)
-        if ops is None or not backend_has(ctx, ops[2]):
-            return False
+        kind = graph.node(fwd).op
+        params_op, input_op, fused_op = GRAD_OPS[kind]
         readers = {graph.node(r).op: r for r in graph.consumers(dz)}
-        if len(readers) != graph.nx.out_degree(dz) or set(readers) - set(ops[:2]) or \
-                any(graph.node(r).attrs["forward"] != fwd for r in readers.values()):
-            return False
-        params_node, input_node = readers.get(ops[0]), readers.get(ops[1])
+        params_node, input_node = readers.get(params_op), readers.get(input_op)
         dy, y = graph.inputs_of(dz)
         x = graph.inputs_of(fwd)[0]
-        fused = Node(f"{fwd}.grad_fused", ops[2], {"forward": fwd, "like": 1, "params_grad": params_node is not None,
-                                                   "input_grad": input_node is not None},
-                     span=graph.node(dz).span, trace=graph.node(dz).trace)
+        attrs = {"forward": fwd, "like": 1}
+        if kind != "fused_batchnorm":
+            attrs.update(params_grad=params_node is not None, input_grad=input_node is not None)
+        fused = Node(f"{fwd}.grad_fused", fused_op, attrs, span=graph.node(dz).span, trace=graph.node(dz).trace)
         graph.add(fused, [dy, x, y])
-        for old in (params_node, input_node):
+        for old in (params_node, input_node):  # the optimizer step waits for them: they write gradients
             if old is not None:
                 graph.replace_uses(old, fused.name)
                 graph.remove(old)
         graph.remove(dz)
         fused.meta["rewritten_by"] = self.name
-        ctx.fired(self.name, f"{graph.node(fwd).op.removeprefix('fused_')} backward fused")
-        return True
-
-    def fuse_batchnorm(self, graph, dz: str, fwd: str, ctx: PassContext) -> bool:
-        if graph.nx.out_degree(dz) != 1 or not backend_has(ctx, "fused_batchnorm_grad"):
-            return False
-        grad = graph.consumers(dz)[0]
-        if graph.node(grad).op != "batchnorm_grad" or graph.node(grad).attrs["forward"] != fwd:
-            return False
-        dy, y = graph.inputs_of(dz)
-        x = graph.inputs_of(fwd)[0]
-        fused = Node(f"{fwd}.grad_fused", "fused_batchnorm_grad", {"forward": fwd, "like": 1},
-                     span=graph.node(dz).span, trace=graph.node(dz).trace)
-        graph.add(fused, [dy, x, y])
-        graph.replace_uses(grad, fused.name)  # the optimizer step waits for it: it writes dgamma, dbeta
-        graph.remove(grad)
-        graph.remove(dz)
-        fused.meta["rewritten_by"] = self.name
-        ctx.fired(self.name, "batchnorm backward fused")
-        return True
+        return f"{kind.removeprefix('fused_')} backward fused"

@@ -4,47 +4,40 @@
 
 The headline fusion (ONNX Runtime ConvActivationFusion): the activation is applied to each
 output chunk right after its GEMM, while it is in cache, instead of in a second sweep over
-the whole tensor. Activations: relu, leaky_relu (alpha kept), sigmoid, tanh. In training
-the fused op's gradient rule differentiates the activation from the fused output.
+the whole tensor. Activations: every element-wise one (cnndsl/kernels/activations.py; alpha
+kept). In training the fused op's gradient rule differentiates the activation from the fused
+output, so there only the activations whose gradient reads their output fuse.
 
-Guards (each bails out): the conv already has an activation; the conv's output has another
-reader (it must stay materialized) or is a head; the activation is a head (its name is
-what the caller reads and it would disappear).
-Tests: tests/passes/test_fuse_conv_activation.py.
+Guards (each declines with its reason, `--pass-stats`): the conv's output has another reader or
+is a head (it must stay materialized); the activation is a head (its name is what the caller
+reads and it would disappear); the conv already has an activation; the backend lacks the fused
+op; the reader is not an element-wise activation, or (training) its gradient needs its input.
+Tests: tests/passes/test_fuse_conv_activation.py, tests/passes/test_rewrite.py.
 """
 from __future__ import annotations
 
-from cnndsl.passes.base import Pass, PassContext, absorb, is_head, mark_rewritten, sole_consumer
-from cnndsl.passes.fusion import activation_refusal, can_make_fused, has_epilogue_room, make_fused, set_activation
+from cnndsl.passes.base import RewritePass, absorb, consumer_not_head, mark_rewritten
+from cnndsl.passes.fusion import (ACTIVATION_OPS, backend_can_fuse, consumer_activation_fuses, layer_has_room,
+                                  make_fused, set_activation)
 
 
-def fuse_activation(graph, layer_name: str, pass_name: str, ctx: PassContext) -> bool:
-    """The rule shared with fuse_dense_activation."""
-    layer = graph.node(layer_name)
-    if not has_epilogue_room(layer) or not can_make_fused(layer, ctx):
-        return False
-    act_name = sole_consumer(graph, layer_name)
-    if act_name is None or is_head(graph, act_name):
-        return False
-    act = graph.node(act_name)
-    if activation_refusal(act.op, ctx):
-        return False
-    make_fused(layer)
-    set_activation(layer, act)
-    absorb(graph, layer_name, act_name)
-    mark_rewritten(layer, pass_name)
-    ctx.fired(pass_name, f"{layer.op.removeprefix('fused_')} + {act.op}")
-    return True
+class FuseActivation(RewritePass):
+    """The rule shared with fuse_dense_activation: a layer followed by its activation."""
 
-
-class FuseConvActivation(Pass):
-    name = "fuse_conv_activation"
-    level = 2
+    then = ACTIVATION_OPS
     requires = ("typed", "forward")
+    level = 2
+    guards = (consumer_not_head, layer_has_room, backend_can_fuse, consumer_activation_fuses)
 
-    def run(self, graph, ctx: PassContext) -> bool:
-        changed = False
-        for name in graph.topo_order():
-            if name in graph and graph.node(name).op in ("conv", "fused_conv"):
-                changed |= fuse_activation(graph, name, self.name, ctx)
-        return changed
+    def rewrite(self, graph, m, ctx) -> str:
+        layer, act = graph.node(m.node), graph.node(m.consumer)
+        make_fused(layer)
+        set_activation(layer, act)
+        absorb(graph, m.node, m.consumer)
+        mark_rewritten(layer, self.name)
+        return f"{layer.op.removeprefix('fused_')} + {act.op}"
+
+
+class FuseConvActivation(FuseActivation):
+    name = "fuse_conv_activation"
+    ops = ("conv", "fused_conv")

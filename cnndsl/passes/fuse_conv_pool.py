@@ -10,9 +10,9 @@ Numba notes single out). Like every fused op it keeps the conv's name, so its pa
 
 Where it pays, and only there: the non-overlapping 2x2 window (the kernel's one specialized case)
 of an unpadded pool; at inference only, because training needs the conv's output and the pool's
-argmax for the backward pass. Guards (each bails out): not the 2x2/stride-2 unpadded window;
-the conv's output has another reader or is a head; the pool is a head (its name is what the
-caller reads); the backend has no fused_conv_pool kernel;
+argmax for the backward pass. Guards (each declines with its reason): the conv's output has another
+reader or is a head; the pool is a head (its name is what the caller reads); not the 2x2/stride-2
+unpadded window; the backend has no fused_conv_pool kernel;
 the pooled size is not the floor of half the conv's (the pool would need rounding=ceil); the
 conv's activation is not monotone (gelu, silu, ...: max(act(z)) != act(max(z))).
 Tests: tests/passes/test_fuse_conv_pool.py.
@@ -21,43 +21,50 @@ from __future__ import annotations
 
 from cnndsl.ops.fused.conv_pool import POOL
 from cnndsl.ops.pool import pool_stride
-from cnndsl.passes.base import INFERENCE, Pass, PassContext, absorb, is_head, mark_rewritten, sole_consumer
+from cnndsl.passes.base import INFERENCE, Match, RewritePass, absorb, consumer_not_head, mark_rewritten
 from cnndsl.passes.fusion import backend_has, make_fused, pool_refusal
 
 
-class FuseConvPool(Pass):
+def plain_window(graph, m, ctx) -> str | None:
+    if not is_plain_2x2_maxpool(graph.node(m.consumer)):
+        return f"'{m.consumer}' is not the unpadded 2x2 stride-2 max pool"
+    return None
+
+
+def backend_pools(graph, m, ctx) -> str | None:
+    return None if backend_has(ctx, "fused_conv_pool") else f"backend {ctx.backend} has no kernel for fused_conv_pool"
+
+
+def monotone(graph, m, ctx) -> str | None:
+    return pool_refusal(graph.node(m.node).attrs.get("activation", "none"))
+
+
+def floor_size(graph, m, ctx) -> str | None:
+    _, oh, ow = graph.node(m.node).type.shape
+    if graph.node(m.consumer).type.shape[1:] != (oh // POOL, ow // POOL):
+        return f"'{m.consumer}' rounds up (rounding=ceil): the fused kernel pools only whole windows"
+    return None
+
+
+class FuseConvPool(RewritePass):
     name = "fuse_conv_pool"
     level = 2
     modes = frozenset({INFERENCE})
     requires = ("typed", "forward")
+    ops = ("conv", "fused_conv")
+    then = ("maxpool",)
+    guards = (consumer_not_head, plain_window, backend_pools, monotone, floor_size)
 
-    def run(self, graph, ctx: PassContext) -> bool:
-        changed = False
-        for name in graph.topo_order():
-            if name in graph and graph.node(name).op in ("conv", "fused_conv"):
-                changed |= self.fuse(graph, name, ctx)
-        return changed
-
-    def fuse(self, graph, conv_name: str, ctx: PassContext) -> bool:
-        pool_name = sole_consumer(graph, conv_name)
-        if pool_name is None or is_head(graph, pool_name) or not is_plain_2x2_maxpool(graph.node(pool_name)):
-            return False
-        if not backend_has(ctx, "fused_conv_pool"):
-            return False
-        conv, pool = graph.node(conv_name), graph.node(pool_name)
-        if pool_refusal(conv.attrs.get("activation", "none")):
-            return False
+    def rewrite(self, graph, m: Match, ctx) -> str:
+        conv, pool = graph.node(m.node), graph.node(m.consumer)
         _, oh, ow = conv.type.shape
-        if pool.type.shape[1:] != (oh // POOL, ow // POOL):
-            return False
         make_fused(conv)
         conv.op = "fused_conv_pool"
         conv.type = pool.type
         conv.meta["conv_hw"] = (oh, ow)
-        absorb(graph, conv_name, pool_name)
+        absorb(graph, m.node, m.consumer)
         mark_rewritten(conv, self.name)
-        ctx.fired(self.name, f"conv + {conv.attrs['activation']} + maxpool 2")
-        return True
+        return f"conv + {conv.attrs['activation']} + maxpool 2"
 
 
 def is_plain_2x2_maxpool(node) -> bool:

@@ -7,18 +7,9 @@ Tests: tests/passes/test_fuse_dense_activation.py.
 """
 from __future__ import annotations
 
-from cnndsl.passes.base import Pass, PassContext
-from cnndsl.passes.fuse_conv_activation import fuse_activation
+from cnndsl.passes.fuse_conv_activation import FuseActivation
 
 
-class FuseDenseActivation(Pass):
+class FuseDenseActivation(FuseActivation):
     name = "fuse_dense_activation"
-    level = 2
-    requires = ("typed", "forward")
-
-    def run(self, graph, ctx: PassContext) -> bool:
-        changed = False
-        for name in graph.topo_order():
-            if name in graph and graph.node(name).op in ("dense", "fused_dense"):
-                changed |= fuse_activation(graph, name, self.name, ctx)
-        return changed
+    ops = ("dense", "fused_dense")

@@ -1,4 +1,5 @@
-"""Helpers shared by the fusion passes (not a pass): turning a layer into its fused op.
+"""Helpers shared by the fusion passes (not a pass): turning a layer into its fused op, and the
+guards the passes declare (each returns why it declines a match, or None).
 
 A layer becomes its fused op in place: the node keeps its name (so its parameters stay
 `<layer>.weight`), its options, and gains the epilogue options with their defaults; the
@@ -36,6 +37,9 @@ def pool_refusal(activation: str) -> str | None:
     return None
 
 
+ACTIVATION_OPS = FUSABLE_ACTIVATIONS + ("softmax", "prelu")  # what an epilogue match looks at
+
+
 def backend_has(ctx, *ops: str) -> bool:
     """Can ctx.backend run these ops? (True without a backend: a pure graph rewrite.)"""
     if ctx.backend is None:
@@ -55,6 +59,25 @@ def can_make_fused(node, ctx) -> bool:
 def has_epilogue_room(node) -> bool:
     """A layer (or fused layer) whose output is still the plain affine result: no activation yet."""
     return node.op in ANCHORS and node.attrs.get("activation", "none") == "none"
+
+
+# -- guards ----------------------------------------------------------------------------------
+def layer_has_room(graph, m, ctx) -> str | None:
+    node = graph.node(m.node)
+    if not has_epilogue_room(node):
+        return f"'{m.node}' already has an activation ({node.attrs.get('activation')})"
+    return None
+
+
+def backend_can_fuse(graph, m, ctx) -> str | None:
+    node = graph.node(m.node)
+    if not can_make_fused(node, ctx):
+        return f"backend {ctx.backend} has no kernel for {FUSED_OF.get(node.op, node.op)} (or its gradient)"
+    return None
+
+
+def consumer_activation_fuses(graph, m, ctx) -> str | None:
+    return activation_refusal(graph.node(m.consumer).op, ctx)
 
 
 def make_fused(node) -> None:

@@ -7,20 +7,20 @@ Tests: tests/passes/test_remove_dropout.py.
 """
 from __future__ import annotations
 
-from cnndsl.passes.base import INFERENCE, Pass, PassContext, bypass, is_head
+from cnndsl.passes.base import INFERENCE, Match, RewritePass, bypass, is_head
 
 
-class RemoveDropout(Pass):
+def not_head(graph, m, ctx) -> str | None:
+    return f"'{m.node}' is a head: its name must stay" if is_head(graph, m.node) else None
+
+
+class RemoveDropout(RewritePass):
     name = "remove_dropout"
     level = 1
     modes = frozenset({INFERENCE})
+    ops = ("dropout",)
+    guards = (not_head,)
 
-    def run(self, graph, ctx: PassContext) -> bool:
-        changed = False
-        for name in graph.topo_order():
-            if graph.node(name).op != "dropout" or is_head(graph, name):
-                continue
-            bypass(graph, name)
-            ctx.fired(self.name, "dropout removed")
-            changed = True
-        return changed
+    def rewrite(self, graph, m: Match, ctx) -> str:
+        bypass(graph, m.node)
+        return "dropout removed"

@@ -114,12 +114,6 @@ def optimizer_for(config: TrainingConfig, params):
                           weight_decay=o.weight_decay)
 
 
-class NonFiniteLoss(Exception):
-    def __init__(self, step: int, loss: float):
-        self.step, self.loss = step, loss
-        super().__init__(f"loss became {loss} at step {step}")
-
-
 @dataclass
 class Position:
     """Where a run stands: epochs completed, batches done in the current epoch, running sums."""

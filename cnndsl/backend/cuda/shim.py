@@ -4,7 +4,7 @@ NVIDIA's numba-cuda-mlir when it is installed, otherwise numba's CUDA target (th
 built-in `numba.cuda`, or NVIDIA's numba-cuda, which replaces it when installed).
 numba-cuda-mlir has no simulator, so with NUMBA_ENABLE_CUDASIM=1 (which must be set
 before numba is first imported) numba's target, i.e. its simulator, is used.
-See /work/shared/notes/numba-performance.md §4.1.
+See docs/cuda.md.
 """
 from __future__ import annotations
 
