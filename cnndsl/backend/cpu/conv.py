@@ -1,4 +1,10 @@
-"""Launchers for conv and conv_transpose, forward and backward (im2col + BLAS kernels).
+"""Launchers for conv and conv_transpose, forward and backward.
+
+Two algorithms serve a conv (groups = 1): the register-blocked direct convolution
+(cnndsl/kernels/cpu/direct.py) for the forward, and for the input gradient of a stride-1 conv;
+im2col + BLAS (cnndsl/kernels/cpu/conv.py) for the rest (the weight gradient, strided input
+gradients, plain 1x1 convs) and for grouped convs. `algorithm` makes the choice, the same for
+every launcher of a layer; CNNDSL_CPU_CONV=im2col forces the old path (for A/B measurements).
 
 While training, a conv's forward keeps its unfolded input (im2col) for the weight gradient,
 which would otherwise unfold the same input again; `kept_col` decides when (im2col path,
@@ -8,8 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 
+import os
+
+import numba
+
 from cnndsl.backend.cpu.launch import grads_of, launches, params_of
 from cnndsl.kernels.cpu import conv as K
+from cnndsl.kernels.cpu import direct as DR
 
 _NO_BIAS = np.zeros(1, np.float32)
 # Largest unfolded input a layer keeps between its forward and backward launches.
@@ -20,6 +31,66 @@ def _geometry(node):
     a = node.attrs
     top, _, left, _ = node.meta["pads"]
     return a["stride"][0], a["stride"][1], top, left, a["dilation"][0], a["dilation"][1], a["groups"]
+
+
+def direct_allowed() -> bool:
+    """False when CNNDSL_CPU_CONV=im2col: every conv takes the im2col + BLAS path."""
+    return os.environ.get("CNNDSL_CPU_CONV", "auto") != "im2col"
+
+
+def direct_plan(x, weight, out_hw, geometry):
+    """The direct forward's plan (kernels/cpu/direct.py) for this conv to an out_hw = (OH, OW)
+    map, or None for im2col."""
+    if not direct_allowed():
+        return None
+    sh, sw, pt, pl, dh, dw, g = geometry
+    n, c, h, w = x.shape
+    f, _, kh, kw = weight.shape
+    return DR.plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, out_hw[0], out_hw[1])
+
+
+def direct_forward(rc, x, weight, bias, has_bias, res, has_res, act, alpha, geometry, y, p) -> None:
+    sh, sw, pt, pl, dh, dw, _ = geometry
+    xl, wl = DR.scratch_len(x.shape[0], x.shape[1], weight.shape[0], weight.shape[2], weight.shape[3], p)
+    DR.forward(x, weight, bias, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, dh, dw, y,
+               rc.scratch("direct_x", xl), rc.scratch("direct_w", wl))
+
+
+def input_grad(rc, dy, weight, geometry, x, dx) -> None:
+    """dx = dL/dx of a conv from dy: the direct kernel for stride 1, im2col otherwise."""
+    sh, sw, pt, pl, dh, dw, g = geometry
+    n, c, h, w = dx.shape
+    f, _, kh, kw = weight.shape
+    q = DR.backward_data_plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, dy.shape[2], dy.shape[3]) \
+        if direct_allowed() else None
+    if q is not None:
+        xl, wl = DR.scratch_len(n, f, c, kh, kw, q)
+        DR.backward_data(dy, weight, pt, pl, dh, dw, dx, rc.scratch("direct_x", xl), rc.scratch("direct_w", wl))
+        return
+    nb, col, tmp = _conv_ws(rc, x, dy, weight, g)
+    K.conv2d_backward_data(dy, weight, sh, sw, pt, pl, dh, dw, g, nb, col, tmp, dx)
+
+
+def params_grad(rc, fwd, x, dy, geometry, dweight, dbias, has_bias) -> None:
+    """dweight (and dbias) of a conv from dy: the direct kernel where the forward's plan exists,
+    im2col otherwise (reusing the forward's kept unfolded input when it kept one)."""
+    sh, sw, pt, pl, dh, dw, g = geometry
+    n, c, h, w = x.shape
+    f, _, kh, kw = dweight.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    q = DR.wgrad_plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, oh, ow) if direct_allowed() else None
+    if q is not None:
+        threads = numba.get_num_threads()
+        xl, dl, pl_ = DR.wgrad_scratch_len(n, c, f, kh, kw, oh, ow, q, threads)
+        DR.backward_weight(x, dy, pt, pl, sh, sw, dh, dw, dweight, rc.scratch("direct_x", xl),
+                           rc.scratch("direct_dy", dl), rc.scratch("direct_w", pl_), threads)
+        if has_bias:
+            K.bias_grad(dy, dbias)
+        return
+    nb, col, tmp = _conv_ws(rc, x, dy, dweight, g)
+    ready = col_was_kept(rc, fwd)
+    K.conv2d_backward_weight(x, dy, has_bias, sh, sw, pt, pl, dh, dw, g, nb, kept_col_of(rc, fwd) if ready else col,
+                             tmp, dweight, dbias, ready)
 
 
 def _conv_ws(rc, x, y, weight, groups):
@@ -66,10 +137,16 @@ def _convt_ws(rc, x, weight, groups):
 @launches("conv")
 def conv(rc, node, ins, out):
     p = params_of(rc, node.name)
-    sh, sw, pt, pl, dh, dw, g = _geometry(node)
+    geometry = _geometry(node)
+    sh, sw, pt, pl, dh, dw, g = geometry
+    bias = p.get("bias", _NO_BIAS)
+    plan = direct_plan(ins[0], p["weight"], out.shape[2:], geometry)
+    if plan is not None:
+        rc.cache["kept_col:" + node.name] = False
+        direct_forward(rc, ins[0], p["weight"], bias, "bias" in p, out, False, 0, 0.0, geometry, out, plan)
+        return
     nb, col, tmp = _conv_ws(rc, ins[0], out, p["weight"], g)
     keep = kept_col(rc, node, ins[0], out, p["weight"], nb, sh, sw, pt, pl)
-    bias = p.get("bias", _NO_BIAS)
     K.conv2d_forward(ins[0], p["weight"], bias, "bias" in p, sh, sw, pt, pl, dh, dw, g, nb,
                      col if keep is None else keep, tmp, out, keep is not None)
 
@@ -78,10 +155,7 @@ def conv(rc, node, ins, out):
 def conv_grad_input(rc, node, ins, out):
     fwd = rc.forward_node(node)
     dy, x = ins
-    w = params_of(rc, fwd.name)["weight"]
-    sh, sw, pt, pl, dh, dw, g = _geometry(fwd)
-    nb, col, tmp = _conv_ws(rc, x, dy, w, g)
-    K.conv2d_backward_data(dy, w, sh, sw, pt, pl, dh, dw, g, nb, col, tmp, out)
+    input_grad(rc, dy, params_of(rc, fwd.name)["weight"], _geometry(fwd), x, out)
 
 
 @launches("conv_grad_params")
@@ -89,12 +163,7 @@ def conv_grad_params(rc, node, ins, out):
     fwd = rc.forward_node(node)
     dy, x = ins
     grads = grads_of(rc, fwd.name)
-    sh, sw, pt, pl, dh, dw, g = _geometry(fwd)
-    nb, col, tmp = _conv_ws(rc, x, dy, grads["weight"], g)
-    ready = col_was_kept(rc, fwd)
-    K.conv2d_backward_weight(x, dy, "bias" in grads, sh, sw, pt, pl, dh, dw, g, nb,
-                             kept_col_of(rc, fwd) if ready else col, tmp,
-                             grads["weight"], grads.get("bias", _NO_BIAS), ready)
+    params_grad(rc, fwd, x, dy, _geometry(fwd), grads["weight"], grads.get("bias", _NO_BIAS), "bias" in grads)
 
 
 @launches("conv_transpose")

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnndsl.backend.cpu.conv import _conv_ws, _geometry, col_was_kept, conv_workspace, kept_col, kept_col_of
+from cnndsl.backend.cpu.conv import (_conv_ws, _geometry, conv_workspace, direct_forward, direct_plan, input_grad,
+                                     kept_col, params_grad)
 from cnndsl.backend.cpu.elementwise import batchnorm_backward, batchnorm_forward
 from cnndsl.backend.cpu.launch import buffers_of, grads_of, launches, params_of
 from cnndsl.kernels.cpu import activation as A
-from cnndsl.kernels.cpu import conv as C
 from cnndsl.kernels.cpu import dense as D
 from cnndsl.kernels.cpu import fused as K
 from cnndsl.kernels.cpu import pool as P
@@ -43,10 +43,17 @@ def layer_weights(rc, node) -> tuple[np.ndarray, np.ndarray, bool]:
 @launches("fused_conv")
 def fused_conv(rc, node, ins, out):
     w, b, has_bias = layer_weights(rc, node)
-    sh, sw, pt, pl, dh, dw, g = _geometry(node)
+    geometry = _geometry(node)
+    sh, sw, pt, pl, dh, dw, g = geometry
+    res = ins[1] if node.attrs["residual"] else out
+    plan = direct_plan(ins[0], w, out.shape[2:], geometry)
+    if plan is not None:
+        rc.cache["kept_col:" + node.name] = False
+        direct_forward(rc, ins[0], w, b, has_bias, res, node.attrs["residual"],
+                       ACTIVATION_CODE[node.attrs["activation"]], float(node.attrs["alpha"]), geometry, out, plan)
+        return
     nb, col, tmp = _conv_ws(rc, ins[0], out, w, g)
     keep = kept_col(rc, node, ins[0], out, w, nb, sh, sw, pt, pl)
-    res = ins[1] if node.attrs["residual"] else out
     K.fused_conv2d_forward(ins[0], w, b, has_bias, res, node.attrs["residual"],
                            ACTIVATION_CODE[node.attrs["activation"]], float(node.attrs["alpha"]),
                            sh, sw, pt, pl, dh, dw, g, nb, col if keep is None else keep, tmp, out, keep is not None)
@@ -57,12 +64,19 @@ def fused_conv_pool(rc, node, ins, out):
     """The im2col + GEMM path pools each output chunk in place; the direct path (depthwise) runs
     the fused conv into a per-node buffer and pools that."""
     w, b, has_bias = layer_weights(rc, node)
-    sh, sw, pt, pl, dh, dw, g = _geometry(node)
+    geometry = _geometry(node)
+    sh, sw, pt, pl, dh, dw, g = geometry
     n, f = out.shape[:2]
     oh, ow = node.meta["conv_hw"]
-    nb, col, tmp = conv_workspace(rc, ins[0], w, g, oh, ow)
     res = ins[1] if node.attrs["residual"] else out
     act, alpha = ACTIVATION_CODE[node.attrs["activation"]], float(node.attrs["alpha"])
+    plan = direct_plan(ins[0], w, (oh, ow), geometry)
+    if plan is not None:  # the direct conv into a per-node buffer, then the pool
+        full = rc.ws(node.name, "conv_out", (n, f, oh, ow))
+        direct_forward(rc, ins[0], w, b, has_bias, res, node.attrs["residual"], act, alpha, geometry, full, plan)
+        P.maxpool2d_forward(full, 2, 2, 2, 2, 0, 0, 1, 1, out, rc.ws(node.name, "argmax", out.shape, np.int32))
+        return
+    nb, col, tmp = conv_workspace(rc, ins[0], w, g, oh, ow)
     if nb > 0:
         K.fused_conv_pool_forward(ins[0], w, b, has_bias, res, node.attrs["residual"], act, alpha,
                                   sh, sw, pt, pl, dh, dw, g, oh, ow, nb, col, tmp, out)
@@ -112,16 +126,12 @@ def fused_conv_grad(rc, node, ins, out):
     dy, x, y = ins
     dz = _epilogue_dz(rc, node, fwd, dy, y)
     w = params_of(rc, fwd.name)["weight"]
-    sh, sw, pt, pl, dh, dw, g = _geometry(fwd)
-    nb, col, tmp = _conv_ws(rc, x, dy, w, g)
+    geometry = _geometry(fwd)
     if node.attrs["params_grad"]:
         grads = grads_of(rc, fwd.name)
-        ready = col_was_kept(rc, fwd)
-        C.conv2d_backward_weight(x, dz, "bias" in grads, sh, sw, pt, pl, dh, dw, g, nb,
-                                 kept_col_of(rc, fwd) if ready else col, tmp,
-                                 grads["weight"], grads.get("bias", _NO_BIAS), ready)
+        params_grad(rc, fwd, x, dz, geometry, grads["weight"], grads.get("bias", _NO_BIAS), "bias" in grads)
     if node.attrs["input_grad"]:
-        C.conv2d_backward_data(dz, w, sh, sw, pt, pl, dh, dw, g, nb, col, tmp, out)
+        input_grad(rc, dz, w, geometry, x, out)
 
 
 @launches("fused_dense_grad")

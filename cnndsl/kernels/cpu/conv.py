@@ -298,7 +298,7 @@ def _add_bias_chunk(y, n0, nbb, b):
 
 
 @parallel_kernel
-def _bias_grad(dy, db):
+def bias_grad(dy, db):
     """db[f] = sum over n, h, w of dy[n, f] (accumulated in float64)."""
     N = dy.shape[0]
     F = dy.shape[1]
@@ -644,7 +644,7 @@ def conv2d_backward_weight(x, dy, has_bias, sh, sw, pad_top, pad_left, dh, dw, g
     else:
         _bwd_weight_core(x, dy, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dweight, col_ready)
     if has_bias:
-        _bias_grad(dy, dbias)
+        bias_grad(dy, dbias)
 
 
 def conv_transpose2d_forward(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col,
@@ -670,4 +670,4 @@ def conv_transpose2d_backward_weight(x, dy, has_bias, sh, sw, pad_top, pad_left,
     conv2d_backward_weight(dy, x, False, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dweight, dbias,
                            False)
     if has_bias:
-        _bias_grad(dy, dbias)
+        bias_grad(dy, dbias)

@@ -1,0 +1,159 @@
+"""The register-blocked direct convolution (cnndsl/kernels/cpu/direct.py and its generated kernels):
+forward, input gradient and weight gradient vs the NumPy reference, and finite differences.
+
+Tolerance: assert_close's float32 bound (1e-5 + 1e-4 x max |expected|), the same as the im2col
+kernels' tests: the direct kernels sum the same products in another order, nothing more.
+Channel counts go past 32 so that every VF (8, 16, 32) and partial last blocks are drawn."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+from kernels_testutil import SETTINGS, assert_close, check_grad_fd, f32
+
+from cnndsl.kernels.cpu import direct as DR
+from cnndsl.kernels.cpu import direct_conv as G
+from cnndsl.kernels.cpu import direct_gen
+from cnndsl.kernels.reference import conv as R
+from cnndsl.kernels.reference import activation as RA
+
+# epilogue.py's activation codes and their references (alpha 0.1 for leaky_relu)
+ACTS = {0: None, 1: RA.relu, 2: lambda v: RA.leaky_relu(v, 0.1), 3: RA.sigmoid, 4: RA.tanh}
+
+
+@st.composite
+def cases(draw, stride1=False):
+    c = draw(st.sampled_from([1, 2, 3, 6, 9, 17]))
+    f = draw(st.sampled_from([1, 5, 8, 9, 16, 17, 32, 33]))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    sh, sw = (1, 1) if stride1 else (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    keh, kew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    pads = tuple(draw(st.integers(0, k - 1)) for k in (keh, keh, kew, kew))
+    h = max(draw(st.integers(1, 11)), keh - pads[0] - pads[1])
+    w = max(draw(st.integers(1, 19)), kew - pads[2] - pads[3])
+    return dict(n=draw(st.integers(1, 3)), c=c, f=f, h=h, w=w, kernel=(kh, kw), stride=(sh, sw),
+                dilation=(dh, dw), pads=pads, act=draw(st.sampled_from(sorted(ACTS))),
+                residual=draw(st.booleans()), bias=draw(st.booleans()), seed=draw(st.integers(0, 2**31)))
+
+
+def _setup(case):
+    rng = np.random.default_rng(case["seed"])
+    n, c, f = case["n"], case["c"], case["f"]
+    kh, kw = case["kernel"]
+    x = rng.standard_normal((n, c, case["h"], case["w"]))
+    w = rng.standard_normal((f, c, kh, kw))
+    b = rng.standard_normal(f) if case["bias"] else None
+    args = (case["stride"], case["pads"], case["dilation"], 1)
+    z = R.conv2d(x, w, b, *args)
+    sh, sw = case["stride"]
+    dh, dw = case["dilation"]
+    geo = dict(sh=sh, sw=sw, pt=case["pads"][0], pl=case["pads"][2], dh=dh, dw=dw)
+    return rng, x, w, b, z, args, geo
+
+
+def _plan(case, z, geo):
+    kh, kw = case["kernel"]
+    return DR.plan(case["c"], case["f"], case["h"], case["w"], kh, kw, geo["sh"], geo["sw"], geo["pt"], geo["pl"],
+                   geo["dh"], geo["dw"], 1, z.shape[2], z.shape[3])
+
+
+@SETTINGS
+@given(cases())
+def test_forward_matches_reference(case):
+    rng, x, w, b, z, args, geo = _setup(case)
+    p = _plan(case, z, geo)
+    if p is None:  # a plain 1x1 conv: the im2col path serves it
+        return
+    res = rng.standard_normal(z.shape) if case["residual"] else None
+    expected = z + res if res is not None else z
+    if ACTS[case["act"]] is not None:
+        expected = ACTS[case["act"]](expected)
+    xl, wl = DR.scratch_len(case["n"], case["c"], case["f"], *case["kernel"], p)
+    y = np.full(z.shape, np.nan, np.float32)
+    DR.forward(f32(x), f32(w), f32(b) if b is not None else np.zeros(1, np.float32), b is not None,
+               f32(res) if res is not None else y, res is not None, case["act"], 0.1, geo["sh"], geo["sw"],
+               geo["pt"], geo["pl"], geo["dh"], geo["dw"], y, np.full(xl, np.nan, np.float32),
+               np.full(wl, np.nan, np.float32))
+    assert_close(y, expected, what=f"direct forward {p}")
+
+
+@SETTINGS
+@given(cases())
+def test_weight_gradient_matches_reference(case):
+    rng, x, w, b, z, args, geo = _setup(case)
+    kh, kw = case["kernel"]
+    q = DR.wgrad_plan(case["c"], case["f"], case["h"], case["w"], kh, kw, geo["sh"], geo["sw"], geo["pt"],
+                      geo["pl"], geo["dh"], geo["dw"], 1, z.shape[2], z.shape[3])
+    if q is None:
+        return
+    dy = rng.standard_normal(z.shape)
+    threads = numba.get_num_threads()
+    bufs = [np.full(m, np.nan, np.float32) for m in
+            DR.wgrad_scratch_len(case["n"], case["c"], case["f"], kh, kw, z.shape[2], z.shape[3], q, threads)]
+    dwk = np.full(w.shape, np.nan, np.float32)
+    DR.backward_weight(f32(x), f32(dy), geo["pt"], geo["pl"], geo["sh"], geo["sw"], geo["dh"], geo["dw"], dwk,
+                       *bufs, threads)
+    _, dw_ref, _ = R.conv2d_backward(x, w, dy, *args)
+    assert_close(dwk, dw_ref, what=f"direct weight gradient {q}")
+
+
+@SETTINGS
+@given(cases(stride1=True))
+def test_input_gradient_matches_reference_and_fd(case):
+    rng, x, w, b, z, args, geo = _setup(case)
+    kh, kw = case["kernel"]
+    q = DR.backward_data_plan(case["c"], case["f"], case["h"], case["w"], kh, kw, 1, 1, geo["pt"], geo["pl"],
+                              geo["dh"], geo["dw"], 1, z.shape[2], z.shape[3])
+    assert q is not None or (kh == kw == 1)
+    if q is None:
+        return
+    dy = rng.standard_normal(z.shape)
+    xl, wl = DR.scratch_len(case["n"], case["f"], case["c"], kh, kw, q)
+    dxk = np.full(x.shape, np.nan, np.float32)
+    DR.backward_data(f32(dy), f32(w), geo["pt"], geo["pl"], geo["dh"], geo["dw"], dxk,
+                     np.full(xl, np.nan, np.float32), np.full(wl, np.nan, np.float32))
+    dx_ref, _, _ = R.conv2d_backward(x, w, dy, *args)
+    assert_close(dxk, dx_ref, what=f"direct input gradient {q}")
+
+    def loss(x_):
+        return float((R.conv2d(x_, w, None, *args) * dy).sum())
+    check_grad_fd(loss, [x], [dxk], rng, what="direct input gradient")
+
+
+def test_plan_declines_what_it_does_not_serve():
+    # grouped convs, plain 1x1 convs, and the input gradient of a strided conv go to im2col
+    assert DR.plan(8, 8, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 2, 10, 10) is None
+    assert DR.plan(8, 8, 10, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1, 10, 10) is None
+    assert DR.plan(8, 8, 10, 10, 1, 1, 2, 2, 0, 0, 1, 1, 1, 5, 5) is not None
+    assert DR.backward_data_plan(8, 8, 10, 10, 3, 3, 2, 2, 1, 1, 1, 1, 1, 5, 5) is None
+    assert DR.plan(8, 8, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10)[:2] == (4, 8)  # F <= 8: one ymm; 4 wastes least of 10
+    assert DR.plan(8, 40, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10)[1] == 32
+
+
+@pytest.mark.parametrize("rb,vf", G.VARIANTS)
+def test_every_forward_variant(rb, vf):
+    """Each generated variant once, whatever the launcher's choice would be (the tile's last
+    pixels past OW and the channels past F are dropped)."""
+    rng = np.random.default_rng(rb * 100 + vf)
+    n, c, f, h, w = 2, 3, vf + 3, 5, rb + 3
+    x, wt, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((f, c, 3, 3)), rng.standard_normal(f)
+    z = R.conv2d(x, wt, b, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    fb = -(-f // vf)
+    wp = (-(-w // rb) * rb - 1) + 3
+    xp = np.zeros((n, c, h + 2, wp), np.float32)
+    xp[:, :, 1:h + 1, 1:w + 1] = x
+    wb = np.empty((fb, c, 3, 3, vf), np.float32)
+    DR.reorder_weights(f32(wt), False, wb)
+    bp = np.zeros(fb * vf, np.float32)
+    bp[:f] = b
+    y = np.full(z.shape, np.nan, np.float32)
+    DR._run(getattr(G, f"fwd_r{rb}_v{vf}"), xp, wb, bp, y, False, np.int64(0), np.float32(0), np.int64(1),
+            np.int64(1), np.int64(1), np.int64(1), np.int64(f), y)
+    assert_close(y, z, what=f"fwd_r{rb}_v{vf}")
+
+
+def test_generated_file_is_up_to_date():
+    with open(G.__file__) as fh:
+        assert fh.read() == direct_gen.source(), "run `python -m cnndsl.kernels.cpu.direct_gen`"
