@@ -68,8 +68,8 @@ def lenet(reps: dict) -> dict:
             "lenet_infer_images_per_s_batch256": C.INFER_BATCH / t_big}
 
 
-def vgg(reps: dict) -> dict:
-    model = with_sgd(cnndsl.compile(C.VGG))
+def vgg(reps: dict, path=C.VGG, key="vgg_train_images_per_s", rep="vgg_train") -> dict:
+    model = with_sgd(cnndsl.compile(path))
     rng = np.random.default_rng(0)
     b = C.TRAIN_BATCH
     x = rng.standard_normal((b,) + C.VGG_INPUT).astype(np.float32)
@@ -80,7 +80,12 @@ def vgg(reps: dict) -> dict:
         model.train_step(x, targets, next(step))
 
     train_step()  # warm-up
-    return {"vgg_train_images_per_s": b / C.median_seconds(train_step, reps["vgg_train"])}
+    return {key: b / C.median_seconds(train_step, reps[rep])}
+
+
+def resnet(reps: dict) -> dict:
+    """examples/resnet_tiny.cnn (CIFAR-shaped input, 10 classes), one training step per repeat."""
+    return vgg(reps, C.RESNET, "resnet_train_images_per_s", "resnet_train")
 
 
 def conv_steps(exe) -> list:
@@ -139,7 +144,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     reps = C.repeats(parser.parse_args().quick)
     result = {}
-    for figure in (lenet, vgg, conv):
+    for figure in (lenet, vgg, resnet, conv):
         print(f"cnndsl: {figure.__name__} ...", file=sys.stderr, flush=True)
         result.update(figure(reps))
     result["versions"] = versions()

@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LENET = ROOT / "examples" / "lenet5.cnn"
 VGG = ROOT / "examples" / "vgg_small.cnn"
+RESNET = ROOT / "examples" / "resnet_tiny.cnn"
 
 TRAIN_BATCH = 64
 LENET_TRAIN_BATCHES = 20  # distinct batches of real digits, cycled through in every repeat
@@ -44,8 +45,8 @@ def conv_flops_per_pass() -> float:
 def repeats(quick: bool) -> dict[str, int]:
     """How many timed repeats each figure takes (the median is reported)."""
     if quick:
-        return {"lenet_train": 2, "latency": 3, "throughput": 3, "vgg_train": 2, "conv": 2}
-    return {"lenet_train": 5, "latency": 7, "throughput": 7, "vgg_train": 5, "conv": 5}
+        return {"lenet_train": 2, "latency": 3, "throughput": 3, "vgg_train": 2, "resnet_train": 2, "conv": 2}
+    return {"lenet_train": 5, "latency": 7, "throughput": 7, "vgg_train": 5, "resnet_train": 5, "conv": 5}
 
 
 def median_seconds(fn, repeats: int, min_repeat_s: float = 0.05) -> float:

@@ -52,6 +52,31 @@ def vgg_small(classes: int = 10, width: int = 32) -> nn.Module:
         nn.Linear(256, classes))
 
 
+class Residual(nn.Module):
+    """examples/resnet_tiny.cnn's `residual` and `down` blocks: conv-bn-relu-conv-bn, plus the
+    input (or a strided 1x1 conv of it), then relu."""
+
+    def __init__(self, cin: int, filters: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(cin, filters, 3, stride=stride, padding=1), nn.BatchNorm2d(filters),
+                                  nn.ReLU(), nn.Conv2d(filters, filters, 3, padding=1), nn.BatchNorm2d(filters))
+        self.shortcut = nn.Conv2d(cin, filters, 1, stride=stride) if stride != 1 else nn.Identity()
+
+    def forward(self, x):
+        return F.relu(self.shortcut(x) + self.body(x))
+
+
+def resnet_tiny(classes: int = 10, width: int = 16) -> nn.Module:
+    """examples/resnet_tiny.cnn, block for block."""
+    w = width
+    return nn.Sequential(
+        nn.Conv2d(3, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(),
+        Residual(w, w, 1), Residual(w, w, 1),
+        Residual(w, 2 * w, 2), Residual(2 * w, 2 * w, 1), Residual(2 * w, 2 * w, 1),
+        Residual(2 * w, 4 * w, 2), Residual(4 * w, 4 * w, 1),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, classes))
+
+
 def normalizer(path):
     """The `(x - mean) / std` that cnndsl's Model.prepare does, on the same NumPy arrays."""
     return normalizer_from(*C.normalization(path))
@@ -106,15 +131,19 @@ def lenet(reps: dict) -> dict:
             "lenet_infer_images_per_s_batch256": C.INFER_BATCH / t_big}
 
 
-def vgg(reps: dict) -> dict:
+def vgg(reps: dict, make=vgg_small, path=C.VGG, key="vgg_train_images_per_s", rep="vgg_train") -> dict:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     b = C.TRAIN_BATCH
     x = rng.standard_normal((b,) + C.VGG_INPUT).astype(np.float32)
     y = torch.from_numpy(rng.integers(0, C.VGG_CLASSES, size=b))
-    step = trainer(vgg_small(C.VGG_CLASSES), normalizer(C.VGG))
+    step = trainer(make(C.VGG_CLASSES), normalizer(path))
     step(x, y)  # warm-up
-    return {"vgg_train_images_per_s": b / C.median_seconds(lambda: step(x, y), reps["vgg_train"])}
+    return {key: b / C.median_seconds(lambda: step(x, y), reps[rep])}
+
+
+def resnet(reps: dict) -> dict:
+    return vgg(reps, resnet_tiny, C.RESNET, "resnet_train_images_per_s", "resnet_train")
 
 
 def conv(reps: dict) -> dict:
@@ -147,7 +176,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     reps = C.repeats(args.quick)
     result = {}
-    for figure in (lenet, vgg, conv):
+    for figure in (lenet, vgg, resnet, conv):
         print(f"pytorch: {figure.__name__} ...", file=sys.stderr, flush=True)
         result.update(figure(reps))
     result["versions"] = {"torch": torch.__version__, "numpy": np.__version__,

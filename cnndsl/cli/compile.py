@@ -82,7 +82,11 @@ def compile_(file, opt_level, training, print_ir, dump_after, disable_pass, veri
     out = optimize(graph, mode, opt_level, disabled=disable_pass, verify=verify_passes or None,
                    dump_after=dump_after, on_dump=on_dump, ctx=ctx, **extra)
     if print_ir:
+        from cnndsl.backend.cpu.conv import algorithms
+
         click.echo(dump(out), nl=False)
+        for line in algorithms(out):
+            click.echo(f"# cpu: {line}")
     baseline = optimize(graph, mode, 0, **extra) if opt_level else out
     click.echo(f"{graph.name}: {mode} -O{opt_level}: {kernel_count(baseline)} kernels at -O0, "
                f"{kernel_count(out)} after; planned activations "

@@ -88,3 +88,18 @@ def test_fused_op_written_by_hand_is_checked():
     from cnndsl.diagnostics import CnnError
     with pytest.raises(CnnError, match="residual"):
         graph_of("network H {\n input x: 2x6x6\n c = fused_conv(x) filters=3 residual=true\n maxpool(c) 2 -> out\n}")
+
+
+def test_print_ir_names_each_convs_cpu_algorithm(run, monkeypatch):
+    lenet = str(ROOT / "examples" / "lenet5.cnn")
+    out = run("compile", lenet, "--print-ir").output
+    lines = [line for line in out.splitlines() if line.startswith("# cpu: ")]
+    assert lines == [
+        "# cpu: c1 (fused_conv_pool): forward direct (4 pixels x 8 channels); input gradient direct (4 x 8); "
+        "weight gradient direct (5 taps x 8 channels)",
+        "# cpu: conv2 (fused_conv_pool): forward direct (4 pixels x 16 channels); input gradient direct (8 x 8); "
+        "weight gradient direct (5 taps x 16 channels)"], out
+    monkeypatch.setenv("CNNDSL_CPU_CONV", "im2col")
+    out = run("compile", lenet, "--print-ir").output
+    assert "# cpu: c1 (fused_conv_pool): forward im2col + GEMM; input gradient im2col + GEMM; " \
+           "weight gradient im2col + dot products" in out, out

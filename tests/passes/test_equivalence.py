@@ -4,6 +4,7 @@ duplicate expressions) at -O0 and at the highest level, in inference and for one
 (loss, gradients, updated weights and batchnorm statistics)."""
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -123,3 +124,38 @@ def test_one_training_step_matches(graph, seed):
     assert_close(grad3, grad0, rtol=1e-3, what="gradients")
     for name in state0:
         assert_close(state3[name], state0[name], rtol=1e-4, what=f"updated {name}")
+
+
+def _with_conv_algorithm(value: str, fn):
+    """Run fn with CNNDSL_CPU_CONV=value (read by the CPU conv launchers at every launch)."""
+    old = os.environ.get("CNNDSL_CPU_CONV")
+    os.environ["CNNDSL_CPU_CONV"] = value
+    try:
+        return fn()
+    finally:
+        if old is None:
+            del os.environ["CNNDSL_CPU_CONV"]
+        else:
+            os.environ["CNNDSL_CPU_CONV"] = old
+
+
+@SETTINGS
+@given(networks(), st.integers(0, 2**16))
+def test_direct_and_im2col_convs_match(graph, seed):
+    """The register-blocked direct convolution (the default for groups=1 convs) against im2col +
+    GEMM, for inference and one training step at the highest level (tolerances as above: the two
+    sum the same products in different orders)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((4,) + graph.node("x").type.shape).astype(np.float32)
+    y = rng.integers(0, 3, 4)
+    store = random_store(graph, seed)
+    best = optimize(graph, "inference", MAX_LEVEL)
+    want = _with_conv_algorithm("im2col", lambda: run_inference(best, store, x)["out"])
+    assert_close(_with_conv_algorithm("auto", lambda: run_inference(best, store, x)["out"]), want,
+                 what="inference direct vs im2col")
+    loss0, grad0, state0 = _with_conv_algorithm("im2col", lambda: _one_step(graph, MAX_LEVEL, seed, x, y))
+    loss1, grad1, state1 = _with_conv_algorithm("auto", lambda: _one_step(graph, MAX_LEVEL, seed, x, y))
+    assert abs(loss1 - loss0) <= 1e-4 * max(1.0, abs(loss0))
+    assert_close(grad1, grad0, rtol=1e-3, what="gradients direct vs im2col")
+    for name in state0:
+        assert_close(state1[name], state0[name], rtol=1e-4, what=f"updated {name}")

@@ -194,3 +194,29 @@ def conv_transpose_grad_params(rc, node, ins, out):
     nb, col, tmp = _convt_ws(rc, x, grads["weight"], g)
     K.conv_transpose2d_backward_weight(x, dy, "bias" in grads, sh, sw, pt, pl, dh, dw, g, nb, col, tmp,
                                        grads["weight"], grads.get("bias", _NO_BIAS))
+
+
+def algorithms(graph) -> list[str]:
+    """One line per conv of `graph` (conv, fused_conv, fused_conv_pool): the algorithm each of its
+    CPU launches runs (for `cnndsl compile --print-ir`). The choice depends on the per-sample shapes
+    only, never on the batch, so it is the same in every executable of the graph."""
+    lines = []
+    for node in graph.nodes():
+        if node.op not in ("conv", "fused_conv", "fused_conv_pool"):
+            continue
+        c, h, w = graph.node(graph.inputs_of(node.name)[0]).type.shape
+        f, oh, ow = node.type.shape
+        if node.op == "fused_conv_pool":
+            oh, ow = node.meta["conv_hw"]
+        kh, kw = node.attrs["kernel"]
+        sh, sw, pt, pl, dh, dw, g = _geometry(node)
+        args = (c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, oh, ow)
+        p, q, r = (DR.plan(*args), DR.backward_data_plan(*args), DR.wgrad_plan(*args)) if direct_allowed() \
+            else (None, None, None)
+        fwd = f"direct ({p[0]} pixels x {p[1]} channels)" if p else "im2col + GEMM" if g == 1 or c // g > 1 \
+            else "depthwise loops"
+        grad_in = f"direct ({q[0]} x {q[1]})" if q else "im2col + GEMM" if g == 1 or c // g > 1 else "depthwise loops"
+        grad_w = f"direct ({r[0]} taps x {r[1]} channels)" if r else "im2col + dot products" \
+            if g == 1 or c // g > 1 else "depthwise loops"
+        lines.append(f"{node.name} ({node.op}): forward {fwd}; input gradient {grad_in}; weight gradient {grad_w}")
+    return lines
