@@ -36,6 +36,7 @@ Checks, each a CnnError located at the layer that contributes most:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, replace
 
 from cnndsl.backend.plan import plan_memory
@@ -92,6 +93,18 @@ class ConvGeometry:
     oh: int  # output size
     ow: int
     plain_1x1: bool
+    stride: tuple[int, int] = (1, 1)
+    pads: tuple[int, int] = (0, 0)  # top, left
+    dilation: tuple[int, int] = (1, 1)
+
+    def direct(self):
+        """The direct conv's forward plan (kernels/cpu/direct.py), or None: im2col serves it."""
+        from cnndsl.kernels.cpu import direct as DR
+
+        if self.op == "conv_transpose" or not DR.allowed():
+            return None
+        return DR.plan(self.c, self.f, self.h, self.w, self.kh, self.kw, *self.stride, *self.pads, *self.dilation,
+                       self.groups, self.oh, self.ow)
 
 
 @dataclass
@@ -111,11 +124,31 @@ class GraphMemory:
         (RunContext.ws / scratch), sized as the CPU launchers size them (cnndsl/backend/cpu/):
         the im2col scratch shared by every conv (col and tmp, the largest request), the unfolded
         input a training conv keeps for its weight gradient (per layer, when it fits
-        KEEP_COL_BUDGET), max-pool indices, folded weights, the fused gradients' dz scratch."""
+        KEEP_COL_BUDGET), max-pool indices, folded weights, the fused gradients' dz scratch; for a
+        conv the direct kernels serve, their scratch (padded input, weight blocks, and while
+        training dy in channel blocks and the per-thread partial weight gradients) instead."""
         from cnndsl.kernels.cpu import conv as K
+        from cnndsl.kernels.cpu import direct as DR
 
         scratch = kept = 0
+        direct_x = direct_w = direct_dy = 0
         for g in self.convs:
+            p = g.direct()
+            if p is not None:
+                xl, wl = DR.scratch_len(batch, g.c, g.f, g.kh, g.kw, p)
+                direct_x, direct_w = max(direct_x, xl), max(direct_w, wl)
+                if self.training:
+                    # the input gradient runs the forward kernel F -> C; the weight gradient's scratch
+                    q = DR.wgrad_plan(g.c, g.f, g.h, g.w, g.kh, g.kw, *g.stride, *g.pads, *g.dilation, g.groups,
+                                      g.oh, g.ow)
+                    xl, dl, pl = DR.wgrad_scratch_len(batch, g.c, g.f, g.kh, g.kw, g.oh, g.ow, q, os.cpu_count() or 1)
+                    b = DR.backward_data_plan(g.c, g.f, g.h, g.w, g.kh, g.kw, *g.stride, *g.pads, *g.dilation,
+                                              g.groups, g.oh, g.ow)
+                    bx, bw = DR.scratch_len(batch, g.f, g.c, g.kh, g.kw, b) if b else (0, 0)
+                    direct_x, direct_w, direct_dy = max(direct_x, xl, bx), max(direct_w, pl, bw), max(direct_dy, dl)
+                if g.op == "fused_conv_pool":  # the conv's full output, then the pool's indices
+                    kept += FLOAT32 * batch * g.f * g.oh * g.ow + 4 * batch * g.f * (g.oh // 2) * (g.ow // 2)
+                continue
             if g.op == "conv_transpose":
                 nb, col, tmp = K.conv_transpose2d_workspace(batch, g.c, g.f, g.kh, g.kw, g.groups, g.h, g.w)
             else:
@@ -128,6 +161,7 @@ class GraphMemory:
                     and FLOAT32 * length <= KEEP_COL_BUDGET):
                 kept += FLOAT32 * length
         dz = FLOAT32 * batch * self.fused_out_per_sample if self.training else 0
+        scratch += FLOAT32 * (direct_x + direct_w + direct_dy)
         return scratch + kept + self.argmax_per_sample * batch + self.fixed + dz
 
     def bytes(self, batch: int) -> int:
@@ -158,7 +192,9 @@ def graph_memory(graph, training: bool = False, plan=None) -> GraphMemory:
             stride = tuple(node.attrs.get("stride", (1, 1)) or (1, 1))
             pads = tuple(node.meta.get("pads", (0, 0, 0, 0)) or (0, 0, 0, 0))
             plain = kh == kw == 1 and stride == (1, 1) and not any(pads) and (oh, ow) == (h, w)
-            g.convs.append(ConvGeometry(node.op, c, f, kh, kw, groups, h, w, oh, ow, plain))
+            dilation = tuple(node.attrs.get("dilation", (1, 1)) or (1, 1))
+            g.convs.append(ConvGeometry(node.op, c, f, kh, kw, groups, h, w, oh, ow, plain, stride,
+                                        (pads[0], pads[2]), dilation))
         if node.op == "maxpool":
             g.argmax_per_sample += 4 * node.type.size
         if node.attrs.get("folded_bn"):

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 
-import os
-
 import numba
 
 from cnndsl.backend.cpu.launch import grads_of, launches, params_of
@@ -33,15 +31,10 @@ def _geometry(node):
     return a["stride"][0], a["stride"][1], top, left, a["dilation"][0], a["dilation"][1], a["groups"]
 
 
-def direct_allowed() -> bool:
-    """False when CNNDSL_CPU_CONV=im2col: every conv takes the im2col + BLAS path."""
-    return os.environ.get("CNNDSL_CPU_CONV", "auto") != "im2col"
-
-
 def direct_plan(x, weight, out_hw, geometry):
     """The direct forward's plan (kernels/cpu/direct.py) for this conv to an out_hw = (OH, OW)
     map, or None for im2col."""
-    if not direct_allowed():
+    if not DR.allowed():
         return None
     sh, sw, pt, pl, dh, dw, g = geometry
     n, c, h, w = x.shape
@@ -53,7 +46,7 @@ def direct_forward(rc, x, weight, bias, has_bias, res, has_res, act, alpha, geom
     sh, sw, pt, pl, dh, dw, _ = geometry
     xl, wl = DR.scratch_len(x.shape[0], x.shape[1], weight.shape[0], weight.shape[2], weight.shape[3], p)
     DR.forward(x, weight, bias, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, dh, dw, y,
-               rc.scratch("direct_x", xl), rc.scratch("direct_w", wl))
+               rc.scratch("direct_x", xl), rc.scratch("direct_w", wl), p)
 
 
 def input_grad(rc, dy, weight, geometry, x, dx) -> None:
@@ -62,7 +55,7 @@ def input_grad(rc, dy, weight, geometry, x, dx) -> None:
     n, c, h, w = dx.shape
     f, _, kh, kw = weight.shape
     q = DR.backward_data_plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, dy.shape[2], dy.shape[3]) \
-        if direct_allowed() else None
+        if DR.allowed() else None
     if q is not None:
         xl, wl = DR.scratch_len(n, f, c, kh, kw, q)
         DR.backward_data(dy, weight, pt, pl, dh, dw, dx, rc.scratch("direct_x", xl), rc.scratch("direct_w", wl))
@@ -78,7 +71,7 @@ def params_grad(rc, fwd, x, dy, geometry, dweight, dbias, has_bias) -> None:
     n, c, h, w = x.shape
     f, _, kh, kw = dweight.shape
     oh, ow = dy.shape[2], dy.shape[3]
-    q = DR.wgrad_plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, oh, ow) if direct_allowed() else None
+    q = DR.wgrad_plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, oh, ow) if DR.allowed() else None
     if q is not None:
         threads = numba.get_num_threads()
         xl, dl, pl_ = DR.wgrad_scratch_len(n, c, f, kh, kw, oh, ow, q, threads)
@@ -211,7 +204,7 @@ def algorithms(graph) -> list[str]:
         kh, kw = node.attrs["kernel"]
         sh, sw, pt, pl, dh, dw, g = _geometry(node)
         args = (c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, oh, ow)
-        p, q, r = (DR.plan(*args), DR.backward_data_plan(*args), DR.wgrad_plan(*args)) if direct_allowed() \
+        p, q, r = (DR.plan(*args), DR.backward_data_plan(*args), DR.wgrad_plan(*args)) if DR.allowed() \
             else (None, None, None)
         fwd = f"direct ({p[0]} pixels x {p[1]} channels)" if p else "im2col + GEMM" if g == 1 or c // g > 1 \
             else "depthwise loops"

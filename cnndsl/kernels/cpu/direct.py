@@ -21,6 +21,7 @@ ever compiled with them, so their cached code is always the vectorized one.
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -32,6 +33,12 @@ from cnndsl.kernels.cpu.common import PAR_MIN_WORK, kernel, parallel_kernel
 
 _NO_RES = np.zeros((1, 1, 1, 1), np.float32)
 _LOCK = threading.Lock()
+
+
+def allowed() -> bool:
+    """False when CNNDSL_CPU_CONV=im2col: every conv takes the im2col + BLAS path (A/B measurements,
+    and the equivalence tests); read at each launch."""
+    return os.environ.get("CNNDSL_CPU_CONV", "auto") != "im2col"
 
 
 def _variant(f: int, ow: int) -> tuple[int, int]:
@@ -65,9 +72,10 @@ def plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt:
 
 
 def scratch_len(n: int, c: int, f: int, kh: int, kw: int, p) -> tuple[int, int]:
-    """(padded-input elements, weight-block elements) for a plan p = (rb, vf, hp, wp)."""
+    """(padded-input elements, weight-block + padded-bias elements) for a plan p = (rb, vf, hp, wp)."""
     rb, vf, hp, wp = p
-    return n * c * hp * wp, -(-f // vf) * vf * c * kh * kw
+    fb = -(-f // vf)
+    return n * c * hp * wp, fb * vf * (c * kh * kw + 1)
 
 
 @kernel
@@ -120,9 +128,16 @@ def reorder_weights(w, flip, wb):
                             wb[fb, ci, kh, kw, j] = w[o, ci, kh, kw]
 
 
+_CALLED: set = set()  # generated kernels called once already: compiled (or loaded) for our signature
+
+
 def _run(fn, *args):
     """Call a generated kernel; the compilation its first call triggers runs with the SLP
-    vectorizer on and the loop vectorizer off (module docstring)."""
+    vectorizer on and the loop vectorizer off (module docstring). Later calls go straight to the
+    kernel: every caller passes the same argument types, so nothing compiles again."""
+    if fn in _CALLED:
+        fn(*args)
+        return
     with _LOCK:
         slp, loop = _numba_config.SLP_VECTORIZE, _numba_config.LOOP_VECTORIZE
         _numba_config.SLP_VECTORIZE, _numba_config.LOOP_VECTORIZE = True, False
@@ -130,29 +145,35 @@ def _run(fn, *args):
             fn(*args)
         finally:
             _numba_config.SLP_VECTORIZE, _numba_config.LOOP_VECTORIZE = slp, loop
+    _CALLED.add(fn)
 
 
 def _blocks(buf, shape):
-    size = int(np.prod(shape))
+    size = 1
+    for d in shape:
+        size *= d
     if buf.size < size:
         raise ValueError(f"direct conv: scratch of {buf.size} elements, {size} needed")
     return buf[:size].reshape(shape)
 
 
-def forward(x, w, b, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, dh, dw, y, xp_buf, wb_buf):
+def forward(x, w, b, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, dh, dw, y, xp_buf, wb_buf, p=None):
     """y = act(conv(x, w) + b (+ res)); x (N, C, H, W), w (F, C, KH, KW), y (N, F, OH, OW); pt/pl:
     top/left padding (the output size is y's); xp_buf/wb_buf: 1-D float32 scratch of at least
-    scratch_len(...) elements."""
+    scratch_len(...) elements (wb_buf also holds the padded bias after the weights); p: the plan
+    (computed here when not given)."""
     n, c, h, wd = x.shape
     f, _, kh, kw = w.shape
     oh, ow = y.shape[2], y.shape[3]
-    rb, vf, hp, wp = plan(c, f, h, wd, kh, kw, sh, sw, pt, pl, dh, dw, 1, oh, ow)
+    rb, vf, hp, wp = p or plan(c, f, h, wd, kh, kw, sh, sw, pt, pl, dh, dw, 1, oh, ow)
     xp = _blocks(xp_buf, (n, c, hp, wp))
     pad_input(x, pt, pl, xp)
     fb = -(-f // vf)
+    nw = fb * c * kh * kw * vf
     wb = _blocks(wb_buf, (fb, c, kh, kw, vf))
     reorder_weights(w, False, wb)
-    bp = np.zeros(fb * vf, np.float32)
+    bp = _blocks(wb_buf[nw:], (fb * vf,))
+    bp[:] = 0.0
     if has_bias:
         bp[:f] = b[:f]
     _run(getattr(G, f"fwd_r{rb}_v{vf}"), xp, wb, bp, res if has_res else _NO_RES, bool(has_res), np.int64(act),
