@@ -97,7 +97,7 @@ def test_print_ir_names_each_convs_cpu_algorithm(run, monkeypatch):
     assert lines == [
         "# cpu: c1 (fused_conv_pool): forward direct (4 pixels x 8 channels); input gradient direct (4 x 8); "
         "weight gradient direct (5 taps x 8 channels)",
-        "# cpu: conv2 (fused_conv_pool): forward direct (4 pixels x 16 channels); input gradient direct (8 x 8); "
+        "# cpu: conv2 (fused_conv_pool): forward direct (4 pixels x 16 channels); input gradient direct (4 x 8); "
         "weight gradient direct (5 taps x 16 channels)"], out
     monkeypatch.setenv("CNNDSL_CPU_CONV", "im2col")
     out = run("compile", lenet, "--print-ir").output
