@@ -1,38 +1,47 @@
-"""Conv2d kernel throughput: `python -m cnndsl.kernels.cpu.bench_conv [--reps R]`.
+"""Conv2d kernel throughput, per algorithm and pass: `python -m cnndsl.kernels.cpu.bench_conv [--reps R] [--cpu]`.
 
-Prints GFLOP/s of conv2d_forward and of forward + backward_data + backward_weight
-(counted as 3x the forward FLOPs) for a ResNet-style 3x3 layer and LeNet-like
-layers. Not a test; numbers depend on the machine and on NUMBA_NUM_THREADS /
-OPENBLAS_NUM_THREADS.
+For a ResNet-style 3x3 layer, LeNet-5's and vgg_small's convs and a strided one, prints GFLOP/s
+of the im2col + BLAS kernels (conv.py: forward, input gradient, weight gradient from the kept
+columns) and of the register-blocked direct kernels (direct.py), each pass counted as
+2*N*F*C*KH*KW*OH*OW FLOPs. Best of R repeats. --cpu times CPU seconds of the process instead of
+wall seconds: on a machine shared with other jobs, with NUMBA_NUM_THREADS=1, that compares the
+algorithms fairly (wall seconds there mostly measure the other jobs). Not a test; numbers depend
+on the machine and on NUMBA_NUM_THREADS.
 """
 from __future__ import annotations
 
 import argparse
 import time
 
+import numba
 import numpy as np
 
 from cnndsl.kernels.cpu import conv as K
+from cnndsl.kernels.cpu import direct as DR
 
 CASES = [
     # name, N, C, F, H, W, KH, KW, stride, pad
-    ("resnet 3x3 64->64 56x56", 32, 64, 64, 56, 56, 3, 3, 1, 1),
-    ("lenet conv1 1->6 5x5 28x28 pad2", 64, 1, 6, 28, 28, 5, 5, 1, 2),
-    ("lenet conv2 6->16 5x5 14x14", 64, 6, 16, 14, 14, 5, 5, 1, 0),
+    ("resnet 3x3 64->64 56x56 b32", 32, 64, 64, 56, 56, 3, 3, 1, 1),
+    ("lenet conv1 1->6 5x5 28x28 b64", 64, 1, 6, 28, 28, 5, 5, 1, 2),
+    ("lenet conv2 6->16 5x5 14x14 b64", 64, 6, 16, 14, 14, 5, 5, 1, 0),
+    ("vgg 32->32 3x3 32x32 b64", 64, 32, 32, 32, 32, 3, 3, 1, 1),
+    ("vgg 64->64 3x3 16x16 b64", 64, 64, 64, 16, 16, 3, 3, 1, 1),
+    ("vgg 128->128 3x3 8x8 b64", 64, 128, 128, 8, 8, 3, 3, 1, 1),
+    ("resnet down 16->32 s2 32x32 b64", 64, 16, 32, 32, 32, 3, 3, 2, 1),
 ]
 
 
-def _best(fn, reps):
+def _best(fn, reps, clock):
     fn()
-    times = []
+    best = float("inf")
     for _ in range(reps):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        times.append(time.perf_counter() - t)
-    return min(times), float(np.median(times))
+        best = min(best, clock() - t)
+    return best
 
 
-def bench(name, n, c, f, h, w, kh, kw, s, p, reps, nb=None):
+def bench(name, n, c, f, h, w, kh, kw, s, p, reps, clock):
     rng = np.random.default_rng(0)
     oh = (h + 2 * p - kh) // s + 1
     ow = (w + 2 * p - kw) // s + 1
@@ -41,56 +50,43 @@ def bench(name, n, c, f, h, w, kh, kw, s, p, reps, nb=None):
     b = rng.standard_normal(f, dtype=np.float32)
     y = np.empty((n, f, oh, ow), np.float32)
     dy = rng.standard_normal(y.shape, dtype=np.float32)
-    dx = np.empty_like(x)
-    dw = np.empty_like(wt)
-    db = np.empty_like(b)
-    nb_auto, cl, tl = K.conv2d_workspace(n, c, f, kh, kw, 1, oh, ow)
-    nb = nb_auto if nb is None else nb
-    k = c * kh * kw
-    col = np.zeros(max(cl, k * max(nb, 1) * oh * ow), np.float32)
-    tmp = np.zeros(max(tl, f * max(nb, 1) * oh * ow + f * k), np.float32)
+    dx, dwt, db = np.empty_like(x), np.empty_like(wt), np.empty_like(b)
+    nb, cl, tl = K.conv2d_workspace(n, c, f, kh, kw, 1, oh, ow)
+    col = np.empty(max(cl, K.saved_col_len(n, c, kh, kw, oh, ow)), np.float32)
+    tmp = np.empty(tl, np.float32)
     geo = (s, s, p, p, 1, 1, 1, nb)
-
-    def fwd():
-        K.conv2d_forward(x, wt, b, True, *geo, col, tmp, y)
-
-    def fwd_bwd():
-        K.conv2d_forward(x, wt, b, True, *geo, col, tmp, y)
-        K.conv2d_backward_data(dy, wt, *geo, col, tmp, dx)
-        K.conv2d_backward_weight(x, dy, True, *geo, col, tmp, dw, db)
-
+    r = {"im2col fwd": _best(lambda: K.conv2d_forward(x, wt, b, True, *geo, col, tmp, y, True), reps, clock)}
+    if c > 1:  # a first layer's input gradient is never computed
+        r["im2col dx"] = _best(lambda: K.conv2d_backward_data(dy, wt, *geo, col[:cl], tmp, dx), reps, clock)
+    K.conv2d_forward(x, wt, b, True, *geo, col, tmp, y, True)
+    r["im2col dw"] = _best(lambda: K.conv2d_backward_weight(x, dy, True, *geo, col, tmp, dwt, db, True), reps, clock)
+    plan = DR.plan(c, f, h, w, kh, kw, s, s, p, p, 1, 1, 1, oh, ow)
+    if plan is not None:
+        xb, wb = (np.empty(m, np.float32) for m in DR.scratch_len(n, c, f, kh, kw, plan))
+        r["direct fwd"] = _best(lambda: DR.forward(x, wt, b, True, y, False, 0, 0.0, s, s, p, p, 1, 1, y, xb, wb),
+                                reps, clock)
+        q = DR.backward_data_plan(c, f, h, w, kh, kw, s, s, p, p, 1, 1, 1, oh, ow)
+        if q is not None and c > 1:
+            xb2, wb2 = (np.empty(m, np.float32) for m in DR.scratch_len(n, f, c, kh, kw, q))
+            r["direct dx"] = _best(lambda: DR.backward_data(dy, wt, p, p, 1, 1, dx, xb2, wb2), reps, clock)
+        qw = DR.wgrad_plan(c, f, h, w, kh, kw, s, s, p, p, 1, 1, 1, oh, ow)
+        t = numba.get_num_threads()
+        bufs = [np.empty(m, np.float32) for m in DR.wgrad_scratch_len(n, c, f, kh, kw, oh, ow, qw, t)]
+        r["direct dw"] = _best(lambda: DR.backward_weight(x, dy, p, p, s, s, 1, 1, dwt, *bufs, t), reps, clock)
     flops = 2.0 * n * f * oh * ow * c * kh * kw
-    tf, tfm = _best(fwd, reps)
-    tb, tbm = _best(fwd_bwd, reps)
-    print(f"{name:34s} N={n:3d} nb={nb:3d}  fwd {tf * 1e3:8.3f} ms {flops / tf / 1e9:7.1f} GFLOP/s "
-          f"(median {flops / tfm / 1e9:6.1f})   fwd+bwd {tb * 1e3:8.3f} ms {3 * flops / tb / 1e9:7.1f} GFLOP/s "
-          f"(median {3 * flops / tbm / 1e9:6.1f})")
-
-
-def sgemm_baseline(reps):
-    """GFLOP/s of a plain 64x576 @ 576x9408 sgemm through the same BLAS, to judge machine load."""
-    from numba import njit
-
-    @njit
-    def mm(a, b, c):
-        np.dot(a, b, c)
-    a = np.random.rand(64, 576).astype(np.float32)
-    b = np.random.rand(576, 9408).astype(np.float32)
-    c = np.empty((64, 9408), np.float32)
-    t, _ = _best(lambda: mm(a, b, c), reps)
-    return 2.0 * 64 * 576 * 9408 / t / 1e9
+    print(f"{name:32s} " + "  ".join(f"{k} {flops / v / 1e9:6.1f}" for k, v in r.items()), flush=True)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--nb", type=int, action="append",
-                    help="force a chunk size (0 = direct loops); repeatable; default: conv2d_workspace's choice")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--cpu", action="store_true", help="time CPU seconds of the process, not wall seconds")
     args = ap.parse_args()
-    print(f"sgemm baseline 64x576x9408: {sgemm_baseline(args.reps):.1f} GFLOP/s")
+    clock = time.process_time if args.cpu else time.perf_counter
+    print(f"GFLOP/s ({'CPU' if args.cpu else 'wall'} seconds, best of {args.reps}), "
+          f"{numba.get_num_threads()} Numba threads")
     for case in CASES:
-        for nb in (args.nb or [None]):
-            bench(*case, reps=args.reps, nb=nb)
+        bench(*case, reps=args.reps, clock=clock)
 
 
 if __name__ == "__main__":
