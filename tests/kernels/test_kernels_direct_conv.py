@@ -16,10 +16,10 @@ from cnndsl.kernels.cpu import direct as DR
 from cnndsl.kernels.cpu import direct_conv as G
 from cnndsl.kernels.cpu import direct_gen
 from cnndsl.kernels.reference import conv as R
-from cnndsl.kernels.reference import activation as RA
+from cnndsl.kernels.activations import ACTIVATIONS
 
-# epilogue.py's activation codes and their references (alpha 0.1 for leaky_relu)
-ACTS = {0: None, 1: RA.relu, 2: lambda v: RA.leaky_relu(v, 0.1), 3: RA.sigmoid, 4: RA.tanh}
+ACTS = {a.code: a for a in ACTIVATIONS}  # every activation, by the code the epilogue takes
+ALPHA = 0.1
 
 
 @st.composite
@@ -68,12 +68,11 @@ def test_forward_matches_reference(case):
         return
     res = rng.standard_normal(z.shape) if case["residual"] else None
     expected = z + res if res is not None else z
-    if ACTS[case["act"]] is not None:
-        expected = ACTS[case["act"]](expected)
+    expected = ACTS[case["act"]].reference(expected, ALPHA)
     xl, wl = DR.scratch_len(case["n"], case["c"], case["f"], *case["kernel"], p)
     y = np.full(z.shape, np.nan, np.float32)
     DR.forward(f32(x), f32(w), f32(b) if b is not None else np.zeros(1, np.float32), b is not None,
-               f32(res) if res is not None else y, res is not None, case["act"], 0.1, geo["sh"], geo["sw"],
+               f32(res) if res is not None else y, res is not None, case["act"], ALPHA, geo["sh"], geo["sw"],
                geo["pt"], geo["pl"], geo["dh"], geo["dw"], y, np.full(xl, np.nan, np.float32),
                np.full(wl, np.nan, np.float32))
     assert_close(y, expected, what=f"direct forward {p}")
