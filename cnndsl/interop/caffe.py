@@ -17,14 +17,13 @@ Caffe's rules kept exactly:
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from cnndsl.diagnostics import CnnError, Diagnostic, Span, file_error
 from cnndsl.interop.cnn_writer import NetBuilder
-from cnndsl.interop.prototxt import Message, Value, parse
+from cnndsl.interop.prototxt import Message, parse
 from cnndsl.ops.registry import get_op
 
 V1_NAMES = {"CONVOLUTION": "Convolution", "DECONVOLUTION": "Deconvolution", "POOLING": "Pooling",
@@ -57,7 +56,7 @@ def import_caffe(path, weights_path=None) -> NetBuilder:
 
 
 def _read_caffemodel(path) -> dict[str, list[np.ndarray]]:
-    from cnndsl.interop.caffe_proto import V1_TYPES, blob_array, messages
+    from cnndsl.interop.caffe_proto import blob_array, messages
     from cnndsl.io.files import read_regular
 
     Net, _ = messages()

@@ -21,13 +21,6 @@ from functools import lru_cache
 
 from cnndsl.interop.deps import require
 
-V1_TYPES = {  # V1LayerParameter.LayerType values (caffe.proto) for the layer kinds cnndsl reads
-    4: "Convolution", 39: "Deconvolution", 17: "Pooling", 14: "InnerProduct", 18: "ReLU", 19: "Sigmoid",
-    23: "TanH", 20: "Softmax", 21: "SoftmaxWithLoss", 6: "Dropout", 3: "Concat", 25: "Eltwise", 8: "Flatten",
-    15: "LRN", 22: "Split", 5: "Data", 1: "Accuracy",
-}
-
-
 @lru_cache(maxsize=1)
 def messages():
     """(NetParameter, BlobProto) message classes."""

@@ -96,10 +96,19 @@ class _Importer:
         return f"ONNX {node.op_type} '{node.name or node.output[0]}'" + (f" {extra}" if extra else "")
 
     def wanted(self, node) -> str:
+        """The layer name for a node: its graph output's name, else its node name without a trailing
+        op type (PyTorch's `/layer1/conv1/Conv` -> layer1_conv1; `/Relu` -> relu), else its output."""
         out = node.output[0]
         if out in self.outputs:
             return out
-        return node.name or out
+        name = node.name
+        if name.startswith("/") and "/" in name[1:]:
+            head, _, last = name.rpartition("/")
+            if last.split("_")[0] == node.op_type and head.strip("/"):
+                return head.strip("/")
+        if name.startswith("/") and name[1:].split("_")[0] == node.op_type:
+            return name[1:].lower()
+        return name or out
 
     def attrs(self, node) -> dict:
         return {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -417,7 +426,12 @@ class _Importer:
         flat = (len(consumers) == 1 and node.output[0] not in self.outputs
                 and self._is_flatten(consumers[0]) and get_op(global_op) is not None)
         if flat:  # GlobalAveragePool + Flatten: cnndsl's global pool gives the vector (the Flatten is then a no-op)
-            return self.b.add(global_op, self.wanted(consumers[0]), [self.layer(node.input[0])],
+            flatten = consumers[0]
+            # named after the Flatten when it is an output or when the pool is its step (`x/pool` -> `x`,
+            # what cnndsl export writes), else after the pool (PyTorch's `/gap/GlobalAveragePool`)
+            ours = bool(flatten.name) and node.name.startswith(flatten.name + "/")
+            named = flatten if flatten.output[0] in self.outputs or ours else node
+            return self.b.add(global_op, self.wanted(named), [self.layer(node.input[0])],
                               self.comment(node, f"+ {consumers[0].op_type} '{consumers[0].name or consumers[0].output[0]}'"))
         return self.b.add(op, self.wanted(node), [self.layer(node.input[0])],
                           self.comment(node, "(a window over the whole map: the output stays C x 1 x 1)"),
