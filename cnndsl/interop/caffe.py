@@ -143,7 +143,11 @@ class _Caffe:
                 raise self.error(f"Caffe layer '{name}' has type {kind}, which cnndsl cannot import",
                                  layer.span_of("type"), help="cnndsl imports " + ", ".join(supported))
             nxt = layers[i + 1] if i + 1 < len(layers) else None
-            out = handler(layer, name, nxt)
+            try:
+                out = handler(layer, name, nxt)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as e:
+                raise self.error(f"Caffe layer '{name}' ({kind}) has an option of the wrong kind or a missing one "
+                                 f"({type(e).__name__}: {e})", layer.span) from None
             if isinstance(out, tuple):  # the handler took the next layer too (BatchNorm + Scale)
                 out, took = out
                 if took:

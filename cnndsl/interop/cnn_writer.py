@@ -81,7 +81,11 @@ class NetBuilder:
 
     def add_input(self, wanted: str, shape: tuple[int, ...], comment: str = "") -> str:
         name = self.unique(wanted, "input")
-        self.graph.add(make_node("input", name, shape=tuple(int(d) for d in shape)))
+        try:
+            node = make_node("input", name, shape=tuple(int(d) for d in shape))
+        except AttrError as e:
+            raise self.error(f"input '{name}': {e}") from None
+        self.graph.add(node)
         self.graph.inputs.append(name)
         self._infer(name)
         if comment:

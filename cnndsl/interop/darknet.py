@@ -195,7 +195,11 @@ class _Darknet:
                 kinds = sorted(k[4:] for k in dir(self) if k.startswith("sec_"))
                 raise self.error(f"Darknet layer {i} is [{sec.kind}], which cnndsl cannot import", sec.span,
                                  help="cnndsl imports [" + "], [".join(kinds) + "]")
-            prev = handler(i, sec, prev)
+            try:
+                prev = handler(i, sec, prev)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as e:
+                raise self.error(f"Darknet layer {i} [{sec.kind}] has an option of the wrong kind or a missing one "
+                                 f"({type(e).__name__}: {e})", sec.span) from None
             self.outputs.append(prev)
         if self.w is not None:
             self.w.finish()

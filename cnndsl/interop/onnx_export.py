@@ -109,20 +109,59 @@ def _stride(node: Node):
 
 # -- exporters: fn(emitter, node) -> the ONNX tensor holding the layer's output -------------------
 
+def _scalar(e: Emitter, node: Node, name: str, value: float) -> str:
+    return e.const(f"{node.name}.{name}", np.array(value, np.float32))
+
+
+def _gelu(e, node, x, alpha, step):
+    # opset 17 has no Gelu (opset 20): 0.5 * x * (1 + erf(x / sqrt(2)))
+    base = step or "gelu"
+    t = e.op("Mul", [x, _scalar(e, node, "inv_sqrt2", 0.7071067811865476)], node, f"{base}/scaled")
+    t = e.op("Erf", [t], node, f"{base}/erf")
+    t = e.op("Add", [t, _scalar(e, node, "one", 1.0)], node, f"{base}/plus1")
+    t = e.op("Mul", [x, t], node, f"{base}/times_x")
+    return e.op("Mul", [t, _scalar(e, node, "half", 0.5)], node, step)
+
+
+def _gelu_tanh(e, node, x, alpha, step):
+    # 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))
+    base = step or "gelu_tanh"
+    cube = e.op("Mul", [e.op("Mul", [x, x], node, f"{base}/square"), x], node, f"{base}/cube")
+    inner = e.op("Add", [x, e.op("Mul", [cube, _scalar(e, node, "c", 0.044715)], node, f"{base}/c_cube")], node,
+                 f"{base}/inner")
+    t = e.op("Tanh", [e.op("Mul", [inner, _scalar(e, node, "k", 0.7978845608028654)], node, f"{base}/k")], node,
+             f"{base}/tanh")
+    t = e.op("Mul", [x, e.op("Add", [t, _scalar(e, node, "one", 1.0)], node, f"{base}/plus1")], node, f"{base}/times_x")
+    return e.op("Mul", [t, _scalar(e, node, "half", 0.5)], node, step)
+
+
+# name -> fn(emitter, node, x, alpha, step): the ONNX nodes of each element-wise activation (opset 17);
+# `step` None names the last node after the layer (it makes the layer's output)
+ACTIVATION_EXPORT = {
+    "relu": lambda e, n, x, a, step: e.op("Relu", [x], n, step),
+    "leaky_relu": lambda e, n, x, a, step: e.op("LeakyRelu", [x], n, step, alpha=float(a)),
+    "sigmoid": lambda e, n, x, a, step: e.op("Sigmoid", [x], n, step),
+    "tanh": lambda e, n, x, a, step: e.op("Tanh", [x], n, step),
+    "relu6": lambda e, n, x, a, step: e.op("Clip", [x, _scalar(e, n, "min", 0.0), _scalar(e, n, "max", 6.0)], n, step),
+    "hardswish": lambda e, n, x, a, step: e.op("HardSwish", [x], n, step),
+    "hardsigmoid": lambda e, n, x, a, step: e.op("HardSigmoid", [x], n, step, alpha=1.0 / 6.0, beta=0.5),
+    "gelu": _gelu,
+    "gelu_tanh": _gelu_tanh,
+    "silu": lambda e, n, x, a, step: e.op("Mul", [x, e.op("Sigmoid", [x], n, f"{step or 'silu'}/sigmoid")], n, step),
+    "mish": lambda e, n, x, a, step: e.op("Mul", [x, e.op("Tanh", [e.op("Softplus", [x], n, f"{step or 'mish'}/softplus")],
+                                                            n, f"{step or 'mish'}/tanh")], n, step),
+    "elu": lambda e, n, x, a, step: e.op("Elu", [x], n, step, alpha=float(a)),
+    "softplus": lambda e, n, x, a, step: e.op("Softplus", [x], n, step),
+}
+
+
 def _activation(e: Emitter, node: Node, x: str, activation: str, alpha: float, final: bool) -> str:
     """The epilogue activation of a fused op (or a standalone one)."""
-    step = None if final else activation
     if activation == "none":
         return x
-    if activation == "relu":
-        return e.op("Relu", [x], node, step)
-    if activation == "leaky_relu":
-        return e.op("LeakyRelu", [x], node, step, alpha=float(alpha))
-    if activation == "sigmoid":
-        return e.op("Sigmoid", [x], node, step)
-    if activation == "tanh":
-        return e.op("Tanh", [x], node, step)
-    raise _refuse(node, f"its epilogue activation '{activation}' has no ONNX exporter")
+    if activation not in ACTIVATION_EXPORT:
+        raise _refuse(node, f"its epilogue activation '{activation}' has no ONNX exporter")
+    return ACTIVATION_EXPORT[activation](e, node, x, alpha, None if final else activation)
 
 
 def _conv_weights(e: Emitter, node: Node):
@@ -260,12 +299,31 @@ def export_flatten(e: Emitter, node: Node) -> str:
 def export_upsample(e: Emitter, node: Node) -> str:
     s = float(node.attrs["scale"])
     scales = e.const(f"{node.name}.scales", np.array([1.0, 1.0, s, s], np.float32))
-    return e.op("Resize", [e.input(node), "", scales], node, mode="nearest",
-                coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    mode = node.attrs.get("mode", "nearest")
+    if mode == "nearest":
+        return e.op("Resize", [e.input(node), "", scales], node, mode="nearest",
+                    coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    if mode == "bilinear":  # PyTorch's bilinear: pixel centres (half_pixel), or align_corners
+        ctm = "align_corners" if node.attrs.get("align_corners") else "half_pixel"
+        return e.op("Resize", [e.input(node), "", scales], node, mode="linear", coordinate_transformation_mode=ctm)
+    raise _refuse(node, f"upsample mode={mode} has no ONNX exporter")
 
 
 def export_dropout(e: Emitter, node: Node) -> str:
     return e.input(node)  # identity at inference: no node, the layer's readers read its input
+
+
+def _activation_op(name: str):
+    def export(e: Emitter, node: Node) -> str:
+        return ACTIVATION_EXPORT[name](e, node, e.input(node), node.attrs.get("alpha", 0.0), None)
+    return export
+
+
+def export_prelu(e: Emitter, node: Node) -> str:
+    slope = e.param(node.name, "slope")
+    shape = node.type.shape
+    slope = slope.reshape((len(slope),) + (1,) * (len(shape) - 1))  # per channel of a map, per feature of a vector
+    return e.op("PRelu", [e.input(node), e.const(f"{node.name}.slope", slope)], node)
 
 
 def _unary(op_type: str, **fixed):
@@ -274,13 +332,60 @@ def _unary(op_type: str, **fixed):
     return export
 
 
-def export_leaky_relu(e: Emitter, node: Node) -> str:
-    return e.op("LeakyRelu", [e.input(node)], node, alpha=float(node.attrs["alpha"]))
-
-
 def export_softmax(e: Emitter, node: Node) -> str:
     # over the channels of each pixel (maps) or the features (vectors): axis 1 (opset >= 13 meaning)
     return e.op("Softmax", [e.input(node)], node, axis=1)
+
+
+def export_global_maxpool(e: Emitter, node: Node) -> str:
+    pooled = e.op("GlobalMaxPool", [e.input(node)], node, "pool")  # N x C x 1 x 1
+    return e.op("Flatten", [pooled], node, axis=1)
+
+
+def _axes(e: Emitter, node: Node, name: str, axes) -> str:
+    return e.const(f"{node.name}.{name}", np.array(axes, np.int64))
+
+
+def export_multiply(e: Emitter, node: Node) -> str:
+    (a, b), (ta, tb) = e.inputs(node), [e.graph.node(s).type.shape for s in e.graph.inputs_of(node.name)]
+    # a per-channel vector of C times a C x H x W map: the vector as N x C x 1 x 1 (ONNX broadcasts that)
+    if len(ta) == 1 and len(tb) == 3:
+        a = e.op("Unsqueeze", [a, _axes(e, node, "axes", [2, 3])], node, "per_channel")
+    elif len(tb) == 1 and len(ta) == 3:
+        b = e.op("Unsqueeze", [b, _axes(e, node, "axes", [2, 3])], node, "per_channel")
+    return e.op("Mul", [a, b], node)
+
+
+def export_reshape(e: Emitter, node: Node) -> str:
+    shape = e.const(f"{node.name}.shape", np.array([0, *node.type.shape], np.int64))  # 0: keep the batch
+    return e.op("Reshape", [e.input(node), shape], node)
+
+
+def export_lrn(e: Emitter, node: Node) -> str:
+    a = node.attrs
+    if a["size"] % 2 == 0:
+        # ONNX's window is [c - (size-1)//2, c + size//2]; cnndsl's (PyTorch's) [c - size//2, c + (size-1)//2]
+        raise _refuse(node, f"an even size ({a['size']}) centres its window one channel apart from ONNX's LRN")
+    x = e.input(node)
+    vector = len(node.type.shape) == 1
+    if vector:  # ONNX's LRN takes N x C x D1 ...: a vector as N x C x 1 x 1
+        x = e.op("Unsqueeze", [x, _axes(e, node, "axes", [2, 3])], node, "as_map")
+    y = e.op("LRN", [x], node, "lrn" if vector else None, size=int(a["size"]), alpha=float(a["alpha"]),
+             beta=float(a["beta"]), bias=float(a["k"]))
+    return e.op("Flatten", [y], node, axis=1) if vector else y
+
+
+def export_softmax_axis(e: Emitter, node: Node) -> str:
+    axis = node.attrs["axis"]
+    x = e.input(node)
+    if axis == "channels":
+        return e.op("Softmax", [x], node, axis=1)
+    if axis in ("height", "width"):
+        return e.op("Softmax", [x], node, axis=2 if axis == "height" else 3)
+    c, h, w = node.type.shape  # spatial: over the H*W pixels of each channel
+    flat = e.op("Reshape", [x, e.const(f"{node.name}.flat", np.array([0, c, h * w], np.int64))], node, "pixels")
+    soft = e.op("Softmax", [flat], node, "softmax", axis=2)
+    return e.op("Reshape", [soft, e.const(f"{node.name}.map", np.array([0, c, h, w], np.int64))], node)
 
 
 def export_add(e: Emitter, node: Node) -> str:
@@ -304,13 +409,16 @@ EXPORTERS: dict[str, Callable[[Emitter, Node], str]] = {
     "dense": export_dense,
     "flatten": export_flatten,
     "upsample": export_upsample,
-    "relu": _unary("Relu"),
-    "leaky_relu": export_leaky_relu,
-    "tanh": _unary("Tanh"),
-    "sigmoid": _unary("Sigmoid"),
+    **{name: _activation_op(name) for name in ACTIVATION_EXPORT},
+    "prelu": export_prelu,
     "softmax": export_softmax,
     "add": export_add,
     "concat": export_concat,
+    "global_maxpool": export_global_maxpool,
+    "multiply": export_multiply,
+    "reshape": export_reshape,
+    "lrn": export_lrn,
+    "softmax_axis": export_softmax_axis,
     "fused_conv": export_fused_conv,
     "fused_conv_pool": export_fused_conv_pool,
     "fused_dense": export_fused_dense,
@@ -322,6 +430,7 @@ NOT_EXPORTED = {
     "input": "a graph input, exported as the ONNX graph's input, not as a node",
     "target": "a training target, not part of the inference graph",
     "unflatten": "a training-graph op (the gradient of flatten)",
+    "depthwise": "written as a conv by the front end: never a node of a graph",
 }
 
 

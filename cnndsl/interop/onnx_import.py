@@ -90,7 +90,7 @@ class _Importer:
         return Span(self.path, 0, 0)
 
     def describe(self, index: int, node) -> str:
-        return f"node {index} '{node.name or node.output[0]}' ({node.op_type})"
+        return f"node {index} '{node.name or (node.output[0] if node.output else '')}' ({node.op_type})"
 
     def comment(self, node, extra: str = "") -> str:
         return f"ONNX {node.op_type} '{node.name or node.output[0]}'" + (f" {extra}" if extra else "")
@@ -129,11 +129,20 @@ class _Importer:
     def run(self) -> NetBuilder:
         onnx = self.onnx
         for init in self.g.initializer:
-            self.consts[init.name] = onnx.numpy_helper.to_array(init)
+            try:
+                self.consts[init.name] = onnx.numpy_helper.to_array(init)
+            except Exception as e:  # noqa: BLE001  (data that does not match its declared shape or type)
+                raise self.b.error(f"initializer '{init.name}' cannot be read ({type(e).__name__}: {e})") from None
         unsupported: dict[str, list[str]] = {}
         for i, node in enumerate(self.g.node):
+            if not node.output or not node.output[0]:
+                raise self.b.error(f"node {i} '{node.name}' ({node.op_type}) has no output: the model is malformed")
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-                self.consts[node.output[0]] = self._constant(node)
+                try:
+                    self.consts[node.output[0]] = self._constant(node)
+                except Exception as e:  # noqa: BLE001  (a malformed tensor in a hostile file)
+                    raise self.b.error(f"node {i} '{node.name}' (Constant) holds no readable tensor "
+                                       f"({type(e).__name__}: {e})") from None
             elif node.domain not in ("", "ai.onnx") or (node.op_type not in SUPPORTED and not
                                                           (node.op_type == "Sqrt" and self._after_square_pool(node))):
                 unsupported.setdefault(f"{node.domain + '.' if node.domain else ''}{node.op_type}", []).append(
@@ -161,6 +170,12 @@ class _Importer:
                 continue
             try:
                 out = getattr(self, "op_" + node.op_type)(node)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as e:
+                e = Unsupported(f"a malformed node ({type(e).__name__}: {e})")
+                problems.append(Diagnostic("error", f"cannot import {self.describe(i, node)}: {e}",
+                                           Span(self.path, 0, 0), code="import-unsupported"))
+                failed.update(node.output)
+                continue
             except Unsupported as e:
                 problems.append(Diagnostic("error", f"cannot import {self.describe(i, node)}: {e}",
                                            Span(self.path, 0, 0), code="import-unsupported"))

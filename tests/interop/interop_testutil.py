@@ -17,6 +17,7 @@ from hypothesis import assume, strategies as st
 from cnndsl.analysis.infer import infer_shapes
 from cnndsl.ir.graph import Graph
 from cnndsl.ops.build import make_node
+from cnndsl.ops.registry import all_ops, get_op
 
 TESTS = Path(__file__).resolve().parent.parent
 ROOT = TESTS.parent
@@ -54,7 +55,12 @@ def ort_outputs(model, feeds: dict) -> dict[str, np.ndarray]:
     return dict(zip(names, sess.run(None, feeds)))
 
 
-ACTS = ("relu", "leaky_relu", "sigmoid", "tanh", "softmax")
+def _activations() -> tuple[str, ...]:
+    """Every activation op of the registry (issue 16 adds many): the random networks draw them all."""
+    return tuple(sorted(name for name, op in all_ops().items() if op.category == "activation"))
+
+
+ACTS = _activations()
 
 
 class _Net:
@@ -77,12 +83,15 @@ class _Net:
         act = self.draw(st.sampled_from(("none",) + ACTS))
         if act == "none":
             return x
-        return self.add(act, [x], **({"alpha": self.draw(st.sampled_from([0.1, 0.3]))} if act == "leaky_relu" else {}))
+        has_alpha = get_op(act).attr("alpha") is not None
+        return self.add(act, [x], **({"alpha": self.draw(st.sampled_from([0.1, 0.3, 1.0]))} if has_alpha else {}))
 
     def layer(self):
         d = self.draw
         c = self.shape[0]
-        kind = d(st.sampled_from(["conv", "conv", "deconv", "pool", "upsample", "bn", "residual", "concat", "dropout"]))
+        kinds = ["conv", "conv", "deconv", "pool", "upsample", "bn", "residual", "concat", "dropout"]
+        kinds += [k for k in ("multiply", "reshape", "lrn", "softmax_axis") if get_op(k) is not None]
+        kind = d(st.sampled_from(kinds))
         rounding = d(st.sampled_from([None, "floor", "ceil"]))
         extra = {"rounding": rounding} if rounding else {}
         if kind == "conv":
@@ -103,7 +112,24 @@ class _Net:
             self.cur = self.add(op, [self.cur], kernel=k, stride=d(st.integers(1, 2)),
                                 padding=d(st.sampled_from(["same", 0, k // 2])), **extra)
         elif kind == "upsample":
-            self.cur = self.add("upsample", [self.cur], scale=d(st.integers(1, 2)))
+            modes = get_op("upsample").attr("mode").choices
+            mode = d(st.sampled_from(modes))
+            extra = {"align_corners": d(st.booleans())} if get_op("upsample").attr("align_corners") else {}
+            self.cur = self.add("upsample", [self.cur], scale=d(st.integers(1, 2)), mode=mode, **extra)
+        elif kind == "multiply":  # a squeeze-and-excitation scale, or two maps
+            if d(st.booleans()):
+                s_ = self.add("global_avgpool", [self.cur])
+                s_ = self.add("sigmoid", [self.add("dense", [s_], units=c)])
+                self.cur = self.add("multiply", [self.cur, s_] if d(st.booleans()) else [s_, self.cur])
+            else:
+                self.cur = self.add("multiply", [self.cur, self.add("tanh", [self.cur])])
+        elif kind == "reshape":
+            c_, h_, w_ = self.shape
+            self.cur = self.add("reshape", [self.cur], shape=(c_ * h_, 1, w_) if d(st.booleans()) else (-1, h_, w_))
+        elif kind == "lrn":
+            self.cur = self.add("lrn", [self.cur], size=d(st.sampled_from([1, 3, 5])), alpha=1e-2, beta=0.75, k=2.0)
+        elif kind == "softmax_axis":
+            self.cur = self.add("softmax_axis", [self.cur], axis=d(st.sampled_from(get_op("softmax_axis").attr("axis").choices)))
         elif kind == "bn":
             self.cur = self.add("batchnorm", [self.cur], eps=d(st.sampled_from([1e-5, 1e-3])))
         elif kind == "residual":
@@ -120,10 +146,8 @@ class _Net:
 
     def head(self):
         d = self.draw
-        if d(st.booleans()):
-            v = self.add("global_avgpool", [self.cur])
-        else:
-            v = self.add("flatten", [self.cur])
+        pools = ["global_avgpool", "flatten"] + (["global_maxpool"] if get_op("global_maxpool") else [])
+        v = self.add(d(st.sampled_from(pools)), [self.cur])
         v = self.add("dense", [v], units=d(st.integers(2, 5)), bias=d(st.booleans()))
         if d(st.booleans()):
             v = self.add("batchnorm", [v])

@@ -1,0 +1,76 @@
+"""Mutated model files only ever give a CnnError (a clear, located message) or import cleanly:
+never another exception, for ONNX, Caffe prototxt and Darknet cfg files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from cnndsl.diagnostics import CnnError
+from cnndsl.interop.caffe import import_caffe
+from cnndsl.interop.cnn_writer import finish
+from cnndsl.interop.darknet import import_darknet
+
+DATA = Path(__file__).resolve().parent / "data"
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+JUNK = st.sampled_from(["", "-1", "0", "999999999", "abc", "1.5", "\"x\"", "{", "}", "nan", "-3", "[", "1e40"])
+
+
+def _mutate(text: str, data) -> str:
+    tokens = text.split(" ") if " " in text else [text]
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(tokens) - 1))
+        tokens[i] = data.draw(JUNK)
+    return " ".join(tokens)
+
+
+def _only_cnn_errors(fn, tmp):
+    try:
+        builder = fn()
+        finish(builder, str(tmp / "out.cnn"))
+    except CnnError as e:
+        assert e.diagnostics and e.diagnostics[0].render()
+
+
+@SETTINGS
+@given(st.data(), st.sampled_from(["lenet.prototxt", "every_layer.prototxt", "cifar10_quick.prototxt"]))
+def test_mutated_prototxt(tmp_path_factory, data, name):
+    tmp = tmp_path_factory.mktemp("caffe")
+    path = tmp / name
+    path.write_text(_mutate((DATA / name).read_text().replace("\n", " \n "), data))
+    _only_cnn_errors(lambda: import_caffe(path), tmp)
+
+
+@SETTINGS
+@given(st.data(), st.sampled_from(["tiny_yolo.cfg", "classifier.cfg"]))
+def test_mutated_cfg(tmp_path_factory, data, name):
+    tmp = tmp_path_factory.mktemp("darknet")
+    lines = (DATA / name).read_text().splitlines()
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(lines) - 1))
+        key = lines[i].split("=")[0]
+        lines[i] = f"{key}={data.draw(JUNK)}" if "=" in lines[i] else data.draw(JUNK)
+    path = tmp / name
+    path.write_text("\n".join(lines))
+    _only_cnn_errors(lambda: import_darknet(path), tmp)
+
+
+@SETTINGS
+@given(st.data())
+def test_mutated_onnx(tmp_path_factory, data):
+    onnx = pytest.importorskip("onnx")
+    from cnndsl.frontend import load
+    from cnndsl.interop.onnx_export import export_program
+    from cnndsl.interop.onnx_import import import_onnx
+    from cnndsl.model import Model
+
+    tmp = tmp_path_factory.mktemp("onnx")
+    program = load(DATA.parent.parent.parent / "examples" / "lenet5.cnn")
+    blob = bytearray(export_program(program, Model(program, init_from_file=False).state_dict()).SerializeToString())
+    for _ in range(data.draw(st.integers(1, 4))):
+        blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
+    path = tmp / "m.onnx"
+    path.write_bytes(bytes(blob))
+    del onnx
+    _only_cnn_errors(lambda: import_onnx(str(path)), tmp)
