@@ -394,6 +394,43 @@ class _Caffe:
             return self.b.add("leaky_relu", name, [x], self._comment(layer, name), where=layer.span, alpha=slope)
         return self.b.add("relu", name, [x], self._comment(layer, name), where=layer.span)
 
+    def layer_ELU(self, layer, name, nxt):
+        if get_op("elu") is None:
+            raise self.error(f"ELU '{name}': cnndsl has no elu", layer.span)
+        p = layer.first("elu_param")
+        return self.b.add("elu", name, [self._bottom(layer)], self._comment(layer, name), where=layer.span,
+                          alpha=float(p.get("alpha", 1.0)) if p else 1.0)
+
+    def layer_PReLU(self, layer, name, nxt):
+        if get_op("prelu") is None:
+            raise self.error(f"PReLU '{name}': cnndsl has no prelu", layer.span)
+        x = self._bottom(layer)
+        c = self.b.type_of(x)[0]
+        p = layer.first("prelu_param")
+        blobs = self._weights(layer, name, 1, "slope")
+        weights = None
+        if blobs is not None:
+            slope = blobs[0].reshape(-1)
+            weights = {"slope": np.broadcast_to(slope, (c,)).astype(np.float32) if slope.size == 1
+                       else self._reshape(slope, (c,), layer, name, "slope")}
+        elif p is not None and p.get("channel_shared", False):
+            self.b.note(f"PReLU '{name}' shares one slope across channels: cnndsl's prelu has one per channel "
+                        "(they start equal)", layer.span)
+        return self.b.add("prelu", name, [x], self._comment(layer, name), where=layer.span, weights=weights)
+
+    def layer_LRN(self, layer, name, nxt):
+        p = layer.first("lrn_param") or Message(layer.span)
+        region = p.get("norm_region", "ACROSS_CHANNELS")
+        if get_op("lrn") is None or region not in ("ACROSS_CHANNELS", 0):
+            raise self.error(f"LRN '{name}' ({region}) has no cnndsl form"
+                             + ("" if get_op("lrn") else ": cnndsl has no lrn"), layer.span)
+        size = int(p.get("local_size", 5))
+        if size % 2 == 0:
+            raise self.error(f"LRN '{name}' has an even local_size ({size}); Caffe requires an odd one",
+                             p.span_of("local_size"))
+        return self.b.add("lrn", name, [self._bottom(layer)], self._comment(layer, name), where=layer.span, size=size,
+                          alpha=float(p.get("alpha", 1.0)), beta=float(p.get("beta", 0.75)), k=float(p.get("k", 1.0)))
+
     def layer_Sigmoid(self, layer, name, nxt):
         return self.b.add("sigmoid", name, [self._bottom(layer)], self._comment(layer, name), where=layer.span)
 

@@ -58,7 +58,8 @@ class Emitter:
         if arr.dtype.kind == "f":
             arr = arr.astype(np.float32)
         name = self._unique(name)
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        arr = arr if arr.ndim == 0 else np.ascontiguousarray(arr)  # a scalar stays 0-d (Clip's min and max)
+        self.initializers.append(self.onnx.numpy_helper.from_array(arr, name))
         return name
 
     def param(self, layer: str, what: str) -> np.ndarray:

@@ -61,7 +61,20 @@ def import_onnx(path, model=None) -> NetBuilder:
 SUPPORTED = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool",
              "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softmax", "Gemm", "MatMul", "BatchNormalization", "Concat",
              "Add", "Sum", "Sub", "Mul", "Div", "Flatten", "Reshape", "Squeeze", "Dropout", "Identity", "Upsample",
-             "Resize", "Clip", "Constant")
+             "Resize", "Clip", "Constant", "Elu", "Softplus", "HardSwish", "HardSigmoid", "PRelu", "Gelu", "Mish",
+             "LRN", "Unsqueeze")
+
+# element-wise activations written as chains of ONNX ops (what `cnndsl export` writes at opset 17, and what
+# other exporters write before Gelu/Mish existed): (activation, steps). A step is (op_type, other input):
+# "x" the chain's input, "prev" the previous step's output, a number a constant, None a unary op.
+ACTIVATION_CHAINS = (
+    ("gelu_tanh", [("Mul", "x"), ("Mul", "x"), ("Mul", 0.044715), ("Add", "x"), ("Mul", 0.7978845608028654),
+                   ("Tanh", None), ("Add", 1.0), ("Mul", "x"), ("Mul", 0.5)]),
+    ("gelu", [("Mul", 0.7071067811865476), ("Erf", None), ("Add", 1.0), ("Mul", "x"), ("Mul", 0.5)]),
+    ("gelu", [("Div", 1.4142135623730951), ("Erf", None), ("Add", 1.0), ("Mul", "x"), ("Mul", 0.5)]),
+    ("mish", [("Softplus", None), ("Tanh", None), ("Mul", "x")]),
+    ("silu", [("Sigmoid", None), ("Mul", "x")]),
+)
 
 
 class _Importer:
@@ -133,6 +146,8 @@ class _Importer:
                 self.consts[init.name] = onnx.numpy_helper.to_array(init)
             except Exception as e:  # noqa: BLE001  (data that does not match its declared shape or type)
                 raise self.b.error(f"initializer '{init.name}' cannot be read ({type(e).__name__}: {e})") from None
+        self.chains = self._find_chains()
+        in_chain = {out for _, nodes, _ in self.chains.values() for n in nodes for out in n.output}
         unsupported: dict[str, list[str]] = {}
         for i, node in enumerate(self.g.node):
             if not node.output or not node.output[0]:
@@ -143,8 +158,9 @@ class _Importer:
                 except Exception as e:  # noqa: BLE001  (a malformed tensor in a hostile file)
                     raise self.b.error(f"node {i} '{node.name}' (Constant) holds no readable tensor "
                                        f"({type(e).__name__}: {e})") from None
-            elif node.domain not in ("", "ai.onnx") or (node.op_type not in SUPPORTED and not
-                                                          (node.op_type == "Sqrt" and self._after_square_pool(node))):
+            elif node.domain not in ("", "ai.onnx") or (node.op_type not in SUPPORTED and node.output[0] not in in_chain
+                                                          and not (node.op_type == "Sqrt"
+                                                                   and self._after_square_pool(node))):
                 unsupported.setdefault(f"{node.domain + '.' if node.domain else ''}{node.op_type}", []).append(
                     f"{i} '{node.name or node.output[0]}'")
         if unsupported:
@@ -164,7 +180,17 @@ class _Importer:
             if node.op_type == "Constant":
                 continue
             if node.output[0] in self.done:
-                continue  # taken by a pattern (l2pool)
+                continue  # taken by a pattern (l2pool, an activation chain)
+            if node.output[0] in self.chains and not any(name in failed for name in node.input):
+                act, nodes, x = self.chains[node.output[0]]
+                if get_op(act) is not None and x in self.value:
+                    last = nodes[-1]
+                    layer = self.b.add(act, self.wanted(last), [self.value[x]],
+                                       f"ONNX {' -> '.join(n.op_type for n in nodes)} "
+                                       f"'{node.name or node.output[0]}' ... '{last.name or last.output[0]}' ({act})")
+                    self.value[last.output[0]] = layer
+                    self.done.update(n.output[0] for n in nodes)
+                    continue
             if any(name in failed for name in node.input):
                 failed.update(node.output)  # reported at the node it comes from
                 continue
@@ -199,6 +225,89 @@ class _Importer:
             self.b.head(_head_name(o.name), layer)
         _classes_parameter(self.b)
         return self.b
+
+    def _find_chains(self) -> dict:
+        """{first node's output: (activation, [nodes], x)} for every ACTIVATION_CHAINS match whose inner
+        tensors are read only inside the chain."""
+        readers: dict[str, list] = {}
+        for n in self.g.node:
+            for t in n.input:
+                readers.setdefault(t, []).append(n)
+        consts = {i.name for i in self.g.initializer} | {n.output[0] for n in self.g.node if n.op_type == "Constant"}
+        found = {}
+        for start in self.g.node:
+            for act, steps in ACTIVATION_CHAINS:
+                nodes = self._match_chain(start, steps, readers, consts)
+                if nodes is not None and start.output[0] not in found:
+                    found[start.output[0]] = (act, nodes, self._chain_x)
+        return found
+
+    def _const_value(self, name):
+        for init in self.g.initializer:
+            if init.name == name:
+                return self.onnx.numpy_helper.to_array(init)
+        for n in self.g.node:
+            if n.op_type == "Constant" and n.output and n.output[0] == name:
+                try:
+                    return self._constant(n)
+                except Unsupported:
+                    return None
+        return None
+
+    def _match_chain(self, start, steps, readers, consts):
+        nodes, prev, x = [], None, None
+        node = start
+        for k, (op_type, other) in enumerate(steps):
+            if node is None or node.op_type != op_type or node.domain not in ("", "ai.onnx"):
+                return None
+            ins = list(node.input)
+            if k == 0:
+                if other is None:
+                    if len(ins) != 1:
+                        return None
+                    x = ins[0]
+                elif other == "x":
+                    if len(ins) != 2 or ins[0] != ins[1]:
+                        return None
+                    x = ins[0]
+                else:
+                    cands = [i for i in ins if i not in consts]
+                    if len(ins) != 2 or len(cands) != 1:
+                        return None
+                    x = cands[0]
+                    if not self._is_const(ins, x, other, consts):
+                        return None
+            else:
+                if prev not in ins:
+                    return None
+                rest = [i for i in ins if i != prev] or ([prev] if ins.count(prev) == 2 else [])
+                if other is None:
+                    if len(ins) != 1:
+                        return None
+                elif other == "x":
+                    if rest != [x]:
+                        return None
+                elif other == "prev":
+                    if ins != [prev, prev]:
+                        return None
+                elif not self._is_const(ins, prev, other, consts) or (op_type in ("Div", "Sub") and ins[0] != prev):
+                    return None
+            nodes.append(node)
+            prev = node.output[0]
+            if k + 1 < len(steps):
+                nxt = readers.get(prev, [])
+                if len(nxt) != 1 or prev in self.outputs:
+                    return None
+                node = nxt[0]
+        self._chain_x = x
+        return nodes
+
+    def _is_const(self, ins, var, value, consts) -> bool:
+        other = [i for i in ins if i != var]
+        if len(other) != 1 or other[0] not in consts:
+            return False
+        v = self._const_value(other[0])
+        return v is not None and np.size(v) == 1 and abs(float(np.asarray(v).reshape(-1)[0]) - value) <= 1e-6 * max(1, abs(value))
 
     def _after_square_pool(self, node) -> bool:
         """A Sqrt of an AveragePool of Mul(x, x): the l2pool pattern (checked fully on import)."""
@@ -551,6 +660,66 @@ class _Importer:
     def _activation(self, node, op, **attrs):
         return self.b.add(op, self.wanted(node), [self.layer(node.input[0])], self.comment(node), **attrs)
 
+    def _registry_activation(self, node, act, **attrs):
+        if get_op(act) is None:
+            raise Unsupported(f"cnndsl has no {act} activation")
+        return self._activation(node, act, **attrs)
+
+    def op_Elu(self, node):
+        return self._registry_activation(node, "elu", alpha=_f32(self.attrs(node).get("alpha", 1.0)))
+
+    def op_Softplus(self, node):
+        return self._registry_activation(node, "softplus")
+
+    def op_HardSwish(self, node):
+        return self._registry_activation(node, "hardswish")
+
+    def op_HardSigmoid(self, node):
+        a = self.attrs(node)
+        alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+        if abs(alpha - 1 / 6) > 1e-6 or abs(beta - 0.5) > 1e-6:
+            raise Unsupported(f"alpha={alpha:g}, beta={beta:g}: cnndsl's hardsigmoid is x/6 + 1/2 clipped to [0, 1]")
+        return self._registry_activation(node, "hardsigmoid")
+
+    def op_Gelu(self, node):
+        approx = self.attrs(node).get("approximate", b"none")
+        approx = approx.decode() if isinstance(approx, bytes) else approx
+        return self._registry_activation(node, "gelu_tanh" if approx == "tanh" else "gelu")
+
+    def op_Mish(self, node):
+        return self._registry_activation(node, "mish")
+
+    def op_PRelu(self, node):
+        if get_op("prelu") is None:
+            raise Unsupported("cnndsl has no prelu")
+        slope = self._weights_of(node, 1, "slope")
+        shape = self.shape(node.input[0])
+        per = self._per_channel(slope, shape)
+        if per is None:
+            raise Unsupported(f"its slope of shape {list(slope.shape)} is not one value per channel")
+        return self.b.add("prelu", self.wanted(node), [self.layer(node.input[0])], self.comment(node),
+                          weights={"slope": per})
+
+    def op_LRN(self, node):
+        a = self.attrs(node)
+        size = int(a["size"])
+        if get_op("lrn") is None:
+            raise Unsupported("cnndsl has no lrn")
+        if size % 2 == 0:
+            raise Unsupported(f"an even size ({size}): ONNX centres the window one channel apart from cnndsl's lrn")
+        return self.b.add("lrn", self.wanted(node), [self.layer(node.input[0])], self.comment(node), size=size,
+                          alpha=_f32(a.get("alpha", 1e-4)), beta=_f32(a.get("beta", 0.75)), k=_f32(a.get("bias", 1.0)))
+
+    def op_Unsqueeze(self, node):
+        axes = self.attrs(node).get("axes")
+        if axes is None and len(node.input) > 1:
+            axes = self.const(node.input[1])
+        shape = self.shape(node.input[0])
+        if axes is None or len(shape) != 1 or sorted(int(v) % 4 for v in axes) != [2, 3] or get_op("reshape") is None:
+            raise Unsupported("only a batch x C vector made batch x C x 1 x 1 is a cnndsl reshape")
+        return self.b.add("reshape", self.wanted(node), [self.layer(node.input[0])], self.comment(node),
+                          shape=(shape[0], 1, 1))
+
     def op_Relu(self, node):
         return self._activation(node, "relu")
 
@@ -567,6 +736,9 @@ class _Importer:
         shape = self.shape(node.input[0])
         default = -1 if self.opset >= 13 else 1
         axis = int(self.attrs(node).get("axis", default)) % (len(shape) + 1)
+        if self.opset >= 13 and len(shape) == 3 and axis in (2, 3) and get_op("softmax_axis") is not None:
+            return self.b.add("softmax_axis", self.wanted(node), [self.layer(node.input[0])], self.comment(node),
+                              axis="height" if axis == 2 else "width")
         if axis != 1 or (self.opset < 13 and len(shape) == 3 and shape[1:] != (1, 1)):
             raise Unsupported(f"a softmax over axis {axis} of a {len(shape) + 1}-D tensor (opset {self.opset}); "
                               "cnndsl's softmax is over the channels of each pixel, or the features of a vector")
@@ -576,8 +748,8 @@ class _Importer:
         a = self.attrs(node)
         lo = a.get("min") if self.opset < 11 else (self.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None)
         hi = a.get("max") if self.opset < 11 else (self.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None)
-        lo = None if lo is None else float(np.asarray(lo))
-        hi = None if hi is None else float(np.asarray(hi))
+        lo = None if lo is None or np.size(lo) != 1 else float(np.asarray(lo).reshape(-1)[0])
+        hi = None if hi is None or np.size(hi) != 1 else float(np.asarray(hi).reshape(-1)[0])
         if lo == 0.0 and (hi is None or math.isinf(hi)):
             return self._activation(node, "relu")
         if lo == 0.0 and hi == 6.0 and get_op("relu6") is not None:
@@ -731,6 +903,10 @@ class _Importer:
     def _two_tensors(self, node, kind):
         ins = [self.layer(i) for i in node.input]
         shapes = {self.b.type_of(i) for i in ins}
+        if kind == "mul" and get_op("multiply") is not None and len(ins) == 2:
+            a, b = (self.b.type_of(i) for i in ins)
+            if a == b or (len(a) == 3 and b in ((a[0],), (a[0], 1, 1))) or (len(b) == 3 and a in ((b[0],), (b[0], 1, 1))):
+                return self.b.add("multiply", self.wanted(node), ins, self.comment(node))
         if len(shapes) != 1:
             raise Unsupported(f"broadcasting between {' and '.join('x'.join(map(str, s)) for s in shapes)}; "
                               "cnndsl merges tensors of one shape")
@@ -828,8 +1004,17 @@ class _Importer:
             scales = [1, 1, sizes[2] / h, sizes[3] / w]
         ctm = text("coordinate_transformation_mode", "half_pixel" if self.opset >= 11 else "asymmetric")
         mode = text("mode", "nearest")
-        if mode == "linear" and get_op("upsample") is not None and "bilinear" in (get_op("upsample").attr("mode").choices):
-            raise Unsupported("mode=linear: map it once cnndsl's bilinear upsample's coordinate convention is known")
+        if mode == "linear" and "bilinear" in get_op("upsample").attr("mode").choices:
+            s_ = [float(v) for v in scales]
+            if len(s_) != 4 or s_[:2] != [1.0, 1.0] or s_[2] != s_[3] or s_[2] < 1 or s_[2] != int(s_[2]):
+                raise Unsupported(f"scales {s_}: cnndsl's bilinear upsample scales height and width by one whole factor")
+            if ctm not in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+                raise Unsupported(f"linear with coordinate_transformation_mode={ctm}: cnndsl's bilinear is PyTorch's "
+                                  "(half_pixel, or align_corners)")
+            if ctm == "pytorch_half_pixel" and min(h, w) * int(s_[2]) == 1:
+                raise Unsupported("pytorch_half_pixel on a 1-pixel output")
+            return self.b.add("upsample", self.wanted(node), [self.layer(node.input[0])], self.comment(node),
+                              scale=int(s_[2]), mode="bilinear", align_corners=ctm == "align_corners")
         return self._nearest_scale(node, (h, w), [float(s) for s in scales], mode, ctm,
                                    text("nearest_mode", "round_prefer_floor"))
 

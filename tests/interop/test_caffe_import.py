@@ -86,11 +86,11 @@ def test_every_layer_net_uses_every_rewrite(tmp_path):
 def test_a_layer_kind_cnndsl_lacks_is_located(tmp_path):
     proto = tmp_path / "bad.prototxt"
     proto.write_text('input: "data"\ninput_shape { dim: 1 dim: 1 dim: 8 dim: 8 }\n'
-                     'layer {\n  name: "p"\n  type: "PReLU"\n  bottom: "data"\n  top: "p"\n}\n')
+                     'layer {\n  name: "p"\n  type: "Power"\n  bottom: "data"\n  top: "p"\n}\n')
     with pytest.raises(CnnError) as info:
         import_caffe(proto)
     d = info.value.diagnostics[0]
-    assert d.span.line == 5 and "has type PReLU, which cnndsl cannot import" in d.message
+    assert d.span.line == 5 and "has type Power, which cnndsl cannot import" in d.message
     assert "Convolution" in d.help
 
 
