@@ -105,7 +105,7 @@ def _pair(param, name, h_name, w_name, default):
 class _Caffe:
     def __init__(self, path, net: Message, blobs, weights_path):
         self.path, self.net, self.blobs, self.weights_path = path, net, blobs, weights_path
-        self.b = NetBuilder(path, "Caffe", name=net.get("name") or Path(path).stem)
+        self.b = NetBuilder(path, "Caffe", name=str(net.get("name") or Path(path).stem))
         self.b.source_weights = blobs is not None
         self.tensor: dict[str, str] = {}  # Caffe blob (top) name -> cnndsl layer
         self.dropped: list[str] = []
@@ -120,7 +120,7 @@ class _Caffe:
         layers = [layer for layer in (net.all("layer") or net.all("layers")) if self._in_test_phase(layer)]
         self.consumers = {}
         for layer in layers:
-            for bottom in layer.values("bottom"):
+            for bottom in _strs(layer, "bottom"):
                 self.consumers.setdefault(bottom, []).append(layer)
         skip = set()
         heads = []
@@ -128,14 +128,14 @@ class _Caffe:
             if i in skip:
                 continue
             kind = self._type(layer)
-            name = layer.get("name") or f"layer{i}"
+            name = str(layer.get("name") or f"layer{i}")
             if kind in DATA_LAYERS:
                 self.dropped.append(f"{kind} '{name}' (a data layer: give the input shape with an Input layer)")
                 continue
             if kind in DROPPED:
                 self.dropped.append(f"{kind} '{name}' ({DROPPED[kind]})")
-                if "Loss" in kind and layer.values("bottom"):
-                    heads.append(layer.values("bottom")[0])
+                if "Loss" in kind and _strs(layer, "bottom"):
+                    heads.append(_strs(layer, "bottom")[0])
                 continue
             handler = getattr(self, "layer_" + kind, None)
             if handler is None:
@@ -145,7 +145,7 @@ class _Caffe:
             nxt = layers[i + 1] if i + 1 < len(layers) else None
             try:
                 out = handler(layer, name, nxt)
-            except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as e:
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError) as e:
                 raise self.error(f"Caffe layer '{name}' ({kind}) has an option of the wrong kind or a missing one "
                                  f"({type(e).__name__}: {e})", layer.span) from None
             if isinstance(out, tuple):  # the handler took the next layer too (BatchNorm + Scale)
@@ -153,15 +153,15 @@ class _Caffe:
                 if took:
                     skip.add(i + 1)
                     layer = nxt
-            for top in layer.values("top"):
+            for top in _strs(layer, "top"):
                 self.tensor[top] = out
         if not self.b.graph.inputs:
             raise self.error("the net has no input with a shape", self.net.span,
                              help="add `input: \"data\"` with `input_shape { dim: 1 dim: 3 dim: 32 dim: 32 }`, or an "
                                   "Input layer")
         # heads: the inputs of dropped losses, else every top no layer reads
-        read = {b for layer in layers for b in layer.values("bottom")}
-        tops = [t for layer in layers for t in layer.values("top") if self._type(layer) not in DROPPED
+        read = {b for layer in layers for b in _strs(layer, "bottom")}
+        tops = [t for layer in layers for t in _strs(layer, "top") if self._type(layer) not in DROPPED
                 and self._type(layer) not in DATA_LAYERS]
         if not heads:
             heads = [t for t in dict.fromkeys(tops) if t not in read or t in self._last_tops(layers)]
@@ -181,7 +181,7 @@ class _Caffe:
         return self.b
 
     def _last_tops(self, layers):
-        return set(layers[-1].values("top")) if layers else set()
+        return set(_strs(layers[-1], "top")) if layers else set()
 
     def _in_test_phase(self, layer: Message) -> bool:
         for inc in layer.all("include"):
@@ -198,7 +198,7 @@ class _Caffe:
 
     def _net_inputs(self):
         net = self.net
-        names = net.values("input")
+        names = [str(n) for n in net.values("input")]
         shapes = [[int(d) for d in s.values("dim")] for s in net.all("input_shape")]
         dims = [int(d) for d in net.values("input_dim")]
         if dims:
@@ -216,7 +216,7 @@ class _Caffe:
         self.tensor[name] = self.b.add_input(name, tuple(shape[1:]), f"Caffe input '{name}'")
 
     def _bottom(self, layer, k=0) -> str:
-        bottoms = layer.values("bottom")
+        bottoms = _strs(layer, "bottom")
         if len(bottoms) <= k:
             raise self.error(f"layer '{layer.get('name')}' has no bottom {k}", layer.span)
         b = bottoms[k]
@@ -254,7 +254,7 @@ class _Caffe:
     def layer_Input(self, layer, name, nxt):
         p = layer.first("input_param")
         shapes = [[int(d) for d in s.values("dim")] for s in (p.all("shape") if p else [])]
-        tops = layer.values("top")
+        tops = _strs(layer, "top")
         if len(shapes) < len(tops):
             raise self.error(f"Input layer '{name}' has no shape for each top", layer.span)
         for top, shape in zip(tops, shapes):
@@ -307,7 +307,7 @@ class _Caffe:
         x = self._bottom(layer)
         c, h, w = self._map(x, layer, name)
         if p.get("global_pooling", False):
-            readers = {self._type(r) for top in layer.values("top") for r in self.consumers.get(top, [])}
+            readers = {self._type(r) for top in _strs(layer, "top") for r in self.consumers.get(top, [])}
             op = "global_avgpool" if method == "AVE" else "global_maxpool"
             if readers and readers <= {"InnerProduct", "Flatten", "Softmax", "SoftmaxWithLoss", "Accuracy"} \
                     and get_op(op) is not None:
@@ -464,7 +464,7 @@ class _Caffe:
         axis = int(p.get("axis", p.get("concat_dim", 1))) if p else 1
         if axis != 1:
             raise self.error(f"Concat '{name}' joins along axis {axis}; cnndsl concatenates channels", layer.span)
-        ins = [self._bottom(layer, k) for k in range(len(layer.values("bottom")))]
+        ins = [self._bottom(layer, k) for k in range(len(_strs(layer, "bottom")))]
         return self.b.add("concat", name, ins, self._comment(layer, name), where=layer.span)
 
     def layer_Eltwise(self, layer, name, nxt):
@@ -472,7 +472,7 @@ class _Caffe:
         op = p.get("operation", "SUM") if p else "SUM"
         op = {0: "PROD", 1: "SUM", 2: "MAX"}.get(op, op)
         coeffs = [float(c) for c in p.values("coeff")] if p else []
-        ins = [self._bottom(layer, k) for k in range(len(layer.values("bottom")))]
+        ins = [self._bottom(layer, k) for k in range(len(_strs(layer, "bottom")))]
         if op == "SUM" and all(c == 1.0 for c in coeffs):
             return self.b.add("add", name, ins, self._comment(layer, name), where=layer.span)
         if op == "PROD" and get_op("multiply") is not None:
@@ -489,7 +489,7 @@ class _Caffe:
         c = self.b.type_of(x)[0]
         blobs = self._weights(layer, name, 3, "mean, variance and scale factor")
         scale_layer = None
-        if nxt is not None and self._type(nxt) == "Scale" and nxt.values("bottom")[:1] == layer.values("top")[:1]:
+        if nxt is not None and self._type(nxt) == "Scale" and _strs(nxt, "bottom")[:1] == _strs(layer, "top")[:1]:
             scale_layer = nxt
         weights = None
         if blobs is not None:
@@ -517,7 +517,7 @@ class _Caffe:
         p = layer.first("scale_param")
         bias = bool(p.get("bias_term", False)) if p else False
         x = self._bottom(layer)
-        if len(layer.values("bottom")) > 1:
+        if len(_strs(layer, "bottom")) > 1:
             raise self.error(f"Scale '{name}' multiplies by a second input; cnndsl has constant scales only",
                              layer.span)
         c = self.b.type_of(x)[0]
@@ -533,6 +533,11 @@ class _Caffe:
                               where=layer.span, weights=weights, filters=c, kernel=1, groups=c, bias=bias)
         return self.b.add("dense", name, [x], self._comment(layer, name, "(per-feature scale: a diagonal dense)"),
                           where=layer.span, weights=weights, units=c, bias=bias)
+
+
+def _strs(layer: Message, key: str) -> list[str]:
+    """A layer's bottoms or tops as names (a hostile file may write numbers)."""
+    return [str(v) for v in layer.values(key)]
 
 
 def _safe(name: str) -> str:

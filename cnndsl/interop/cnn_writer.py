@@ -37,7 +37,7 @@ RESERVED = {"network", "block", "train", "profile", "input", "repeat", "true", "
 def sanitize(name: str, fallback: str = "layer") -> str:
     """A .cnn name (ASCII letters, digits, _; not starting with a digit, not reserved) for a source
     name such as `conv1/3x3_reduce`, `/features/0/Conv`, `input.1` or `onnx::Gemm_12`."""
-    s = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_")
+    s = re.sub(r"[^A-Za-z0-9_]+", "_", str(name)).strip("_")
     if not s:
         s = fallback
     if s[0].isdigit():

@@ -156,6 +156,13 @@ def _int(sec: Section, key: str, default=None, b=None) -> int:
         return _bad(sec, key, "a whole number")
 
 
+def _positive(sec: Section, key: str, default=None) -> int:
+    v = _int(sec, key, default)
+    if v < 1:
+        return _bad(sec, key, "a whole number of at least 1")
+    return v
+
+
 def _float(sec: Section, key: str, default: float) -> float:
     v = sec.get(key)
     if v is None:
@@ -197,7 +204,7 @@ class _Darknet:
                                  help="cnndsl imports [" + "], [".join(kinds) + "]")
             try:
                 prev = handler(i, sec, prev)
-            except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as e:
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError) as e:
                 raise self.error(f"Darknet layer {i} [{sec.kind}] has an option of the wrong kind or a missing one "
                                  f"({type(e).__name__}: {e})", sec.span) from None
             self.outputs.append(prev)
@@ -248,13 +255,13 @@ class _Darknet:
 
     def sec_convolutional(self, i, sec, prev):
         c, h, w = self._map(i, sec, prev)
-        filters, size = _int(sec, "filters", 1), _int(sec, "size", 1)
-        stride = _int(sec, "stride", 1)
+        filters, size = _positive(sec, "filters", 1), _positive(sec, "size", 1)
+        stride = _positive(sec, "stride", 1)
         pad = _int(sec, "padding", 0)
         if _int(sec, "pad", 0):
             pad = size // 2
-        groups = _int(sec, "groups", 1)
-        dilation = _int(sec, "dilation", 1)
+        groups = _positive(sec, "groups", 1)
+        dilation = _positive(sec, "dilation", 1)
         bn = bool(_int(sec, "batch_normalize", 0))
         name = self._name(i, sec)
         what = f"layer {i} [convolutional] (line {sec.span.line})"
@@ -279,7 +286,7 @@ class _Darknet:
         return self._activation(i, sec, y)
 
     def sec_connected(self, i, sec, prev):
-        units = _int(sec, "output", 1)
+        units = _positive(sec, "output", 1)
         bn = bool(_int(sec, "batch_normalize", 0))
         name = self._name(i, sec)
         if len(self.b.type_of(prev)) == 3:
@@ -312,8 +319,8 @@ class _Darknet:
 
     def sec_maxpool(self, i, sec, prev):
         c, h, w = self._map(i, sec, prev)
-        size = _int(sec, "size", 1)
-        stride = _int(sec, "stride", size)
+        size = _positive(sec, "size", 1)
+        stride = _positive(sec, "stride", size)
         padding = _int(sec, "padding", size - 1)  # total; Darknet puts padding // 2 before
         before = padding // 2
         outs = [(d + padding - size) // stride + 1 for d in (h, w)]

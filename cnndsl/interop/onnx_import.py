@@ -196,7 +196,7 @@ class _Importer:
                 continue
             try:
                 out = getattr(self, "op_" + node.op_type)(node)
-            except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as e:
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError) as e:
                 e = Unsupported(f"a malformed node ({type(e).__name__}: {e})")
                 problems.append(Diagnostic("error", f"cannot import {self.describe(i, node)}: {e}",
                                            Span(self.path, 0, 0), code="import-unsupported"))
