@@ -238,6 +238,22 @@ def test_minimize_latency_measures_each_trial(files, tmp_path):
     assert "ms/image" in result.output and (out / "sweep.png").exists()
 
 
+def test_a_storage_url_and_max_invalid(files, tmp_path):
+    optuna = pytest.importorskip("optuna")
+    model, data = files
+    db = tmp_path / "shared.db"
+    out = tmp_path / "out"
+    # k=3 with stride 2 never tiles 28x28: every point is invalid, the sweep stops at --max-invalid
+    result = sweep(model, "--data", data, "--trials", 2, "-D", "k=3", "-D", "s=2", "--max-invalid", 3,
+                   "--storage", f"sqlite:///{db}", "--study", "shared", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "stopping: 3 invalid points proposed (--max-invalid 3)" in result.output
+    assert "no trial has completed yet" in result.output
+    trials = optuna.load_study(study_name="shared", storage=f"sqlite:///{db}").get_trials()
+    assert [t.user_attrs["state"] for t in trials] == ["invalid"] * 3
+    assert not (out / "study.db").exists() and json.loads((out / "sweep.json").read_text())["counts"] == {"invalid": 3}
+
+
 # ---- several processes -------------------------------------------------------------------------------------
 def _cmd(model, data, out, trials):
     return [sys.executable, "-m", "cnndsl", "sweep", str(model), "--data", str(data), "--trials", str(trials),

@@ -116,26 +116,27 @@ PID_START = _start_time(PID)
 # ---- opening the study ---------------------------------------------------------------------------------
 def open_study(cfg: SweepConfig):
     optuna = require_optuna()
+    try:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise file_error(str(cfg.out), f"cannot create the sweep folder: {e.strerror or e}",
+                         help="choose another --out", code="sweep-out") from None
+    if not os.access(cfg.out, os.W_OK):
+        raise file_error(str(cfg.out), "the sweep folder is not writable", help="choose another --out",
+                         code="sweep-out")
     if cfg.storage is None:
-        try:
-            cfg.out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise file_error(str(cfg.out), f"cannot create the sweep folder: {e.strerror or e}",
-                             help="choose another --out", code="sweep-out") from None
-        if not os.access(cfg.out, os.W_OK):
-            raise file_error(str(cfg.out), "the sweep folder is not writable", help="choose another --out",
-                             code="sweep-out")
         with _creation_lock(cfg.out):  # two processes creating the database's tables at once collide
             storage = optuna.storages.RDBStorage(cfg.storage_url(),
                                                  engine_kwargs={"connect_args": {"timeout": 120}})
             return _create(optuna, cfg, storage)
     else:
-        from optuna.storages import RetryFailedTrialCallback
-
         # a database server shared by machines: a trial whose process stops sending heartbeats is
         # failed after the grace period and its point retried once
-        storage = optuna.storages.RDBStorage(cfg.storage, heartbeat_interval=30, grace_period=120,
-                                             failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
+            retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
+        else:
+            retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
+        storage = optuna.storages.RDBStorage(cfg.storage, heartbeat_interval=30, grace_period=120, **retry)
     return _create(optuna, cfg, storage)
 
 
