@@ -254,6 +254,27 @@ def test_a_storage_url_and_max_invalid(files, tmp_path):
     assert not (out / "study.db").exists() and json.loads((out / "sweep.json").read_text())["counts"] == {"invalid": 3}
 
 
+def test_a_small_space_is_not_trained_twice(files, tmp_path):
+    pytest.importorskip("optuna")
+    model, data = files
+    out = tmp_path / "small"
+    # two points (k = 3 or 4), both valid; --trials 5 asks for more than the space holds
+    result = sweep(model, "--data", data, "--trials", 5, "-D", "width=2", "-D", "s=1", "-D", "lr=0.05",
+                   "--sampler", "random", "--seed", 2, "--out", out)  # seed 2 proposes k = 3, 3, 3, 4
+    assert result.exit_code == 0, result.output
+    assert "stopping: every one of the 2 points of the space has been tried" in result.output
+    rows = json.loads((out / "sweep.json").read_text())["trials"]
+    trained = [r for r in rows if r["state"] == "complete"]
+    assert sorted(r["point"]["k"] for r in trained) == [3, 4]  # each point trained once
+    assert [r["state"] for r in rows] == ["complete", "repeat", "repeat", "complete"]
+    assert "2 points proposed again (result reused)" in result.output
+    for r in rows:
+        if r["state"] == "repeat":  # a point proposed again: the earlier result, not a second training
+            first = next(t for t in trained if t["point"] == r["point"])
+            assert r["accuracy"] == first["accuracy"] and r["reason"] == f"trial {first['number']}"
+    assert sorted(p.name for p in (out / "trials").iterdir()) == sorted(f"{r['number']:04d}" for r in trained)
+
+
 # ---- several processes -------------------------------------------------------------------------------------
 def _cmd(model, data, out, trials):
     return [sys.executable, "-m", "cnndsl", "sweep", str(model), "--data", str(data), "--trials", str(trials),

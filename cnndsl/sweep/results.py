@@ -23,7 +23,7 @@ BEST_FILE, BEST_WEIGHTS = "best.cnn", "best.safetensors"
 @dataclass
 class Row:
     number: int
-    state: str  # complete | pruned | invalid | failed | interrupted | running | waiting
+    state: str  # complete | pruned | invalid | failed | repeat | interrupted | running | waiting
     point: dict[str, Any] = field(default_factory=dict)
     params: int | None = None
     flops: int | None = None
@@ -102,7 +102,8 @@ def table_lines(rows: list[Row], space: Space, best: Row | None = None) -> list[
             cells.append(f"{r.latency_ms:.3f}" if r.latency_ms is not None else "-")
         cells += [f"{r.accuracy:.4f}" if r.accuracy is not None else "-",
                   f"{r.loss:.4f}" if r.loss is not None else "-", _cell(r.epochs),
-                  f"{r.seconds:.1f}" if r.seconds is not None else "-", r.state]
+                  f"{r.seconds:.1f}" if r.seconds is not None else "-",
+                  f"repeat of {r.reason}" if r.state == "repeat" and r.reason else r.state]
         body.append(cells)
     widths = [max(len(h), *(len(c[i]) for c in body)) if body else len(h) for i, h in enumerate(head)]
     fmt = lambda cells: "  ".join(c.rjust(w) if i < len(cells) - 1 else c for i, (c, w) in  # noqa: E731
@@ -118,6 +119,8 @@ def summary_line(counts: dict[str, int]) -> str:
     line = f"{trained} trial{'s' if trained != 1 else ''} trained ({', '.join(parts)}); " \
            f"{counts.get('invalid', 0)} invalid point{'s' if counts.get('invalid', 0) != 1 else ''} rejected " \
            "by the checker before training"
+    if counts.get("repeat"):
+        line += f"; {counts['repeat']} point{'s' if counts['repeat'] != 1 else ''} proposed again (result reused)"
     for k in ("interrupted", "running", "waiting"):
         if counts.get(k):
             line += f"; {counts[k]} {k}"

@@ -219,6 +219,8 @@ def state_of(trial) -> str:
     from optuna.trial import TrialState
 
     own = trial.user_attrs.get("state")
+    if own == "repeat":
+        return "repeat"
     if trial.state == TrialState.COMPLETE:
         return "complete"
     if own in ("invalid", "failed", "interrupted", "pruned"):
@@ -304,6 +306,9 @@ class Runner:
         trial.set_user_attr("pid", PID)
         trial.set_user_attr("pid_start", PID_START)
         point = {d.name: d.suggest(trial) for d in cfg.space.dims}
+        repeated = self.repeat(trial, point)
+        if repeated is not None:
+            return repeated
         start = time.perf_counter()
         result = check_point(cfg.space, cfg.text, point, cfg.profile, cfg.network)
         if result.valid:
@@ -337,6 +342,34 @@ class Runner:
         if cfg.multi:
             return value, float(result.flops if cfg.minimize == "flops" else result.params)
         return value
+
+    def repeat(self, trial, point):
+        """A point trained before (a sampler proposes the same point again, often in a small
+        discrete space): every trial trains with the file's seed, so training it again would give
+        the same result. Its result is copied instead (state=repeat, repeat_of=N), in no time."""
+        import optuna
+        from optuna.trial import TrialState
+
+        prev = next((t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+                     if t.params == trial.params and t.number != trial.number
+                     and t.user_attrs.get("state") not in ("invalid", "repeat")), None)
+        if prev is None:
+            return None
+        for key in ("params", "flops", "accuracy", "loss", "epochs", "latency_ms", "dir"):
+            if key in prev.user_attrs:
+                trial.set_user_attr(key, prev.user_attrs[key])
+        trial.set_user_attr("state", "repeat")
+        trial.set_user_attr("repeat_of", prev.number)
+        trial.set_user_attr("reason", f"trial {prev.number}")
+        trial.set_user_attr("seconds", 0.0)
+        self.cfg.echo(f"trial {trial.number}: {show_point(point)}: the point of trial {prev.number}, "
+                      "which trained with the same seed: its result is reused")
+        if prev.state == TrialState.COMPLETE:
+            return tuple(prev.values) if self.cfg.multi else prev.value
+        if not self.cfg.multi:
+            for step, v in sorted(prev.intermediate_values.items()):
+                trial.report(v, step)
+        raise optuna.TrialPruned("a repeat of a pruned point")
 
     def settings(self, program):
         from cnndsl.frontend.training import TrainingConfig
@@ -412,6 +445,13 @@ class Runner:
     latency = 0.0
 
     # -- the loop ---------------------------------------------------------------------------------------------
+    def tried(self) -> int:
+        """Distinct points tried (trained, pruned, failed or found invalid)."""
+        from optuna.trial import TrialState
+
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        return len({tuple(sorted((k, repr(v)) for k, v in t.params.items())) for t in done})
+
     def run(self, after_trial: Callable[[], None] | None = None) -> dict[str, int]:
         cfg = self.cfg
         max_invalid = cfg.max_invalid if cfg.max_invalid is not None else max(100, 10 * cfg.trials)
@@ -423,6 +463,13 @@ class Runner:
             if c.get("invalid", 0) >= max_invalid:
                 cfg.echo(f"stopping: {c['invalid']} invalid points proposed (--max-invalid {max_invalid}); "
                          "the space is mostly invalid: `cnndsl check` shows why")
+                break
+            if c.get("repeat", 0) >= max_invalid:
+                cfg.echo(f"stopping: {c['repeat']} points proposed again; the sampler has little left to try")
+                break
+            size = cfg.space.size()
+            if size is not None and self.tried() >= size:
+                cfg.echo(f"stopping: every one of the {size} points of the space has been tried")
                 break
             self.study.optimize(self.objective, n_trials=1, catch=())
             if after_trial is not None:
