@@ -318,7 +318,7 @@ def test_resume_after_sigkill_continues_the_same_study(files, tmp_path):
     for number, (params, values) in before.items():  # the completed trials are kept as they were
         t = after[number]
         assert t.state.name == "COMPLETE" and (t.params, t.values) == (params, values)
-    trained = [t for t in after if t.user_attrs.get("state") not in ("invalid", "interrupted")
+    trained = [t for t in after if t.user_attrs.get("state") not in ("invalid", "interrupted", "repeat")
                and t.state.name in ("COMPLETE", "PRUNED", "FAIL")]
     assert len(trained) == 5
     for k in killed:  # the killed trial is marked, and its point trained again
@@ -370,7 +370,8 @@ def test_two_processes_share_one_study(files, tmp_path):
     for p, (o, e) in zip(procs, outputs):
         assert p.returncode == 0, e
     trials = study_trials(out)
-    trained = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED") and t.user_attrs.get("state") != "invalid"]
+    trained = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")
+               and t.user_attrs.get("state") not in ("invalid", "repeat")]
     assert 6 <= len(trained) <= 7  # both stop at 6; one may have started its last as the other finished
     pids = {t.user_attrs["pid"] for t in trained}
     assert pids == {p.pid for p in procs}  # both processes trained trials of the one study
