@@ -112,7 +112,14 @@ def test_trials_after_the_first_compile_nothing(swept):
     trained = [r for r in json.loads((out / "sweep.json").read_text())["trials"] if r["params"] is not None]
     shapes = {(r["point"]["width"], r["point"]["k"], r["point"]["s"]) for r in trained}
     assert len({k for _, k, _ in shapes}) == 2 and len(shapes) >= 3  # other widths, kernels (seeded draws) ...
-    assert [r["compiled"] for r in trained[1:]] == [0] * (len(trained) - 1)  # ... and no new compilation
+    assert [r["compiled"] for r in trained[1:]] == [0] * (len(trained) - 1)  # ... and no new compilation,
+    # and nothing compiled twice: a later trial compiles at most a kernel variant no earlier trial
+    # needed (the direct convolution's tiles by output channels), never one compiled before
+    seen: set[str] = set()
+    for t in sorted((t for t in study_trials(out) if "compiled_functions" in t.user_attrs), key=lambda t: t.number):
+        functions = set(t.user_attrs["compiled_functions"])
+        assert not functions & seen, functions & seen
+        seen |= functions
 
 
 def test_sweep_writes_table_csv_plot_and_best(swept):

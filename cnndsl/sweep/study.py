@@ -428,6 +428,10 @@ class Runner:
                 finally:
                     trial.set_user_attr("compiled", compiled.count)
                     trial.set_user_attr("compile_seconds", compiled.seconds)
+                    # which functions, for which argument types: none is ever compiled twice (a kernel
+                    # variant another width selects compiles once, the first time a layer needs it)
+                    trial.set_user_attr("compiled_functions",
+                                        sorted({f"{c.qualname}{c.signature}" for c in compiled.records})[:500])
         except _Abort:
             raise
         except CnnError as e:  # e.g. a loss that became NaN at a high learning rate: a bad point, not a bad sweep
