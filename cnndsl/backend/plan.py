@@ -2,7 +2,7 @@
 
 Buffers are allocated once per compiled graph (and batch size) and reused by
 liveness: a slot is free again after the last reader of its tensor has run.
-Reshapes (flatten and its gradient) are views of their input's slot, so the
+Reshapes (flatten, reshape and their gradient) are views of their input's slot, so the
 slot lives as long as the last reader of any view. Graph inputs, heads and loss
 tensors stay live to the end (the caller reads them).
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from cnndsl.ir.graph import Graph
 from cnndsl.ops.registry import get_op
 
-VIEW_OPS = {"flatten", "unflatten"}  # output is a reshaped view of input 0
+VIEW_OPS = {"flatten", "unflatten", "reshape"}  # output is a reshaped view of input 0
 
 
 def produces_tensor(graph: Graph, name: str) -> bool:

@@ -329,6 +329,8 @@ class Lowerer:
             return
         block = self.blocks.get(s.op)
         op = None if block is not None else self.ops.get(s.op)
+        if op is not None and op.name == "softmax" and any(a.key == "axis" for a in s.args):
+            op = self.ops.get("softmax_axis")  # `softmax axis=width`: softmax along another axis (a layer)
         if block is None and op is None:
             self.unknown_op(s, scope)
             self.finish(s, scope, self.layer_name(s, scope, s.op), POISON, None)

@@ -9,5 +9,10 @@ from cnndsl.ops import batchnorm  # noqa: F401
 from cnndsl.ops import dense  # noqa: F401
 from cnndsl.ops import upsample  # noqa: F401
 from cnndsl.ops import merge  # noqa: F401
+from cnndsl.ops import global_maxpool  # noqa: F401
+from cnndsl.ops import multiply  # noqa: F401
+from cnndsl.ops import reshape  # noqa: F401
+from cnndsl.ops import lrn  # noqa: F401
+from cnndsl.ops import softmax_axis  # noqa: F401
 from cnndsl.ops import training  # noqa: F401  (gradient, loss and optimizer-step ops)
 from cnndsl.ops import fused  # noqa: F401  (fused ops made by the optimization passes, cnndsl/passes/)

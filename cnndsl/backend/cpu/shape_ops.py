@@ -53,13 +53,39 @@ def concat_grad(rc, node, ins, out):
     T.concat_backward(ins[0], node.attrs["offset"], out)
 
 
+def bilinear_tables(node, in_shape) -> tuple:
+    """The per-axis source tables (h0, h1, lh, w0, w1, lw) of a bilinear upsample node."""
+    from cnndsl.kernels.cpu.layers import bilinear_tables as tables
+
+    s, corners = node.attrs["scale"], bool(node.attrs.get("align_corners", False))
+    h, w = in_shape[-2:]
+    return tables(h * s, h, s, corners) + tables(w * s, w, s, corners)
+
+
+def _planes(a):
+    return a.reshape(a.shape[0] * a.shape[1], a.shape[2], a.shape[3])
+
+
 @launches("upsample")
 def upsample(rc, node, ins, out):
     s = node.attrs["scale"]
+    if node.attrs.get("mode", "nearest") == "bilinear":
+        tables = rc.cache.get(node.name) or rc.cache.setdefault(node.name, bilinear_tables(node, ins[0].shape))
+        from cnndsl.kernels.cpu import layers as L
+
+        L.bilinear_forward(_planes(ins[0]), *tables, _planes(out))
+        return
     T.upsample_nearest_forward(ins[0], s, s, out)
 
 
 @launches("upsample_grad")
 def upsample_grad(rc, node, ins, out):
-    s = rc.forward_node(node).attrs["scale"]
+    fwd = rc.forward_node(node)
+    s = fwd.attrs["scale"]
+    if fwd.attrs.get("mode", "nearest") == "bilinear":
+        tables = rc.cache.get(node.name) or rc.cache.setdefault(node.name, bilinear_tables(fwd, out.shape))
+        from cnndsl.kernels.cpu import layers as L
+
+        L.bilinear_backward(_planes(ins[0]), *tables, _planes(out))
+        return
     T.upsample_nearest_backward(ins[0], s, s, out)

@@ -21,7 +21,7 @@ def load():
                 "error", "no CUDA device found: --device cuda needs an NVIDIA GPU with its driver "
                 "(and `pip install cnndsl[cuda]`)", help="use --device cpu", code="no-cuda-device")])
         from cnndsl.backend.cuda import conv, dense, elementwise, losses, pooling, shape_ops, step  # noqa: F401
-        from cnndsl.backend.cuda import yolo_loss  # noqa: F401
+        from cnndsl.backend.cuda import layers, yolo_loss  # noqa: F401
         from cnndsl.backend.cuda.backend import CudaBackend
 
         _BACKEND = CudaBackend(simulated=SIMULATOR)

@@ -38,15 +38,35 @@ def concat_grad(rc, node, ins, out):
                             ins[0].shape[1], node.attrs["offset"])])
 
 
+def _bilinear_tables(rc, node, in_shape):
+    """The per-axis source tables of a bilinear upsample node, on the device."""
+    from cnndsl.backend.cpu.shape_ops import bilinear_tables
+
+    return [rc.backend.to_device(t) for t in bilinear_tables(node, in_shape)]
+
+
 @launches("upsample")
 def upsample(rc, node, ins, out):
     n, c, h, w = ins[0].shape
     s = node.attrs["scale"]
+    if node.attrs.get("mode", "nearest") == "bilinear":
+        from cnndsl.kernels.cuda import layers as L
+
+        tables = _bilinear_tables(rc, node, ins[0].shape)
+        return sequence([launch(L.bilinear_forward, grid1d(out.size), flat(ins[0]), flat(out), *tables,
+                                n * c, h, w, h * s, w * s)])
     return sequence([launch(T.upsample_forward, grid1d(out.size), flat(ins[0]), flat(out), n * c, h, w, s, s)])
 
 
 @launches("upsample_grad")
 def upsample_grad(rc, node, ins, out):
     n, c, h, w = out.shape
-    s = rc.forward_node(node).attrs["scale"]
+    fwd = rc.forward_node(node)
+    s = fwd.attrs["scale"]
+    if fwd.attrs.get("mode", "nearest") == "bilinear":
+        from cnndsl.kernels.cuda import layers as L
+
+        tables = _bilinear_tables(rc, fwd, out.shape)
+        return sequence([launch(L.bilinear_backward, grid1d(n * c), flat(ins[0]), flat(out), *tables,
+                                n * c, h, w, h * s, w * s)])
     return sequence([launch(T.upsample_backward, grid1d(out.size), flat(ins[0]), flat(out), n * c, h, w, s, s)])

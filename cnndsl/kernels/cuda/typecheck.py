@@ -34,7 +34,7 @@ def _patch_device_lookup() -> None:
 
 def all_kernels(full: bool = False):
     """Every kernel of cnndsl/kernels/cuda, GEMM variants for every tile and operand order."""
-    from cnndsl.kernels.cuda import elementwise, gemm, loss, optim, pool, reduce, tensor, yolo_loss  # noqa: F401
+    from cnndsl.kernels.cuda import elementwise, gemm, layers, loss, optim, pool, reduce, tensor, yolo_loss  # noqa: F401
     from cnndsl.kernels.cuda.common import KERNELS
 
     # Tiles only change integer constants: every tile with one operand order, and every
