@@ -35,10 +35,13 @@ vector is `F`. `flatten`, `dense` and `global_avgpool` produce vectors.
 
 The rule is *strict*: when `S` does not divide `W - K_eff + 2P` the layer is an
 error that shows the arithmetic and proposes a padding or stride that tiles.
-`rounding=floor` (PyTorch, Keras) drops the last rows/columns with a warning;
+`rounding=floor` (PyTorch, Keras) drops the last rows/columns, with a warning
+that says how many *input* rows and columns are never read (none when the
+windows leave out only padding, as the 3x3 stride-2 padding-1 stem on 32x32);
 `rounding=ceil` (Caffe pooling) adds a partial window at the bottom/right, but
 never one that would start in the padding. The option can be set per layer or
-for the whole network. A padding larger than `K_eff - 1` (conv) or `K/2`
+for the whole network (a line `rounding floor` in its body). Where a stride does
+not tile, the error's help gives the size `padding=same` yields. A padding larger than `K_eff - 1` (conv) or `K/2`
 (pools) is an error: it makes windows that see only padding.
 
 **`padding=same`** is TensorFlow's rule for every layer: `O = ceil(W / S)`, the

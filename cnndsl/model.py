@@ -328,13 +328,33 @@ class Model:
         save_weights(path, self.store.state_dict(), meta)
         return Path(path)
 
-    def load_weights(self, path) -> None:
-        """Load by name; any missing, unexpected or mis-shaped tensor is an error listing all of them."""
+    def load_weights(self, path) -> dict[str, str]:
+        """Load by name; any missing, unexpected or mis-shaped tensor is an error listing all of them.
+        Returns the file's metadata (network, epoch, and `class_names` as JSON when training knew them)."""
         from cnndsl.io.weights import load_weights, match_weights
 
-        tensors, _ = load_weights(path)
+        tensors, meta = load_weights(path)
         match_weights(tensors, self.store.expected_shapes()).raise_if_mismatch(path)
         self.store.load_state_dict(tensors)
+        return dict(meta or {})
+
+    def class_names(self, metadata: dict | None) -> list[str] | None:
+        """The class names a weights file's metadata holds for the first loss's head, when they
+        are as many as its classes (stored by `cnndsl train` from an image folder or CIFAR-10)."""
+        import json
+
+        text = (metadata or {}).get("class_names")
+        if not text or not self.losses:
+            return None
+        try:
+            names = json.loads(text)
+        except ValueError:
+            return None
+        head = self.graph.node(self.graph.heads[self.losses[0].head]).type
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not head.shape or \
+                len(names) != head.shape[0]:
+            return None
+        return names
 
     def init_from(self, path, reinit=(), span=None):
         """Transfer learning: copy the tensors of a weights file that match this network by layer name

@@ -21,6 +21,7 @@ BOUNDSCHECK_TESTS = (
     "test_tasks_data.py",                 # segmentation and detection targets through evaluate
     "test_transfer.py",                   # frozen layers, partial gradients
     "test_activations.py",                # every activation's kernels, through the launchers too
+    "test_new_layers.py",                 # global_maxpool, multiply, lrn, softmax_axis, bilinear via launchers
 )
 
 

@@ -40,7 +40,7 @@ def test_check_reports_errors_with_exit_1(run):
     result = run("check", str(ROOT / "examples/errors/stride_not_tile.cnn"))
     assert result.exit_code == 1
     assert "stride_not_tile.cnn:6:20: error: stride 3 does not tile" in result.output
-    assert "help: padding=2" in result.output
+    assert "help: padding=same gives 5; padding=2" in result.output
 
 
 def test_shapes_shows_lenet_sizes(run):

@@ -163,7 +163,33 @@ def test_pool_rounding():
     assert shape_of("maxpool", (6, 5, 5), kernel=2, rounding="ceil") == (6, 3, 3)
     node, diags = run("maxpool", (6, 5, 5), kernel=2, rounding="floor")
     assert node.type.shape == (6, 2, 2)
-    assert [d.code for d in diags.warnings] == ["rounding-drops", "rounding-drops"]
+    (w,) = diags.warnings  # rows and columns in one warning
+    assert w.code == "rounding-drops"
+    assert w.message.startswith("rounding=floor leaves the last 1 input row and the last 1 input column of maxpool")
+    assert w.help == "padding=same gives 3x3 and reads every input value"
+
+
+def test_floor_says_nothing_when_only_padding_is_left_out():
+    """The ResNet/AlexNet stem: maxpool 3 stride=2 padding=1 on 32x32 leaves out the last padding
+    row, which changes nothing (setting the last real row to 5 reaches the output)."""
+    node, diags = run("maxpool", (4, 32, 32), kernel=3, stride=2, padding=1, rounding="floor")
+    assert node.type.shape == (4, 16, 16) and diags.warnings == []
+    node, diags = run("conv", (3, 9, 9), filters=2, kernel=3, stride=2, padding=1, rounding="floor")
+    assert node.type.shape == (2, 5, 5) and diags.warnings == []  # (9 - 3 + 2) / 2 + 1 = 5 exactly
+    node, diags = run("conv", (3, 10, 8), filters=2, kernel=3, stride=3, padding=1, rounding="floor")
+    # height: (10 - 3 + 2) / 3 + 1 = 4: exact; width: (8 - 3 + 2) / 3 + 1 = 3.33: 1 padding + 0 input left out
+    assert diags.warnings == []
+    node, diags = run("conv", (3, 8, 8), filters=2, kernel=2, stride=3, padding=1, rounding="floor")
+    # (8 - 2 + 2) / 3 + 1 = 3.67: 2 positions left out, the last padding one and the last input one
+    (w,) = diags.warnings
+    assert "the last 1 input row and the last 1 input column" in w.message
+    assert "1 input row and 1 padding row left out" in w.details[0]
+
+
+def test_strict_help_offers_padding_same():
+    d = error_of("maxpool", (4, 32, 32), kernel=3, stride=2, padding=1)
+    assert d.help.startswith("padding=same gives 16; ")
+    assert "or rounding=floor gives 16, reading every input row" in d.help
 
 
 def test_pool_same():
@@ -257,8 +283,8 @@ def test_flatten():
 def test_upsample():
     node, _ = run("upsample", (8, 7, 5), scale=3)
     assert node.type.shape == (8, 21, 15)
-    with pytest.raises(AttrError, match="nearest"):
-        resolve_attrs(get_op("upsample"), {"mode": "bilinear"})
+    with pytest.raises(AttrError, match="nearest, bilinear"):
+        resolve_attrs(get_op("upsample"), {"mode": "bicubic"})
     with pytest.raises(AttrError):
         resolve_attrs(get_op("upsample"), {"scale": 0})
 

@@ -80,8 +80,10 @@ def shapes(file, as_json, optimized, load_kwargs):
 
 @cli.command()
 @click.argument("file")
-@click.option("--format", "fmt", type=click.Choice(["dot", "svg", "png"]), default="dot", show_default=True)
-@click.option("-o", "--output", default=None, help="Write here instead of stdout (required for svg/png).")
+@click.option("--format", "fmt", type=click.Choice(["dot", "svg", "png", "pdf"]), default=None,
+              help="Output format (default: from the -o file's extension, else dot).")
+@click.option("-o", "--output", default=None,
+              help="Write here instead of stdout; the format follows the extension (.dot/.gv, .svg, .png, .pdf).")
 @click.option("--optimized", is_flag=True, help="Draw the inference graph after the optimization passes (-O level).")
 @model_options
 @opt_level_option
@@ -90,6 +92,7 @@ def graph(file, fmt, output, optimized, load_kwargs):
     from cnndsl.ir.dot import to_dot
     from cnndsl.io.atomic import atomic_write_bytes
 
+    fmt = _graph_format(fmt, output)
     program = load_model(file, load_kwargs)
     text = to_dot(_optimized(program.graph) if optimized else program.graph)
     if fmt == "dot":
@@ -100,8 +103,12 @@ def graph(file, fmt, output, optimized, load_kwargs):
         return
     dot = shutil.which("dot")
     if dot is None:
+        dot_name = str(Path(output or Path(file).name).with_suffix(".dot"))
         raise file_error(output or file, f"drawing {fmt.upper()} needs Graphviz's `dot` program, which is not installed",
-                         help="install Graphviz (e.g. `apt install graphviz`), or use --format dot and render it elsewhere")
+                         expected="Graphviz's `dot` on the PATH", found="no `dot` program; nothing was written",
+                         help=f"install Graphviz (e.g. `apt install graphviz`), or write the DOT text with "
+                              f"-o {dot_name} and render it elsewhere (`dot -T{fmt} {dot_name}`)",
+                         code="graphviz-missing")
     if not output:
         output = str(Path(file).with_suffix(f".{fmt}").name)
     result = subprocess.run([dot, f"-T{fmt}"], input=text.encode(), capture_output=True)
@@ -109,6 +116,26 @@ def graph(file, fmt, output, optimized, load_kwargs):
         raise file_error(output, "Graphviz failed to draw the graph", found=result.stderr.decode(errors="replace"))
     atomic_write_bytes(output, result.stdout)
     click.echo(f"wrote {output}")
+
+
+GRAPH_FORMATS = {".dot": "dot", ".gv": "dot", ".svg": "svg", ".png": "png", ".pdf": "pdf"}
+
+
+def _graph_format(fmt: str | None, output: str | None) -> str:
+    """The drawing's format: --format, else the -o file's extension, else DOT; an extension
+    that contradicts --format, or that no format has, is an error (DOT text in net.png exited 0)."""
+    ext = Path(output).suffix.lower() if output else ""
+    by_ext = GRAPH_FORMATS.get(ext)
+    if output and ext and by_ext is None:
+        raise file_error(output, f"cannot tell the drawing's format from the extension '{ext}'",
+                         expected=f"one of {', '.join(GRAPH_FORMATS)}", found=ext,
+                         help="name the file .dot, .svg, .png or .pdf, or give --format", code="graph-format")
+    if fmt is not None and by_ext is not None and by_ext != fmt:
+        raise file_error(output, f"--format {fmt} does not match the extension '{ext}'",
+                         expected=f"a .{fmt} file with --format {fmt}", found=f"{Path(output).name}",
+                         help=f"leave --format out (the extension says {by_ext}), or name the file .{fmt}",
+                         code="graph-format")
+    return fmt or by_ext or "dot"
 
 
 def _optimized(graph):

@@ -233,6 +233,11 @@ def _run(file, s, out, resuming, ckpt, overwrite, no_progress, load_kwargs, comm
     live = not no_progress and sys.stderr.isatty()
     trainer = Trainer(model, train_set, test_set, settings, out, progress=live, augment=augment, comm=comm,
                       data_name=data, run_settings=recorded, compile_report="live" if live else "lines", echo=say)
+    names = getattr(train_set, "class_names", None)
+    if names:  # `predict` shows them (image folders, CIFAR-10)
+        import json
+
+        trainer.weights_metadata["class_names"] = json.dumps(list(names))
     if resuming:
         trainer.resume(ckpt)
         if trainer.pos.epoch >= settings.epochs:
@@ -310,26 +315,43 @@ def eval_(file, weights, data, batch, load_kwargs):
 @click.argument("images", nargs=-1, required=True)
 @click.option("--weights", required=True, help="A .safetensors weights file, or a run's checkpoint.safetensors.")
 @click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="How many classes to show.")
+@click.option("--resize", is_flag=True,
+              help="Resize each image to the network's input (bilinear) and convert grayscale <-> RGB to its "
+                   "channel count (default: a wrong size or channel count is an error for that file).")
 @click.option("-o", "--out-image", default=None,
               help="Write a PNG of the input with the predicted boxes or mask drawn over it (NAME-1.png, ... "
                    "for several inputs).")
 @model_options
 @opt_level_option
 @device_option
-def predict(file, images, weights, top, out_image, load_kwargs):
-    """Top classes with probabilities for PNG/JPEG/.npy images."""
+def predict(file, images, weights, top, out_image, resize, load_kwargs):
+    """Top classes with probabilities for PNG/JPEG/.npy images. A file that cannot be used is an
+    error for that file; the others are still predicted (exit 1 when any failed)."""
     from cnndsl.io.images import load_image
 
     model = _compile(file, load_kwargs, init_from_file=False)  # trained weights are loaded next
-    model.load_weights(weights)
-    x = np.stack([load_image(path, model.input_shape) for path in images])
-    from cnndsl.tasks.draw import predict_task  # boxes, detections, masks; -o draws them
+    names = model.class_names(model.load_weights(weights))
+    good, arrays, failed = [], [], []
+    for path in images:
+        try:
+            arrays.append(load_image(path, model.input_shape, resize=resize))
+            good.append(path)
+        except CnnError as e:
+            print_diagnostics(e.diagnostics)
+            failed.append(path)
+    if good:
+        x = np.stack(arrays)
+        from cnndsl.tasks.draw import predict_task  # boxes, detections, masks; -o draws them
 
-    if predict_task(model, images, x, out_image, echo=click.echo, top=top):
-        return
-    probs = model.predict_proba(x)
-    head = model.losses[0].head
-    for path, p in zip(images, probs[head]):
-        order = np.argsort(-p)[:top]
-        shown = ", ".join(f"{int(k)} ({p[k]:.3f})" for k in order)
-        click.echo(f"{path}: {shown}")
+        if not predict_task(model, good, x, out_image, echo=click.echo, top=top):
+            probs = model.predict_proba(x)
+            head = model.losses[0].head
+            for path, p in zip(good, probs[head]):
+                order = np.argsort(-p)[:top]
+                shown = ", ".join((f"{names[k]} ({p[k]:.3f})" if names else f"{int(k)} ({p[k]:.3f})") for k in order)
+                click.echo(f"{path}: {shown}")
+    if failed:
+        hint = "" if resize else " (--resize adapts the size and grayscale/RGB)"
+        click.echo(f"{len(failed)} of {len(images)} image{'s' if len(images) != 1 else ''} could not be used{hint}",
+                   err=True)
+        sys.exit(1)

@@ -533,7 +533,8 @@ def _with_resize_hint(e: CnnError) -> CnnError:
     diags = []
     for d in e.diagnostics:
         if d.code == "image-shape":
-            extra = "or load the folder with resize=True to convert and resize every image"
+            extra = ("or, from Python, load the folder with cnndsl.data.formats.load_dataset(..., resize=True), which "
+                     "converts and resizes every image (the command line has no such flag for training data)")
             d = Diagnostic(d.severity, d.message, d.span, list(d.details),
                            f"{d.help}; {extra}" if d.help else extra, list(d.notes), d.code)
         diags.append(d)

@@ -42,6 +42,37 @@ def user_ops() -> dict[str, OpDef]:
     return out
 
 
+# Layers of other frameworks that cnndsl writes another way
+OP_HINTS = {
+    "separable_conv": "a separable conv is `depthwise 3 padding=same` then `conv F kernel=1`",
+    "separableconv2d": "a separable conv is `depthwise 3 padding=same` then `conv F kernel=1`",
+    "sepconv": "a separable conv is `depthwise 3 padding=same` then `conv F kernel=1`",
+    "depthwiseconv2d": "did you mean 'depthwise'? (`depthwise 3` is `conv C kernel=3 groups=C` of its input)",
+    "group_conv": "a grouped conv is `conv F groups=G`",
+    "groupconv": "a grouped conv is `conv F groups=G`",
+    "mul": "did you mean 'multiply'? (`multiply(a, b)`)",
+    "elementwise_mul": "did you mean 'multiply'? (`multiply(a, b)`)",
+    "view": "did you mean 'reshape'? (`reshape 4x7x7`, one size may be -1)",
+    "global_max_pool": "did you mean 'global_maxpool'?",
+    "adaptive_avg_pool": "global_avgpool is adaptive average pooling to 1x1",
+    "adaptive_max_pool": "global_maxpool is adaptive max pooling to 1x1",
+    "localresponsenorm": "did you mean 'lrn'?",
+    "interpolate": "did you mean 'upsample'? (`upsample 2 mode=bilinear`)",
+    "resize": "did you mean 'upsample'? (`upsample 2 mode=bilinear`)",
+}
+
+# Options of other frameworks, and what cnndsl calls them (did-you-mean by meaning, not spelling)
+ACTIVATION_KEYS = ("activation", "act", "nonlinearity", "activation_fn")
+INPUT_SIZE_KEYS = ("in_channels", "in_ch", "in_features", "input_channels", "in_planes", "input_dim",
+                   "input_shape", "num_input_features")
+OPTION_SYNONYMS = {
+    "out_channels": "filters", "out_ch": "filters", "kernel_size": "kernel", "pool_size": "kernel",
+    "strides": "stride", "out_features": "units", "use_bias": "bias", "dilation_rate": "dilation",
+    "num_features": "filters", "scale_factor": "scale", "rate": "p", "depth_multiplier": "multiplier",
+    "interpolation": "mode", "ceil_mode": "rounding", "round_mode": "rounding",
+}
+
+
 def is_activation(name: str) -> bool:
     op = get_op(name)
     return op is not None and op.category == "activation"
@@ -106,6 +137,7 @@ class Lowerer:
     def network(self, net: ast.Network, defines: dict[str, str] | None) -> tuple[Graph, dict[str, Any]]:
         graph = Graph(net.name)
         self.graph = graph
+        self._typed_nodes = -1  # nodes of the graph when its shapes were last inferred (tensor_type)
         self._current_network_body = net.body
         params = self.network_params(net, defines or {})
         graph.attrs["params"] = dict(params)
@@ -195,9 +227,6 @@ class Lowerer:
 
     def input(self, s: ast.Input, scope: Scope) -> None:
         if scope.block is not None:
-            if s.shape is not None:
-                self.error(scope, "a block input takes its shape from where the block is used", s.shape.span,
-                           help=f"write `input {s.name}` without a shape", code="block-input-shape")
             if scope.repeat:
                 self.error(scope, "`input` cannot be repeated", s.span, code="input-in-repeat")
                 return
@@ -205,6 +234,8 @@ class Lowerer:
                 return  # the use site was already reported as having the wrong number of inputs
             tensor = scope.block_inputs[scope.inputs_bound]
             scope.inputs_bound += 1
+            if s.shape is not None and not isinstance(tensor, _Poison):
+                self.check_block_input(s, scope, tensor)
             if self.define(scope, s.name, s.name_span, id(s)):
                 scope.names[s.name] = tensor
             scope.last = tensor
@@ -316,6 +347,62 @@ class Lowerer:
         self.error(scope, f"undefined tensor '{name}'", span, help=help, code="undefined-tensor")
         return None
 
+    def check_block_input(self, s: ast.Input, scope: Scope, tensor: str) -> None:
+        """`input x: C` (or CxHxW, [c, h, w], [F]) in a block: what the block expects of its input,
+        checked against the tensor it is given at this use."""
+        try:
+            want = Evaluator(scope.params, scope.notes).value(s.shape)
+        except EvalError as e:
+            self.add_eval_error(e)
+            return
+        if isinstance(want, tuple) and len(want) == 1 and isinstance(want[0], tuple):
+            want = want[0]
+        t = self.tensor_type(tensor)
+        if t is None:
+            return
+        got = tuple(t.shape)
+        shown = "x".join(map(str, got))
+        text = _src(s.shape)
+        if isinstance(want, (int, float)) and not isinstance(want, bool):
+            if int(want) != got[0]:
+                what = "channels" if len(got) == 3 else "features"
+                expr = f" ({text} = {show(want)})" if text != show(want) else ""
+                self.error(scope, f"block {scope.block.name} expects its input '{s.name}' to have {show(want)} "
+                                  f"{what}{expr}, but the tensor it is given ('{tensor}') has {got[0]} ({shown})",
+                           s.shape.span, help=f"give {got[0]} where the block is used, or let the block read it: "
+                                              f"channels({s.name})", code="block-input-shape")
+            return
+        if isinstance(want, tuple) and all(isinstance(d, int) and not isinstance(d, bool) for d in want):
+            if tuple(want) != got:
+                self.error(scope, f"block {scope.block.name} expects its input '{s.name}' to be "
+                                  f"{'x'.join(map(str, want))}, but the tensor it is given ('{tensor}') is {shown}",
+                           s.shape.span, code="block-input-shape")
+            return
+        self.error(scope, f"a block input's shape is a number of channels or CxHxW, got {show(want)}", s.shape.span,
+                   help=f"for example `input {s.name}: in_ch`", code="block-input-shape")
+
+    def tensor_type(self, node: str):
+        """The type of a tensor of the graph built so far (None when it cannot be inferred: its
+        error is reported by the shape inference of the whole graph, after lowering)."""
+        from cnndsl.analysis.infer import infer_shapes
+
+        if self._typed_nodes != len(self.graph.nx):  # something was added since the last inference
+            infer_shapes(self.graph, Diagnostics())
+            self._typed_nodes = len(self.graph.nx)
+        return self.graph.node(node).type
+
+    def shapes_in(self, scope: Scope):
+        """`shapes(name, span)` for `channels(x)`, `height(x)`, `width(x)` in this scope."""
+        def shapes(name: str, span: Span | None):
+            node = self.resolve(scope, name, span)
+            if node is None or isinstance(node, _Poison):
+                raise EvalError(None)  # reported (undefined tensor), or its layer failed
+            t = self.tensor_type(node)
+            if t is None:
+                raise EvalError(None)  # its own error is reported by shape inference
+            return t.shape
+        return shapes
+
     def _defined_later(self, scope: Scope, name: str) -> Span | None:
         body = scope.block.body if scope.block is not None else self._current_network_body
         for s in _walk(body):
@@ -356,9 +443,27 @@ class Lowerer:
             self.finish(s, scope, name, POISON, activation)
             return
         node_name = scope.prefix + name
+        if op.name == "depthwise":
+            op, attrs = self.depthwise_conv(attrs, inputs[0])
+            if op is None:
+                self.finish(s, scope, name, POISON, activation)
+                return
         node = Node(node_name, op.name, attrs, s.span, spans, scope.trace)
         self.graph.add(node, inputs)
         self.finish(s, scope, name, node_name, activation)
+
+    def depthwise_conv(self, attrs: dict, source: str):
+        """`depthwise` as the conv it is: filters = C*multiplier and groups = C for an input of C
+        channels. (None, None) when the input's shape is unknown (its error is reported)."""
+        t = self.tensor_type(source)
+        if t is None:
+            return None, None
+        conv = get_op("conv")
+        channels = t.shape[0]  # a vector input: conv's shape rule reports that it needs a map
+        out = {k: v for k, v in attrs.items() if k != "multiplier"}
+        out["filters"] = channels * attrs.get("multiplier", 1)
+        out["groups"] = channels
+        return conv, out
 
     def rounding(self, s: ast.Layer, scope: Scope) -> bool:
         """`rounding floor` / `rounding = floor`: the network's size rounding. True when s is that."""
@@ -396,7 +501,7 @@ class Lowerer:
                        help="declare inputs as `input NAME: CxHxW`", code="unknown-op")
             return
         known = sorted(set(self.ops) | set(self.blocks))
-        hint = did_you_mean(s.op, known)
+        hint = OP_HINTS.get(s.op.lower()) or did_you_mean(s.op, known)
         help = hint
         if hint is None and s.target is None and s.args and s.args[0].key is None and \
                 isinstance(s.args[0].value, ast.Name) and s.args[0].value.name in self.ops:
@@ -543,7 +648,7 @@ class Lowerer:
     # ---- options -----------------------------------------------------------------
     def bind(self, op: OpDef, args: list[ast.Arg], scope: Scope, s: ast.Layer, what: str):
         """Map positional and key=value arguments to the op's options: (attrs, attr_spans, ok)."""
-        ev = Evaluator(scope.params, scope.notes)
+        ev = Evaluator(scope.params, scope.notes, shapes=self.shapes_in(scope))
         attrs: dict[str, Any] = {}
         spans: dict[str, Span] = {}
         ok = True
@@ -569,7 +674,7 @@ class Lowerer:
                 if attr is None:
                     ok = False
                     names = [x.name for x in op.attrs]
-                    hint = did_you_mean(a.key, names)
+                    hint = self.option_hint(op, a) or did_you_mean(a.key, names)
                     help = hint or (f"{op.name} options: {', '.join(names)}" if names else f"{op.name} has no options")
                     self.error(scope, f"'{a.key}' is not an option of {op.name}", a.key_span or a.span,
                                help=help, code="unknown-option")
@@ -610,6 +715,25 @@ class Lowerer:
             self.fill_defaults(op, attrs, scope, s.span)
             attrs = {x.name: attrs[x.name] for x in op.attrs if x.name in attrs}
         return attrs, spans, ok
+
+    def option_hint(self, op: OpDef, a: ast.Arg) -> str | None:
+        """A help for an option other frameworks have and cnndsl writes otherwise (checked before
+        the spelling did-you-mean, which matched `activation` with `dilation`)."""
+        names = [x.name for x in op.attrs]
+        value = a.value.name if isinstance(a.value, ast.Name) else a.value.name if isinstance(a.value, ast.Call) \
+            else None
+        if a.key in ACTIVATION_KEYS or (value is not None and is_activation(value) and a.key not in names):
+            act = value if value is not None and is_activation(value) else "relu"
+            acts = ", ".join(sorted(n for n, o in self.ops.items() if o.category == "activation" and n == o.name))
+            return (f"an activation is a word after the options, not an option: `{op.name} ... {act}` (or `{act}` on "
+                    f"the next line); activations: {acts}")
+        if a.key in INPUT_SIZE_KEYS:
+            return ("the input's size is inferred from the tensor the layer reads: leave it out (an expression can "
+                    "read it: channels(x), height(x), width(x))")
+        other = OPTION_SYNONYMS.get(a.key)
+        if other in names:
+            return f"did you mean '{other}'? ({a.key} is what other frameworks call it)"
+        return None
 
     def too_many(self, op: OpDef, a: ast.Arg, rest: list[ast.Arg], scope: Scope, positional) -> bool:
         """Report a surplus positional value; True when the next argument is part of this mistake."""
@@ -704,7 +828,7 @@ class Lowerer:
         self.heads(s, scope, out)
 
     def bind_block(self, block: ast.Block, args: list[ast.Arg], scope: Scope, s: ast.Layer):
-        ev = Evaluator(scope.params, scope.notes)
+        ev = Evaluator(scope.params, scope.notes, shapes=self.shapes_in(scope))
         given: dict[str, Any] = {}
         spans: dict[str, Span] = {}
         ok = True

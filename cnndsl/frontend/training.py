@@ -434,6 +434,7 @@ class TrainingBuilder:
             kind = "pixel_cross_entropy" if t is not None and len(t.shape) == 3 else "cross_entropy"
             losses.append(Loss(head, kind))
         self.check_watched(cfg, metrics, losses)
+        self.check_double_softmax(losses, cfg["spans"])
         cfg["losses"] = tuple(losses)
         cfg["metrics"] = tuple(metrics)
         cfg["lr_mult"] = lr_mult
@@ -504,6 +505,32 @@ class TrainingBuilder:
         elif name == "checkpoint":
             _, opts = self.values(s, [], CHECKPOINT)
             cfg["checkpoint_best"] = opts["best"]
+
+    def check_double_softmax(self, losses: list[Loss], spans: dict) -> None:
+        """A head that ends in softmax, trained with a cross-entropy loss (which applies its own
+        softmax): the loss then sees probabilities as scores (a double softmax), a warning."""
+        if self.graph is None:
+            return
+        for loss in losses:
+            if loss.kind not in ("cross_entropy", "pixel_cross_entropy") or loss.head not in self.graph.heads:
+                continue
+            node_name = self.graph.heads[loss.head]
+            if node_name not in self.graph:
+                continue
+            node = self.graph.node(node_name)
+            channels = node.op == "softmax_axis" and node.attrs.get("axis", "channels") == "channels"
+            if node.op != "softmax" and not channels:
+                continue
+            message = (f"head '{loss.head}' ends in a softmax, and its {loss.kind} loss applies softmax itself: "
+                       "the loss would see probabilities as scores (a double softmax), which shrinks the gradients "
+                       "and stalls training")
+            if any(d.message == message for d in self.diags.items):
+                continue  # once, though several profiles share the loss
+            where = spans.get(f"loss:{loss.head}")
+            self.diags.add(Diagnostic(
+                "warning", message, node.span, help="remove the softmax: the loss takes raw scores (logits), and "
+                "`predict_proba` / `cnndsl predict` apply the softmax for you",
+                notes=[(where, "the loss is declared here")] if where else [], code="double-softmax"))
 
     def check_watched(self, cfg: dict, metrics: list[Metric], losses: list[Loss]) -> None:
         """early_stopping metric= and checkpoint best= name a value the run records."""

@@ -64,12 +64,36 @@ def _error(message: str, span: Span | None, help: str | None = None, code: str =
     return EvalError(Diagnostic("error", message, span, help=help, notes=list(notes), code=code))
 
 
-class Evaluator:
-    """Evaluates expressions against a mapping of parameter values."""
+# `channels(x)`, `height(x)`, `width(x)`: a dimension of a tensor's per-sample shape, in a layer's options
+SHAPE_FUNCTIONS = {"channels": 0, "height": 1, "width": 2}
 
-    def __init__(self, params: Mapping[str, Any], notes=()):
+
+class Evaluator:
+    """Evaluates expressions against a mapping of parameter values.
+
+    `shapes(name, span)`: the per-sample shape of the tensor `name` (raising EvalError when it
+    has none), which makes `channels(x)`, `height(x)` and `width(x)` numbers; None where no
+    tensor is in reach (parameter defaults, the training section)."""
+
+    def __init__(self, params: Mapping[str, Any], notes=(), shapes=None):
         self.params = params
         self.notes = list(notes)  # block use sites, added to every error
+        self.shapes = shapes
+
+    def shape_function(self, e: "ast.Call") -> int:
+        """The value of `channels(x)`, `height(x)` or `width(x)`."""
+        if self.shapes is None:
+            raise self.err(f"{e.name}(...) reads a tensor's shape, which only a layer's options can do",
+                           e.span, help="use it in an option of a layer in a network or block", code="call")
+        if len(e.args) != 1 or e.args[0].key is not None or not isinstance(e.args[0].value, ast.Name):
+            raise self.err(f"{e.name}(...) takes one tensor name, as in {e.name}(x)", e.span, code="call")
+        name = e.args[0].value.name
+        shape = self.shapes(name, e.args[0].span)
+        axis = SHAPE_FUNCTIONS[e.name]
+        if len(shape) == 1 and axis > 0:
+            raise self.err(f"'{name}' is a vector ({shape[0]}) and has no {e.name}", e.span,
+                           help=f"channels({name}) is its length", code="shape-function")
+        return int(shape[axis] if axis < len(shape) else shape[0])
 
     def err(self, message, span, help=None, code="value") -> EvalError:
         return _error(message, span, help, code, self.notes)
@@ -103,6 +127,8 @@ class Evaluator:
             raise self.err(f"a search space ({e.name}(...)) can only be the default of a network parameter",
                            e.span, help=f"declare it in the network's header, e.g. `network Net(x = {e.name}(...))`, "
                                         "and write the parameter's name here", code="search-space-place")
+        if isinstance(e, ast.Call) and e.name in SHAPE_FUNCTIONS:
+            return self.shape_function(e)
         if isinstance(e, ast.Call):
             raise self.err(f"'{e.name}(...)' is not a value", e.span,
                            help="only a trailing activation may be written as a call, as in leaky_relu(0.2)",
@@ -128,6 +154,8 @@ class Evaluator:
             known = ", ".join(sorted(self.params)) or "none"
             raise self.err(f"unknown parameter '{e.name}' in an expression", e.span,
                            help=hint or f"parameters here: {known}", code="unknown-parameter")
+        if isinstance(e, ast.Call) and e.name in SHAPE_FUNCTIONS:
+            return self.shape_function(e)
         if isinstance(e, ast.Neg):
             return -self.number(e.operand)
         if isinstance(e, ast.BinOp):

@@ -16,6 +16,10 @@ and what was found. Supported:
 
 Images are never resized or converted between grayscale and colour silently:
 a wrong size or channel count is an error with the command that would fix it.
+`resize=True` (`cnndsl predict --resize`) asks for both: RGB becomes grayscale by
+ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B, Pillow's convert('L')), grayscale
+becomes RGB by repeating it, and the size is changed by Pillow's bilinear
+resampling (antialiased when shrinking), channel by channel on float32 values.
 """
 from __future__ import annotations
 
@@ -69,6 +73,32 @@ def _check_shape(path: Path, arr: np.ndarray, expected, found_desc: str) -> np.n
                      help="; ".join(fixes), code="image-shape")
 
 
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601-2, as Pillow's convert("L")
+
+
+def _adapt(path: Path, arr: np.ndarray, expected, found_desc: str) -> np.ndarray:
+    """`resize=True`: the image converted to the input's channel count and resized to its size."""
+    from PIL import Image
+
+    c, h, w = expected
+    fc = arr.shape[0]
+    if fc != c:
+        if c == 1 and fc == 3:
+            arr = np.tensordot(LUMA, arr, axes=1)[None]
+        elif c == 3 and fc == 1:
+            arr = np.repeat(arr, 3, axis=0)
+        else:
+            raise file_error(path, "cannot convert the image's channels to the network's input",
+                             expected=describe_shape(expected), found=found_desc,
+                             help="--resize converts grayscale <-> RGB only; give an image with "
+                                  f"{c} channel{'s' if c != 1 else ''}", code="image-shape")
+    if arr.shape[1:] != (h, w):
+        arr = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(ch, np.float32), mode="F")
+                                   .resize((w, h), Image.BILINEAR)) for ch in arr])
+        arr = np.clip(arr, 0.0, 1.0)  # the antialiasing filter may overshoot a little
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
 def _missing_or_dir(path: Path) -> None:
     if not path.exists():
         raise file_error(path, "image file does not exist", expected="a PNG, JPEG or .npy file",
@@ -78,7 +108,7 @@ def _missing_or_dir(path: Path) -> None:
                          expected="a PNG, JPEG or .npy file", found="a directory", code="image-missing")
 
 
-def _from_npy(path: Path, expected) -> np.ndarray:
+def _from_npy(path: Path, expected, resize: bool = False) -> np.ndarray:
     c, h, w = expected
     npy = np.lib.format
     with open_regular(path, "image file") as f:
@@ -91,7 +121,7 @@ def _from_npy(path: Path, expected) -> np.ndarray:
             if f.tell() + nbytes != file_size(f):
                 raise ValueError(f"the header declares {dtype} {tuple(shape)} = {nbytes:,} data bytes, "
                                  f"the file holds {file_size(f) - f.tell():,}")
-            if math.prod(shape) > MUCH_LARGER * c * h * w:
+            if math.prod(shape) > MUCH_LARGER * c * h * w and not resize:
                 raise file_error(path, "the .npy array is far larger than the network's input",
                                  expected=f"shape ({c}, {h}, {w}) for {describe_shape(expected)}",
                                  found=f"shape {tuple(shape)} (not loaded)", code="image-shape")
@@ -116,14 +146,15 @@ def _from_npy(path: Path, expected) -> np.ndarray:
         arr = arr[0]
     if arr.ndim == 2:
         arr = arr[None]
-    elif arr.ndim == 3 and arr.shape != (c, h, w) and arr.shape == (h, w, c):
+    elif arr.ndim == 3 and arr.shape != (c, h, w) and (arr.shape == (h, w, c) or (
+            resize and arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3))):
         arr = np.moveaxis(arr, -1, 0)  # channels-last
     if arr.ndim != 3:
         raise file_error(path, "the .npy array is not an image",
                          expected=f"shape ({c}, {h}, {w}) for {describe_shape(expected)}",
                          found=f"shape {raw_shape}", code="image-shape")
     found = f"array of shape {raw_shape}"
-    arr = _check_shape(path, arr, expected, found)
+    arr = _adapt(path, arr, expected, found) if resize else _check_shape(path, arr, expected, found)
     if arr.dtype == np.uint8:
         out = arr.astype(np.float32) / np.float32(255)
     elif arr.dtype == np.uint16:
@@ -208,8 +239,8 @@ def _refuse_much_larger(path: Path, im, expected) -> None:
                      help=f"resize it to {w}x{h}, e.g. Image.open(p).resize(({w}, {h}))", code="image-shape")
 
 
-def _from_pillow(path: Path, expected) -> np.ndarray:
-    im = decode_image(path, expected)
+def _from_pillow(path: Path, expected, resize: bool = False) -> np.ndarray:
+    im = decode_image(path, None if resize else expected)
     mode = im.mode
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -258,12 +289,13 @@ def _from_pillow(path: Path, expected) -> np.ndarray:
     if mode != im.mode and mode not in ("I;16", "I;16B", "I;16L", "I;16N"):
         shown_mode += f" (from mode {mode})"
     found = describe_shape(arr.shape, shown_mode)
-    arr = _check_shape(path, arr, expected, found)
+    arr = _adapt(path, arr, expected, found) if resize else _check_shape(path, arr, expected, found)
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def load_image(path, expected_shape) -> np.ndarray:
-    """Read one image as float32 (C, H, W) in [0, 1], matching `expected_shape` exactly."""
+def load_image(path, expected_shape, resize: bool = False) -> np.ndarray:
+    """Read one image as float32 (C, H, W) in [0, 1], matching `expected_shape` exactly
+    (`resize=True`: converted between grayscale and RGB and resized to it, see above)."""
     path = Path(path)
     expected = tuple(int(d) for d in expected_shape)
     if len(expected) != 3:
@@ -282,5 +314,5 @@ def load_image(path, expected_shape) -> np.ndarray:
                          help="use it as a data set (--data) or save one image with np.save",
                          code="image-unreadable")
     if path.suffix.lower() == ".npy" or start.startswith(_NPY_MAGIC):
-        return _from_npy(path, expected)
-    return _from_pillow(path, expected)
+        return _from_npy(path, expected, resize)
+    return _from_pillow(path, expected, resize)

@@ -14,5 +14,6 @@ from cnndsl.ops import multiply  # noqa: F401
 from cnndsl.ops import reshape  # noqa: F401
 from cnndsl.ops import lrn  # noqa: F401
 from cnndsl.ops import softmax_axis  # noqa: F401
+from cnndsl.ops import depthwise  # noqa: F401  (written as a conv by the frontend)
 from cnndsl.ops import training  # noqa: F401  (gradient, loss and optimizer-step ops)
 from cnndsl.ops import fused  # noqa: F401  (fused ops made by the optimization passes, cnndsl/passes/)

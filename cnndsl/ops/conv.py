@@ -26,6 +26,13 @@ def conv_shape(ctx: ShapeContext) -> TensorType:
             help=f"groups={_common_divisor(c, filters, groups)}",
             code="groups",
         )
+    if 1 < groups == filters != c:
+        ctx.warn(f"{ctx.describe()} has groups = filters = {groups}, the pattern of a depthwise conv, but its input "
+                 f"has {c} channels: each filter reads {c // groups} of them", attr="groups",
+                 details=[f"a depthwise conv of this input has groups = filters = {c}"],
+                 help=f"`depthwise` (or groups=channels(x) and filters=channels(x)) reads the channel count "
+                      f"itself; for a grouped conv with {c // groups} channels per group this warning does not apply",
+                 code="groups-depthwise")
     oh, ow = window_2d(ctx, a["kernel"], a["stride"], a["padding"], a["dilation"])
     return TensorType((filters, oh, ow))
 

@@ -119,14 +119,12 @@ def axis_output(
         return AxisResult(span // stride + 1, p, p)
     if rounding == "floor":
         out = span // stride + 1
-        dropped = span % stride
-        ctx.warn(
-            f"rounding=floor drops the last {dropped} {'row' if axis == 0 else 'column'}{'s' if dropped > 1 else ''} "
-            f"of the input of {ctx.describe()}",
-            attr="stride",
-            details=[formula(w, k_eff, p, stride) + f", floored to {out}"],
-            code="rounding-drops",
-        )
+        dropped = span % stride  # the last positions of the padded input no window reaches
+        pad_dropped = min(dropped, p)  # the bottom/right padding comes last
+        if dropped - pad_dropped:  # only padding left out changes nothing: no warning then
+            ctx.node.meta.setdefault("floor_unread", []).append(
+                (axis, dropped - pad_dropped, pad_dropped, formula(w, k_eff, p, stride) + f", floored to {out}",
+                 (out - 1) * stride + k_eff, w, p, -(-w // stride)))
         return AxisResult(out, p, p)
     if rounding == "ceil":
         out = -(-span // stride) + 1
@@ -138,11 +136,19 @@ def axis_output(
         f"stride {stride} does not tile the {_hw(ctx)} input of {ctx.describe()}",
         attr="stride" if "stride" in ctx.node.attr_spans else None,
         details=[formula(w, k_eff, p, stride) + " is not a whole number"],
-        help="; ".join(_tiling_fixes(w, k_eff, p, stride, limit))
-        + f"; or rounding=floor gives {span // stride + 1} (drops {span % stride})",
+        help="; ".join([f"padding=same gives {-(-w // stride)}"] + _tiling_fixes(w, k_eff, p, stride, limit))
+        + f"; or rounding=floor gives {span // stride + 1}{_unread(span % stride, p, axis)} (on this layer, or a line "
+          "`rounding floor` in the network for every layer)",
         code="stride-does-not-tile",
     )
     raise AssertionError("unreachable")
+
+
+def _unread(dropped: int, p: int, axis: int) -> str:
+    """What floor rounding leaves unread, in words: input rows (padding rows do not count)."""
+    rows = dropped - min(dropped, p)
+    unit = "row" if axis == 0 else "column"
+    return f", leaving {rows} input {unit}{'s' if rows > 1 else ''} unread" if rows else f", reading every input {unit}"
 
 
 def _hw(ctx: ShapeContext) -> str:
@@ -161,10 +167,34 @@ def _smaller_kernel_help(w: int, p: int, dilation: int, what: str) -> str:
 def window_2d(ctx: ShapeContext, kernel, stride, padding, dilation=(1, 1), max_pad=None, what="kernel"):
     """Output (H, W) of a 2-D sliding window; stores the resolved padding in node.meta["pads"]."""
     _, h, w = ctx.inputs[0].shape
+    ctx.node.meta.pop("floor_unread", None)
     rh = axis_output(ctx, 0, h, kernel[0], stride[0], padding, dilation[0], _pick(max_pad, 0), what)
     rw = axis_output(ctx, 1, w, kernel[1], stride[1], padding, dilation[1], _pick(max_pad, 1), what)
     ctx.node.meta["pads"] = (rh.pad_before, rh.pad_after, rw.pad_before, rw.pad_after)
+    _warn_unread(ctx, ctx.node.meta.pop("floor_unread", []))
     return rh.out, rw.out
+
+
+def _warn_unread(ctx: ShapeContext, unread: list) -> None:
+    """One warning for the input rows and columns floor rounding leaves unread (none when only
+    padding is left out: that changes nothing)."""
+    if not unread:
+        return
+    parts, details, same = [], [], []
+    for axis, rows, pad_rows, arithmetic, covered, size, p, same_out in unread:
+        unit = ("row" if axis == 0 else "column") + ("s" if rows > 1 else "")
+        parts.append(f"the last {rows} input {unit}")
+        pad_unit = ("row" if axis == 0 else "column") + ("s" if pad_rows > 1 else "")
+        details.append(f"{AXES[axis]}: {arithmetic}; the windows cover {covered} of {size + 2 * p} padded positions "
+                       f"({p} + {size} + {p}): {rows} input {unit}"
+                       + (f" and {pad_rows} padding {pad_unit}" if pad_rows else "") + " left out")
+        same.append(str(same_out))
+    n = sum(r[1] for r in unread)
+    ctx.warn(f"rounding=floor leaves {' and '.join(parts)} of {ctx.describe()} unread "
+             f"({'they never reach' if n > 1 else 'it never reaches'} the output)",
+             attr="stride", details=details,
+             help=f"padding=same gives {'x'.join(same) if len(same) > 1 else same[0]} and reads every input value",
+             code="rounding-drops")
 
 
 def _pick(max_pad, axis):
