@@ -49,6 +49,12 @@ def _compare(program, model, level, batch=3, seed=0):
 def test_every_example_matches_onnx_runtime(path):
     program = load(path)
     model = _model(program)
+    missing = sorted({n.op for n in program.graph.nodes() if n.op != "input" and E.refusal_reason(n.op)})
+    if missing:  # layers without an exporter yet (issue 17's lrn, multiply): a located refusal naming them
+        with pytest.raises(CnnError) as e:
+            E.export_program(program, model.state_dict(), level=1)
+        assert {op for op in missing if f"cannot export {op} '" in str(e.value)} == set(missing)
+        return
     for level in (1, 2):
         exported = _compare(program, model, level)
         onnx.checker.check_model(exported, full_check=True)

@@ -56,6 +56,9 @@ def _round_trip(program, tmp_path, level, seed=0):
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_example_round_trips(path, tmp_path):
     program = load(path)
+    missing = sorted({n.op for n in program.graph.nodes() if n.op != "input" and E.refusal_reason(n.op)})
+    if missing:  # issue 17's lrn, multiply: test_onnx_export checks the located refusal
+        pytest.skip(f"{path.name} has layers without an ONNX exporter yet: {', '.join(missing)}")
     text = _round_trip(program, tmp_path, 1)
     layers = [n.name.replace(".", "_") for n in program.graph.nodes() if n.op not in ("input", "dropout")]
     for layer in layers:  # every layer keeps its name (dots become underscores)
@@ -170,11 +173,12 @@ def test_unsupported_ops_are_listed_with_where_they_are(tmp_path):
 
 
 def test_options_without_a_cnndsl_form_name_the_node(tmp_path):
-    nodes = [helper.make_node("Softmax", ["x"], ["y"], name="spatial_softmax", axis=3)]
+    # over the batch: no cnndsl form (axes 1-3 are softmax axis=channels|height|width since issue 17)
+    nodes = [helper.make_node("Softmax", ["x"], ["y"], name="spatial_softmax", axis=0)]
     m = _model(nodes, [_vi("x", [3, 4, 4])], [_vi("y", [3, 4, 4])], {})
     path = tmp_path / "s.onnx"
     onnx.save(m, str(path))
     with pytest.raises(CnnError) as info:
         import_onnx(str(path))
     assert "node 0 'spatial_softmax' (Softmax)" in info.value.diagnostics[0].message
-    assert "axis 3" in info.value.diagnostics[0].message
+    assert "axis 0" in info.value.diagnostics[0].message
