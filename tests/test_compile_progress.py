@@ -99,9 +99,11 @@ def test_cold_train_says_it_is_compiling_within_two_seconds(cold_run):
     assert first == "compiling kernels for Tiny (first run only)...", text
     assert first_t <= _first_line_limit(), f"the compile line came after {first_t:.2f} s:\n{text}"
     end_t, end = lines[2]
-    assert end.startswith("compiled ") and " kernel functions for Tiny in " in end and end.endswith(" s"), text
-    assert int(end.split()[1]) > 0
-    seconds = float(end.rsplit(" ", 2)[-2])
+    # "(2 processes)" when the compile pool ran (cnndsl/backend/compile_pool.py: more than one core)
+    m = re.fullmatch(r"compiled (\d+) kernel functions for Tiny in ([\d.]+) s( \(\d+ processes\))?", end)
+    assert m, text
+    assert int(m.group(1)) > 0
+    seconds = float(m.group(2))
     assert 0 < seconds <= end_t - first_t + 0.5, text
     assert lines[3][1].startswith("epoch 1:"), text
 
@@ -214,9 +216,11 @@ COMPILE_SCRIPT = textwrap.dedent("""
 
     with counting() as c:
         probe(1)
-        compile_kernels(model, config, augment=Pipeline.from_config(config.augment, config.seed))
+        phase = compile_kernels(model, config, augment=Pipeline.from_config(config.augment, config.seed))
     assert c.count >= 1 and c.records[0].name.endswith("probe"), "the compile counter saw nothing"
-    print(json.dumps([[r.qualname, r.signature, r.depth] for r in c.records[1:]]))
+    # this process's compilations, and the compile pool's workers' (none when nothing compiles)
+    records = c.records[1:] + [r for r in phase.records if r.worker]
+    print(json.dumps([[r.qualname, r.signature, r.depth] for r in records]))
 """)
 
 

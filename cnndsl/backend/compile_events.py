@@ -34,6 +34,14 @@ class Compilation:
     self_seconds: float = 0.0  # without them
     depth: int = 0  # 0: compiled for a call from Python; 1+: a callee compiled inside another
     children_seconds: float = field(default=0.0, repr=False)
+    # the same in this process's CPU seconds (time.process_time): what a compilation costs whatever
+    # else the machine runs (wall seconds stretch on a loaded machine, CPU seconds hardly)
+    cpu_start: float = field(default=0.0, repr=False)
+    cpu_seconds: float = 0.0
+    self_cpu_seconds: float = 0.0
+    children_cpu_seconds: float = field(default=0.0, repr=False)
+    worker: int = 0  # 0: this process; 1+: a worker of cnndsl.backend.compile_pool
+    unit: str = ""  # the compile pool's unit of work it was compiled for ("" outside a pool)
 
     @property
     def qualname(self) -> str:
@@ -64,6 +72,8 @@ class CompileCounter:
         self._lock = threading.Lock()
         self._top_seconds = 0.0
         self.started = time.perf_counter()
+        # the event on_change was called for: ("start" or "end", its Compilation)
+        self.last_event: tuple[str, Compilation] | None = None
 
     # -- figures ------------------------------------------------------------------
     @property
@@ -96,24 +106,29 @@ class CompileCounter:
             module=getattr(py_func, "__module__", None) or "?",
             name=getattr(py_func, "__qualname__", None) or getattr(dispatcher, "__name__", "?"),
             signature=f"({', '.join(str(a) for a in args)})" if args is not None else "()",
-            start=time.perf_counter(), depth=len(self._stack))
+            start=time.perf_counter(), depth=len(self._stack), cpu_start=time.process_time())
         with self._lock:
             self._stack.append(record)
             self.records.append(record)
+            self.last_event = ("start", record)
         self._changed()
 
     def on_end(self, event) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         with self._lock:
             if not self._stack:
                 return
             record = self._stack.pop()
             record.seconds = now - record.start
             record.self_seconds = max(0.0, record.seconds - record.children_seconds)
+            record.cpu_seconds = cpu - record.cpu_start
+            record.self_cpu_seconds = max(0.0, record.cpu_seconds - record.children_cpu_seconds)
             if self._stack:
                 self._stack[-1].children_seconds += record.seconds
+                self._stack[-1].children_cpu_seconds += record.cpu_seconds
             else:
                 self._top_seconds += record.seconds
+            self.last_event = ("end", record)
         self._changed()
 
     def notify(self, event) -> None:

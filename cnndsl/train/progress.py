@@ -120,6 +120,7 @@ class CompileStatus:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._width = 0
+        self._lock = threading.Lock()
 
     @property
     def title(self) -> str:
@@ -130,7 +131,10 @@ class CompileStatus:
         self._counter = counter
         if self.shown or self.mode is None or counter.count == 0:
             return
-        self.shown = True
+        with self._lock:  # worker processes' events arrive on other threads (compile_pool)
+            if self.shown:
+                return
+            self.shown = True
         if self.mode == "lines":
             self._print(f"{self.title}...")
         else:
@@ -146,6 +150,9 @@ class CompileStatus:
         c = self._counter
         n = c.count if c is not None else 0
         text = f"{self.title}: {n} function{'s' if n != 1 else ''}, {time.perf_counter() - self.started_at:.0f} s"
+        workers = getattr(c, "workers", 0)
+        if workers:
+            text += f", {workers + 1} processes"
         active = c.active if c is not None else None
         if active is not None:
             text += f"  [{active.family}.{active.name.rsplit('.', 1)[-1]}]"
@@ -182,6 +189,9 @@ class CompileStatus:
             text = f"{self.title}: stopped after {n} function{'s' if n != 1 else ''}, {seconds:.1f} s"
         else:
             text = f"compiled {n} kernel function{'s' if n != 1 else ''} for {self.network} in {seconds:.1f} s"
+            workers = getattr(counter, "workers", 0)
+            if workers:
+                text += f" ({workers + 1} processes)"
         if self.mode == "live":
             text = "\r" + text + " " * max(0, self._width - len(text))
         self._print(text)

@@ -254,8 +254,11 @@ class Trainer:
         report = self.compile_report if self.is_root else None
         if report == "auto":
             report = (("live" if _is_tty(sys.stderr) else "lines") if self.progress_enabled else None)
+        # over MPI, no worker processes (rank 0 compiles alone; a child of an MPI rank inherits its
+        # launcher's environment)
         return compile_kernels(self.model, self.settings, batch=self.settings.batch // self.comm.size,
-                               eval_batch=self.eval_batch, augment=self.augment, report=report)
+                               eval_batch=self.eval_batch, augment=self.augment, report=report,
+                               processes=1 if self.comm.size > 1 else None)
 
     # -- the data ------------------------------------------------------------------
     def _data_error(self, message: str, expected: str, found: str, help: str, code: str) -> CnnError:
@@ -737,14 +740,18 @@ _WARMED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def compile_kernels(model, config: TrainingConfig, batch: int | None = None, eval_batch: int | None = None,
-                    augment=None, report: str | None = None, file=None):
+                    augment=None, report: str | None = None, file=None, processes: int | None = None):
     """The compile phase before the first training step: compile (or load from Numba's cache)
     every kernel a training and an evaluation step need, with a status line that moves while
     Numba compiles (`report`: "live" on a terminal, "lines" for a log, None: silent; see
-    cnndsl.train.progress.CompileStatus). Returns the compile_events.CompileCounter (count,
-    seconds, records), or None when there was nothing to do: done already for this model and
-    these settings, or a device other than the CPU (its kernels compile on first use)."""
+    cnndsl.train.progress.CompileStatus). When something has to compile, worker processes compile
+    a share of it at once (`processes`: how many compile at once, this one included; default
+    cnndsl.backend.compile_pool.pool_size(): CNNDSL_COMPILE_WORKERS, else the cores; 1: none).
+    Returns a compile_pool.PoolCounter (count, seconds, records over every process; workers,
+    after_pool), or None when there was nothing to do: done already for this model and these
+    settings, or a device other than the CPU (its kernels compile on first use)."""
     from cnndsl.backend.compile_events import counting
+    from cnndsl.backend.compile_pool import PoolCounter, compile_with_pool, pool_size
     from cnndsl.train.progress import CompileStatus
 
     if getattr(model, "device", "cpu") != "cpu":
@@ -755,17 +762,26 @@ def compile_kernels(model, config: TrainingConfig, batch: int | None = None, eva
     done = _WARMED.setdefault(model, set())
     if key in done:
         return None
+    processes = pool_size(processes)
     optimizer = optimizer_for(config, model.store.params)
     status = CompileStatus(model.graph.name, report, file=file)
     failed = True
-    with counting(status.on_change) as counter:
+    combined = None
+
+    def on_change(main):
+        combined.main_changed(main)
+        status.on_change(combined)
+
+    with counting(on_change) as counter:
+        combined = PoolCounter(counter)
         try:
-            warm_up(model, batch, eval_batch, optimizer=optimizer, augment=augment)
+            compile_with_pool(model, batch, eval_batch, optimizer, config, augment, processes, combined,
+                              on_change=status.on_change)
             failed = False
         finally:
-            status.finish(counter, failed=failed)
+            status.finish(combined, failed=failed)
     done.add(key)
-    return counter
+    return combined
 
 
 def first_non_finite_layer(model, x, y, step: int, training: bool = True):

@@ -1,0 +1,200 @@
+"""The compile pool (cnndsl/backend/compile_pool.py, issue 14): worker processes compile a share of a
+model's kernels into the on-disk cache, and the main process then compiles nothing more.
+
+The cold test compiles a one-dense-layer network in a subprocess with an empty NUMBA_CACHE_DIR and
+two processes (the main one and one worker), whatever the machine's cores.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cnndsl.backend import compile_pool
+from cnndsl.backend.compile_pool import AUGMENT, pool_size, units_of
+from cnndsl.diagnostics import CnnError
+
+REPO = Path(__file__).resolve().parents[1]
+
+ONE_DENSE = """
+network OneDense(classes = 10) {
+  input image: 1x28x28
+  flatten
+  dense classes -> logits
+}
+
+train {
+  dataset digits
+  epochs 1
+  batch 32
+  optimizer sgd lr=0.05
+  loss logits cross_entropy
+  metric logits accuracy
+  augment {
+    random_crop padding=2 p=0.5
+  }
+}
+"""
+
+# The compile phase with `processes` processes, then the first real training step; prints what
+# each process compiled and what the main process compiled after the pool, as JSON.
+PHASE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import cnndsl
+    from cnndsl.augment.pipeline import Pipeline
+    from cnndsl.backend.compile_events import counting
+    from cnndsl.train.trainer import compile_kernels, optimizer_for
+
+    model = cnndsl.compile(sys.argv[1])
+    config = model.config
+    augment = Pipeline.from_config(config.augment, config.seed)
+    phase = compile_kernels(model, config, augment=augment, processes=int(sys.argv[2]))
+    model.set_optimizer(optimizer_for(config, model.store.params))
+    x = np.random.default_rng(0).random((config.batch,) + model.input_shape, dtype=np.float32)
+    with counting() as step:
+        model.train_step(augment.apply(x, np.arange(config.batch), 1), model.example_targets(config.batch), 1)
+    print(json.dumps({"workers": phase.workers, "count": phase.count, "units": phase.units,
+                      "by_process": [sum(1 for r in phase.records if r.worker == w) for w in range(phase.workers + 1)],
+                      "after_pool": [r.qualname + r.signature for r in phase.after_pool],
+                      "failed": phase.failed, "first_step": [r.qualname + r.signature for r in step.records]}))
+""")
+
+
+def _phase(path: Path, cache: Path, processes: int) -> dict:
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    env.pop("NUMBA_BOUNDSCHECK", None)
+    env.pop(compile_pool.ENV_WORKERS, None)
+    done = subprocess.run([sys.executable, "-c", PHASE_SCRIPT, str(path), str(processes)], capture_output=True,
+                          text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_cold_pool_compiles_in_two_processes_and_leaves_nothing_to_the_main_one(tmp_path):
+    path = tmp_path / "one.cnn"
+    path.write_text(ONE_DENSE)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cold = _phase(path, cache, 2)
+    assert cold["workers"] == 1, cold
+    assert all(n > 0 for n in cold["by_process"]), cold  # both processes compiled a share
+    assert cold["failed"] == [], cold
+    # the workers reproduced every signature the main process dispatches: its whole compile phase
+    # after the pool, and the first real step, loaded everything from the cache
+    assert cold["after_pool"] == [] and cold["first_step"] == [], cold
+    assert f"{AUGMENT}0" in cold["units"]
+    warm = _phase(path, cache, 2)
+    assert warm["workers"] == 0 and warm["count"] == 0 and warm["first_step"] == [], warm  # no pool when warm
+
+
+def test_pool_size_from_the_environment_and_the_cores(monkeypatch):
+    monkeypatch.delenv(compile_pool.ENV_WORKERS, raising=False)
+    monkeypatch.setattr(compile_pool, "available_cores", lambda: 1)
+    assert pool_size() == 1  # one core: no pool
+    monkeypatch.setattr(compile_pool, "available_cores", lambda: 16)
+    assert pool_size() == 16 and pool_size(3) == 3
+    monkeypatch.setenv(compile_pool.ENV_WORKERS, "0")
+    assert pool_size() == 1  # switched off
+    monkeypatch.setenv(compile_pool.ENV_WORKERS, "4")
+    assert pool_size() == 4 and pool_size(2) == 2  # an explicit request (--workers) wins
+    monkeypatch.setenv(compile_pool.ENV_WORKERS, "many")
+    with pytest.raises(CnnError, match="CNNDSL_COMPILE_WORKERS is not an integer") as e:
+        pool_size()
+    assert e.value.diagnostics[0].code == "compile-workers" and "found: 'many'" in str(e.value)
+
+
+def test_units_join_an_evaluation_op_to_the_training_op_it_extends():
+    """LeNet-5's evaluation graph fuses conv and pool (`fused_conv_pool`): the same convolution
+    kernels as training's `fused_conv`, so one unit; the augmentations are units of their own."""
+    import cnndsl
+    from cnndsl.augment.pipeline import Pipeline
+
+    model = cnndsl.compile(REPO / "examples" / "lenet5.cnn")
+    augment = Pipeline.from_config(model.config.augment, model.config.seed)
+    units = units_of(model, 64, 64, augment)
+    assert "fused_conv+fused_conv_pool" in units and "fused_conv_pool" not in units
+    assert [u for u in units if u.startswith(AUGMENT)] == [f"{AUGMENT}{j}" for j in range(len(augment))]
+    assert units[0] == "fused_conv+fused_conv_pool"  # the costliest first
+    ops = {op for u in units if not u.startswith(AUGMENT) for op in u.split("+")}
+    for kind in ("train", "eval"):
+        graph = model._graph(kind)
+        assert {node.op for node in graph.nodes()} - {"input", "target"} <= ops
+
+
+# Two processes save two signatures of one cached function into one cache at the same moment: each
+# waits (up to 5 s) inside Numba's save, after reading the index, for the other to have read it too.
+# Without a lock both rewrite the index from what they read and one signature is lost; with
+# locked_cache_saves the second waits for the first and adds to its index.
+SAVE_SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, sys.argv[1])
+    from numba.core import caching
+    me, other, locked, value = sys.argv[2], sys.argv[3], sys.argv[4] == "1", sys.argv[5]
+    original_load, original_save = caching.IndexDataCacheFile._load_index, caching.IndexDataCacheFile.save
+    state = {"in_save": False}
+
+    def load_index(self):
+        found = original_load(self)
+        if state["in_save"]:
+            open(me, "w").close()
+            deadline = time.time() + 5
+            while not os.path.exists(other) and time.time() < deadline:
+                time.sleep(0.01)
+        return found
+
+    def save(self, key, data):
+        state["in_save"] = True
+        try:
+            return original_save(self, key, data)
+        finally:
+            state["in_save"] = False
+
+    caching.IndexDataCacheFile._load_index = load_index
+    caching.IndexDataCacheFile.save = save
+    if locked:
+        from cnndsl.backend.compile_pool import locked_cache_saves
+        locked_cache_saves()
+    import twosigs
+    twosigs.f(int(value) if value.isdigit() else float(value))
+""")
+
+LOAD_SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, sys.argv[1])
+    from cnndsl.backend.compile_events import counting
+    import twosigs
+    with counting() as c:
+        twosigs.f(1)
+        twosigs.f(1.5)
+    print(json.dumps([r.signature for r in c.records]))
+""")
+
+
+@pytest.mark.parametrize("locked", [False, True], ids=["numba alone", "locked saves"])
+def test_concurrent_saves_of_one_function_keep_both_signatures_only_with_the_lock(tmp_path, locked):
+    mod = tmp_path / "mod"
+    mod.mkdir()
+    (mod / "twosigs.py").write_text("from numba import njit\n\n@njit(cache=True)\ndef f(x):\n    return x * 2\n")
+    cache = tmp_path / "cache"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=os.pathsep.join([str(REPO), str(mod)]))
+    env.pop("NUMBA_BOUNDSCHECK", None)
+    a, b = tmp_path / "a", tmp_path / "b"
+    procs = [subprocess.Popen([sys.executable, "-c", SAVE_SCRIPT, str(mod), str(x), str(y), "1" if locked else "0",
+                               value], env=env, stderr=subprocess.PIPE, text=True)
+             for x, y, value in ((a, b, "1"), (b, a, "1.5"))]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read()
+    load = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(mod)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert load.returncode == 0, load.stderr
+    recompiled = json.loads(load.stdout.strip().splitlines()[-1])
+    if locked:
+        assert recompiled == []  # both signatures loaded from the cache
+    else:
+        assert len(recompiled) == 1  # the race this lock exists for: one index entry was lost
