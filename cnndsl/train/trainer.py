@@ -769,8 +769,8 @@ def compile_kernels(model, config: TrainingConfig, batch: int | None = None, eva
     combined = None
 
     def on_change(main):
+        status.on_change(combined)  # the first line before the workers' start
         combined.main_changed(main)
-        status.on_change(combined)
 
     with counting(on_change) as counter:
         combined = PoolCounter(counter)
