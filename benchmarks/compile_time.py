@@ -23,12 +23,12 @@ process and in the pool's workers: its function, signature, wall seconds and CPU
 compiled inside it), and the pool's unit of work. CPU seconds hardly depend on what else the
 machine runs, wall seconds do: on a shared machine compare the CPU columns and the counts.
 
-The 16-process figure is an estimate, not a measurement: the pooled run's CPU seconds per unit
-of work, scheduled costliest first onto 16 processes (the workers joining after the measured
-start-up of a worker), plus the run's own seconds before its first compilation, its final pass
-(loading what the workers compiled) and its first step. It assumes cores as fast as these, no
-other load, and the same duplicated compilations. The same model for the measured number of
-processes is printed beside it as a check.
+The 16-process figure is an estimate, not a measurement (`estimate`): the pooled run's CPU
+seconds per unit of work, scheduled costliest first onto 16 processes, the workers joining after
+their start-up's CPU seconds, after the main process's CPU seconds before its first compilation;
+then the warm run's seconds from its model built to its first step done (loading the kernels).
+It assumes cores as fast as these, nothing else running, and the same duplicated compilations.
+The same model for the measured number of processes is printed beside it as a check.
 
 Writes benchmarks/results/compile_time.json (the machine, the load average before and after, the
 date, every record).
@@ -74,12 +74,13 @@ with counting() as step_counter:
 first_step_s = time.perf_counter() - t0
 records = [dict(phase=ph, module=r.module, name=r.name, family=r.family, signature=r.signature, depth=r.depth,
                 seconds=r.seconds, self_seconds=r.self_seconds, cpu_seconds=r.cpu_seconds,
-                self_cpu_seconds=r.self_cpu_seconds, worker=r.worker, unit=r.unit, start=r.start - t0)
+                self_cpu_seconds=r.self_cpu_seconds, worker=r.worker, unit=r.unit, start=r.start - t0,
+                cpu_start=r.cpu_start)
            for ph, rs in (("compile_phase", phase.records), ("first_step", step_counter.records)) for r in rs]
 print("RESULT " + json.dumps(dict(
     network=model.graph.name, batch=config.batch, model_s=model_s, phase_s=phase_s, first_step_s=first_step_s,
     workers=phase.workers, after_pool=len(phase.after_pool) if phase.workers else None, units=phase.units,
-    ready_s=phase.ready_s, final_pass_s=phase.final_pass_s, wall_pool=phase.wall_pool, failed=phase.failed,
+    ready_s=phase.ready_s, ready_cpu_s=phase.ready_cpu_s, final_pass_s=phase.final_pass_s, wall_pool=phase.wall_pool, failed=phase.failed,
     records=records)))
 """
 
@@ -146,9 +147,13 @@ def measure(models, out: Path, processes: int | None) -> dict:
     return result
 
 
-def estimate(run: dict, processes: int) -> float | None:
-    """Seconds to the first step with `processes` compiling at once, from a pooled run's CPU
-    seconds per unit (see the module docstring); None without unit records."""
+def estimate(run: dict, warm: dict, processes: int) -> float | None:
+    """Seconds to the first step with `processes` compiling at once, from a pooled cold run and the
+    warm run after it (see the module docstring): the main process's CPU seconds before its first
+    compilation; the units' CPU seconds scheduled costliest first onto the processes, the workers
+    joining after their start-up's CPU seconds; then the warm run's seconds from its model built to
+    the end of its first step (loading every kernel from the cache, the phase's steps, the first
+    step). None without unit records."""
     units: dict[str, float] = {}
     for r in run["records"]:
         if r["phase"] == "compile_phase" and r["unit"]:
@@ -156,8 +161,9 @@ def estimate(run: dict, processes: int) -> float | None:
     main = [r for r in run["records"] if r["phase"] == "compile_phase" and r["worker"] == 0]
     if not units or not main:
         return None
-    begin = min(r["start"] for r in main)
-    ready = (sum(run["ready_s"]) / len(run["ready_s"])) if run["ready_s"] else 0.0
+    begin = min(r["cpu_start"] for r in main)
+    ready_cpu = run.get("ready_cpu_s") or []
+    ready = sum(ready_cpu) / len(ready_cpu) if ready_cpu else 0.0
     free = [begin] + [begin + ready] * (processes - 1)  # when each process can take a unit
     heapq.heapify(free)
     end = begin
@@ -165,8 +171,7 @@ def estimate(run: dict, processes: int) -> float | None:
         t = heapq.heappop(free)
         heapq.heappush(free, t + cost)
         end = max(end, t + cost)
-    step_s = run["first_step_s"] - run["phase_s"]
-    return end + run["final_pass_s"] + step_s
+    return end + warm["first_step_s"] - warm["model_s"]
 
 
 def _count(run: dict, phase: str | None = None, worker: int | None = None) -> int:
@@ -186,8 +191,8 @@ def summary_table(result: dict) -> str:
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for model, m in result["models"].items():
         serial, cold, warm = m["cold_serial"], m["cold"], m["warm"]
-        est = estimate(cold, ESTIMATE_PROCESSES)
-        check = estimate(cold, cold["workers"] + 1)
+        est = estimate(cold, warm, ESTIMATE_PROCESSES)
+        check = estimate(cold, warm, cold["workers"] + 1)
         rows.append(f"| {model} | {cold['batch']} | {serial['first_step_s']:.1f} | {_count(serial)} | "
                     f"{_cpu_s(serial):.1f} | {cold['workers'] + 1} | {cold['first_step_s']:.1f} | {_count(cold)} | "
                     f"{cold['after_pool'] if cold['after_pool'] is not None else '-'} | {_cpu_s(cold):.1f} | "
@@ -255,7 +260,8 @@ def report(result: dict, top: int) -> str:
         cold = mr["cold"]
         parts += ["", f"### {model}, cold, pool: units of work (pool used: {'yes' if cold['workers'] else 'no'}, "
                   f"{cold['workers'] + 1} processes, workers ready after {', '.join(f'{t:.1f}' for t in cold['ready_s'])}"
-                  f" s, final pass {cold['final_pass_s']:.2f} s)", "", unit_table(cold)]
+                  f" s ({', '.join(f'{t:.1f}' for t in cold.get('ready_cpu_s', []))} CPU s), final pass "
+                  f"{cold['final_pass_s']:.2f} s)", "", unit_table(cold)]
         if cold.get("failed"):
             parts += ["", "units a worker could not run: " + "; ".join(cold["failed"])]
         parts += ["", f"### {model}, cold, one process: CPU seconds per kernel family", "",

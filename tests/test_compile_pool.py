@@ -109,22 +109,31 @@ def test_pool_size_from_the_environment_and_the_cores(monkeypatch):
     assert e.value.diagnostics[0].code == "compile-workers" and "found: 'many'" in str(e.value)
 
 
-def test_units_join_an_evaluation_op_to_the_training_op_it_extends():
-    """LeNet-5's evaluation graph fuses conv and pool (`fused_conv_pool`): the same convolution
-    kernels as training's `fused_conv`, so one unit; the augmentations are units of their own."""
+def test_units_group_the_ops_of_one_kernel_family():
+    """Ops that call the same kernels are one unit (run apart, two processes compiled them both):
+    LeNet-5's training `fused_conv` and evaluation `fused_conv_pool`; vgg_small's `conv` and
+    `fused_conv`, and its two convolution gradients. The augmentations are units of their own."""
     import cnndsl
     from cnndsl.augment.pipeline import Pipeline
+    from cnndsl.backend.compile_pool import op_family
 
-    model = cnndsl.compile(REPO / "examples" / "lenet5.cnn")
-    augment = Pipeline.from_config(model.config.augment, model.config.seed)
-    units = units_of(model, 64, 64, augment)
-    assert "fused_conv+fused_conv_pool" in units and "fused_conv_pool" not in units
-    assert [u for u in units if u.startswith(AUGMENT)] == [f"{AUGMENT}{j}" for j in range(len(augment))]
-    assert units[0] == "fused_conv+fused_conv_pool"  # the costliest first
-    ops = {op for u in units if not u.startswith(AUGMENT) for op in u.split("+")}
-    for kind in ("train", "eval"):
-        graph = model._graph(kind)
-        assert {node.op for node in graph.nodes()} - {"input", "target"} <= ops
+    assert [op_family(op) for op in ("conv", "fused_conv", "fused_conv_pool", "fused_conv_grad", "conv_grad_params",
+                                     "cross_entropy", "pool_grad", "optimizer_step")] == \
+        ["conv", "conv", "conv", "conv/grad", "conv/grad", "cross", "pool/grad", "optimizer"]
+    for name, together in (("lenet5", ["fused_conv+fused_conv_pool"]),
+                           ("vgg_small", ["conv+fused_conv+fused_conv_pool", "conv_grad_input+conv_grad_params"])):
+        model = cnndsl.compile(REPO / "examples" / f"{name}.cnn")
+        augment = Pipeline.from_config(model.config.augment, model.config.seed)
+        units = units_of(model, model.config.batch, 64, augment)
+        normalized = ["+".join(sorted(u.split("+"))) for u in units]
+        assert normalized[0] == together[0], units  # the costliest first
+        assert set(together) <= set(normalized), units
+        assert [u for u in units if u.startswith(AUGMENT)] == [f"{AUGMENT}{j}" for j in range(len(augment))]
+        ops = [op for u in units if not u.startswith(AUGMENT) for op in u.split("+")]
+        assert len(ops) == len(set(ops))  # each op in one unit
+        for kind in ("train", "eval"):
+            graph = model._graph(kind)
+            assert {node.op for node in graph.nodes()} - {"input", "target"} <= set(ops)
 
 
 # Two processes save two signatures of one cached function into one cache at the same moment: each

@@ -6,8 +6,9 @@ parallel, processes can. When the compile phase before the first training step
 build the same model and compile a share of its kernels; every process writes what it compiles
 to the on-disk cache, and the main process then loads it from there.
 
-**Units of work.** The steps a training and an evaluation step run are grouped by their op
-(`fused_conv`, `pool_grad`, `optimizer_step`, ...), and each augmentation of the file's pipeline
+**Units of work.** The launches of a training and an evaluation step are grouped by their op's
+family (`conv`, `fused_conv` and `fused_conv_pool` are one unit, their gradients another, then
+`dense`, `maxpool`, `optimizer`, ...: `op_family`), and each augmentation of the file's pipeline
 is a unit of its own. A process runs one unit by running the real training and evaluation steps
 (`warm_up`: the same batch, optimizer, evaluation batch, arguments and therefore the same
 signatures) with every other op's launches left out, on buffers of zeros. Units are handed out
@@ -105,32 +106,33 @@ def _augment_applies(model, augment) -> bool:
         tuple(augment.output_shape(model.input_shape)) == tuple(model.input_shape)
 
 
+def op_family(op: str) -> str:
+    """The group an op's launches join: its first word without `fused_`, and "/grad" for a
+    gradient (`conv`, `fused_conv`, `fused_conv_pool` -> conv; `fused_conv_grad`,
+    `conv_grad_params`, `conv_grad_input` -> conv/grad). Ops of one family call the same kernels
+    (vgg_small's `conv` and `fused_conv` both compile the 8 s `gemm_forward`; run as two units
+    in two processes they compiled it twice, 15 CPU s more in all)."""
+    name = op[len("fused_"):] if op.startswith("fused_") else op
+    root = name.split("_", 1)[0]
+    return root + "/grad" if "grad" in name.split("_")[1:] else root
+
+
 def units_of(model, batch: int, eval_batch: int, augment=None) -> list[str]:
-    """The model's units of compile work, costliest first (ties: in execution order). A unit is an
-    op of the training graph, with the evaluation graph's ops whose names extend its name
-    (`fused_conv_pool` joins `fused_conv`: the same convolution kernels; run apart, two processes
-    compiled them both), "+"-joined; an evaluation op extending none is a unit of its own; and
-    each augmentation of the pipeline ("augment:J")."""
+    """The model's units of compile work, costliest first (ties: in execution order): the ops of
+    the training and evaluation graphs grouped by `op_family`, "+"-joined, and each augmentation
+    of the pipeline ("augment:J")."""
     from cnndsl.backend.plan import execution_order
 
-    def ops_of(kind):
+    groups: dict[str, list[str]] = {}
+    for kind in ("train", "eval"):
         graph = model._graph(kind)
-        found = []
         for name in execution_order(graph):
             op = graph.node(name).op
-            if op not in ("input", "target") and op not in found:
-                found.append(op)
-        return found
-
-    groups: dict[str, list[str]] = {op: [op] for op in ops_of("train")}
-    for op in ops_of("eval"):
-        if op in groups:
-            continue
-        base = max((t for t in groups if op.startswith(t + "_")), key=len, default=None)
-        if base is None:
-            groups[op] = [op]
-        else:
-            groups[base].append(op)
+            if op in ("input", "target"):
+                continue
+            ops = groups.setdefault(op_family(op), [])
+            if op not in ops:
+                ops.append(op)
     units = ["+".join(ops) for ops in groups.values()]
     if _augment_applies(model, augment):
         units += [f"{AUGMENT}{j}" for j in range(len(augment.ops))]
@@ -138,9 +140,10 @@ def units_of(model, batch: int, eval_batch: int, augment=None) -> list[str]:
 
 
 def unit_cost(unit: str) -> float:
+    """The COST of a unit's family (its costliest op's: ops of one family share their kernels)."""
     if unit.startswith(AUGMENT):
         return COST[AUGMENT]
-    return sum(COST.get(op, 1) for op in unit.split("+"))
+    return max(COST.get(op, 1) for op in unit.split("+"))
 
 
 @contextlib.contextmanager
@@ -262,6 +265,7 @@ class PoolCounter:
         self.failed: list[str] = []
         self.wall_pool: float = 0.0
         self.ready_s: list[float] = []  # per worker: seconds from the pool's start to its model built
+        self.ready_cpu_s: list[float] = []  # the same in the worker's CPU seconds (its start-up's cost)
         self.final_pass_s: float = 0.0  # the whole phase in this process after the pool (loading)
         self.pool: Pool | None = None  # while the pool may still start
         self._lock = threading.Lock()
@@ -437,6 +441,7 @@ class Pool:
                 if "ready" in msg:
                     with self.counter._lock:
                         self.counter.ready_s.append(time.perf_counter() - self.started_at)
+                        self.counter.ready_cpu_s.append(float(msg.get("cpu", 0.0)))
                 if "ready" in msg or "done" in msg:
                     current = self.take()
                     wc.unit = current or ""
@@ -555,7 +560,7 @@ def _worker(job_path: str) -> int:
             say(ev="end", seconds=r.seconds, self_seconds=r.self_seconds, cpu_seconds=r.cpu_seconds,
                 self_cpu_seconds=r.self_cpu_seconds)
 
-    say(ready=True)
+    say(ready=True, cpu=time.process_time())
     with counting(on_change):
         for line in sys.stdin:
             unit = line.strip()
