@@ -1,4 +1,6 @@
-"""The optimizers against NumPy transcriptions of torch.optim.SGD / torch.optim.Adam."""
+"""The optimizers against NumPy transcriptions of torch.optim.SGD / Adam / AdamW / RMSprop and of Lion."""
+import math
+
 import numpy as np
 import pytest
 
@@ -228,18 +230,18 @@ def test_make_optimizer_and_validation():
     fp = make_params()
     assert isinstance(make_optimizer("Adam", fp, lr=0.1), Adam)
     with pytest.raises(ValueError):
-        make_optimizer("rmsprop", fp)
+        make_optimizer("nadam", fp)
     with pytest.raises(ValueError):
         SGD(fp, lr=0.1, nesterov=True)
 
 
 def test_kernels_are_float32_only():
-    from cnndsl.train import optim
+    from cnndsl.kernels.cpu import optim
     fp = make_params()
     run(SGD(fp, lr=0.1, momentum=0.9, weight_decay=0.1), grads(fp.size, 2))
     run(Adam(fp, lr=0.1, weight_decay=0.1), grads(fp.size, 2))
     import numba
-    for kernel in (optim._sgd_kernel, optim._adam_kernel):
+    for kernel in (optim.sgd_step, optim.adam_step):
         assert kernel.signatures
         fresh = numba.njit(kernel.py_func)  # a non-cached copy, so the type annotations exist
         for sig in kernel.signatures:
@@ -249,3 +251,95 @@ def test_kernels_are_float32_only():
             bad = {k: str(v) for k, v in typemap.items() if "float64" in str(v)}
             assert not bad, f"{kernel.__name__} has float64 values: {bad}"
             assert any("float32" in str(v) for v in typemap.values())
+
+
+# -- AdamW, RMSprop, Lion (issue 16): NumPy transcriptions of torch.optim.AdamW / RMSprop and of
+# the Lion paper's update, in float64; the float32 kernels within 1e-5 relative
+
+def torch_adamw(p, gs, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+    p = p.astype(np.float64)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    for t, g in enumerate(gs, start=1):
+        g = g.astype(np.float64)
+        p = p * (1 - lr * weight_decay)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        p = p - (lr / (1 - beta1 ** t)) * m / (np.sqrt(v) / math.sqrt(1 - beta2 ** t) + eps)
+    return p
+
+
+def torch_rmsprop(p, gs, lr, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
+    p = p.astype(np.float64)
+    sq, buf = np.zeros_like(p), np.zeros_like(p)
+    for g in gs:
+        g = g.astype(np.float64) + weight_decay * p
+        sq = alpha * sq + (1 - alpha) * g * g
+        avg = np.sqrt(sq) + eps
+        if momentum > 0:
+            buf = momentum * buf + g / avg
+            p = p - lr * buf
+        else:
+            p = p - lr * g / avg
+    return p
+
+
+def lion_reference(p, gs, lr, beta1=0.9, beta2=0.99, weight_decay=0.0):
+    p = p.astype(np.float64)
+    m = np.zeros_like(p)
+    for g in gs:
+        g = g.astype(np.float64)
+        p = p * (1 - lr * weight_decay) - lr * np.sign(beta1 * m + (1 - beta1) * g)
+        m = beta2 * m + (1 - beta2) * g
+    return p
+
+
+NEW_CASES = [
+    ("adamw", dict(lr=1e-2), torch_adamw),
+    ("adamw", dict(lr=1e-2, weight_decay=0.1, beta1=0.3), torch_adamw),
+    ("rmsprop", dict(lr=1e-2), torch_rmsprop),
+    ("rmsprop", dict(lr=1e-2, alpha=0.9, momentum=0.8, weight_decay=1e-2), torch_rmsprop),
+    ("lion", dict(lr=1e-3), lion_reference),
+    ("lion", dict(lr=1e-3, beta1=0.8, beta2=0.95, weight_decay=0.1), lion_reference),
+]
+
+
+@pytest.mark.parametrize("kind, hp, reference", NEW_CASES, ids=lambda c: c if isinstance(c, str) else "")
+def test_new_optimizers_match_their_reference(kind, hp, reference):
+    fp = make_params()
+    p0 = fp.data.copy()
+    gs = grads(fp.size, 5)
+    got = run(make_optimizer(kind, fp, **hp), gs)
+    want = reference(p0, gs, **hp)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["adamw", "rmsprop", "lion"])
+def test_new_optimizers_frozen_and_resume(kind):
+    hp = {"rmsprop": dict(lr=0.01, momentum=0.9, weight_decay=0.1)}.get(kind, dict(lr=0.01, weight_decay=0.1))
+    fp = make_params()
+    fp.set_lr_mult("c1.weight", 0.0)
+    before = fp.tensors()
+    gs = grads(fp.size, 6)
+    opt = make_optimizer(kind, fp, **hp)
+    run(opt, gs)
+    assert fp.tensors()["c1.weight"].tobytes() == before["c1.weight"].tobytes()
+    b = make_params()
+    b.set_lr_mult("c1.weight", 0.0)
+    opt_b = make_optimizer(kind, b, **hp)
+    run(opt_b, gs[:3])
+    c = FlatParams(SHAPES)
+    c.load(b.tensors())
+    c.set_lr_mult("c1.weight", 0.0)
+    opt_c = make_optimizer(kind, c, **hp)
+    opt_c.load_state_dict(opt_b.state_dict())
+    run(opt_c, gs[3:])
+    np.testing.assert_array_equal(c.data, fp.data)
+
+
+def test_adam_coefficients_are_the_bias_correction():
+    """One `coefficients(lr, t)` per optimizer, read by both backends' kernels."""
+    fp = make_params()
+    opt = Adam(fp, lr=0.01, beta1=0.9, beta2=0.999)
+    step_size, *_, bc2_sqrt = opt.coefficients(0.01, 3)[:5]
+    assert step_size == np.float32(0.01 / (1 - 0.9 ** 3)) and bc2_sqrt == np.float32(math.sqrt(1 - 0.999 ** 3))
+    assert make_optimizer("adamw", fp, lr=0.01, weight_decay=0.1).coefficients(0.01, 1)[-1] == np.float32(0.001)

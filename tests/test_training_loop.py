@@ -139,7 +139,8 @@ def test_cli_run_folder_holds_log_model_copy_settings_and_best(tmp_path):
     settings = json.loads((out / "settings.json").read_text())
     assert settings["network"] == "Tiny" and settings["training"]["epochs"] == 2
     assert settings["training"]["optimizer"] == {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False,
-                                                 "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "weight_decay": 0.0}
+                                                 "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "weight_decay": 0.0,
+                                                 "alpha": 0.99}
     assert settings["training"]["checkpoint_best"] == "accuracy"
     assert settings["training"]["early_stopping"]["metric"] == "loss"
     assert settings["parameters"] == {"classes": 3}

@@ -24,23 +24,35 @@ REQUIRED = object()
 # ---- the result ----------------------------------------------------------------
 @dataclass(frozen=True)
 class Optimizer:
-    name: str = "sgd"  # sgd | adam
+    name: str = "sgd"  # sgd | adam | adamw | rmsprop | lion (cnndsl/train/optim.py)
     lr: float = 0.01
-    momentum: float = 0.0  # sgd
+    momentum: float = 0.0  # sgd, rmsprop
     nesterov: bool = False  # sgd
-    beta1: float = 0.9  # adam
-    beta2: float = 0.999  # adam
-    eps: float = 1e-8  # adam
+    beta1: float = 0.9  # adam, adamw, lion
+    beta2: float = 0.999  # adam, adamw, lion
+    eps: float = 1e-8  # adam, adamw, rmsprop
     weight_decay: float = 0.0
+    alpha: float = 0.99  # rmsprop
+
+    def hyper(self) -> dict:
+        """The options its kind declares (OPTIMIZERS), as the optimizer's keyword arguments."""
+        return {o.name: getattr(self, o.name) for o in OPTIMIZERS[self.name]}
 
 
 @dataclass(frozen=True)
 class Schedule:
-    kind: str = "constant"  # constant | step | cosine
+    kind: str = "constant"  # constant | step | cosine | onecycle | plateau (cnndsl/train/schedule.py)
     step_size: int = 10  # step: epochs between decays
     gamma: float = 0.1  # step: factor per decay
-    min_lr: float = 0.0  # cosine: final learning rate
-    warmup: float = 0.0  # epochs of linear warmup from 0 to lr (any kind)
+    min_lr: float = 0.0  # cosine: final learning rate; plateau: the floor
+    warmup: float = 0.0  # epochs of linear warmup from 0 to lr (not onecycle)
+    pct_start: float = 0.3  # onecycle: share of the run spent rising
+    div_factor: float = 25.0  # onecycle: it starts at lr / div_factor
+    final_div_factor: float = 1e4  # onecycle: it ends at lr / (div_factor * final_div_factor)
+    factor: float = 0.1  # plateau: applied at each reduction
+    patience: int = 10  # plateau: epochs without improvement before a reduction
+    threshold: float = 1e-4  # plateau: relative improvement that counts
+    metric: str = "loss"  # plateau: the held-out value watched
 
 
 @dataclass(frozen=True)
@@ -235,6 +247,29 @@ OPTIMIZERS: dict[str, tuple[Opt, ...]] = {
         Opt("eps", "float", 1e-8, "added to the denominator", above=0),
         Opt("weight_decay", "float", 0.0, "L2 penalty added to the gradient", minimum=0),
     ),
+    "adamw": (
+        Opt("lr", "float", 0.001, "learning rate", above=0),
+        Opt("beta1", "float", 0.9, "decay of the first-moment average", minimum=0, below=1),
+        Opt("beta2", "float", 0.999, "decay of the second-moment average", minimum=0, below=1),
+        Opt("eps", "float", 1e-8, "added to the denominator", above=0),
+        Opt("weight_decay", "float", 0.01, "decoupled decay: weights shrink by lr * weight_decay per step",
+            minimum=0),
+    ),
+    "rmsprop": (
+        Opt("lr", "float", 0.01, "learning rate", above=0),
+        Opt("alpha", "float", 0.99, "decay of the squared-gradient average", minimum=0, below=1),
+        Opt("eps", "float", 1e-8, "added to the denominator", above=0),
+        Opt("momentum", "float", 0.0, "momentum factor", minimum=0, below=1),
+        Opt("weight_decay", "float", 0.0, "L2 penalty added to the gradient", minimum=0),
+    ),
+    "lion": (
+        Opt("lr", "float", 0.0001, "learning rate (typically 3-10x smaller than AdamW's)", above=0),
+        Opt("beta1", "float", 0.9, "interpolation of momentum and gradient for the update's sign",
+            minimum=0, below=1),
+        Opt("beta2", "float", 0.99, "decay of the momentum", minimum=0, below=1),
+        Opt("weight_decay", "float", 0.0, "decoupled decay: weights shrink by lr * weight_decay per step",
+            minimum=0),
+    ),
 }
 
 WARMUP = Opt("warmup", "float", 0.0, "epochs of linear warmup from 0 to lr (may be fractional)", "epochs",
@@ -244,6 +279,17 @@ SCHEDULES: dict[str, tuple[Opt, ...]] = {
     "step": (Opt("step_size", "int", 10, "epochs between decays", "epochs", minimum=1),
              Opt("gamma", "float", 0.1, "factor applied to lr at each decay", above=0, maximum=1), WARMUP),
     "cosine": (Opt("min_lr", "float", 0.0, "learning rate at the last epoch", minimum=0), WARMUP),
+    "onecycle": (Opt("pct_start", "float", 0.3, "share of the run spent rising to lr", above=0, below=1),
+                 Opt("div_factor", "float", 25.0, "the run starts at lr / div_factor", minimum=1),
+                 Opt("final_div_factor", "float", 1e4, "the run ends at lr / (div_factor * final_div_factor)",
+                     minimum=1)),
+    "plateau": (Opt("factor", "float", 0.1, "applied to lr at each reduction", above=0, below=1),
+                Opt("patience", "int", 10, "epochs without improvement before a reduction", "epochs", minimum=0,
+                    maximum=1_000_000),
+                Opt("threshold", "float", 1e-4, "relative improvement of the best value that counts", minimum=0),
+                Opt("metric", "word", "loss", "the held-out value watched: loss, or a metric of the `metric` "
+                    "lines (accuracy, ...)"),
+                Opt("min_lr", "float", 0.0, "the reductions stop there", minimum=0), WARMUP),
 }
 
 AUGMENTATIONS: dict[str, tuple[Opt, ...]] = {
@@ -325,8 +371,8 @@ SETTINGS: dict[str, str] = {  # setting -> how it is written (for did-you-mean a
     "epochs": "epochs N",
     "batch": "batch N",
     "seed": "seed N",
-    "optimizer": "optimizer sgd|adam key=value...",
-    "schedule": "schedule constant|step|cosine key=value...",
+    "optimizer": "optimizer sgd|adam|adamw|rmsprop|lion key=value...",
+    "schedule": "schedule constant|step|cosine|onecycle|plateau key=value...",
     "loss": "loss HEAD KIND [weight=W] [yolo: noobj=N coord=C boxes=B]",
     "metric": "metric HEAD KIND...",
     "normalize": "normalize mean=M std=S",
@@ -533,11 +579,20 @@ class TrainingBuilder:
                 notes=[(where, "the loss is declared here")] if where else [], code="double-softmax"))
 
     def check_watched(self, cfg: dict, metrics: list[Metric], losses: list[Loss]) -> None:
-        """early_stopping metric= and checkpoint best= name a value the run records."""
+        """early_stopping metric=, checkpoint best= and schedule plateau metric= name a value the run records."""
         names = watched_names(metrics, losses)
+        plateau = cfg.get("schedule") if cfg.get("schedule") is not None and cfg["schedule"].kind == "plateau" else None
         for setting, value in (("early_stopping", cfg.get("early_stopping") and cfg["early_stopping"].metric),
-                               ("checkpoint", cfg.get("checkpoint_best"))):
+                               ("checkpoint", cfg.get("checkpoint_best")),
+                               ("schedule", plateau and plateau.metric)):
             if value is None or value in names:
+                continue
+            if setting == "schedule":
+                hint = did_you_mean(value, names)
+                self.error(f"schedule plateau metric={value} watches a value this run does not record",
+                           cfg["spans"][setting], help=(hint + "; " if hint else "") + f"it records: "
+                           f"{', '.join(names)}", code="unknown-metric")
+                cfg.pop("schedule")
                 continue
             option = "metric" if setting == "early_stopping" else "best"
             hint = did_you_mean(value, names)

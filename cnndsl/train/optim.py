@@ -1,4 +1,4 @@
-"""Optimizers over one flat float32 parameter buffer.
+"""Optimizers over one flat float32 parameter buffer: SGD, Adam, AdamW, RMSprop, Lion.
 
 All learnable tensors of a network live in ONE contiguous float32 buffer
 `FlatParams.data`, with a gradient buffer `FlatParams.grad` of the same size;
@@ -44,7 +44,9 @@ The step count `t` is shared by all elements (PyTorch keeps one per tensor;
 the two differ only for a tensor that was frozen for a while and then
 unfrozen, whose bias correction then uses the global count).
 
-Kernels are `@njit(cache=True)` loops in float32 (no float64 literals).
+The step kernels are in cnndsl/kernels/cpu/optim.py (and cnndsl/kernels/cuda/optim.py): each optimizer
+below names its kernel and computes the kernel's scalar coefficients once per step, `coefficients(lr, t)`,
+for both backends. AdamW, RMSprop and Lion are declared the same way (docs/language.md).
 `state_dict()` returns a dict of numpy arrays including the step count as a
 0-d int64 array; `load_state_dict()` restores it (checked against the sizes).
 """
@@ -54,9 +56,9 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
-from numba import njit
 
 from cnndsl.diagnostics import file_error
+from cnndsl.kernels.cpu import optim as kernels
 
 
 # ---------------------------------------------------------------------------- flat parameters
@@ -167,54 +169,6 @@ class FlatParams:
         return self.lr_mult == 0
 
 
-# ---------------------------------------------------------------------------- kernels
-
-@njit(cache=True)
-def _sgd_kernel(p, g, buf, lr_mult, wd_mult, lr, momentum, dampening_c, wd, nesterov, first):
-    use_momentum = momentum != np.float32(0)
-    for i in range(p.shape[0]):
-        mult = lr_mult[i]
-        if mult == np.float32(0):
-            continue
-        d = g[i]
-        w = wd * wd_mult[i]
-        if w != np.float32(0):
-            d = d + w * p[i]
-        if use_momentum:
-            if first:
-                b = d
-            else:
-                b = momentum * buf[i] + dampening_c * d
-            buf[i] = b
-            if nesterov:
-                d = d + momentum * b
-            else:
-                d = b
-        p[i] = p[i] - (lr * mult) * d
-
-
-@njit(cache=True)
-def _adam_kernel(p, g, m, v, lr_mult, wd_mult, step_size, beta2, one_minus_beta1,
-                 one_minus_beta2, bc2_sqrt, eps, wd, lerp_low):
-    for i in range(p.shape[0]):
-        mult = lr_mult[i]
-        if mult == np.float32(0):
-            continue
-        d = g[i]
-        w = wd * wd_mult[i]
-        if w != np.float32(0):
-            d = d + w * p[i]
-        if lerp_low:  # torch.lerp's two branches: weight (1 - beta1) < 0.5 or not
-            mi = m[i] + one_minus_beta1 * (d - m[i])
-        else:
-            mi = d - (d - m[i]) * (np.float32(1) - one_minus_beta1)
-        vi = beta2 * v[i] + one_minus_beta2 * d * d
-        m[i] = mi
-        v[i] = vi
-        denom = np.sqrt(vi) / bc2_sqrt + eps
-        p[i] = p[i] - (step_size * mult) * mi / denom  # addcdiv: (value * m) / denom
-
-
 # ---------------------------------------------------------------------------- optimizers
 
 def _f32(x: float) -> np.float32:
@@ -222,10 +176,19 @@ def _f32(x: float) -> np.float32:
 
 
 class Optimizer:
-    """Base class: holds the `FlatParams`, the base learning rate and the step count."""
+    """Base class: holds the `FlatParams`, the base learning rate and the step count.
+
+    A subclass declares its `kind`, its `state_keys` (arrays of the parameters' size), the name of
+    its step kernel (`kernel`: the same name in cnndsl/kernels/cpu/optim.py and
+    cnndsl/kernels/cuda/optim.py), which state arrays the kernel takes (`kernel_state`, a missing
+    one, such as SGD's momentum buffer without momentum, passed as a 1-element dummy) and
+    `coefficients(lr, t)`: the kernel's scalar arguments for step number t (1-based), computed
+    once here for both backends (Adam's bias correction included)."""
 
     kind = "optimizer"
     state_keys: tuple[str, ...] = ()
+    kernel = ""
+    kernel_state: tuple[str, ...] = ()
 
     def __init__(self, params: FlatParams, lr: float):
         if lr < 0:
@@ -235,9 +198,21 @@ class Optimizer:
         self.step_count = 0
         self.state: dict[str, np.ndarray] = {k: np.zeros(params.size, np.float32) for k in self.state_keys}
 
+    def coefficients(self, lr: float, t: int) -> tuple:
+        raise NotImplementedError
+
+    def kernel_arrays(self, state: Mapping, dummy) -> tuple:
+        """The state arrays the step kernel takes, in order (`state` host or device arrays)."""
+        return tuple(state[k] if k in state else dummy for k in self.kernel_state)
+
     def step(self, lr: float | None = None) -> None:
         """Apply one update from `params.grad` (with `lr` if given, e.g. from a schedule)."""
-        raise NotImplementedError
+        lr = self.lr if lr is None else float(lr)
+        t = self.step_count + 1
+        p = self.params
+        getattr(kernels, self.kernel)(p.data, p.grad, *self.kernel_arrays(self.state, np.zeros(1, np.float32)),
+                                      p.lr_mult, p.wd_mult, *self.coefficients(lr, t))
+        self.step_count = t
 
     def zero_grad(self) -> None:
         self.params.zero_grad()
@@ -273,6 +248,8 @@ class SGD(Optimizer):
     """torch.optim.SGD semantics (see the module docstring)."""
 
     kind = "sgd"
+    kernel = "sgd_step"
+    kernel_state = ("momentum_buffer",)
 
     def __init__(self, params: FlatParams, lr: float = 0.01, momentum: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0, dampening: float = 0.0):
@@ -287,14 +264,9 @@ class SGD(Optimizer):
         self.weight_decay = float(weight_decay)
         self.dampening = float(dampening)
 
-    def step(self, lr: float | None = None) -> None:
-        lr = self.lr if lr is None else float(lr)
-        p = self.params
-        buf = self.state["momentum_buffer"] if self.momentum != 0 else np.zeros(1, np.float32)
-        _sgd_kernel(p.data, p.grad, buf,
-                    p.lr_mult, p.wd_mult, _f32(lr), _f32(self.momentum), _f32(1.0 - self.dampening),
-                    _f32(self.weight_decay), self.nesterov, self.step_count == 0)
-        self.step_count += 1
+    def coefficients(self, lr: float, t: int) -> tuple:
+        return (_f32(lr), _f32(self.momentum), _f32(1.0 - self.dampening), _f32(self.weight_decay),
+                self.nesterov, t == 1)
 
 
 class Adam(Optimizer):
@@ -302,6 +274,9 @@ class Adam(Optimizer):
 
     kind = "adam"
     state_keys = ("exp_avg", "exp_avg_sq")
+    kernel = "adam_step"
+    kernel_state = ("exp_avg", "exp_avg_sq")
+    decoupled = False
 
     def __init__(self, params: FlatParams, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, weight_decay: float = 0.0):
@@ -314,24 +289,84 @@ class Adam(Optimizer):
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
 
-    def step(self, lr: float | None = None) -> None:
-        lr = self.lr if lr is None else float(lr)
-        t = self.step_count + 1
-        bc1 = 1.0 - self.beta1 ** t
-        bc2 = 1.0 - self.beta2 ** t
-        p = self.params
-        _adam_kernel(p.data, p.grad, self.state["exp_avg"], self.state["exp_avg_sq"],
-                     p.lr_mult, p.wd_mult, _f32(lr / bc1), _f32(self.beta2), _f32(1.0 - self.beta1),
-                     _f32(1.0 - self.beta2), _f32(bc2 ** 0.5), _f32(self.eps), _f32(self.weight_decay),
-                     bool(abs(_f32(1.0 - self.beta1)) < 0.5))
-        self.step_count = t
+    def bias_corrections(self, t: int) -> tuple[float, float]:
+        """(1 - beta1^t, 1 - beta2^t), in double precision."""
+        return 1.0 - self.beta1 ** t, 1.0 - self.beta2 ** t
+
+    def coefficients(self, lr: float, t: int) -> tuple:
+        bc1, bc2 = self.bias_corrections(t)
+        l2, decoupled = (0.0, self.weight_decay) if self.decoupled else (self.weight_decay, 0.0)
+        return (_f32(lr / bc1), _f32(self.beta2), _f32(1.0 - self.beta1), _f32(1.0 - self.beta2),
+                _f32(bc2 ** 0.5), _f32(self.eps), _f32(l2), bool(abs(_f32(1.0 - self.beta1)) < 0.5),
+                _f32(lr * decoupled))
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+class AdamW(Adam):
+    """torch.optim.AdamW: Adam with decoupled weight decay, p <- p * (1 - lr * weight_decay) before
+    the update (the moments never see it); PyTorch's default weight_decay is 0.01."""
+
+    kind = "adamw"
+    decoupled = True
+
+    def __init__(self, params: FlatParams, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.01):
+        super().__init__(params, lr, beta1, beta2, eps, weight_decay)
+
+
+class RMSprop(Optimizer):
+    """torch.optim.RMSprop (centered=False): sq = alpha*sq + (1-alpha)*g^2 (g with L2 weight decay);
+    p -= lr * g / (sqrt(sq) + eps), through a momentum buffer when momentum > 0."""
+
+    kind = "rmsprop"
+    kernel = "rmsprop_step"
+    kernel_state = ("square_avg", "momentum_buffer")
+
+    def __init__(self, params: FlatParams, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
+                 momentum: float = 0.0, weight_decay: float = 0.0):
+        if not 0 <= alpha < 1:
+            raise ValueError("alpha must lie in [0, 1)")
+        if eps < 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError("eps, momentum and weight_decay must be >= 0")
+        self.state_keys = ("square_avg", "momentum_buffer") if momentum != 0 else ("square_avg",)
+        super().__init__(params, lr)
+        self.alpha, self.eps = float(alpha), float(eps)
+        self.momentum, self.weight_decay = float(momentum), float(weight_decay)
+
+    def coefficients(self, lr: float, t: int) -> tuple:
+        return (_f32(lr), _f32(self.alpha), _f32(1.0 - self.alpha), _f32(self.eps), _f32(self.weight_decay),
+                _f32(self.momentum))
+
+
+class Lion(Optimizer):
+    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"): the sign of an
+    interpolation of the momentum and the gradient, with decoupled weight decay:
+    p <- p * (1 - lr*wd) - lr * sign(beta1*m + (1-beta1)*g); m <- beta2*m + (1-beta2)*g. Its
+    learning rate is typically 3-10 times smaller than AdamW's."""
+
+    kind = "lion"
+    state_keys = ("exp_avg",)
+    kernel = "lion_step"
+    kernel_state = ("exp_avg",)
+
+    def __init__(self, params: FlatParams, lr: float = 1e-4, beta1: float = 0.9, beta2: float = 0.99,
+                 weight_decay: float = 0.0):
+        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+            raise ValueError("beta1 and beta2 must lie in [0, 1)")
+        if weight_decay < 0:
+            raise ValueError("weight_decay must be >= 0")
+        super().__init__(params, lr)
+        self.beta1, self.beta2, self.weight_decay = float(beta1), float(beta2), float(weight_decay)
+
+    def coefficients(self, lr: float, t: int) -> tuple:
+        return (_f32(lr), _f32(self.beta1), _f32(1.0 - self.beta1), _f32(self.beta2), _f32(1.0 - self.beta2),
+                _f32(self.weight_decay))
+
+
+OPTIMIZERS = {cls.kind: cls for cls in (SGD, Adam, AdamW, RMSprop, Lion)}
 
 
 def make_optimizer(kind: str, params: FlatParams, **hyper) -> Optimizer:
-    """`SGD` or `Adam` by name ('sgd' / 'adam') with keyword hyper-parameters."""
+    """An optimizer by name (sgd, adam, adamw, rmsprop, lion) with keyword hyper-parameters."""
     try:
         cls = OPTIMIZERS[kind.lower()]
     except KeyError:

@@ -8,6 +8,14 @@
             step_size, 2*step_size, ...)
 * cosine:   anneals from `lr` at the end of the warm-up to `min_lr` (default 0) at `epochs`:
             `min_lr + (lr - min_lr) * 0.5 * (1 + cos(pi * (e - warmup) / (epochs - warmup)))`
+* onecycle: PyTorch's OneCycleLR (cosine annealing, no momentum cycling): from lr / div_factor up
+            to `lr` over the first pct_start of the run, then down to lr / (div_factor *
+            final_div_factor) at `epochs` (Smith & Topin 2017)
+* plateau:  PyTorch's ReduceLROnPlateau (threshold_mode rel, cooldown 0), once per epoch on a
+            held-out value: `lr * factor ** k` (never below min_lr), k the reductions so far, one
+            each time `patience` epochs in a row did not improve the best by more than
+            threshold * |best|. `plateau_scale(values)` replays the epochs' values (so a resumed
+            run reduces exactly as an uninterrupted one); `lr_at` is the rate before reductions.
 
 Each has an optional linear warm-up over the first `warmup` epochs (a float,
 0 = none): `lr_at(e) = lr * e / warmup` for `e < warmup` (for constant and
@@ -27,7 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-KINDS = ("constant", "step", "cosine")
+KINDS = ("constant", "step", "cosine", "onecycle", "plateau")
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,13 @@ class Schedule:
     warmup: float = 0.0  # epochs of linear warm-up
     step_size: float = 1.0  # step: epochs between decays
     gamma: float = 0.1  # step: decay factor
-    min_lr: float = 0.0  # cosine: the rate reached at the end
+    min_lr: float = 0.0  # cosine: the rate reached at the end; plateau: the floor
+    pct_start: float = 0.3  # onecycle: share of the run spent rising
+    div_factor: float = 25.0  # onecycle: the start is lr / div_factor
+    final_div_factor: float = 1e4  # onecycle: the end is lr / (div_factor * final_div_factor)
+    factor: float = 0.1  # plateau: applied at each reduction
+    patience: int = 10  # plateau: epochs without improvement before a reduction
+    threshold: float = 1e-4  # plateau: relative improvement that counts
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -56,6 +70,15 @@ class Schedule:
                 raise ValueError(f"gamma must lie in (0, 1], got {self.gamma}")
         if self.kind == "cosine" and self.warmup >= self.epochs:
             raise ValueError(f"warmup ({self.warmup}) must be shorter than the run ({self.epochs} epochs)")
+        if self.kind == "onecycle":
+            if not 0 < self.pct_start < 1:
+                raise ValueError(f"pct_start must lie in (0, 1), got {self.pct_start}")
+            if self.div_factor < 1 or self.final_div_factor < 1:
+                raise ValueError("div_factor and final_div_factor must be >= 1")
+            if self.warmup > 0:
+                raise ValueError("onecycle rises by itself (pct_start): it takes no warmup")
+        if self.kind == "plateau" and not (0 < self.factor < 1 and self.patience >= 0 and self.threshold >= 0):
+            raise ValueError("plateau needs 0 < factor < 1, patience >= 0 and threshold >= 0")
 
     def lr_at(self, epoch: float) -> float:
         """The learning rate at continuous epoch position `epoch` (clamped to [0, epochs])."""
@@ -65,13 +88,47 @@ class Schedule:
             if self.kind == "step":
                 factor *= self._decay(e)
             return self.lr * factor
-        if self.kind == "constant":
+        if self.kind in ("constant", "plateau"):
             return self.lr
+        if self.kind == "onecycle":
+            return self._one_cycle(e)
         if self.kind == "step":
             return self.lr * self._decay(e)
         span = self.epochs - self.warmup
         t = (e - self.warmup) / span
         return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    def _one_cycle(self, e: float) -> float:
+        peak = self.pct_start * self.epochs
+        start, end = self.lr / self.div_factor, self.lr / (self.div_factor * self.final_div_factor)
+        if e < peak:
+            return _cos_anneal(start, self.lr, e / peak)
+        return _cos_anneal(self.lr, end, (e - peak) / (self.epochs - peak))
+
+    def plateau_scale(self, values, lower_is_better: bool = True) -> float:
+        """The factor the epochs' held-out `values` (oldest first; None or non-finite ones are
+        skipped) have reduced the rate by so far: 1 unless kind is plateau."""
+        if self.kind != "plateau":
+            return 1.0
+        scale, best, bad = 1.0, None, 0
+        for v in values:
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                continue
+            v = float(v)
+            better = best is None or (v < best - self.threshold * abs(best) if lower_is_better
+                                      else v > best + self.threshold * abs(best))
+            if better:
+                best, bad = v, 0
+            else:
+                bad += 1
+            if bad > self.patience:
+                scale *= self.factor
+                bad = 0
+        return scale
+
+    def reduced(self, lr: float, scale: float) -> float:
+        """lr after plateau reductions by `scale`, not below min_lr (unless lr itself is lower)."""
+        return lr if scale == 1.0 else max(lr * scale, min(self.min_lr, lr))
 
     def _decay(self, e: float) -> float:
         # the epsilon keeps e.g. 0.3 / 0.1 = 2.9999999999999996 on the right side of 3
@@ -86,6 +143,11 @@ class Schedule:
     def lr_for_epoch(self, epoch: int) -> float:
         """The learning rate of a whole epoch when it is updated once per epoch."""
         return self.lr_at(epoch + 0.5)
+
+
+def _cos_anneal(start: float, end: float, pct: float) -> float:
+    """PyTorch's _annealing_cos: from start (pct 0) to end (pct 1) along half a cosine."""
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1.0)
 
 
 def make_schedule(kind: str = "constant", lr: float = 0.01, epochs: float = 1.0, **kw) -> Schedule:

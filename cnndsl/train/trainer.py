@@ -102,16 +102,15 @@ def make_schedule(config: TrainingConfig) -> Schedule:
     s = config.schedule
     warmup = min(float(s.warmup), config.epochs / 2)
     return Schedule(kind=s.kind, lr=config.optimizer.lr, epochs=float(config.epochs), warmup=warmup,
-                    step_size=float(s.step_size), gamma=s.gamma, min_lr=s.min_lr)
+                    step_size=float(s.step_size), gamma=s.gamma, min_lr=s.min_lr, pct_start=s.pct_start,
+                    div_factor=s.div_factor, final_div_factor=s.final_div_factor, factor=s.factor,
+                    patience=s.patience, threshold=s.threshold)
 
 
 def optimizer_for(config: TrainingConfig, params):
+    """The optimizer the training section names, with the options its kind declares."""
     o = config.optimizer
-    if o.name == "adam":
-        return make_optimizer("adam", params, lr=o.lr, beta1=o.beta1, beta2=o.beta2, eps=o.eps,
-                              weight_decay=o.weight_decay)
-    return make_optimizer("sgd", params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                          weight_decay=o.weight_decay)
+    return make_optimizer(o.name, params, **o.hyper())
 
 
 @dataclass
@@ -488,6 +487,7 @@ class Trainer:
         bar = Progress(total=per_epoch, desc=f"epoch {pos.epoch + 1}/{s.epochs}", initial=pos.batch,
                        enabled=self.progress_enabled)
         start = time.perf_counter()
+        plateau = self.plateau_scale()
         batches = self.train_set.batches(s.batch, shuffle=True, seed=s.seed, epoch=pos.epoch, start=pos.batch,
                                          with_indices=True)
         try:
@@ -499,7 +499,8 @@ class Trainer:
                 x, y, indices = self._my_shard(x, y, indices)
                 if self.augment is not None:
                     x = self.augment.apply(x, indices, pos.epoch)
-                self.optimizer.lr = self.schedule.lr_for_step(pos.epoch, pos.batch, per_epoch)
+                self.optimizer.lr = self.schedule.reduced(self.schedule.lr_for_step(pos.epoch, pos.batch, per_epoch),
+                                                          plateau)
                 loss, outs = self.model.train_step(x, y, pos.step, share=len(x) / n_global)
                 if not math.isfinite(loss):
                     raise self._non_finite(x, y, loss)
@@ -631,6 +632,16 @@ class Trainer:
         if self.values_per_target is None:
             return None
         return pos.correct / max(pos.seen * self.values_per_target, 1)
+
+    def plateau_scale(self) -> float:
+        """`schedule plateau`: the reductions the held-out values of the epochs so far call for (replayed
+        from the records, so a resumed run reduces as an uninterrupted one); 1 for other schedules."""
+        if self.schedule.kind != "plateau":
+            return 1.0
+        from cnndsl.frontend.training import lower_is_better
+
+        name = self.settings.schedule.metric
+        return self.schedule.plateau_scale([watched_value(r, name) for r in self.log.records], lower_is_better(name))
 
     def _end_epoch(self) -> None:
         pos = self.pos

@@ -347,10 +347,44 @@ def test_optimizer_steps_match_the_cpu_optimizer(kind):
             if step == 0:
                 s1, s2 = dev(np.zeros(n)), dev(np.zeros(n))
             K.adam_step[_grid(n)](p, g, s1, s2, mult, wdm, f32(0.01 / bc1), f32(0.999), f32(0.1), f32(0.001),
-                                  f32(math.sqrt(bc2)), f32(1e-8), f32(0.01), True, losses, losses.size, n)
+                                  f32(math.sqrt(bc2)), f32(1e-8), f32(0.01), True, f32(0.0), losses, losses.size, n)
         else:
             K.sgd_step[_grid(n)](p, g, s1, mult, wdm, f32(0.1), f32(0.9), f32(1.0), f32(0.01),
                                  kind == "sgd_nesterov", step == 0, losses, losses.size, n)
+        if step < 3:
+            opt.step()
+        np.testing.assert_allclose(p.copy_to_host(), fp.data, rtol=2e-6, atol=2e-7, err_msg=f"step {step}")
+
+
+@pytest.mark.parametrize("make", [
+    lambda fp: __import__("cnndsl.train.optim", fromlist=["x"]).make_optimizer("adamw", fp, lr=0.01, weight_decay=0.1),
+    lambda fp: __import__("cnndsl.train.optim", fromlist=["x"]).make_optimizer("rmsprop", fp, lr=0.01, momentum=0.9,
+                                                                                weight_decay=0.01),
+    lambda fp: __import__("cnndsl.train.optim", fromlist=["x"]).make_optimizer("lion", fp, lr=0.01, weight_decay=0.1),
+], ids=["adamw", "rmsprop", "lion"])
+def test_every_optimizer_kernel_matches_the_cpu_one(make):
+    """The device kernel each optimizer names, with its `coefficients(lr, t)`, step for step
+    against the CPU optimizer (frozen elements, lr_mult, wd_mult), and a NaN loss changes nothing."""
+    from cnndsl.kernels.cuda import optim as K
+    from cnndsl.train.optim import FlatParams
+
+    rng = np.random.default_rng(3)
+    fp = FlatParams({"a": (13,), "b": (4, 5)})
+    fp.data[:] = rng.standard_normal(fp.size)
+    fp.set_lr_mult("b", 0.5)
+    fp.lr_mult[3] = 0
+    fp.wd_mult[:4] = 0
+    opt = make(fp)
+    n = fp.size
+    p, mult, wdm = dev(fp.data), dev(fp.lr_mult), dev(fp.wd_mult)
+    state = {k: dev(np.zeros(n)) for k in opt.state_keys}
+    dummy = dev(np.zeros(1))
+    kernel = getattr(K, opt.kernel)
+    for step in range(4):
+        fp.grad[:] = rng.standard_normal(n)
+        losses = dev(np.array([0.3])) if step < 3 else dev(np.array([0.3, np.nan]))
+        kernel[_grid(n)](p, dev(fp.grad), *opt.kernel_arrays(state, dummy), mult, wdm,
+                         *opt.coefficients(opt.lr, step + 1), losses, losses.size, n)
         if step < 3:
             opt.step()
         np.testing.assert_allclose(p.copy_to_host(), fp.data, rtol=2e-6, atol=2e-7, err_msg=f"step {step}")

@@ -1,4 +1,4 @@
-"""Shared Numba options for the CPU kernels (see /work/shared/notes/numba-performance.md).
+"""Shared Numba options for the CPU kernels (see docs/performance.md).
 
 Every kernel is compiled with
 
