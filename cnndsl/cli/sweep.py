@@ -75,6 +75,13 @@ def sweep(file, trials, epochs, objective, minimize, spaces, out_dir, pruner, sa
          f"target {trials} trained trials")
     recover(study, echo)
     runner = Runner(cfg, study)
+    # matplotlib (the trials' curves and sweep.png) imported before any trial: a Ctrl-C that lands
+    # while a trial imports it leaves it half-initialized, and the final plot then failed with
+    # "internal error: KeyError: 'Rectangle:kwdoc'" (seen once in CI's slow run)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
     interrupted = False
     try:
         runner.run(after_trial=lambda: _write(cfg, study, module, net, final=False))
