@@ -41,13 +41,18 @@ def allowed() -> bool:
     return os.environ.get("CNNDSL_CPU_CONV", "auto") != "im2col"
 
 
+def _lanes(f: int) -> int:
+    """VF for F output channels: the fewest lanes that hold F, 8 (one ymm register), 16 or 32."""
+    return 8 if f <= 8 else 16 if f <= 16 else 32
+
+
 def _variant(f: int, ow: int) -> tuple[int, int]:
     """(RB, VF) for F output channels and rows of OW pixels. VF: the fewest lanes that hold F, 8
     (one ymm register), 16 (one zmm) or 32; channels past F are computed and dropped, so LeNet's
     first conv (F = 6) ran 2.5x slower with VF = 16 than im2col (0.077 against 0.031 ms, batch 1,
     1 thread). RB: the larger tile unless it wastes more of the last tile of each row (OW not a
     multiple) than the smaller one does."""
-    vf = 8 if f <= 8 else 16 if f <= 16 else 32
+    vf = _lanes(f)
     sizes = sorted(rb for rb, v in G.VARIANTS if v == vf)
     small, big = sizes[0], sizes[-1]
 
@@ -222,7 +227,7 @@ def wgrad_plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: in
     p = plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, groups, oh, ow)
     if p is None:
         return None
-    vf = 8 if f <= 8 else 16 if f <= 16 else 32
+    vf = _lanes(f)
     tk = kw if kw in (3, 5) else 1
     hp = (oh - 1) * sh + (kh - 1) * dh + 1
     wp = (ow - 1) * sw + (kw - 1) * dw + 1
