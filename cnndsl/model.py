@@ -87,7 +87,7 @@ class Model:
                 graph = optimize(build_loss_graph(self.graph, self.losses), mode, self.opt_level, backend=self.device)
             else:
                 graph = optimize(self.graph, "training", self.opt_level, losses=self.losses, frozen=self.frozen,
-                                 backend=self.device)
+                                 optimizer=self._step_attrs(), backend=self.device)
             self._graphs[kind] = graph
         return self._graphs[kind]
 
@@ -95,16 +95,34 @@ class Model:
         key = (kind, batch)
         if key not in self._executables:
             exe = Executable(self._graph(kind), self.store, batch, self.device)
-            exe.rc.optimizer = self.optimizer
             if self.comm is not None:
                 exe.rc.comm = self.comm
             self._executables[key] = exe
         return self._executables[key]
 
+    def _step_attrs(self) -> dict:
+        """The training graph's optimizer step attributes: the optimizer's given to set_optimizer,
+        else the training section's."""
+        if self.optimizer is not None:
+            return self.optimizer.step_attrs
+        return optimizer_attrs(self.config)
+
     def set_optimizer(self, optimizer) -> None:
+        """The optimizer train_step applies (cnndsl.train.optim: SGD, Adam, ...). Its kind and
+        hyperparameters are the attributes of the training graph's `optimizer_step` node: a graph
+        built for other ones is dropped and rebuilt on the next step (the kernels take them as
+        scalars: nothing is recompiled); its state becomes the runtime's (`store.optimizer_state`);
+        its `lr` is each step's learning rate, a run-time input (changing it rebuilds nothing)."""
         self.optimizer = optimizer
-        for exe in self._executables.values():
-            exe.rc.optimizer = optimizer
+        self.store.optimizer_state = optimizer.slots if optimizer is not None else None
+        from cnndsl.ops.training.optimizers import step_attrs_of
+
+        graph = self._graphs.get("train")
+        if optimizer is not None and graph is not None and \
+                step_attrs_of(graph.node(graph.attrs["optimizer_step"])) != optimizer.step_attrs:
+            del self._graphs["train"]
+            for key in [k for k in self._executables if k[0] == "train"]:
+                del self._executables[key]
 
     def set_comm(self, comm) -> None:
         """Train data-parallel over `comm`'s ranks (cnndsl.distributed): steps average gradients."""
@@ -165,16 +183,19 @@ class Model:
             result.update({k: v for k, v in hook.result().items() if k not in result})
         return result
 
-    def train_step(self, x: np.ndarray, y, step: int, share: float = 1.0) -> tuple[float, dict[str, np.ndarray]]:
+    def train_step(self, x: np.ndarray, y, step: int, share: float = 1.0,
+                   lr: float | None = None) -> tuple[float, dict[str, np.ndarray]]:
         """One optimizer step on a batch; returns the loss and the head outputs (views).
 
         In data-parallel training `x` is this rank's part of a global batch and `share` its
-        fraction of the global batch's samples: the ranks sum their gradients weighted by it."""
+        fraction of the global batch's samples: the ranks sum their gradients weighted by it.
+        `lr`: this step's learning rate (default the optimizer's `lr`), a run-time input of the step."""
         if self.optimizer is None:
             raise RuntimeError("set_optimizer() first")
         exe = self.executable("train", len(x))
         exe.rc.share = share
-        exe.run(self._feeds(self.prepare(x), self._targets(y)), training=True, step=step, seed=self.seed)
+        exe.run(self._feeds(self.prepare(x), self._targets(y)), training=True, step=step, seed=self.seed,
+                lr=self.optimizer.lr if lr is None else lr)
         return self._loss_value(exe), {h: exe.output(n) for h, n in self.graph.heads.items()}
 
     def __call__(self, x: np.ndarray, batch: int = 256):
@@ -386,6 +407,15 @@ def loss_specs(program) -> list[LossSpec]:
         rank = len(graph.node(node).type.shape)
         specs.append(LossSpec(head, "cross_entropy" if rank == 1 else "pixel_cross_entropy"))
     return specs[:1]
+
+
+def optimizer_attrs(config: TrainingConfig) -> dict:
+    """The optimizer step's attributes for a training section: its optimizer and hyperparameters
+    (the learning rate is not one: it is each step's run-time input)."""
+    from cnndsl.ops.training.optimizers import step_attrs
+
+    o = config.optimizer
+    return step_attrs(o.name, **{k: v for k, v in o.hyper().items() if k != "lr"})
 
 
 def layers_matching(graph, patterns) -> list[str]:

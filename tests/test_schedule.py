@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from cnndsl.train.schedule import Schedule, make_schedule
+from cnndsl.train.schedule import Schedule
 
 
 def approx(x):
@@ -73,4 +73,4 @@ def test_validation():
         Schedule("step", step_size=0)
     with pytest.raises(ValueError):
         Schedule("constant", epochs=0)
-    assert make_schedule("cosine", 0.1, 3).lr_at(0) == 0.1
+    assert Schedule("cosine", 0.1, 3).lr_at(0) == 0.1

@@ -37,7 +37,9 @@ class RunContext:
     training: bool = False
     step: int = 0
     seed: int = 0
-    optimizer: Any = None
+    # the optimizer step's run-time input: this step's learning rate (a schedule changes it every
+    # step; the optimizer and its hyperparameters are the step node's attributes)
+    lr: float = 0.0
     comm: Any = None  # cnndsl.distributed communicator; None: one process
     share: float = 1.0  # this rank's fraction of the global batch (data-parallel training)
     losses: dict[str, float] = field(default_factory=dict)  # loss node -> value of the last run
@@ -120,9 +122,12 @@ class Executable:
         slot = self._slots[self.plan.slot_of[name]]
         return slot[: self.batch * math.prod(t.shape)].reshape((self.batch,) + t.shape)
 
-    def run(self, feeds: dict[str, np.ndarray], training: bool = False, step: int = 0, seed: int = 0) -> None:
+    def run(self, feeds: dict[str, np.ndarray], training: bool = False, step: int = 0, seed: int = 0,
+            lr: float = 0.0) -> None:
+        """One run: `feeds` copied into the graph's inputs, then every launch in order. `lr`: the
+        learning rate the optimizer step applies (training graphs)."""
         rc = self.rc
-        rc.training, rc.step, rc.seed = training, step, seed
+        rc.training, rc.step, rc.seed, rc.lr = training, step, seed, float(lr)
         backend = self.backend
         backend.start_run(rc)  # the CPU backend's hooks do nothing
         for name, value in feeds.items():

@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from cnndsl.backend.base import CPU
+from cnndsl.backend.optimizer_state import OptimizerState
 from cnndsl.ir.graph import Graph
 from cnndsl.kernels.activations import ACTIVATIONS
 from cnndsl.train.optim import FlatParams
@@ -55,6 +56,9 @@ class ParamStore:
             self.by_layer.setdefault(layer, {})[short] = self.params.view(name)
             self.grads_by_layer.setdefault(layer, {})[short] = self.params.grad_view(name)
         self.backend = backend if backend is not None else CPU
+        # what the optimizer step carries from run to run (step count, momentum, moments): set by
+        # Model.set_optimizer, read and advanced by the optimizer_step launchers
+        self.optimizer_state: OptimizerState | None = None
         self._device: DeviceTensors | None = None
         self._host_stale = False  # a device run changed values the host arrays do not have yet
         self._device_stale = True  # the host arrays changed since the device copy was made
@@ -143,8 +147,8 @@ class ParamStore:
 
 class DeviceTensors:
     """The store's arrays in a device backend's memory: flat data, grad, lr_mult and wd_mult,
-    the buffers, per-layer views of them, and the optimizer state of the optimizer that last
-    stepped (launchers get it through `optimizer_state`)."""
+    the buffers, per-layer views of them, and the arrays of the optimizer state that last
+    stepped (launchers get them through `optimizer_arrays`)."""
 
     def __init__(self, store: ParamStore, backend):
         p = store.params
@@ -162,15 +166,15 @@ class DeviceTensors:
         for name, buf in self.buffers.items():
             layer, short = name.rsplit(".", 1)
             self.buffers_by_layer.setdefault(layer, {})[short] = buf
-        self.optimizer = None
-        self.opt_state: dict = {}
+        self.optimizer_state: OptimizerState | None = None
+        self.opt_arrays: dict = {}
 
-    def optimizer_state(self, optimizer) -> dict:
-        """Device arrays of `optimizer.state` (uploaded when this optimizer is new here)."""
-        if optimizer is not self.optimizer:
-            self.optimizer = optimizer
-            self.opt_state = {k: self.backend.to_device(v) for k, v in optimizer.state.items()}
-        return self.opt_state
+    def optimizer_arrays(self, state: OptimizerState) -> dict:
+        """Device copies of `state.arrays` (uploaded when this state is new here)."""
+        if state is not self.optimizer_state:
+            self.optimizer_state = state
+            self.opt_arrays = {k: self.backend.to_device(v) for k, v in state.arrays.items()}
+        return self.opt_arrays
 
     def upload(self, store: ParamStore) -> None:
         p, b = store.params, self.backend
@@ -179,9 +183,9 @@ class DeviceTensors:
             b.copy_in(dst, src)
         for name, buf in store.buffers.items():
             b.copy_in(self.buffers[name], buf)
-        if self.optimizer is not None:
-            for k, v in self.optimizer.state.items():
-                b.copy_in(self.opt_state[k], v)
+        if self.optimizer_state is not None:
+            for k, v in self.optimizer_state.arrays.items():
+                b.copy_in(self.opt_arrays[k], v)
 
     def download(self, store: ParamStore) -> None:
         p, b = store.params, self.backend
@@ -189,9 +193,9 @@ class DeviceTensors:
         b.copy_out(p.grad, self.grad)
         for name, buf in store.buffers.items():
             b.copy_out(buf, self.buffers[name])
-        if self.optimizer is not None:
-            for k, v in self.opt_state.items():
-                b.copy_out(self.optimizer.state[k], v)
+        if self.optimizer_state is not None:
+            for k, v in self.opt_arrays.items():
+                b.copy_out(self.optimizer_state.arrays[k], v)
 
 
 def _init(kind: str, shape: tuple[int, ...], layer, graph: Graph, rng) -> np.ndarray:

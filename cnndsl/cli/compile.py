@@ -73,11 +73,13 @@ def compile_(file, opt_level, training, print_ir, dump_after, disable_pass, veri
     mode = "training" if training else "inference"
     extra = {}
     if training:
-        from cnndsl.model import layers_matching, loss_specs
+        from cnndsl.frontend.training import TrainingConfig
+        from cnndsl.model import layers_matching, loss_specs, optimizer_attrs
 
         config = program.training
         extra = {"losses": loss_specs(program),
-                 "frozen": set(layers_matching(graph, config.freeze)) if config is not None else set()}
+                 "frozen": set(layers_matching(graph, config.freeze)) if config is not None else set(),
+                 "optimizer": optimizer_attrs(config or TrainingConfig())}  # shown on the optimizer_step node
     on_dump = (lambda name, text: click.echo(f"# after {name}\n{text}"))
     out = optimize(graph, mode, opt_level, disabled=disable_pass, verify=verify_passes or None,
                    dump_after=dump_after, on_dump=on_dump, ctx=ctx, **extra)

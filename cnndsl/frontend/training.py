@@ -17,6 +17,8 @@ from cnndsl.diagnostics import Diagnostic, Diagnostics, Span, did_you_mean
 from cnndsl.frontend import ast
 from cnndsl.frontend.values import EvalError, Evaluator, show
 from cnndsl.ir.graph import Graph
+from cnndsl.ops.registry import AttrError
+from cnndsl.ops.training.optimizers import step_attrs
 
 REQUIRED = object()
 
@@ -512,6 +514,11 @@ class TrainingBuilder:
         elif name == "optimizer":
             kind, opts = self.kind_and_options(s, "optimizer", OPTIMIZERS)
             cfg["optimizer"] = Optimizer(name=kind, **opts)
+            try:  # what no single option's range says (nesterov needs a momentum): the optimizer's own check
+                step_attrs(kind, **{k: v for k, v in cfg["optimizer"].hyper().items() if k != "lr"})
+            except AttrError as e:
+                self.error(f"optimizer {kind}: {e}", s.span, code="bad-setting")
+                raise _Fail from None
         elif name == "schedule":
             kind, opts = self.kind_and_options(s, "schedule", SCHEDULES)
             cfg["schedule"] = Schedule(kind=kind, **opts)

@@ -4,7 +4,8 @@ From a shape-checked forward graph and the losses of the training section,
 build one training graph: the forward nodes, a target input and a loss node per
 head, the gradient nodes (added by each op's local `gradient` rule while the
 pass walks the forward graph in reverse), and one optimizer step that runs once
-every parameter gradient is written.
+every parameter gradient is written; its attributes are the optimizer and its hyperparameters
+(cnndsl/ops/training/optimizers.py: `step_attrs`), the learning rate is a run-time input.
 
 Only gradients something needs are built: a tensor gets a gradient only when a
 trainable parameter lies on some path into it (so never the input image), and a
@@ -19,6 +20,7 @@ from cnndsl.analysis.infer import infer_shapes
 from cnndsl.diagnostics import CnnError, Diagnostic, Diagnostics
 from cnndsl.ir.graph import Graph, Node
 from cnndsl.ops.registry import get_op
+from cnndsl.ops.training.optimizers import step_attrs
 
 
 @dataclass
@@ -79,8 +81,11 @@ def build_loss_graph(forward: Graph, losses: list[LossSpec]) -> Graph:
     return graph
 
 
-def build_training_graph(forward: Graph, losses: list[LossSpec], frozen: set[str] = frozenset()) -> Graph:
-    """The training graph for `forward` (which must already be shape-checked)."""
+def build_training_graph(forward: Graph, losses: list[LossSpec], frozen: set[str] = frozenset(),
+                         optimizer: dict | None = None) -> Graph:
+    """The training graph for `forward` (which must already be shape-checked). `optimizer`: the
+    optimizer step's attributes (`step_attrs(kind, **hyper)`, e.g. from the training section);
+    default plain SGD, the training section's default."""
     _check_losses(forward, losses)
     graph = forward.copy()
     graph.name = f"{forward.name}.train"
@@ -110,7 +115,7 @@ def build_training_graph(forward: Graph, losses: list[LossSpec], frozen: set[str
             if dx is not None:
                 contributions.setdefault(src, []).append(dx)
 
-    step = Node("optimizer_step", "optimizer_step")
+    step = Node("optimizer_step", "optimizer_step", dict(optimizer) if optimizer is not None else step_attrs("sgd"))
     graph.add(step, builder.param_grad_nodes)
     graph.attrs["losses"] = loss_nodes
     graph.attrs["optimizer_step"] = step.name

@@ -74,6 +74,8 @@ class PassContext:
     max_steps: int = 8  # cap of each fixed-point group
     losses: list = field(default_factory=list)  # for autodiff (training mode)
     frozen: frozenset[str] = frozenset()
+    # the optimizer step's attributes (cnndsl/ops/training/optimizers.py: step_attrs); None: plain SGD
+    optimizer: dict | None = None
     # the backend the graph will run on: a fusion fires only when it has kernels for the fused op
     # (ONNX Runtime's compatible execution providers); None: no backend, a pure graph rewrite
     backend: str | None = None

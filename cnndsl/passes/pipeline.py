@@ -64,8 +64,8 @@ def pass_names() -> list[str]:
 
 
 def optimize(graph: Graph, mode: str = INFERENCE, level: int = DEFAULT_LEVEL, *, disabled=(), verify=None,
-             dump_after=(), on_dump=None, losses=(), frozen=(), backend: str | None = None,
-             ctx: PassContext | None = None) -> Graph:
+             dump_after=(), on_dump=None, losses=(), frozen=(), optimizer: dict | None = None,
+             backend: str | None = None, ctx: PassContext | None = None) -> Graph:
     """A rewritten copy of a shape-checked graph (the input is not modified). Pass `ctx` to read
     the per-pass statistics (ctx.stats), the passes run (ctx.ran) and dumps afterwards. With a
     `backend`, fusions fire only into ops that backend has kernels for."""
@@ -80,6 +80,7 @@ def optimize(graph: Graph, mode: str = INFERENCE, level: int = DEFAULT_LEVEL, *,
     ctx.mode, ctx.level = mode, level
     ctx.disabled, ctx.dump_after, ctx.on_dump = frozenset(disabled), frozenset(dump_after), on_dump
     ctx.losses, ctx.frozen, ctx.backend = list(losses), frozenset(frozen), backend
+    ctx.optimizer = dict(optimizer) if optimizer is not None else None
     if verify is not None:
         ctx.verify = verify
     out = graph.copy()

@@ -44,11 +44,12 @@ The step count `t` is shared by all elements (PyTorch keeps one per tensor;
 the two differ only for a tensor that was frozen for a while and then
 unfrozen, whose bias correction then uses the global count).
 
-The step kernels are in cnndsl/kernels/cpu/optim.py (and cnndsl/kernels/cuda/optim.py): each optimizer
-below names its kernel and computes the kernel's scalar coefficients once per step, `coefficients(lr, t)`,
-for both backends. AdamW, RMSprop and Lion are declared the same way (docs/language.md).
-`state_dict()` returns a dict of numpy arrays including the step count as a
-0-d int64 array; `load_state_dict()` restores it (checked against the sizes).
+Each optimizer is declared once, in cnndsl/ops/training/optimizers.py (options, state arrays,
+step kernel, `coefficients(hyper, lr, t)`: the kernels' scalars, computed once for both backends);
+the step kernels are in cnndsl/kernels/cpu/optim.py and cnndsl/kernels/cuda/optim.py. AdamW,
+RMSprop and Lion are declared the same way (docs/language.md). The classes below are their Python
+face. `state_dict()` returns a dict of numpy arrays including the step count as a 0-d int64 array;
+`load_state_dict()` restores it (checked against the sizes): cnndsl/backend/optimizer_state.py.
 """
 from __future__ import annotations
 
@@ -57,8 +58,9 @@ from typing import Mapping
 
 import numpy as np
 
-from cnndsl.diagnostics import file_error
-from cnndsl.kernels.cpu import optim as kernels
+from cnndsl.backend.optimizer_state import OptimizerState
+from cnndsl.ops.registry import Attr, AttrError
+from cnndsl.ops.training.optimizers import OPTIMIZERS as DECLARATIONS
 
 
 # ---------------------------------------------------------------------------- flat parameters
@@ -171,170 +173,118 @@ class FlatParams:
 
 # ---------------------------------------------------------------------------- optimizers
 
-def _f32(x: float) -> np.float32:
-    return np.float32(x)
-
-
 class Optimizer:
-    """Base class: holds the `FlatParams`, the base learning rate and the step count.
+    """An optimizer over one FlatParams: its kind, hyperparameters and base learning rate, and the
+    state its steps carry (an OptimizerState: the step count and the state arrays).
 
-    A subclass declares its `kind`, its `state_keys` (arrays of the parameters' size), the name of
-    its step kernel (`kernel`: the same name in cnndsl/kernels/cpu/optim.py and
-    cnndsl/kernels/cuda/optim.py), which state arrays the kernel takes (`kernel_state`, a missing
-    one, such as SGD's momentum buffer without momentum, passed as a 1-element dummy) and
-    `coefficients(lr, t)`: the kernel's scalar arguments for step number t (1-based), computed
-    once here for both backends (Adam's bias correction included)."""
+    A subclass names its `kind`; everything else comes from its declaration in
+    cnndsl/ops/training/optimizers.py (options with defaults and ranges, state arrays, step kernel,
+    `coefficients`). Given to `Model.set_optimizer`, its hyperparameters become the attributes of
+    the training graph's `optimizer_step` node (`step_attrs`), its state the runtime's, and `lr`
+    each step's learning rate; the step launchers never call it. `step()` runs the same CPU step
+    for use outside a Model (the tests against PyTorch's formulas)."""
 
     kind = "optimizer"
-    state_keys: tuple[str, ...] = ()
-    kernel = ""
-    kernel_state: tuple[str, ...] = ()
+    options: dict[str, Attr] = {}  # lr and the hyperparameters, as declared (set per subclass)
 
-    def __init__(self, params: FlatParams, lr: float):
-        if lr < 0:
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        d = DECLARATIONS[cls.kind]
+        cls.options = {"lr": d.lr, **{a.name: a for a in d.options}}
+
+    def __init__(self, params: FlatParams, lr: float | None = None, **hyper):
+        d = DECLARATIONS[self.kind]
+        lr = d.lr.default if lr is None else float(lr)
+        if not lr >= 0:  # 0 is allowed here: warm_up steps at lr 0 to compile without changing anything
             raise ValueError(f"learning rate must be >= 0, got {lr}")
+        try:
+            self.hyper = d.resolve(hyper)
+        except AttrError as e:
+            raise ValueError(str(e)) from None
         self.params = params
-        self.lr = float(lr)
-        self.step_count = 0
-        self.state: dict[str, np.ndarray] = {k: np.zeros(params.size, np.float32) for k in self.state_keys}
+        self.lr = lr
+        self.slots = OptimizerState(self.kind, d.state(self.hyper), params.size)
 
-    def coefficients(self, lr: float, t: int) -> tuple:
-        raise NotImplementedError
+    def __getattr__(self, name: str):
+        hyper = self.__dict__.get("hyper")
+        if hyper is not None and name in hyper:  # opt.momentum, opt.beta1, ...
+            return hyper[name]
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
+
+    @property
+    def declaration(self):
+        return DECLARATIONS[self.kind]
+
+    @property
+    def step_attrs(self) -> dict:
+        """The attributes of the optimizer_step node that applies this optimizer."""
+        return {"kind": self.kind, **self.hyper}
+
+    # the declaration's step kernel and its arguments (the CUDA kernel test calls them directly)
+    @property
+    def kernel(self) -> str:
+        return self.declaration.kernel
+
+    @property
+    def state_keys(self) -> tuple[str, ...]:
+        return self.slots.keys
 
     def kernel_arrays(self, state: Mapping, dummy) -> tuple:
-        """The state arrays the step kernel takes, in order (`state` host or device arrays)."""
-        return tuple(state[k] if k in state else dummy for k in self.kernel_state)
+        return self.declaration.kernel_arrays(state, dummy)
+
+    def coefficients(self, lr: float, t: int) -> tuple:
+        """The step kernel's scalar arguments for step t (1-based) at learning rate lr."""
+        return self.declaration.coefficients(self.hyper, lr, t)
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        return self.slots.arrays
+
+    @property
+    def step_count(self) -> int:
+        return self.slots.step
+
+    @step_count.setter
+    def step_count(self, value: int) -> None:
+        self.slots.step = int(value)
 
     def step(self, lr: float | None = None) -> None:
         """Apply one update from `params.grad` (with `lr` if given, e.g. from a schedule)."""
-        lr = self.lr if lr is None else float(lr)
-        t = self.step_count + 1
-        p = self.params
-        getattr(kernels, self.kernel)(p.data, p.grad, *self.kernel_arrays(self.state, np.zeros(1, np.float32)),
-                                      p.lr_mult, p.wd_mult, *self.coefficients(lr, t))
-        self.step_count = t
+        from cnndsl.backend.cpu.step import apply_step
+
+        apply_step(self.step_attrs, self.params, self.slots, self.lr if lr is None else float(lr))
 
     def zero_grad(self) -> None:
         self.params.zero_grad()
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        out = {"step": np.array(self.step_count, dtype=np.int64)}
-        out.update({k: v.copy() for k, v in self.state.items()})
-        return out
+        return self.slots.state_dict()
 
     def load_state_dict(self, state: Mapping[str, np.ndarray], path="<optimizer state>") -> None:
         """Restore `state_dict()` output; a `CnnError` names `path` if it does not fit."""
-        want = ("step",) + self.state_keys
-        missing = [k for k in want if k not in state]
-        if missing:
-            raise file_error(path, f"optimizer state does not fit the {self.kind} optimizer",
-                             expected="arrays " + ", ".join(want),
-                             found="arrays " + (", ".join(sorted(state)) or "none"),
-                             help="the checkpoint was written with a different optimizer; "
-                                  "start a new run or use the same optimizer",
-                             code="optimizer-state")
-        for k in self.state_keys:
-            arr = np.asarray(state[k])
-            if arr.shape != (self.params.size,):
-                raise file_error(path, f"optimizer state '{k}' has the wrong size",
-                                 expected=f"{self.params.size} elements (the network's parameters)",
-                                 found=f"shape {arr.shape}", code="optimizer-state")
-        for k in self.state_keys:
-            self.state[k][...] = np.asarray(state[k], dtype=np.float32)
-        self.step_count = int(np.asarray(state["step"]))
+        self.slots.load_state_dict(state, path)
 
 
 class SGD(Optimizer):
     """torch.optim.SGD semantics (see the module docstring)."""
-
     kind = "sgd"
-    kernel = "sgd_step"
-    kernel_state = ("momentum_buffer",)
-
-    def __init__(self, params: FlatParams, lr: float = 0.01, momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0, dampening: float = 0.0):
-        if momentum < 0 or weight_decay < 0:
-            raise ValueError("momentum and weight_decay must be >= 0")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        self.state_keys = ("momentum_buffer",) if momentum != 0 else ()
-        super().__init__(params, lr)
-        self.momentum = float(momentum)
-        self.nesterov = bool(nesterov)
-        self.weight_decay = float(weight_decay)
-        self.dampening = float(dampening)
-
-    def coefficients(self, lr: float, t: int) -> tuple:
-        return (_f32(lr), _f32(self.momentum), _f32(1.0 - self.dampening), _f32(self.weight_decay),
-                self.nesterov, t == 1)
 
 
 class Adam(Optimizer):
     """torch.optim.Adam semantics with L2 weight decay (see the module docstring)."""
-
     kind = "adam"
-    state_keys = ("exp_avg", "exp_avg_sq")
-    kernel = "adam_step"
-    kernel_state = ("exp_avg", "exp_avg_sq")
-    decoupled = False
-
-    def __init__(self, params: FlatParams, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 0.0):
-        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
-            raise ValueError("beta1 and beta2 must lie in [0, 1)")
-        if eps < 0 or weight_decay < 0:
-            raise ValueError("eps and weight_decay must be >= 0")
-        super().__init__(params, lr)
-        self.beta1, self.beta2 = float(beta1), float(beta2)
-        self.eps = float(eps)
-        self.weight_decay = float(weight_decay)
-
-    def bias_corrections(self, t: int) -> tuple[float, float]:
-        """(1 - beta1^t, 1 - beta2^t), in double precision."""
-        return 1.0 - self.beta1 ** t, 1.0 - self.beta2 ** t
-
-    def coefficients(self, lr: float, t: int) -> tuple:
-        bc1, bc2 = self.bias_corrections(t)
-        l2, decoupled = (0.0, self.weight_decay) if self.decoupled else (self.weight_decay, 0.0)
-        return (_f32(lr / bc1), _f32(self.beta2), _f32(1.0 - self.beta1), _f32(1.0 - self.beta2),
-                _f32(bc2 ** 0.5), _f32(self.eps), _f32(l2), bool(abs(_f32(1.0 - self.beta1)) < 0.5),
-                _f32(lr * decoupled))
 
 
-class AdamW(Adam):
+class AdamW(Optimizer):
     """torch.optim.AdamW: Adam with decoupled weight decay, p <- p * (1 - lr * weight_decay) before
     the update (the moments never see it); PyTorch's default weight_decay is 0.01."""
-
     kind = "adamw"
-    decoupled = True
-
-    def __init__(self, params: FlatParams, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 0.01):
-        super().__init__(params, lr, beta1, beta2, eps, weight_decay)
 
 
 class RMSprop(Optimizer):
     """torch.optim.RMSprop (centered=False): sq = alpha*sq + (1-alpha)*g^2 (g with L2 weight decay);
     p -= lr * g / (sqrt(sq) + eps), through a momentum buffer when momentum > 0."""
-
     kind = "rmsprop"
-    kernel = "rmsprop_step"
-    kernel_state = ("square_avg", "momentum_buffer")
-
-    def __init__(self, params: FlatParams, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
-                 momentum: float = 0.0, weight_decay: float = 0.0):
-        if not 0 <= alpha < 1:
-            raise ValueError("alpha must lie in [0, 1)")
-        if eps < 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError("eps, momentum and weight_decay must be >= 0")
-        self.state_keys = ("square_avg", "momentum_buffer") if momentum != 0 else ("square_avg",)
-        super().__init__(params, lr)
-        self.alpha, self.eps = float(alpha), float(eps)
-        self.momentum, self.weight_decay = float(momentum), float(weight_decay)
-
-    def coefficients(self, lr: float, t: int) -> tuple:
-        return (_f32(lr), _f32(self.alpha), _f32(1.0 - self.alpha), _f32(self.eps), _f32(self.weight_decay),
-                _f32(self.momentum))
 
 
 class Lion(Optimizer):
@@ -342,27 +292,11 @@ class Lion(Optimizer):
     interpolation of the momentum and the gradient, with decoupled weight decay:
     p <- p * (1 - lr*wd) - lr * sign(beta1*m + (1-beta1)*g); m <- beta2*m + (1-beta2)*g. Its
     learning rate is typically 3-10 times smaller than AdamW's."""
-
     kind = "lion"
-    state_keys = ("exp_avg",)
-    kernel = "lion_step"
-    kernel_state = ("exp_avg",)
-
-    def __init__(self, params: FlatParams, lr: float = 1e-4, beta1: float = 0.9, beta2: float = 0.99,
-                 weight_decay: float = 0.0):
-        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
-            raise ValueError("beta1 and beta2 must lie in [0, 1)")
-        if weight_decay < 0:
-            raise ValueError("weight_decay must be >= 0")
-        super().__init__(params, lr)
-        self.beta1, self.beta2, self.weight_decay = float(beta1), float(beta2), float(weight_decay)
-
-    def coefficients(self, lr: float, t: int) -> tuple:
-        return (_f32(lr), _f32(self.beta1), _f32(1.0 - self.beta1), _f32(self.beta2), _f32(1.0 - self.beta2),
-                _f32(self.weight_decay))
 
 
 OPTIMIZERS = {cls.kind: cls for cls in (SGD, Adam, AdamW, RMSprop, Lion)}
+assert list(OPTIMIZERS) == list(DECLARATIONS), "one class per declared optimizer"
 
 
 def make_optimizer(kind: str, params: FlatParams, **hyper) -> Optimizer:

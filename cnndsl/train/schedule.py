@@ -148,7 +148,3 @@ class Schedule:
 def _cos_anneal(start: float, end: float, pct: float) -> float:
     """PyTorch's _annealing_cos: from start (pct 0) to end (pct 1) along half a cosine."""
     return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1.0)
-
-
-def make_schedule(kind: str = "constant", lr: float = 0.01, epochs: float = 1.0, **kw) -> Schedule:
-    return Schedule(kind=kind, lr=lr, epochs=epochs, **kw)

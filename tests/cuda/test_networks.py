@@ -159,6 +159,37 @@ def test_non_finite_loss_changes_nothing_on_the_device():
             assert np.array_equal(after[k], before[k], equal_nan=True), k
 
 
+DENSE = """
+network DenseTiny(classes = 3) {
+  input image: 1x3x3
+  flatten
+  dense 5 relu
+  dense classes -> logits
+}
+train {
+  batch 2
+  loss logits cross_entropy
+}
+"""
+
+
+@pytest.mark.parametrize("kind, hyper", [
+    ("sgd", dict(lr=0.1, momentum=0.8, nesterov=True, weight_decay=0.01)),
+    ("adam", dict(lr=0.01, beta1=0.8, weight_decay=0.01)),
+    ("adamw", dict(lr=0.01, weight_decay=0.1)),
+    ("rmsprop", dict(lr=0.01, momentum=0.5, weight_decay=0.01)),
+    ("lion", dict(lr=0.01, weight_decay=0.1)),
+])
+def test_every_optimizer_step_node_runs_alike_on_both_devices(kind, hyper):
+    """The optimizer_step launchers of both backends, from the node's attributes, the run's learning
+    rate and the runtime's state: the same weights and optimizer state after three steps."""
+    from cnndsl.train.optim import make_optimizer
+
+    x, y = _images((1, 3, 3), 7), np.array([2, 0])
+    cpu, gpu = _compare(DENSE, lambda p: make_optimizer(kind, p, **hyper), x, y, steps=3)
+    assert int(gpu["optimizer"]["step"]) == int(cpu["optimizer"]["step"]) == 3
+
+
 def test_host_changes_reach_the_device():
     """load_state_dict / initialize between runs: the next run on the device sees the new values."""
     x, y = _images((1, 8, 8), 6), np.array([0, 2])

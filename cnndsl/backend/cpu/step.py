@@ -1,4 +1,9 @@
-"""The optimizer step: runs once every parameter gradient of the step is written."""
+"""The optimizer step: runs once every parameter gradient of the step is written.
+
+The node's attributes name the optimizer and its hyperparameters (cnndsl/ops/training/optimizers.py);
+the learning rate is the run's (`rc.lr`); the step count and state arrays are the runtime's
+(`rc.store.optimizer_state`). The launcher calls the optimizer's kernel directly.
+"""
 from __future__ import annotations
 
 import math
@@ -6,6 +11,11 @@ import math
 import numpy as np
 
 from cnndsl.backend.cpu.launch import launches
+from cnndsl.backend.optimizer_state import OptimizerState, state_for
+from cnndsl.kernels.cpu import optim as kernels
+from cnndsl.ops.training.optimizers import OPTIMIZERS
+
+_DUMMY = np.zeros(1, np.float32)  # a state array the configuration does not keep (its kernel never reads it)
 
 
 @launches("optimizer_step")
@@ -15,7 +25,17 @@ def optimizer_step(rc, node, ins, out):
     # A non-finite loss must not reach the weights: the trainer reports it and the
     # last good checkpoint stays valid. (After averaging, every rank decides alike.)
     if all(math.isfinite(v) for v in rc.losses.values()):
-        rc.optimizer.step()
+        apply_step(node.attrs, rc.store.params, state_for(rc.store.optimizer_state, node.attrs), rc.lr)
+
+
+def apply_step(attrs, params, state: OptimizerState, lr: float) -> None:
+    """One update of the flat buffer `params` (a FlatParams) from its gradient, by the optimizer the
+    step attributes `attrs` name (kind and hyperparameters), at learning rate `lr`; advances `state`."""
+    d = OPTIMIZERS[attrs["kind"]]
+    t = state.step + 1
+    getattr(kernels, d.kernel)(params.data, params.grad, *d.kernel_arrays(state.arrays, _DUMMY), params.lr_mult,
+                               params.wd_mult, *d.coefficients(attrs, lr, t))
+    state.step = t
 
 
 def average_over_ranks(rc) -> None:

@@ -59,7 +59,7 @@ class CudaBackend(Backend):
             rc.store.device_changed()
         # the device step refused a non-finite loss: the host step count must not advance either
         if rc.cache.pop(STEPPED, False) and not all(math.isfinite(v) for v in rc.losses.values()):
-            rc.optimizer.step_count -= 1
+            rc.store.optimizer_state.step -= 1
 
 
 def loss_values(rc):

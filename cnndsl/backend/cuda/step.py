@@ -1,11 +1,12 @@
-"""The optimizer step on the device, for every optimizer of cnndsl/train/optim.py.
+"""The optimizer step on the device, for every optimizer of cnndsl/ops/training/optimizers.py.
 
-The optimizer object declares its step kernel (by name: the same in cnndsl/kernels/cpu/optim.py
-and cnndsl/kernels/cuda/optim.py), the state arrays it takes and its scalar `coefficients(lr, t)`,
-computed once on the host for both backends; the host object's step count advances the same
-way; its state arrays (momentum, Adam moments, ...) live on the device (ParamStore.on_device()).
-A non-finite loss makes the kernel skip the update on the device (CudaBackend.finish_run then
-takes the step count back).
+The node's attributes name the optimizer (its kernel: the same name in cnndsl/kernels/cpu/optim.py
+and cnndsl/kernels/cuda/optim.py) and its hyperparameters; the scalar coefficients are computed
+on the host by the optimizer's `coefficients(hyper, lr, t)`, shared with the CPU backend, from the
+run's learning rate (`rc.lr`). The step count is the runtime's host `OptimizerState`
+(`rc.store.optimizer_state`); its arrays (momentum, Adam moments, ...) live on the device
+(`DeviceTensors.optimizer_arrays`). A non-finite loss makes the kernel skip the update on the
+device (CudaBackend.finish_run then takes the step count back).
 """
 from __future__ import annotations
 
@@ -13,13 +14,21 @@ import numpy as np
 
 from cnndsl.backend.cuda.backend import STEPPED, loss_values
 from cnndsl.backend.cuda.launch import launches
+from cnndsl.backend.optimizer_state import state_for
 from cnndsl.diagnostics import CnnError, Diagnostic
 from cnndsl.kernels.cuda import optim as kernels
 from cnndsl.kernels.cuda.common import grid1d
+from cnndsl.ops.training.optimizers import OPTIMIZERS
 
 
 @launches("optimizer_step")
 def optimizer_step(rc, node, ins, out):
+    attrs = dict(node.attrs)
+    d = OPTIMIZERS[attrs["kind"]]
+    kernel = getattr(kernels, d.kernel, None)
+    if kernel is None:
+        raise CnnError([Diagnostic("error", f"the cuda backend has no kernel for the {d.kind} optimizer",
+                                   code="no-kernel")])
     dev = rc.store.on_device()
     values, names, _ = loss_values(rc)
     nloss, n = len(names), dev.data.size
@@ -29,14 +38,10 @@ def optimizer_step(rc, node, ins, out):
         if rc.comm is not None and rc.comm.size > 1:
             raise CnnError([Diagnostic("error", "data-parallel training is not supported on --device cuda yet",
                                        help="train on one process, or use --device cpu", code="cuda-distributed")])
-        opt = rc.optimizer
-        kernel = getattr(kernels, opt.kernel, None)
-        if kernel is None:
-            raise CnnError([Diagnostic("error", f"the cuda backend has no kernel for the {opt.kind} optimizer",
-                                       code="no-kernel")])
-        t = opt.step_count + 1
-        kernel[grid1d(n)](dev.data, dev.grad, *opt.kernel_arrays(dev.optimizer_state(opt), dummy), dev.lr_mult,
-                          dev.wd_mult, *opt.coefficients(opt.lr, t), values, nloss, n)
-        opt.step_count = t
+        state = state_for(rc.store.optimizer_state, attrs)
+        t = state.step + 1
+        kernel[grid1d(n)](dev.data, dev.grad, *d.kernel_arrays(dev.optimizer_arrays(state), dummy), dev.lr_mult,
+                          dev.wd_mult, *d.coefficients(attrs, rc.lr, t), values, nloss, n)
+        state.step = t
         rc.cache[STEPPED] = True
     return run

@@ -1,6 +1,6 @@
-"""The optimizer steps over the flat parameter buffer (cnndsl/train/optim.py declares each optimizer
-and computes its scalar coefficients once per step, `coefficients(lr, t)`, for these kernels and
-for their CUDA twins in cnndsl/kernels/cuda/optim.py).
+"""The optimizer steps over the flat parameter buffer (cnndsl/ops/training/optimizers.py declares each
+optimizer and computes its scalar coefficients once per step, `coefficients(hyper, lr, t)`, for these
+kernels and for their CUDA twins in cnndsl/kernels/cuda/optim.py; cnndsl/backend/cpu/step.py calls them).
 
 Every kernel takes (p, g, <state arrays>, lr_mult, wd_mult, <coefficients>) over float32 arrays of
 one length: lr_mult[i] == 0 skips element i entirely (frozen: its value and state stay bit-exact),

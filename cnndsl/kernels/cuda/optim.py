@@ -3,9 +3,10 @@
 The update rules of cnndsl/kernels/cpu/optim.py (PyTorch's SGD, Adam, AdamW, RMSprop; Lion),
 element by element in float32, with the same per-element lr_mult (0 skips the element: frozen,
 bit-exact) and wd_mult, and the same arguments after the arrays: the scalar coefficients of the
-optimizer's `coefficients(lr, t)` (cnndsl/train/optim.py), computed once for both backends. `losses` holds this step's loss values (written on the device by the loss
-kernels): when any is NaN or infinite the kernel changes nothing, as the CPU backend skips
-the step, without a device-to-host round trip before the update.
+optimizer's `coefficients(hyper, lr, t)` (cnndsl/ops/training/optimizers.py), computed once for
+both backends. `losses` holds this step's loss values (written on the device by the loss kernels):
+when any is NaN or infinite the kernel changes nothing, as the CPU backend skips the step, without
+a device-to-host round trip before the update.
 """
 from __future__ import annotations
 

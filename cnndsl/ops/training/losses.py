@@ -88,17 +88,3 @@ TARGET = register(OpDef(
     shape_doc="set by the loss of its head",
 ))
 
-
-def _all_effects(ctx: ShapeContext) -> TensorType:
-    return TensorType(())
-
-
-OPTIMIZER_STEP = register(OpDef(
-    name="optimizer_step",
-    doc="Apply the optimizer to every parameter once all parameter gradients are written.",
-    min_inputs=0,
-    max_inputs=None,
-    shape=_all_effects,
-    category="optimizer",
-    shape_doc="()",
-))
