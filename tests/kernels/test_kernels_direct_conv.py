@@ -1,5 +1,6 @@
-"""The register-blocked direct convolution (cnndsl/kernels/cpu/direct.py and its generated kernels):
-forward, input gradient and weight gradient vs the NumPy reference, and finite differences.
+"""The register-blocked direct convolution (cnndsl/kernels/cpu/direct.py and the tile of
+microkernel.py): every tile vs its NumPy statement, then the forward, input gradient and weight
+gradient vs the NumPy reference, and finite differences.
 
 Tolerance: assert_close's float32 bound (1e-5 + 1e-4 x max |expected|), the same as the im2col
 kernels' tests: the direct kernels sum the same products in another order, nothing more.
@@ -13,8 +14,7 @@ from hypothesis import given, strategies as st
 from kernels_testutil import SETTINGS, assert_close, check_grad_fd, f32
 
 from cnndsl.kernels.cpu import direct as DR
-from cnndsl.kernels.cpu import direct_conv as G
-from cnndsl.kernels.cpu import direct_gen
+from cnndsl.kernels.cpu import microkernel as M
 from cnndsl.kernels.reference import conv as R
 from cnndsl.kernels.activations import ACTIVATIONS
 
@@ -127,32 +127,43 @@ def test_plan_declines_what_it_does_not_serve():
     assert DR.plan(8, 8, 10, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1, 10, 10) is None
     assert DR.plan(8, 8, 10, 10, 1, 1, 2, 2, 0, 0, 1, 1, 1, 5, 5) is not None
     assert DR.backward_data_plan(8, 8, 10, 10, 3, 3, 2, 2, 1, 1, 1, 1, 1, 5, 5) is None
-    assert DR.plan(8, 8, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10)[:2] == (4, 8)  # F <= 8: one ymm; 4 wastes least of 10
+    assert DR.plan(8, 8, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10)[:2] == (10, 8)  # F <= 8: one ymm; a row in one tile
+    assert DR.plan(64, 64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1, 1, 56, 56)[:2] == (8, 32)  # 7 tiles of 8, 16 accumulators
     assert DR.plan(8, 40, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10)[1] == 32
 
 
-@pytest.mark.parametrize("rb,vf", G.VARIANTS)
-def test_every_forward_variant(rb, vf):
-    """Each generated variant once, whatever the launcher's choice would be (the tile's last
-    pixels past OW and the channels past F are dropped)."""
-    rng = np.random.default_rng(rb * 100 + vf)
-    n, c, f, h, w = 2, 3, vf + 3, 5, rb + 3
-    x, wt, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((f, c, 3, 3)), rng.standard_normal(f)
-    z = R.conv2d(x, wt, b, (1, 1), (1, 1, 1, 1), (1, 1), 1)
-    fb = -(-f // vf)
-    wp = (-(-w // rb) * rb - 1) + 3
-    xp = np.zeros((n, c, h + 2, wp), np.float32)
-    xp[:, :, 1:h + 1, 1:w + 1] = x
-    wb = np.empty((fb, c, 3, 3, vf), np.float32)
-    DR.reorder_weights(f32(wt), False, wb)
-    bp = np.zeros(fb * vf, np.float32)
-    bp[:f] = b
-    y = np.full(z.shape, np.nan, np.float32)
-    DR._run(getattr(G, f"fwd_r{rb}_v{vf}"), xp, wb, bp, y, False, np.int64(0), np.float32(0), np.int64(1),
-            np.int64(1), np.int64(1), np.int64(1), np.int64(f), y)
-    assert_close(y, z, what=f"fwd_r{rb}_v{vf}")
+@pytest.mark.parametrize("vf", sorted(M.SHAPES))
+def test_every_tile_matches_its_numpy_statement(vf):
+    """Each tile (every RB of every VF class, through its dispatch function) against
+    microkernel.reference_tile, with scattered offsets, a non-zero init and strided rows, so a
+    dispatch line that called the wrong RB, or a tile that read a wrong offset, fails. Tolerance:
+    float32 sums of K = 13 products against float64, 1e-5 + 1e-4 x max |expected|."""
+    rng = np.random.default_rng(vf)
+    k = 13
+    xf = f32(rng.standard_normal(400))
+    wf = f32(rng.standard_normal(60 + k * (vf + 3)))
+    xoffs = rng.integers(0, 300, k).astype(np.int64)
+    for rb in range(1, M.MAX_RB[vf] + 1):
+        xro = rng.integers(0, 80, rb).astype(np.int64)
+        init = f32(rng.standard_normal(7 + rb * (vf + 5)))
+        out = np.full(11 + rb * (vf + 2), np.nan, np.float32)
+        expected = out.copy()
+        args = (xf, 9, xoffs, xro, wf, 5, vf + 3, k, init, 7, vf + 5, out, 11, vf + 2)
+        M.TILES[vf](np.int64(rb), *[np.int64(a) if isinstance(a, int) else a for a in args])
+        M.reference_tile(rb, vf, *args[:11], expected, *args[12:])
+        written = ~np.isnan(expected)
+        assert np.array_equal(~np.isnan(out), written), f"tile {rb} x {vf} wrote outside its rows"
+        assert_close(out[written], expected[written], what=f"tile {rb} x {vf}")
 
 
-def test_generated_file_is_up_to_date():
-    with open(G.__file__) as fh:
-        assert fh.read() == direct_gen.source(), "run `python -m cnndsl.kernels.cpu.direct_gen`"
+def test_the_tile_is_vector_code():
+    """The reason the tile is written in LLVM IR: its inner loop is vector FMAs with broadcast
+    loads and no scalar FMA, on whatever vector width the CPU has (ymm or zmm; xmm on a CPU
+    without AVX)."""
+    import re
+    fresh = numba.njit(M.tile_v32.py_func)  # not cache-loaded: Numba's cache keeps no assembly
+    a64, f1, i1 = np.int64(0), np.zeros(64, np.float32), np.zeros(4, np.int64)
+    fresh(np.int64(4), f1, a64, i1, i1, f1, a64, a64, a64, f1, a64, a64, f1, a64, a64)
+    asm = "".join(fresh.inspect_asm(s) for s in fresh.signatures)
+    assert re.search(r"vfmadd\w*ps\s[^\n]*[xyz]mm", asm)
+    assert not re.search(r"vfmadd\w*ss", asm)

@@ -95,10 +95,10 @@ def test_print_ir_names_each_convs_cpu_algorithm(run, monkeypatch):
     out = run("compile", lenet, "--print-ir").output
     lines = [line for line in out.splitlines() if line.startswith("# cpu: ")]
     assert lines == [
-        "# cpu: c1 (fused_conv_pool): forward direct (4 pixels x 8 channels); input gradient direct (4 x 8); "
-        "weight gradient direct (5 taps x 8 channels)",
-        "# cpu: conv2 (fused_conv_pool): forward direct (4 pixels x 16 channels); input gradient direct (4 x 8); "
-        "weight gradient direct (5 taps x 16 channels)"], out
+        "# cpu: c1 (fused_conv_pool): forward direct (14 pixels x 8 channels); input gradient direct (14 x 8); "
+        "weight gradient direct (13 taps x 8 channels)",
+        "# cpu: conv2 (fused_conv_pool): forward direct (10 pixels x 16 channels); input gradient direct (14 x 8); "
+        "weight gradient direct (13 taps x 16 channels)"], out
     monkeypatch.setenv("CNNDSL_CPU_CONV", "im2col")
     out = run("compile", lenet, "--print-ir").output
     assert "# cpu: c1 (fused_conv_pool): forward im2col + GEMM; input gradient im2col + GEMM; " \

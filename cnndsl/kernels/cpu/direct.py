@@ -1,38 +1,33 @@
-"""Register-blocked direct convolution: the launcher-facing side of the generated kernels in
-direct_conv.py (generator and design: direct_gen.py).
+"""Register-blocked direct convolution: the forward, the input gradient (stride 1) and the weight
+gradient of a conv with groups = 1, all three built on the one multiply-accumulate tile of
+microkernel.py (RB pixels or taps x VF output channels, held in vector registers).
 
-    plan(...)            which generated variant (RB pixels x VF channels) a conv runs, and its
-                         scratch sizes; None when the conv is not one this path serves
-    forward(...)         y = act(conv(x, w) + b (+ res)), any stride, padding and dilation, groups = 1
-    backward_data(...)   dx = dL/dx for stride 1 (the forward kernel run on dy padded by the flipped
-                         window, with the weights transposed and flipped)
+    plan(...)            the forward's tile (RB pixels x VF channels) and padded input size, or None
+                         when the conv is not one this path serves (grouped, plain 1x1)
+    forward(...)         y = act(conv(x, w) + b (+ res)), any stride, padding and dilation
+    backward_data(...)   dx = dL/dx for stride 1: the forward run on dy padded by the flipped window,
+                         with the weights transposed and flipped
+    backward_weight(...) dW: per-thread partial sums over the thread's images, added at the end
 
-Per call, three small copies come before the kernel: the input into a zero-padded buffer wide
-enough for the last tile of every row (so the generated loops have no bounds checks and no
-remainder code), the weights into (F/VF, C, KH, KW, VF) blocks, and the bias into a padded
-vector. For the 3x3 64->64 56x56 batch-32 benchmark conv the padding copy is 26 MB of the
-conv's 7.4 GFLOP.
-
-The generated kernels need LLVM's SLP vectorizer, which Numba leaves off (numba.core.config.
-SLP_VECTORIZE, read at each compilation), and do better without its loop vectorizer, which
-turned the tap loop into gathers: `_run` sets both for the compilations the first call of each
-signature triggers. Numba's cache does not key on these settings; only these functions are
-ever compiled with them, so their cached code is always the vectorized one.
+Per call, small copies come before the tiles: the input into a zero-padded buffer wide enough for
+the last tile of every row (so the tile has no bounds checks and no remainder code; pixels past
+the row's end are computed and not stored), the weights into (F/VF, C*KH*KW, VF) blocks (channels
+past F are zero, computed and not stored), the bias into a padded vector, and two offset tables.
+The tile itself cannot be bounds-checked (an LLVM intrinsic): every launcher here checks the
+largest index each of its tiles can reach before the first one runs (`_check_extent`).
 """
 from __future__ import annotations
 
 import os
-import threading
 
 import numpy as np
 from numba import prange
-from numba.core import config as _numba_config
 
-from cnndsl.kernels.cpu import direct_conv as G
-from cnndsl.kernels.cpu.common import PAR_MIN_WORK, kernel, parallel_kernel
+from cnndsl.kernels.cpu import microkernel as M
+from cnndsl.kernels.cpu.common import I0, ONE, PAR_MIN_WORK, ZERO, kernel, parallel_kernel
+from cnndsl.kernels.cpu.epilogue import NONE, activate_affine
 
 _NO_RES = np.zeros((1, 1, 1, 1), np.float32)
-_LOCK = threading.Lock()
 
 
 def allowed() -> bool:
@@ -42,24 +37,23 @@ def allowed() -> bool:
 
 
 def _lanes(f: int) -> int:
-    """VF for F output channels: the fewest lanes that hold F, 8 (one ymm register), 16 or 32."""
+    """VF for F output channels: the fewest lanes that hold F, 8 (one ymm register), 16 (one zmm)
+    or 32 (two); channels past F are computed and dropped, so LeNet's first conv (F = 6) ran 2.5x
+    slower with VF = 16 than im2col (0.077 against 0.031 ms, batch 1, 1 thread)."""
     return 8 if f <= 8 else 16 if f <= 16 else 32
 
 
-def _variant(f: int, ow: int) -> tuple[int, int]:
-    """(RB, VF) for F output channels and rows of OW pixels. VF: the fewest lanes that hold F, 8
-    (one ymm register), 16 (one zmm) or 32; channels past F are computed and dropped, so LeNet's
-    first conv (F = 6) ran 2.5x slower with VF = 16 than im2col (0.077 against 0.031 ms, batch 1,
-    1 thread). RB: the larger tile unless it wastes more of the last tile of each row (OW not a
-    multiple) than the smaller one does."""
-    vf = _lanes(f)
-    sizes = sorted(rb for rb, v in G.VARIANTS if v == vf)
-    small, big = sizes[0], sizes[-1]
+def _min_acc(vf: int) -> int:
+    """Pixels per tile below which the FMA units wait: a core keeps two 4-cycle FMAs in flight per
+    cycle, so a tile wants 8 independent accumulators (RB x NV); a smaller tile costs as much."""
+    return max(1, 8 // M.SHAPES[vf][1])
 
-    def waste(rb):
-        return (-(-ow // rb) * rb - ow) / ow
 
-    return (big if waste(big) <= waste(small) + 0.05 else small), vf
+def tile_pixels(vf: int, ow: int) -> int:
+    """RB for rows of OW pixels: the fewest FMA-unit cycles per row, ceil(OW / RB) x max(RB, the
+    latency minimum), the larger RB on a tie (fewer tiles, each reading the weights once)."""
+    lo = _min_acc(vf)
+    return min(range(1, M.MAX_RB[vf] + 1), key=lambda rb: (-(-ow // rb) * max(rb, lo), -rb))
 
 
 def plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt: int, pl: int, dh: int,
@@ -71,7 +65,8 @@ def plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt:
         return None
     if kh == kw == 1 and sh == sw == 1 and pt == pl == 0 and (oh, ow) == (h, w):
         return None
-    rb, vf = _variant(f, ow)
+    vf = _lanes(f)
+    rb = tile_pixels(vf, ow)
     hp = (oh - 1) * sh + (kh - 1) * dh + 1
     wp = (-(-ow // rb) * rb - 1) * sw + (kw - 1) * dw + 1
     return rb, vf, hp, wp
@@ -86,19 +81,23 @@ def scratch_len(n: int, c: int, f: int, kh: int, kw: int, p) -> tuple[int, int]:
 
 @kernel
 def _pad_plane(x, n, c, top, left, xp):
+    """One plane: whole rows of zeros above and below, and per row the zeros left and right of a
+    straight copy (no branch per element: the copy vectorizes; the per-element form ran the 26 MB
+    copy of the 56x56 benchmark conv at 4.7 GB/s)."""
     H = x.shape[2]
     W = x.shape[3]
     Hp = xp.shape[2]
     Wp = xp.shape[3]
+    j0 = min(max(left, 0), Wp)
+    j1 = min(max(left + W, j0), Wp)
     for i in range(Hp):
         si = i - top
         if si < 0 or si >= H:
-            for j in range(Wp):
-                xp[n, c, i, j] = 0.0
+            xp[n, c, i, :] = 0.0
             continue
-        for j in range(Wp):
-            sj = j - left
-            xp[n, c, i, j] = x[n, c, si, sj] if 0 <= sj < W else 0.0
+        xp[n, c, i, :j0] = 0.0
+        xp[n, c, i, j0:j1] = x[n, c, si, j0 - left:j1 - left]
+        xp[n, c, i, j1:] = 0.0
 
 
 @parallel_kernel
@@ -134,24 +133,6 @@ def reorder_weights(w, flip, wb):
                             wb[fb, ci, kh, kw, j] = w[o, ci, kh, kw]
 
 
-_CALLED: set = set()  # generated kernels called once already: compiled (or loaded) for our signature
-
-
-def _run(fn, *args):
-    """Call a generated kernel; the compilation its first call triggers runs with the SLP
-    vectorizer on and the loop vectorizer off (module docstring). Later calls go straight to the
-    kernel: every caller passes the same argument types, so nothing compiles again."""
-    if fn in _CALLED:
-        fn(*args)
-        return
-    with _LOCK:
-        slp, loop = _numba_config.SLP_VECTORIZE, _numba_config.LOOP_VECTORIZE
-        _numba_config.SLP_VECTORIZE, _numba_config.LOOP_VECTORIZE = True, False
-        try:
-            fn(*args)
-        finally:
-            _numba_config.SLP_VECTORIZE, _numba_config.LOOP_VECTORIZE = slp, loop
-    _CALLED.add(fn)
 
 
 def _blocks(buf, shape):
@@ -161,6 +142,95 @@ def _blocks(buf, shape):
     if buf.size < size:
         raise ValueError(f"direct conv: scratch of {buf.size} elements, {size} needed")
     return buf[:size].reshape(shape)
+
+
+def _check_extent(what: str, top: int, arr) -> None:
+    """The tile reads and writes without bounds checks: `top`, the largest flat index any tile of
+    this launch can reach in `arr`, must be inside it (plan() sizes the buffers so that it is)."""
+    if top >= arr.size:
+        raise IndexError(f"direct conv: a tile would reach {what}[{top}] of {arr.size} elements")
+
+
+def _offsets(c_count: int, plane: int, kh: int, kw: int, row: int, dw: int) -> np.ndarray:
+    """xoffs[(c*KH + i)*KW + j] = c*plane + i*row + j*dw: the forward tile's k-th input offset."""
+    return (np.arange(c_count, dtype=np.int64)[:, None, None] * plane
+            + np.arange(kh, dtype=np.int64)[None, :, None] * row
+            + np.arange(kw, dtype=np.int64)[None, None, :] * dw).reshape(-1)
+
+
+@kernel
+def _tile(vf, code, xf, xbase, xoffs, xro, wf, wbase, wks, K, init, ioff, irs, out, ooff, ors):
+    """The tile of VF channels (microkernel.py); one call per tile, each class compiled once."""
+    if vf == 8:
+        M.tile_v8(code, xf, xbase, xoffs, xro, wf, wbase, wks, K, init, ioff, irs, out, ooff, ors)
+    elif vf == 16:
+        M.tile_v16(code, xf, xbase, xoffs, xro, wf, wbase, wks, K, init, ioff, irs, out, ooff, ors)
+    else:
+        M.tile_v32(code, xf, xbase, xoffs, xro, wf, wbase, wks, K, init, ioff, irs, out, ooff, ors)
+
+
+@kernel
+def _conv_row(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, n, fb, oh, C, Hp, Wp, sh, sw,
+              OH, OW):
+    """One output row (n, oh) of the VF channels of block fb: tiles of RB pixels into a small
+    buffer (the tile stores pixel-major vectors), then to y's channel planes with the residual,
+    then the activation over each channel's row."""
+    rb = xro.size
+    K = xoffs.size
+    code = np.int64(rb)
+    tb = np.empty(rb * vf, np.float32)
+    xrow = (n * C * Hp + oh * sh) * Wp
+    yb = ((n * F + fb * vf) * OH + oh) * OW
+    nj = min(vf, F - fb * vf)
+    for t0 in range(0, OW, rb):
+        _tile(vf, code, xf, xrow + t0 * sw, xoffs, xro, wf, fb * K * vf, vf, K, bp, fb * vf, I0, tb, I0, vf)
+        nr = min(rb, OW - t0)
+        for j in range(nj):
+            yj = yb + j * OH * OW + t0
+            if has_res:
+                for r in range(nr):
+                    yf[yj + r] = tb[r * vf + j] + resf[yj + r]
+            else:
+                for r in range(nr):
+                    yf[yj + r] = tb[r * vf + j]
+    if act != NONE:
+        for j in range(nj):
+            row = yf[yb + j * OH * OW:yb + j * OH * OW + OW]
+            activate_affine(row, row, ONE, ZERO, act, alpha)
+
+
+@parallel_kernel
+def forward_rows(xp, wf, bp, xoffs, xro, res, has_res, act, alpha, sh, sw, vf, F, y):
+    """y = act(conv + bp (+ res)) over every (image, channel block, output row), in parallel."""
+    N, C, Hp, Wp = xp.shape
+    OH, OW = y.shape[2], y.shape[3]
+    FB = bp.size // vf
+    xf = xp.reshape(xp.size)
+    yf = y.reshape(y.size)
+    resf = res.reshape(res.size)
+    rows = FB * OH
+    for t in prange(N * rows):
+        t64 = np.int64(t)  # a prange index is uint64: one signature for the helper
+        n = t64 // rows
+        fb = (t64 - n * rows) // OH
+        oh = t64 - n * rows - fb * OH
+        _conv_row(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, n, fb, oh, C, Hp, Wp, sh, sw, OH, OW)
+
+
+def _launch_forward(xp, wb, bp, rb, vf, f, dh, dw, sh, sw, res, has_res, act, alpha, y):
+    """Checks every tile's reach, then runs forward_rows (xp padded by plan(); wb (FB, C, KH, KW, VF))."""
+    n, c, hp, wp = xp.shape
+    fb, _, kh, kw, _ = wb.shape
+    oh, ow = y.shape[2], y.shape[3]
+    xoffs = _offsets(c, hp * wp, kh, kw, dh * wp, dw)
+    xro = np.arange(rb, dtype=np.int64) * sw
+    nt = -(-ow // rb)
+    _check_extent("input", ((n - 1) * c * hp + (oh - 1) * sh) * wp + (nt - 1) * rb * sw + int(xro[-1])
+                  + int(xoffs[-1]), xp)
+    _check_extent("weights", fb * c * kh * kw * vf - 1, wb)
+    _check_extent("bias", fb * vf - 1, bp)
+    forward_rows(xp, wb.reshape(wb.size), bp, xoffs, xro, res if has_res else _NO_RES, bool(has_res),
+                 np.int64(act), np.float32(alpha), np.int64(sh), np.int64(sw), np.int64(vf), np.int64(f), y)
 
 
 def forward(x, w, b, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, dh, dw, y, xp_buf, wb_buf, p=None):
@@ -182,8 +252,7 @@ def forward(x, w, b, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, dh, dw,
     bp[:] = 0.0
     if has_bias:
         bp[:f] = b[:f]
-    _run(getattr(G, f"fwd_r{rb}_v{vf}"), xp, wb, bp, res if has_res else _NO_RES, bool(has_res), np.int64(act),
-         np.float32(alpha), np.int64(sh), np.int64(sw), np.int64(dh), np.int64(dw), np.int64(f), y)
+    _launch_forward(xp, wb, bp, rb, vf, f, dh, dw, sh, sw, res, has_res, act, alpha, y)
 
 
 def backward_data_plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt: int, pl: int,
@@ -210,36 +279,45 @@ def backward_data(dy, w, pt, pl, dh, dw, dx, xp_buf, wb_buf):
     cb = -(-c // vf)
     wb = _blocks(wb_buf, (cb, f, kh, kw, vf))
     reorder_weights(w, True, wb)
-    _run(getattr(G, f"fwd_r{rb}_v{vf}"), dyp, wb, np.zeros(cb * vf, np.float32), _NO_RES, False, np.int64(0),
-         np.float32(0.0), np.int64(1), np.int64(1), np.int64(dh), np.int64(dw), np.int64(c), dx)
+    _launch_forward(dyp, wb, np.zeros(cb * vf, np.float32), rb, vf, c, dh, dw, 1, 1, _NO_RES, False, 0, 0.0, dx)
 
 
 # ----------------------------------------------------------------------------
 # weight gradient: dW[f, c, kh, kw] = sum over images and output pixels of dy[n, f, oh, ow] *
 # x[n, c, oh*sh + kh*dh - pt, ow*sw + kw*dw - pl]. dy is first copied into channel blocks
-# (N, F/VF, OH, OW, VF) so that the VF channels of one pixel are one vector; each thread sums its
+# (N, F/VF, OH*OW, VF) so that the VF channels of one pixel are one vector; the tile then runs over
+# the image's pixels (k) for RB taps of the window (r) of one input channel. Each thread sums its
 # share of the images into its own partial gradient (no races, and the thread's images stay in
-# its cache while every (channel, kernel row) pass reads them); the partials are added at the end.
+# its cache), laid out (F/VF, C, taps, VF) with the taps padded to whole tiles; the partials are
+# added at the end.
 
 def wgrad_plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt: int, pl: int, dh: int,
                dw: int, groups: int, oh: int, ow: int):
-    """(tk, vf, hp, wp) of the direct weight gradient, or None (grouped convs, plain 1x1 convs)."""
+    """(rb, vf, hp, wp) of the direct weight gradient, RB = taps per tile, or None (grouped convs,
+    plain 1x1 convs). The KH*KW taps are split into the fewest tiles of at most MAX_RB taps, of
+    equal size (the last tile's missing taps read pixel 0 and are never summed)."""
     p = plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, groups, oh, ow)
     if p is None:
         return None
     vf = _lanes(f)
-    tk = kw if kw in (3, 5) else 1
+    taps = kh * kw
+    groups_ = -(-taps // M.MAX_RB[vf])
+    rb = -(-taps // groups_)
     hp = (oh - 1) * sh + (kh - 1) * dh + 1
     wp = (ow - 1) * sw + (kw - 1) * dw + 1
-    return tk, vf, hp, wp
+    return rb, vf, hp, wp
+
+
+def _padded_taps(kh: int, kw: int, rb: int) -> int:
+    return -(-(kh * kw) // rb) * rb
 
 
 def wgrad_scratch_len(n: int, c: int, f: int, kh: int, kw: int, oh: int, ow: int, q, threads: int):
-    """(padded input, blocked dy, partial sums) elements for a plan q = (tk, vf, hp, wp)."""
-    tk, vf, hp, wp = q
+    """(padded input, blocked dy, partial sums) elements for a plan q = (rb, vf, hp, wp)."""
+    rb, vf, hp, wp = q
     fb = -(-f // vf)
     t = max(1, min(n, threads))
-    return n * c * hp * wp, n * fb * oh * ow * vf, t * fb * c * kh * kw * vf
+    return n * c * hp * wp, n * fb * oh * ow * vf, t * fb * c * _padded_taps(kh, kw, rb) * vf
 
 
 @kernel
@@ -262,24 +340,48 @@ def block_channels(dy, dyt):
 
 
 @parallel_kernel
-def sum_partials(part, dweight):
-    """dweight[f, c, kh, kw] = sum over t of part[t, f // VF, c, kh, kw, f % VF]. Flat indexing: the
-    6-D form took 10.7 s to compile (the slowest function of LeNet-5's cold start), this one less."""
-    T, FB, C, KH, KW, VF = part.shape
+def wgrad_images(xp, dyf, xoffs, xro, rb, vf, FB, part):
+    """part[t] = the weight gradient, (F/VF, C, taps, VF), of the images t, t + T, t + 2T, ...
+    (T = part.shape[0]): one partial sum per thread, summed by the caller."""
+    N, C, Hp, Wp = xp.shape
+    T = part.shape[0]
+    P = xoffs.size
+    KP = xro.size
+    xf = xp.reshape(xp.size)
+    per = part.size // T
+    code = np.int64(rb)
+    for t in prange(T):
+        t64 = np.int64(t)
+        pf = part.reshape(part.size)[t64 * per:(t64 + 1) * per]
+        pf[:] = 0.0
+        for n in range(t64, N, T):
+            for fb in range(FB):
+                for c in range(C):
+                    for g in range(0, KP, rb):
+                        o = ((fb * C + c) * KP + g) * vf
+                        _tile(vf, code, xf, (n * C + c) * Hp * Wp, xoffs, xro[g:g + rb], dyf, (n * FB + fb) * P * vf,
+                              vf, P, pf, o, vf, pf, o, vf)
+
+
+@parallel_kernel
+def sum_partials(part, KH, KW, dweight):
+    """dweight[f, c, kh, kw] = sum over t of part[t, f // VF, c, kh*KW + kw, f % VF]."""
+    T, FB, C, KP, VF = part.shape
     F = dweight.shape[0]
-    K = C * KH * KW
     pf = part.reshape(part.size)
     dwf = dweight.reshape(dweight.size)
-    per = FB * K * VF
+    per = FB * C * KP * VF
+    KK = KH * KW
     for f in prange(F):
         f64 = np.int64(f)
         fb = f64 // VF
-        base = fb * K * VF + (f64 - fb * VF)
-        for k in range(K):
-            s = np.float32(0.0)
-            for t in range(T):
-                s += pf[t * per + base + k * VF]
-            dwf[f64 * K + k] = s
+        for c in range(C):
+            base = ((fb * C + c) * KP) * VF + (f64 - fb * VF)
+            for k in range(KK):
+                s = np.float32(0.0)
+                for t in range(T):
+                    s += pf[t * per + base + k * VF]
+                dwf[(f64 * C + c) * KK + k] = s
 
 
 def backward_weight(x, dy, pt, pl, sh, sw, dh, dw, dweight, xp_buf, dy_buf, part_buf, threads):
@@ -288,14 +390,20 @@ def backward_weight(x, dy, pt, pl, sh, sw, dh, dw, dweight, xp_buf, dy_buf, part
     n, c, h, wd = x.shape
     f, _, kh, kw = dweight.shape
     oh, ow = dy.shape[2], dy.shape[3]
-    tk, vf, hp, wp = wgrad_plan(c, f, h, wd, kh, kw, sh, sw, pt, pl, dh, dw, 1, oh, ow)
+    rb, vf, hp, wp = wgrad_plan(c, f, h, wd, kh, kw, sh, sw, pt, pl, dh, dw, 1, oh, ow)
     xp = _blocks(xp_buf, (n, c, hp, wp))
     pad_input(x, pt, pl, xp)
     fb = -(-f // vf)
     dyt = _blocks(dy_buf, (n, fb, oh, ow, vf))
     block_channels(dy, dyt)
     t = max(1, min(n, threads))
-    part = _blocks(part_buf, (t, fb, c, kh, kw, vf))
-    _run(getattr(G, f"wgrad_t{tk}_v{vf}"), xp, dyt, np.int64(kh), np.int64(kw), np.int64(sh), np.int64(sw),
-         np.int64(dh), np.int64(dw), part)
-    sum_partials(part, dweight)
+    kp = _padded_taps(kh, kw, rb)
+    part = _blocks(part_buf, (t, fb, c, kp, vf))
+    xoffs = (np.arange(oh, dtype=np.int64)[:, None] * (sh * wp) + np.arange(ow, dtype=np.int64)[None, :] * sw).reshape(-1)
+    xro = np.zeros(kp, np.int64)
+    xro[:kh * kw] = (np.arange(kh, dtype=np.int64)[:, None] * (dh * wp) + np.arange(kw, dtype=np.int64)[None, :] * dw).reshape(-1)
+    _check_extent("input", (n * c - 1) * hp * wp + int(xoffs[-1]) + int(xro.max()), xp)
+    _check_extent("blocked dy", n * fb * oh * ow * vf - 1, dyt)
+    _check_extent("partial sums", t * fb * c * kp * vf - 1, part)
+    wgrad_images(xp, dyt.reshape(dyt.size), xoffs, xro, np.int64(rb), np.int64(vf), np.int64(fb), part)
+    sum_partials(part, np.int64(kh), np.int64(kw), dweight)
