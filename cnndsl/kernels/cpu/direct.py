@@ -14,7 +14,7 @@ the last tile of every row (so the tile has no bounds checks and no remainder co
 the row's end are computed and not stored), the weights into (F/VF, C*KH*KW, VF) blocks (channels
 past F are zero, computed and not stored), the bias into a padded vector, and two offset tables.
 The tile itself cannot be bounds-checked (an LLVM intrinsic): every launcher here checks the
-largest index each of its tiles can reach before the first one runs (`_check_extent`).
+largest index each of its tiles can reach before the first one runs.
 """
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ import numpy as np
 from numba import prange
 
 from cnndsl.kernels.cpu import microkernel as M
-from cnndsl.kernels.cpu.common import I0, ONE, PAR_MIN_WORK, ZERO, kernel, parallel_kernel
+from cnndsl.kernels.cpu.common import I0, I1, ONE, PAR_MIN_WORK, ZERO, kernel, parallel_kernel
 from cnndsl.kernels.cpu.epilogue import NONE, activate_affine
 
 _NO_RES = np.zeros((1, 1, 1, 1), np.float32)
+_NO_BIAS = np.zeros(1, np.float32)
 
 
 def allowed() -> bool:
@@ -135,27 +136,12 @@ def reorder_weights(w, flip, wb):
 
 
 
-def _blocks(buf, shape):
-    size = 1
-    for d in shape:
-        size *= d
-    if buf.size < size:
-        raise ValueError(f"direct conv: scratch of {buf.size} elements, {size} needed")
-    return buf[:size].reshape(shape)
-
-
-def _check_extent(what: str, top: int, arr) -> None:
-    """The tile reads and writes without bounds checks: `top`, the largest flat index any tile of
-    this launch can reach in `arr`, must be inside it (plan() sizes the buffers so that it is)."""
-    if top >= arr.size:
-        raise IndexError(f"direct conv: a tile would reach {what}[{top}] of {arr.size} elements")
-
-
-def _offsets(c_count: int, plane: int, kh: int, kw: int, row: int, dw: int) -> np.ndarray:
-    """xoffs[(c*KH + i)*KW + j] = c*plane + i*row + j*dw: the forward tile's k-th input offset."""
-    return (np.arange(c_count, dtype=np.int64)[:, None, None] * plane
-            + np.arange(kh, dtype=np.int64)[None, :, None] * row
-            + np.arange(kw, dtype=np.int64)[None, None, :] * dw).reshape(-1)
+# Below the launch sizes of SERIAL_WORK multiply-adds a conv runs on one thread: a parallel region
+# costs more than it saves there (LeNet-5's first conv at batch 1 is 0.12 M multiply-adds).
+SERIAL_WORK = 1 << 20
+# Output rows per parallel work item: enough items to share among the threads, few enough
+# activation calls (one per channel and band).
+BAND_ROWS = 4
 
 
 @kernel
@@ -170,67 +156,95 @@ def _tile(vf, code, xf, xbase, xoffs, xro, wf, wbase, wks, K, init, ioff, irs, o
 
 
 @kernel
-def _conv_row(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, n, fb, oh, C, Hp, Wp, sh, sw,
-              OH, OW):
-    """One output row (n, oh) of the VF channels of block fb: tiles of RB pixels into a small
-    buffer (the tile stores pixel-major vectors), then to y's channel planes with the residual,
-    then the activation over each channel's row."""
+def _conv_band(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, n, fb, oh0, oh1, C, Hp, Wp, sh, sw,
+               OH, OW, tb):
+    """Output rows oh0..oh1-1 of image n, channel block fb: tiles of RB pixels into the small buffer
+    tb (the tile stores pixel-major vectors), then to y's channel planes with the residual; then
+    the activation, once per channel over the band (contiguous in NCHW). Per row, the activation's
+    dispatch cost LeNet-5's first conv at batch 1 more than its tiles did."""
     rb = xro.size
     K = xoffs.size
     code = np.int64(rb)
-    tb = np.empty(rb * vf, np.float32)
-    xrow = (n * C * Hp + oh * sh) * Wp
-    yb = ((n * F + fb * vf) * OH + oh) * OW
     nj = min(vf, F - fb * vf)
-    for t0 in range(0, OW, rb):
-        _tile(vf, code, xf, xrow + t0 * sw, xoffs, xro, wf, fb * K * vf, vf, K, bp, fb * vf, I0, tb, I0, vf)
-        nr = min(rb, OW - t0)
-        for j in range(nj):
-            yj = yb + j * OH * OW + t0
-            if has_res:
-                for r in range(nr):
-                    yf[yj + r] = tb[r * vf + j] + resf[yj + r]
-            else:
-                for r in range(nr):
-                    yf[yj + r] = tb[r * vf + j]
+    for oh in range(oh0, oh1):
+        xrow = (n * C * Hp + oh * sh) * Wp
+        yb = ((n * F + fb * vf) * OH + oh) * OW
+        for t0 in range(0, OW, rb):
+            _tile(vf, code, xf, xrow + t0 * sw, xoffs, xro, wf, fb * K * vf, vf, K, bp, fb * vf, I0, tb, I0, vf)
+            nr = min(rb, OW - t0)
+            for j in range(nj):
+                yj = yb + j * OH * OW + t0
+                if has_res:
+                    for r in range(nr):
+                        yf[yj + r] = tb[r * vf + j] + resf[yj + r]
+                else:
+                    for r in range(nr):
+                        yf[yj + r] = tb[r * vf + j]
     if act != NONE:
         for j in range(nj):
-            row = yf[yb + j * OH * OW:yb + j * OH * OW + OW]
-            activate_affine(row, row, ONE, ZERO, act, alpha)
+            b0 = ((n * F + fb * vf + j) * OH + oh0) * OW
+            band = yf[b0:b0 + (oh1 - oh0) * OW]
+            activate_affine(band, band, ONE, ZERO, act, alpha)
 
 
 @parallel_kernel
-def forward_rows(xp, wf, bp, xoffs, xro, res, has_res, act, alpha, sh, sw, vf, F, y):
-    """y = act(conv + bp (+ res)) over every (image, channel block, output row), in parallel."""
-    N, C, Hp, Wp = xp.shape
-    OH, OW = y.shape[2], y.shape[3]
-    FB = bp.size // vf
+def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, pl, dh, dw, rb, vf, hp, wp,
+                xbuf, wbuf, y):
+    """y = act(conv(x, w) + b (+ res)) with the plan (rb, vf, hp, wp); flip: w is (C, F, KH, KW) and
+    is used transposed and flipped (the input gradient). One Numba call does the copies, the
+    checks and the tiles, so a small conv pays one dispatch (LeNet-5's first conv at batch 1: 51
+    us as six calls from Python, most of it their overhead)."""
+    N, C = x.shape[0], x.shape[1]
+    F, OH, OW = y.shape[1], y.shape[2], y.shape[3]
+    KH, KW = w.shape[2], w.shape[3]
+    FB = (F + vf - 1) // vf
+    K = C * KH * KW
+    if xbuf.size < N * C * hp * wp or wbuf.size < FB * vf * (K + 1):
+        raise ValueError("direct conv: scratch smaller than scratch_len()")
+    xp = xbuf[:N * C * hp * wp].reshape((N, C, hp, wp))
+    pad_input(x, pt, pl, xp)
+    wb = wbuf[:FB * K * vf].reshape((FB, C, KH, KW, vf))
+    reorder_weights(w, flip, wb)
+    bp = wbuf[FB * K * vf:FB * K * vf + FB * vf]
+    bp[:] = 0.0
+    if has_bias:
+        bp[:F] = b[:F]
+    xoffs = np.empty(K, np.int64)
+    for c in range(C):
+        for i in range(KH):
+            for j in range(KW):
+                xoffs[(c * KH + i) * KW + j] = (c * hp + i * dh) * wp + j * dw
+    xro = np.empty(rb, np.int64)
+    for r in range(rb):
+        xro[r] = r * sw
+    nt = (OW + rb - 1) // rb
+    # the tile has no bounds checks: the farthest input element any tile reads must be inside xp
+    if ((N - 1) * C * hp + (OH - 1) * sh) * wp + (nt - 1) * rb * sw + xro[rb - 1] + xoffs[K - 1] >= xp.size:
+        raise IndexError("direct conv: a tile would read past the padded input")
+    if has_res and res.size < y.size:
+        raise IndexError("direct conv: residual smaller than the output")
     xf = xp.reshape(xp.size)
+    wf = wb.reshape(wb.size)
     yf = y.reshape(y.size)
     resf = res.reshape(res.size)
-    rows = FB * OH
-    for t in prange(N * rows):
-        t64 = np.int64(t)  # a prange index is uint64: one signature for the helper
-        n = t64 // rows
-        fb = (t64 - n * rows) // OH
-        oh = t64 - n * rows - fb * OH
-        _conv_row(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, n, fb, oh, C, Hp, Wp, sh, sw, OH, OW)
-
-
-def _launch_forward(xp, wb, bp, rb, vf, f, dh, dw, sh, sw, res, has_res, act, alpha, y):
-    """Checks every tile's reach, then runs forward_rows (xp padded by plan(); wb (FB, C, KH, KW, VF))."""
-    n, c, hp, wp = xp.shape
-    fb, _, kh, kw, _ = wb.shape
-    oh, ow = y.shape[2], y.shape[3]
-    xoffs = _offsets(c, hp * wp, kh, kw, dh * wp, dw)
-    xro = np.arange(rb, dtype=np.int64) * sw
-    nt = -(-ow // rb)
-    _check_extent("input", ((n - 1) * c * hp + (oh - 1) * sh) * wp + (nt - 1) * rb * sw + int(xro[-1])
-                  + int(xoffs[-1]), xp)
-    _check_extent("weights", fb * c * kh * kw * vf - 1, wb)
-    _check_extent("bias", fb * vf - 1, bp)
-    forward_rows(xp, wb.reshape(wb.size), bp, xoffs, xro, res if has_res else _NO_RES, bool(has_res),
-                 np.int64(act), np.float32(alpha), np.int64(sh), np.int64(sw), np.int64(vf), np.int64(f), y)
+    band = min(OH, BAND_ROWS)
+    nband = (OH + band - 1) // band
+    items = N * FB * nband
+    if N * FB * OH * nt * rb * vf * K < SERIAL_WORK:
+        tb = np.empty(rb * vf, np.float32)
+        for n in range(N):
+            for fb in range(FB):
+                _conv_band(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, np.int64(n), np.int64(fb),
+                           I0, OH, C, hp, wp, sh, sw, OH, OW, tb)
+    else:
+        for t in prange(items):
+            t64 = np.int64(t)  # a prange index is uint64: one signature for the helper
+            n = t64 // (FB * nband)
+            fb = (t64 - n * FB * nband) // nband
+            oh0 = (t64 - n * FB * nband - fb * nband) * band
+            tb = np.empty(rb * vf, np.float32)
+            _conv_band(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, n, fb, oh0, min(oh0 + band, OH),
+                       C, hp, wp, sh, sw, OH, OW, tb)
 
 
 def forward(x, w, b, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, dh, dw, y, xp_buf, wb_buf, p=None):
@@ -240,19 +254,10 @@ def forward(x, w, b, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, dh, dw,
     (computed here when not given)."""
     n, c, h, wd = x.shape
     f, _, kh, kw = w.shape
-    oh, ow = y.shape[2], y.shape[3]
-    rb, vf, hp, wp = p or plan(c, f, h, wd, kh, kw, sh, sw, pt, pl, dh, dw, 1, oh, ow)
-    xp = _blocks(xp_buf, (n, c, hp, wp))
-    pad_input(x, pt, pl, xp)
-    fb = -(-f // vf)
-    nw = fb * c * kh * kw * vf
-    wb = _blocks(wb_buf, (fb, c, kh, kw, vf))
-    reorder_weights(w, False, wb)
-    bp = _blocks(wb_buf[nw:], (fb * vf,))
-    bp[:] = 0.0
-    if has_bias:
-        bp[:f] = b[:f]
-    _launch_forward(xp, wb, bp, rb, vf, f, dh, dw, sh, sw, res, has_res, act, alpha, y)
+    rb, vf, hp, wp = p or plan(c, f, h, wd, kh, kw, sh, sw, pt, pl, dh, dw, 1, y.shape[2], y.shape[3])
+    conv_direct(x, w, b, bool(has_bias), res if has_res else _NO_RES, bool(has_res), np.int64(act), np.float32(alpha),
+                False, np.int64(sh), np.int64(sw), np.int64(pt), np.int64(pl), np.int64(dh), np.int64(dw),
+                np.int64(rb), np.int64(vf), np.int64(hp), np.int64(wp), xp_buf, wb_buf, y)
 
 
 def backward_data_plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt: int, pl: int,
@@ -273,13 +278,9 @@ def backward_data(dy, w, pt, pl, dh, dw, dx, xp_buf, wb_buf):
     _, c, kh, kw = w.shape
     h, wd = dx.shape[2], dx.shape[3]
     rb, vf, hp, wp = backward_data_plan(c, f, h, wd, kh, kw, 1, 1, pt, pl, dh, dw, 1, oh, ow)
-    top, left = (kh - 1) * dh - pt, (kw - 1) * dw - pl
-    dyp = _blocks(xp_buf, (n, f, hp, wp))
-    pad_input(dy, top, left, dyp)
-    cb = -(-c // vf)
-    wb = _blocks(wb_buf, (cb, f, kh, kw, vf))
-    reorder_weights(w, True, wb)
-    _launch_forward(dyp, wb, np.zeros(cb * vf, np.float32), rb, vf, c, dh, dw, 1, 1, _NO_RES, False, 0, 0.0, dx)
+    conv_direct(dy, w, _NO_BIAS, False, _NO_RES, False, I0, np.float32(0.0), True, I1, I1,
+                np.int64((kh - 1) * dh - pt), np.int64((kw - 1) * dw - pl), np.int64(dh), np.int64(dw),
+                np.int64(rb), np.int64(vf), np.int64(hp), np.int64(wp), xp_buf, wb_buf, dx)
 
 
 # ----------------------------------------------------------------------------
@@ -339,28 +340,18 @@ def block_channels(dy, dyt):
         _block_image(dy, np.int64(t), dyt)
 
 
-@parallel_kernel
-def wgrad_images(xp, dyf, xoffs, xro, rb, vf, FB, part):
-    """part[t] = the weight gradient, (F/VF, C, taps, VF), of the images t, t + T, t + 2T, ...
-    (T = part.shape[0]): one partial sum per thread, summed by the caller."""
-    N, C, Hp, Wp = xp.shape
-    T = part.shape[0]
+@kernel
+def _wgrad_image_block(xf, dyf, xoffs, xro, rb, vf, n, fb, FB, C, plane, pf):
+    """Adds image n's share of the gradient of channel block fb, every input channel, into the
+    thread's partial sums pf, laid out (F/VF, C, taps, VF)."""
     P = xoffs.size
     KP = xro.size
-    xf = xp.reshape(xp.size)
-    per = part.size // T
     code = np.int64(rb)
-    for t in prange(T):
-        t64 = np.int64(t)
-        pf = part.reshape(part.size)[t64 * per:(t64 + 1) * per]
-        pf[:] = 0.0
-        for n in range(t64, N, T):
-            for fb in range(FB):
-                for c in range(C):
-                    for g in range(0, KP, rb):
-                        o = ((fb * C + c) * KP + g) * vf
-                        _tile(vf, code, xf, (n * C + c) * Hp * Wp, xoffs, xro[g:g + rb], dyf, (n * FB + fb) * P * vf,
-                              vf, P, pf, o, vf, pf, o, vf)
+    for c in range(C):
+        for g in range(0, KP, rb):
+            o = ((fb * C + c) * KP + g) * vf
+            _tile(vf, code, xf, (n * C + c) * plane, xoffs, xro[g:g + rb], dyf, (n * FB + fb) * P * vf, vf, P,
+                  pf, o, vf, pf, o, vf)
 
 
 @parallel_kernel
@@ -384,26 +375,61 @@ def sum_partials(part, KH, KW, dweight):
                 dwf[(f64 * C + c) * KK + k] = s
 
 
+@parallel_kernel
+def wgrad_direct(x, dy, pt, pl, sh, sw, dh, dw, rb, vf, hp, wp, T, xbuf, dybuf, pbuf, dweight):
+    """dweight (F, C, KH, KW) = the batch-summed weight gradient with the plan (rb, vf, hp, wp) and T
+    partial sums: the copies, the checks, the tiles and the sum in one Numba call."""
+    N, C = x.shape[0], x.shape[1]
+    F, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
+    KH, KW = dweight.shape[2], dweight.shape[3]
+    FB = (F + vf - 1) // vf
+    KK = KH * KW
+    KP = (KK + rb - 1) // rb * rb
+    P = OH * OW
+    if xbuf.size < N * C * hp * wp or dybuf.size < N * FB * P * vf or pbuf.size < T * FB * C * KP * vf:
+        raise ValueError("direct conv: scratch smaller than wgrad_scratch_len()")
+    xp = xbuf[:N * C * hp * wp].reshape((N, C, hp, wp))
+    pad_input(x, pt, pl, xp)
+    dyt = dybuf[:N * FB * P * vf].reshape((N, FB, OH, OW, vf))
+    block_channels(dy, dyt)
+    part = pbuf[:T * FB * C * KP * vf].reshape((T, FB, C, KP, vf))
+    xoffs = np.empty(P, np.int64)
+    for i in range(OH):
+        for j in range(OW):
+            xoffs[i * OW + j] = i * sh * wp + j * sw
+    xro = np.zeros(KP, np.int64)  # taps past KK read pixel 0 into partial sums nobody reads
+    for i in range(KH):
+        for j in range(KW):
+            xro[i * KW + j] = i * dh * wp + j * dw
+    if (N * C - 1) * hp * wp + xoffs[P - 1] + xro.max() >= xp.size:
+        raise IndexError("direct conv: a weight-gradient tile would read past the padded input")
+    xf = xp.reshape(xp.size)
+    dyf = dyt.reshape(dyt.size)
+    per = FB * C * KP * vf
+    if N * FB * C * KP * vf * P < SERIAL_WORK or T == 1:
+        pf = part.reshape(part.size)[:per]
+        pf[:] = 0.0
+        for n in range(N):
+            for fb in range(FB):
+                _wgrad_image_block(xf, dyf, xoffs, xro, rb, vf, np.int64(n), np.int64(fb), FB, C, hp * wp, pf)
+        sum_partials(pbuf[:per].reshape((1, FB, C, KP, vf)), KH, KW, dweight)
+    else:
+        for t in prange(T):
+            t64 = np.int64(t)
+            pf = part.reshape(part.size)[t64 * per:(t64 + 1) * per]
+            pf[:] = 0.0
+            for n in range(t64, N, T):
+                for fb in range(FB):
+                    _wgrad_image_block(xf, dyf, xoffs, xro, rb, vf, n, np.int64(fb), FB, C, hp * wp, pf)
+        sum_partials(part, KH, KW, dweight)
+
+
 def backward_weight(x, dy, pt, pl, sh, sw, dh, dw, dweight, xp_buf, dy_buf, part_buf, threads):
     """dweight (F, C, KH, KW) overwritten with the batch-summed weight gradient (no bias: the
     caller adds conv.py's bias_grad). threads: how many partial sums (numba.get_num_threads())."""
     n, c, h, wd = x.shape
     f, _, kh, kw = dweight.shape
-    oh, ow = dy.shape[2], dy.shape[3]
-    rb, vf, hp, wp = wgrad_plan(c, f, h, wd, kh, kw, sh, sw, pt, pl, dh, dw, 1, oh, ow)
-    xp = _blocks(xp_buf, (n, c, hp, wp))
-    pad_input(x, pt, pl, xp)
-    fb = -(-f // vf)
-    dyt = _blocks(dy_buf, (n, fb, oh, ow, vf))
-    block_channels(dy, dyt)
-    t = max(1, min(n, threads))
-    kp = _padded_taps(kh, kw, rb)
-    part = _blocks(part_buf, (t, fb, c, kp, vf))
-    xoffs = (np.arange(oh, dtype=np.int64)[:, None] * (sh * wp) + np.arange(ow, dtype=np.int64)[None, :] * sw).reshape(-1)
-    xro = np.zeros(kp, np.int64)
-    xro[:kh * kw] = (np.arange(kh, dtype=np.int64)[:, None] * (dh * wp) + np.arange(kw, dtype=np.int64)[None, :] * dw).reshape(-1)
-    _check_extent("input", (n * c - 1) * hp * wp + int(xoffs[-1]) + int(xro.max()), xp)
-    _check_extent("blocked dy", n * fb * oh * ow * vf - 1, dyt)
-    _check_extent("partial sums", t * fb * c * kp * vf - 1, part)
-    wgrad_images(xp, dyt.reshape(dyt.size), xoffs, xro, np.int64(rb), np.int64(vf), np.int64(fb), part)
-    sum_partials(part, np.int64(kh), np.int64(kw), dweight)
+    rb, vf, hp, wp = wgrad_plan(c, f, h, wd, kh, kw, sh, sw, pt, pl, dh, dw, 1, dy.shape[2], dy.shape[3])
+    wgrad_direct(x, dy, np.int64(pt), np.int64(pl), np.int64(sh), np.int64(sw), np.int64(dh), np.int64(dw),
+                 np.int64(rb), np.int64(vf), np.int64(hp), np.int64(wp), np.int64(max(1, min(n, threads))),
+                 xp_buf, dy_buf, part_buf, dweight)
