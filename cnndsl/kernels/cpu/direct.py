@@ -188,6 +188,25 @@ def _conv_band(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, n, 
 
 
 @parallel_kernel
+def _bands_parallel(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, C, hp, wp, sh, sw, OH, OW, N, FB,
+                    band):
+    """The tiles of every (image, channel block, band of rows), in parallel. Only the loop is in
+    this parallel function: parfor lowering is Numba's slowest pass, and array statements here
+    would each become a parallel region of their own (measured: 4.6 s to compile LeNet-5's conv
+    launcher with the copies and checks inside it)."""
+    nband = (OH + band - 1) // band
+    rb = xro.size
+    for t in prange(N * FB * nband):
+        t64 = np.int64(t)  # a prange index is uint64: one signature for the helper
+        n = t64 // (FB * nband)
+        fb = (t64 - n * FB * nband) // nband
+        oh0 = (t64 - n * FB * nband - fb * nband) * band
+        tb = np.empty(rb * vf, np.float32)
+        _conv_band(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, n, fb, oh0, min(oh0 + band, OH),
+                   C, hp, wp, sh, sw, OH, OW, tb)
+
+
+@kernel
 def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, pl, dh, dw, rb, vf, hp, wp,
                 xbuf, wbuf, y):
     """y = act(conv(x, w) + b (+ res)) with the plan (rb, vf, hp, wp); flip: w is (C, F, KH, KW) and
@@ -227,9 +246,6 @@ def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, p
     wf = wb.reshape(wb.size)
     yf = y.reshape(y.size)
     resf = res.reshape(res.size)
-    band = min(OH, BAND_ROWS)
-    nband = (OH + band - 1) // band
-    items = N * FB * nband
     if N * FB * OH * nt * rb * vf * K < SERIAL_WORK:
         tb = np.empty(rb * vf, np.float32)
         for n in range(N):
@@ -237,14 +253,8 @@ def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, p
                 _conv_band(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, np.int64(n), np.int64(fb),
                            I0, OH, C, hp, wp, sh, sw, OH, OW, tb)
     else:
-        for t in prange(items):
-            t64 = np.int64(t)  # a prange index is uint64: one signature for the helper
-            n = t64 // (FB * nband)
-            fb = (t64 - n * FB * nband) // nband
-            oh0 = (t64 - n * FB * nband - fb * nband) * band
-            tb = np.empty(rb * vf, np.float32)
-            _conv_band(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, n, fb, oh0, min(oh0 + band, OH),
-                       C, hp, wp, sh, sw, OH, OW, tb)
+        _bands_parallel(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, C, hp, wp, sh, sw, OH, OW,
+                        np.int64(N), np.int64(FB), np.int64(min(OH, BAND_ROWS)))
 
 
 def forward(x, w, b, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, dh, dw, y, xp_buf, wb_buf, p=None):
@@ -333,13 +343,6 @@ def _block_image(dy, n, dyt):
                     dyt[n, fb, i, j, v] = dy[n, f, i, j] if f < F else 0.0
 
 
-@parallel_kernel
-def block_channels(dy, dyt):
-    """dyt[n, fb, i, j, v] = dy[n, fb*VF + v, i, j], zero past F."""
-    for t in prange(dy.shape[0]):
-        _block_image(dy, np.int64(t), dyt)
-
-
 @kernel
 def _wgrad_image_block(xf, dyf, xoffs, xro, rb, vf, n, fb, FB, C, plane, pf):
     """Adds image n's share of the gradient of channel block fb, every input channel, into the
@@ -354,17 +357,18 @@ def _wgrad_image_block(xf, dyf, xoffs, xro, rb, vf, n, fb, FB, C, plane, pf):
                   pf, o, vf, pf, o, vf)
 
 
-@parallel_kernel
+@kernel
 def sum_partials(part, KH, KW, dweight):
-    """dweight[f, c, kh, kw] = sum over t of part[t, f // VF, c, kh*KW + kw, f % VF]."""
+    """dweight[f, c, kh, kw] = sum over t of part[t, f // VF, c, kh*KW + kw, f % VF]: one thread,
+    (F x C x KH x KW x T additions: 74,000 for the 64->64 3x3 conv at 2 threads, not worth a
+    parallel region's compilation)."""
     T, FB, C, KP, VF = part.shape
     F = dweight.shape[0]
     pf = part.reshape(part.size)
     dwf = dweight.reshape(dweight.size)
     per = FB * C * KP * VF
     KK = KH * KW
-    for f in prange(F):
-        f64 = np.int64(f)
+    for f64 in range(F):
         fb = f64 // VF
         for c in range(C):
             base = ((fb * C + c) * KP) * VF + (f64 - fb * VF)
@@ -375,7 +379,37 @@ def sum_partials(part, KH, KW, dweight):
                 dwf[(f64 * C + c) * KK + k] = s
 
 
+@kernel
+def _wgrad_image(x, dy, pt, pl, xp, dyt, xf, dyf, xoffs, xro, rb, vf, n, FB, C, plane, pf):
+    """Image n: its padded copy and its dy in channel blocks (each image's own slices, so threads
+    never share them), then its share of the gradient of every channel block into pf."""
+    for c in range(C):
+        _pad_plane(x, n, c, pt, pl, xp)
+    _block_image(dy, n, dyt)
+    for fb in range(FB):
+        _wgrad_image_block(xf, dyf, xoffs, xro, rb, vf, n, fb, FB, C, plane, pf)
+
+
 @parallel_kernel
+def _wgrad_parallel(x, dy, pt, pl, xp, dyt, xoffs, xro, rb, vf, FB, T, pflat):
+    """Thread t sums the images t, t + T, ... into its partial sums pflat[t*per:(t+1)*per]. Only the
+    loop is in this parallel function (see _bands_parallel); the copies of each image are made by
+    the thread that uses it."""
+    N, C = xp.shape[0], xp.shape[1]
+    plane = xp.shape[2] * xp.shape[3]
+    xf = xp.reshape(xp.size)
+    dyf = dyt.reshape(dyt.size)
+    per = pflat.size // T
+    for t in prange(T):
+        t64 = np.int64(t)
+        pf = pflat[t64 * per:(t64 + 1) * per]
+        for i in range(per):
+            pf[i] = 0.0
+        for n in range(t64, N, T):
+            _wgrad_image(x, dy, pt, pl, xp, dyt, xf, dyf, xoffs, xro, rb, vf, n, FB, C, plane, pf)
+
+
+@kernel
 def wgrad_direct(x, dy, pt, pl, sh, sw, dh, dw, rb, vf, hp, wp, T, xbuf, dybuf, pbuf, dweight):
     """dweight (F, C, KH, KW) = the batch-summed weight gradient with the plan (rb, vf, hp, wp) and T
     partial sums: the copies, the checks, the tiles and the sum in one Numba call."""
@@ -389,10 +423,7 @@ def wgrad_direct(x, dy, pt, pl, sh, sw, dh, dw, rb, vf, hp, wp, T, xbuf, dybuf, 
     if xbuf.size < N * C * hp * wp or dybuf.size < N * FB * P * vf or pbuf.size < T * FB * C * KP * vf:
         raise ValueError("direct conv: scratch smaller than wgrad_scratch_len()")
     xp = xbuf[:N * C * hp * wp].reshape((N, C, hp, wp))
-    pad_input(x, pt, pl, xp)
     dyt = dybuf[:N * FB * P * vf].reshape((N, FB, OH, OW, vf))
-    block_channels(dy, dyt)
-    part = pbuf[:T * FB * C * KP * vf].reshape((T, FB, C, KP, vf))
     xoffs = np.empty(P, np.int64)
     for i in range(OH):
         for j in range(OW):
@@ -403,25 +434,18 @@ def wgrad_direct(x, dy, pt, pl, sh, sw, dh, dw, rb, vf, hp, wp, T, xbuf, dybuf, 
             xro[i * KW + j] = i * dh * wp + j * dw
     if (N * C - 1) * hp * wp + xoffs[P - 1] + xro.max() >= xp.size:
         raise IndexError("direct conv: a weight-gradient tile would read past the padded input")
-    xf = xp.reshape(xp.size)
-    dyf = dyt.reshape(dyt.size)
     per = FB * C * KP * vf
-    if N * FB * C * KP * vf * P < SERIAL_WORK or T == 1:
-        pf = part.reshape(part.size)[:per]
+    if N * FB * C * KP * vf * P < SERIAL_WORK:
+        T = 1
+        pf = pbuf[:per]
         pf[:] = 0.0
+        xf = xp.reshape(xp.size)
+        dyf = dyt.reshape(dyt.size)
         for n in range(N):
-            for fb in range(FB):
-                _wgrad_image_block(xf, dyf, xoffs, xro, rb, vf, np.int64(n), np.int64(fb), FB, C, hp * wp, pf)
-        sum_partials(pbuf[:per].reshape((1, FB, C, KP, vf)), KH, KW, dweight)
+            _wgrad_image(x, dy, pt, pl, xp, dyt, xf, dyf, xoffs, xro, rb, vf, np.int64(n), FB, C, hp * wp, pf)
     else:
-        for t in prange(T):
-            t64 = np.int64(t)
-            pf = part.reshape(part.size)[t64 * per:(t64 + 1) * per]
-            pf[:] = 0.0
-            for n in range(t64, N, T):
-                for fb in range(FB):
-                    _wgrad_image_block(xf, dyf, xoffs, xro, rb, vf, n, np.int64(fb), FB, C, hp * wp, pf)
-        sum_partials(part, KH, KW, dweight)
+        _wgrad_parallel(x, dy, pt, pl, xp, dyt, xoffs, xro, rb, vf, FB, T, pbuf[:T * per])
+    sum_partials(pbuf[:T * per].reshape((T, FB, C, KP, vf)), KH, KW, dweight)
 
 
 def backward_weight(x, dy, pt, pl, sh, sw, dh, dw, dweight, xp_buf, dy_buf, part_buf, threads):
