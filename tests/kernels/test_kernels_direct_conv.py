@@ -127,7 +127,9 @@ def test_plan_declines_what_it_does_not_serve():
     assert DR.plan(8, 8, 10, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1, 10, 10) is None
     assert DR.plan(8, 8, 10, 10, 1, 1, 2, 2, 0, 0, 1, 1, 1, 5, 5) is not None
     assert DR.backward_data_plan(8, 8, 10, 10, 3, 3, 2, 2, 1, 1, 1, 1, 1, 5, 5) is None
-    assert DR.plan(8, 8, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10)[:2] == (10, 8)  # F <= 8: one ymm; a row in one tile
+    assert DR.plan(8, 8, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10)[:2] == (0, 16)  # F <= 8: pixel vectors
+    assert DR.plan(8, 8, 10, 10, 3, 3, 2, 2, 1, 1, 1, 1, 1, 5, 5)[:2] == (8, 8)  # strided: channel vectors, one ymm
+    assert DR.plan(8, 12, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10)[:2] == (10, 16)  # a row in one tile
     assert DR.plan(64, 64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1, 1, 56, 56)[:2] == (8, 32)  # 7 tiles of 8, 16 accumulators
     assert DR.plan(8, 40, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10)[1] == 32
 
@@ -141,19 +143,23 @@ def test_every_tile_matches_its_numpy_statement(vf):
     rng = np.random.default_rng(vf)
     k = 13
     xf = f32(rng.standard_normal(400))
-    wf = f32(rng.standard_normal(60 + k * (vf + 3)))
+    wf = f32(rng.standard_normal(70 + 4 * k + vf))
     xoffs = rng.integers(0, 300, k).astype(np.int64)
-    for rb in range(1, M.MAX_RB[vf] + 1):
+    codes = list(range(1, M.MAX_RB[vf] + 1))
+    codes += [M.TABLE + rb for rb in range(1, M.PV_MAX_RB + 1)] if vf in M.PV_SHAPES else []
+    for code in codes:
+        rb = code % M.TABLE
         xro = rng.integers(0, 80, rb).astype(np.int64)
         init = f32(rng.standard_normal(7 + rb * (vf + 5)))
         out = np.full(11 + rb * (vf + 2), np.nan, np.float32)
         expected = out.copy()
-        args = (xf, 9, xoffs, xro, wf, 5, vf + 3, k, init, 7, vf + 5, out, 11, vf + 2)
-        M.TILES[vf](np.int64(rb), *[np.int64(a) if isinstance(a, int) else a for a in args])
-        M.reference_tile(rb, vf, *args[:11], expected, *args[12:])
+        woffs = rng.integers(0, 60, k).astype(np.int64)
+        args = (xf, 9, xoffs, xro, wf, 5, 4, woffs, k, init, 7, vf + 5, out, 11, vf + 2)
+        M.TILES[vf](np.int64(code), *[np.int64(a) if isinstance(a, int) else a for a in args])
+        M.reference_tile(code, vf, *args[:12], expected, *args[13:])
         written = ~np.isnan(expected)
-        assert np.array_equal(~np.isnan(out), written), f"tile {rb} x {vf} wrote outside its rows"
-        assert_close(out[written], expected[written], what=f"tile {rb} x {vf}")
+        assert np.array_equal(~np.isnan(out), written), f"tile {code} x {vf} wrote outside its rows"
+        assert_close(out[written], expected[written], what=f"tile {code} x {vf}")
 
 
 def test_the_tile_is_vector_code():
@@ -163,7 +169,7 @@ def test_the_tile_is_vector_code():
     import re
     fresh = numba.njit(M.tile_v32.py_func)  # not cache-loaded: Numba's cache keeps no assembly
     a64, f1, i1 = np.int64(0), np.zeros(64, np.float32), np.zeros(4, np.int64)
-    fresh(np.int64(4), f1, a64, i1, i1, f1, a64, a64, a64, f1, a64, a64, f1, a64, a64)
+    fresh(np.int64(4), f1, a64, i1, i1, f1, a64, a64, i1, a64, f1, a64, a64, f1, a64, a64)
     asm = "".join(fresh.inspect_asm(s) for s in fresh.signatures)
     assert re.search(r"vfmadd\w*ps\s[^\n]*[xyz]mm", asm)
     assert not re.search(r"vfmadd\w*ss", asm)

@@ -95,9 +95,11 @@ def test_print_ir_names_each_convs_cpu_algorithm(run, monkeypatch):
     out = run("compile", lenet, "--print-ir").output
     lines = [line for line in out.splitlines() if line.startswith("# cpu: ")]
     assert lines == [
-        "# cpu: c1 (fused_conv_pool): forward direct (14 pixels x 8 channels); input gradient direct (14 x 8); "
+        "# cpu: c1 (fused_conv_pool): forward direct (6 channels x 32-pixel vectors); input gradient direct "
+        "(1 channels x 32-pixel vectors); "
         "weight gradient direct (13 taps x 8 channels)",
-        "# cpu: conv2 (fused_conv_pool): forward direct (10 pixels x 16 channels); input gradient direct (14 x 8); "
+        "# cpu: conv2 (fused_conv_pool): forward direct (10 pixels x 16 channels); input gradient direct "
+        "(6 channels x 16-pixel vectors); "
         "weight gradient direct (13 taps x 16 channels)"], out
     monkeypatch.setenv("CNNDSL_CPU_CONV", "im2col")
     out = run("compile", lenet, "--print-ir").output

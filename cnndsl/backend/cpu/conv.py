@@ -206,9 +206,9 @@ def algorithms(graph) -> list[str]:
         args = (c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, oh, ow)
         p, q, r = (DR.plan(*args), DR.backward_data_plan(*args), DR.wgrad_plan(*args)) if DR.allowed() \
             else (None, None, None)
-        fwd = f"direct ({p[0]} pixels x {p[1]} channels)" if p else "im2col + GEMM" if g == 1 or c // g > 1 \
+        fwd = DR.describe(p, f) if p else "im2col + GEMM" if g == 1 or c // g > 1 \
             else "depthwise loops"
-        grad_in = f"direct ({q[0]} x {q[1]})" if q else "im2col + GEMM" if g == 1 or c // g > 1 else "depthwise loops"
+        grad_in = DR.describe(q, c) if q else "im2col + GEMM" if g == 1 or c // g > 1 else "depthwise loops"
         grad_w = f"direct ({r[0]} taps x {r[1]} channels)" if r else "im2col + dot products" \
             if g == 1 or c // g > 1 else "depthwise loops"
         lines.append(f"{node.name} ({node.op}): forward {fwd}; input gradient {grad_in}; weight gradient {grad_w}")

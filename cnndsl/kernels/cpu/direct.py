@@ -57,25 +57,44 @@ def tile_pixels(vf: int, ow: int) -> int:
     return min(range(1, M.MAX_RB[vf] + 1), key=lambda rb: (-(-ow // rb) * max(rb, lo), -rb))
 
 
+# Output channels up to which a stride-1 conv runs on pixel vectors (conv_direct's pv mode): a tile
+# of F channels x 16 or 32 neighbouring pixels instead of pixels x an 8-lane channel vector that F
+# fills only partly. Measured on LeNet-5 (F = 6; Zen 5, 2 threads, bench_conv): see docs/performance.md.
+PV_MAX_CHANNELS = 8
+
+
 def plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt: int, pl: int, dh: int,
          dw: int, groups: int, oh: int, ow: int):
     """(rb, vf, hp, wp) of the forward, or None when the direct path does not serve this conv:
     grouped convs (the depthwise loops and im2col serve them) and plain 1x1 convs (one GEMM with
-    no unfolding already)."""
+    no unfolding already). rb = 0: pixel vectors, tiles of F channels x vf neighbouring pixels
+    (F <= PV_MAX_CHANNELS, stride 1); else tiles of rb pixels x vf channels."""
     if groups != 1:
         return None
     if kh == kw == 1 and sh == sw == 1 and pt == pl == 0 and (oh, ow) == (h, w):
         return None
+    hp = (oh - 1) * sh + (kh - 1) * dh + 1
+    if f <= PV_MAX_CHANNELS and sw == 1:
+        vf = 16 if ow <= 16 else 32
+        return 0, vf, hp, -(-ow // vf) * vf + (kw - 1) * dw
     vf = _lanes(f)
     rb = tile_pixels(vf, ow)
-    hp = (oh - 1) * sh + (kh - 1) * dh + 1
     wp = (-(-ow // rb) * rb - 1) * sw + (kw - 1) * dw + 1
     return rb, vf, hp, wp
+
+
+def describe(p, f: int) -> str:
+    """A plan in words, for `cnndsl compile --print-ir`."""
+    if p[0] == 0:
+        return f"direct ({f} channels x {p[1]}-pixel vectors)"
+    return f"direct ({p[0]} pixels x {p[1]} channels)"
 
 
 def scratch_len(n: int, c: int, f: int, kh: int, kw: int, p) -> tuple[int, int]:
     """(padded-input elements, weight-block + padded-bias elements) for a plan p = (rb, vf, hp, wp)."""
     rb, vf, hp, wp = p
+    if rb == 0:
+        return n * c * hp * wp, f * (c * kh * kw + vf)
     fb = -(-f // vf)
     return n * c * hp * wp, fb * vf * (c * kh * kw + 1)
 
@@ -145,33 +164,49 @@ BAND_ROWS = 4
 
 
 @kernel
-def _tile(vf, code, xf, xbase, xoffs, xro, wf, wbase, wks, K, init, ioff, irs, out, ooff, ors):
+def _tile(vf, code, xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, irs, out, ooff, ors):
     """The tile of VF channels (microkernel.py); one call per tile, each class compiled once."""
     if vf == 8:
-        M.tile_v8(code, xf, xbase, xoffs, xro, wf, wbase, wks, K, init, ioff, irs, out, ooff, ors)
+        M.tile_v8(code, xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, irs, out, ooff, ors)
     elif vf == 16:
-        M.tile_v16(code, xf, xbase, xoffs, xro, wf, wbase, wks, K, init, ioff, irs, out, ooff, ors)
+        M.tile_v16(code, xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, irs, out, ooff, ors)
     else:
-        M.tile_v32(code, xf, xbase, xoffs, xro, wf, wbase, wks, K, init, ioff, irs, out, ooff, ors)
+        M.tile_v32(code, xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, irs, out, ooff, ors)
 
 
 @kernel
-def _conv_band(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, n, fb, oh0, oh1, C, Hp, Wp, sh, sw,
-               OH, OW, tb):
-    """Output rows oh0..oh1-1 of image n, channel block fb: tiles of RB pixels into the small buffer
-    tb (the tile stores pixel-major vectors), then to y's channel planes with the residual; then
-    the activation, once per channel over the band (contiguous in NCHW). Per row, the activation's
-    dispatch cost LeNet-5's first conv at batch 1 more than its tiles did."""
-    rb = xro.size
-    K = xoffs.size
-    code = np.int64(rb)
-    nj = min(vf, F - fb * vf)
+def _conv_band(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, n, fb, oh0, oh1, C, Hp,
+               Wp, sh, sw, OH, OW, tb):
+    """Output rows oh0..oh1-1 of image n, channel block fb, tile by tile into the small buffer tb,
+    then to y's channel planes with the residual; then the activation, once per channel over the
+    band (contiguous in NCHW; per row, the activation's dispatch cost LeNet-5's first conv at batch
+    1 more than its tiles did). Two tile layouts (microkernel.py):
+        pv False: a tile is RB = aro.size pixels x VF channels; af = the padded input, bf = the
+                  weight blocks; tb holds pixel-major vectors of VF channels;
+        pv True:  a tile is RB = F channels x VF neighbouring pixels (stride 1); af = the weights
+                  (F, K), bf = the padded input; tb holds channel-major vectors of VF pixels."""
+    rb = aro.size
+    K = aoffs.size
+    code = np.int64(M.TABLE + rb if pv else rb)
+    nj = F if pv else min(vf, F - fb * vf)
+    step = vf if pv else rb
     for oh in range(oh0, oh1):
         xrow = (n * C * Hp + oh * sh) * Wp
         yb = ((n * F + fb * vf) * OH + oh) * OW
-        for t0 in range(0, OW, rb):
-            _tile(vf, code, xf, xrow + t0 * sw, xoffs, xro, wf, fb * K * vf, vf, K, bp, fb * vf, I0, tb, I0, vf)
-            nr = min(rb, OW - t0)
+        for t0 in range(0, OW, step):
+            nr = min(step, OW - t0)
+            if pv:
+                _tile(vf, code, af, I0, aoffs, aro, bf, xrow + t0, I0, boffs, K, init, I0, vf, tb, I0, vf)
+                for j in range(nj):
+                    yj = yb + j * OH * OW + t0
+                    if has_res:
+                        for r in range(nr):
+                            yf[yj + r] = tb[j * vf + r] + resf[yj + r]
+                    else:
+                        for r in range(nr):
+                            yf[yj + r] = tb[j * vf + r]
+                continue
+            _tile(vf, code, af, xrow + t0 * sw, aoffs, aro, bf, fb * K * vf, vf, boffs, K, init, fb * vf, I0, tb, I0, vf)
             for j in range(nj):
                 yj = yb + j * OH * OW + t0
                 if has_res:
@@ -188,73 +223,109 @@ def _conv_band(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, n, 
 
 
 @parallel_kernel
-def _bands_parallel(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, C, hp, wp, sh, sw, OH, OW, N, FB,
-                    band):
+def _bands_parallel(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, C, hp, wp, sh, sw, OH,
+                    OW, N, FB, band, tbn):
     """The tiles of every (image, channel block, band of rows), in parallel. Only the loop is in
     this parallel function: parfor lowering is Numba's slowest pass, and array statements here
     would each become a parallel region of their own (measured: 4.6 s to compile LeNet-5's conv
-    launcher with the copies and checks inside it)."""
+    launcher with the copies and checks inside it). tbn: the tile buffer's size."""
     nband = (OH + band - 1) // band
-    rb = xro.size
     for t in prange(N * FB * nband):
         t64 = np.int64(t)  # a prange index is uint64: one signature for the helper
         n = t64 // (FB * nband)
         fb = (t64 - n * FB * nband) // nband
         oh0 = (t64 - n * FB * nband - fb * nband) * band
-        tb = np.empty(rb * vf, np.float32)
-        _conv_band(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, n, fb, oh0, min(oh0 + band, OH),
-                   C, hp, wp, sh, sw, OH, OW, tb)
+        tb = np.empty(tbn, np.float32)
+        _conv_band(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, n, fb, oh0,
+                   min(oh0 + band, OH), C, hp, wp, sh, sw, OH, OW, tb)
+
+
+@kernel
+def _pv_weights(w, flip, wk):
+    """wk[f, (c*KH + i)*KW + j] = w[f, c, i, j]; flip: w is (C, F, KH, KW), wk[f, (c*KH + i)*KW + j] =
+    w[c, f, KH-1-i, KW-1-j] (the input gradient's transposed, flipped window)."""
+    KH, KW = w.shape[2], w.shape[3]
+    Fo, K = wk.shape
+    Ci = K // (KH * KW)
+    for f in range(Fo):
+        for c in range(Ci):
+            for i in range(KH):
+                for j in range(KW):
+                    k = (c * KH + i) * KW + j
+                    wk[f, k] = w[c, f, KH - 1 - i, KW - 1 - j] if flip else w[f, c, i, j]
 
 
 @kernel
 def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, pl, dh, dw, rb, vf, hp, wp,
                 xbuf, wbuf, y):
-    """y = act(conv(x, w) + b (+ res)) with the plan (rb, vf, hp, wp); flip: w is (C, F, KH, KW) and
-    is used transposed and flipped (the input gradient). One Numba call does the copies, the
-    checks and the tiles, so a small conv pays one dispatch (LeNet-5's first conv at batch 1: 51
-    us as six calls from Python, most of it their overhead)."""
+    """y = act(conv(x, w) + b (+ res)) with the plan (rb, vf, hp, wp) (rb = 0: pixel vectors, see
+    plan); flip: w is (C, F, KH, KW) and is used transposed and flipped (the input gradient). One
+    Numba call does the copies, the checks and the tiles, so a small conv pays one dispatch
+    (LeNet-5's first conv at batch 1: 51 us as six calls from Python, most of it their overhead)."""
     N, C = x.shape[0], x.shape[1]
     F, OH, OW = y.shape[1], y.shape[2], y.shape[3]
     KH, KW = w.shape[2], w.shape[3]
-    FB = (F + vf - 1) // vf
+    pv = rb == 0
+    FB = 1 if pv else (F + vf - 1) // vf
     K = C * KH * KW
-    if xbuf.size < N * C * hp * wp or wbuf.size < FB * vf * (K + 1):
+    nw = F * K + F * vf if pv else FB * vf * (K + 1)
+    if xbuf.size < N * C * hp * wp or wbuf.size < nw:
         raise ValueError("direct conv: scratch smaller than scratch_len()")
     xp = xbuf[:N * C * hp * wp].reshape((N, C, hp, wp))
     pad_input(x, pt, pl, xp)
-    wb = wbuf[:FB * K * vf].reshape((FB, C, KH, KW, vf))
-    reorder_weights(w, flip, wb)
-    bp = wbuf[FB * K * vf:FB * K * vf + FB * vf]
-    bp[:] = 0.0
-    if has_bias:
-        bp[:F] = b[:F]
-    xoffs = np.empty(K, np.int64)
+    xf = xp.reshape(xp.size)
+    xoffs = np.empty(K, np.int64)  # the input's offset of each (input channel, kernel row, column)
     for c in range(C):
         for i in range(KH):
             for j in range(KW):
                 xoffs[(c * KH + i) * KW + j] = (c * hp + i * dh) * wp + j * dw
-    xro = np.empty(rb, np.int64)
-    for r in range(rb):
-        xro[r] = r * sw
-    nt = (OW + rb - 1) // rb
+    kvf = np.empty(K, np.int64)  # pixel vectors: k, the weights' offset of each step
+    if pv:
+        rb_ = F
+        wk = wbuf[:F * K].reshape((F, K))
+        _pv_weights(w, flip, wk)
+        init = wbuf[F * K:F * K + F * vf]
+        for f in range(F):
+            init[f * vf:(f + 1) * vf] = b[f] if has_bias else 0.0
+        aro = np.empty(F, np.int64)
+        for r in range(F):
+            aro[r] = r * K
+        for k in range(K):
+            kvf[k] = k
+        af, bf, aoffs, boffs = wk.reshape(wk.size), xf, kvf, xoffs
+        # the farthest input element a vector reads (lanes past OW read the padding)
+        far = ((N - 1) * C * hp + (OH - 1) * sh) * wp + ((OW + vf - 1) // vf) * vf - 1 + xoffs[K - 1]
+    else:
+        rb_ = rb
+        wb = wbuf[:FB * K * vf].reshape((FB, C, KH, KW, vf))
+        reorder_weights(w, flip, wb)
+        init = wbuf[FB * K * vf:FB * K * vf + FB * vf]
+        init[:] = 0.0
+        if has_bias:
+            init[:F] = b[:F]
+        aro = np.empty(rb, np.int64)
+        for r in range(rb):
+            aro[r] = r * sw
+        af, bf, aoffs, boffs = xf, wb.reshape(wb.size), xoffs, xoffs  # boffs unused: the weights' offset is k * vf
+        nt = (OW + rb - 1) // rb
+        far = ((N - 1) * C * hp + (OH - 1) * sh) * wp + (nt - 1) * rb * sw + aro[rb - 1] + xoffs[K - 1]
     # the tile has no bounds checks: the farthest input element any tile reads must be inside xp
-    if ((N - 1) * C * hp + (OH - 1) * sh) * wp + (nt - 1) * rb * sw + xro[rb - 1] + xoffs[K - 1] >= xp.size:
+    if far >= xp.size:
         raise IndexError("direct conv: a tile would read past the padded input")
     if has_res and res.size < y.size:
         raise IndexError("direct conv: residual smaller than the output")
-    xf = xp.reshape(xp.size)
-    wf = wb.reshape(wb.size)
     yf = y.reshape(y.size)
     resf = res.reshape(res.size)
-    if N * FB * OH * nt * rb * vf * K < SERIAL_WORK:
-        tb = np.empty(rb * vf, np.float32)
+    tbn = rb_ * vf
+    if N * FB * OH * OW * vf * K < SERIAL_WORK:
+        tb = np.empty(tbn, np.float32)
         for n in range(N):
             for fb in range(FB):
-                _conv_band(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, np.int64(n), np.int64(fb),
-                           I0, OH, C, hp, wp, sh, sw, OH, OW, tb)
+                _conv_band(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, np.int64(n),
+                           np.int64(fb), I0, OH, C, hp, wp, sh, sw, OH, OW, tb)
     else:
-        _bands_parallel(xf, wf, bp, xoffs, xro, resf, has_res, act, alpha, vf, F, yf, C, hp, wp, sh, sw, OH, OW,
-                        np.int64(N), np.int64(FB), np.int64(min(OH, BAND_ROWS)))
+        _bands_parallel(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, C, hp, wp, sh,
+                        sw, OH, OW, np.int64(N), np.int64(FB), np.int64(min(OH, BAND_ROWS)), np.int64(tbn))
 
 
 def forward(x, w, b, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, dh, dw, y, xp_buf, wb_buf, p=None):
@@ -353,8 +424,8 @@ def _wgrad_image_block(xf, dyf, xoffs, xro, rb, vf, n, fb, FB, C, plane, pf):
     for c in range(C):
         for g in range(0, KP, rb):
             o = ((fb * C + c) * KP + g) * vf
-            _tile(vf, code, xf, (n * C + c) * plane, xoffs, xro[g:g + rb], dyf, (n * FB + fb) * P * vf, vf, P,
-                  pf, o, vf, pf, o, vf)
+            _tile(vf, code, xf, (n * C + c) * plane, xoffs, xro[g:g + rb], dyf, (n * FB + fb) * P * vf, vf, xoffs,
+                  P, pf, o, vf, pf, o, vf)
 
 
 @kernel
