@@ -1,18 +1,23 @@
-"""Generate docs/layers.md from the op registry, so the reference cannot drift from the code.
+"""Generate docs/layers.md from the op registry, and the option tables of docs/language.md's
+training section from the declarations of the optimizers, schedules and augmentations, so the
+reference cannot drift from the code.
 
-    python -m cnndsl.docs_gen            # rewrite docs/layers.md
-    python -m cnndsl.docs_gen --check    # exit 1 when docs/layers.md is out of date
+    python -m cnndsl.docs_gen            # rewrite docs/layers.md and the marked tables of docs/language.md
+    python -m cnndsl.docs_gen --check    # exit 1 when either is out of date
 
-tests/test_docs_layers.py runs the check.
+In docs/language.md only the text between `<!-- generated: NAME -->` and `<!-- end generated -->`
+is rewritten; the prose around it is written by hand. tests/test_docs_layers.py runs the check.
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 from cnndsl.ops.registry import REQUIRED, Attr, OpDef, all_ops
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "layers.md"
+LANGUAGE_PATH = DOC_PATH.parent / "language.md"
 CATEGORIES = ("input", "layer", "activation", "merge")
 
 INTRO = """\
@@ -162,18 +167,65 @@ def render() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+# ---- the training section's options (docs/language.md) -----------------------------------------
+def _option_rows(label: str, options, extra: str | None = None) -> list[str]:
+    rows = []
+    for i, a in enumerate(options.values()):
+        name = f"`{a.name}`" + (" (positional)" if a.positional else "")
+        first = f"`{label}`" if i == 0 else ""
+        row = f"| {first} | {name} | {_value(a.default)} | {_range(a)} | {a.unit} | {a.doc} |"
+        if extra is not None:
+            row += f" {extra if i == 0 else ''} |"
+        rows.append(row)
+    return rows
+
+
+def training_tables() -> dict[str, str]:
+    """The generated blocks of docs/language.md by name: each optimizer's, schedule's and
+    augmentation's options as declared beside their implementations."""
+    # the lookups the frontend checks a file against (each declared beside its implementation)
+    from cnndsl.frontend.training import AUGMENTATIONS, OPTIMIZERS, SCHEDULES
+
+    head = ["| kind | option | default | range | unit | meaning |", "|---|---|---|---|---|---|"]
+    optimizers = list(head)
+    for kind, options in OPTIMIZERS.items():
+        optimizers += _option_rows(kind, options)
+    schedules = list(head)
+    for kind, options in SCHEDULES.items():
+        schedules += _option_rows(kind, options)
+    steps = ["| step | option | default | range | unit | meaning | checks on the input |",
+             "|---|---|---|---|---|---|---|"]
+    for name, cls in AUGMENTATIONS.items():
+        steps += _option_rows(name, cls.options, cls.CHECKS)
+    return {"optimizers": "\n".join(optimizers), "schedules": "\n".join(schedules),
+            "augmentations": "\n".join(steps)}
+
+
+_BLOCK = re.compile(r"(<!-- generated: (\w+)[^>]*-->\n).*?(<!-- end generated -->)", re.S)
+
+
+def render_language(text: str) -> str:
+    """docs/language.md with its generated blocks rewritten (a block name without a table is an error)."""
+    tables = training_tables()
+    missing = set(tables) - set(m.group(2) for m in _BLOCK.finditer(text))
+    if missing:
+        raise ValueError(f"docs/language.md lacks the generated blocks {sorted(missing)}")
+    return _BLOCK.sub(lambda m: m.group(1) + tables[m.group(2)] + "\n" + m.group(3), text)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    text = render()
+    language = LANGUAGE_PATH.read_text()
+    outputs = {DOC_PATH: render(), LANGUAGE_PATH: render_language(language)}
     if "--check" in argv:
-        current = DOC_PATH.read_text() if DOC_PATH.exists() else ""
-        if current != text:
-            print(f"{DOC_PATH} is out of date; run: python -m cnndsl.docs_gen", file=sys.stderr)
-            return 1
-        return 0
+        stale = [p for p, text in outputs.items() if (p.read_text() if p.exists() else "") != text]
+        for p in stale:
+            print(f"{p} is out of date; run: python -m cnndsl.docs_gen", file=sys.stderr)
+        return 1 if stale else 0
     DOC_PATH.parent.mkdir(parents=True, exist_ok=True)
-    DOC_PATH.write_text(text)
-    print(f"wrote {DOC_PATH}")
+    for p, text in outputs.items():
+        p.write_text(text)
+        print(f"wrote {p}")
     return 0
 
 

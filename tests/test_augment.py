@@ -39,10 +39,11 @@ def test_registry_names_match_the_model_schema():
     from cnndsl.frontend.training import AUGMENTATIONS
     assert set(REGISTRY) == {"grayscale", "hflip", "vflip", "random_crop", "color_jitter", "rotate",
                              "translate", "scale"}
-    assert set(REGISTRY) == set(AUGMENTATIONS)
-    for name, opts in AUGMENTATIONS.items():  # every schema option is a parameter of the op
-        names = {o.name for o in opts} - {"p"}
-        assert names <= set(REGISTRY[name].DEFAULTS), name
+    assert AUGMENTATIONS is REGISTRY  # the frontend looks the steps up; it keeps no table of its own
+    for name, cls in REGISTRY.items():  # the parameters and defaults are the declared options
+        assert set(cls.options) == set(cls.DEFAULTS) | {"p"}, name
+        assert all(cls.DEFAULTS[k] is cls.options[k].default for k in cls.DEFAULTS), name
+        assert cls.DEFAULT_P == cls.options["p"].default, name
 
 
 def test_from_config_takes_frontend_descriptions():
@@ -356,20 +357,21 @@ def test_hash_numba_and_python_agree():
     (RandomCrop(size=40, padding=2), (3, 32, 32),
      "random_crop size 40x40 is larger than the 32x32 input padded by 2 on each side (36x36)"),
     (RandomCrop(size=(30, 29)), (1, 28, 28), "random_crop size 30x29 is larger than the 28x28 input"),
-    (RandomCrop(size=0), (1, 28, 28), "random_crop size must be at least 1, got 0x0"),
-    (RandomCrop(size=28, padding=-1), (1, 28, 28), "random_crop padding must be a whole number >= 0, got -1"),
+    (RandomCrop(size=0), (1, 28, 28), "random_crop size must be at least 1 pixels, got 0"),
+    (RandomCrop(size=28, padding=-1), (1, 28, 28), "random_crop padding must be at least 0 pixels, got -1"),
+    (RandomCrop(size=28, padding=1.5), (1, 28, 28), "random_crop padding takes a whole number, got 1.5"),
     (ColorJitter(saturation=0.4), (1, 28, 28),
      "color_jitter saturation needs 3 colour channels, but the input is 1x28x28"),
     (ColorJitter(hue=0.1), (1, 28, 28), "color_jitter hue needs 3 colour channels, but the input is 1x28x28"),
-    (ColorJitter(hue=0.7), (3, 8, 8), "color_jitter hue must be in [0, 0.5], got 0.7"),
+    (ColorJitter(hue=0.7), (3, 8, 8), "color_jitter hue must be at most 0.5, got 0.7"),
     (ColorJitter(brightness=-0.1), (3, 8, 8), "color_jitter brightness must be at least 0, got -0.1"),
     (Grayscale(), (1, 28, 28), "grayscale needs 3 colour channels, but the input is 1x28x28"),
-    (HFlip(p=1.5), (1, 8, 8), "hflip p must be a probability between 0 and 1, got 1.5"),
-    (Rotate(degrees=200), (1, 8, 8), "rotate degrees must be in [0, 180], got 200"),
-    (Rotate(degrees=10, fill=float("nan")), (1, 8, 8), "rotate fill must be a finite number, got nan"),
-    (Translate(fraction=1.0), (1, 8, 8), "translate fraction must be in [0, 1), got 1"),
+    (HFlip(p=1.5), (1, 8, 8), "hflip p must be at most 1, got 1.5"),
+    (Rotate(degrees=200), (1, 8, 8), "rotate degrees must be at most 180 degrees, got 200"),
+    (Rotate(degrees=10, fill=float("nan")), (1, 8, 8), "rotate fill takes a finite number, got nan"),
+    (Translate(fraction=1.0), (1, 8, 8), "translate fraction must be below 1, got 1"),
     (Scale(min=1.2, max=1.1), (1, 8, 8), "scale min 1.2 is larger than max 1.1"),
-    (Scale(min=0, max=1.1), (1, 8, 8), "scale min must be in (0, 10], got 0"),
+    (Scale(min=0, max=1.1), (1, 8, 8), "scale min must be above 0, got 0"),
     (HFlip(), (8, 8), "hflip needs image inputs (C, H, W), but the input has shape (8, 8)"),
 ])
 def test_validation_messages(op, shape, message):

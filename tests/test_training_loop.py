@@ -138,9 +138,10 @@ def test_cli_run_folder_holds_log_model_copy_settings_and_best(tmp_path):
     assert (out / "model.cnn").read_text() == TINY
     settings = json.loads((out / "settings.json").read_text())
     assert settings["network"] == "Tiny" and settings["training"]["epochs"] == 2
+    # the kind and the options it declares (not those of the other kinds)
     assert settings["training"]["optimizer"] == {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False,
-                                                 "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "weight_decay": 0.0,
-                                                 "alpha": 0.99}
+                                                 "weight_decay": 0.0, "dampening": 0.0}
+    assert settings["training"]["schedule"] == {"kind": "constant", "warmup": 0.0}
     assert settings["training"]["checkpoint_best"] == "accuracy"
     assert settings["training"]["early_stopping"]["metric"] == "loss"
     assert settings["parameters"] == {"classes": 3}

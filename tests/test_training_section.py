@@ -80,8 +80,8 @@ def test_full_section():
 }
 """)
     assert c.dataset == "data/my set" and (c.epochs, c.batch, c.seed) == (3, 8, 42)
-    assert c.optimizer == dataclasses.replace(c.optimizer, name="adam", lr=2e-3, beta1=0.8, beta2=0.99, eps=1e-7,
-                                              weight_decay=1e-4)
+    assert (c.optimizer.name, c.optimizer.hyper()) == ("adam", dict(lr=2e-3, beta1=0.8, beta2=0.99, eps=1e-7,
+                                                                   weight_decay=1e-4))
     assert (c.schedule.kind, c.schedule.step_size, c.schedule.gamma, c.schedule.warmup) == ("step", 2, 0.5, 1)
     assert [(l.head, l.kind, l.weight) for l in c.losses] == [("logits", "cross_entropy", 1.0),
                                                               ("box", "smooth_l1", 2.0)]

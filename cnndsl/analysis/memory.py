@@ -73,7 +73,7 @@ def optimizer_copies(config) -> tuple[str, int]:
         return "sgd", 0
     if o.name == "adam":
         return "adam", 2  # exp_avg and exp_avg_sq
-    if o.momentum:
+    if o.options.get("momentum"):  # only the kinds that declare momentum have it
         return "sgd with momentum", 1  # momentum_buffer
     return "sgd", 0
 

@@ -8,9 +8,11 @@ runs it on a batch (the `Pipeline` does that for a list of ops).
     REGISTRY = {"grayscale": Grayscale, "hflip": HFlip, ...}
     make_augmentation("rotate", degrees=10, p=0.5)
 
-Parameter names and defaults follow the model-file schema
-(`cnndsl.frontend.training.AUGMENTATIONS`); `fill` is also accepted by
-`translate` and `scale` (default 0).
+Each class declares its options once, `options` (the op registry's `Attr`: kind, default, range,
+unit, doc; `p` included): `validate` checks values against them, the train section's
+`augment { ... }` lines are checked against them (cnndsl/frontend/training.py), and
+docs/language.md's table is generated from them. The checks that need the input's shape or
+several options (channels, crop size, scale min <= max) are the classes' `_check`.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from cnndsl.ops.registry import REQUIRED, Attr, AttrError, declare
 
 
 class _Kernels:
@@ -41,6 +44,15 @@ def _is_number(v: Any) -> bool:
         and math.isfinite(float(v))
 
 
+def P(default: float) -> Attr:
+    """The probability of applying a step to an image, which every step takes."""
+    return Attr("p", "float", default, "probability of applying it to a sample", minimum=0, maximum=1)
+
+
+def FILL(doc: str) -> Attr:
+    return Attr("fill", "float", 0.0, doc)
+
+
 def _num(v: float) -> str:
     v = float(v)
     return str(int(v)) if v.is_integer() else f"{v:g}"
@@ -55,16 +67,26 @@ class Augmentation:
     """One augmentation step: `name`, `params` (dict, defaults filled) and probability `p`."""
 
     name: ClassVar[str] = ""
-    DEFAULTS: ClassVar[dict[str, Any]] = {}  # every parameter but p, with its default
-    DEFAULT_P: ClassVar[float] = 1.0
+    # every option, p included, in the order documented; the first positional one (else p) may
+    # be written without its name in a .cnn file
+    options: ClassVar[dict[str, Attr]] = declare(P(1.0))
     NEEDS_RGB: ClassVar[bool] = False
+    CHECKS: ClassVar[str] = ""  # what `_check` (and NEEDS_RGB) adds to the options' ranges, for the docs
+    # derived from `options`: every parameter but p with its default, and p's default
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+    DEFAULT_P: ClassVar[float] = 1.0
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls.DEFAULTS = {k: a.default for k, a in cls.options.items() if k != "p"}
+        cls.DEFAULT_P = cls.options["p"].default
 
     def __init__(self, p: float | None = None, **params: Any):
         unknown = sorted(set(params) - set(self.DEFAULTS))
         if unknown:
             known = ", ".join(list(self.DEFAULTS) + ["p"])
             raise TypeError(f"{self.name} has no parameter {', '.join(map(repr, unknown))} (parameters: {known})")
-        missing = [k for k, v in self.DEFAULTS.items() if v is _REQUIRED and k not in params]
+        missing = [k for k, v in self.DEFAULTS.items() if v is REQUIRED and k not in params]
         if missing:
             raise TypeError(f"{self.name} needs {', '.join(missing)}")
         self.params: dict[str, Any] = {**self.DEFAULTS, **params}
@@ -88,35 +110,24 @@ class Augmentation:
         if len(shape) != 3:
             return [f"{self.name} needs image inputs (C, H, W), but the input has shape "
                     f"{tuple(input_shape)}"]
-        if not _is_number(self.p) or not 0.0 <= float(self.p) <= 1.0:
-            problems.append(f"{self.name} p must be a probability between 0 and 1, got {self.p!r}")
+        for key, attr in self.options.items():  # each value against its declaration
+            value = self.p if key == "p" else self.params[key]
+            if value is None and attr.default is None:
+                continue  # random_crop size: the input's
+            try:
+                attr.coerce(value)
+            except AttrError as e:
+                problems.append(f"{self.name} {e}")
+        if problems:
+            return problems  # the rules below read the values
         if self.NEEDS_RGB and shape[0] != 3:
             problems.append(f"{self.name} needs 3 colour channels, but the input is {_shape_text(shape)}")
         problems += self._check(shape)
         return problems
 
     def _check(self, shape: Shape) -> list[str]:
+        """The rules beyond each option's declaration: the input's shape, several options at once."""
         return []
-
-    def _range(self, key: str, lo: float | None = None, hi: float | None = None,
-               lo_open: bool = False, hi_open: bool = False) -> list[str]:
-        v = self.params[key]
-        if not _is_number(v):
-            return [f"{self.name} {key} must be a finite number, got {v!r}"]
-        v = float(v)
-        bad = (lo is not None and (v <= lo if lo_open else v < lo)) or \
-              (hi is not None and (v >= hi if hi_open else v > hi))
-        if not bad:
-            return []
-        left = "" if lo is None else ("(" if lo_open else "[") + _num(lo)
-        right = "" if hi is None else _num(hi) + (")" if hi_open else "]")
-        if lo is not None and hi is not None:
-            want = f"in {left}, {right}"
-        elif lo is not None:
-            want = f"{'above' if lo_open else 'at least'} {_num(lo)}"
-        else:
-            want = f"{'below' if hi_open else 'at most'} {_num(hi)}"
-        return [f"{self.name} {key} must be {want}, got {_num(v)}"]
 
     def output_shape(self, input_shape) -> Shape:
         return tuple(int(d) for d in input_shape)  # type: ignore[return-value]
@@ -140,15 +151,13 @@ class Augmentation:
         return K.draw_flags(indices, int(seed), int(epoch), int(op), float(self.p))
 
 
-_REQUIRED = object()
-
-
 class Grayscale(Augmentation):
     """Replace RGB by its ITU-R BT.601 luma (0.299 R + 0.587 G + 0.114 B) in all three channels."""
 
     name = "grayscale"
-    DEFAULT_P = 0.5
+    options = declare(P(0.5))
     NEEDS_RGB = True
+    CHECKS = "needs 3 channels (an error on a grey input, where it would do nothing)"
 
     def draw(self, indices, seed, epoch, op, shape):
         return self._flags(indices, seed, epoch, op)
@@ -161,7 +170,7 @@ class HFlip(Augmentation):
     """Mirror left-right (x[..., ::-1])."""
 
     name = "hflip"
-    DEFAULT_P = 0.5
+    options = declare(P(0.5))
 
     def draw(self, indices, seed, epoch, op, shape):
         return self._flags(indices, seed, epoch, op)
@@ -199,7 +208,12 @@ class RandomCrop(Augmentation):
     """
 
     name = "random_crop"
-    DEFAULTS = {"size": None, "padding": 0}
+    options = declare(
+        Attr("size", "pair", None, "crop size, S or HxW; must equal the input's HxW (default: that size)",
+             unit="pixels", minimum=1, positional=True),
+        Attr("padding", "int", 0, "zeros added on each side before cropping", unit="pixels", minimum=0),
+        P(1.0))
+    CHECKS = "size must equal the network input's HxW, and fit in the padded input"
 
     def _size(self, shape: Shape) -> tuple[int, int]:
         pair = _size_pair(self.params["size"])
@@ -207,15 +221,8 @@ class RandomCrop(Augmentation):
 
     def _check(self, shape):
         out = []
-        try:
-            sh, sw = self._size(shape)
-        except ValueError as e:
-            return [str(e)]
-        pad = self.params["padding"]
-        if not isinstance(pad, (int, np.integer)) or isinstance(pad, bool) or pad < 0:
-            return [f"random_crop padding must be a whole number >= 0, got {pad!r}"]
-        if sh < 1 or sw < 1:
-            out.append(f"random_crop size must be at least 1, got {sh}x{sw}")
+        sh, sw = self._size(shape)
+        pad = int(self.params["padding"])
         ph, pw = shape[1] + 2 * pad, shape[2] + 2 * pad
         if sh > ph or sw > pw:
             padded = f" padded by {pad} on each side ({ph}x{pw})" if pad else ""
@@ -243,13 +250,18 @@ class ColorJitter(Augmentation):
     applied in a random order, each clamped to [0, 1]. Saturation and hue need RGB."""
 
     name = "color_jitter"
-    DEFAULTS = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
+    options = declare(
+        # as torchvision: any value >= 0, the factor drawn from [max(0, 1-v), 1+v]
+        Attr("brightness", "float", 0.0, "brightness factor drawn from [max(0, 1-b), 1+b]", minimum=0),
+        Attr("contrast", "float", 0.0, "contrast factor drawn from [max(0, 1-c), 1+c]", minimum=0),
+        Attr("saturation", "float", 0.0, "saturation factor drawn from [max(0, 1-s), 1+s] (RGB only)", minimum=0),
+        Attr("hue", "float", 0.0, "hue shift drawn from [-h, h] (fraction of the colour wheel; RGB only)",
+             minimum=0, maximum=0.5),
+        P(1.0))
+    CHECKS = "saturation and hue need 3 channels"
 
     def _check(self, shape):
         out = []
-        for key in ("brightness", "contrast", "saturation"):
-            out += self._range(key, lo=0.0)
-        out += self._range("hue", lo=0.0, hi=0.5)
         if shape[0] != 3:
             for key in ("saturation", "hue"):
                 v = self.params[key]
@@ -272,10 +284,11 @@ class Rotate(Augmentation):
     counter-clockwise), bilinear; uncovered pixels get `fill`."""
 
     name = "rotate"
-    DEFAULTS = {"degrees": _REQUIRED, "fill": 0.0}
-
-    def _check(self, shape):
-        return self._range("degrees", 0.0, 180.0) + self._range("fill")
+    options = declare(
+        Attr("degrees", "float", REQUIRED, "angle drawn from [-d, d]", unit="degrees", minimum=0, maximum=180,
+             positional=True),
+        FILL("value of the pixels rotated in from outside"),
+        P(1.0))
 
     def draw(self, indices, seed, epoch, op, shape):
         return K.draw_rotate(indices, int(seed), int(epoch), int(op), float(self.p),
@@ -290,10 +303,11 @@ class Translate(Augmentation):
     uncovered pixels get `fill`."""
 
     name = "translate"
-    DEFAULTS = {"fraction": _REQUIRED, "fill": 0.0}
-
-    def _check(self, shape):
-        return self._range("fraction", 0.0, 1.0, hi_open=True) + self._range("fill")
+    options = declare(
+        Attr("fraction", "float", REQUIRED, "shift drawn from [-f, f] times the image size per axis",
+             minimum=0, below=1, positional=True),
+        FILL("value of the pixels shifted in from outside"),
+        P(1.0))
 
     def draw(self, indices, seed, epoch, op, shape):
         f = float(self.params["fraction"])
@@ -309,15 +323,16 @@ class Scale(Augmentation):
     uncovered pixels get `fill`."""
 
     name = "scale"
-    DEFAULTS = {"min": 0.9, "max": 1.1, "fill": 0.0}
+    options = declare(
+        Attr("min", "float", 0.9, "smallest zoom factor", above=0, maximum=10),
+        Attr("max", "float", 1.1, "largest zoom factor", above=0, maximum=10),
+        FILL("value of the pixels outside the image when zooming out"),
+        P(1.0))
+    CHECKS = "min <= max"
 
     def _check(self, shape):
-        out = self._range("min", 0.0, 10.0, lo_open=True) + self._range("max", 0.0, 10.0, lo_open=True) \
-            + self._range("fill")
         lo, hi = self.params["min"], self.params["max"]
-        if not out and float(lo) > float(hi):
-            out.append(f"scale min {_num(lo)} is larger than max {_num(hi)}")
-        return out
+        return [f"scale min {_num(lo)} is larger than max {_num(hi)}"] if float(lo) > float(hi) else []
 
     def draw(self, indices, seed, epoch, op, shape):
         return K.draw_scale(indices, int(seed), int(epoch), int(op), float(self.p),

@@ -210,9 +210,9 @@ def augment(file, data, n_images, k_versions, seed, output, load_kwargs):
 
 
 def _step_text(a) -> str:
-    from cnndsl.frontend.training import AUGMENTATIONS
+    from cnndsl.augment.ops import REGISTRY
 
-    order = [o.name for o in AUGMENTATIONS.get(a.kind, ())]
+    order = list(REGISTRY[a.kind].options) if a.kind in REGISTRY else []
     shown = []
     for key, value in sorted(a.params.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99):
         if isinstance(value, tuple):

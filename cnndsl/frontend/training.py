@@ -1,8 +1,14 @@
 """The training section: `train { ... }` and `profile NAME { ... }` -> a frozen TrainingConfig.
 
 Each setting is one line shaped like a layer statement: a keyword, positional
-values, key=value options. The schema below is the single source of truth for
-the names, defaults, units and ranges; docs/language.md documents it.
+values, key=value options. Every option is declared once, with the op registry's
+`Attr` (kind, default, range, unit, doc), beside what implements it: optimizers in
+cnndsl/ops/training/optimizers.py (the optimizer_step op's), schedules in cnndsl/train/schedule.py, augmentations in
+cnndsl/augment/ops.py, a loss's options on its op (cnndsl/ops/training/),
+early stopping and `checkpoint best=` in cnndsl/train/watch.py, and the plain
+settings below (SETTING_OPTIONS). This module only looks them up, checks a file
+against them and reports what does not fit; docs/language.md's option tables are
+generated from the same declarations (cnndsl/docs_gen.py).
 
 A profile overrides settings of the train section: a setting written in the
 profile replaces the same setting of `train` (for `loss` and `metric`, the
@@ -11,50 +17,72 @@ setting of the same head); `augment { ... }` replaces the whole augmentation lis
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Mapping
 
+from cnndsl.augment.ops import REGISTRY as AUGMENTATIONS
 from cnndsl.diagnostics import Diagnostic, Diagnostics, Span, did_you_mean
 from cnndsl.frontend import ast
 from cnndsl.frontend.values import EvalError, Evaluator, show
 from cnndsl.ir.graph import Graph
-from cnndsl.ops.registry import AttrError
+from cnndsl.ops.registry import REQUIRED, Attr, AttrError, declare, defaults, get_op
+from cnndsl.ops.training.optimizers import OPTIMIZERS as OPTIMIZER_DEFS
 from cnndsl.ops.training.optimizers import step_attrs
+from cnndsl.train.schedule import OPTIONS as SCHEDULES
+from cnndsl.train.watch import CHECKPOINT, EARLY_STOPPING, EarlyStopping, watched_names
 
-REQUIRED = object()
+# kind -> its declared options (lr, then the step's hyperparameters), as the checker (and docs_gen, and
+# tests/test_training_options.py) look them up
+OPTIMIZERS: dict[str, dict[str, Attr]] = {kind: declare(d.lr, *d.options) for kind, d in OPTIMIZER_DEFS.items()}
 
 
 # ---- the result ----------------------------------------------------------------
+class _Options:
+    """A kind and its options (every option the kind declares, defaults filled), read as attributes:
+    `cfg.optimizer.lr`, `cfg.schedule.warmup`."""
+
+    def __getattr__(self, key: str):
+        options = self.__dict__.get("options") or {}
+        if key in options:
+            return options[key]
+        raise AttributeError(f"{type(self).__name__} has no option {key!r}")
+
+    def _fill(self, declared: Mapping[str, Attr]) -> None:
+        unknown = set(self.options) - set(declared)
+        if unknown:
+            raise TypeError(f"{self} has no option {', '.join(sorted(unknown))}")
+        object.__setattr__(self, "options", {**defaults(declared), **self.options})
+
+    def record(self) -> dict[str, Any]:
+        """One flat object, as settings.json records it: the kind, then its options."""
+        first = next(iter(self.__dataclass_fields__))  # `name` of an optimizer, `kind` of a schedule
+        return {first: getattr(self, first), **self.options}
+
+    def with_options(self, **changes):
+        """A copy with these options changed; an option the kind does not declare is left out (a
+        command line's --lr, a sweep's momentum on an optimizer without momentum)."""
+        return replace(self, options={**self.options, **{k: v for k, v in changes.items() if k in self.options}})
+
+
 @dataclass(frozen=True)
-class Optimizer:
-    name: str = "sgd"  # sgd | adam | adamw | rmsprop | lion (cnndsl/train/optim.py)
-    lr: float = 0.01
-    momentum: float = 0.0  # sgd, rmsprop
-    nesterov: bool = False  # sgd
-    beta1: float = 0.9  # adam, adamw, lion
-    beta2: float = 0.999  # adam, adamw, lion
-    eps: float = 1e-8  # adam, adamw, rmsprop
-    weight_decay: float = 0.0
-    alpha: float = 0.99  # rmsprop
+class Optimizer(_Options):
+    name: str = "sgd"  # a kind of cnndsl/ops/training/optimizers.py (OPTIMIZERS)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self._fill(OPTIMIZERS[self.name])
 
     def hyper(self) -> dict:
-        """The options its kind declares (OPTIMIZERS), as the optimizer's keyword arguments."""
-        return {o.name: getattr(self, o.name) for o in OPTIMIZERS[self.name]}
+        """The options its kind declares, as the optimizer's keyword arguments."""
+        return dict(self.options)
 
 
 @dataclass(frozen=True)
-class Schedule:
-    kind: str = "constant"  # constant | step | cosine | onecycle | plateau (cnndsl/train/schedule.py)
-    step_size: int = 10  # step: epochs between decays
-    gamma: float = 0.1  # step: factor per decay
-    min_lr: float = 0.0  # cosine: final learning rate; plateau: the floor
-    warmup: float = 0.0  # epochs of linear warmup from 0 to lr (not onecycle)
-    pct_start: float = 0.3  # onecycle: share of the run spent rising
-    div_factor: float = 25.0  # onecycle: it starts at lr / div_factor
-    final_div_factor: float = 1e4  # onecycle: it ends at lr / (div_factor * final_div_factor)
-    factor: float = 0.1  # plateau: applied at each reduction
-    patience: int = 10  # plateau: epochs without improvement before a reduction
-    threshold: float = 1e-4  # plateau: relative improvement that counts
-    metric: str = "loss"  # plateau: the held-out value watched
+class Schedule(_Options):
+    kind: str = "constant"  # a kind of cnndsl/train/schedule.py (SCHEDULES)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self._fill(SCHEDULES[self.kind])
 
 
 @dataclass(frozen=True)
@@ -62,7 +90,7 @@ class Loss:
     head: str
     kind: str  # cross_entropy | pixel_cross_entropy | mse | smooth_l1 | yolo
     weight: float = 1.0
-    # the loss op's own options as written (yolo: noobj, coord, boxes); LOSS_OPTIONS lists them
+    # the loss op's own options as written (yolo: noobj, coord, boxes): its attrs besides head and weight
     options: tuple[tuple[str, Any], ...] = ()
 
 
@@ -73,15 +101,6 @@ class Metric:
 
 
 @dataclass(frozen=True)
-class EarlyStopping:
-    """`early_stopping metric=NAME patience=N [min_delta=D]`: stop when the held-out NAME has not
-    improved by more than D for N epochs in a row (NAME as in metrics.json without `test_`)."""
-    metric: str = "loss"
-    patience: int = 5
-    min_delta: float = 0.0
-
-
-@dataclass(frozen=True)
 class Normalize:
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -89,7 +108,7 @@ class Normalize:
 
 @dataclass(frozen=True)
 class Augmentation:
-    kind: str  # grayscale | hflip | vflip | random_crop | color_jitter | rotate | translate | scale
+    kind: str  # a step of cnndsl/augment/ops.py (AUGMENTATIONS)
     p: float
     params: dict[str, Any] = field(default_factory=dict)  # every option of the kind, defaults filled
 
@@ -97,22 +116,39 @@ class Augmentation:
         return self.params[key]
 
 
+# The plain settings' options (the kinds above declare theirs beside their implementations).
+SETTING_OPTIONS = {
+    "epochs": Attr("epochs", "int", 10, "passes over the training set", minimum=1, maximum=1_000_000),
+    "batch": Attr("batch", "int", 32, "samples per step", minimum=1, maximum=1_000_000),
+    "seed": Attr("seed", "int", 0, "seed of every random choice", minimum=0, maximum=2**32 - 1),
+    "dataset": Attr("dataset", "text", REQUIRED, positional=True),
+    "classes": Attr("classes", "ints", None, "the labels to keep, renumbered 0, 1, ... in the order listed",
+                    minimum=0),
+    "mean": Attr("mean", "floats", REQUIRED, "subtracted per channel"),
+    "std": Attr("std", "floats", REQUIRED, "divides per channel", above=0),
+    "stats": Attr("stats", "bool", True, "frozen batchnorm layers keep their running statistics"),
+    "lr_mult": Attr("lr_mult", "float", REQUIRED, "learning-rate factor of a layer", minimum=0),
+    "path": Attr("path", "text", REQUIRED, "a .safetensors weights file", positional=True),
+    "head": Attr("head", "name", REQUIRED, positional=True),
+}
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     dataset: str | None = None  # a dataset name (`digits`) or a path ("data/shapes")
     # `dataset digits classes=[5, 6, 7, 8, 9]`: keep these labels only, renumbered 0, 1, ... in this order
     dataset_classes: tuple[int, ...] | None = None
-    epochs: int = 10
-    batch: int = 32
-    seed: int = 0
-    optimizer: Optimizer = Optimizer()
-    schedule: Schedule = Schedule()
+    epochs: int = SETTING_OPTIONS["epochs"].default
+    batch: int = SETTING_OPTIONS["batch"].default
+    seed: int = SETTING_OPTIONS["seed"].default
+    optimizer: Optimizer = field(default_factory=Optimizer)
+    schedule: Schedule = field(default_factory=Schedule)
     losses: tuple[Loss, ...] = ()
     metrics: tuple[Metric, ...] = ()
     normalize: Normalize | None = None
     augment: tuple[Augmentation, ...] = ()
     freeze: tuple[str, ...] = ()  # layer names or instance prefixes, as written
-    freeze_stats: bool = True  # frozen batchnorm layers also keep their running statistics
+    freeze_stats: bool = SETTING_OPTIONS["stats"].default  # frozen batchnorm layers also keep their statistics
     lr_mult: dict[str, float] = field(default_factory=dict)  # layer name or prefix -> learning-rate factor
     # transfer learning: `init from "weights.safetensors"` (by layer name and shape), `reinit LAYER...`
     init_from: str | None = None  # a weights file, as written (resolved by cnndsl.tasks.transfer)
@@ -145,207 +181,22 @@ def select_nodes(graph: Graph, names) -> list[str]:
     return [n for n in graph.topo_order() if any(_matches(graph, name, n) for name in names)]
 
 
-# ---- the schema ---------------------------------------------------------------
-@dataclass(frozen=True)
-class Opt:
-    """One value of a setting. kind: int | float | bool | word | text | floats | ints | pair."""
-
-    name: str
-    kind: str
-    default: Any = REQUIRED
-    doc: str = ""
-    unit: str = ""
-    minimum: float | None = None
-    maximum: float | None = None
-    above: float | None = None  # exclusive lower bound
-    below: float | None = None  # exclusive upper bound
-    choices: tuple[str, ...] = ()
-    positional: bool = False
-
-    def check(self, v: Any) -> Any:
-        k = self.kind
-        if k == "int":
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v):
-                raise ValueError(f"{self.name} takes a whole number, got {_desc(v)}")
-            v = int(v)
-        elif k == "float":
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ValueError(f"{self.name} takes a number, got {_desc(v)}")
-            v = float(v)
-        elif k == "bool":
-            if not isinstance(v, bool):
-                raise ValueError(f"{self.name} takes true or false, got {_desc(v)}")
-        elif k == "word":
-            if not isinstance(v, str) or (self.choices and v not in self.choices):
-                hint = did_you_mean(v, self.choices) if isinstance(v, str) else None
-                msg = f"{self.name} takes one of {', '.join(self.choices)}, got {_desc(v)}" if self.choices \
-                    else f"{self.name} takes a name, got {_desc(v)}"
-                raise ValueError(msg + (f"; {hint}" if hint else ""))
-        elif k == "text":
-            if not isinstance(v, str):
-                raise ValueError(f"{self.name} takes a name or a \"quoted path\", got {_desc(v)}")
-        elif k == "floats":
-            items = v if isinstance(v, tuple) else (v,)
-            if not items or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in items):
-                raise ValueError(f"{self.name} takes a number or a list [a, b, c], got {_desc(v)}")
-            v = tuple(float(x) for x in items)
-        elif k == "ints":
-            items = v if isinstance(v, tuple) else (v,)
-            if not items or any(isinstance(x, bool) or not isinstance(x, (int, float)) or float(x) != int(x)
-                                for x in items):
-                raise ValueError(f"{self.name} takes a whole number or a list [a, b, c], got {_desc(v)}")
-            v = tuple(int(x) for x in items)
-            if len(set(v)) != len(v):
-                raise ValueError(f"{self.name} lists a value twice: {show(v)}")
-        elif k == "pair":
-            if isinstance(v, tuple) and len(v) == 2 and all(
-                    isinstance(x, int) and not isinstance(x, bool) for x in v):
-                pass
-            elif isinstance(v, int) and not isinstance(v, bool):
-                v = (v, v)
-            else:
-                raise ValueError(f"{self.name} takes a whole number or HxW, got {_desc(v)}")
-        for x in (v if isinstance(v, tuple) else (v,)):
-            if isinstance(x, (int, float)) and not isinstance(x, bool):
-                self._range(x)
-        return v
-
-    def _range(self, x: float) -> None:
-        unit = f" {self.unit}" if self.unit else ""
-        if self.minimum is not None and x < self.minimum:
-            raise ValueError(f"{self.name} must be at least {_num(self.minimum)}{unit}, got {_num(x)}")
-        if self.maximum is not None and x > self.maximum:
-            raise ValueError(f"{self.name} must be at most {_num(self.maximum)}{unit}, got {_num(x)}")
-        if self.above is not None and x <= self.above:
-            raise ValueError(f"{self.name} must be above {_num(self.above)}{unit}, got {_num(x)}")
-        if self.below is not None and x >= self.below:
-            raise ValueError(f"{self.name} must be below {_num(self.below)}{unit}, got {_num(x)}")
-
-
-def _num(x: float) -> str:
-    return show(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
-
-
+# ---- what the settings look up ---------------------------------------------------------
 def _desc(v: Any) -> str:
     return f"'{v}'" if isinstance(v, str) else show(v)
 
 
-DATASET_CLASSES = Opt("classes", "ints", None, "the labels to keep, renumbered 0, 1, ... in the order listed",
-                      minimum=0)
-
-P = lambda default: Opt("p", "float", default, "probability of applying it to a sample", minimum=0, maximum=1)  # noqa: E731
-
-OPTIMIZERS: dict[str, tuple[Opt, ...]] = {
-    "sgd": (
-        Opt("lr", "float", 0.01, "learning rate", above=0),
-        Opt("momentum", "float", 0.0, "momentum factor", minimum=0, below=1),
-        Opt("nesterov", "bool", False, "Nesterov momentum"),
-        Opt("weight_decay", "float", 0.0, "L2 penalty added to the gradient", minimum=0),
-    ),
-    "adam": (
-        Opt("lr", "float", 0.001, "learning rate", above=0),
-        Opt("beta1", "float", 0.9, "decay of the first-moment average", minimum=0, below=1),
-        Opt("beta2", "float", 0.999, "decay of the second-moment average", minimum=0, below=1),
-        Opt("eps", "float", 1e-8, "added to the denominator", above=0),
-        Opt("weight_decay", "float", 0.0, "L2 penalty added to the gradient", minimum=0),
-    ),
-    "adamw": (
-        Opt("lr", "float", 0.001, "learning rate", above=0),
-        Opt("beta1", "float", 0.9, "decay of the first-moment average", minimum=0, below=1),
-        Opt("beta2", "float", 0.999, "decay of the second-moment average", minimum=0, below=1),
-        Opt("eps", "float", 1e-8, "added to the denominator", above=0),
-        Opt("weight_decay", "float", 0.01, "decoupled decay: weights shrink by lr * weight_decay per step",
-            minimum=0),
-    ),
-    "rmsprop": (
-        Opt("lr", "float", 0.01, "learning rate", above=0),
-        Opt("alpha", "float", 0.99, "decay of the squared-gradient average", minimum=0, below=1),
-        Opt("eps", "float", 1e-8, "added to the denominator", above=0),
-        Opt("momentum", "float", 0.0, "momentum factor", minimum=0, below=1),
-        Opt("weight_decay", "float", 0.0, "L2 penalty added to the gradient", minimum=0),
-    ),
-    "lion": (
-        Opt("lr", "float", 0.0001, "learning rate (typically 3-10x smaller than AdamW's)", above=0),
-        Opt("beta1", "float", 0.9, "interpolation of momentum and gradient for the update's sign",
-            minimum=0, below=1),
-        Opt("beta2", "float", 0.99, "decay of the momentum", minimum=0, below=1),
-        Opt("weight_decay", "float", 0.0, "decoupled decay: weights shrink by lr * weight_decay per step",
-            minimum=0),
-    ),
-}
-
-WARMUP = Opt("warmup", "float", 0.0, "epochs of linear warmup from 0 to lr (may be fractional)", "epochs",
-             minimum=0)
-SCHEDULES: dict[str, tuple[Opt, ...]] = {
-    "constant": (WARMUP,),
-    "step": (Opt("step_size", "int", 10, "epochs between decays", "epochs", minimum=1),
-             Opt("gamma", "float", 0.1, "factor applied to lr at each decay", above=0, maximum=1), WARMUP),
-    "cosine": (Opt("min_lr", "float", 0.0, "learning rate at the last epoch", minimum=0), WARMUP),
-    "onecycle": (Opt("pct_start", "float", 0.3, "share of the run spent rising to lr", above=0, below=1),
-                 Opt("div_factor", "float", 25.0, "the run starts at lr / div_factor", minimum=1),
-                 Opt("final_div_factor", "float", 1e4, "the run ends at lr / (div_factor * final_div_factor)",
-                     minimum=1)),
-    "plateau": (Opt("factor", "float", 0.1, "applied to lr at each reduction", above=0, below=1),
-                Opt("patience", "int", 10, "epochs without improvement before a reduction", "epochs", minimum=0,
-                    maximum=1_000_000),
-                Opt("threshold", "float", 1e-4, "relative improvement of the best value that counts", minimum=0),
-                Opt("metric", "word", "loss", "the held-out value watched: loss, or a metric of the `metric` "
-                    "lines (accuracy, ...)"),
-                Opt("min_lr", "float", 0.0, "the reductions stop there", minimum=0), WARMUP),
-}
-
-AUGMENTATIONS: dict[str, tuple[Opt, ...]] = {
-    "grayscale": (P(0.5),),
-    "hflip": (P(0.5),),
-    "vflip": (P(0.5),),
-    "random_crop": (
-        Opt("size", "pair", None, "crop size, S or HxW; must equal the input's HxW (default: that size)",
-            "pixels", minimum=1, positional=True),
-        Opt("padding", "int", 0, "zeros added on each side before cropping", "pixels", minimum=0),
-        P(1.0),
-    ),
-    "color_jitter": (
-        # as torchvision: any value >= 0, the factor drawn from [max(0, 1-v), 1+v]
-        Opt("brightness", "float", 0.0, "brightness factor drawn from [max(0, 1-b), 1+b]", minimum=0),
-        Opt("contrast", "float", 0.0, "contrast factor drawn from [max(0, 1-c), 1+c]", minimum=0),
-        Opt("saturation", "float", 0.0, "saturation factor drawn from [max(0, 1-s), 1+s] (RGB only)",
-            minimum=0),
-        Opt("hue", "float", 0.0, "hue shift drawn from [-h, h] (fraction of the colour wheel; RGB only)",
-            minimum=0, maximum=0.5),
-        P(1.0),
-    ),
-    "rotate": (
-        Opt("degrees", "float", REQUIRED, "angle drawn from [-d, d]", "degrees", minimum=0, maximum=180,
-            positional=True),
-        Opt("fill", "float", 0.0, "value of the pixels rotated in from outside"),
-        P(1.0),
-    ),
-    "translate": (
-        Opt("fraction", "float", REQUIRED, "shift drawn from [-f, f] times the image size per axis",
-            minimum=0, below=1, positional=True),
-        Opt("fill", "float", 0.0, "value of the pixels shifted in from outside"),
-        P(1.0),
-    ),
-    "scale": (
-        Opt("min", "float", 0.9, "smallest zoom factor", above=0, maximum=10),
-        Opt("max", "float", 1.1, "largest zoom factor", above=0, maximum=10),
-        Opt("fill", "float", 0.0, "value of the pixels outside the image when zooming out"),
-        P(1.0),
-    ),
-}
 # Rules that depend on the input (channels, crop size) and between options (scale min <= max) live
 # in cnndsl.augment (Augmentation.validate / Pipeline.problems); the checker maps them to spans.
 FLIPS = ("hflip", "vflip")
 
-LOSSES: dict[str, int | None] = {  # loss -> rank of the head it needs (None: any)
+LOSSES: dict[str, int | None] = {  # loss -> rank of the head it needs (None: any); options: the op's attrs
     "cross_entropy": 1,
     "pixel_cross_entropy": 3,
     "mse": None,
     "smooth_l1": None,
     "yolo": 3,  # a YOLO-style detection grid (cnndsl/ops/training/yolo_loss.py)
 }
-# options of a loss besides weight=, per kind (defaults as the op declares them)
-LOSS_OPTIONS: dict[str, dict[str, "Opt"]] = {}
 METRICS: dict[str, int | None] = {
     "accuracy": 1,
     "top5": 1,
@@ -357,15 +208,13 @@ METRICS: dict[str, int | None] = {
     "map50": 3,  # a YOLO-style detection grid: mAP at IoU 0.5 (cnndsl.tasks.detection)
 }
 
-def _loss_options() -> dict[str, dict[str, "Opt"]]:
-    """The options of each loss op besides weight (declared by the op, e.g. yolo's noobj, coord, boxes)."""
-    if not LOSS_OPTIONS:
-        from cnndsl.ops.training.yolo_loss import OPTIONS
 
-        kinds = {"float": "float", "int": "int"}
-        LOSS_OPTIONS["yolo"] = {a.name: Opt(a.name, kinds[a.kind], None if a.name == "boxes" else a.default, a.doc,
-                                    minimum=a.minimum) for a in OPTIONS}
-    return LOSS_OPTIONS
+def loss_options(kind: str) -> dict[str, Attr]:
+    """The options `loss HEAD KIND` takes: the loss op's attrs but its head (weight first). yolo's
+    `boxes` defaults to what the network says (TrainingBuilder.yolo_layout), so None here."""
+    op = get_op(kind)
+    attrs = [a for a in op.attrs if a.name != "head"] if op is not None else []
+    return declare(*(replace(a, default=None) if (kind, a.name) == ("yolo", "boxes") else a for a in attrs))
 
 
 SETTINGS: dict[str, str] = {  # setting -> how it is written (for did-you-mean and docs)
@@ -373,8 +222,8 @@ SETTINGS: dict[str, str] = {  # setting -> how it is written (for did-you-mean a
     "epochs": "epochs N",
     "batch": "batch N",
     "seed": "seed N",
-    "optimizer": "optimizer sgd|adam|adamw|rmsprop|lion key=value...",
-    "schedule": "schedule constant|step|cosine|onecycle|plateau key=value...",
+    "optimizer": f"optimizer {'|'.join(OPTIMIZERS)} key=value...",
+    "schedule": f"schedule {'|'.join(SCHEDULES)} key=value...",
     "loss": "loss HEAD KIND [weight=W] [yolo: noobj=N coord=C boxes=B]",
     "metric": "metric HEAD KIND...",
     "normalize": "normalize mean=M std=S",
@@ -385,41 +234,6 @@ SETTINGS: dict[str, str] = {  # setting -> how it is written (for did-you-mean a
     "reinit": "reinit LAYER...",
     "early_stopping": "early_stopping metric=NAME patience=N [min_delta=D]",
     "checkpoint": "checkpoint best=METRIC",
-}
-# Which direction is better for a metric watched by early_stopping / checkpoint best= (the
-# others: higher is better). `loss` is the held-out loss; `train_loss` the training loss.
-LOWER_IS_BETTER = ("loss", "train_loss", "mae", "mse")
-EARLY_STOPPING = {
-    "metric": Opt("metric", "word", "loss", "the held-out value watched: loss, or a metric of the `metric` lines "
-                  "(accuracy, map50, ...)"),
-    "patience": Opt("patience", "int", 5, "epochs without improvement before stopping", "epochs", minimum=1,
-                    maximum=1_000_000),
-    "min_delta": Opt("min_delta", "float", 0.0, "smallest change that counts as an improvement", minimum=0),
-}
-CHECKPOINT = {
-    "best": Opt("best", "word", REQUIRED, "the held-out value whose best epoch's weights go to best.safetensors"),
-}
-
-
-def watched_names(metrics, losses) -> list[str]:
-    """What early_stopping and checkpoint best= may watch: the held-out loss, the training loss
-    and every declared metric (by its kind, and HEAD_KIND)."""
-    names = ["loss", "train_loss"]
-    if any(loss.kind in ("cross_entropy", "pixel_cross_entropy") for loss in losses):
-        names.append("accuracy")
-    for m in metrics:
-        for n in (m.kind, f"{m.head}_{m.kind}"):
-            if n not in names:
-                names.append(n)
-    return names
-
-
-def lower_is_better(name: str) -> bool:
-    return name in LOWER_IS_BETTER or any(name.endswith("_" + k) for k in ("mae", "mse"))
-_SCALARS = {
-    "epochs": Opt("epochs", "int", 10, "passes over the training set", minimum=1, maximum=1_000_000),
-    "batch": Opt("batch", "int", 32, "samples per step", minimum=1, maximum=1_000_000),
-    "seed": Opt("seed", "int", 0, "seed of every random choice", minimum=0, maximum=2**32 - 1),
 }
 
 
@@ -503,43 +317,30 @@ class TrainingBuilder:
             raise _Fail
         cfg["spans"][name if name not in ("loss", "metric") else f"{name}:{self._head_name(s)}"] = s.span
         if name == "dataset":
-            (v,), opts = self.values(s, [Opt("dataset", "text", REQUIRED, positional=True)],
-                                     {"classes": DATASET_CLASSES})
+            (v,), opts = self.values(s, [SETTING_OPTIONS["dataset"]], {"classes": SETTING_OPTIONS["classes"]})
             cfg["dataset"] = v
             if "classes" in opts:
                 cfg["dataset_classes"] = opts["classes"]
-        elif name in _SCALARS:
-            (v,), _ = self.values(s, [replace(_SCALARS[name], default=REQUIRED, positional=True)], {})
+        elif name in ("epochs", "batch", "seed"):
+            (v,), _ = self.values(s, [replace(SETTING_OPTIONS[name], default=REQUIRED, positional=True)], {})
             cfg[name] = v
         elif name == "optimizer":
             kind, opts = self.kind_and_options(s, "optimizer", OPTIMIZERS)
-            cfg["optimizer"] = Optimizer(name=kind, **opts)
+            cfg["optimizer"] = Optimizer(kind, opts)
             try:  # what no single option's range says (nesterov needs a momentum): the optimizer's own check
-                step_attrs(kind, **{k: v for k, v in cfg["optimizer"].hyper().items() if k != "lr"})
+                step_attrs(kind, **{k: v for k, v in opts.items() if k != "lr"})
             except AttrError as e:
                 self.error(f"optimizer {kind}: {e}", s.span, code="bad-setting")
                 raise _Fail from None
         elif name == "schedule":
             kind, opts = self.kind_and_options(s, "schedule", SCHEDULES)
-            cfg["schedule"] = Schedule(kind=kind, **opts)
+            cfg["schedule"] = Schedule(kind, opts)
         elif name == "loss":
-            head_opt = Opt("head", "word", REQUIRED, positional=True)
-            kind_opt = Opt("kind", "word", REQUIRED, choices=tuple(LOSSES), positional=True)
-            written = s.args[1].value.name if (len(s.args) > 1 and s.args[1].key is None
-                                               and isinstance(s.args[1].value, ast.Name)) else None
-            extra = _loss_options().get(written, {})
-            (head, kind), opts = self.values(s, [head_opt, kind_opt],
-                                             {"weight": Opt("weight", "float", 1.0, minimum=0), **extra},
-                                             what=f"loss {written}" if extra else None)
-            self.check_head(s, head, kind, LOSSES[kind], "loss")
-            if kind == "yolo":
-                self.yolo_layout(s, head, opts)
-            losses.append(Loss(head, kind, opts["weight"], tuple((k, opts[k]) for k in extra)))
+            losses.append(self.loss(s))
         elif name == "metric":
             self.metric(s, metrics)
         elif name == "normalize":
-            _, opts = self.values(s, [], {"mean": Opt("mean", "floats", REQUIRED),
-                                          "std": Opt("std", "floats", REQUIRED, above=0)})
+            _, opts = self.values(s, [], {k: SETTING_OPTIONS[k] for k in ("mean", "std")})
             self.check_channels(s, opts)
             cfg["normalize"] = Normalize(opts["mean"], opts["std"])
         elif name == "augment":
@@ -558,6 +359,20 @@ class TrainingBuilder:
         elif name == "checkpoint":
             _, opts = self.values(s, [], CHECKPOINT)
             cfg["checkpoint_best"] = opts["best"]
+
+    def loss(self, s: ast.Setting) -> Loss:
+        """`loss HEAD KIND [options]`: the options are the loss op's attrs (weight, yolo's noobj...)."""
+        kind_opt = Attr("kind", "enum", REQUIRED, choices=tuple(LOSSES), positional=True)
+        written = s.args[1].value.name if (len(s.args) > 1 and s.args[1].key is None
+                                           and isinstance(s.args[1].value, ast.Name)) else None
+        options = loss_options(written if written in LOSSES else "cross_entropy")
+        extra = [k for k in options if k != "weight"]
+        (head, kind), opts = self.values(s, [SETTING_OPTIONS["head"], kind_opt], options,
+                                         what=f"loss {written}" if extra else None)
+        self.check_head(s, head, kind, LOSSES[kind], "loss")
+        if kind == "yolo":
+            self.yolo_layout(s, head, opts)
+        return Loss(head, kind, opts["weight"], tuple((k, opts[k]) for k in extra))
 
     def check_double_softmax(self, losses: list[Loss], spans: dict) -> None:
         """A head that ends in softmax, trained with a cross-entropy loss (which applies its own
@@ -615,7 +430,7 @@ class TrainingBuilder:
         return "?"
 
     # -- values -------------------------------------------------------------------
-    def values(self, s: ast.Setting, positional: list[Opt], options: dict[str, Opt], what: str | None = None):
+    def values(self, s: ast.Setting, positional: list[Attr], options: Mapping[str, Attr], what: str | None = None):
         """(positional values, {option: value}) of a setting, checked; raises _Fail after reporting.
 
         A positional value may also be written as key=value (`rotate degrees=10`)."""
@@ -663,7 +478,7 @@ class TrainingBuilder:
                     ok = False
                     continue
             try:
-                given[opt.name] = opt.check(v)
+                given[opt.name] = opt.coerce(v)
             except ValueError as e:
                 self.error(str(e), a.span, code="bad-value")
                 given[opt.name] = None
@@ -685,7 +500,7 @@ class TrainingBuilder:
             raise _Fail
         return [given[o.name] for o in positional], {k: given[k] for k in options}
 
-    def kind_and_options(self, s: ast.Setting, what: str, table: dict[str, tuple[Opt, ...]]):
+    def kind_and_options(self, s: ast.Setting, what: str, table: Mapping[str, Mapping[str, Attr]]):
         if not s.args or s.args[0].key is not None:
             self.error(f"{what} needs a kind: {' | '.join(table)}", s.span,
                        help=f"for example `{what} {next(iter(table))}`", code="missing-option")
@@ -702,9 +517,8 @@ class TrainingBuilder:
             self.error(f"unknown {what} {_desc(kind)}", first.span, help=hint or f"{what}s: {', '.join(table)}",
                        code="unknown-kind")
             raise _Fail
-        opts = {o.name: o for o in table[kind]}
         sub = ast.Setting(s.name, s.args[1:], s.span, s.name_span)
-        _, values = self.values(sub, [], opts, what=f"{what} {kind}")
+        _, values = self.values(sub, [], table[kind], what=f"{what} {kind}")
         return kind, values
 
     # -- checks against the graph ------------------------------------------------------
@@ -765,9 +579,8 @@ class TrainingBuilder:
             self.error("metric needs a head and a kind", s.span, help="for example `metric logits accuracy`",
                        code="missing-option")
             raise _Fail
-        head_opt = Opt("head", "word", REQUIRED, positional=True)
-        (head,), _ = self.values(ast.Setting(s.name, s.args[:1], s.span, s.name_span), [head_opt], {})
-        kind_opt = Opt("metric", "word", REQUIRED, choices=tuple(METRICS), positional=True)
+        (head,), _ = self.values(ast.Setting(s.name, s.args[:1], s.span, s.name_span), [SETTING_OPTIONS["head"]], {})
+        kind_opt = Attr("metric", "enum", REQUIRED, choices=tuple(METRICS), positional=True)
         bad = False
         for a in s.args[1:]:
             try:
@@ -832,8 +645,8 @@ class TrainingBuilder:
 
     def augmentation(self, a: ast.Setting) -> Augmentation:
         """One augment line checked against the schema (names, kinds, ranges of single options)."""
-        spec = AUGMENTATIONS.get(a.name)
-        if spec is None:
+        step = AUGMENTATIONS.get(a.name)
+        if step is None:
             hint = did_you_mean(a.name, AUGMENTATIONS)
             self.error(f"unknown augmentation '{a.name}'", a.name_span,
                        help=hint or f"augmentations: {', '.join(AUGMENTATIONS)}", code="unknown-augmentation")
@@ -841,6 +654,7 @@ class TrainingBuilder:
         if a.children is not None:
             self.error(f"{a.name} takes no {{ ... }} block", a.span, code="bad-setting")
             raise _Fail
+        spec = step.options.values()
         first = ([o for o in spec if o.positional] or [o for o in spec if o.name == "p"])[0]
         pos, opts = self.values(a, [first], {o.name: o for o in spec if o is not first})
         opts[first.name] = pos[0]
@@ -951,7 +765,7 @@ class TrainingBuilder:
                     bad = True
             elif a.key == "stats":
                 try:
-                    stats = Opt("stats", "bool", True).check(Evaluator(self.params).value(a.value))
+                    stats = SETTING_OPTIONS["stats"].coerce(Evaluator(self.params).value(a.value))
                 except (ValueError, EvalError) as e:
                     if str(e):
                         self.error(str(e), a.span, code="bad-value")
@@ -998,8 +812,7 @@ class TrainingBuilder:
         if args and args[0].key is None and isinstance(args[0].value, ast.Name) and args[0].value.name == "from":
             args = args[1:]
         sub = ast.Setting(s.name, args, s.span, s.name_span)
-        (path,), _ = self.values(sub, [Opt("path", "text", REQUIRED, "a .safetensors weights file",
-                                           positional=True)], {}, what="init from")
+        (path,), _ = self.values(sub, [SETTING_OPTIONS["path"]], {}, what="init from")
         if not path:
             self.error("init from needs a weights file", s.span, help='for example `init from "runs/pretrain/'
                        'weights.safetensors"`', code="missing-option")
@@ -1027,7 +840,7 @@ class TrainingBuilder:
         names: list[tuple[str, Span]] = []
         values: dict[str, float] = {}
         bad = False
-        opt = Opt("lr_mult", "float", REQUIRED, minimum=0)
+        opt = SETTING_OPTIONS["lr_mult"]
         for a in s.args:
             if a.key is None:
                 self.error("lr_mult takes LAYER=FACTOR pairs", a.span, help="for example `lr_mult c1=0.1 c2=0`",
@@ -1035,7 +848,7 @@ class TrainingBuilder:
                 bad = True
                 continue
             try:
-                values[a.key] = opt.check(Evaluator(self.params).value(a.value))
+                values[a.key] = opt.coerce(Evaluator(self.params).value(a.value))
                 names.append((a.key, a.key_span or a.span))
             except (ValueError, EvalError) as e:
                 if str(e):

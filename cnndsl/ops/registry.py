@@ -1,5 +1,11 @@
 """The op registry: the one place where an op declares everything about itself.
 
+`Attr` is also the one declaration of every option of the language outside the layers: the
+training section's optimizers (cnndsl/ops/training/optimizers.py), schedules (cnndsl/train/schedule.py),
+augmentations (cnndsl/augment/ops.py), losses (their ops' attrs), early stopping
+(cnndsl/train/watch.py) and the plain settings (cnndsl/frontend/training.py) declare theirs with
+it beside their implementation, and the frontend checks what a file writes against them.
+
 An `OpDef` holds an op's options (name, kind, default, doc, range check), its
 input arity, its shape rule, its parameter and FLOP counts, its receptive-field
 window, its gradient rule and (filled by the backends) its kernels per backend.
@@ -9,6 +15,8 @@ calls `register(...)`; stages look ops up with `get_op(name)`.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -35,6 +43,12 @@ class Attr:
       enum     one word out of `choices`           `mode=nearest`
       name     a node or parameter name (internal ops of the training graph)
       shape    F or CxHxW, positive whole numbers  `shape=3x32x32` -> (3, 32, 32)
+      text     a name or a "quoted path"           `dataset "data/shapes"`
+      floats   one number or a list of numbers     `mean=[0.49, 0.48, 0.45]` -> (0.49, 0.48, 0.45)
+      ints     one whole number or a list of distinct ones   `classes=[5, 6]` -> (5, 6)
+
+    A range violation names the option and its unit (`patience must be at least 1 epochs, got 0`);
+    a number must be finite.
     """
 
     name: str
@@ -63,29 +77,53 @@ class Attr:
         return result
 
     def _check_range(self, v: float) -> None:
+        unit = f" {self.unit}" if self.unit else ""
         if self.minimum is not None and v < self.minimum:
-            raise AttrError(f"{self.name} must be at least {_num(self.minimum)}, got {_num(v)}")
+            raise AttrError(f"{self.name} must be at least {_num(self.minimum)}{unit}, got {_num(v)}")
         if self.below is not None and v >= self.below:
-            raise AttrError(f"{self.name} must be below {_num(self.below)}, got {_num(v)}")
+            raise AttrError(f"{self.name} must be below {_num(self.below)}{unit}, got {_num(v)}")
         if self.above is not None and v <= self.above:
-            raise AttrError(f"{self.name} must be above {_num(self.above)}, got {_num(v)}")
+            raise AttrError(f"{self.name} must be above {_num(self.above)}{unit}, got {_num(v)}")
         if self.maximum is not None and v > self.maximum:
-            raise AttrError(f"{self.name} must be at most {_num(self.maximum)}, got {_num(v)}")
+            raise AttrError(f"{self.name} must be at most {_num(self.maximum)}{unit}, got {_num(v)}")
+
+
+def declare(*attrs: Attr) -> dict[str, Attr]:
+    """The options of one thing (an optimizer, a schedule kind, an augmentation, a setting) by name,
+    in the order written (which is also the order of positional values and of the docs)."""
+    out: dict[str, Attr] = {}
+    for a in attrs:
+        if a.name in out:
+            raise ValueError(f"option {a.name!r} declared twice")
+        out[a.name] = a
+    return out
+
+
+def defaults(options: dict[str, Attr]) -> dict[str, Any]:
+    """{name: default} of declared options (REQUIRED ones included, as REQUIRED)."""
+    return {name: a.default for name, a in options.items()}
 
 
 def _num(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
+def _is_number(v: Any) -> bool:
+    # numbers.Real admits NumPy scalars (the Python API of augment passes them); bool is no number here
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
 def _as_int(attr: Attr, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v):
+    if not _is_number(v) or not math.isfinite(float(v)) or float(v) != int(v):
         raise AttrError(f"{attr.name} takes a whole number, got {_show(v)}")
     return int(v)
 
 
 def _as_float(attr: Attr, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+    if not _is_number(v):
         raise AttrError(f"{attr.name} takes a number, got {_show(v)}")
+    if not math.isfinite(float(v)):
+        raise AttrError(f"{attr.name} takes a finite number, got {_show(v)}")
     return float(v)
 
 
@@ -98,7 +136,7 @@ def _as_bool(attr: Attr, v: Any) -> bool:
 def _as_pair(attr: Attr, v: Any) -> tuple[int, int]:
     if isinstance(v, tuple):
         if len(v) != 2:
-            raise AttrError(f"{attr.name} takes one number or HxW, got {_show(v)}")
+            raise AttrError(f"{attr.name} takes a whole number or HxW, got {_show(v)}")
         return (_as_int(attr, v[0]), _as_int(attr, v[1]))
     n = _as_int(attr, v)
     return (n, n)
@@ -130,6 +168,29 @@ def _as_shape(attr: Attr, v: Any) -> tuple[int, ...]:
     return tuple(_as_int(attr, x) for x in v)
 
 
+def _as_text(attr: Attr, v: Any) -> str:
+    if not isinstance(v, str):
+        raise AttrError(f"{attr.name} takes a name or a \"quoted path\", got {_show(v)}")
+    return v
+
+
+def _as_floats(attr: Attr, v: Any) -> tuple[float, ...]:
+    items = v if isinstance(v, tuple) else (v,)
+    if not items or not all(_is_number(x) for x in items):
+        raise AttrError(f"{attr.name} takes a number or a list [a, b, c], got {_show(v)}")
+    return tuple(_as_float(attr, x) for x in items)
+
+
+def _as_ints(attr: Attr, v: Any) -> tuple[int, ...]:
+    items = v if isinstance(v, tuple) else (v,)
+    if not items or not all(_is_number(x) and float(x) == int(x) for x in items):
+        raise AttrError(f"{attr.name} takes a whole number or a list [a, b, c], got {_show(v)}")
+    out = tuple(int(x) for x in items)
+    if len(set(out)) != len(out):
+        raise AttrError(f"{attr.name} lists a value twice: {_show(v)}")
+    return out
+
+
 def _as_enum(attr: Attr, v: Any) -> str:
     if not isinstance(v, str) or v not in attr.choices:
         hint = did_you_mean(str(v), attr.choices) if isinstance(v, str) else None
@@ -142,10 +203,12 @@ def _show(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, tuple):
-        return "x".join(_show(x) for x in v)
+        if len(v) > 1 and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v):
+            return "x".join(str(x) for x in v)  # a size, as written: 3x32x32
+        return "[" + ", ".join(_show(x) for x in v) + "]"
     if isinstance(v, str):
         return f"'{v}'"
-    return _num(v) if isinstance(v, (int, float)) else repr(v)
+    return _num(v) if _is_number(v) else repr(v)
 
 
 _COERCE: dict[str, Callable[[Attr, Any], Any]] = {
@@ -157,6 +220,9 @@ _COERCE: dict[str, Callable[[Attr, Any], Any]] = {
     "enum": _as_enum,
     "name": _as_name,
     "shape": _as_shape,
+    "text": _as_text,
+    "floats": _as_floats,
+    "ints": _as_ints,
 }
 
 

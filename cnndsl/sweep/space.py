@@ -23,16 +23,27 @@ from typing import Any
 
 from cnndsl.diagnostics import CnnError, Diagnostic, Span, did_you_mean
 from cnndsl.frontend import ast
+from cnndsl.frontend.training import OPTIMIZERS, SETTING_OPTIONS
 from cnndsl.frontend.values import LIMIT, SPACE_FUNCTIONS, EvalError, Evaluator, parse_define, show
+from cnndsl.ops.registry import Attr
 
 CLI_SPAN = Span("<command line>", 0, 0)
 
-# Training settings `--space` may sweep directly: name -> (what it sets, low bound, low open, high, high open)
+
+
+def _knob(what: str, a: Attr) -> tuple[str, str, float, bool, float | None, bool]:
+    """(what it sets, kind, low bound, low open, high bound, high open) from the option's declaration."""
+    low, low_open = (a.minimum, False) if a.minimum is not None else (a.above, True)
+    top, top_open = (a.maximum, False) if a.maximum is not None else (a.below, a.below is not None)
+    return what, a.kind, low, low_open, top, top_open
+
+
+# Training settings `--space` may sweep directly, their ranges as the train section declares them
 TRAINING_KNOBS: dict[str, tuple[str, str, float, bool, float | None, bool]] = {
-    "lr": ("the optimizer's learning rate", "float", 0.0, True, None, False),
-    "batch": ("the batch size", "int", 1, False, 10**6, False),
-    "weight_decay": ("the optimizer's weight decay", "float", 0.0, False, None, False),
-    "momentum": ("SGD's momentum", "float", 0.0, False, 1.0, True),
+    "lr": _knob("the optimizer's learning rate", OPTIMIZERS["sgd"]["lr"]),
+    "batch": _knob("the batch size", SETTING_OPTIONS["batch"]),
+    "weight_decay": _knob("the optimizer's weight decay", OPTIMIZERS["sgd"]["weight_decay"]),
+    "momentum": _knob("SGD's momentum", OPTIMIZERS["sgd"]["momentum"]),
 }
 
 CHECK_LIMIT = 256  # points `cnndsl check` examines before it samples instead
@@ -373,8 +384,8 @@ def apply_knobs(config, knobs: dict[str, Any]):
         return config
     opt = config.optimizer
     changes = {k: knobs[k] for k in ("lr", "weight_decay", "momentum") if k in knobs}
-    if changes:
-        opt = replace(opt, **{k: float(v) for k, v in changes.items()})
+    if changes:  # an option the optimizer does not declare (adam's momentum) changes nothing, as with --lr
+        opt = opt.with_options(**{k: float(v) for k, v in changes.items()})
     out = replace(config, optimizer=opt)
     if "batch" in knobs:
         out = replace(out, batch=int(knobs["batch"]))

@@ -29,13 +29,51 @@ boundaries:
 
     lr = schedule.lr_for_step(epoch, batch, batches_per_epoch)  # per batch
     lr = schedule.lr_for_epoch(epoch)                           # per epoch
+
+The options each kind takes in a .cnn file (`schedule KIND key=value...`) are declared once in
+OPTIONS (the op registry's `Attr`: kind, default, range, doc); the frontend checks a file against
+them, docs/language.md's table is generated from them and `Schedule`'s defaults are read from them.
+`Schedule` itself also takes the run's `lr` and `epochs`, and checks more loosely (a fractional
+step_size is allowed from Python).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-KINDS = ("constant", "step", "cosine", "onecycle", "plateau")
+from cnndsl.ops.registry import Attr, declare
+
+WARMUP = Attr("warmup", "float", 0.0, "epochs of linear warmup from 0 to lr (may be fractional)", unit="epochs",
+              minimum=0)
+MIN_LR = Attr("min_lr", "float", 0.0, "learning rate at the last epoch", minimum=0)
+OPTIONS: dict[str, dict[str, Attr]] = {  # kind -> its options, in the order documented
+    "constant": declare(WARMUP),
+    "step": declare(
+        Attr("step_size", "int", 10, "epochs between decays", unit="epochs", minimum=1),
+        Attr("gamma", "float", 0.1, "factor applied to lr at each decay", above=0, maximum=1),
+        WARMUP),
+    "cosine": declare(MIN_LR, WARMUP),
+    "onecycle": declare(  # rises by itself: no warmup
+        Attr("pct_start", "float", 0.3, "share of the run spent rising to lr", above=0, below=1),
+        Attr("div_factor", "float", 25.0, "the run starts at lr / div_factor", minimum=1),
+        Attr("final_div_factor", "float", 1e4, "the run ends at lr / (div_factor * final_div_factor)", minimum=1)),
+    "plateau": declare(
+        Attr("factor", "float", 0.1, "applied to lr at each reduction", above=0, below=1),
+        Attr("patience", "int", 10, "epochs without improvement before a reduction", unit="epochs", minimum=0,
+             maximum=1_000_000),
+        Attr("threshold", "float", 1e-4, "relative improvement of the best value that counts", minimum=0),
+        # the names a run records are known only with the network: cnndsl/frontend/training.py checks them
+        Attr("metric", "name", "loss", "the held-out value watched: loss, or a metric of the `metric` lines "
+             "(accuracy, ...)"),
+        Attr("min_lr", "float", 0.0, "the reductions stop there", minimum=0),
+        WARMUP),
+}
+KINDS = tuple(OPTIONS)
+
+
+def _default(name: str):
+    """The declared default of an option (the same for every kind that takes it)."""
+    return next(opts[name].default for opts in OPTIONS.values() if name in opts)
 
 
 @dataclass(frozen=True)
@@ -43,16 +81,18 @@ class Schedule:
     kind: str = "constant"
     lr: float = 0.01
     epochs: float = 1.0  # length of the run (cosine reaches 0 there)
-    warmup: float = 0.0  # epochs of linear warm-up
-    step_size: float = 1.0  # step: epochs between decays
-    gamma: float = 0.1  # step: decay factor
-    min_lr: float = 0.0  # cosine: the rate reached at the end; plateau: the floor
-    pct_start: float = 0.3  # onecycle: share of the run spent rising
-    div_factor: float = 25.0  # onecycle: the start is lr / div_factor
-    final_div_factor: float = 1e4  # onecycle: the end is lr / (div_factor * final_div_factor)
-    factor: float = 0.1  # plateau: applied at each reduction
-    patience: int = 10  # plateau: epochs without improvement before a reduction
-    threshold: float = 1e-4  # plateau: relative improvement that counts
+    # the options of OPTIONS, defaults as declared there
+    warmup: float = _default("warmup")  # epochs of linear warm-up
+    step_size: float = _default("step_size")  # step: epochs between decays
+    gamma: float = _default("gamma")  # step: decay factor
+    min_lr: float = _default("min_lr")  # cosine: the rate reached at the end; plateau: the floor
+    pct_start: float = _default("pct_start")  # onecycle: share of the run spent rising
+    div_factor: float = _default("div_factor")  # onecycle: the start is lr / div_factor
+    final_div_factor: float = _default("final_div_factor")  # onecycle: the end is lr / (div_factor * final_div_factor)
+    factor: float = _default("factor")  # plateau: applied at each reduction
+    patience: int = _default("patience")  # plateau: epochs without improvement before a reduction
+    threshold: float = _default("threshold")  # plateau: relative improvement that counts
+    metric: str = _default("metric")  # plateau: the held-out value watched (the trainer reads it)
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -28,13 +28,13 @@ import time
 import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cnndsl.augment.pipeline import Pipeline
 from cnndsl.diagnostics import CnnError, Diagnostic, abbreviated, file_error
 from cnndsl.distributed.comm import LocalComm, shard
-from cnndsl.frontend.training import TrainingConfig
 from cnndsl.io.weights import (CHECKPOINT_FILE, check_checkpoint_meta, load_checkpoint, match_weights,
                                save_checkpoint, save_weights)
 from cnndsl.train.metrics import MetricsLog, epoch_line, plot
@@ -42,6 +42,10 @@ from cnndsl.train.run_dir import BEST_FILE, LOG_FILE, MODEL_COPY, SETTINGS_FILE
 from cnndsl.train.optim import make_optimizer
 from cnndsl.train.progress import Progress, _is_tty
 from cnndsl.train.schedule import Schedule
+from cnndsl.train.watch import EarlyStopping, lower_is_better, watched_names
+
+if TYPE_CHECKING:  # the frontend builds it; train/ does not import the frontend (it imports train/'s declarations)
+    from cnndsl.frontend.training import TrainingConfig
 
 
 # The held-out split is evaluated in batches of this size, or of the training batch when that is
@@ -54,12 +58,10 @@ def with_overrides(config: TrainingConfig, epochs=None, batch=None, lr=None, see
                    patience=None, checkpoint_best=None) -> TrainingConfig:
     """The training section with command-line overrides applied (`early_stopping`: the metric
     watched, `patience`: its epochs; either one alone switches early stopping on)."""
-    from cnndsl.frontend.training import EarlyStopping
-
     changes = {k: v for k, v in (("epochs", epochs), ("batch", batch), ("seed", seed),
                                  ("checkpoint_best", checkpoint_best)) if v is not None}
     if lr is not None:
-        changes["optimizer"] = replace(config.optimizer, lr=lr)
+        changes["optimizer"] = config.optimizer.with_options(lr=lr)
     if early_stopping is not None or patience is not None:
         base = config.early_stopping or EarlyStopping()
         changes["early_stopping"] = replace(base, **{k: v for k, v in (("metric", early_stopping),
@@ -83,8 +85,6 @@ def watched_value(record: dict, name: str):
 def best_epoch(records: list[dict], name: str, min_delta: float = 0.0) -> tuple[float | None, int | None]:
     """(best value, its epoch) of `name` over the records: a value counts as better only when it
     beats the best so far by more than `min_delta` (higher is better, except for losses, mae, mse)."""
-    from cnndsl.frontend.training import lower_is_better
-
     lower = lower_is_better(name)
     best, epoch = None, None
     for r in records:
@@ -100,11 +100,10 @@ def make_schedule(config: TrainingConfig) -> Schedule:
     """The learning-rate schedule. A warm-up as long as the run (e.g. `--epochs 1` on a file that
     warms up for 1 epoch) is shortened to half the run, so a short trial run still trains."""
     s = config.schedule
-    warmup = min(float(s.warmup), config.epochs / 2)
-    return Schedule(kind=s.kind, lr=config.optimizer.lr, epochs=float(config.epochs), warmup=warmup,
-                    step_size=float(s.step_size), gamma=s.gamma, min_lr=s.min_lr, pct_start=s.pct_start,
-                    div_factor=s.div_factor, final_div_factor=s.final_div_factor, factor=s.factor,
-                    patience=s.patience, threshold=s.threshold)
+    options = dict(s.options)
+    if "warmup" in options:
+        options["warmup"] = min(float(options["warmup"]), config.epochs / 2)
+    return Schedule(kind=s.kind, lr=config.optimizer.lr, epochs=float(config.epochs), **options)
 
 
 def optimizer_for(config: TrainingConfig, params):
@@ -178,6 +177,8 @@ def _jsonable(value):
     """Dataclasses, tuples, spans-free: the resolved settings as JSON values."""
     import dataclasses
 
+    if hasattr(type(value), "record"):  # a kind and its options (optimizer, schedule): one flat object
+        return _jsonable(value.record())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
                 if f.name != "spans"}
@@ -531,8 +532,6 @@ class Trainer:
     def _check_watched(self) -> None:
         """--early-stopping / --checkpoint-best (or the API's) name a value the run records (the
         train section's own lines are checked with the file)."""
-        from cnndsl.frontend.training import watched_names
-
         names = watched_names(self.model.config.metrics, self.model.losses)
         rule = self.settings.early_stopping
         for option, value in (("--early-stopping", rule.metric if rule else None),
@@ -638,8 +637,6 @@ class Trainer:
         from the records, so a resumed run reduces as an uninterrupted one); 1 for other schedules."""
         if self.schedule.kind != "plateau":
             return 1.0
-        from cnndsl.frontend.training import lower_is_better
-
         name = self.settings.schedule.metric
         return self.schedule.plateau_scale([watched_value(r, name) for r in self.log.records], lower_is_better(name))
 
