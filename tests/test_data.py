@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from cnndsl.data.dataset import Dataset, load_npz_dataset
+from cnndsl.data.dataset import Dataset
+from cnndsl.data.formats import load_npz_dataset
 from cnndsl.data.digits import DIGITS_PATH, digits_dataset, load_digits, source, split_indices
 from cnndsl.diagnostics import CnnError
 

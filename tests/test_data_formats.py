@@ -6,8 +6,9 @@ import pytest
 from PIL import Image
 
 from cnndsl.data.dataset import Dataset
-from cnndsl.data.formats import (CIFAR10_CLASSES, ClassDataset, dataset_splits, load_cifar10_bin,
-                                 load_cifar10_folder, load_dataset, load_idx, load_idx_folder, load_image_folder)
+from cnndsl.data.formats import (CIFAR10_CLASSES, FORMATS, ClassDataset, check_labels, dataset_splits, find_format,
+                                 load_cifar10_bin, load_cifar10_folder, load_dataset, load_idx, load_idx_folder,
+                                 load_image_folder)
 from cnndsl.diagnostics import CnnError
 
 
@@ -323,7 +324,8 @@ def test_image_folder_without_class_folders(tmp_path):
 def test_image_folder_too_many_classes(tmp_path):
     write_class_folders(tmp_path, ("a", "b", "c"), per=1)
     msg = expect_error(load_image_folder, tmp_path, (1, 8, 8), num_classes=2)
-    assert "more classes than the network has outputs" in msg and "found: 3: a, b, c" in msg
+    assert "more classes than the network has outputs" in msg and "expected: class indices 0..1" in msg
+    assert "found: label 2 ('c'); labels from 0 to 2" in msg and "subfolders in sorted order: a, b, c" in msg
 
 
 def test_image_folder_without_test_split(tmp_path):
@@ -391,3 +393,69 @@ def test_cifar_bin_whose_first_bytes_look_like_idx_is_still_cifar(tmp_path):
 
     ds = load_dataset(str(path), (3, 32, 32))
     assert len(ds) == 2
+
+
+# --------------------------------------------------------------------------- the registry
+
+def write_sample(fmt: str, root):
+    """A small valid data set of format `fmt` under `root`, and the spec that names it. A format
+    added to FORMATS without a sample here fails test_every_format_is_detected_and_loads."""
+    root.mkdir(parents=True, exist_ok=True)
+    if fmt == "digits":
+        return "digits"
+    if fmt == "idx-folder":
+        write_mnist(root)
+        write_mnist(root, prefix="t10k")
+        return str(root)
+    if fmt == "idx":
+        write_mnist(root)
+        return str(root / "train-labels-idx1-ubyte")
+    if fmt == "cifar-folder":
+        (root / "data_batch_1.bin").write_bytes(cifar_records(3)[2])
+        (root / "test_batch.bin").write_bytes(cifar_records(2, seed=1)[2])
+        return str(root)
+    if fmt == "cifar":
+        (root / "b.bin").write_bytes(cifar_records(3)[2])
+        return str(root / "b.bin")
+    if fmt == "image-folder":
+        write_class_folders(root / "train", size=(28, 28))
+        write_class_folders(root / "test", size=(28, 28), seed=1)
+        return str(root)
+    if fmt == "npz":
+        np.savez(root / "d.npz", x=np.zeros((3, 1, 28, 28), np.float32), y=np.array([0, 1, 2]))
+        return str(root / "d.npz")
+    if fmt == "pickle":
+        (root / "data_batch_1").write_bytes(pickle.dumps({"data": [1]}, protocol=2))
+        return str(root / "data_batch_1")
+    raise AssertionError(f"no sample of the data format '{fmt}': add one to write_sample")
+
+
+SHAPES = {"cifar-folder": (3, 32, 32), "cifar": (3, 32, 32)}
+
+
+@pytest.mark.parametrize("fmt", [f.name for f in FORMATS])
+def test_every_format_is_detected_and_loads(fmt, tmp_path):
+    spec = write_sample(fmt, tmp_path / fmt)
+    assert find_format(spec).name == fmt
+    shape = SHAPES.get(fmt, (1, 28, 28))
+    if fmt == "pickle":  # recognised to be refused, never loaded
+        assert "does not unpickle" in expect_error(load_dataset, spec, shape)
+        return
+    splits = dataset_splits(spec)
+    for split in splits or ("train",):
+        ds = load_dataset(spec, shape, split)
+        assert isinstance(ds, Dataset) and len(ds) > 0 and ds.x.shape[1:] == shape and ds.y.dtype == np.int64
+    # one label check for every format: a class count below the labels is refused, naming the data
+    msg = expect_error(load_dataset, spec, shape, num_classes=1)
+    assert "expected: class indices 0..0" in msg and "labels from 0 to" in msg
+
+
+def test_check_labels_is_the_loss_rule():
+    """The format side refuses exactly the labels the class-index rule of the losses refuses."""
+    y = np.array([0, 3, -1, 5, 2], np.int64)
+    msg = expect_error(check_labels, "f.npz", y, 4)
+    assert msg.startswith("f.npz: error: labels are out of range") and "expected: class indices 0..3" in msg
+    assert "found: label -1 in sample 2 (the first of 2 out of 5); labels from -1 to 5" in msg
+    assert "found: label -1 in sample 2" in expect_error(check_labels, "f.npz", y, None)  # negative, any count
+    check_labels("f.npz", y[[0, 1, 4]], 4)
+    check_labels("f.npz", np.zeros(0, np.int64), 1)

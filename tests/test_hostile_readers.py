@@ -28,7 +28,7 @@ import cnndsl.cli.inspect  # noqa: F401  (registers check)
 import cnndsl.cli.train  # noqa: F401  (registers eval, predict)
 import cnndsl.io.files as files
 from cnndsl.cli.main import cli
-from cnndsl.data.dataset import load_npz_dataset
+from cnndsl.data.formats import load_npz_dataset
 from cnndsl.data.formats import load_cifar10_bin, load_dataset, load_idx, load_image_folder
 from cnndsl.diagnostics import CnnError
 from cnndsl.frontend.parser import read_source

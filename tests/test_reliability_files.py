@@ -33,8 +33,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from cnndsl.data.dataset import Dataset, load_npz_dataset
-from cnndsl.data.formats import load_cifar10_bin, load_idx
+from cnndsl.data.dataset import Dataset
+from cnndsl.data.formats import load_cifar10_bin, load_idx, load_npz_dataset
 from cnndsl.diagnostics import CnnError
 from cnndsl.frontend import load as load_model
 from cnndsl.io.images import load_image

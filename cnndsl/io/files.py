@@ -116,6 +116,24 @@ def open_regular(path, what: str, limit: int | None = None) -> BinaryIO:
         raise
 
 
+def need_file(path, what: str, expected: str | None = None, code: str = "data-missing") -> None:
+    """Refuse a missing `path` or a folder where a file is wanted, saying `expected` (or `what`)."""
+    if not os.path.exists(path):
+        raise file_error(path, f"{what} does not exist", expected=expected or what, found="no such file",
+                         code=code)
+    if os.path.isdir(path):
+        raise file_error(path, f"{what} is a directory, not a file", expected=expected or what,
+                         found="a directory", code=code)
+
+
+def need_dir(path, what: str, code: str = "data-missing") -> None:
+    """Refuse a missing `path` or a file where a folder is wanted."""
+    if not os.path.exists(path):
+        raise file_error(path, f"{what} does not exist", expected=what, found="no such folder", code=code)
+    if not os.path.isdir(path):
+        raise file_error(path, f"{what} is a file, not a folder", expected=what, found="a file", code=code)
+
+
 def file_size(f: BinaryIO) -> int:
     return os.fstat(f.fileno()).st_size
 
@@ -151,4 +169,4 @@ def read_head(path, what: str, n: int = 16) -> bytes:
 
 
 __all__ = ["GiB", "memory_budget", "human_bytes", "check_budget", "kind_of", "check_regular",
-           "open_regular", "read_regular", "read_head", "file_size"]
+           "open_regular", "read_regular", "read_head", "file_size", "need_file", "need_dir"]

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from cnndsl.diagnostics import CnnError, file_error
-from cnndsl.io.files import check_budget, file_size, open_regular
+from cnndsl.io.files import check_budget, file_size, need_file, open_regular
 from cnndsl.io.npy import read_npy_header
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -97,15 +97,6 @@ def _adapt(path: Path, arr: np.ndarray, expected, found_desc: str) -> np.ndarray
                                    .resize((w, h), Image.BILINEAR)) for ch in arr])
         arr = np.clip(arr, 0.0, 1.0)  # the antialiasing filter may overshoot a little
     return np.ascontiguousarray(arr, dtype=np.float32)
-
-
-def _missing_or_dir(path: Path) -> None:
-    if not path.exists():
-        raise file_error(path, "image file does not exist", expected="a PNG, JPEG or .npy file",
-                         found="no such file", code="image-missing")
-    if path.is_dir():
-        raise file_error(path, "image path is a directory, not a file",
-                         expected="a PNG, JPEG or .npy file", found="a directory", code="image-missing")
 
 
 def _from_npy(path: Path, expected, resize: bool = False) -> np.ndarray:
@@ -197,7 +188,7 @@ def decode_image(path, expected=None):
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
-    _missing_or_dir(path)
+    need_file(path, "image file", "a PNG, JPEG or .npy file", code="image-missing")
     with open_regular(path, "image file") as f:
         try:
             with warnings.catch_warnings():
@@ -300,7 +291,7 @@ def load_image(path, expected_shape, resize: bool = False) -> np.ndarray:
     expected = tuple(int(d) for d in expected_shape)
     if len(expected) != 3:
         raise ValueError(f"expected_shape must be (C, H, W), got {expected_shape!r}")
-    _missing_or_dir(path)
+    need_file(path, "image file", "a PNG, JPEG or .npy file", code="image-missing")
     with open_regular(path, "image file") as f:  # a FIFO or a device is refused here
         try:
             start = f.read(8)
