@@ -102,8 +102,9 @@ def prelu_backward(x, dy, slope, dx, dslope):
 
 
 @kernel
-def _softmax_col(a, o, n, s, K, S):
-    # one softmax over k of a[n, k, s]; a, o are (N, K, S)
+def softmax_col(a, o, n, s, K, S):
+    """One softmax over k of a[n, k, s] into o[n, k, s] (a, o are (N, K, S)); returns the column's
+    max m and sum t of exp(a - m), so that log-softmax is a - m - log(t) (the pixel loss's term)."""
     m = a[n, 0, s]
     for k in range(1, K):
         m = max(m, a[n, k, s])
@@ -115,6 +116,7 @@ def _softmax_col(a, o, n, s, K, S):
     inv = np.float32(1.0) / t
     for k in range(K):
         o[n, k, s] *= inv
+    return m, t
 
 
 @parallel_kernel
@@ -126,10 +128,10 @@ def softmax_forward(x, y):
     o = y.reshape((N, K, S))
     if x.size >= PAR_MIN:
         for it in prange(N * S):
-            _softmax_col(a, o, it // S, it % S, K, S)
+            softmax_col(a, o, it // S, it % S, K, S)
     else:
         for it in range(N * S):
-            _softmax_col(a, o, it // S, it % S, K, S)
+            softmax_col(a, o, it // S, it % S, K, S)
 
 
 @kernel

@@ -340,40 +340,56 @@ def _ow_range(kw_, dw, pl, sw, OW, W):
 
 
 @kernel
+def _add_tap(big, small, wv, kh_, kw_, sh, sw, pt, pl, dh, dw, transposed):
+    """One tap (kh_, kw_) of weight wv between an input plane `big` (H, W) and an output plane
+    `small` (OH, OW), over the outputs whose input pixel (oh*sh - pt + kh_*dh, ow*sw - pl + kw_*dw)
+    lies inside: small[oh, ow] += wv * big[ih, iw] (the forward), or, `transposed`,
+    big[ih, iw] += wv * small[oh, ow] (the gradient with respect to the input). One geometry for
+    both directions; unit-stride rows go through slices, which Numba vectorizes."""
+    H = big.shape[0]
+    W = big.shape[1]
+    OH = small.shape[0]
+    OW = small.shape[1]
+    off_w, ow_lo, ow_hi = _ow_range(kw_, dw, pl, sw, OW, W)
+    for oh in range(OH):
+        ih = oh * sh - pt + kh_ * dh
+        if ih < 0 or ih >= H:
+            continue
+        br = big[ih]
+        sr = small[oh]
+        if sw == 1:
+            bs = br[ow_lo + off_w:ow_hi + off_w]
+            ss = sr[ow_lo:ow_hi]
+            if transposed:
+                for j in range(ow_hi - ow_lo):
+                    bs[j] += wv * ss[j]
+            else:
+                for j in range(ow_hi - ow_lo):
+                    ss[j] += wv * bs[j]
+        elif transposed:
+            for ow in range(ow_lo, ow_hi):
+                br[ow * sw + off_w] += wv * sr[ow]
+        else:
+            for ow in range(ow_lo, ow_hi):
+                sr[ow] += wv * br[ow * sw + off_w]
+
+
+@kernel
 def _direct_fwd_item(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y, item):
     F, Cg, KH, KW = w.shape
-    H = x.shape[2]
-    W = x.shape[3]
-    OH = y.shape[2]
-    OW = y.shape[3]
     n = item // F
     f = item - n * F
     c0 = (f // (F // groups)) * Cg
     yp = y[n, f]
     init = b[f] if has_bias else np.float32(0.0)
-    for oh in range(OH):
-        for ow in range(OW):
+    for oh in range(y.shape[2]):
+        for ow in range(y.shape[3]):
             yp[oh, ow] = init
     for c in range(Cg):
         xp = x[n, c0 + c]
         for kh_ in range(KH):
             for kw_ in range(KW):
-                wv = w[f, c, kh_, kw_]
-                off_w, ow_lo, ow_hi = _ow_range(kw_, dw, pl, sw, OW, W)
-                for oh in range(OH):
-                    ih = oh * sh - pt + kh_ * dh
-                    if ih < 0 or ih >= H:
-                        continue
-                    yr = yp[oh]
-                    xr = xp[ih]
-                    if sw == 1:
-                        xs = xr[ow_lo + off_w:ow_hi + off_w]
-                        ys = yr[ow_lo:ow_hi]
-                        for j in range(ow_hi - ow_lo):
-                            ys[j] += wv * xs[j]
-                    else:
-                        for ow in range(ow_lo, ow_hi):
-                            yr[ow] += wv * xr[ow * sw + off_w]
+                _add_tap(xp, yp, w[f, c, kh_, kw_], kh_, kw_, sh, sw, pt, pl, dh, dw, False)
 
 
 @parallel_kernel
@@ -392,38 +408,19 @@ def _direct_bwd_data_item(dy, w, sh, sw, pt, pl, dh, dw, groups, dx, item):
     F, Cg, KH, KW = w.shape
     Fg = F // groups
     C = dx.shape[1]
-    H = dx.shape[2]
-    W = dx.shape[3]
-    OH = dy.shape[2]
-    OW = dy.shape[3]
     n = item // C
     c = item - n * C
     g = c // Cg
     cl = c - g * Cg
     dxp = dx[n, c]
-    for i in range(H):
-        for j in range(W):
+    for i in range(dx.shape[2]):
+        for j in range(dx.shape[3]):
             dxp[i, j] = np.float32(0.0)
     for f in range(g * Fg, (g + 1) * Fg):
         dyp = dy[n, f]
         for kh_ in range(KH):
             for kw_ in range(KW):
-                wv = w[f, cl, kh_, kw_]
-                off_w, ow_lo, ow_hi = _ow_range(kw_, dw, pl, sw, OW, W)
-                for oh in range(OH):
-                    ih = oh * sh - pt + kh_ * dh
-                    if ih < 0 or ih >= H:
-                        continue
-                    dr = dxp[ih]
-                    gr = dyp[oh]
-                    if sw == 1:
-                        ds = dr[ow_lo + off_w:ow_hi + off_w]
-                        gs = gr[ow_lo:ow_hi]
-                        for j in range(ow_hi - ow_lo):
-                            ds[j] += wv * gs[j]
-                    else:
-                        for ow in range(ow_lo, ow_hi):
-                            dr[ow * sw + off_w] += wv * gr[ow]
+                _add_tap(dxp, dyp, w[f, cl, kh_, kw_], kh_, kw_, sh, sw, pt, pl, dh, dw, True)
 
 
 @parallel_kernel

@@ -22,6 +22,7 @@ import math
 import numpy as np
 from numba import prange
 
+from cnndsl.kernels.cpu.activation import softmax_col
 from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
 
 
@@ -73,17 +74,7 @@ def _pixel_ce_plane(a, lab, d, n, K, S):
             for k in range(K):
                 d[n, k, s] = z
             continue
-        m = a[n, 0, s]
-        for k in range(1, K):
-            m = max(m, a[n, k, s])
-        t = np.float32(0.0)
-        for k in range(K):
-            e = np.exp(a[n, k, s] - m)
-            d[n, k, s] = e
-            t += e
-        inv = np.float32(1.0) / t
-        for k in range(K):
-            d[n, k, s] *= inv
+        m, t = softmax_col(a, d, n, s, K, S)
         d[n, y, s] -= np.float32(1.0)
         total += np.float64(math.log(t)) + np.float64(m) - np.float64(a[n, y, s])
         cnt += 1

@@ -68,41 +68,34 @@ def add_accumulate(acc, x):
 
 
 @parallel_kernel
+def _copy_columns(src, src_base, dst, dst_base, width):
+    """dst[n, dst_base:dst_base + width] = src[n, src_base:src_base + width] for every row n of
+    the (N, *) matrices: a block of channels of a concat, into its output or out of its gradient."""
+    N = src.shape[0]
+    if N * width >= PAR_MIN:
+        for n in prange(N):
+            for i in range(width):
+                dst[n, dst_base + i] = src[n, src_base + i]
+    else:
+        for n in range(N):
+            for i in range(width):
+                dst[n, dst_base + i] = src[n, src_base + i]
+
+
+@kernel
 def concat_forward(x, c_offset, out):
     """out[:, c_offset:c_offset + C] = x; call once per input (axis 1, maps or vectors)."""
     N, C = x.shape[0], x.shape[1]
     S = x.size // (N * C) if N * C > 0 else 0
-    CT = out.shape[1]
-    a = x.reshape((N, C * S))
-    o = out.reshape((N, CT * S))
-    base = c_offset * S
-    if x.size >= PAR_MIN:
-        for n in prange(N):
-            for i in range(C * S):
-                o[n, base + i] = a[n, i]
-    else:
-        for n in range(N):
-            for i in range(C * S):
-                o[n, base + i] = a[n, i]
+    _copy_columns(x.reshape((N, C * S)), 0, out.reshape((N, out.shape[1] * S)), c_offset * S, C * S)
 
 
-@parallel_kernel
+@kernel
 def concat_backward(dy, c_offset, dx):
     """dx = dy[:, c_offset:c_offset + C] (overwritten); C = dx.shape[1]."""
     N, C = dx.shape[0], dx.shape[1]
     S = dx.size // (N * C) if N * C > 0 else 0
-    CT = dy.shape[1]
-    a = dy.reshape((N, CT * S))
-    o = dx.reshape((N, C * S))
-    base = c_offset * S
-    if dx.size >= PAR_MIN:
-        for n in prange(N):
-            for i in range(C * S):
-                o[n, i] = a[n, base + i]
-    else:
-        for n in range(N):
-            for i in range(C * S):
-                o[n, i] = a[n, base + i]
+    _copy_columns(dy.reshape((N, dy.shape[1] * S)), c_offset * S, dx.reshape((N, C * S)), 0, C * S)
 
 
 @kernel

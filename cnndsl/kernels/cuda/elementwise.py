@@ -18,6 +18,8 @@ import numpy as np
 
 from cnndsl.kernels.cuda.common import (F32, U8, activate, activation_grad, boolean, cuda, device, float32, int64,
                                         kernel, uint64)
+from cnndsl.kernels.hash import GOLDEN
+from cnndsl.kernels.hash import mix as hash_mix
 
 # -- activations ----------------------------------------------------------------------------
 
@@ -69,26 +71,32 @@ def prelu_backward_slope(x, dy, dslope, N, C, S):
         dslope[c] = acc
 
 
+@device
+def softmax_column(x, y, base, K, S):
+    """Softmax of the column x[base + k * S], k < K, into y at the same places; returns the
+    column's max m and sum t of exp(x - m), so that log-softmax is x - m - log(t)."""
+    m = x[base]
+    for k in range(1, K):
+        v = x[base + k * S]
+        if v > m:
+            m = v
+    t = float32(0.0)
+    for k in range(K):
+        e = math.exp(x[base + k * S] - m)
+        y[base + k * S] = e
+        t += e
+    inv = float32(1.0) / t
+    for k in range(K):
+        y[base + k * S] *= inv
+    return m, t
+
+
 @kernel(F32, F32, int64, int64, int64)
 def softmax_forward(x, y, N, K, S):
     """Softmax over axis 1 of (N, K, S): one thread per (n, s) column."""
     for it in range(cuda.grid(1), N * S, cuda.gridsize(1)):
         n = it // S
-        s = it - n * S
-        base = n * K * S + s
-        m = x[base]
-        for k in range(1, K):
-            v = x[base + k * S]
-            if v > m:
-                m = v
-        t = float32(0.0)
-        for k in range(K):
-            e = math.exp(x[base + k * S] - m)
-            y[base + k * S] = e
-            t += e
-        inv = float32(1.0) / t
-        for k in range(K):
-            y[base + k * S] *= inv
+        softmax_column(x, y, n * K * S + it - n * S, K, S)
 
 
 @kernel(F32, F32, F32, int64, int64, int64)
@@ -143,21 +151,9 @@ def fill(x, v, n):
 
 # -- dropout ----------------------------------------------------------------------------------
 
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-M1 = np.uint64(0xBF58476D1CE4E5B9)
-M2 = np.uint64(0x94D049BB133111EB)
-S30 = np.uint64(30)
-S27 = np.uint64(27)
-S31 = np.uint64(31)
 S40 = np.uint64(40)
 ONE_U = np.uint64(1)
-
-
-@device
-def _mix(z):
-    z = (z ^ (z >> S30)) * M1
-    z = (z ^ (z >> S27)) * M2
-    return z ^ (z >> S31)
+_mix = device(hash_mix)  # the CPU kernels' hash (cnndsl/kernels/hash.py): the same masks
 
 
 @device

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from cnndsl.kernels.cuda.common import F32, I64, cuda, float32, int64, kernel
+from cnndsl.kernels.cuda.elementwise import softmax_column
 
 
 @kernel(F32, I64, F32, F32, int64, int64, float32)
@@ -57,19 +58,7 @@ def pixel_cross_entropy_terms(logits, labels, d, terms, valid, N, K, S):
             terms[it] = float32(0.0) if y == -1 else float32(math.nan)
             valid[it] = float32(0.0) if y == -1 else float32(1.0)
             continue
-        m = logits[base]
-        for k in range(1, K):
-            v = logits[base + k * S]
-            if v > m:
-                m = v
-        t = float32(0.0)
-        for k in range(K):
-            e = math.exp(logits[base + k * S] - m)
-            d[base + k * S] = e
-            t += e
-        inv = float32(1.0) / t
-        for k in range(K):
-            d[base + k * S] *= inv
+        m, t = softmax_column(logits, d, base, K, S)
         d[base + y * S] -= float32(1.0)
         terms[it] = math.log(t) + m - logits[base + y * S]
         valid[it] = float32(1.0)

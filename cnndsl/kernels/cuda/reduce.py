@@ -13,11 +13,35 @@ from __future__ import annotations
 
 import math
 
-from cnndsl.kernels.cuda.common import F32, MAX_BLOCKS, RB, activate, cuda, float32, grad_from_output, int64, kernel
+from cnndsl.kernels.cuda.common import (F32, MAX_BLOCKS, RB, activate, cuda, device, float32, grad_from_output, int64,
+                                        kernel)
 
 
 def channel_grid(c: int) -> tuple[int, int]:
     return max(1, min(c, MAX_BLOCKS)), RB
+
+
+@device
+def _block_sum(part, tid):
+    """The sum of part[0:RB] (each thread's partial sum, part[tid] written by thread tid) into
+    part[0], as a tree; every thread of the block calls it and may read part[0] after it."""
+    cuda.syncthreads()
+    step = RB // 2
+    while step > 0:
+        if tid < step:
+            part[tid] += part[tid + step]
+        cuda.syncthreads()
+        step //= 2
+
+
+@device
+def _channel_partial(x, N, C, S, c, tid):
+    """Thread tid's strided share of the sum over n, s of x[n, c, s] ((N, C, S) flat)."""
+    acc = float32(0.0)
+    for i in range(tid, N * S, RB):
+        n = i // S
+        acc += x[(n * C + c) * S + (i - n * S)]
+    return acc
 
 
 @kernel(F32, int64, int64, int64, float32, F32)
@@ -26,18 +50,8 @@ def channel_sum(x, N, C, S, scale, out):
     part = cuda.shared.array(RB, float32)
     tid = cuda.threadIdx.x
     for c in range(cuda.blockIdx.x, C, cuda.gridDim.x):
-        acc = float32(0.0)
-        for i in range(tid, N * S, RB):
-            n = i // S
-            acc += x[(n * C + c) * S + (i - n * S)]
-        part[tid] = acc
-        cuda.syncthreads()
-        step = RB // 2
-        while step > 0:
-            if tid < step:
-                part[tid] += part[tid + step]
-            cuda.syncthreads()
-            step //= 2
+        part[tid] = _channel_partial(x, N, C, S, c, tid)
+        _block_sum(part, tid)
         if tid == 0:
             out[c] = part[0] * scale
         cuda.syncthreads()
@@ -52,13 +66,7 @@ def sum_to(x, n, scale, out, idx):
     for i in range(tid, n, RB):
         acc += x[i]
     part[tid] = acc
-    cuda.syncthreads()
-    step = RB // 2
-    while step > 0:
-        if tid < step:
-            part[tid] += part[tid + step]
-        cuda.syncthreads()
-        step //= 2
+    _block_sum(part, tid)
     if tid == 0:
         out[idx] = part[0] * scale
 
@@ -76,18 +84,8 @@ def bn_train_stats(x, N, C, S, gamma, beta, eps, momentum, running_mean, running
     tid = cuda.threadIdx.x
     M = N * S
     for c in range(cuda.blockIdx.x, C, cuda.gridDim.x):
-        acc = float32(0.0)
-        for i in range(tid, M, RB):
-            n = i // S
-            acc += x[(n * C + c) * S + (i - n * S)]
-        part[tid] = acc
-        cuda.syncthreads()
-        step = RB // 2
-        while step > 0:
-            if tid < step:
-                part[tid] += part[tid + step]
-            cuda.syncthreads()
-            step //= 2
+        part[tid] = _channel_partial(x, N, C, S, c, tid)
+        _block_sum(part, tid)
         mean = part[0] / float32(M)
         cuda.syncthreads()
         acc = float32(0.0)
@@ -96,13 +94,7 @@ def bn_train_stats(x, N, C, S, gamma, beta, eps, momentum, running_mean, running
             d = x[(n * C + c) * S + (i - n * S)] - mean
             acc += d * d
         part[tid] = acc
-        cuda.syncthreads()
-        step = RB // 2
-        while step > 0:
-            if tid < step:
-                part[tid] += part[tid + step]
-            cuda.syncthreads()
-            step //= 2
+        _block_sum(part, tid)
         if tid == 0:
             var = part[0] / float32(M)
             inv = float32(1.0) / math.sqrt(var + eps)
@@ -154,14 +146,8 @@ def bn_backward_reduce(x, dy, y, act, alpha, N, C, S, gamma, save_mean, save_inv
             a2 += g * (x[j] - mean)
         p1[tid] = a1
         p2[tid] = a2
-        cuda.syncthreads()
-        step = RB // 2
-        while step > 0:
-            if tid < step:
-                p1[tid] += p1[tid + step]
-                p2[tid] += p2[tid + step]
-            cuda.syncthreads()
-            step //= 2
+        _block_sum(p1, tid)
+        _block_sum(p2, tid)
         if tid == 0:
             inv = save_invstd[c]
             sdy = p1[0]
