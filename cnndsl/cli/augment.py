@@ -18,7 +18,7 @@ import click
 import numpy as np
 
 from cnndsl.cli.main import cli
-from cnndsl.cli.options import load_model, model_options
+from cnndsl.cli.options import data_help, load_model, model_options
 from cnndsl.diagnostics import CnnError, Diagnostic, file_error
 
 CELL = 96  # target size of one picture, pixels (small images are enlarged by a whole factor)
@@ -151,8 +151,7 @@ def _label(ds, i: int) -> str:
 
 @cli.command()
 @click.argument("file")
-@click.option("--data", default=None, help="Dataset (as for train): 'digits', a .npz, IDX, CIFAR-10 .bin, "
-              "or an image folder. Default: the file's dataset, else digits.")
+@click.option("--data", default=None, help=data_help(generated=False))
 @click.option("-n", "--images", "n_images", type=click.IntRange(min=1, max=100), default=6, show_default=True,
               help="Training images to show (rows).")
 @click.option("-k", "--versions", "k_versions", type=click.IntRange(min=1, max=30), default=6, show_default=True,

@@ -10,32 +10,21 @@ Also the `-O` option that train / eval / predict share (`opt_level_option`).
 from __future__ import annotations
 
 import contextvars
-import functools
 
 import click
 
 from cnndsl.cli.main import cli
-from cnndsl.cli.options import load_model, model_options
+from cnndsl.cli.options import context_option, load_model, model_options
 from cnndsl.passes.base import MAX_LEVEL
 from cnndsl.passes.pipeline import DEFAULT_LEVEL
 
 _OPT_LEVEL = contextvars.ContextVar("opt_level", default=DEFAULT_LEVEL)
 
 
-def opt_level_option(fn):
-    """`-O0` ... `-O3` (default -O2) for commands that compile a Model; read it with selected_opt_level()."""
-
-    @click.option("-O", "opt_level", type=click.IntRange(0, MAX_LEVEL), default=DEFAULT_LEVEL, show_default=True,
-                  help="Optimization level of the pass pipeline (0: none; see docs/passes.md).")
-    @functools.wraps(fn)
-    def wrapper(*args, opt_level, **kwargs):
-        token = _OPT_LEVEL.set(opt_level)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _OPT_LEVEL.reset(token)
-
-    return wrapper
+# `-O0` ... `-O3` (default -O2) for commands that compile a Model; read it with selected_opt_level().
+opt_level_option = context_option(_OPT_LEVEL, "opt_level", "-O", type=click.IntRange(0, MAX_LEVEL),
+                                  default=DEFAULT_LEVEL, show_default=True,
+                                  help="Optimization level of the pass pipeline (0: none; see docs/passes.md).")
 
 
 def selected_opt_level() -> int:

@@ -1,6 +1,7 @@
 """Options shared by every command that reads a model file."""
 from __future__ import annotations
 
+import contextvars
 import functools
 
 import click
@@ -18,6 +19,34 @@ def parse_defines(values: tuple[str, ...]) -> dict[str, str]:
                                        help="for example -D classes=5", code="cli-define")])
         out[name.strip()] = value.strip()
     return out
+
+
+def context_option(var: contextvars.ContextVar, name: str, *decls, **attrs):
+    """A click option `name` (declared by `decls` and `attrs`) that the command does not take as
+    an argument: its value is set in the context variable `var` for the command's duration, where
+    the code that compiles a model reads it (`-O`, `--device`)."""
+    def decorate(fn):
+        @click.option(*decls, name, **attrs)
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            token = var.set(kwargs.pop(name))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                var.reset(token)
+
+        return wrapper
+
+    return decorate
+
+
+def data_help(generated: bool = True) -> str:
+    """The --data help: the formats of the registry (cnndsl/data/formats/registry.py), and, where
+    the command goes through the trainer's data, the generated task data sets."""
+    from cnndsl.data.formats.registry import FORMATS_TEXT
+
+    tasks = "; localization_digits, detection_digits or segmentation_digits (generated)" if generated else ""
+    return f"Dataset: {FORMATS_TEXT}{tasks}. Default: the file's dataset, else digits."
 
 
 def model_options(fn):

@@ -9,7 +9,7 @@ import click
 
 from cnndsl.cli.compile import opt_level_option, selected_opt_level
 from cnndsl.cli.main import cli, print_diagnostics
-from cnndsl.cli.options import model_options
+from cnndsl.cli.options import data_help, model_options
 from cnndsl.diagnostics import CnnError, Diagnostic
 
 
@@ -31,7 +31,7 @@ from cnndsl.diagnostics import CnnError, Diagnostic
               help="Stops trials after an epoch: below the median of earlier trials, or successive halving.")
 @click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of the sampler.")
-@click.option("--data", default=None, help="Dataset: 'digits' (bundled) or a .npz file with x/y arrays.")
+@click.option("--data", default=None, help=data_help())
 @click.option("--no-augment", is_flag=True, help="Switch the file's augmentation off in every trial.")
 @click.option("--storage", default=None,
               help="A database URL shared by several machines (default: sqlite in --out).")

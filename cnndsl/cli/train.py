@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import os
 import signal
 import sys
@@ -14,7 +13,7 @@ import click
 import numpy as np
 
 from cnndsl.cli.main import cli, print_diagnostics
-from cnndsl.cli.options import load_model, model_options
+from cnndsl.cli.options import context_option, data_help, load_model, model_options
 from cnndsl.cli.compile import opt_level_option, selected_opt_level
 from cnndsl.diagnostics import CnnError, Diagnostic, file_error
 from cnndsl.train.metrics import epoch_line
@@ -25,26 +24,13 @@ ABORT_GRACE_S = 2.0
 
 _DEVICE = contextvars.ContextVar("device", default="cpu")
 
-DATA_HELP = ("Dataset: 'digits' (bundled); localization_digits, detection_digits or segmentation_digits "
-             "(generated); a .npz file with x/y arrays; MNIST-format IDX files or their folder; CIFAR-10 binary "
-             "batches (.bin) or their folder; a folder of PNG/JPEG images, one subfolder per class. "
-             "Default: the file's dataset, else digits.")
+DATA_HELP = data_help()
 
 
-def device_option(fn):
-    """`--device cpu|cuda` for commands that compile a Model; read it with _DEVICE.get()."""
-
-    @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-                  help="Where kernels run: Numba on the CPU, or Numba CUDA on an NVIDIA GPU (pip install cnndsl[cuda]).")
-    @functools.wraps(fn)
-    def wrapper(*args, device, **kwargs):
-        token = _DEVICE.set(device)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _DEVICE.reset(token)
-
-    return wrapper
+# `--device cpu|cuda` for commands that compile a Model; read it with _DEVICE.get().
+device_option = context_option(
+    _DEVICE, "device", "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+    help="Where kernels run: Numba on the CPU, or Numba CUDA on an NVIDIA GPU (pip install cnndsl[cuda]).")
 
 
 def _compile(file, load_kwargs, seed=None, init_from_file=True, opt_level=None):

@@ -38,14 +38,10 @@ DROPPED = {"Accuracy": "an evaluation metric", "SoftmaxWithLoss": "the training 
 
 
 def import_caffe(path, weights_path=None) -> NetBuilder:
-    from cnndsl.io.files import read_regular
+    from cnndsl.io.files import read_text
 
-    raw = read_regular(path, "Caffe prototxt")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise file_error(path, "this Caffe prototxt is not text", expected="protobuf text format (UTF-8)",
-                         found="binary data (a .caffemodel? give it with --weights)") from None
+    text = read_text(path, "Caffe prototxt", "protobuf text format (UTF-8)",
+                     "binary data (a .caffemodel? give it with --weights)")
     net = parse(text, str(path))
     layers = net.all("layer") or net.all("layers")
     if not layers:

@@ -85,14 +85,10 @@ def parse_cfg(text: str, path: str) -> list[Section]:
 
 
 def import_darknet(path, weights_path=None) -> NetBuilder:
-    from cnndsl.io.files import read_regular
+    from cnndsl.io.files import read_text
 
-    raw = read_regular(path, "Darknet cfg")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise file_error(path, "this Darknet cfg is not text", expected="a .cfg file of [sections] and key=value lines",
-                         found="binary data (a .weights file? give it with --weights)") from None
+    text = read_text(path, "Darknet cfg", "a .cfg file of [sections] and key=value lines",
+                     "binary data (a .weights file? give it with --weights)")
     sections = parse_cfg(text, str(path))
     if not sections or sections[0].kind not in ("net", "network"):
         raise file_error(path, "this is not a Darknet cfg", expected="a first section [net] with width, height, channels",

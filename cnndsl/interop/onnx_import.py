@@ -58,11 +58,15 @@ def import_onnx(path, model=None) -> NetBuilder:
     return _Importer(str(path), model, onnx).run()
 
 
+# ONNX ops that are a cnndsl activation without options, one to one (imported by _registry_activation)
+SAME_ACTIVATIONS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softplus": "softplus",
+                    "HardSwish": "hardswish", "Mish": "mish"}
+# ... and those with an op_<OnnxOp> method of _Importer
 SUPPORTED = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool",
-             "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softmax", "Gemm", "MatMul", "BatchNormalization", "Concat",
+             "LeakyRelu", "Softmax", "Gemm", "MatMul", "BatchNormalization", "Concat",
              "Add", "Sum", "Sub", "Mul", "Div", "Flatten", "Reshape", "Squeeze", "Dropout", "Identity", "Upsample",
-             "Resize", "Clip", "Constant", "Elu", "Softplus", "HardSwish", "HardSigmoid", "PRelu", "Gelu", "Mish",
-             "LRN", "Unsqueeze")
+             "Resize", "Clip", "Constant", "Elu", "HardSigmoid", "PRelu", "Gelu",
+             "LRN", "Unsqueeze") + tuple(SAME_ACTIVATIONS)
 
 # element-wise activations written as chains of ONNX ops (what `cnndsl export` writes at opset 17, and what
 # other exporters write before Gelu/Mish existed): (activation, steps). A step is (op_type, other input):
@@ -195,7 +199,10 @@ class _Importer:
                 failed.update(node.output)  # reported at the node it comes from
                 continue
             try:
-                out = getattr(self, "op_" + node.op_type)(node)
+                if node.op_type in SAME_ACTIVATIONS:
+                    out = self._registry_activation(node, SAME_ACTIVATIONS[node.op_type])
+                else:
+                    out = getattr(self, "op_" + node.op_type)(node)
             except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError) as e:
                 e = Unsupported(f"a malformed node ({type(e).__name__}: {e})")
                 problems.append(Diagnostic("error", f"cannot import {self.describe(i, node)}: {e}",
@@ -668,12 +675,6 @@ class _Importer:
     def op_Elu(self, node):
         return self._registry_activation(node, "elu", alpha=_f32(self.attrs(node).get("alpha", 1.0)))
 
-    def op_Softplus(self, node):
-        return self._registry_activation(node, "softplus")
-
-    def op_HardSwish(self, node):
-        return self._registry_activation(node, "hardswish")
-
     def op_HardSigmoid(self, node):
         a = self.attrs(node)
         alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
@@ -685,9 +686,6 @@ class _Importer:
         approx = self.attrs(node).get("approximate", b"none")
         approx = approx.decode() if isinstance(approx, bytes) else approx
         return self._registry_activation(node, "gelu_tanh" if approx == "tanh" else "gelu")
-
-    def op_Mish(self, node):
-        return self._registry_activation(node, "mish")
 
     def op_PRelu(self, node):
         if get_op("prelu") is None:
@@ -720,17 +718,8 @@ class _Importer:
         return self.b.add("reshape", self.wanted(node), [self.layer(node.input[0])], self.comment(node),
                           shape=(shape[0], 1, 1))
 
-    def op_Relu(self, node):
-        return self._activation(node, "relu")
-
     def op_LeakyRelu(self, node):
         return self._activation(node, "leaky_relu", alpha=_f32(self.attrs(node).get("alpha", 0.01)))
-
-    def op_Sigmoid(self, node):
-        return self._activation(node, "sigmoid")
-
-    def op_Tanh(self, node):
-        return self._activation(node, "tanh")
 
     def op_Softmax(self, node):
         shape = self.shape(node.input[0])

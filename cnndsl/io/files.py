@@ -158,6 +158,15 @@ def read_regular(path, what: str, limit: int | None = None) -> bytes:
     return data
 
 
+def read_text(path, what: str, expected: str, binary: str) -> str:
+    """The UTF-8 text of the regular file `path` (read whole, as read_regular does), or a CnnError
+    "this <what> is not text" saying what was `expected` and what binary data it may be."""
+    try:
+        return read_regular(path, what).decode("utf-8")
+    except UnicodeDecodeError:
+        raise file_error(path, f"this {what} is not text", expected=expected, found=binary) from None
+
+
 def read_head(path, what: str, n: int = 16) -> bytes:
     """The first `n` bytes of the regular file `path` (fewer when it is shorter)."""
     with open_regular(path, what) as f:
@@ -169,4 +178,4 @@ def read_head(path, what: str, n: int = 16) -> bytes:
 
 
 __all__ = ["GiB", "memory_budget", "human_bytes", "check_budget", "kind_of", "check_regular",
-           "open_regular", "read_regular", "read_head", "file_size", "need_file", "need_dir"]
+           "open_regular", "read_regular", "read_text", "read_head", "file_size", "need_file", "need_dir"]

@@ -26,6 +26,7 @@ from typing import Any, Callable
 from cnndsl.diagnostics import CnnError, Diagnostic, Span, file_error
 from cnndsl.sweep.check import check_point, reason_text
 from cnndsl.sweep.space import Space, show_point
+from cnndsl.train.run_dir import process_alive, process_start_time
 
 HOST = socket.gethostname()
 STUDY_FILE = "study.db"
@@ -91,26 +92,8 @@ class SweepConfig:
 
 
 # ---- process identity (for trials left behind by a killed process) ---------------------------------
-def _start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(pid: int, start: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return start is None or _start_time(pid) in (None, start)
-
-
 PID = os.getpid()
-PID_START = _start_time(PID)
+PID_START = process_start_time(PID)
 
 
 # ---- opening the study ---------------------------------------------------------------------------------
@@ -249,7 +232,7 @@ def recover(study, echo) -> int:
     for t in trials:
         ua = t.user_attrs
         dead = (t.state == TrialState.RUNNING and ua.get("host") == HOST and isinstance(ua.get("pid"), int)
-                and not _alive(ua["pid"], ua.get("pid_start")))
+                and not process_alive(ua["pid"], ua.get("pid_start")))
         if dead:
             storage.set_trial_user_attr(t._trial_id, "state", "interrupted")
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)

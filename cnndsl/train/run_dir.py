@@ -145,9 +145,10 @@ def resume_folder(path) -> Path:
 
 # ---------------------------------------------------------------------------- the lock
 
-def _start_time(pid: int) -> str | None:
+def process_start_time(pid: int) -> str | None:
     """The kernel's start time of process `pid` (Linux: /proc/<pid>/stat field 22), or None.
-    With the PID it names a process uniquely: a PID reused after a crash has another."""
+    With the PID it names a process uniquely: a PID reused after a crash has another. (Also what
+    `cnndsl sweep` records of each trial's process, cnndsl/sweep/study.py.)"""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -158,7 +159,8 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
-def _alive(pid: int, started: str | None) -> bool:
+def process_alive(pid: int, started: str | None) -> bool:
+    """Whether process `pid`, started at `started` (process_start_time; None: not known), still runs."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -167,7 +169,7 @@ def _alive(pid: int, started: str | None) -> bool:
         pass
     except OSError:
         return False
-    return started is None or _start_time(pid) in (None, started)
+    return started is None or process_start_time(pid) in (None, started)
 
 
 _HELD: dict[str, "RunLock"] = {}  # folder (resolved) -> the lock this process holds on it
@@ -202,7 +204,7 @@ class RunLock:
 
     def _info(self) -> bytes:
         return json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                           "started": _start_time(os.getpid()),
+                           "started": process_start_time(os.getpid()),
                            "since": time.strftime("%Y-%m-%d %H:%M:%S")}, sort_keys=True).encode()
 
     def _try_acquire(self) -> bool:
@@ -259,7 +261,7 @@ class RunLock:
                 return True
         if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
             return False
-        return not _alive(holder["pid"], holder.get("started"))
+        return not process_alive(holder["pid"], holder.get("started"))
 
     def _holder(self) -> dict | None:
         try:

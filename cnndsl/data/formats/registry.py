@@ -33,7 +33,7 @@ Loader = Callable[[Path, str, "tuple[int, int, int] | None", bool, "int | None"]
 @dataclass(frozen=True)
 class Format:
     name: str
-    describe: str  # what the user points at, for messages ("" where it is not something to point at)
+    describe: str  # what the user points at, for messages and the CLI's --data help ("": nothing to point at)
     detect: Callable[[Path], bool] | None  # None: a bundled data set, chosen by its name
     splits: Callable[[Path], tuple[str, ...]]
     load: Loader
@@ -80,23 +80,23 @@ def _is_npz(path: Path) -> bool:
 
 
 FORMATS: tuple[Format, ...] = (
-    Format("digits", "'digits'", None, lambda path: SPLITS, _load_digits),
+    Format("digits", "'digits' (bundled)", None, lambda path: SPLITS, _load_digits),
     Format("idx-folder", "a folder of MNIST-format IDX files", is_idx_folder, idx_folder_splits,
            lambda path, split, shape, resize, k: load_idx_folder(path, split, shape, k)),
-    Format("cifar-folder", "a CIFAR-10 folder", is_cifar_folder, cifar_folder_splits,
+    Format("cifar-folder", "a folder of CIFAR-10 binary batches", is_cifar_folder, cifar_folder_splits,
            lambda path, split, shape, resize, k: load_cifar10_folder(path, split, shape, k)),
-    Format("image-folder", "a folder of class subfolders with images", Path.is_dir, image_folder_splits,
+    Format("image-folder", "a folder of PNG/JPEG images, one subfolder per class", Path.is_dir, image_folder_splits,
            _load_image_folder),
     # recognised to be refused: unpickling a data file can run arbitrary code
     Format("pickle", "", _is_pickle, _whole, _refuse_pickle),
-    Format("npz", "a .npz file (x, y)", _is_npz, _whole, _load_npz),
-    Format("cifar", "a CIFAR-10 .bin batch", lambda path: is_file(path) and is_cifar_file(path), _whole,
+    Format("npz", "a .npz file with x/y arrays", _is_npz, _whole, _load_npz),
+    Format("cifar", "a CIFAR-10 binary batch (.bin)", lambda path: is_file(path) and is_cifar_file(path), _whole,
            lambda path, split, shape, resize, k: load_cifar10_bin(path, shape, k)),
-    Format("idx", "MNIST-format IDX files", lambda path: is_file(path) and is_idx_file(path), _whole,
+    Format("idx", "an MNIST-format IDX file (its partner found by name)", lambda path: is_file(path) and is_idx_file(path), _whole,
            lambda path, split, shape, resize, k: load_idx_file(path, shape, k)),
 )
 
-_FORMATS_TEXT = ", ".join(f.describe for f in FORMATS if f.describe)
+FORMATS_TEXT = "; ".join(f.describe for f in FORMATS if f.describe)
 
 
 def find_format(spec: str) -> Format | None:
@@ -130,8 +130,8 @@ def load_dataset(spec: str, expected_shape, split: str = "train", *, resize: boo
     path = Path(spec)
     if fmt is None:
         if not path.exists():
-            raise file_error(path, "data set not found", expected=_FORMATS_TEXT, found="no such file or folder",
+            raise file_error(path, "data set not found", expected=FORMATS_TEXT, found="no such file or folder",
                              code="data-missing")
-        raise file_error(path, "unknown data set format", expected=_FORMATS_TEXT,
+        raise file_error(path, "unknown data set format", expected=FORMATS_TEXT,
                          found=f"{path.stat().st_size} bytes starting with {head(path)!r}", code="data-format")
     return fmt.load(path, split, expected_shape, resize, num_classes)
