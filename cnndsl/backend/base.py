@@ -11,6 +11,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnndsl.ops.registry import get_op
+
+
+def register_launcher(backend: str, ops, fn) -> None:
+    """Make `fn` the launcher of each op named in `ops` on `backend` (`OpDef.kernels[backend]`);
+    what both backends' `@launches` decorators do."""
+    for name in ops:
+        op = get_op(name)
+        if op is None:
+            raise KeyError(f"launcher for unknown op {name!r}")
+        op.kernels[backend] = fn
+
 
 class Backend:
     """The interface. `host` is True when arrays are NumPy arrays in host memory."""

@@ -311,45 +311,42 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, filename: str) -> Diagnost
     return Diagnostic("error", message, span, help=help, notes=notes, code="syntax")
 
 
-def _enclosing(text: str, line: int, col: int) -> str | None:
-    """The first word of the line that opened the innermost '{' around (line, col)."""
-    stack: list[str] = []
+def _braces(text: str):
+    """(line, column, '{' or '}', the line) of every brace outside strings and comments, in order."""
     for i, raw in enumerate(text.splitlines(), start=1):
-        if i > line:
-            break
         in_string = False
-        words = raw.split()
         for j, ch in enumerate(raw, start=1):
-            if i == line and j >= col:
-                break
             if in_string:
                 in_string = ch != '"'
             elif ch == '"':
                 in_string = True
             elif ch == "#":
                 break
-            elif ch == "{":
-                stack.append(words[0] if words else "")
-            elif ch == "}" and stack:
-                stack.pop()
+            elif ch in "{}":
+                yield i, j, ch, raw
+
+
+def _enclosing(text: str, line: int, col: int) -> str | None:
+    """The first word of the line that opened the innermost '{' around (line, col)."""
+    stack: list[str] = []
+    for i, j, ch, raw in _braces(text):
+        if (i, j) >= (line, col):
+            break
+        if ch == "{":
+            words = raw.split()
+            stack.append(words[0] if words else "")
+        elif stack:
+            stack.pop()
     return stack[-1] if stack else None
 
 
 def _unclosed_brace(text: str, filename: str) -> Span | None:
     stack: list[tuple[int, int]] = []
-    for i, raw in enumerate(text.splitlines(), start=1):
-        in_string = False
-        for j, ch in enumerate(raw, start=1):
-            if in_string:
-                in_string = ch != '"'
-            elif ch == '"':
-                in_string = True
-            elif ch == "#":
-                break
-            elif ch == "{":
-                stack.append((i, j))
-            elif ch == "}" and stack:
-                stack.pop()
+    for i, j, ch, _ in _braces(text):
+        if ch == "{":
+            stack.append((i, j))
+        elif stack:
+            stack.pop()
     if not stack:
         return None
     i, j = stack[-1]

@@ -1,18 +1,14 @@
 """`@launches("op", ...)`: register a CPU launcher in the op registry."""
 from __future__ import annotations
 
-from cnndsl.ops.registry import get_op
+from cnndsl.backend.base import register_launcher
 
 BACKEND = "cpu"
 
 
 def launches(*ops: str):
     def register(fn):
-        for name in ops:
-            op = get_op(name)
-            if op is None:
-                raise KeyError(f"launcher for unknown op {name!r}")
-            op.kernels[BACKEND] = fn
+        register_launcher(BACKEND, ops, fn)
         return fn
     return register
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnndsl.ops.registry import get_op
+from cnndsl.backend.base import register_launcher
 
 BACKEND = "cuda"
 
@@ -22,11 +22,7 @@ def launches(*ops: str):
                 run = rc.cache[node.name] = build(rc, node, ins, out)
             run(rc)
         launcher.build = build
-        for name in ops:
-            op = get_op(name)
-            if op is None:
-                raise KeyError(f"launcher for unknown op {name!r}")
-            op.kernels[BACKEND] = launcher
+        register_launcher(BACKEND, ops, launcher)
         return build
     return register
 
