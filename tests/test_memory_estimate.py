@@ -394,3 +394,18 @@ def test_estimate_bounds_the_real_allocation_of_lenet():
                                    for exe in model._executables.values())
     estimated = est.training_step(batch, eval_batch)
     assert real <= estimated <= 2 * real, (real, estimated)
+
+
+def test_optimizer_state_copies_follow_the_declarations():
+    """The estimate counts the state arrays each optimizer's declaration keeps for its options
+    (AdamW's two moments were once counted as none)."""
+    from cnndsl.analysis.memory import optimizer_copies
+    from cnndsl.frontend.training import Optimizer, TrainingConfig
+
+    def copies(kind, **options):
+        return optimizer_copies(TrainingConfig(optimizer=Optimizer(kind, options)))
+
+    assert copies("sgd") == ("sgd", 0) and copies("sgd", momentum=0.9) == ("sgd with momentum", 1)
+    assert copies("adam") == ("adam", 2) and copies("adamw") == ("adamw", 2)
+    assert copies("rmsprop") == ("rmsprop", 1) and copies("rmsprop", momentum=0.5) == ("rmsprop", 2)
+    assert copies("lion") == ("lion", 1)

@@ -10,8 +10,9 @@ checked graph alone (no allocation, no Numba import):
 * the parameter store: every learnable value is held 4 times as float32 (the flat buffer, its
   gradient, the learning-rate and weight-decay multipliers: `FlatParams` in
   cnndsl/train/optim.py), plus the non-learnable buffers (batchnorm statistics);
-* the optimizer state: Adam keeps 2 more copies of the parameters, SGD with momentum 1, plain
-  SGD none (`Optimizer.state` in cnndsl/train/optim.py);
+* the optimizer state: the state arrays its declaration keeps for its options, each a copy of
+  the parameters (`OptimizerDef.state` in cnndsl/ops/training/optimizers.py: Adam and AdamW 2,
+  SGD with momentum 1, plain SGD none);
 * activations: the memory plan (cnndsl/backend/plan.py) of the inference, evaluation and
   training graphs, per sample, times the batch; plus an upper bound of the kernels' work
   buffers (im2col scratch, kept unfolded inputs, max-pool indices).
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from cnndsl.backend.plan import plan_memory
 from cnndsl.diagnostics import CnnError, Diagnostic
 from cnndsl.machine import MAX_BYTES, Limit, human_bytes, memory_limit
+from cnndsl.ops.training.optimizers import OPTIMIZERS
 
 FLOAT32 = 4
 # FlatParams keeps data, grad, lr_mult and wd_mult, each one float32 per learnable value.
@@ -71,11 +73,10 @@ def optimizer_copies(config) -> tuple[str, int]:
     o = getattr(config, "optimizer", None)
     if o is None:
         return "sgd", 0
-    if o.name == "adam":
-        return "adam", 2  # exp_avg and exp_avg_sq
-    if o.options.get("momentum"):  # only the kinds that declare momentum have it
-        return "sgd with momentum", 1  # momentum_buffer
-    return "sgd", 0
+    d = OPTIMIZERS[o.name]
+    keys = d.state(d.resolve({k: v for k, v in o.options.items() if k != "lr"}))
+    momentum = " with momentum" if o.name == "sgd" and keys else ""
+    return o.name + momentum, len(keys)
 
 
 @dataclass
