@@ -21,7 +21,7 @@ from cnndsl.backend.executor import Executable, load_backend
 from cnndsl.backend.params import ParamStore
 from cnndsl.diagnostics import CnnError, Diagnostic, SourceFiles, Span, abbreviated
 from cnndsl.frontend.training import TrainingConfig
-from cnndsl.passes.autodiff import LossSpec, build_loss_graph
+from cnndsl.training_graph import LossSpec, build_loss_graph
 
 
 class Model:

@@ -168,6 +168,6 @@ def test_network_O0_and_O2_agree_with_the_fusions_allowed(name):
 
 
 def _loss():
-    from cnndsl.passes.autodiff import LossSpec
+    from cnndsl.training_graph import LossSpec
 
     return LossSpec("logits", "cross_entropy")

@@ -15,7 +15,10 @@ import pytest
 
 import cnndsl
 from cnndsl.model import Model
-from cnndsl.passes.autodiff import LossSpec, build_training_graph
+from cnndsl.ir.dump import dump
+from cnndsl.passes.autodiff import Autodiff
+from cnndsl.passes.base import TRAINING, PassContext
+from cnndsl.training_graph import LossSpec, build_training_graph
 from cnndsl.train.optim import SGD
 
 EXAMPLES = sorted(Path(__file__).resolve().parent.parent.joinpath("examples").glob("*.cnn"))
@@ -44,6 +47,21 @@ def test_no_gradient_for_the_input_image():
     assert "c1.grad_params" in ops
     assert "c1.grad_input" not in ops  # the image needs no gradient
     assert all(src != "image" for n in g.nodes() if n.op.endswith("grad_input") for src in g.inputs_of(n.name))
+
+
+def test_the_autodiff_pass_rewrites_its_graph_in_place():
+    """The pass turns the graph object it is given into the training graph (no copy handed back),
+    and builds what build_training_graph builds, which leaves its argument as it was."""
+    m = _model(LENET)
+    before = dump(m.graph)
+    expected = build_training_graph(m.graph, m.losses, frozen={"c1"})
+    assert dump(m.graph) == before
+    graph = m.graph.copy()
+    nodes_object = graph.nx
+    assert Autodiff().run(graph, PassContext(mode=TRAINING, losses=m.losses, frozen=frozenset({"c1"})))
+    assert graph.nx is nodes_object and graph.name == expected.name
+    assert dump(graph) == dump(expected)
+    assert graph.attrs["optimizer_step"] == expected.attrs["optimizer_step"]
 
 
 def test_frozen_layer_gets_no_parameter_gradient():

@@ -8,7 +8,7 @@ import pytest
 import cnndsl
 from cnndsl.backend.plan import execution_order, plan_memory
 from cnndsl.model import Model
-from cnndsl.passes.autodiff import build_training_graph
+from cnndsl.training_graph import build_training_graph
 
 EXAMPLES = sorted(Path(__file__).resolve().parent.parent.joinpath("examples").glob("*.cnn"))
 

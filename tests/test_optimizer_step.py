@@ -17,7 +17,7 @@ from cnndsl.ir.dump import dump
 from cnndsl.model import Model, loss_specs, optimizer_attrs
 from cnndsl.ops.registry import get_op
 from cnndsl.ops.training.optimizers import OPTIMIZERS, step_attrs, step_attrs_of
-from cnndsl.passes.autodiff import build_training_graph
+from cnndsl.training_graph import build_training_graph
 from cnndsl.passes.pipeline import optimize
 from cnndsl.train.optim import SGD, Adam, FlatParams, make_optimizer
 

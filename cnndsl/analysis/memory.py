@@ -256,7 +256,7 @@ class Estimate:
 def estimate(program, frozen=None, training: bool = True) -> Estimate:
     """The estimate of a loaded program (shape-checked); allocates nothing. `training=False`
     skips the evaluation and training graphs (what `Model` checks: it may never train)."""
-    from cnndsl.passes.autodiff import build_training_graph
+    from cnndsl.training_graph import build_training_graph
 
     graph = program.graph
     config = program.training
@@ -568,7 +568,7 @@ def memory_lines(program, est: Estimate | None = None, limit: Limit | None = Non
     """Peak activation memory per sample with the memory plan, next to one buffer per tensor,
     and the estimate of a training step at the file's batch against this machine's limit."""
     from cnndsl.model import loss_specs
-    from cnndsl.passes.autodiff import build_training_graph
+    from cnndsl.training_graph import build_training_graph
 
     graphs = [("inference", program.graph)]
     try:

@@ -297,7 +297,7 @@ class OpDef:
     # loss ops: the values a target may hold (cnndsl/ops/training/targets.py), checked where data
     # enters, since loss kernels index with class targets and Numba does not check bounds
     target_values: Any = None
-    gradient: Callable | None = None  # (GradBuilder, node, dy) -> input gradients (cnndsl/passes/autodiff.py)
+    gradient: Callable | None = None  # (GradBuilder, node, dy) -> input gradients (cnndsl/training_graph.py)
     kernels: dict[str, Any] = field(default_factory=dict)
 
     def attr(self, name: str) -> Attr | None:

@@ -21,7 +21,7 @@ from cnndsl.ir.graph import Graph
 from cnndsl.passes.base import EITHER, INFERENCE, MAX_LEVEL, TRAINING, PassContext
 from cnndsl.passes.cse import CommonSubexpressionElimination
 from cnndsl.passes.dce import DeadCodeElimination
-from cnndsl.passes.differentiate import Autodiff
+from cnndsl.passes.autodiff import Autodiff
 from cnndsl.passes.fold_batchnorm import FoldBatchnorm
 from cnndsl.passes.fold_constants import FoldConstants
 from cnndsl.passes.fuse_backward import FuseBackward

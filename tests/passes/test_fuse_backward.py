@@ -1,7 +1,7 @@
 """fuse_backward: the activation gradient folded into the fused layer's gradient node."""
 from passes_testutil import graph_of
 
-from cnndsl.passes.autodiff import LossSpec
+from cnndsl.training_graph import LossSpec
 from cnndsl.passes.base import PassContext, TRAINING
 from cnndsl.passes.pipeline import optimize
 

@@ -9,7 +9,7 @@ from passes_testutil import assert_close, body, graph_of, ops, random_store, run
 from cnndsl.frontend import loads
 from cnndsl.model import Model
 from cnndsl.ops.registry import get_op
-from cnndsl.passes.autodiff import LossSpec
+from cnndsl.training_graph import LossSpec
 from cnndsl.passes.base import INFERENCE, TRAINING, PassContext
 from cnndsl.passes.fuse_batchnorm_activation import FuseBatchnormActivation
 from cnndsl.passes.pipeline import optimize

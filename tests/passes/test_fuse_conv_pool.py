@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from passes_testutil import assert_close, body, graph_of, ops, random_store, run_inference, run_pass
 
-from cnndsl.passes.autodiff import LossSpec
+from cnndsl.training_graph import LossSpec
 from cnndsl.passes.base import TRAINING
 from cnndsl.passes.fuse_conv_pool import FuseConvPool
 from cnndsl.passes.pipeline import optimize

@@ -2,7 +2,7 @@
 import pytest
 from passes_testutil import graph_of
 
-from cnndsl.passes.autodiff import LossSpec
+from cnndsl.training_graph import LossSpec
 from cnndsl.passes.pipeline import kernel_count, optimize
 
 BLOCK = """

@@ -74,7 +74,7 @@ def test_pool_fusion_needs_a_monotone_activation(act, fuses):
 
 
 def test_residual_conv_keeps_its_backward_unfused_and_says_why():
-    from cnndsl.passes.autodiff import LossSpec
+    from cnndsl.training_graph import LossSpec
     from cnndsl.passes.base import PassContext
 
     src = ("network N {\n input x: 2x4x4\n h = conv(x) 2 padding=same\n c = conv(h) 2 padding=same\n"
