@@ -26,7 +26,7 @@ from cnndsl import kernel_cache  # noqa: E402  (after the BLAS setting: it impor
 
 kernel_cache.configure()
 
-__version__ = "0.1.0"
+from cnndsl.version import __version__  # noqa: E402
 
 __all__ = ["load", "loads", "compile", "summary", "CnnError", "__version__"]
 

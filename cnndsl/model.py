@@ -17,11 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
+from cnndsl.analysis.memory import check_model
 from cnndsl.backend.executor import Executable, load_backend
 from cnndsl.backend.params import ParamStore
+from cnndsl.data.dataset import Dataset
 from cnndsl.diagnostics import CnnError, Diagnostic, SourceFiles, Span, abbreviated
+from cnndsl.frontend import load
+from cnndsl.frontend.program import layers_matching
 from cnndsl.frontend.training import TrainingConfig
-from cnndsl.training_graph import LossSpec, build_loss_graph
+from cnndsl.io.weights import load_weights, match_weights, save_weights
+from cnndsl.ops.registry import get_op
+from cnndsl.passes.pipeline import optimize
+from cnndsl.tasks.metrics import MetricHook
+from cnndsl.tasks import transfer
+from cnndsl.training_graph import build_loss_graph, loss_specs
 
 
 class Model:
@@ -29,7 +38,6 @@ class Model:
                  init_from_file: bool = True):
         """`init_from_file=False` skips the training section's `init from "..."` (for eval and
         predict, which load trained weights right after)."""
-        from cnndsl.analysis.memory import check_model
         check_model(program)  # parameters beyond this machine's memory: a located error, not MemoryError
         self.program = program
         self.opt_level = opt_level  # -O level of the pass pipeline (cnndsl/passes/pipeline.py)
@@ -47,8 +55,7 @@ class Model:
         for layer in self.frozen:
             self.store.set_lr_mult(layer, 0.0)
         # frozen batchnorm layers keep their running statistics too (unless `freeze ... stats=false`)
-        from cnndsl.tasks.transfer import check_frozen_statistics
-        check_frozen_statistics(self)
+        transfer.check_frozen_statistics(self)
         self.init_report = None  # `init from "file"`: what was loaded (cnndsl.tasks.transfer.TransferReport)
         if self.config.init_from is not None and init_from_file:
             self.init_report = self.init_from(self.config.init_from, self.config.reinit,
@@ -77,8 +84,6 @@ class Model:
           train       forward passes, autodiff and backward passes
         Node names of heads and layers are never changed by a pass, so weights and outputs are
         found by the same names."""
-        from cnndsl.passes.pipeline import optimize
-
         if kind not in self._graphs:
             if kind == "infer":
                 graph = optimize(self.graph, "inference", self.opt_level, backend=self.device)
@@ -154,8 +159,6 @@ class Model:
     def evaluate(self, x: np.ndarray, y, batch: int = 256) -> dict[str, float]:
         """Mean loss and, for classification heads, accuracy over a data set; plus the metrics the
         train section declares beyond accuracy (box_iou, mean_iou, map50, ...: cnndsl.tasks.metrics)."""
-        from cnndsl.tasks.metrics import MetricHook
-
         x = self.prepare(x)
         if not len(x):
             raise CnnError([Diagnostic("error", "evaluate() was given no images: a mean over none is undefined",
@@ -218,8 +221,6 @@ class Model:
         import tempfile
 
         from cnndsl.train.progress import _is_tty
-
-        from cnndsl.data.dataset import Dataset
         from cnndsl.train.trainer import Trainer, with_overrides
 
         self.check_targets(y, "y")  # before any work: a bad label must never reach a loss kernel
@@ -240,8 +241,6 @@ class Model:
         """Targets of the right shape and type for every loss: zeros, or random valid ones from
         `rng` (class indices within range, normal values for regression) — for warm-ups,
         gradient checks and benchmarks."""
-        from cnndsl.ops.registry import get_op
-
         targets = {}
         for spec in self.losses:
             head = self.graph.node(self.graph.heads[spec.head]).type
@@ -291,8 +290,6 @@ class Model:
         stands between a bad label and memory corruption. `source` names the data in the
         message (a file, "y", "validation labels"); `class_names` (an image folder's class
         folders) names the classes in it."""
-        from cnndsl.ops.registry import get_op
-
         for spec in self.losses:
             t = np.asarray(y[spec.head] if isinstance(y, Mapping) else y)
             node = self.graph.node(self.graph.heads[spec.head])
@@ -343,8 +340,6 @@ class Model:
         return self.store.state_dict()
 
     def save_weights(self, path, metadata: dict[str, str] | None = None) -> Path:
-        from cnndsl.io.weights import save_weights
-
         meta = {"network": self.graph.name, **(metadata or {})}
         save_weights(path, self.store.state_dict(), meta)
         return Path(path)
@@ -352,8 +347,6 @@ class Model:
     def load_weights(self, path) -> dict[str, str]:
         """Load by name; any missing, unexpected or mis-shaped tensor is an error listing all of them.
         Returns the file's metadata (network, epoch, and `class_names` as JSON when training knew them)."""
-        from cnndsl.io.weights import load_weights, match_weights
-
         tensors, meta = load_weights(path)
         match_weights(tensors, self.store.expected_shapes()).raise_if_mismatch(path)
         self.store.load_state_dict(tensors)
@@ -382,31 +375,15 @@ class Model:
         and shape; tensors only in the network keep their fresh initialization, tensors only in the
         file are skipped, layers in `reinit` are not loaded. A shape mismatch is an error naming both
         shapes and the layer's line (nothing is loaded). Returns the report (TransferReport)."""
-        from cnndsl.tasks.transfer import init_from_file
-
-        return init_from_file(self, path, reinit, span)
+        return transfer.init_from_file(self, path, reinit, span)
 
 
 def compile(path_or_program, defines=None, profile=None, device: str = "cpu", seed: int | None = None) -> Model:
     """Load (if given a path) and compile a model for `device`."""
     program = path_or_program
     if isinstance(path_or_program, (str, Path)):
-        from cnndsl.frontend import load
-
         program = load(path_or_program, defines=defines, profile=profile)
     return Model(program, device=device, seed=seed)
-
-
-def loss_specs(program) -> list[LossSpec]:
-    """The losses of the training section; by default cross-entropy on the first head."""
-    if program.training is not None and program.training.losses:
-        return [LossSpec(loss.head, loss.kind, loss.weight, loss.options) for loss in program.training.losses]
-    graph = program.graph
-    specs = []
-    for head, node in graph.heads.items():
-        rank = len(graph.node(node).type.shape)
-        specs.append(LossSpec(head, "cross_entropy" if rank == 1 else "pixel_cross_entropy"))
-    return specs[:1]
 
 
 def optimizer_attrs(config: TrainingConfig) -> dict:
@@ -416,12 +393,6 @@ def optimizer_attrs(config: TrainingConfig) -> dict:
 
     o = config.optimizer
     return step_attrs(o.name, **{k: v for k, v in o.hyper().items() if k != "lr"})
-
-
-def layers_matching(graph, patterns) -> list[str]:
-    """Layers named by `patterns`: a layer's own name, or a prefix such as a block instance ("stage1")."""
-    names = [n for n in graph.topo_order() if graph.node(n).params]
-    return [n for n in names if any(n == p or n.startswith(p + ".") for p in patterns)]
 
 
 def _normalization(normalize, input_shape):
@@ -486,8 +457,6 @@ def _width_setter(program, node) -> tuple[str | None, str | None]:
     """(option, source text) of the option that sets a head's channel count, e.g.
     ('units', 'classes') for `dense classes -> logits`: the text is a network parameter
     when a -D can change it."""
-    from cnndsl.ops.registry import get_op
-
     op = get_op(node.op)
     positional = op.positional if op is not None else []
     if not positional:

@@ -72,6 +72,18 @@ class GradBuilder:
         return self.add(op, forward, inputs, "grad_input" if port == 0 else f"grad_input{port}", like=like)
 
 
+def loss_specs(program) -> list[LossSpec]:
+    """The losses of the training section; by default cross-entropy on the first head."""
+    if program.training is not None and program.training.losses:
+        return [LossSpec(loss.head, loss.kind, loss.weight, loss.options) for loss in program.training.losses]
+    graph = program.graph
+    specs = []
+    for head, node in graph.heads.items():
+        rank = len(graph.node(node).type.shape)
+        specs.append(LossSpec(head, "cross_entropy" if rank == 1 else "pixel_cross_entropy"))
+    return specs[:1]
+
+
 def build_loss_graph(forward: Graph, losses: list[LossSpec]) -> Graph:
     """The forward graph plus targets and losses, without gradients: what evaluation runs."""
     _check_losses(forward, losses)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import cnndsl
-from cnndsl.backend.plan import execution_order, plan_memory
+from cnndsl.analysis.plan import execution_order, plan_memory
 from cnndsl.model import Model
 from cnndsl.training_graph import build_training_graph
 

@@ -150,7 +150,7 @@ def test_whole_network_gradient_through_every_new_layer():
 
 
 def test_reshape_is_a_view_in_the_memory_plan():
-    from cnndsl.backend.plan import plan_memory
+    from cnndsl.analysis.plan import plan_memory
 
     p = cnndsl.loads(_net("  c = conv 4 kernel=1\n  r = reshape 16x2x2\n  flatten\n  dense 2 -> out"))
     plan = plan_memory(p.graph)

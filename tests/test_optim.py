@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from cnndsl.diagnostics import CnnError
-from cnndsl.train.optim import SGD, Adam, FlatParams, ParamLayout, make_optimizer
+from cnndsl.backend.params import FlatParams, ParamLayout
+from cnndsl.train.optim import SGD, Adam, make_optimizer
 
 f32 = np.float32
 SHAPES = {"c1.weight": (4, 1, 3, 3), "c1.bias": (4,), "fc.weight": (3, 36), "fc.bias": (3,)}

@@ -13,7 +13,7 @@ checked graph alone (no allocation, no Numba import):
 * the optimizer state: the state arrays its declaration keeps for its options, each a copy of
   the parameters (`OptimizerDef.state` in cnndsl/ops/training/optimizers.py: Adam and AdamW 2,
   SGD with momentum 1, plain SGD none);
-* activations: the memory plan (cnndsl/backend/plan.py) of the inference, evaluation and
+* activations: the memory plan (cnndsl/analysis/plan.py) of the inference, evaluation and
   training graphs, per sample, times the batch; plus an upper bound of the kernels' work
   buffers (im2col scratch, kept unfolded inputs, max-pool indices).
 
@@ -40,10 +40,13 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 
-from cnndsl.backend.plan import plan_memory
+from cnndsl.analysis.plan import VIEW_OPS, plan_memory, produces_tensor
 from cnndsl.diagnostics import CnnError, Diagnostic
+from cnndsl.frontend.program import layers_matching
 from cnndsl.machine import MAX_BYTES, Limit, human_bytes, memory_limit
+from cnndsl.ops.registry import get_op
 from cnndsl.ops.training.optimizers import OPTIMIZERS
+from cnndsl.training_graph import build_training_graph, loss_specs
 
 FLOAT32 = 4
 # FlatParams keeps data, grad, lr_mult and wd_mult, each one float32 per learnable value.
@@ -207,8 +210,6 @@ def graph_memory(graph, training: bool = False, plan=None) -> GraphMemory:
 
 
 def _all_tensors_per_sample(graph) -> int:
-    from cnndsl.backend.plan import VIEW_OPS, produces_tensor
-
     return sum(node.type.size * _ITEMSIZE.get(node.type.dtype, 4) for node in graph.nodes()
                if node.type is not None and node.op not in VIEW_OPS and produces_tensor(graph, node.name))
 
@@ -256,8 +257,6 @@ class Estimate:
 def estimate(program, frozen=None, training: bool = True) -> Estimate:
     """The estimate of a loaded program (shape-checked); allocates nothing. `training=False`
     skips the evaluation and training graphs (what `Model` checks: it may never train)."""
-    from cnndsl.training_graph import build_training_graph
-
     graph = program.graph
     config = program.training
     name, copies = optimizer_copies(config)
@@ -292,8 +291,6 @@ def estimate(program, frozen=None, training: bool = True) -> Estimate:
 
 
 def _target_bytes(graph, losses) -> int:
-    from cnndsl.ops.registry import get_op
-
     total = 0
     for spec in losses:
         shape, dtype = get_op(spec.kind).target(graph.node(graph.heads[spec.head]).type)
@@ -302,8 +299,6 @@ def _target_bytes(graph, losses) -> int:
 
 
 def _losses(program):
-    from cnndsl.model import loss_specs
-
     try:
         return loss_specs(program)
     except (CnnError, AttributeError):
@@ -313,8 +308,6 @@ def _losses(program):
 def _frozen(program) -> set:
     if program.training is None or not program.training.freeze:
         return set()
-    from cnndsl.model import layers_matching
-
     return set(layers_matching(program.graph, program.training.freeze))
 
 
@@ -567,9 +560,6 @@ def check_executable(graph, batch: int, store, backend, plan=None) -> None:
 def memory_lines(program, est: Estimate | None = None, limit: Limit | None = None) -> list[str]:
     """Peak activation memory per sample with the memory plan, next to one buffer per tensor,
     and the estimate of a training step at the file's batch against this machine's limit."""
-    from cnndsl.model import loss_specs
-    from cnndsl.training_graph import build_training_graph
-
     graphs = [("inference", program.graph)]
     try:
         graphs.append(("training step", build_training_graph(program.graph, loss_specs(program))))

@@ -121,7 +121,7 @@ def units_of(model, batch: int, eval_batch: int, augment=None) -> list[str]:
     """The model's units of compile work, costliest first (ties: in execution order): the ops of
     the training and evaluation graphs grouped by `op_family`, "+"-joined, and each augmentation
     of the pipeline ("augment:J")."""
-    from cnndsl.backend.plan import execution_order
+    from cnndsl.analysis.plan import execution_order
 
     groups: dict[str, list[str]] = {}
     for kind in ("train", "eval"):

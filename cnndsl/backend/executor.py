@@ -17,9 +17,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cnndsl.analysis.memory import check_executable
+from cnndsl.analysis.plan import MemoryPlan, execution_order, plan_memory
 from cnndsl.backend.base import CPU, Backend
 from cnndsl.backend.params import ParamStore
-from cnndsl.backend.plan import MemoryPlan, execution_order, plan_memory
 from cnndsl.diagnostics import CnnError, Diagnostic
 from cnndsl.ir.graph import Graph, Node
 from cnndsl.ops.registry import get_op
@@ -91,8 +92,6 @@ class Executable:
         self.plan: MemoryPlan = plan_memory(graph, self.order)
         self.rc = RunContext(graph, store, batch, backend=self.backend)
         self._launchers = self._resolve(backend)
-        from cnndsl.analysis.memory import check_executable
-
         check_executable(graph, batch, store, self.backend, self.plan)  # refuse before allocating
         self._slots = [self.backend.zeros(batch * n, np.dtype(d))
                        for n, d in zip(self.plan.slot_elems, self.plan.slot_dtype)]

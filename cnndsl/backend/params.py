@@ -1,7 +1,7 @@
 """Parameter storage: every learnable tensor of a model in one flat float32 buffer.
 
-One flat buffer (and a gradient buffer of the same layout, see
-cnndsl/train/optim.py's FlatParams) makes the optimizer
+One flat buffer (and a gradient buffer of the same layout: FlatParams, with its
+ParamLayout, below) makes the optimizer
 one loop, a checkpoint one array, and (later) a distributed step one
 all-reduce. Each tensor is a named view `<layer>.<param>` into it. Batchnorm
 running statistics are non-learnable buffers kept beside it.
@@ -17,16 +17,124 @@ and none of this does anything.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
+from cnndsl.analysis.memory import check_store
 from cnndsl.backend.base import CPU
 from cnndsl.backend.optimizer_state import OptimizerState
 from cnndsl.ir.graph import Graph
 from cnndsl.kernels.activations import ACTIVATIONS
-from cnndsl.train.optim import FlatParams
 
 _GLOROT_AFTER = {a.name for a in ACTIVATIONS if a.squashing} | {"softmax"}  # bounded outputs
+
+
+@dataclass(frozen=True)
+class Segment:
+    offset: int
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def stop(self) -> int:
+        return self.offset + self.size
+
+
+class ParamLayout:
+    """name -> (offset, shape) of each tensor in the flat buffer, in insertion order."""
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]], align: int = 1):
+        self.segments: dict[str, Segment] = {}
+        offset = 0
+        for name, shape in shapes.items():
+            shape = tuple(int(d) for d in shape)
+            seg = Segment(offset, shape)
+            self.segments[name] = seg
+            offset = seg.stop
+            if align > 1:
+                offset = -(-offset // align) * align
+        self.size = offset
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.segments
+
+    def __iter__(self):
+        return iter(self.segments)
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def __getitem__(self, name: str) -> Segment:
+        return self.segments[name]
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: s.shape for k, s in self.segments.items()}
+
+
+class FlatParams:
+    """The flat parameter buffer, its gradient, and the per-element multipliers."""
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]] | ParamLayout):
+        self.layout = shapes if isinstance(shapes, ParamLayout) else ParamLayout(shapes)
+        n = self.layout.size
+        self.data = np.zeros(n, dtype=np.float32)
+        self.grad = np.zeros(n, dtype=np.float32)
+        self.lr_mult = np.ones(n, dtype=np.float32)
+        self.wd_mult = np.ones(n, dtype=np.float32)
+
+    @property
+    def size(self) -> int:
+        return self.layout.size
+
+    def _slice(self, name: str) -> slice:
+        seg = self.layout[name]
+        return slice(seg.offset, seg.stop)
+
+    def view(self, name: str) -> np.ndarray:
+        """The tensor `name` as a writable view into `data`."""
+        return self.data[self._slice(name)].reshape(self.layout[name].shape)
+
+    def grad_view(self, name: str) -> np.ndarray:
+        return self.grad[self._slice(name)].reshape(self.layout[name].shape)
+
+    def views(self) -> dict[str, np.ndarray]:
+        return {k: self.view(k) for k in self.layout}
+
+    def grad_views(self) -> dict[str, np.ndarray]:
+        return {k: self.grad_view(k) for k in self.layout}
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """Copies of every tensor (e.g. for `save_weights`)."""
+        return {k: self.view(k).copy() for k in self.layout}
+
+    def load(self, tensors: Mapping[str, np.ndarray]) -> None:
+        """Copy tensors into the buffer (shapes must match; see `match_weights` for user files)."""
+        for name, value in tensors.items():
+            dst = self.view(name)
+            value = np.asarray(value)
+            if value.shape != dst.shape:
+                raise ValueError(f"tensor '{name}': shape {value.shape}, expected {dst.shape}")
+            dst[...] = value
+
+    def zero_grad(self) -> None:
+        self.grad.fill(0)
+
+    def set_lr_mult(self, name: str, mult: float) -> None:
+        """Learning-rate multiplier of tensor `name` (0 freezes it)."""
+        self.lr_mult[self._slice(name)] = np.float32(mult)
+
+    def set_wd_mult(self, name: str, mult: float) -> None:
+        """Weight-decay multiplier of tensor `name` (0 exempts it from weight decay)."""
+        self.wd_mult[self._slice(name)] = np.float32(mult)
+
+    def frozen(self) -> np.ndarray:
+        return self.lr_mult == 0
 
 
 class ParamStore:
@@ -39,8 +147,6 @@ class ParamStore:
             for pname, shape in node.params.items():
                 shapes[f"{node.name}.{pname}"] = tuple(shape)
                 self.owner[f"{node.name}.{pname}"] = node.name
-        from cnndsl.analysis.memory import check_store
-
         check_store(graph, shapes)  # refuse before allocating what cannot fit (a located CnnError)
         self.params = FlatParams(shapes)
         self.buffers: dict[str, np.ndarray] = {}

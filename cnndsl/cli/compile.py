@@ -62,8 +62,10 @@ def compile_(file, opt_level, training, print_ir, dump_after, disable_pass, veri
     mode = "training" if training else "inference"
     extra = {}
     if training:
+        from cnndsl.frontend.program import layers_matching
         from cnndsl.frontend.training import TrainingConfig
-        from cnndsl.model import layers_matching, loss_specs, optimizer_attrs
+        from cnndsl.model import optimizer_attrs
+        from cnndsl.training_graph import loss_specs
 
         config = program.training
         extra = {"losses": loss_specs(program),

@@ -11,9 +11,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnndsl.analysis.infer import infer_shapes
 from cnndsl.diagnostics import Diagnostic, Diagnostics, Span, did_you_mean
 from cnndsl.frontend import ast
-from cnndsl.frontend.values import LIMIT, MISSING, SPACE_FUNCTIONS, EvalError, Evaluator, parse_define, show
+from cnndsl.frontend.values import LIMIT, MISSING, SPACE_FUNCTIONS, EvalError, Evaluator, parse_define
+from cnndsl.ir.dump import show
 from cnndsl.ir.graph import Graph, Node
 from cnndsl.ops.registry import AttrError, OpDef, all_ops, get_op
 
@@ -384,8 +386,6 @@ class Lowerer:
     def tensor_type(self, node: str):
         """The type of a tensor of the graph built so far (None when it cannot be inferred: its
         error is reported by the shape inference of the whole graph, after lowering)."""
-        from cnndsl.analysis.infer import infer_shapes
-
         if self._typed_nodes != len(self.graph.nx):  # something was added since the last inference
             infer_shapes(self.graph, Diagnostics())
             self._typed_nodes = len(self.graph.nx)

@@ -13,8 +13,9 @@ from pathlib import Path
 from lark import Lark, Token, Tree
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-from cnndsl.diagnostics import CnnError, Diagnostic, Span, SourceFiles, file_error
+from cnndsl.diagnostics import CnnError, Diagnostic, SourceFiles, Span, did_you_mean, file_error
 from cnndsl.frontend import ast
+from cnndsl.io.files import open_regular
 
 MAX_NESTING = 32  # brackets/braces deeper than this are refused before parsing
 # Parsing runs at about 200 KB/s (Lark, 2 cores): a 16 MiB cap let an 8.9 MB file of 100,000
@@ -68,8 +69,6 @@ def read_source(path) -> str:
                          code="file-directory")
     # A FIFO, /dev/zero or /dev/urandom is refused before it is opened: reading a FIFO waits for a
     # writer (`check` hung), /dev/zero has st_size 0 and never ends (it grew to gigabytes).
-    from cnndsl.io.files import open_regular
-
     try:
         with open_regular(name, "model file") as f:
             size = os.fstat(f.fileno()).st_size
@@ -88,8 +87,6 @@ def read_source(path) -> str:
 
 
 def _near_files(p: Path) -> str | None:
-    from cnndsl.diagnostics import did_you_mean
-
     try:
         parent = p.parent if str(p.parent) else Path(".")
         names = [x.name for x in parent.iterdir()] if parent.is_dir() else []
@@ -281,8 +278,6 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, filename: str) -> Diagnost
         else:
             help = "write options as key=value after the op: conv 16 kernel=3"
     elif tok.type == "NAME" and _ITEM_STARTS <= expected:
-        from cnndsl.diagnostics import did_you_mean
-
         help = did_you_mean(str(tok), ("network", "block", "train", "profile"))
         if help is None:
             help = "a file holds `network NAME { ... }`, `block NAME(...) { ... }`, `train { ... }` and " \

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnndsl.analysis.infer import infer_shapes
 from cnndsl.diagnostics import CnnError, Diagnostic, Diagnostics, Span, abbreviated, did_you_mean
 from cnndsl.frontend import ast
 from cnndsl.frontend.lower import Lowerer
@@ -66,9 +67,7 @@ def _compile(text, filename, defines, profile, network) -> Program:
         raise CnnError(items)
     program = Program(graph, training, profiles, [d for d in items if d.severity != "error"], filename, params,
                       profile, module, text)
-    from cnndsl.tasks.transfer import mark_trainable  # frozen layers show as not trainable in `cnndsl shapes`
-
-    mark_trainable(program)
+    mark_trainable(program)  # frozen layers show as not trainable in `cnndsl shapes`
     return program
 
 
@@ -101,8 +100,6 @@ def _choose_network(module: ast.Module, network: str | None, filename: str) -> a
 
 
 def _infer(graph: Graph, diags: Diagnostics) -> None:
-    from cnndsl.analysis.infer import infer_shapes
-
     try:
         infer_shapes(graph, diags)
     except Exception as e:  # a bug in a shape rule must still surface as a diagnostic
@@ -120,3 +117,18 @@ def _dedup(items: list[Diagnostic]) -> list[Diagnostic]:
         seen.add(key)
         out.append(d)
     return out
+
+
+def layers_matching(graph, patterns) -> list[str]:
+    """Layers named by `patterns`: a layer's own name, or a prefix such as a block instance ("stage1")."""
+    names = [n for n in graph.topo_order() if graph.node(n).params]
+    return [n for n in names if any(n == p or n.startswith(p + ".") for p in patterns)]
+
+
+def mark_trainable(program) -> None:
+    """`node.meta["trainable"] = False` on the layers the training section freezes (for `cnndsl shapes`)."""
+    config = program.training
+    if config is None or not config.freeze:
+        return
+    for n in layers_matching(program.graph, config.freeze):
+        program.graph.node(n).meta["trainable"] = False

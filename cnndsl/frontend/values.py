@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from cnndsl.diagnostics import Diagnostic, Span, did_you_mean
 from cnndsl.frontend import ast
+from cnndsl.ir.dump import show
 
 LIMIT = 10**12  # numbers beyond this are typos, and would overflow later stages
 # Search-space values (`width = choice(8, 16, 32)`), allowed only as a network parameter's default;
@@ -31,32 +32,6 @@ class _Missing:
 
 
 MISSING = _Missing()  # the value of a parameter whose own definition failed (reported there)
-
-
-def show(v: Any) -> str:
-    """A value as it would be written in a .cnn file (the canonical form used by dumps)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if v.is_integer() and abs(v) < 1e15:
-            return f"{v:.1f}"
-        return repr(v)
-    if isinstance(v, str):
-        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", v) and v not in _RESERVED:
-            return v
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, tuple):
-        if v and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v) and len(v) > 1:
-            return "x".join(str(x) for x in v)
-        return "[" + ", ".join(show(x) for x in v) + "]"
-    if v is None:
-        return "none"
-    return str(v)
-
-
-_RESERVED = {"network", "block", "train", "profile", "input", "repeat", "true", "false"}
 
 
 def _error(message: str, span: Span | None, help: str | None = None, code: str = "value",

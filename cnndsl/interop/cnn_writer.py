@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from cnndsl.diagnostics import CnnError, Diagnostic, Diagnostics, Span
-from cnndsl.frontend.values import show
+from cnndsl.ir.dump import show
 from cnndsl.ir.graph import Graph
 from cnndsl.ops.build import default_value, make_node
 from cnndsl.ops.registry import AttrError, ShapeContext, ShapeError, get_op

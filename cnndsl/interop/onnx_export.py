@@ -24,6 +24,7 @@ import numpy as np
 from cnndsl.diagnostics import CnnError, Diagnostic
 from cnndsl.interop.deps import require
 from cnndsl.ir.graph import Graph, Node
+from cnndsl.version import __version__
 
 OPSET = 17  # ONNX Runtime >= 1.13 runs it; 17 has Resize, Softmax over one axis, LpPool, Clip with inputs
 IR_VERSION = 8  # the IR version of opset 17 (onnx 1.12): ONNX Runtime refuses IR versions newer than it knows
@@ -520,9 +521,7 @@ def export_graph(graph: Graph, tensors: dict[str, np.ndarray], normalize=None, d
     g = onnx.helper.make_graph(e.nodes + renames, graph.name, graph_inputs, outputs, e.initializers, doc_string=doc)
     model = onnx.helper.make_model(g, producer_name=PRODUCER, opset_imports=[onnx.helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
-    from cnndsl import __version__ as version
-
-    model.producer_version = version
+    model.producer_version = __version__
     onnx.checker.check_model(model, full_check=True)
     return model
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from cnndsl.ir.graph import Graph
+from cnndsl.ops.registry import get_op
 
 _COLORS = {"input": "#d9ead3", "activation": "#fff2cc", "merge": "#cfe2f3", "layer": "#ffffff"}
 
@@ -23,8 +24,6 @@ def _label(node) -> str:
 
 
 def to_dot(graph: Graph) -> str:
-    from cnndsl.ops.registry import get_op
-
     out = [f'digraph "{graph.name}" {{', "  rankdir=TB;", '  node [shape=box, style="rounded,filled", fontname="Helvetica"];']
     for node in graph.nodes():
         op = get_op(node.op)

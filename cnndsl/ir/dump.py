@@ -17,13 +17,14 @@ Options whose value is None (an unset per-layer `rounding`) are left out.
 """
 from __future__ import annotations
 
-from cnndsl.frontend.values import show
+import re
+from typing import Any
+
 from cnndsl.ir.graph import Graph
+from cnndsl.ops.registry import get_op
 
 
 def dump(graph: Graph) -> str:
-    from cnndsl.ops.registry import get_op
-
     params = graph.attrs.get("params") or {}
     header = f"network {graph.name}"
     if params:
@@ -60,3 +61,31 @@ def _shape(shape) -> str:
     if len(shape) == 1:
         return f"[{shape[0]}]"
     return "x".join(str(d) for d in shape)
+
+
+def show(v: Any) -> str:
+    """A value as it would be written in a .cnn file: the canonical form of the dump, and of the values
+    the frontend's and the sweep's messages quote."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if v.is_integer() and abs(v) < 1e15:
+            return f"{v:.1f}"
+        return repr(v)
+    if isinstance(v, str):
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", v) and v not in _RESERVED:
+            return v
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, tuple):
+        if v and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v) and len(v) > 1:
+            return "x".join(str(x) for x in v)
+        return "[" + ", ".join(show(x) for x in v) + "]"
+    if v is None:
+        return "none"
+    return str(v)
+
+
+_RESERVED = {  # keywords of grammar/cnn.lark that a bare word cannot be
+    "network", "block", "train", "profile", "input", "repeat", "true", "false"}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import networkx as nx
 
 from cnndsl.ir.graph import Graph, Node, TensorType
+from cnndsl.ops.registry import get_op
 
 # Attr keys that are not options of any op but that compiler stages may set.
 # A pass that stores its own key in node.attrs adds it here, or starts it with "_".
@@ -35,8 +36,6 @@ class InvalidGraph(AssertionError):
 
 
 def verify(graph: Graph, typed: bool | None = None) -> list[str]:
-    from cnndsl.ops.registry import get_op
-
     problems: list[str] = []
     g = graph.nx
 

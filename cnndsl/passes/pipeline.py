@@ -17,11 +17,12 @@ batchnorm makes conv -> relu adjacent, CSE leaves dead duplicates for DCE. Then 
 """
 from __future__ import annotations
 
+from cnndsl.analysis.plan import VIEW_OPS
 from cnndsl.ir.graph import Graph
+from cnndsl.passes.autodiff import Autodiff
 from cnndsl.passes.base import EITHER, INFERENCE, MAX_LEVEL, TRAINING, PassContext
 from cnndsl.passes.cse import CommonSubexpressionElimination
 from cnndsl.passes.dce import DeadCodeElimination
-from cnndsl.passes.autodiff import Autodiff
 from cnndsl.passes.fold_batchnorm import FoldBatchnorm
 from cnndsl.passes.fold_constants import FoldConstants
 from cnndsl.passes.fuse_backward import FuseBackward
@@ -90,6 +91,4 @@ def optimize(graph: Graph, mode: str = INFERENCE, level: int = DEFAULT_LEVEL, *,
 
 def kernel_count(graph: Graph) -> int:
     """Launches that do work: every node but inputs, targets and reshapes (views of their input)."""
-    from cnndsl.backend.plan import VIEW_OPS
-
     return sum(1 for n in graph.nodes() if n.op not in ("input", "target") and n.op not in VIEW_OPS)

@@ -6,7 +6,7 @@ function; this pass runs it at the end of the pipeline so that --pass-stats and
 """
 from __future__ import annotations
 
-from cnndsl.backend.plan import plan_memory
+from cnndsl.analysis.plan import plan_memory
 from cnndsl.passes.base import Pass, PassContext
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnndsl.diagnostics import CnnError, Diagnostic
-from cnndsl.frontend.values import show
+from cnndsl.ir.dump import show
 from cnndsl.sweep.space import Space, apply_knobs, show_point
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cnndsl.frontend import ast
-from cnndsl.frontend.values import show
+from cnndsl.ir.dump import show
 from cnndsl.io.atomic import atomic_write_bytes, atomic_write_text
 from cnndsl.sweep.space import Space
 

@@ -24,7 +24,8 @@ from typing import Any
 from cnndsl.diagnostics import CnnError, Diagnostic, Span, did_you_mean
 from cnndsl.frontend import ast
 from cnndsl.frontend.training import OPTIMIZERS, SETTING_OPTIONS
-from cnndsl.frontend.values import LIMIT, SPACE_FUNCTIONS, EvalError, Evaluator, parse_define, show
+from cnndsl.frontend.values import LIMIT, SPACE_FUNCTIONS, EvalError, Evaluator, parse_define
+from cnndsl.ir.dump import show
 from cnndsl.ops.registry import Attr
 
 CLI_SPAN = Span("<command line>", 0, 0)

@@ -183,15 +183,3 @@ def check_frozen_statistics(model) -> list[str]:
         node.meta["frozen_statistics"] = True
         marked.append(layer)
     return marked
-
-
-def mark_trainable(program) -> None:
-    """`node.meta["trainable"] = False` on the layers the training section freezes (for `cnndsl shapes`)."""
-    config = program.training
-    if config is None or not config.freeze:
-        return
-    graph = program.graph
-    names = [n for n in graph.topo_order() if graph.node(n).params]
-    for n in names:
-        if any(n == p or n.startswith(p + ".") for p in config.freeze):
-            graph.node(n).meta["trainable"] = False

@@ -14,6 +14,7 @@ import numpy as np
 from cnndsl.data.dataset import Dataset
 from cnndsl.data.formats import dataset_splits, load_dataset
 from cnndsl.diagnostics import CnnError, Diagnostic, Span, abbreviated
+from cnndsl.tasks.datasets import TASKS, task_dataset
 
 HELD_OUT_FRACTION = 0.2  # of a data set that ships no test split
 
@@ -24,8 +25,6 @@ def resolve_datasets(model, data: str | None = None) -> tuple[Dataset, Dataset]:
     `dataset ... classes=[...]` only those labels are kept, renumbered in the order listed."""
     spec = data or model.config.dataset or "digits"
     classes = model.config.dataset_classes
-    from cnndsl.tasks.datasets import TASKS, task_dataset  # localization/detection/segmentation_digits
-
     if spec in TASKS:
         if classes is not None:
             raise _classes_error(model, f"the generated '{spec}' data set has no class selection",

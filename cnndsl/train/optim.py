@@ -1,9 +1,8 @@
 """Optimizers over one flat float32 parameter buffer: SGD, Adam, AdamW, RMSprop, Lion.
 
 All learnable tensors of a network live in ONE contiguous float32 buffer
-`FlatParams.data`, with a gradient buffer `FlatParams.grad` of the same size;
-`FlatParams.layout` maps each tensor name to its (offset, shape) segment, and
-`FlatParams.view(name)` / `grad_view(name)` are reshaped views (no copies), so
+`FlatParams.data` (cnndsl/backend/params.py), with a gradient buffer `FlatParams.grad` of the
+same size; `FlatParams.view(name)` / `grad_view(name)` are reshaped views (no copies), so
 kernels write gradients straight into the flat buffer and the optimizer
 updates everything in one loop.
 
@@ -53,122 +52,14 @@ face. `state_dict()` returns a dict of numpy arrays including the step count as 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 
 from cnndsl.backend.optimizer_state import OptimizerState
+from cnndsl.backend.params import FlatParams
 from cnndsl.ops.registry import Attr, AttrError
 from cnndsl.ops.training.optimizers import OPTIMIZERS as DECLARATIONS
-
-
-# ---------------------------------------------------------------------------- flat parameters
-
-@dataclass(frozen=True)
-class Segment:
-    offset: int
-    shape: tuple[int, ...]
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def stop(self) -> int:
-        return self.offset + self.size
-
-
-class ParamLayout:
-    """name -> (offset, shape) of each tensor in the flat buffer, in insertion order."""
-
-    def __init__(self, shapes: Mapping[str, tuple[int, ...]], align: int = 1):
-        self.segments: dict[str, Segment] = {}
-        offset = 0
-        for name, shape in shapes.items():
-            shape = tuple(int(d) for d in shape)
-            seg = Segment(offset, shape)
-            self.segments[name] = seg
-            offset = seg.stop
-            if align > 1:
-                offset = -(-offset // align) * align
-        self.size = offset
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.segments
-
-    def __iter__(self):
-        return iter(self.segments)
-
-    def __len__(self) -> int:
-        return len(self.segments)
-
-    def __getitem__(self, name: str) -> Segment:
-        return self.segments[name]
-
-    @property
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        return {k: s.shape for k, s in self.segments.items()}
-
-
-class FlatParams:
-    """The flat parameter buffer, its gradient, and the per-element multipliers."""
-
-    def __init__(self, shapes: Mapping[str, tuple[int, ...]] | ParamLayout):
-        self.layout = shapes if isinstance(shapes, ParamLayout) else ParamLayout(shapes)
-        n = self.layout.size
-        self.data = np.zeros(n, dtype=np.float32)
-        self.grad = np.zeros(n, dtype=np.float32)
-        self.lr_mult = np.ones(n, dtype=np.float32)
-        self.wd_mult = np.ones(n, dtype=np.float32)
-
-    @property
-    def size(self) -> int:
-        return self.layout.size
-
-    def _slice(self, name: str) -> slice:
-        seg = self.layout[name]
-        return slice(seg.offset, seg.stop)
-
-    def view(self, name: str) -> np.ndarray:
-        """The tensor `name` as a writable view into `data`."""
-        return self.data[self._slice(name)].reshape(self.layout[name].shape)
-
-    def grad_view(self, name: str) -> np.ndarray:
-        return self.grad[self._slice(name)].reshape(self.layout[name].shape)
-
-    def views(self) -> dict[str, np.ndarray]:
-        return {k: self.view(k) for k in self.layout}
-
-    def grad_views(self) -> dict[str, np.ndarray]:
-        return {k: self.grad_view(k) for k in self.layout}
-
-    def tensors(self) -> dict[str, np.ndarray]:
-        """Copies of every tensor (e.g. for `save_weights`)."""
-        return {k: self.view(k).copy() for k in self.layout}
-
-    def load(self, tensors: Mapping[str, np.ndarray]) -> None:
-        """Copy tensors into the buffer (shapes must match; see `match_weights` for user files)."""
-        for name, value in tensors.items():
-            dst = self.view(name)
-            value = np.asarray(value)
-            if value.shape != dst.shape:
-                raise ValueError(f"tensor '{name}': shape {value.shape}, expected {dst.shape}")
-            dst[...] = value
-
-    def zero_grad(self) -> None:
-        self.grad.fill(0)
-
-    def set_lr_mult(self, name: str, mult: float) -> None:
-        """Learning-rate multiplier of tensor `name` (0 freezes it)."""
-        self.lr_mult[self._slice(name)] = np.float32(mult)
-
-    def set_wd_mult(self, name: str, mult: float) -> None:
-        """Weight-decay multiplier of tensor `name` (0 exempts it from weight decay)."""
-        self.wd_mult[self._slice(name)] = np.float32(mult)
-
-    def frozen(self) -> np.ndarray:
-        return self.lr_mult == 0
 
 
 # ---------------------------------------------------------------------------- optimizers

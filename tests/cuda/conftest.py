@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-import cnndsl.backend.cuda.shim  # noqa: F401  (its NumPy compatibility alias, before any kernel compiles)
+import cnndsl.kernels.cuda.shim  # noqa: F401  (its NumPy compatibility alias, before any kernel compiles)
 
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 # On a machine with a GPU the same tests run on the device itself (benchmarks/gpu_session.sh):

@@ -111,7 +111,7 @@ def test_low_occupancy_warnings_are_silenced_and_others_are_not():
     """numba warns on every launch of under 128 blocks; small layers launch small grids by design
     (31 such warnings in one LeNet-5 training run on an H200), so the shim filters exactly those.
     In a subprocess: pytest replaces the warning filters around each test."""
-    script = ("import warnings, cnndsl.backend.cuda.shim\n"
+    script = ("import warnings, cnndsl.kernels.cuda.shim\n"
               "from numba.core.errors import NumbaPerformanceWarning as W\n"
               "warnings.warn(W('Grid size 7 will likely result in GPU under-utilization due to low occupancy.'))\n"
               "warnings.warn(W('Host array used in CUDA kernel will incur copy overhead'))\n")

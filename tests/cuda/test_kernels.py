@@ -321,7 +321,8 @@ def test_optimizer_steps_match_the_cpu_optimizer(kind):
     """Three steps over a flat buffer with frozen elements (lr_mult 0), a per-element lr_mult and
     wd_mult, weight decay; then a step with a NaN loss changes nothing."""
     from cnndsl.kernels.cuda import optim as K
-    from cnndsl.train.optim import SGD, Adam, FlatParams
+    from cnndsl.backend.params import FlatParams
+    from cnndsl.train.optim import SGD, Adam
 
     rng = np.random.default_rng(12)
     fp = FlatParams({"a": (13,), "b": (4, 5)})
@@ -366,7 +367,7 @@ def test_every_optimizer_kernel_matches_the_cpu_one(make):
     """The device kernel each optimizer names, with its `coefficients(lr, t)`, step for step
     against the CPU optimizer (frozen elements, lr_mult, wd_mult), and a NaN loss changes nothing."""
     from cnndsl.kernels.cuda import optim as K
-    from cnndsl.train.optim import FlatParams
+    from cnndsl.backend.params import FlatParams
 
     rng = np.random.default_rng(3)
     fp = FlatParams({"a": (13,), "b": (4, 5)})

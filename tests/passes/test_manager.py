@@ -119,7 +119,7 @@ def test_verify_flag_from_environment(monkeypatch):
 def test_examples_verify_and_second_run_changes_nothing(path):
     """Every example through the whole pipeline, verified after every pass, in both modes; running
     the passes again on the result finds nothing more to do."""
-    from cnndsl.model import loss_specs
+    from cnndsl.training_graph import loss_specs
     from cnndsl.passes.pipeline import default_pipeline
 
     program = load(path)

@@ -3,7 +3,7 @@ cnndsl/kernels/cuda, registered in `OpDef.kernels["cuda"]`.
 
 `load()` (called by `executor.load_backend("cuda")`) checks for a device, imports the
 launcher modules and returns the backend object (cnndsl/backend/cuda/backend.py).
-Importing this package itself imports nothing else, so kernel modules can import the shim.
+Importing this package imports nothing: without a device, `cnndsl` never loads the launchers.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ _BACKEND = None
 def load():
     global _BACKEND
     if _BACKEND is None:
-        from cnndsl.backend.cuda.shim import SIMULATOR, device_available
+        from cnndsl.kernels.cuda.shim import SIMULATOR, device_available
         from cnndsl.diagnostics import CnnError, Diagnostic
 
         if not device_available():

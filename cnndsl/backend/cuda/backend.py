@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from cnndsl.backend.base import Backend
-from cnndsl.backend.cuda.shim import cuda
+from cnndsl.kernels.cuda.shim import cuda
 
 LOSSES = " losses"  # RunContext.cache keys that are no node name
 STEPPED = " stepped"

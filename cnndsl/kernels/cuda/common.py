@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import boolean, float32, int32, int64, uint8, uint64  # noqa: F401
 
-from cnndsl.backend.cuda.shim import SIMULATOR, cuda
+from cnndsl.kernels.cuda.shim import SIMULATOR, cuda
 from cnndsl.kernels.activations import ACTIVATIONS, CODE, jit_helpers
 
 jit_helpers()

@@ -88,7 +88,7 @@ def self_test() -> None:
 
 
 def main() -> int:
-    from cnndsl.backend.cuda.shim import SIMULATOR, cuda
+    from cnndsl.kernels.cuda.shim import SIMULATOR, cuda
 
     if SIMULATOR:
         print("typecheck: run it without NUMBA_ENABLE_CUDASIM (it compiles for the real target)", file=sys.stderr)
