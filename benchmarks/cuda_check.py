@@ -143,7 +143,7 @@ def torch_model(model):
                 if node.op == "input":
                     v = x
                 elif node.op in ("conv", "maxpool", "avgpool"):
-                    t, b, l, r = node.meta["pads"]
+                    t, b, l, r = node.geometry.pads
                     v = ins[0]
                     if node.op == "conv":
                         v = self.layers[key](F.pad(v, (l, r, t, b)) if (t, b, l, r) != (0, 0, 0, 0) else v)

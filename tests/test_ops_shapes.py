@@ -115,7 +115,7 @@ def test_conv_transpose_same_is_w_times_s(w, k, s):
     node, diags = run("conv_transpose", (2, w, w), filters=2, kernel=k, stride=s, padding="same")
     assert not diags.errors
     assert node.type.shape == (2, w * s, w * s)
-    top, bottom, _, _ = node.meta["pads"]
+    top, bottom, _, _ = node.geometry.pads
     extra = node.meta["output_padding"][0]
     assert (w - 1) * s + k - top - bottom + extra == w * s
 
@@ -195,7 +195,7 @@ def test_strict_help_offers_padding_same():
 def test_pool_same():
     node, diags = run("maxpool", (6, 5, 7), kernel=2, padding="same")
     assert node.type.shape == (6, 3, 4)
-    assert node.meta["pads"] == (0, 1, 0, 1)
+    assert node.geometry.pads == (0, 1, 0, 1)
 
 
 def test_pool_padding_at_most_half_kernel():

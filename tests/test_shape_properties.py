@@ -90,7 +90,7 @@ def test_valid_chains_match_brute_force(data):
     for name, padding, k_eff, s, ih, iw, oh, ow in expected:
         node = g.node(name)
         assert node.type.shape[1:] == (oh, ow)
-        top, bottom, left, right = node.meta["pads"]
+        top, bottom, left, right = node.geometry.pads
         if padding == "same":
             # the stored padding reproduces the size under the brute-force count, split TF-style
             assert brute_count(ih, k_eff, s, top, bottom) == oh
@@ -113,7 +113,7 @@ def test_same_at_stride_one_preserves_size(size, k, d, op):
     node = g.node("l0")
     assert node.type.shape[1:] == (size, size + 3)
     k_eff = (d if op == "conv" else 1) * (k - 1) + 1
-    assert node.meta["pads"] == ((k_eff - 1) // 2,) * 4  # odd kernel: symmetric
+    assert node.geometry.pads == ((k_eff - 1) // 2,) * 4  # odd kernel: symmetric
 
 
 @SETTINGS

@@ -1,6 +1,7 @@
 """Shape inference: walk the graph in order and apply each op's shape rule.
 
-Fills node.type, node.params, node.meta["buffers"], node.meta["flops"] and
+Fills node.type, node.params, node.geometry (the resolved window of a conv, pool or
+conv_transpose: cnndsl/kernels/geometry.py), node.meta["buffers"], node.meta["flops"] and
 node.meta["receptive_field"]. Errors do not stop the walk: a node whose inputs
 failed is skipped (so one mistake is reported once), and every independent
 error is collected.
@@ -32,6 +33,7 @@ def infer_shapes(graph: Graph, diagnostics: Diagnostics | None = None) -> Diagno
         sources = graph.inputs_of(name)
         in_types = [graph.node(s).type for s in sources]
         node.type = None
+        node.geometry = None  # set again by the shape rule of a windowed op
         if any(t is None for t in in_types):
             continue  # an input already failed and was reported
         op = get_op(node.op)

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from cnndsl.analysis.plan import VIEW_OPS, plan_memory, produces_tensor
 from cnndsl.diagnostics import CnnError, Diagnostic
 from cnndsl.frontend.program import layers_matching
+from cnndsl.kernels.geometry import ConvGeometry
 from cnndsl.machine import MAX_BYTES, Limit, human_bytes, memory_limit
 from cnndsl.ops.registry import get_op
 from cnndsl.ops.training.optimizers import OPTIMIZERS
@@ -83,23 +84,17 @@ def optimizer_copies(config) -> tuple[str, int]:
 
 
 @dataclass
-class ConvGeometry:
-    """What sizes a conv's work buffers: N-independent numbers of one layer."""
+class ConvLayer:
+    """What sizes a conv's work buffers: its op and its geometry (N-independent; conv_transpose's
+    is its adjoint conv's, cnndsl/kernels/geometry.py)."""
 
     op: str
-    c: int  # input channels
-    f: int  # output channels (filters)
-    kh: int
-    kw: int
-    groups: int
-    h: int  # input size
-    w: int
-    oh: int  # output size
-    ow: int
-    plain_1x1: bool
-    stride: tuple[int, int] = (1, 1)
-    pads: tuple[int, int] = (0, 0)  # top, left
-    dilation: tuple[int, int] = (1, 1)
+    geo: ConvGeometry
+
+    @property
+    def plain_1x1(self) -> bool:
+        g = self.geo
+        return g.kernel == (1, 1) and g.stride == (1, 1) and not any(g.pads) and g.out_hw == (g.H, g.W)
 
     def direct(self):
         """The direct conv's forward plan (kernels/cpu/direct.py), or None: im2col serves it."""
@@ -107,8 +102,8 @@ class ConvGeometry:
 
         if self.op == "conv_transpose" or not DR.allowed():
             return None
-        return DR.plan(self.c, self.f, self.h, self.w, self.kh, self.kw, *self.stride, *self.pads, *self.dilation,
-                       self.groups, self.oh, self.ow)
+        g = self.geo
+        return DR.plan(g.C, g.F, g.H, g.W, g.KH, g.KW, *g.cpu_args, g.OH, g.OW)
 
 
 @dataclass
@@ -117,7 +112,7 @@ class GraphMemory:
 
     per_sample: int  # bytes of the memory plan's slots for one sample
     planned: bool = True  # False: per_sample is the sum of every tensor (no reuse), an upper bound
-    convs: list[ConvGeometry] = field(default_factory=list)
+    convs: list[ConvLayer] = field(default_factory=list)
     argmax_per_sample: int = 0  # max-pool indices (int32), kept for the backward pass
     fixed: int = 0  # batch-independent work buffers (weights folded with their batchnorm)
     fused_out_per_sample: int = 0  # largest output of a fused layer: the gradient's shared dz scratch
@@ -136,32 +131,31 @@ class GraphMemory:
 
         scratch = kept = 0
         direct_x = direct_w = direct_dy = 0
-        for g in self.convs:
-            p = g.direct()
+        for layer in self.convs:
+            g = layer.geo
+            p = layer.direct()
             if p is not None:
-                xl, wl = DR.scratch_len(batch, g.c, g.f, g.kh, g.kw, p)
+                xl, wl = DR.scratch_len(batch, g.C, g.F, g.KH, g.KW, p)
                 direct_x, direct_w = max(direct_x, xl), max(direct_w, wl)
                 if self.training:
                     # the input gradient runs the forward kernel F -> C; the weight gradient's scratch
-                    q = DR.wgrad_plan(g.c, g.f, g.h, g.w, g.kh, g.kw, *g.stride, *g.pads, *g.dilation, g.groups,
-                                      g.oh, g.ow)
-                    xl, dl, pl = DR.wgrad_scratch_len(batch, g.c, g.f, g.kh, g.kw, g.oh, g.ow, q, os.cpu_count() or 1)
-                    b = DR.backward_data_plan(g.c, g.f, g.h, g.w, g.kh, g.kw, *g.stride, *g.pads, *g.dilation,
-                                              g.groups, g.oh, g.ow)
-                    bx, bw = DR.scratch_len(batch, g.f, g.c, g.kh, g.kw, b) if b else (0, 0)
+                    q = DR.wgrad_plan(g.C, g.F, g.H, g.W, g.KH, g.KW, *g.cpu_args, g.OH, g.OW)
+                    xl, dl, pl = DR.wgrad_scratch_len(batch, g.C, g.F, g.KH, g.KW, g.OH, g.OW, q, os.cpu_count() or 1)
+                    b = DR.backward_data_plan(g.C, g.F, g.H, g.W, g.KH, g.KW, *g.cpu_args, g.OH, g.OW)
+                    bx, bw = DR.scratch_len(batch, g.F, g.C, g.KH, g.KW, b) if b else (0, 0)
                     direct_x, direct_w, direct_dy = max(direct_x, xl, bx), max(direct_w, pl, bw), max(direct_dy, dl)
-                if g.op == "fused_conv_pool":  # the conv's full output, then the pool's indices
-                    kept += FLOAT32 * batch * g.f * g.oh * g.ow + 4 * batch * g.f * (g.oh // 2) * (g.ow // 2)
+                if layer.op == "fused_conv_pool":  # the conv's full output, then the pool's indices
+                    kept += FLOAT32 * batch * g.F * g.OH * g.OW + 4 * batch * g.F * (g.OH // 2) * (g.OW // 2)
                 continue
-            if g.op == "conv_transpose":
-                nb, col, tmp = K.conv_transpose2d_workspace(batch, g.c, g.f, g.kh, g.kw, g.groups, g.h, g.w)
+            if layer.op == "conv_transpose":  # the adjoint conv's F and (OH, OW) are the layer's input
+                nb, col, tmp = K.conv_transpose2d_workspace(batch, g.F, g.C, g.KH, g.KW, g.G, g.OH, g.OW)
             else:
-                nb, col, tmp = K.conv2d_workspace(batch, g.c, g.f, g.kh, g.kw, g.groups, g.oh, g.ow)
+                nb, col, tmp = K.conv2d_workspace(batch, g.C, g.F, g.KH, g.KW, g.G, g.OH, g.OW)
             scratch = max(scratch, FLOAT32 * (col + tmp))
-            if g.op == "fused_conv_pool" and nb == 0:  # the direct path pools a full-size buffer
-                kept += FLOAT32 * batch * g.f * g.oh * g.ow * 2
-            length = K.saved_col_len(batch, g.c, g.kh, g.kw, g.oh, g.ow)
-            if (self.training and g.op in ("conv", "fused_conv") and nb > 0 and not g.plain_1x1
+            if layer.op == "fused_conv_pool" and nb == 0:  # the direct path pools a full-size buffer
+                kept += FLOAT32 * batch * g.F * g.OH * g.OW * 2
+            length = K.saved_col_len(batch, g.C, g.KH, g.KW, g.OH, g.OW)
+            if (self.training and layer.op in ("conv", "fused_conv") and nb > 0 and not layer.plain_1x1
                     and FLOAT32 * length <= KEEP_COL_BUDGET):
                 kept += FLOAT32 * length
         dz = FLOAT32 * batch * self.fused_out_per_sample if self.training else 0
@@ -184,21 +178,8 @@ def graph_memory(graph, training: bool = False, plan=None) -> GraphMemory:
     for node in graph.nodes():
         if node.type is None:
             continue
-        shape = node.type.shape
-        src = graph.inputs_of(node.name)
-        if node.op in _CONV_OPS and "weight" in node.params and src and len(shape) == 3:
-            c, h, w = graph.node(src[0]).type.shape
-            weight = node.params["weight"]
-            groups = int(node.attrs.get("groups", 1) or 1)
-            kh, kw = weight[2], weight[3]
-            oh, ow = node.meta.get("conv_hw", shape[1:]) if node.op == "fused_conv_pool" else shape[1:]
-            f = weight[0] if node.op != "conv_transpose" else weight[1] * groups
-            stride = tuple(node.attrs.get("stride", (1, 1)) or (1, 1))
-            pads = tuple(node.meta.get("pads", (0, 0, 0, 0)) or (0, 0, 0, 0))
-            plain = kh == kw == 1 and stride == (1, 1) and not any(pads) and (oh, ow) == (h, w)
-            dilation = tuple(node.attrs.get("dilation", (1, 1)) or (1, 1))
-            g.convs.append(ConvGeometry(node.op, c, f, kh, kw, groups, h, w, oh, ow, plain, stride,
-                                        (pads[0], pads[2]), dilation))
+        if node.op in _CONV_OPS and "weight" in node.params:
+            g.convs.append(ConvLayer(node.op, node.geometry))
         if node.op == "maxpool":
             g.argmax_per_sample += 4 * node.type.size
         if node.attrs.get("folded_bn"):

@@ -24,6 +24,7 @@ import numpy as np
 from cnndsl.diagnostics import CnnError, Diagnostic
 from cnndsl.interop.deps import require
 from cnndsl.ir.graph import Graph, Node
+from cnndsl.kernels.geometry import ConvGeometry
 from cnndsl.version import __version__
 
 OPSET = 17  # ONNX Runtime >= 1.13 runs it; 17 has Resize, Softmax over one axis, LpPool, Clip with inputs
@@ -88,25 +89,18 @@ class Emitter:
         return name
 
 
-def _pads(node: Node, kernel, stride, dilation=(1, 1)) -> list[int]:
+def _pads(g: ConvGeometry) -> list[int]:
     """ONNX pads [top, left, bottom, right] that reproduce the layer's output size in ONNX's floor
     mode: rounding=ceil (and `same`) windows that run past the bottom/right become explicit extra
     padding there (-inf for max, not counted by the average), so no ceil_mode is needed."""
-    top, bottom, left, right = node.meta["pads"]
-    (_, h, w) = _in_shape(node)
-    (_, oh, ow) = node.type.shape
-    k_eff = [dilation[i] * (kernel[i] - 1) + 1 for i in range(2)]
-    bottom = max(bottom, (oh - 1) * stride[0] + k_eff[0] - h - top)
-    right = max(right, (ow - 1) * stride[1] + k_eff[1] - w - left)
-    return [int(top), int(left), int(bottom), int(right)]
+    bottom = max(g.pb, (g.OH - 1) * g.sh + g.dh * (g.KH - 1) + 1 - g.H - g.pt)
+    right = max(g.pr, (g.OW - 1) * g.sw + g.dw * (g.KW - 1) + 1 - g.W - g.pl)
+    return [int(g.pt), int(g.pl), int(bottom), int(right)]
 
 
-def _in_shape(node: Node):
-    return node.meta["_export_in_shape"]
-
-
-def _stride(node: Node):
-    return node.attrs["stride"] if node.attrs.get("stride") is not None else node.attrs["kernel"]
+def _window(g: ConvGeometry) -> dict:
+    """kernel_shape, strides and pads of a pool (its stride as resolved: the kernel by default)."""
+    return {"kernel_shape": list(g.kernel), "strides": list(g.stride), "pads": _pads(g)}
 
 
 # -- exporters: fn(emitter, node) -> the ONNX tensor holding the layer's output -------------------
@@ -184,10 +178,9 @@ def _conv_node(e: Emitter, node: Node, final: bool) -> str:
     ins = [e.input(node), e.const(f"{node.name}.weight", w)]
     if b is not None:
         ins.append(e.const(f"{node.name}.bias", b))
-    stride, dilation = a["stride"], a["dilation"]
-    return e.op("Conv", ins, node, None if final else "conv", kernel_shape=list(a["kernel"]),
-                strides=list(stride), dilations=list(dilation), group=int(a["groups"]),
-                pads=_pads(node, a["kernel"], stride, dilation))
+    g = node.geometry
+    return e.op("Conv", ins, node, None if final else "conv", kernel_shape=list(g.kernel),
+                strides=list(g.stride), dilations=list(g.dilation), group=int(g.G), pads=_pads(g))
 
 
 def export_conv(e: Emitter, node: Node) -> str:
@@ -214,10 +207,10 @@ def export_fused_conv(e: Emitter, node: Node) -> str:
 
 
 def export_fused_conv_pool(e: Emitter, node: Node) -> str:
-    # the conv's own output size is the pool's input (node.meta["conv_hw"])
+    # the conv's own output size is the pool's input (the node's geometry is the conv's)
     c = node.type.shape[0]
-    conv_node = Node(node.name, node.op, node.attrs, meta=dict(node.meta))
-    conv_node.type = type(node.type)((c,) + tuple(node.meta["conv_hw"]))
+    conv_node = Node(node.name, node.op, node.attrs, meta=dict(node.meta), geometry=node.geometry)
+    conv_node.type = type(node.type)((c,) + node.geometry.out_hw)
     y = _fused_conv_parts(e, conv_node, final=False)
     return e.op("MaxPool", [y], node, kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0])
 
@@ -261,31 +254,26 @@ def export_conv_transpose(e: Emitter, node: Node) -> str:
     ins = [e.input(node), e.const(f"{node.name}.weight", e.param(node.name, "weight"))]
     if a["bias"]:
         ins.append(e.const(f"{node.name}.bias", e.param(node.name, "bias")))
-    top, bottom, left, right = node.meta["pads"]
-    return e.op("ConvTranspose", ins, node, kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
-                dilations=list(a["dilation"]), group=int(a["groups"]), pads=[top, left, bottom, right],
+    g = node.geometry  # the adjoint conv's: kernel, stride, dilation and groups are the layer's, pads its crop
+    return e.op("ConvTranspose", ins, node, kernel_shape=list(g.kernel), strides=list(g.stride),
+                dilations=list(g.dilation), group=int(g.G), pads=[g.pt, g.pl, g.pb, g.pr],
                 output_padding=list(node.meta["output_padding"]))
 
 
 def export_maxpool(e: Emitter, node: Node) -> str:
-    k, s = node.attrs["kernel"], _stride(node)
-    return e.op("MaxPool", [e.input(node)], node, kernel_shape=list(k), strides=list(s), pads=_pads(node, k, s))
+    return e.op("MaxPool", [e.input(node)], node, **_window(node.geometry))
 
 
 def export_avgpool(e: Emitter, node: Node) -> str:
-    k, s = node.attrs["kernel"], _stride(node)
-    return e.op("AveragePool", [e.input(node)], node, kernel_shape=list(k), strides=list(s),
-                pads=_pads(node, k, s), count_include_pad=0)
+    return e.op("AveragePool", [e.input(node)], node, **_window(node.geometry), count_include_pad=0)
 
 
 def export_l2pool(e: Emitter, node: Node) -> str:
     # sqrt of the mean of squares over the input values of each window: ONNX's LpPool has no divisor
     # (sqrt of the sum), so the exact form is Mul -> AveragePool (padding not counted) -> Sqrt
-    k, s = node.attrs["kernel"], _stride(node)
     x = e.input(node)
     sq = e.op("Mul", [x, x], node, "square")
-    mean = e.op("AveragePool", [sq], node, "mean", kernel_shape=list(k), strides=list(s), pads=_pads(node, k, s),
-                count_include_pad=0)
+    mean = e.op("AveragePool", [sq], node, "mean", **_window(node.geometry), count_include_pad=0)
     return e.op("Sqrt", [mean], node)
 
 
@@ -505,11 +493,7 @@ def export_graph(graph: Graph, tensors: dict[str, np.ndarray], normalize=None, d
     for node in graph.nodes():
         if node.op == "input":
             continue
-        ins = graph.inputs_of(node.name)
-        if ins:
-            node.meta["_export_in_shape"] = graph.node(ins[0]).type.shape
         e.names[node.name] = EXPORTERS[node.op](e, node)
-        node.meta.pop("_export_in_shape", None)
     outputs, renames = [], []
     for head, layer in graph.heads.items():
         tensor = e.names[layer]

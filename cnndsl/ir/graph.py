@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import networkx as nx
 
 from cnndsl.diagnostics import Span
+from cnndsl.kernels.geometry import ConvGeometry
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class Node:
     trace: tuple[Span, ...] = ()  # block use sites, innermost first
     type: TensorType | None = None  # filled by shape inference
     params: dict[str, tuple[int, ...]] = field(default_factory=dict)  # filled by shape inference
+    # a windowed layer's resolved window (conv, pools, conv_transpose's adjoint conv): filled by shape
+    # inference, read by the launchers (cnndsl/kernels/geometry.py)
+    geometry: ConvGeometry | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # flops, receptive field, rewritten_by, ...
 
 

@@ -33,7 +33,7 @@ def conv_shape(ctx: ShapeContext) -> TensorType:
                  help=f"`depthwise` (or groups=channels(x) and filters=channels(x)) reads the channel count "
                       f"itself; for a grouped conv with {c // groups} channels per group this warning does not apply",
                  code="groups-depthwise")
-    oh, ow = window_2d(ctx, a["kernel"], a["stride"], a["padding"], a["dilation"])
+    oh, ow = window_2d(ctx, a["kernel"], a["stride"], a["padding"], a["dilation"], filters=filters, groups=groups)
     return TensorType((filters, oh, ow))
 
 

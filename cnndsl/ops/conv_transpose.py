@@ -13,9 +13,10 @@ then has padding >= 0) and output_padding must be below S.
 `padding=same` gives O = W*S exactly, like TensorFlow's conv2d_transpose: the
 full result is cropped by max(K_eff - S, 0) in total (the smaller half at the
 top/left) and, when K_eff < S, extended by S - K_eff at the bottom/right.
-`valid` is padding 0. The backends read the resolved crop from
-node.meta["pads"] = (top, bottom, left, right) and the rows/columns added at the
-bottom/right from node.meta["output_padding"] = (h, w).
+`valid` is padding 0. The backends read the node's `geometry` (cnndsl/kernels/geometry.py): the
+adjoint conv, from this layer's output space to its input space, with the resolved crop as its
+padding (top, bottom, left, right); the rows/columns added at the bottom/right are in
+node.meta["output_padding"] = (h, w) (for the ONNX export).
 
 Weights are laid out (C_in, F/groups, KH, KW) like PyTorch's ConvTranspose2d.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from cnndsl.ir.graph import TensorType
+from cnndsl.kernels.geometry import ConvGeometry
 from cnndsl.ops.conv import _common_divisor
 from cnndsl.ops.registry import Attr, OpDef, ShapeContext, register
 from cnndsl.ops.spatial import AXES, require_image
@@ -97,7 +99,10 @@ def conv_transpose_shape(ctx: ShapeContext) -> TensorType:
         )
     oh, top, bottom, eh = _axis(ctx, 0, h)
     ow, left, right, ew = _axis(ctx, 1, w)
-    ctx.node.meta["pads"] = (top, bottom, left, right)
+    kh, kw = a["kernel"]
+    ctx.node.geometry = ConvGeometry(
+        C=filters, H=oh, W=ow, F=c, OH=h, OW=w, KH=kh, KW=kw, sh=a["stride"][0], sw=a["stride"][1],
+        pt=top, pb=bottom, pl=left, pr=right, dh=a["dilation"][0], dw=a["dilation"][1], G=groups)
     ctx.node.meta["output_padding"] = (eh, ew)
     return TensorType((filters, oh, ow))
 

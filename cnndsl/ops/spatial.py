@@ -12,8 +12,9 @@ the lossy rules; floor then warns how many input rows/columns are never read.
 `padding=same` means TensorFlow's rule: O = ceil(W / S), the total padding
 max((O-1)*S + K_eff - W, 0) is split with the smaller half on the top/left and
 the extra one on the bottom/right. At stride 1 and odd K that is P = (K-1)/2 on
-every side. The resolved padding is stored in node.meta["pads"] as
-(top, bottom, left, right) for the backends.
+every side. The resolved window (padding as (top, bottom, left, right), stride, dilation, the
+sizes) is stored on the node as its `geometry` (cnndsl/kernels/geometry.py), which every
+launcher of both backends reads.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import math
 
 from dataclasses import dataclass
 
+from cnndsl.kernels.geometry import ConvGeometry
 from cnndsl.ops.registry import ShapeContext
 
 AXES = ("height", "width")
@@ -164,13 +166,18 @@ def _smaller_kernel_help(w: int, p: int, dilation: int, what: str) -> str:
     return f"{what}={biggest} or smaller fits" if biggest >= 1 else "use a larger input"
 
 
-def window_2d(ctx: ShapeContext, kernel, stride, padding, dilation=(1, 1), max_pad=None, what="kernel"):
-    """Output (H, W) of a 2-D sliding window; stores the resolved padding in node.meta["pads"]."""
-    _, h, w = ctx.inputs[0].shape
+def window_2d(ctx: ShapeContext, kernel, stride, padding, dilation=(1, 1), max_pad=None, what="kernel",
+              filters: int | None = None, groups: int = 1):
+    """Output (H, W) of a 2-D sliding window; stores the resolved window on the node as its
+    `geometry` (`filters`: the output channels of a conv; a pool keeps its C)."""
+    c, h, w = ctx.inputs[0].shape
     ctx.node.meta.pop("floor_unread", None)
     rh = axis_output(ctx, 0, h, kernel[0], stride[0], padding, dilation[0], _pick(max_pad, 0), what)
     rw = axis_output(ctx, 1, w, kernel[1], stride[1], padding, dilation[1], _pick(max_pad, 1), what)
-    ctx.node.meta["pads"] = (rh.pad_before, rh.pad_after, rw.pad_before, rw.pad_after)
+    ctx.node.geometry = ConvGeometry(
+        C=c, H=h, W=w, F=c if filters is None else filters, OH=rh.out, OW=rw.out, KH=kernel[0], KW=kernel[1],
+        sh=stride[0], sw=stride[1], pt=rh.pad_before, pb=rh.pad_after, pl=rw.pad_before, pr=rw.pad_after,
+        dh=dilation[0], dw=dilation[1], G=groups)
     _warn_unread(ctx, ctx.node.meta.pop("floor_unread", []))
     return rh.out, rw.out
 

@@ -20,9 +20,8 @@ def is_identity(graph, node) -> bool:
     if node.op == "dropout":
         return a["p"] == 0
     if node.op in ("maxpool", "avgpool"):
-        stride = a.get("stride") or a["kernel"]
-        return tuple(a["kernel"]) == (1, 1) and tuple(stride) == (1, 1) and \
-            tuple(node.meta.get("pads", (1,))) == (0, 0, 0, 0)
+        g = node.geometry
+        return g.kernel == (1, 1) and g.stride == (1, 1) and g.pads == (0, 0, 0, 0)
     if node.op == "upsample":
         return a["scale"] == 1
     if node.op == "flatten":

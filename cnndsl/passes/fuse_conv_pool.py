@@ -20,7 +20,6 @@ Tests: tests/passes/test_fuse_conv_pool.py.
 from __future__ import annotations
 
 from cnndsl.ops.fused.conv_pool import POOL
-from cnndsl.ops.pool import pool_stride
 from cnndsl.passes.base import INFERENCE, Match, RewritePass, absorb, consumer_not_head, mark_rewritten
 from cnndsl.passes.fusion import backend_has, make_fused, pool_refusal
 
@@ -57,17 +56,14 @@ class FuseConvPool(RewritePass):
 
     def rewrite(self, graph, m: Match, ctx) -> str:
         conv, pool = graph.node(m.node), graph.node(m.consumer)
-        _, oh, ow = conv.type.shape
         make_fused(conv)
         conv.op = "fused_conv_pool"
-        conv.type = pool.type
-        conv.meta["conv_hw"] = (oh, ow)
+        conv.type = pool.type  # its geometry stays the conv's (shape inference computes it again)
         absorb(graph, m.node, m.consumer)
         mark_rewritten(conv, self.name)
         return f"conv + {conv.attrs['activation']} + maxpool 2"
 
 
 def is_plain_2x2_maxpool(node) -> bool:
-    a = node.attrs
-    return (node.op == "maxpool" and tuple(a["kernel"]) == (POOL, POOL) and pool_stride(a) == (POOL, POOL)
-            and a.get("padding", 0) in (0, "valid", (0, 0)))
+    g = node.geometry  # the resolved window: a pool's stride defaults to its kernel
+    return node.op == "maxpool" and g.kernel == (POOL, POOL) and g.stride == (POOL, POOL) and g.pads == (0, 0, 0, 0)

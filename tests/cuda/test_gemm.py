@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from cuda_testutil import assert_close, dev, empty, host
 
+from cnndsl.kernels.geometry import ConvGeometry
 from cnndsl.kernels.reference import conv as R
 from cnndsl.kernels.reference import dense as RD
 
@@ -21,8 +22,9 @@ CASES = [  # stride, pads (t, b, l, r), dilation, groups, C, F, K, tile
 
 
 def _geo(G, x, w, y, s, pads, d, groups):
-    return G.ConvGeometry(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0], y.shape[2], y.shape[3],
-                          w.shape[2], w.shape[3], s[0], s[1], pads[0], pads[2], d[0], d[1], groups)
+    return ConvGeometry(N=x.shape[0], C=x.shape[1], H=x.shape[2], W=x.shape[3], F=w.shape[0], OH=y.shape[2],
+                        OW=y.shape[3], KH=w.shape[2], KW=w.shape[3], sh=s[0], sw=s[1], pt=pads[0], pb=pads[1],
+                        pl=pads[2], pr=pads[3], dh=d[0], dw=d[1], G=groups)
 
 
 @pytest.mark.parametrize("s, pads, d, groups, C, F, K, tile", CASES)
@@ -109,7 +111,7 @@ def test_dense_forward_and_backward():
 
     rng = np.random.default_rng(5)
     x, w, b = rng.standard_normal((3, 37)), rng.standard_normal((11, 37)), rng.standard_normal(11)
-    geo = G.dense_geometry(3, 37, 11)
+    geo = ConvGeometry.dense(3, 37, 11)
     out = empty(3 * 11)
     G.conv_forward(dev(x), dev(w), dev(b), True, out, geo)()
     assert_close(host(out, (3, 11)), RD.dense(x, w, b), what="dense")
@@ -127,7 +129,7 @@ def test_tile_choice_and_split_sizes():
     from cnndsl.kernels.cuda import gemm as G
 
     assert G.choose_tile(10, 5) == "s32x16"
-    geo = G.ConvGeometry(2, 3, 7, 7, 5, 7, 7, 3, 3, ph=1, pw=1)
+    geo = ConvGeometry(N=2, C=3, H=7, W=7, F=5, OH=7, OW=7, KH=3, KW=3, pt=1, pb=1, pl=1, pr=1)
     for tile in G.TILES:
         splits, kchunk = G.weight_splits(geo, tile)
         assert kchunk % G.TILES[tile].BK == 0 and splits * kchunk >= 2 * 7 * 7 > (splits - 1) * kchunk

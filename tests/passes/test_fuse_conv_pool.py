@@ -24,7 +24,7 @@ def test_fused_conv_and_pool_fuse():
         "out = flatten(c) -> out",
     ]
     node = g.node("c")
-    assert node.type.shape == (3, 4, 4) and node.meta["conv_hw"] == (8, 8)
+    assert node.type.shape == (3, 4, 4) and node.geometry.out_hw == (8, 8)
     assert node.params == {"weight": (3, 2, 3, 3), "bias": (3,)}  # weight names unchanged
     assert node.meta["rewritten_by"] == "fuse_conv_activation, fuse_conv_pool"
     assert sum(ctx.stats["fuse_conv_pool"].values()) == 1
@@ -34,7 +34,7 @@ def test_a_conv_without_activation_fuses_and_floor_rounding_is_kept():
     g, _ = run_pass(graph_of(net("c = conv(x) 3\n p = maxpool(c) 2 rounding=floor\n flatten(p) -> out", "2x7x7")),
                     FuseConvPool())
     assert ops(g) == ["input", "fused_conv_pool", "flatten"]
-    assert g.node("c").type.shape == (3, 2, 2) and g.node("c").meta["conv_hw"] == (5, 5)  # 5x5 floor-pooled
+    assert g.node("c").type.shape == (3, 2, 2) and g.node("c").geometry.out_hw == (5, 5)  # 5x5 floor-pooled
 
 
 NEGATIVE = {  # (input, body): each stopped by one guard only

@@ -25,25 +25,19 @@ _NO_BIAS = np.zeros(1, np.float32)
 KEEP_COL_BUDGET_BYTES = 64 << 20
 
 
-def _geometry(node):
-    a = node.attrs
-    top, _, left, _ = node.meta["pads"]
-    return a["stride"][0], a["stride"][1], top, left, a["dilation"][0], a["dilation"][1], a["groups"]
-
-
 def direct_plan(x, weight, out_hw, geometry):
     """The direct forward's plan (kernels/cpu/direct.py) for this conv to an out_hw = (OH, OW)
     map, or None for im2col."""
     if not DR.allowed():
         return None
-    sh, sw, pt, pl, dh, dw, g = geometry
+    sh, sw, pt, pl, dh, dw, g = geometry.cpu_args
     n, c, h, w = x.shape
     f, _, kh, kw = weight.shape
     return DR.plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, out_hw[0], out_hw[1])
 
 
 def direct_forward(rc, x, weight, bias, has_bias, res, has_res, act, alpha, geometry, y, p) -> None:
-    sh, sw, pt, pl, dh, dw, _ = geometry
+    sh, sw, pt, pl, dh, dw, _ = geometry.cpu_args
     xl, wl = DR.scratch_len(x.shape[0], x.shape[1], weight.shape[0], weight.shape[2], weight.shape[3], p)
     DR.forward(x, weight, bias, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, dh, dw, y,
                rc.scratch("direct_x", xl), rc.scratch("direct_w", wl), p)
@@ -51,7 +45,7 @@ def direct_forward(rc, x, weight, bias, has_bias, res, has_res, act, alpha, geom
 
 def input_grad(rc, dy, weight, geometry, x, dx) -> None:
     """dx = dL/dx of a conv from dy: the direct kernel for stride 1, im2col otherwise."""
-    sh, sw, pt, pl, dh, dw, g = geometry
+    sh, sw, pt, pl, dh, dw, g = geometry.cpu_args
     n, c, h, w = dx.shape
     f, _, kh, kw = weight.shape
     q = DR.backward_data_plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, dy.shape[2], dy.shape[3]) \
@@ -67,7 +61,7 @@ def input_grad(rc, dy, weight, geometry, x, dx) -> None:
 def params_grad(rc, fwd, x, dy, geometry, dweight, dbias, has_bias) -> None:
     """dweight (and dbias) of a conv from dy: the direct kernel where the forward's plan exists,
     im2col otherwise (reusing the forward's kept unfolded input when it kept one)."""
-    sh, sw, pt, pl, dh, dw, g = geometry
+    sh, sw, pt, pl, dh, dw, g = geometry.cpu_args
     n, c, h, w = x.shape
     f, _, kh, kw = dweight.shape
     oh, ow = dy.shape[2], dy.shape[3]
@@ -130,8 +124,8 @@ def _convt_ws(rc, x, weight, groups):
 @launches("conv")
 def conv(rc, node, ins, out):
     p = params_of(rc, node.name)
-    geometry = _geometry(node)
-    sh, sw, pt, pl, dh, dw, g = geometry
+    geometry = node.geometry
+    sh, sw, pt, pl, dh, dw, g = geometry.cpu_args
     bias = p.get("bias", _NO_BIAS)
     plan = direct_plan(ins[0], p["weight"], out.shape[2:], geometry)
     if plan is not None:
@@ -148,7 +142,7 @@ def conv(rc, node, ins, out):
 def conv_grad_input(rc, node, ins, out):
     fwd = rc.forward_node(node)
     dy, x = ins
-    input_grad(rc, dy, params_of(rc, fwd.name)["weight"], _geometry(fwd), x, out)
+    input_grad(rc, dy, params_of(rc, fwd.name)["weight"], fwd.geometry, x, out)
 
 
 @launches("conv_grad_params")
@@ -156,13 +150,13 @@ def conv_grad_params(rc, node, ins, out):
     fwd = rc.forward_node(node)
     dy, x = ins
     grads = grads_of(rc, fwd.name)
-    params_grad(rc, fwd, x, dy, _geometry(fwd), grads["weight"], grads.get("bias", _NO_BIAS), "bias" in grads)
+    params_grad(rc, fwd, x, dy, fwd.geometry, grads["weight"], grads.get("bias", _NO_BIAS), "bias" in grads)
 
 
 @launches("conv_transpose")
 def conv_transpose(rc, node, ins, out):
     p = params_of(rc, node.name)
-    sh, sw, pt, pl, dh, dw, g = _geometry(node)
+    sh, sw, pt, pl, dh, dw, g = node.geometry.cpu_args
     nb, col, tmp = _convt_ws(rc, ins[0], p["weight"], g)
     bias = p.get("bias", _NO_BIAS)
     K.conv_transpose2d_forward(ins[0], p["weight"], bias, "bias" in p, sh, sw, pt, pl, dh, dw, g, nb, col, tmp, out)
@@ -173,7 +167,7 @@ def conv_transpose_grad_input(rc, node, ins, out):
     fwd = rc.forward_node(node)
     dy, x = ins
     w = params_of(rc, fwd.name)["weight"]
-    sh, sw, pt, pl, dh, dw, g = _geometry(fwd)
+    sh, sw, pt, pl, dh, dw, g = fwd.geometry.cpu_args
     nb, col, tmp = _convt_ws(rc, x, w, g)
     K.conv_transpose2d_backward_data(dy, w, sh, sw, pt, pl, dh, dw, g, nb, col, tmp, out)
 
@@ -183,7 +177,7 @@ def conv_transpose_grad_params(rc, node, ins, out):
     fwd = rc.forward_node(node)
     dy, x = ins
     grads = grads_of(rc, fwd.name)
-    sh, sw, pt, pl, dh, dw, g = _geometry(fwd)
+    sh, sw, pt, pl, dh, dw, g = fwd.geometry.cpu_args
     nb, col, tmp = _convt_ws(rc, x, grads["weight"], g)
     K.conv_transpose2d_backward_weight(x, dy, "bias" in grads, sh, sw, pt, pl, dh, dw, g, nb, col, tmp,
                                        grads["weight"], grads.get("bias", _NO_BIAS))
@@ -197,13 +191,9 @@ def algorithms(graph) -> list[str]:
     for node in graph.nodes():
         if node.op not in ("conv", "fused_conv", "fused_conv_pool"):
             continue
-        c, h, w = graph.node(graph.inputs_of(node.name)[0]).type.shape
-        f, oh, ow = node.type.shape
-        if node.op == "fused_conv_pool":
-            oh, ow = node.meta["conv_hw"]
-        kh, kw = node.attrs["kernel"]
-        sh, sw, pt, pl, dh, dw, g = _geometry(node)
-        args = (c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, oh, ow)
+        geo = node.geometry  # of the conv: for fused_conv_pool, (OH, OW) is the map before pooling
+        c, f, g = geo.C, geo.F, geo.G
+        args = (geo.C, geo.F, geo.H, geo.W, geo.KH, geo.KW, *geo.cpu_args, geo.OH, geo.OW)
         p, q, r = (DR.plan(*args), DR.backward_data_plan(*args), DR.wgrad_plan(*args)) if DR.allowed() \
             else (None, None, None)
         fwd = DR.describe(p, f) if p else "im2col + GEMM" if g == 1 or c // g > 1 \

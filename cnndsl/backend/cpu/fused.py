@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnndsl.backend.cpu.conv import (_conv_ws, _geometry, conv_workspace, direct_forward, direct_plan, input_grad,
+from cnndsl.backend.cpu.conv import (_conv_ws, conv_workspace, direct_forward, direct_plan, input_grad,
                                      kept_col, params_grad)
 from cnndsl.backend.cpu.elementwise import batchnorm_backward, batchnorm_forward
 from cnndsl.backend.cpu.launch import buffers_of, grads_of, launches, params_of
@@ -43,8 +43,8 @@ def layer_weights(rc, node) -> tuple[np.ndarray, np.ndarray, bool]:
 @launches("fused_conv")
 def fused_conv(rc, node, ins, out):
     w, b, has_bias = layer_weights(rc, node)
-    geometry = _geometry(node)
-    sh, sw, pt, pl, dh, dw, g = geometry
+    geometry = node.geometry
+    sh, sw, pt, pl, dh, dw, g = geometry.cpu_args
     res = ins[1] if node.attrs["residual"] else out
     plan = direct_plan(ins[0], w, out.shape[2:], geometry)
     if plan is not None:
@@ -64,10 +64,10 @@ def fused_conv_pool(rc, node, ins, out):
     """The im2col + GEMM path pools each output chunk in place; the direct path (depthwise) runs
     the fused conv into a per-node buffer and pools that."""
     w, b, has_bias = layer_weights(rc, node)
-    geometry = _geometry(node)
-    sh, sw, pt, pl, dh, dw, g = geometry
+    geometry = node.geometry
+    sh, sw, pt, pl, dh, dw, g = geometry.cpu_args
     n, f = out.shape[:2]
-    oh, ow = node.meta["conv_hw"]
+    oh, ow = geometry.out_hw  # the conv's map before the 2x2 pool
     res = ins[1] if node.attrs["residual"] else out
     act, alpha = ACTIVATION_CODE[node.attrs["activation"]], float(node.attrs["alpha"])
     plan = direct_plan(ins[0], w, (oh, ow), geometry)
@@ -126,7 +126,7 @@ def fused_conv_grad(rc, node, ins, out):
     dy, x, y = ins
     dz = _epilogue_dz(rc, node, fwd, dy, y)
     w = params_of(rc, fwd.name)["weight"]
-    geometry = _geometry(fwd)
+    geometry = fwd.geometry
     if node.attrs["params_grad"]:
         grads = grads_of(rc, fwd.name)
         params_grad(rc, fwd, x, dz, geometry, grads["weight"], grads.get("bias", _NO_BIAS), "bias" in grads)

@@ -5,14 +5,12 @@ import numpy as np
 
 from cnndsl.backend.cpu.launch import launches
 from cnndsl.kernels.cpu import pool as K
-from cnndsl.ops.pool import pool_stride
 
 
 def _window(node):
-    kh, kw = node.attrs["kernel"]
-    sh, sw = pool_stride(node.attrs)
-    top, _, left, _ = node.meta["pads"]
-    return kh, kw, sh, sw, top, left
+    """(KH, KW, sh, sw, pt, pl) of a pooling node's geometry, the pool kernels' order (dilation 1)."""
+    g = node.geometry
+    return g.KH, g.KW, g.sh, g.sw, g.pt, g.pl
 
 
 @launches("maxpool")

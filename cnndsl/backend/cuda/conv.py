@@ -13,22 +13,18 @@ from cnndsl.kernels.cuda import pool as POOL
 from cnndsl.kernels.cuda.common import grid1d
 from cnndsl.kernels.cuda.elementwise import fold_batchnorm
 from cnndsl.kernels.cuda.reduce import channel_grid, channel_sum
+from cnndsl.kernels.geometry import ConvGeometry
 from cnndsl.ops.fused.epilogue import ACTIVATION_CODE
 
 ONE = np.float32(1.0)
 
 
-def geometry(node, x_shape, y_shape, weight_shape) -> K.ConvGeometry:
-    """The conv from x (N, C, H, W) to y (N, F, OH, OW) of a conv-like node."""
-    a = node.attrs
-    top, _, left, _ = node.meta["pads"]
-    n, c, h, w = x_shape
-    _, f, oh, ow = y_shape
-    return K.ConvGeometry(n, c, h, w, f, oh, ow, weight_shape[2], weight_shape[3], a["stride"][0], a["stride"][1],
-                          top, left, a["dilation"][0], a["dilation"][1], a["groups"])
+def geometry(node, n: int) -> ConvGeometry:
+    """The conv of a conv-like node (conv_transpose: its adjoint conv) at batch n."""
+    return node.geometry.batch(n)
 
 
-def weight_grad(rc, x, dy, grads, geo: K.ConvGeometry):
+def weight_grad(rc, x, dy, grads, geo: ConvGeometry):
     """Launch writing dweight and (with a bias) dbias of the conv `geo`; x and dy flat."""
     part = rc.scratch("cuda_splitk", K.weight_workspace(geo))
     steps = [K.conv_backward_weight(x, dy, flat(grads["weight"]), part, geo)]
@@ -41,7 +37,7 @@ def weight_grad(rc, x, dy, grads, geo: K.ConvGeometry):
 @launches("conv")
 def conv(rc, node, ins, out):
     p = params_of(rc, node.name)
-    geo = geometry(node, ins[0].shape, out.shape, p["weight"].shape)
+    geo = geometry(node, ins[0].shape[0])
     bias = flat(p["bias"]) if "bias" in p else no_bias(rc)
     return sequence([K.conv_forward(flat(ins[0]), flat(p["weight"]), bias, "bias" in p, flat(out), geo)])
 
@@ -51,7 +47,7 @@ def conv_grad_input(rc, node, ins, out):
     fwd = rc.forward_node(node)
     dy, x = ins
     w = params_of(rc, fwd.name)["weight"]
-    geo = geometry(fwd, x.shape, dy.shape, w.shape)
+    geo = geometry(fwd, x.shape[0])
     return sequence([K.conv_backward_data(flat(dy), flat(w), no_bias(rc), False, flat(out), geo)])
 
 
@@ -60,13 +56,13 @@ def conv_grad_params(rc, node, ins, out):
     fwd = rc.forward_node(node)
     dy, x = ins
     grads = grads_of(rc, fwd.name)
-    return sequence([weight_grad(rc, flat(x), flat(dy), grads, geometry(fwd, x.shape, dy.shape, grads["weight"].shape))])
+    return sequence([weight_grad(rc, flat(x), flat(dy), grads, geometry(fwd, x.shape[0]))])
 
 
 @launches("conv_transpose")
 def conv_transpose(rc, node, ins, out):
     p = params_of(rc, node.name)
-    geo = geometry(node, out.shape, ins[0].shape, p["weight"].shape)  # adjoint: y -> x
+    geo = geometry(node, out.shape[0])  # adjoint: y -> x
     bias = flat(p["bias"]) if "bias" in p else no_bias(rc)
     return sequence([K.conv_backward_data(flat(ins[0]), flat(p["weight"]), bias, "bias" in p, flat(out), geo)])
 
@@ -76,7 +72,7 @@ def conv_transpose_grad_input(rc, node, ins, out):
     fwd = rc.forward_node(node)
     dy, x = ins
     w = params_of(rc, fwd.name)["weight"]
-    geo = geometry(fwd, dy.shape, x.shape, w.shape)
+    geo = geometry(fwd, dy.shape[0])
     return sequence([K.conv_forward(flat(dy), flat(w), no_bias(rc), False, flat(out), geo)])
 
 
@@ -85,7 +81,7 @@ def conv_transpose_grad_params(rc, node, ins, out):
     fwd = rc.forward_node(node)
     dy, x = ins
     grads = grads_of(rc, fwd.name)
-    geo = geometry(fwd, dy.shape, x.shape, grads["weight"].shape)
+    geo = geometry(fwd, dy.shape[0])
     # the adjoint conv's input is dy and its output gradient is x; the bias sums dy per output channel
     part = rc.scratch("cuda_splitk", K.weight_workspace(geo))
     steps = [K.conv_backward_weight(flat(dy), flat(x), flat(grads["weight"]), part, geo)]
@@ -118,7 +114,7 @@ def layer_weights(rc, node):
 @launches("fused_conv")
 def fused_conv(rc, node, ins, out):
     steps, w, b, has_bias = layer_weights(rc, node)
-    geo = geometry(node, ins[0].shape, out.shape, params_of(rc, node.name)["weight"].shape)
+    geo = geometry(node, ins[0].shape[0])
     res = flat(ins[1]) if node.attrs["residual"] else None
     steps.append(K.conv_forward(flat(ins[0]), w, b, has_bias, flat(out), geo, res=res,
                                 act=ACTIVATION_CODE[node.attrs["activation"]], alpha=node.attrs["alpha"]))
@@ -130,10 +126,10 @@ def fused_conv_pool(rc, node, ins, out):
     """The fused conv into a per-node buffer, then the 2x2 max pool: a composition of the two
     kernels, not a fusion, so that graphs the fuse_conv_pool pass rewrote run on the GPU too."""
     n, f = out.shape[:2]
-    oh, ow = node.meta["conv_hw"]
+    oh, ow = node.geometry.out_hw  # the conv's map before the 2x2 pool
     full = rc.ws(node.name, "conv_out", (n, f, oh, ow))
     steps, w, b, has_bias = layer_weights(rc, node)
-    geo = geometry(node, ins[0].shape, full.shape, params_of(rc, node.name)["weight"].shape)
+    geo = geometry(node, ins[0].shape[0])
     res = flat(ins[1]) if node.attrs["residual"] else None
     steps.append(K.conv_forward(flat(ins[0]), w, b, has_bias, flat(full), geo, res=res,
                                 act=ACTIVATION_CODE[node.attrs["activation"]], alpha=node.attrs["alpha"]))
@@ -150,7 +146,7 @@ def fused_conv_grad(rc, node, ins, out):
     fwd = rc.forward_node(node)
     dy, x, y = ins
     w = params_of(rc, fwd.name)["weight"]
-    geo = geometry(fwd, x.shape, dy.shape, w.shape)
+    geo = geometry(fwd, x.shape[0])
     dz = rc.scratch("fused_dz", dy.size)
     steps = [epilogue_backward(fwd, flat(y), flat(dy), dz)]
     if node.attrs["params_grad"]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 from cnndsl.backend.cuda.conv import layer_weights, weight_grad
 from cnndsl.backend.cuda.launch import flat, grads_of, launches, no_bias, params_of, sequence
 from cnndsl.kernels.cuda import gemm as K
+from cnndsl.kernels.geometry import ConvGeometry
 from cnndsl.ops.fused.epilogue import ACTIVATION_CODE
 
 
-def _geo(x_shape, units: int) -> K.ConvGeometry:
-    return K.dense_geometry(x_shape[0], x_shape[1], units)
+def _geo(x_shape, units: int) -> ConvGeometry:
+    return ConvGeometry.dense(x_shape[0], x_shape[1], units)
 
 
 @launches("dense")

@@ -7,16 +7,13 @@ from cnndsl.backend.cuda.launch import flat, launch, launches, sequence
 from cnndsl.kernels.cuda import pool as K
 from cnndsl.kernels.cuda.common import grid1d
 from cnndsl.kernels.cuda.reduce import channel_grid, channel_sum
-from cnndsl.ops.pool import pool_stride
 
 
 def _window(node, x_shape, y_shape) -> tuple:
-    """N, C, H, W, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw of a pooling node (dilation 1)."""
-    kh, kw = node.attrs["kernel"]
-    sh, sw = pool_stride(node.attrs)
-    top, _, left, _ = node.meta["pads"]
-    n, c, h, w = x_shape
-    return n, c, h, w, y_shape[2], y_shape[3], kh, kw, sh, sw, top, left, 1, 1
+    """N, C, H, W, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw of a pooling node (dilation 1): its
+    geometry, and the batch of x."""
+    g = node.geometry
+    return x_shape[0], g.C, g.H, g.W, g.OH, g.OW, g.KH, g.KW, g.sh, g.sw, g.pt, g.pl, 1, 1
 
 
 @launches("maxpool")

@@ -39,6 +39,7 @@ import numpy as np
 from cnndsl.kernels.cuda.common import (  # noqa: F401  (the activation codes: tests use them as G.RELU, ...)
     F32, LEAKY_RELU, NONE, RELU, SIGMOID, SIMULATOR, TANH, activate, boolean, cuda, device, float32, grid1d, int64,
     kernel)
+from cnndsl.kernels.geometry import ConvGeometry
 
 FWD, BWD_DATA, BWD_WEIGHT = 0, 1, 2
 
@@ -286,40 +287,6 @@ def splitk_reduce(part, out, total, splits):
 
 
 # -- host side: bind a conv or dense to its buffers --------------------------------------
-
-
-@dataclass(frozen=True)
-class ConvGeometry:
-    """A conv from (N, C, H, W) to (N, F, OH, OW), weight (F, C/G, KH, KW)."""
-    N: int
-    C: int
-    H: int
-    W: int
-    F: int
-    OH: int
-    OW: int
-    KH: int
-    KW: int
-    sh: int = 1
-    sw: int = 1
-    ph: int = 0
-    pw: int = 0
-    dh: int = 1
-    dw: int = 1
-    G: int = 1
-
-    def args(self, kchunk: int = 0) -> tuple:
-        return (self.N, self.C, self.H, self.W, self.F, self.OH, self.OW, self.KH, self.KW,
-                self.sh, self.sw, self.ph, self.pw, self.dh, self.dw, self.G, kchunk)
-
-    @property
-    def dense_like(self) -> bool:
-        """1x1 maps: a plain matrix product, whose operands are contiguous along k."""
-        return self.H * self.W == 1 and self.OH * self.OW == 1
-
-
-def dense_geometry(n: int, in_features: int, units: int) -> ConvGeometry:
-    return ConvGeometry(n, in_features, 1, 1, units, 1, 1, 1, 1)
 
 
 class Launch:

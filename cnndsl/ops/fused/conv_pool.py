@@ -18,9 +18,8 @@ POOL = 2  # window and stride of the fused max pool
 
 
 def fused_conv_pool_shape(ctx: ShapeContext) -> TensorType:
-    conv = fused_conv_shape(ctx)
+    conv = fused_conv_shape(ctx)  # the node's geometry is the conv's: (OH, OW) is the map before pooling
     c, oh, ow = conv.shape
-    ctx.node.meta["conv_hw"] = (oh, ow)  # the map before pooling: what the kernel computes per chunk
     if oh < POOL or ow < POOL:
         ctx.error(f"{ctx.describe()} pools a {oh}x{ow} map with a {POOL}x{POOL} window", code="fused-pool")
     return TensorType((c, oh // POOL, ow // POOL), conv.dtype)
