@@ -498,7 +498,7 @@ def test_writer_matches_the_safetensors_library(tmp_path):
          "b": np.zeros((2, 2), np.float64), "c": np.array([True, False]), "h": np.zeros((0, 3), np.float32),
          "g": np.float32(3.5), "k": np.arange(6, dtype=">f4").reshape(2, 3), "é": np.zeros(1, np.int8)}
     for meta in (None, {"network": "x\"é\n"}):  # with one key the library's order is determined
-        mine = _encode("w", t, meta)
+        mine = _encode(t, meta)
         assert mine == save({k: np.asarray(v).astype(np.asarray(v).dtype.newbyteorder("<")) for k, v in t.items()},
                             metadata=meta)
         back = load(mine)
@@ -508,5 +508,5 @@ def test_writer_matches_the_safetensors_library(tmp_path):
         from safetensors.torch import load as torch_load
     except ImportError:
         return
-    back = torch_load(_encode("w", {k: v for k, v in t.items() if k not in ("z",)}, {"a": "1", "b": "2"}))
+    back = torch_load(_encode({k: v for k, v in t.items() if k not in ("z",)}, {"a": "1", "b": "2"}))
     assert back["k"].tolist() == t["k"].tolist()

@@ -242,7 +242,7 @@ def _rewrite(out: Path, meta, raw: str | None = None, tensors=None) -> None:
 
     all_tensors = load_file(ckpt_path) if tensors is None else tensors
     text = raw if raw is not None else json.dumps(meta)
-    ckpt_path.write_bytes(_encode(ckpt_path, all_tensors, {"format": CHECKPOINT_FORMAT, "cnndsl_checkpoint": text}))
+    ckpt_path.write_bytes(_encode(all_tensors, {"format": CHECKPOINT_FORMAT, "cnndsl_checkpoint": text}))
 
 
 @pytest.fixture(scope="module")

@@ -477,7 +477,7 @@ def check_model(program) -> Estimate:
     return check_buildable(program, estimate(program, training=False))
 
 
-def check_store(graph, shapes: dict, backend=None) -> None:
+def check_store(graph, shapes: dict) -> None:
     """`ParamStore`, before its flat buffers are allocated: the same parameter check as
     `check_buildable`, for a graph handed over without a program (np.prod of a tensor's shape in
     int64, as the flat layout computes sizes, wraps around at 2**63 elements; this check sees

@@ -273,7 +273,7 @@ class Lowerer:
             scope.last = POISON
             return
         if op is not None:
-            self.fill_defaults(op, attrs, scope, s.span)
+            self.fill_defaults(op, attrs)
         name = scope.prefix + s.name
         node = Node(name, "input", attrs, s.span, {"shape": s.shape.span}, scope.trace)
         self.graph.add(node, [])
@@ -428,8 +428,8 @@ class Lowerer:
                        help=f"write {s.op}({inner}) with no space before '('", code="bad-input")
             self.finish(s, scope, self.layer_name(s, scope, op.name if op else s.op), POISON, None)
             return
-        inputs = self.layer_inputs(s, scope, op, block)
-        args, activation = self.split_activation(s.args, scope, op, block)
+        inputs = self.layer_inputs(s, scope, op)
+        args, activation = self.split_activation(s.args, scope, op)
         if block is not None:
             self.expand(s, block, inputs, args, activation, scope)
             return
@@ -510,7 +510,7 @@ class Lowerer:
             help = "see docs/layers.md for the list of layers"
         self.error(scope, f"unknown op '{s.op}'", s.op_span, help=help, code="unknown-op")
 
-    def layer_inputs(self, s: ast.Layer, scope: Scope, op: OpDef | None, block: ast.Block | None):
+    def layer_inputs(self, s: ast.Layer, scope: Scope, op: OpDef | None):
         """The input tensors of a statement (None after an error)."""
         if s.inputs is None:
             if scope.last is None and scope.block is None and not any(
@@ -564,7 +564,7 @@ class Lowerer:
                    help=f"for example {op.name}(a, b)" if lo >= 2 else None)
         return False
 
-    def split_activation(self, args: list[ast.Arg], scope: Scope, op: OpDef | None, block: ast.Block | None):
+    def split_activation(self, args: list[ast.Arg], scope: Scope, op: OpDef | None):
         """Separate a trailing activation (`relu`, `leaky_relu(0.2)`) from the options."""
         if not args:
             return args, None
@@ -712,7 +712,7 @@ class Lowerer:
             self.error(scope, f"{what} needs {x.name}{doc}", s.op_span, help=f"for example `{example}`"
                        if x.positional else f"add {x.name}=...", code="missing-option")
         if ok:
-            self.fill_defaults(op, attrs, scope, s.span)
+            self.fill_defaults(op, attrs)
             attrs = {x.name: attrs[x.name] for x in op.attrs if x.name in attrs}
         return attrs, spans, ok
 
@@ -765,7 +765,7 @@ class Lowerer:
                    code="too-many-values")
         return pair
 
-    def fill_defaults(self, op: OpDef, attrs: dict, scope: Scope, span: Span | None) -> None:
+    def fill_defaults(self, op: OpDef, attrs: dict) -> None:
         for x in op.attrs:
             if x.name in attrs or x.required:
                 continue

@@ -140,7 +140,7 @@ class _Weights:
                              found=f"{len(self.raw):,} bytes", help="the .weights file belongs to another cfg")
 
 
-def _int(sec: Section, key: str, default=None, b=None) -> int:
+def _int(sec: Section, key: str, default=None) -> int:
     v = sec.get(key)
     if v is None:
         if default is None:

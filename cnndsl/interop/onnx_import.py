@@ -359,7 +359,7 @@ class _Importer:
                               "hold their weights")
         return np.asarray(w, np.float32)
 
-    def _window_padding(self, node, a, in_hw, kernel, strides, dilations, allow_ceil=True):
+    def _window_padding(self, a, in_hw, kernel, strides, dilations, allow_ceil=True):
         """cnndsl (padding, rounding) that reproduce ONNX's pads/auto_pad/ceil_mode. Windows are equal
         when they start at the same places: the top/left padding is the same and the output size is
         the same; everything outside the input is padding on both sides (-inf for max, not counted by
@@ -443,7 +443,7 @@ class _Importer:
         w = self._weights_of(node, 1, "weight")
         b = self._weights_of(node, 2, "bias")
         (c, h, wd), kernel, strides, dilations = self._spatial(node, a, a.get("kernel_shape", w.shape[2:]))
-        padding, rounding = self._window_padding(node, a, (h, wd), kernel, strides, dilations)
+        padding, rounding = self._window_padding(a, (h, wd), kernel, strides, dilations)
         weights = {"weight": w} | ({"bias": b} if b is not None else {})
         return self.b.add("conv", self.wanted(node), [self.layer(node.input[0])], self.comment(node),
                           weights=weights, filters=int(w.shape[0]), kernel=kernel, stride=strides, padding=padding,
@@ -505,7 +505,7 @@ class _Importer:
         (c, h, w), kernel, strides, dilations = self._spatial(node, a)
         if dilations != (1, 1):
             raise Unsupported(f"cnndsl pools have no dilation (it has {list(dilations)})")
-        padding, rounding = self._window_padding(node, a, (h, w), kernel, strides, dilations)
+        padding, rounding = self._window_padding(a, (h, w), kernel, strides, dilations)
         extra = {"rounding": rounding} if rounding else {}
         return self.b.add(op, self.wanted(node), [self.layer(node.input[0])], self.comment(node), kernel=kernel,
                           stride=strides, padding=padding, **extra)
@@ -524,7 +524,7 @@ class _Importer:
                 raise Unsupported("count_include_pad=1 with ceil_mode=1: the windows past the padding divide by "
                                   "a smaller count, which no cnndsl layer does")
             (c, h, w), kernel, strides, dilations = self._spatial(node, a)
-            padding, rounding = self._window_padding(node, a, (h, w), kernel, strides, dilations, allow_ceil=False)
+            padding, rounding = self._window_padding(a, (h, w), kernel, strides, dilations, allow_ceil=False)
             weight = np.full((c, 1) + kernel, 1.0 / (kernel[0] * kernel[1]), np.float32)
             return self.b.add("conv", self.wanted(node), [self.layer(node.input[0])],
                               self.comment(node, "(count_include_pad=1: a depthwise conv of constant 1/(KH*KW))"),
@@ -541,7 +541,7 @@ class _Importer:
         (c, h, w), kernel, strides, dilations = self._spatial(node, a)
         if dilations != (1, 1):
             raise Unsupported(f"cnndsl pools have no dilation (it has {list(dilations)})")
-        padding, rounding = self._window_padding(node, a, (h, w), kernel, strides, dilations, allow_ceil=False)
+        padding, rounding = self._window_padding(a, (h, w), kernel, strides, dilations, allow_ceil=False)
         extra = {"rounding": rounding} if rounding else {}
         pooled = self.b.add("l2pool", self.wanted(node) + "_mean", [self.layer(node.input[0])],
                             self.comment(node, "(root of the mean of squares)"), kernel=kernel, stride=strides,
@@ -807,7 +807,7 @@ class _Importer:
             return None
         a = self.attrs(pool)
         (c, h, w), kernel, strides, dilations = self._spatial(node, a)
-        padding, rounding = self._window_padding(pool, a, (h, w), kernel, strides, dilations)
+        padding, rounding = self._window_padding(a, (h, w), kernel, strides, dilations)
         extra = {"rounding": rounding} if rounding else {}
         layer = self.b.add("l2pool", self.wanted(root), [self.layer(node.input[0])],
                            self.comment(root, f"(with ONNX Mul '{node.name}', AveragePool '{pool.name}': the root "

@@ -68,7 +68,7 @@ def _shape_str(shape) -> str:
 
 # ---------------------------------------------------------------------------- saving
 
-def _encode(path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None) -> bytes:
+def _encode(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None) -> bytes:
     arrays: dict[str, np.ndarray] = {}
     for name, value in tensors.items():
         if not isinstance(name, str) or not name:
@@ -120,7 +120,7 @@ def _serialize(arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> byt
 def save_weights(path, tensors: Mapping[str, np.ndarray],
                  metadata: Mapping[str, str] | None = None) -> None:
     """Write `tensors` to `path` as safetensors, atomically (temp file + fsync + rename)."""
-    atomic_write_bytes(path, _encode(path, tensors, metadata))
+    atomic_write_bytes(path, _encode(tensors, metadata))
 
 
 # ---------------------------------------------------------------------------- loading
@@ -465,7 +465,7 @@ def save_checkpoint(directory, tensors: Mapping[str, np.ndarray],
         raise file_error(path, "refusing to write non-finite checkpoint metadata; the previous checkpoint "
                                "is kept", expected="finite numbers", found=str(e), code="non-finite") from None
     metadata = {"format": CHECKPOINT_FORMAT, _META_KEY: text}
-    atomic_write_bytes(path, _encode(path, all_tensors, metadata))
+    atomic_write_bytes(path, _encode(all_tensors, metadata))
     return path
 
 

@@ -113,7 +113,7 @@ def epilogue_grad(rc, node, ins, out):
     activation_backward(fwd.attrs["activation"], fwd.attrs["alpha"], ins[1], ins[0], out)
 
 
-def _epilogue_dz(rc, node, fwd, dy, y) -> np.ndarray:
+def _epilogue_dz(rc, fwd, dy, y) -> np.ndarray:
     """dz in scratch shared by every fused gradient node (it lives only during one launch)."""
     dz = rc.scratch("fused_dz", dy.size)[:dy.size].reshape(dy.shape)
     activation_backward(fwd.attrs["activation"], fwd.attrs["alpha"], y, dy, dz)
@@ -124,7 +124,7 @@ def _epilogue_dz(rc, node, fwd, dy, y) -> np.ndarray:
 def fused_conv_grad(rc, node, ins, out):
     fwd = rc.forward_node(node)
     dy, x, y = ins
-    dz = _epilogue_dz(rc, node, fwd, dy, y)
+    dz = _epilogue_dz(rc, fwd, dy, y)
     w = params_of(rc, fwd.name)["weight"]
     geometry = fwd.geometry
     if node.attrs["params_grad"]:
@@ -138,7 +138,7 @@ def fused_conv_grad(rc, node, ins, out):
 def fused_dense_grad(rc, node, ins, out):
     fwd = rc.forward_node(node)
     dy, x, y = ins
-    dz = _epilogue_dz(rc, node, fwd, dy, y)
+    dz = _epilogue_dz(rc, fwd, dy, y)
     if node.attrs["params_grad"]:
         grads = grads_of(rc, fwd.name)
         D.dense_backward_weight(x, dz, "bias" in grads, grads["weight"], grads.get("bias", _NO_BIAS))

@@ -9,23 +9,23 @@ from cnndsl.kernels.cuda.common import grid1d
 from cnndsl.kernels.cuda.reduce import channel_grid, channel_sum
 
 
-def _window(node, x_shape, y_shape) -> tuple:
+def _window(node, n: int) -> tuple:
     """N, C, H, W, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw of a pooling node (dilation 1): its
-    geometry, and the batch of x."""
+    geometry at batch n."""
     g = node.geometry
-    return x_shape[0], g.C, g.H, g.W, g.OH, g.OW, g.KH, g.KW, g.sh, g.sw, g.pt, g.pl, 1, 1
+    return n, g.C, g.H, g.W, g.OH, g.OW, g.KH, g.KW, g.sh, g.sw, g.pt, g.pl, 1, 1
 
 
 @launches("maxpool")
 def maxpool(rc, node, ins, out):
     idx = rc.ws(node.name, "argmax", (out.size,), np.int32)  # saved for the backward pass
-    geo = _window(node, ins[0].shape, out.shape)
+    geo = _window(node, ins[0].shape[0])
     return sequence([launch(K.maxpool_forward, grid1d(out.size), flat(ins[0]), flat(out), idx, *geo)])
 
 
 @launches("avgpool", "l2pool")
 def avg_l2_pool(rc, node, ins, out):
-    geo = _window(node, ins[0].shape, out.shape)
+    geo = _window(node, ins[0].shape[0])
     kind = K.L2 if node.op == "l2pool" else K.AVG
     return sequence([launch(K.avg_l2_forward, grid1d(out.size), flat(ins[0]), flat(out), *geo, kind)])
 
@@ -34,7 +34,7 @@ def avg_l2_pool(rc, node, ins, out):
 def pool_grad(rc, node, ins, out):
     fwd = rc.forward_node(node)
     dy, x, y = ins
-    geo = _window(fwd, x.shape, y.shape)
+    geo = _window(fwd, x.shape[0])
     if fwd.op == "maxpool":
         idx = rc.ws(fwd.name, "argmax", (y.size,), np.int32)
         return sequence([launch(K.maxpool_backward, grid1d(out.size), flat(dy), idx, flat(out), *geo)])
