@@ -23,9 +23,9 @@ from cnndsl.backend.params import ParamStore
 from cnndsl.data.dataset import Dataset
 from cnndsl.diagnostics import CnnError, Diagnostic, SourceFiles, Span, abbreviated
 from cnndsl.frontend import load
-from cnndsl.frontend.program import layers_matching
 from cnndsl.frontend.training import TrainingConfig
 from cnndsl.io.weights import load_weights, match_weights, save_weights
+from cnndsl.ir.graph import layers_matching
 from cnndsl.ops.registry import get_op
 from cnndsl.passes.pipeline import optimize
 from cnndsl.tasks.metrics import MetricHook

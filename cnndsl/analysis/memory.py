@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 
 from cnndsl.analysis.plan import VIEW_OPS, plan_memory, produces_tensor
 from cnndsl.diagnostics import CnnError, Diagnostic
-from cnndsl.frontend.program import layers_matching
+from cnndsl.ir.graph import layers_matching
 from cnndsl.kernels.geometry import ConvGeometry
 from cnndsl.machine import MAX_BYTES, Limit, human_bytes, memory_limit
 from cnndsl.ops.registry import get_op

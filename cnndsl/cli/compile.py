@@ -62,8 +62,8 @@ def compile_(file, opt_level, training, print_ir, dump_after, disable_pass, veri
     mode = "training" if training else "inference"
     extra = {}
     if training:
-        from cnndsl.frontend.program import layers_matching
         from cnndsl.frontend.training import TrainingConfig
+        from cnndsl.ir.graph import layers_matching
         from cnndsl.model import optimizer_attrs
         from cnndsl.training_graph import loss_specs
 

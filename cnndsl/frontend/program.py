@@ -18,7 +18,7 @@ from cnndsl.frontend import ast
 from cnndsl.frontend.lower import Lowerer
 from cnndsl.frontend.parser import parse_text, read_source
 from cnndsl.frontend.training import TrainingConfig, build_training
-from cnndsl.ir.graph import Graph
+from cnndsl.ir.graph import Graph, layers_matching
 
 
 @dataclass
@@ -117,12 +117,6 @@ def _dedup(items: list[Diagnostic]) -> list[Diagnostic]:
         seen.add(key)
         out.append(d)
     return out
-
-
-def layers_matching(graph, patterns) -> list[str]:
-    """Layers named by `patterns`: a layer's own name, or a prefix such as a block instance ("stage1")."""
-    names = [n for n in graph.topo_order() if graph.node(n).params]
-    return [n for n in names if any(n == p or n.startswith(p + ".") for p in patterns)]
 
 
 def mark_trainable(program) -> None:

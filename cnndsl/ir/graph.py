@@ -136,3 +136,10 @@ class Graph:
         import copy
 
         return copy.deepcopy(self)
+
+
+def layers_matching(graph: Graph, patterns) -> list[str]:
+    """Layers with parameters named by `patterns` (the training section's `freeze` and `lr_mult`):
+    a layer's own name, or a prefix of the names a block instance gives its layers ("stage1")."""
+    names = [n for n in graph.topo_order() if graph.node(n).params]
+    return [n for n in names if any(n == p or n.startswith(p + ".") for p in patterns)]
