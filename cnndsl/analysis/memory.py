@@ -9,7 +9,7 @@ checked graph alone (no allocation, no Numba import):
 
 * the parameter store: every learnable value is held 4 times as float32 (the flat buffer, its
   gradient, the learning-rate and weight-decay multipliers: `FlatParams` in
-  cnndsl/train/optim.py), plus the non-learnable buffers (batchnorm statistics);
+  cnndsl/backend/params.py), plus the non-learnable buffers (batchnorm statistics);
 * the optimizer state: the state arrays its declaration keeps for its options, each a copy of
   the parameters (`OptimizerDef.state` in cnndsl/ops/training/optimizers.py: Adam and AdamW 2,
   SGD with momentum 1, plain SGD none);
