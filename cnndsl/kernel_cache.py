@@ -15,6 +15,17 @@ A checked run also gets one Numba thread unless NUMBA_NUM_THREADS is set: an Ind
 prange region on a worker thread is lost (set in that thread's Python state; 5 of 11 out-of-bounds
 positions went unreported with 2 threads, none with 1).
 
+Two installations of the same sources share their cache (`install_locator`). Numba files each
+function under a subfolder named after the absolute path of its source folder
+(numba/core/caching.py, `get_suitable_cache_subpath`, 0.68), so a cache one venv filled was never
+read by another (a `pip install .` elsewhere, a CI checkout in another folder, a tox env) even
+though the fingerprint folder above it was the same. cnndsl's own files are filed instead under
+their folder relative to the package plus the fingerprint (`cnndsl_kernels.cpu_<fingerprint>`);
+Numba's index still checks a hash of the defining file's contents, and its key the CPU and the
+bytecode, so nothing is reused that would not be valid. The fingerprint in the subfolder also
+keeps stale callees apart when the user's NUMBA_CACHE_DIR (not fingerprinted) is used. No cache
+is shipped in the wheel: Numba's key holds the exact CPU, and pip does not keep the files' times.
+
 NUMBA_CACHE_DIR, when the user sets it, wins; so does an unwritable home (Numba's default then).
 Old fingerprints (10 to 20 MB each) are removed once they are both beyond the KEEP most recently
 used and unused for STALE_DAYS, so that upgrades do not pile them up and a second installation
@@ -62,6 +73,61 @@ def fingerprint() -> str:
     if boundscheck():  # the checked code apart (see the module docstring); unchecked: as before
         digest.update(b"\0NUMBA_BOUNDSCHECK=1")
     return digest.hexdigest()[:16]
+
+
+_FINGERPRINTS: dict[bool, str] = {}
+
+
+def cached_fingerprint() -> str:
+    """fingerprint(), computed once per process for each bounds-check setting."""
+    checked = boundscheck()
+    if checked not in _FINGERPRINTS:
+        _FINGERPRINTS[checked] = fingerprint()
+    return _FINGERPRINTS[checked]
+
+
+def package_subfolder(py_file: str) -> str | None:
+    """The cache subfolder of a function defined in py_file: `cnndsl_<folder relative to the
+    package, dotted>_<fingerprint>`, or None for a file outside this package."""
+    try:
+        rel = Path(py_file).resolve().parent.relative_to(PACKAGE)
+    except (OSError, ValueError):
+        return None
+    dotted = ".".join(rel.parts) or "."
+    return f"cnndsl_{dotted}_{cached_fingerprint()}"
+
+
+def install_locator() -> None:
+    """Make Numba file cnndsl's cached kernels by package-relative folder (see the module
+    docstring), ahead of its own locators; functions outside the package are left to those. Done
+    once, by cnndsl.kernels.cpu before any kernel is defined. Nothing is changed when the user
+    chose locators (NUMBA_CACHE_LOCATOR_CLASSES) or this Numba lacks the hook: the cache then works
+    as before, per installation."""
+    from numba.core import caching, config
+
+    impl = getattr(caching, "CacheImpl", None)
+    classes = getattr(impl, "_locator_classes", None)
+    base = getattr(caching, "UserProvidedCacheLocator", None)
+    if config.CACHE_LOCATOR_CLASSES or not isinstance(classes, list) or base is None:
+        return
+    if any(getattr(c, "__name__", "") == "PackageCacheLocator" for c in classes):
+        return
+
+    class PackageCacheLocator(base):
+        """Numba's locator for a user-given cache folder, with a subfolder that does not depend
+        on where cnndsl is installed."""
+
+        def __init__(self, py_func, py_file):
+            super().__init__(py_func, py_file)
+            self._cache_path = os.path.join(config.CACHE_DIR, package_subfolder(py_file))
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if not config.CACHE_DIR or package_subfolder(py_file) is None:
+                return None  # Numba's own locators decide
+            return super().from_function(py_func, py_file)
+
+    classes.insert(0, PackageCacheLocator)
 
 
 def default_cache_dir() -> Path:

@@ -65,6 +65,16 @@ class Model:
         self._executables: dict[tuple[str, int], Executable] = {}
         self._graphs = {}
         self.optimizer = None
+        # The first train_step, predict or evaluate compiles its kernels through the compile pool
+        # when the cache is cold (_compile_phase). compile_workers: processes compiling at once
+        # (None: CNNDSL_COMPILE_WORKERS, else the cores; 1: no pool, kernels compile on first
+        # call in this process as before). compile_report: the status line while Numba compiles
+        # ("live", "lines" or None: cnndsl.train.progress.CompileStatus). compile_phases: each
+        # phase's compile_pool.PoolCounter (functions and seconds over every process).
+        self.compile_workers: int | None = None
+        self.compile_report: str | None = None
+        self.compile_phases: list = []
+        self._compiled_kinds: set[str] = set()
 
     # -- graphs and executables ------------------------------------------------
     @property
@@ -112,6 +122,51 @@ class Model:
             return self.optimizer.step_attrs
         return optimizer_attrs(self.config)
 
+    def _compile_phase(self, kind: str, batch: int) -> None:
+        """Before the first step of a kind ("train", "infer", "eval"): compile its kernels with the
+        compile pool (cnndsl/backend/compile_pool.py), so that a cold cache compiles on every core
+        and not only in this process. The steps run on zeros at this batch and leave the model as
+        it was; then the caller's own step loads them from the cache. Once per kind: kernels take
+        shapes as run-time arguments, so another batch compiles nothing new. Not inside another
+        compile phase (the trainer's runs these very steps), nor on another device or over MPI."""
+        if kind in self._compiled_kinds:
+            return
+        self._compiled_kinds.add(kind)
+        from cnndsl.backend import compile_pool
+
+        if self.device != "cpu" or self.comm is not None or compile_pool.in_phase():
+            return
+        processes = compile_pool.pool_size(self.compile_workers)
+        if processes <= 1:
+            return
+        from cnndsl.backend.compile_events import counting
+        from cnndsl.train.optim import make_optimizer
+        from cnndsl.train.progress import CompileStatus
+
+        optimizer = None
+        if kind == "train":
+            try:  # a fresh one of the caller's kind and hyperparameters: the phase leaves its state be
+                optimizer = make_optimizer(self.optimizer.kind, self.store.params, **self.optimizer.hyper)
+            except (ValueError, TypeError, AttributeError):
+                return  # an optimizer class of the caller's own: its kernels compile on first call
+        status = CompileStatus(self.graph.name, self.compile_report)
+        combined = None
+
+        def on_change(main):
+            status.on_change(combined)
+            combined.main_changed(main)
+
+        failed = True
+        with counting(on_change) as counter:
+            combined = compile_pool.PoolCounter(counter)
+            try:
+                compile_pool.compile_with_pool(self, batch, batch, optimizer, None, processes, combined,
+                                               on_change=status.on_change, kinds=(kind,), final_pass=False)
+                failed = False
+            finally:
+                status.finish(combined, failed=failed)
+        self.compile_phases.append(combined)
+
     def set_optimizer(self, optimizer) -> None:
         """The optimizer train_step applies (cnndsl.train.optim: SGD, Adam, ...). Its kind and
         hyperparameters are the attributes of the training graph's `optimizer_step` node: a graph
@@ -139,6 +194,8 @@ class Model:
     def predict(self, x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
         """Raw head outputs (e.g. logits) for images x of shape (N, *input_shape)."""
         x = self.prepare(x)
+        if len(x):
+            self._compile_phase("infer", min(batch, len(x)))
         outs = {h: [] for h in self.graph.heads}
         for i in range(0, len(x), batch):
             chunk = x[i:i + batch]
@@ -164,6 +221,7 @@ class Model:
             raise CnnError([Diagnostic("error", "evaluate() was given no images: a mean over none is undefined",
                                        code="data-too-small")])
         targets = self._targets(y)
+        self._compile_phase("eval", min(batch, len(x)))
         hook = MetricHook.for_model(self)
         total, correct, n = 0.0, {}, len(x)
         for i in range(0, n, batch):
@@ -195,10 +253,11 @@ class Model:
         `lr`: this step's learning rate (default the optimizer's `lr`), a run-time input of the step."""
         if self.optimizer is None:
             raise RuntimeError("set_optimizer() first")
+        feeds = self._feeds(self.prepare(x), self._targets(y))  # bad input fails before any compiling
+        self._compile_phase("train", len(x))
         exe = self.executable("train", len(x))
         exe.rc.share = share
-        exe.run(self._feeds(self.prepare(x), self._targets(y)), training=True, step=step, seed=self.seed,
-                lr=self.optimizer.lr if lr is None else lr)
+        exe.run(feeds, training=True, step=step, seed=self.seed, lr=self.optimizer.lr if lr is None else lr)
         return self._loss_value(exe), {h: exe.output(n) for h, n in self.graph.heads.items()}
 
     def __call__(self, x: np.ndarray, batch: int = 256):

@@ -41,6 +41,24 @@ train {
 }
 """
 
+# Two op families in training (a convolution, a dense layer), so that a pool of two has two units
+# to share out at least.
+SMALL_CONV = """
+network SmallConv(classes = 10) {
+  input image: 1x12x12
+  conv 4 kernel=3 relu
+  maxpool 2
+  flatten
+  dense classes -> logits
+}
+
+train {
+  batch 32
+  optimizer sgd lr=0.05
+  loss logits cross_entropy
+}
+"""
+
 # The compile phase with `processes` processes, then the first real training step; prints what
 # each process compiled and what the main process compiled after the pool, as JSON.
 PHASE_SCRIPT = textwrap.dedent("""
@@ -91,6 +109,75 @@ def test_cold_pool_compiles_in_two_processes_and_leaves_nothing_to_the_main_one(
     assert f"{AUGMENT}0" in cold["units"]
     warm = _phase(path, cache, 2)
     assert warm["workers"] == 0 and warm["count"] == 0 and warm["first_step"] == [], warm  # no pool when warm
+
+
+# The Python API's first steps (Model._compile_phase): train_step, then predict, each the first of
+# its kind, in a fresh process; prints each phase's processes and what the real calls compiled.
+MODEL_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import cnndsl
+    from cnndsl.backend.compile_events import counting
+    from cnndsl.train.optim import SGD
+
+    model = cnndsl.compile(sys.argv[1])
+    model.set_optimizer(SGD(model.store.params, lr=0.01, momentum=0.9))
+    x = np.random.default_rng(0).random((32,) + model.input_shape, dtype=np.float32)
+    before = model.store.params.data.copy()
+    out = {}
+    for kind, call in (("train", lambda: model.train_step(x, model.example_targets(32), 0)),
+                       ("infer", lambda: model.predict(x))):
+        with counting() as whole:
+            call()
+        phase = model.compile_phases[-1] if model.compile_phases else None
+        own = phase.main.count if phase is not None else 0
+        out[kind] = {"workers": phase.workers if phase else 0, "count": phase.count if phase else 0,
+                     "by_process": [sum(1 for r in phase.records if r.worker == w) for w in range(phase.workers + 1)]
+                     if phase else [], "failed": phase.failed if phase else [],
+                     "in_the_call": [r.qualname + r.signature for r in whole.records[own:]]}
+        model.compile_phases.clear()
+    # the phase ran on zeros with its own optimizer: the user's step alone moved the weights
+    out["momentum_steps"] = model.optimizer.step_count
+    print(json.dumps(out))
+""")
+
+
+def _model_run(path: Path, cache: Path, workers: str) -> dict:
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), **{compile_pool.ENV_WORKERS: workers})
+    env.pop("NUMBA_BOUNDSCHECK", None)
+    done = subprocess.run([sys.executable, "-c", MODEL_SCRIPT, str(path)], capture_output=True, text=True, env=env,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_model_first_steps_compile_through_the_pool(tmp_path):
+    """Model.train_step's and predict's first calls compile through the pool on a cold cache (the
+    Python API, and vs_pytorch.py's cold figure), and the call itself then compiles nothing; warm,
+    no worker starts and nothing compiles."""
+    path = tmp_path / "small.cnn"
+    path.write_text(SMALL_CONV)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cold = _model_run(path, cache, "2")
+    train = cold["train"]
+    assert train["workers"] == 1 and all(n > 0 for n in train["by_process"]) and train["failed"] == [], cold
+    assert train["in_the_call"] == [], cold  # the real step loaded everything the pool compiled
+    assert cold["infer"]["failed"] == [] and cold["infer"]["in_the_call"] == [], cold
+    assert cold["momentum_steps"] == 1, cold
+    warm = _model_run(path, cache, "2")
+    for kind in ("train", "infer"):
+        assert warm[kind]["workers"] == 0 and warm[kind]["count"] == 0 and warm[kind]["in_the_call"] == [], warm
+
+
+def test_model_without_the_pool_compiles_on_first_call(tmp_path):
+    """CNNDSL_COMPILE_WORKERS=1: no phase at all; the first call compiles in this process, as before."""
+    path = tmp_path / "one.cnn"
+    path.write_text(ONE_DENSE)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    run = _model_run(path, cache, "1")
+    assert run["train"]["count"] == 0 and run["train"]["in_the_call"] != [], run
 
 
 def test_pool_size_from_the_environment_and_the_cores(monkeypatch):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from cnndsl import kernel_cache
 
@@ -143,3 +144,60 @@ def test_a_bounds_checked_run_checks_even_after_an_unchecked_run_cached_the_code
     assert "IndexError" in checked["parallel"]  # not lost on a worker thread
     again = probe(2)  # the unchecked cache is still the unchecked code, and still used
     assert again["cache_dir"] == unchecked["cache_dir"] and again["hits"] == 1
+
+
+# One small kernel called in a fresh process; prints where cnndsl came from and how many functions
+# Numba compiled.
+_ONE_KERNEL = """
+import json, sys
+import numpy as np
+import cnndsl
+from cnndsl.backend.compile_events import counting
+from cnndsl.kernels.cpu.optim import sgd_step
+
+a = np.ones(8, np.float32)
+with counting() as c:
+    sgd_step(a, a.copy(), np.zeros(1, np.float32), a.copy(), a.copy(), np.float32(0.1), np.float32(0),
+             np.float32(1), np.float32(0), False, True)
+print(json.dumps({"package": cnndsl.__file__, "compiled": c.count,
+                  "cache": __import__("numba").core.config.CACHE_DIR}))
+"""
+
+
+def test_two_installations_share_one_cache(tmp_path):
+    """Numba names a function's cache subfolder after the absolute path of its source folder, so a
+    cache filled by one installation (venv) was not read by another; kernel_cache files cnndsl's
+    kernels by their package-relative folder and the fingerprint. Two copies of the package in two
+    folders, one cache home: the second copy compiles nothing."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    source = kernel_cache.PACKAGE
+    runs = []
+    for name in ("venv_a", "venv_b"):
+        root = tmp_path / name
+        shutil.copytree(source, root / "cnndsl", ignore=shutil.ignore_patterns("__pycache__"))
+        env = dict(os.environ, PYTHONPATH=str(root), XDG_CACHE_HOME=str(tmp_path / "home_cache"))
+        for variable in ("NUMBA_CACHE_DIR", "NUMBA_BOUNDSCHECK", "NUMBA_CACHE_LOCATOR_CLASSES"):
+            env.pop(variable, None)
+        done = subprocess.run([sys.executable, "-c", _ONE_KERNEL], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=600)
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert runs[0]["package"].startswith(str(tmp_path / "venv_a")), runs
+    assert runs[1]["package"].startswith(str(tmp_path / "venv_b")), runs
+    assert runs[0]["cache"] == runs[1]["cache"], runs  # one fingerprint: the same sources
+    assert runs[0]["compiled"] >= 1 and runs[1]["compiled"] == 0, runs
+    # named after the package-relative folders (kernels.cpu; kernels, for the activations' helpers)
+    fingerprint = Path(runs[0]["cache"]).name
+    subfolders = sorted(p.name for p in Path(runs[0]["cache"]).iterdir() if p.is_dir())
+    assert f"cnndsl_kernels.cpu_{fingerprint}" in subfolders, subfolders
+    assert all(name.startswith("cnndsl_") and name.endswith("_" + fingerprint) for name in subfolders), subfolders
+
+
+def test_functions_outside_the_package_keep_numbas_own_folders(tmp_path):
+    assert kernel_cache.package_subfolder(str(tmp_path / "mine.py")) is None
+    inside = kernel_cache.package_subfolder(str(kernel_cache.PACKAGE / "kernels" / "cpu" / "conv.py"))
+    assert inside == f"cnndsl_kernels.cpu_{kernel_cache.cached_fingerprint()}"

@@ -22,6 +22,12 @@ compiled and compiles what is still missing, so a unit that failed in a worker, 
 worker did not reproduce, costs time, never correctness. `PoolCounter.after_pool` counts those
 compilations (0 for every example model: tests/test_compile_pool.py).
 
+**Who.** `cnndsl train`, `cnndsl warmup` and `Model.fit` run it before the first step, for a
+training and an evaluation step (cnndsl.train.trainer.compile_kernels). `Model.train_step`,
+`predict` and `evaluate` run it the first time they need one kind of executable ("train",
+"infer", "eval": `kinds`), for that kind alone (`Model._compile_phase`); there the caller's own
+first step is the final pass.
+
 **When.** Only when something has to be compiled: the main process starts on the first unit
 alone and starts the workers at its first compilation (a warm cache starts none). The number of
 processes compiling at once, the main one included, is `CNNDSL_COMPILE_WORKERS` (an integer; 0
@@ -117,14 +123,17 @@ def op_family(op: str) -> str:
     return root + "/grad" if "grad" in name.split("_")[1:] else root
 
 
-def units_of(model, batch: int, eval_batch: int, augment=None) -> list[str]:
+TRAIN_AND_EVAL = ("train", "eval")  # the trainer's compile phase: a training and an evaluation step
+
+
+def units_of(model, batch: int, eval_batch: int, augment=None, kinds=TRAIN_AND_EVAL) -> list[str]:
     """The model's units of compile work, costliest first (ties: in execution order): the ops of
-    the training and evaluation graphs grouped by `op_family`, "+"-joined, and each augmentation
-    of the pipeline ("augment:J")."""
+    the graphs of `kinds` (Model._graph's names) grouped by `op_family`, "+"-joined, and each
+    augmentation of the pipeline ("augment:J")."""
     from cnndsl.analysis.plan import execution_order
 
     groups: dict[str, list[str]] = {}
-    for kind in ("train", "eval"):
+    for kind in kinds:
         graph = model._graph(kind)
         for name in execution_order(graph):
             op = graph.node(name).op
@@ -147,11 +156,11 @@ def unit_cost(unit: str) -> float:
 
 
 @contextlib.contextmanager
-def only_ops(model, ops: set, batch: int, eval_batch: int):
-    """While the block runs, the model's training and evaluation executables at these batches run
-    only the launches of `ops` (the others' buffers keep what they hold: zeros, as allocated);
-    the losses of launches left out read 0."""
-    exes = [model.executable("train", batch), model.executable("eval", eval_batch)]
+def only_ops(model, ops: set, batch: int, eval_batch: int, kinds=TRAIN_AND_EVAL):
+    """While the block runs, the model's executables of `kinds` at these batches (eval_batch for
+    "eval") run only the launches of `ops` (the others' buffers keep what they hold: zeros, as
+    allocated); the losses of launches left out read 0."""
+    exes = [model.executable(kind, eval_batch if kind == "eval" else batch) for kind in kinds]
     saved = [exe._steps for exe in exes]
     try:
         for exe in exes:
@@ -164,9 +173,9 @@ def only_ops(model, ops: set, batch: int, eval_batch: int):
             exe._steps = steps
 
 
-def run_unit(model, unit: str, batch: int, eval_batch: int, optimizer, augment) -> None:
-    """Compile (or load) one unit's kernels: the training and evaluation steps restricted to one
-    op, or one augmentation of the pipeline run alone on its own input shape."""
+def run_unit(model, unit: str, batch: int, eval_batch: int, optimizer, augment, kinds=TRAIN_AND_EVAL) -> None:
+    """Compile (or load) one unit's kernels: the steps of `kinds` restricted to one op family, or
+    one augmentation of the pipeline run alone on its own input shape."""
     from cnndsl.train.trainer import warm_up
 
     if unit.startswith(AUGMENT):
@@ -181,8 +190,8 @@ def run_unit(model, unit: str, batch: int, eval_batch: int, optimizer, augment) 
         one = Pipeline([augment.ops[j]], augment.seed)
         one.apply(np.zeros((batch,) + shape, np.float32), np.arange(batch, dtype=np.int64), 0, op_offset=j)
         return
-    with only_ops(model, set(unit.split("+")), batch, eval_batch):
-        warm_up(model, batch, eval_batch, optimizer=optimizer, augment=None)
+    with only_ops(model, set(unit.split("+")), batch, eval_batch, kinds):
+        warm_up(model, batch, eval_batch, optimizer=optimizer, augment=None, kinds=kinds)
 
 
 # -- the cache under several writers ----------------------------------------------------------------
@@ -483,23 +492,52 @@ class Pool:
         self.close()
 
 
-def compile_with_pool(model, batch: int, eval_batch: int, optimizer, optimizer_config, augment, processes: int,
-                      counter: PoolCounter, on_change=None) -> None:
+_phase = threading.local()
+
+
+def in_phase() -> bool:
+    """Whether this thread is inside a compile phase (Model's own first-use phase then stays out)."""
+    return getattr(_phase, "depth", 0) > 0
+
+
+@contextlib.contextmanager
+def phase():
+    _phase.depth = getattr(_phase, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _phase.depth -= 1
+
+
+def compile_with_pool(model, batch: int, eval_batch: int, optimizer, augment, processes: int,
+                      counter: PoolCounter, on_change=None, kinds=TRAIN_AND_EVAL, final_pass: bool = True) -> None:
     """The compile phase with a pool (see the module docstring): this process takes units from the
     queue, and its first compilation starts the workers, which take the rest as they become free;
-    then the whole phase in this process, loading what the workers compiled. `counter.main` must
-    be this process's CompileCounter, installed by the caller with `counter.main_changed` in its
-    callback; `on_change(counter)` is called at each worker event (the status line)."""
+    then (`final_pass`) the whole phase in this process, loading what the workers compiled.
+    `counter.main` must be this process's CompileCounter, installed by the caller with
+    `counter.main_changed` in its callback; `on_change(counter)` is called at each worker event
+    (the status line). `optimizer`: a fresh one of the kind and hyperparameters the steps will use
+    (None when `kinds` has no "train"; they are the optimizer_step node's attributes); the workers
+    make the same."""
+    with phase():
+        _compile_with_pool(model, batch, eval_batch, optimizer, augment, processes, counter, on_change, kinds,
+                           final_pass)
+
+
+def _compile_with_pool(model, batch, eval_batch, optimizer, augment, processes, counter, on_change, kinds,
+                       final_pass) -> None:
     from cnndsl.train.trainer import warm_up
 
     ok = False
     pool = None
     try:
         if processes > 1:
-            units = units_of(model, batch, eval_batch, augment)
+            units = units_of(model, batch, eval_batch, augment, kinds)
             counter.units = list(units)
             job = {"program": model.program, "opt_level": getattr(model, "opt_level", 2), "seed": model.seed,
-                   "batch": batch, "eval_batch": eval_batch, "optimizer": optimizer_config, "augment": augment}
+                   "batch": batch, "eval_batch": eval_batch, "kinds": tuple(kinds),
+                   "optimizer": None if optimizer is None else (optimizer.kind, dict(optimizer.hyper)),
+                   "augment": augment}
             pool = Pool(job, units, processes, counter, on_change)
             locked_cache_saves()
             counter.pool = pool
@@ -509,8 +547,8 @@ def compile_with_pool(model, batch: int, eval_batch: int, optimizer, optimizer_c
                     break
                 before = counter.main.count
                 try:
-                    run_unit(model, unit, batch, eval_batch, optimizer, augment)
-                except Exception as e:  # the final pass below compiles it, or raises the real error
+                    run_unit(model, unit, batch, eval_batch, optimizer, augment, kinds)
+                except Exception as e:  # the final pass compiles it, or raises the real error
                     counter.failed.append(f"{unit}: {type(e).__name__}: {e}")
                 for record in counter.main.records[before:]:
                     record.unit = unit
@@ -521,9 +559,10 @@ def compile_with_pool(model, batch: int, eval_batch: int, optimizer, optimizer_c
             if pool.started_at is not None:
                 counter.wall_pool = time.perf_counter() - pool.started_at
         counter.after_pool_from = counter.main.count
-        t = time.perf_counter()
-        warm_up(model, batch, eval_batch, optimizer=optimizer, augment=augment)
-        counter.final_pass_s = time.perf_counter() - t
+        if final_pass:
+            t = time.perf_counter()
+            warm_up(model, batch, eval_batch, optimizer=optimizer, augment=augment, kinds=kinds)
+            counter.final_pass_s = time.perf_counter() - t
         ok = True
     finally:
         counter.pool = None
@@ -546,11 +585,18 @@ def _worker(job_path: str) -> int:
     kernel_cache.configure()
     from cnndsl.backend.compile_events import counting
     from cnndsl.model import Model
-    from cnndsl.train.trainer import optimizer_for
+    from cnndsl.train.optim import make_optimizer
 
     locked_cache_saves()
     model = Model(job["program"], seed=job["seed"], opt_level=job["opt_level"], init_from_file=False)
-    optimizer = optimizer_for(job["optimizer"], model.store.params)
+    optimizer = None
+    if job["optimizer"] is not None:
+        kind, hyper = job["optimizer"]
+        optimizer = make_optimizer(kind, model.store.params, **hyper)
+        # its hyperparameters are the training graph's optimizer_step attributes: set before the
+        # units build the graph, so that warm_up's set_optimizer keeps it (and only_ops' filter)
+        model.set_optimizer(optimizer)
+    kinds = job["kinds"]
 
     def on_change(counter):
         kind, r = counter.last_event
@@ -561,13 +607,13 @@ def _worker(job_path: str) -> int:
                 self_cpu_seconds=r.self_cpu_seconds)
 
     say(ready=True, cpu=time.process_time())
-    with counting(on_change):
+    with counting(on_change), phase():
         for line in sys.stdin:
             unit = line.strip()
             if not unit:
                 break
             try:
-                run_unit(model, unit, job["batch"], job["eval_batch"], optimizer, job["augment"])
+                run_unit(model, unit, job["batch"], job["eval_batch"], optimizer, job["augment"], kinds)
                 say(done=unit)
             except Exception as e:  # the main process compiles it itself
                 say(done=unit, error=f"{type(e).__name__}: {e}")

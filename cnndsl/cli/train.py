@@ -36,9 +36,14 @@ device_option = context_option(
 def _compile(file, load_kwargs, seed=None, init_from_file=True, opt_level=None):
     from cnndsl.model import Model
 
+    from cnndsl.train.progress import _is_tty
+
     program = load_model(file, load_kwargs)
-    return Model(program, seed=seed, opt_level=selected_opt_level() if opt_level is None else opt_level,
-                 device=_DEVICE.get(), init_from_file=init_from_file)
+    model = Model(program, seed=seed, opt_level=selected_opt_level() if opt_level is None else opt_level,
+                  device=_DEVICE.get(), init_from_file=init_from_file)
+    # eval and predict compile on first use (Model._compile_phase): say so on a terminal
+    model.compile_report = "live" if _is_tty(sys.stderr) else None
+    return model
 
 
 def _datasets(model, data: str | None):

@@ -706,9 +706,11 @@ class Trainer:
         return "no checkpoint had been written yet"
 
 
-def warm_up(model, batch: int, eval_batch: int | None = None, optimizer=None, augment=None) -> None:
+def warm_up(model, batch: int, eval_batch: int | None = None, optimizer=None, augment=None,
+            kinds=("train", "eval")) -> None:
     """Compile (or load from the cache) every kernel of a training and an evaluation step, and
     leave the model exactly as it was: weights, running statistics and gradients restored.
+    `kinds`: which of Model's executables to run ("train", "eval", "infer": a prediction at `batch`).
 
     `eval_batch`: the batch of the evaluation step (default `batch`); `optimizer`: one of the kind
     training will use (its kernel is compiled; its learning rate is set to 0 and its state is
@@ -729,12 +731,15 @@ def warm_up(model, batch: int, eval_batch: int | None = None, optimizer=None, au
         if augment is not None and len(augment) and tuple(augment.output_shape(model.input_shape)) == \
                 tuple(model.input_shape):
             augment.apply(x, np.arange(batch, dtype=np.int64), 0)
-        targets = model.example_targets(batch)
-        model.train_step(x, targets, step=0)
-        eval_batch = batch if eval_batch is None else eval_batch
-        model.evaluate(x[:eval_batch] if eval_batch <= batch else np.zeros((eval_batch,) + model.input_shape,
-                                                                           np.float32),
-                       model.example_targets(eval_batch), eval_batch)
+        if "train" in kinds:
+            model.train_step(x, model.example_targets(batch), step=0)
+        if "eval" in kinds:
+            eval_batch = batch if eval_batch is None else eval_batch
+            model.evaluate(x[:eval_batch] if eval_batch <= batch else np.zeros((eval_batch,) + model.input_shape,
+                                                                               np.float32),
+                           model.example_targets(eval_batch), eval_batch)
+        if "infer" in kinds:
+            model.predict(x, batch)
     finally:
         store.params.data[...] = saved[0]
         for k, v in saved[1].items():
@@ -783,12 +788,13 @@ def compile_kernels(model, config: TrainingConfig, batch: int | None = None, eva
     with counting(on_change) as counter:
         combined = PoolCounter(counter)
         try:
-            compile_with_pool(model, batch, eval_batch, optimizer, config, augment, processes, combined,
+            compile_with_pool(model, batch, eval_batch, optimizer, augment, processes, combined,
                               on_change=status.on_change)
             failed = False
         finally:
             status.finish(combined, failed=failed)
     done.add(key)
+    model._compiled_kinds.update(("train", "eval"))  # Model's own first-use phase: nothing left to do
     return combined
 
 

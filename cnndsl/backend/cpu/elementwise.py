@@ -5,7 +5,7 @@ import zlib
 
 import numpy as np
 
-from cnndsl.backend.cpu.launch import buffers_of, grads_of, launches, params_of
+from cnndsl.backend.cpu.launch import buffers_of, flat, grads_of, launches, params_of
 from cnndsl.kernels.cpu import activation as A
 from cnndsl.kernels.cpu import batchnorm as B
 from cnndsl.kernels.cpu import dropout as D
@@ -17,7 +17,7 @@ from cnndsl.ops.activation import ACTIVATION_OF
 @launches(*ACTIVATION_OF)
 def activation(rc, node, ins, out):
     """Every element-wise activation: one kernel, branching on the activation's code."""
-    A.activation_forward(ins[0], CODE[node.op], np.float32(node.attrs.get("alpha", 0.0)), out)
+    A.activation_forward(flat(ins[0]), CODE[node.op], np.float32(node.attrs.get("alpha", 0.0)), flat(out))
 
 
 @launches("softmax")
@@ -33,7 +33,8 @@ def activation_grad(rc, node, ins, out):
     if fwd.op == "softmax":
         A.softmax_backward(saved, dy, out)
     else:
-        A.activation_backward(saved, dy, CODE[fwd.op], np.float32(fwd.attrs.get("alpha", 0.0)), out)
+        A.activation_backward(flat(saved), flat(dy), CODE[fwd.op], np.float32(fwd.attrs.get("alpha", 0.0)),
+                              flat(out))
 
 
 @launches("prelu")

@@ -16,7 +16,7 @@ import numpy as np
 from cnndsl.backend.cpu.conv import (_conv_ws, conv_workspace, direct_forward, direct_plan, input_grad,
                                      kept_col, params_grad)
 from cnndsl.backend.cpu.elementwise import batchnorm_backward, batchnorm_forward
-from cnndsl.backend.cpu.launch import buffers_of, grads_of, launches, params_of
+from cnndsl.backend.cpu.launch import buffers_of, flat, grads_of, launches, params_of
 from cnndsl.kernels.cpu import activation as A
 from cnndsl.kernels.cpu import dense as D
 from cnndsl.kernels.cpu import fused as K
@@ -104,7 +104,7 @@ def activation_backward(activation: str, alpha: float, y, dy, dz) -> None:
     if activation == "none":
         np.copyto(dz, dy)
     else:
-        A.activation_backward(y, dy, ACTIVATION_CODE[activation], np.float32(alpha), dz)
+        A.activation_backward(flat(y), flat(dy), ACTIVATION_CODE[activation], np.float32(alpha), flat(dz))
 
 
 @launches("epilogue_grad")

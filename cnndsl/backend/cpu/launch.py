@@ -26,3 +26,11 @@ def buffers_of(rc, layer: str) -> dict:
     """Non-learnable state (batchnorm running statistics) by short name."""
     prefix = layer + "."
     return {k[len(prefix):]: v for k, v in rc.store.buffers.items() if k.startswith(prefix)}
+
+
+def flat(a):
+    """A 1-D view of a C-contiguous buffer, for the element-wise kernels (activation_forward and
+    _backward), so that they compile one signature whatever the layer's rank: activation_backward
+    compiled for 2-D and again for 4-D arrays, 1.2 s more for LeNet-5. Anything else is passed as
+    it is (the kernels refuse it)."""
+    return a.reshape(a.size) if a.flags.c_contiguous else a

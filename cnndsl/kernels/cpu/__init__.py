@@ -5,5 +5,9 @@ Numba options in common. See cnndsl/kernels/README.md for the full table of
 signatures. Importing compiles nothing: kernels compile (or load from the Numba
 cache) on first call.
 """
-from cnndsl.kernels.cpu import (  # noqa: F401
+from cnndsl import kernel_cache
+
+kernel_cache.install_locator()  # before any kernel is defined: the cache subfolders (kernel_cache.py)
+
+from cnndsl.kernels.cpu import (  # noqa: E402,F401
     activation, batchnorm, common, conv, dense, dropout, loss, pool, tensor)

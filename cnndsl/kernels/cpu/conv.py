@@ -562,7 +562,7 @@ def _bwd_data_core(dy, w, sh, sw, pt, pl, dh, dw, groups, nb, col, tmp, dx):
     Fg = F // groups
     K = Cg * KH * KW
     P = OH * OW
-    _check_ws(col, tmp, K, P, F, nb, 0)
+    _check_ws(col, tmp, K, P, F, nb, I0)  # I0, not 0: a literal is a signature of its own
     wf = w.reshape(w.size)
     for n0 in range(0, N, nb):
         nbb = min(nb, N - n0)

@@ -6,7 +6,8 @@ the standalone activation kernels (activation.py) too.
 
 `act` is an activation's code (cnndsl/kernels/activations.py: 0 none, 1 relu, 2 leaky_relu, ...);
 the branches on it are not written here but unrolled by Numba over the table of every
-activation's scalar code (`literal_unroll`), so a new activation needs no edit here. `res` is the
+activation's scalar code (`literal_unroll`), so a new activation needs no edit here; only `none`
+and `relu` also have loops of their own that callers inline (activate_affine). `res` is the
 residual (shaped like the conv's output; any float32 4-D array when has_res is False).
 """
 from __future__ import annotations
@@ -62,12 +63,11 @@ def grad_from_output(g, y, act, alpha):
     return grad_scalar(g, y, act, alpha)
 
 
-@kernel(inline=True)  # batchnorm calls it per row, rows of one element for vectors
-def activate_affine(src, dst, scale, shift, act, alpha):
-    """dst[p] = act(src[p] * scale + shift): one loop per activation with the branch outside it
-    (unrolled over the table), so that each loop vectorizes where its code allows. fused_batchnorm
-    (batchnorm.py) runs it a row at a time from x, not in place over its affine output: measured
-    there, in place was several times slower."""
+@kernel
+def _activate_affine_table(src, dst, scale, shift, act, alpha):
+    """activate_affine for every activation of the table: one loop per activation with the branch
+    outside it (unrolled over the table), so that each loop vectorizes where its code allows.
+    Compiled once per signature and called, not inlined (see activate_affine)."""
     n = dst.size
     done = False
     for e in literal_unroll(_TABLE):
@@ -79,6 +79,29 @@ def activate_affine(src, dst, scale, shift, act, alpha):
     if not done:
         for p in range(n):
             dst[p] = src[p] * scale + shift
+
+
+_RELU_FORWARD = _TABLE[[int(e[0]) for e in _TABLE].index(RELU)][1]
+
+
+@kernel(inline=True)  # batchnorm and the direct convolution call it per row
+def activate_affine(src, dst, scale, shift, act, alpha):
+    """dst[p] = act(src[p] * scale + shift). `none` and `relu` (every example network's activation)
+    are loops inlined into the caller; every other activation is a call of
+    _activate_affine_table. Inlining the whole table copied its 15 loops into each of the
+    callers (the direct convolution's row kernels, batchnorm, the plane epilogue) and made it the
+    costliest thing they compiled; an activation that calls exp or erf per element does not notice
+    one call per row. fused_batchnorm (batchnorm.py) runs it a row at a time from x, not in place
+    over its affine output: measured there, in place was several times slower."""
+    n = dst.size
+    if act == NONE:
+        for p in range(n):
+            dst[p] = src[p] * scale + shift
+    elif act == RELU:
+        for p in range(n):
+            dst[p] = _RELU_FORWARD(src[p] * scale + shift, alpha)
+    else:
+        _activate_affine_table(src, dst, scale, shift, act, alpha)
 
 
 @kernel

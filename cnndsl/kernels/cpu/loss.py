@@ -23,7 +23,7 @@ import numpy as np
 from numba import prange
 
 from cnndsl.kernels.cpu.activation import softmax_col
-from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
+from cnndsl.kernels.cpu.common import I0, PAR_MIN, kernel, parallel_kernel
 
 
 @kernel
@@ -38,7 +38,7 @@ def _first_bad_label(labels, lo, hi):
 @kernel
 def softmax_cross_entropy(logits, labels, dlogits):
     N, K = logits.shape
-    bad = _first_bad_label(labels, 0, K)
+    bad = _first_bad_label(labels, I0, K)  # I0: see common.I0
     if bad >= 0:
         raise ValueError("cross-entropy label " + str(labels[bad]) + " of sample " + str(bad)
                          + " is outside [0, " + str(K) + "), the range of the logits' classes")
@@ -113,7 +113,8 @@ def pixel_cross_entropy(logits, labels, dlogits):
     S = logits.size // (N * K)
     a = logits.reshape((N, K, S))
     flat = labels.reshape(N * S)
-    bad = _first_bad_label(flat, -1, K)  # checked here, not in the prange: see kernel_cache.py
+    # np.int64, not a literal (see common.I0); checked here, not in the prange: see kernel_cache.py
+    bad = _first_bad_label(flat, np.int64(-1), K)
     if bad >= 0:
         raise ValueError("pixel cross-entropy label " + str(flat[bad]) + " of sample " + str(bad // S)
                          + ", pixel " + str(bad % S) + " is outside [0, " + str(K)
