@@ -722,6 +722,9 @@ def warm_up(model, batch: int, eval_batch: int | None = None, optimizer=None, au
     store = model.store
     saved = store.params.data.copy(), {k: v.copy() for k, v in store.buffers.items()}, store.params.grad.copy()
     previous = model.optimizer
+    # the runtime's optimizer state as it is (set_optimizer(previous) would make it previous's: a
+    # state the caller set on purpose, even a wrong one, must reach the caller's step unchanged)
+    saved_state = getattr(store, "optimizer_state", None)
     if optimizer is None:
         optimizer = SGD(store.params, lr=0.0)
     optimizer.lr = 0.0
@@ -746,6 +749,7 @@ def warm_up(model, batch: int, eval_batch: int | None = None, optimizer=None, au
             store.buffers[k][...] = v
         store.params.grad[...] = saved[2]
         model.set_optimizer(previous)
+        store.optimizer_state = saved_state
 
 
 # What compile_kernels has warmed per model: (batch, evaluation batch, optimizer kind, augmented).
