@@ -173,3 +173,27 @@ def test_the_tile_is_vector_code():
     asm = "".join(fresh.inspect_asm(s) for s in fresh.signatures)
     assert re.search(r"vfmadd\w*ps\s[^\n]*[xyz]mm", asm)
     assert not re.search(r"vfmadd\w*ss", asm)
+
+
+@pytest.mark.slow
+def test_a_pool_filled_cache_runs(tmp_path):
+    """LeNet-5's first training step with an empty Numba cache filled by the compile pool (two
+    processes), then again from that cache. When the cached conv launcher itself called the
+    parallel kernels, the second process crashed with SIGSEGV every time (2026-12-02); the
+    launchers now call each parallel kernel from Python (direct._conv)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    snippet = (
+        "import cnndsl\nfrom cnndsl.data.digits import load_digits\nfrom cnndsl.train.optim import SGD\n"
+        f"m = cnndsl.compile({str(root / 'examples' / 'lenet5.cnn')!r})\n"
+        "m.set_optimizer(SGD(m.store.params, lr=0.01))\nx, y = load_digits('train')\n"
+        "m.train_step(x[:64], y[:64], step=0)\nprint('stepped')\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), CNNDSL_COMPILE_WORKERS="2",
+               NUMBA_NUM_THREADS="2", PYTHONPATH=str(root))
+    for run in ("cold, through the pool", "warm, from the pool's cache"):
+        done = subprocess.run([sys.executable, "-c", snippet], env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0 and "stepped" in done.stdout, f"{run}: exit {done.returncode}\n{done.stderr[-3000:]}"

@@ -241,6 +241,12 @@ def _bands_parallel(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, 
 
 
 @kernel
+def serial_conv(N, FB, OH, OW, vf, K):
+    """Whether a conv is small enough for one thread (SERIAL_WORK)."""
+    return N * FB * OH * OW * vf * K < SERIAL_WORK
+
+
+@kernel
 def _pv_weights(w, flip, wk):
     """wk[f, (c*KH + i)*KW + j] = w[f, c, i, j]; flip: w is (C, F, KH, KW), wk[f, (c*KH + i)*KW + j] =
     w[c, f, KH-1-i, KW-1-j] (the input gradient's transposed, flipped window)."""
@@ -257,11 +263,15 @@ def _pv_weights(w, flip, wk):
 
 @kernel
 def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, pl, dh, dw, rb, vf, hp, wp,
-                xbuf, wbuf, y):
+                xbuf, wbuf, y, padded, tables):
     """y = act(conv(x, w) + b (+ res)) with the plan (rb, vf, hp, wp) (rb = 0: pixel vectors, see
-    plan); flip: w is (C, F, KH, KW) and is used transposed and flipped (the input gradient). One
-    Numba call does the copies, the checks and the tiles, so a small conv pays one dispatch
-    (LeNet-5's first conv at batch 1: 51 us as six calls from Python, most of it their overhead)."""
+    plan); flip: w is (C, F, KH, KW) and is used transposed and flipped (the input gradient). The
+    copies, the checks, and for a small conv the tiles, in one Numba call (LeNet-5's first conv at
+    batch 1: 51 us as six calls from Python, most of it their overhead). For a large conv it
+    returns True and the caller runs _bands_parallel on the tables it filled: no cached kernel
+    here calls a parallel one (a cached caller of parallel functions, filled by the compile pool's
+    two processes, crashed the process that loaded it: see forward()). padded: xbuf already
+    holds the padded input (pad_input, run by the caller for large inputs)."""
     N, C = x.shape[0], x.shape[1]
     F, OH, OW = y.shape[1], y.shape[2], y.shape[3]
     KH, KW = w.shape[2], w.shape[3]
@@ -272,14 +282,20 @@ def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, p
     if xbuf.size < N * C * hp * wp or wbuf.size < nw:
         raise ValueError("direct conv: scratch smaller than scratch_len()")
     xp = xbuf[:N * C * hp * wp].reshape((N, C, hp, wp))
-    pad_input(x, pt, pl, xp)
+    if not padded:
+        for t in range(N * C):
+            _pad_plane(x, t // C, t % C, pt, pl, xp)
     xf = xp.reshape(xp.size)
-    xoffs = np.empty(K, np.int64)  # the input's offset of each (input channel, kernel row, column)
+    # tables (3 x max(K, F, RB) int64, the caller's): the offsets the tiles read
+    M_ = max(K, F, rb)
+    if tables.shape[0] < 3 or tables.shape[1] < M_:
+        raise ValueError("direct conv: offset tables too small")
+    xoffs = tables[0, :K]  # the input's offset of each (input channel, kernel row, column)
     for c in range(C):
         for i in range(KH):
             for j in range(KW):
                 xoffs[(c * KH + i) * KW + j] = (c * hp + i * dh) * wp + j * dw
-    kvf = np.empty(K, np.int64)  # pixel vectors: k, the weights' offset of each step
+    kvf = tables[1, :K]  # pixel vectors: k, the weights' offset of each step
     if pv:
         rb_ = F
         wk = wbuf[:F * K].reshape((F, K))
@@ -287,7 +303,7 @@ def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, p
         init = wbuf[F * K:F * K + F * vf]
         for f in range(F):
             init[f * vf:(f + 1) * vf] = b[f] if has_bias else 0.0
-        aro = np.empty(F, np.int64)
+        aro = tables[2, :F]
         for r in range(F):
             aro[r] = r * K
         for k in range(K):
@@ -303,7 +319,7 @@ def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, p
         init[:] = 0.0
         if has_bias:
             init[:F] = b[:F]
-        aro = np.empty(rb, np.int64)
+        aro = tables[2, :rb]
         for r in range(rb):
             aro[r] = r * sw
         af, bf, aoffs, boffs = xf, wb.reshape(wb.size), xoffs, xoffs  # boffs unused: the weights' offset is k * vf
@@ -317,15 +333,50 @@ def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, p
     yf = y.reshape(y.size)
     resf = res.reshape(res.size)
     tbn = rb_ * vf
-    if N * FB * OH * OW * vf * K < SERIAL_WORK:
-        tb = np.empty(tbn, np.float32)
-        for n in range(N):
-            for fb in range(FB):
-                _conv_band(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, np.int64(n),
-                           np.int64(fb), I0, OH, C, hp, wp, sh, sw, OH, OW, tb)
+    if not serial_conv(N, FB, OH, OW, vf, K):
+        return True
+    tb = np.empty(tbn, np.float32)
+    for n in range(N):
+        for fb in range(FB):
+            _conv_band(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, np.int64(n),
+                       np.int64(fb), I0, OH, C, hp, wp, sh, sw, OH, OW, tb)
+    return False
+
+
+def _conv(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, pl, dh, dw, p, xp_buf, wb_buf, y):
+    """conv_direct, and for a large conv the padding and the tiles in parallel around it, each a
+    separate call from here: a cached kernel that called the parallel ones, once the compile
+    pool's two processes had filled the cache, crashed (SIGSEGV) the process that loaded it
+    (tests/kernels/test_kernels_direct_conv.py::test_a_pool_filled_cache_runs reproduces it)."""
+    rb, vf, hp, wp = p
+    n, c = x.shape[0], x.shape[1]
+    f, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    kh, kw = w.shape[2], w.shape[3]
+    k = c * kh * kw
+    fb = 1 if rb == 0 else -(-f // vf)
+    big = not serial_conv(n, fb, oh, ow, vf, k)
+    if big:
+        if xp_buf.size < n * c * hp * wp:
+            raise ValueError("direct conv: scratch smaller than scratch_len()")
+        pad_input(x, np.int64(pt), np.int64(pl), xp_buf[:n * c * hp * wp].reshape(n, c, hp, wp))
+    tables = np.empty((3, max(k, f, rb)), np.int64)
+    res_ = res if has_res else _NO_RES
+    if not conv_direct(x, w, b, bool(has_bias), res_, bool(has_res), np.int64(act), np.float32(alpha), bool(flip),
+                       np.int64(sh), np.int64(sw), np.int64(pt), np.int64(pl), np.int64(dh), np.int64(dw),
+                       np.int64(rb), np.int64(vf), np.int64(hp), np.int64(wp), xp_buf, wb_buf, y, big, tables):
+        return
+    xf = xp_buf[:n * c * hp * wp]
+    if rb == 0:  # the arrays conv_direct filled, as it passes them to the tiles
+        af, bf, init, aoffs, aro = wb_buf[:f * k], xf, wb_buf[f * k:f * k + f * vf], tables[1, :k], tables[2, :f]
+        tbn = f * vf
     else:
-        _bands_parallel(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, C, hp, wp, sh,
-                        sw, OH, OW, np.int64(N), np.int64(FB), np.int64(min(OH, BAND_ROWS)), np.int64(tbn))
+        af, bf, init, aoffs, aro = xf, wb_buf[:fb * k * vf], wb_buf[fb * k * vf:fb * k * vf + fb * vf], \
+            tables[0, :k], tables[2, :rb]
+        tbn = rb * vf
+    _bands_parallel(af, bf, init, aoffs, aro, tables[0, :k], res_.reshape(-1), bool(has_res), np.int64(act),
+                    np.float32(alpha), rb == 0, np.int64(vf), np.int64(f), y.reshape(-1), np.int64(c), np.int64(hp),
+                    np.int64(wp), np.int64(sh), np.int64(sw), np.int64(oh), np.int64(ow), np.int64(n), np.int64(fb),
+                    np.int64(min(oh, BAND_ROWS)), np.int64(tbn))
 
 
 def forward(x, w, b, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, dh, dw, y, xp_buf, wb_buf, p=None):
@@ -335,10 +386,8 @@ def forward(x, w, b, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, dh, dw,
     (computed here when not given)."""
     n, c, h, wd = x.shape
     f, _, kh, kw = w.shape
-    rb, vf, hp, wp = p or plan(c, f, h, wd, kh, kw, sh, sw, pt, pl, dh, dw, 1, y.shape[2], y.shape[3])
-    conv_direct(x, w, b, bool(has_bias), res if has_res else _NO_RES, bool(has_res), np.int64(act), np.float32(alpha),
-                False, np.int64(sh), np.int64(sw), np.int64(pt), np.int64(pl), np.int64(dh), np.int64(dw),
-                np.int64(rb), np.int64(vf), np.int64(hp), np.int64(wp), xp_buf, wb_buf, y)
+    p = p or plan(c, f, h, wd, kh, kw, sh, sw, pt, pl, dh, dw, 1, y.shape[2], y.shape[3])
+    _conv(x, w, b, has_bias, res, has_res, act, alpha, False, sh, sw, pt, pl, dh, dw, p, xp_buf, wb_buf, y)
 
 
 def backward_data_plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt: int, pl: int,
@@ -358,10 +407,9 @@ def backward_data(dy, w, pt, pl, dh, dw, dx, xp_buf, wb_buf):
     n, f, oh, ow = dy.shape
     _, c, kh, kw = w.shape
     h, wd = dx.shape[2], dx.shape[3]
-    rb, vf, hp, wp = backward_data_plan(c, f, h, wd, kh, kw, 1, 1, pt, pl, dh, dw, 1, oh, ow)
-    conv_direct(dy, w, _NO_BIAS, False, _NO_RES, False, I0, np.float32(0.0), True, I1, I1,
-                np.int64((kh - 1) * dh - pt), np.int64((kw - 1) * dw - pl), np.int64(dh), np.int64(dw),
-                np.int64(rb), np.int64(vf), np.int64(hp), np.int64(wp), xp_buf, wb_buf, dx)
+    p = backward_data_plan(c, f, h, wd, kh, kw, 1, 1, pt, pl, dh, dw, 1, oh, ow)
+    _conv(dy, w, _NO_BIAS, False, _NO_RES, False, 0, 0.0, True, 1, 1, (kh - 1) * dh - pt, (kw - 1) * dw - pl, dh, dw,
+          p, xp_buf, wb_buf, dx)
 
 
 # ----------------------------------------------------------------------------
@@ -481,9 +529,11 @@ def _wgrad_parallel(x, dy, pt, pl, xp, dyt, xoffs, xro, rb, vf, FB, T, pflat):
 
 
 @kernel
-def wgrad_direct(x, dy, pt, pl, sh, sw, dh, dw, rb, vf, hp, wp, T, xbuf, dybuf, pbuf, dweight):
+def wgrad_direct(x, dy, pt, pl, sh, sw, dh, dw, rb, vf, hp, wp, T, xbuf, dybuf, pbuf, dweight, tables):
     """dweight (F, C, KH, KW) = the batch-summed weight gradient with the plan (rb, vf, hp, wp) and T
-    partial sums: the copies, the checks, the tiles and the sum in one Numba call."""
+    partial sums: the checks, the offset tables (tables[0] the pixels', tables[1] the taps'), and
+    for a small conv the copies, the tiles and the sum. Returns True when the caller must run
+    _wgrad_parallel and sum_partials (no cached kernel calls a parallel one: see _conv)."""
     N, C = x.shape[0], x.shape[1]
     F, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
     KH, KW = dweight.shape[2], dweight.shape[3]
@@ -495,28 +545,36 @@ def wgrad_direct(x, dy, pt, pl, sh, sw, dh, dw, rb, vf, hp, wp, T, xbuf, dybuf, 
         raise ValueError("direct conv: scratch smaller than wgrad_scratch_len()")
     xp = xbuf[:N * C * hp * wp].reshape((N, C, hp, wp))
     dyt = dybuf[:N * FB * P * vf].reshape((N, FB, OH, OW, vf))
-    xoffs = np.empty(P, np.int64)
+    if tables.shape[0] < 2 or tables.shape[1] < max(P, KP):
+        raise ValueError("direct conv: offset tables too small")
+    xoffs = tables[0, :P]
     for i in range(OH):
         for j in range(OW):
             xoffs[i * OW + j] = i * sh * wp + j * sw
-    xro = np.zeros(KP, np.int64)  # taps past KK read pixel 0 into partial sums nobody reads
+    xro = tables[1, :KP]
+    xro[:] = 0  # taps past KK read pixel 0 into partial sums nobody reads
     for i in range(KH):
         for j in range(KW):
             xro[i * KW + j] = i * dh * wp + j * dw
     if (N * C - 1) * hp * wp + xoffs[P - 1] + xro.max() >= xp.size:
         raise IndexError("direct conv: a weight-gradient tile would read past the padded input")
     per = FB * C * KP * vf
-    if N * FB * C * KP * vf * P < SERIAL_WORK:
-        T = 1
-        pf = pbuf[:per]
-        pf[:] = 0.0
-        xf = xp.reshape(xp.size)
-        dyf = dyt.reshape(dyt.size)
-        for n in range(N):
-            _wgrad_image(x, dy, pt, pl, xp, dyt, xf, dyf, xoffs, xro, rb, vf, np.int64(n), FB, C, hp * wp, pf)
-    else:
-        _wgrad_parallel(x, dy, pt, pl, xp, dyt, xoffs, xro, rb, vf, FB, T, pbuf[:T * per])
-    sum_partials(pbuf[:T * per].reshape((T, FB, C, KP, vf)), KH, KW, dweight)
+    if not serial_wgrad(N, FB, C, KP, vf, P):
+        return True
+    pf = pbuf[:per]
+    pf[:] = 0.0
+    xf = xp.reshape(xp.size)
+    dyf = dyt.reshape(dyt.size)
+    for n in range(N):
+        _wgrad_image(x, dy, pt, pl, xp, dyt, xf, dyf, xoffs, xro, rb, vf, np.int64(n), FB, C, hp * wp, pf)
+    sum_partials(pbuf[:per].reshape((1, FB, C, KP, vf)), KH, KW, dweight)
+    return False
+
+
+@kernel
+def serial_wgrad(N, FB, C, KP, vf, P):
+    """Whether a weight gradient is small enough for one thread (SERIAL_WORK)."""
+    return N * FB * C * KP * vf * P < SERIAL_WORK
 
 
 def backward_weight(x, dy, pt, pl, sh, sw, dh, dw, dweight, xp_buf, dy_buf, part_buf, threads):
@@ -525,6 +583,17 @@ def backward_weight(x, dy, pt, pl, sh, sw, dh, dw, dweight, xp_buf, dy_buf, part
     n, c, h, wd = x.shape
     f, _, kh, kw = dweight.shape
     rb, vf, hp, wp = wgrad_plan(c, f, h, wd, kh, kw, sh, sw, pt, pl, dh, dw, 1, dy.shape[2], dy.shape[3])
-    wgrad_direct(x, dy, np.int64(pt), np.int64(pl), np.int64(sh), np.int64(sw), np.int64(dh), np.int64(dw),
-                 np.int64(rb), np.int64(vf), np.int64(hp), np.int64(wp), np.int64(max(1, min(n, threads))),
-                 xp_buf, dy_buf, part_buf, dweight)
+    oh, ow = dy.shape[2], dy.shape[3]
+    fb = -(-f // vf)
+    kp = _padded_taps(kh, kw, rb)
+    t = max(1, min(n, threads))
+    tables = np.empty((2, max(oh * ow, kp)), np.int64)
+    if not wgrad_direct(x, dy, np.int64(pt), np.int64(pl), np.int64(sh), np.int64(sw), np.int64(dh), np.int64(dw),
+                        np.int64(rb), np.int64(vf), np.int64(hp), np.int64(wp), np.int64(t), xp_buf, dy_buf, part_buf,
+                        dweight, tables):
+        return
+    per = fb * c * kp * vf
+    _wgrad_parallel(x, dy, np.int64(pt), np.int64(pl), xp_buf[:n * c * hp * wp].reshape(n, c, hp, wp),
+                    dy_buf[:n * fb * oh * ow * vf].reshape(n, fb, oh, ow, vf), tables[0, :oh * ow], tables[1, :kp],
+                    np.int64(rb), np.int64(vf), np.int64(fb), np.int64(t), part_buf[:t * per])
+    sum_partials(part_buf[:t * per].reshape(t, fb, c, kp, vf), np.int64(kh), np.int64(kw), dweight)
