@@ -24,7 +24,7 @@ import numpy as np
 from numba import prange
 
 from cnndsl.kernels.cpu import microkernel as M
-from cnndsl.kernels.cpu.common import I0, I1, ONE, PAR_MIN_WORK, ZERO, kernel, parallel_kernel
+from cnndsl.kernels.cpu.common import I0, ONE, PAR_MIN_WORK, ZERO, kernel, parallel_kernel
 from cnndsl.kernels.cpu.epilogue import NONE, activate_affine
 
 _NO_RES = np.zeros((1, 1, 1, 1), np.float32)
@@ -190,6 +190,7 @@ def _conv_band(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, v
     code = np.int64(M.TABLE + rb if pv else rb)
     nj = F if pv else min(vf, F - fb * vf)
     step = vf if pv else rb
+    rs, js = (1, vf) if pv else (vf, 1)  # tb[r*rs + j*js]: pixel r of the tile's channel j
     for oh in range(oh0, oh1):
         xrow = (n * C * Hp + oh * sh) * Wp
         yb = ((n * F + fb * vf) * OH + oh) * OW
@@ -197,24 +198,17 @@ def _conv_band(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, v
             nr = min(step, OW - t0)
             if pv:
                 _tile(vf, code, af, I0, aoffs, aro, bf, xrow + t0, I0, boffs, K, init, I0, vf, tb, I0, vf)
-                for j in range(nj):
-                    yj = yb + j * OH * OW + t0
-                    if has_res:
-                        for r in range(nr):
-                            yf[yj + r] = tb[j * vf + r] + resf[yj + r]
-                    else:
-                        for r in range(nr):
-                            yf[yj + r] = tb[j * vf + r]
-                continue
-            _tile(vf, code, af, xrow + t0 * sw, aoffs, aro, bf, fb * K * vf, vf, boffs, K, init, fb * vf, I0, tb, I0, vf)
+            else:
+                _tile(vf, code, af, xrow + t0 * sw, aoffs, aro, bf, fb * K * vf, vf, boffs, K, init, fb * vf, I0, tb,
+                      I0, vf)
             for j in range(nj):
                 yj = yb + j * OH * OW + t0
                 if has_res:
                     for r in range(nr):
-                        yf[yj + r] = tb[r * vf + j] + resf[yj + r]
+                        yf[yj + r] = tb[r * rs + j * js] + resf[yj + r]
                 else:
                     for r in range(nr):
-                        yf[yj + r] = tb[r * vf + j]
+                        yf[yj + r] = tb[r * rs + j * js]
     if act != NONE:
         for j in range(nj):
             b0 = ((n * F + fb * vf + j) * OH + oh0) * OW
@@ -241,12 +235,6 @@ def _bands_parallel(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, 
 
 
 @kernel
-def serial_conv(N, FB, OH, OW, vf, K):
-    """Whether a conv is small enough for one thread (SERIAL_WORK)."""
-    return N * FB * OH * OW * vf * K < SERIAL_WORK
-
-
-@kernel
 def _pv_weights(w, flip, wk):
     """wk[f, (c*KH + i)*KW + j] = w[f, c, i, j]; flip: w is (C, F, KH, KW), wk[f, (c*KH + i)*KW + j] =
     w[c, f, KH-1-i, KW-1-j] (the input gradient's transposed, flipped window)."""
@@ -263,15 +251,13 @@ def _pv_weights(w, flip, wk):
 
 @kernel
 def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, pl, dh, dw, rb, vf, hp, wp,
-                xbuf, wbuf, y, padded, tables):
+                xbuf, wbuf, y, parallel, tables):
     """y = act(conv(x, w) + b (+ res)) with the plan (rb, vf, hp, wp) (rb = 0: pixel vectors, see
     plan); flip: w is (C, F, KH, KW) and is used transposed and flipped (the input gradient). The
     copies, the checks, and for a small conv the tiles, in one Numba call (LeNet-5's first conv at
-    batch 1: 51 us as six calls from Python, most of it their overhead). For a large conv it
-    returns True and the caller runs _bands_parallel on the tables it filled: no cached kernel
-    here calls a parallel one (a cached caller of parallel functions, filled by the compile pool's
-    two processes, crashed the process that loaded it: see forward()). padded: xbuf already
-    holds the padded input (pad_input, run by the caller for large inputs)."""
+    batch 1: 51 us as six calls from Python, most of it their overhead). parallel: the caller has
+    padded the input into xbuf (pad_input) and runs _bands_parallel on the tables filled here
+    afterwards; no cached kernel here calls a parallel one (see _conv)."""
     N, C = x.shape[0], x.shape[1]
     F, OH, OW = y.shape[1], y.shape[2], y.shape[3]
     KH, KW = w.shape[2], w.shape[3]
@@ -282,7 +268,7 @@ def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, p
     if xbuf.size < N * C * hp * wp or wbuf.size < nw:
         raise ValueError("direct conv: scratch smaller than scratch_len()")
     xp = xbuf[:N * C * hp * wp].reshape((N, C, hp, wp))
-    if not padded:
+    if not parallel:
         for t in range(N * C):
             _pad_plane(x, t // C, t % C, pt, pl, xp)
     xf = xp.reshape(xp.size)
@@ -332,15 +318,13 @@ def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, p
         raise IndexError("direct conv: residual smaller than the output")
     yf = y.reshape(y.size)
     resf = res.reshape(res.size)
-    tbn = rb_ * vf
-    if not serial_conv(N, FB, OH, OW, vf, K):
-        return True
-    tb = np.empty(tbn, np.float32)
+    if parallel:
+        return
+    tb = np.empty(rb_ * vf, np.float32)
     for n in range(N):
         for fb in range(FB):
             _conv_band(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, np.int64(n),
                        np.int64(fb), I0, OH, C, hp, wp, sh, sw, OH, OW, tb)
-    return False
 
 
 def _conv(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, pl, dh, dw, p, xp_buf, wb_buf, y):
@@ -354,16 +338,17 @@ def _conv(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, pl, dh,
     kh, kw = w.shape[2], w.shape[3]
     k = c * kh * kw
     fb = 1 if rb == 0 else -(-f // vf)
-    big = not serial_conv(n, fb, oh, ow, vf, k)
+    big = n * fb * oh * ow * vf * k >= SERIAL_WORK
     if big:
         if xp_buf.size < n * c * hp * wp:
             raise ValueError("direct conv: scratch smaller than scratch_len()")
         pad_input(x, np.int64(pt), np.int64(pl), xp_buf[:n * c * hp * wp].reshape(n, c, hp, wp))
     tables = np.empty((3, max(k, f, rb)), np.int64)
     res_ = res if has_res else _NO_RES
-    if not conv_direct(x, w, b, bool(has_bias), res_, bool(has_res), np.int64(act), np.float32(alpha), bool(flip),
-                       np.int64(sh), np.int64(sw), np.int64(pt), np.int64(pl), np.int64(dh), np.int64(dw),
-                       np.int64(rb), np.int64(vf), np.int64(hp), np.int64(wp), xp_buf, wb_buf, y, big, tables):
+    conv_direct(x, w, b, bool(has_bias), res_, bool(has_res), np.int64(act), np.float32(alpha), bool(flip),
+                np.int64(sh), np.int64(sw), np.int64(pt), np.int64(pl), np.int64(dh), np.int64(dw), np.int64(rb),
+                np.int64(vf), np.int64(hp), np.int64(wp), xp_buf, wb_buf, y, big, tables)
+    if not big:
         return
     xf = xp_buf[:n * c * hp * wp]
     if rb == 0:  # the arrays conv_direct filled, as it passes them to the tiles
