@@ -96,13 +96,14 @@ class Model:
         found by the same names."""
         if kind not in self._graphs:
             if kind == "infer":
-                graph = optimize(self.graph, "inference", self.opt_level, backend=self.device)
+                graph = optimize(self.graph, "inference", self.opt_level, backend=self.store.backend)
             elif kind in ("eval", "loss_train"):
                 mode = "inference" if kind == "eval" else "either"
-                graph = optimize(build_loss_graph(self.graph, self.losses), mode, self.opt_level, backend=self.device)
+                graph = optimize(build_loss_graph(self.graph, self.losses), mode, self.opt_level,
+                                 backend=self.store.backend)
             else:
                 graph = optimize(self.graph, "training", self.opt_level, losses=self.losses, frozen=self.frozen,
-                                 optimizer=self._step_attrs(), backend=self.device)
+                                 optimizer=self._step_attrs(), backend=self.store.backend)
             self._graphs[kind] = graph
         return self._graphs[kind]
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import cnndsl
+from cnndsl.backend.executor import load_backend
 from cnndsl.kernels.activations import ACTIVATIONS, INPUT
 from cnndsl.kernels.cpu import activation as K
 from cnndsl.kernels.reference import activation as R
@@ -156,13 +157,13 @@ def test_network_O0_and_O2_agree_with_the_fusions_allowed(name):
         assert np.allclose(state2[k], state0[k], rtol=1e-4, atol=1e-5), (name, k)
     graph = cnndsl.loads(src, "act.cnn").graph
     act = next((a for a in EVERY if a.name == name), None)
-    inference = {n.op for n in optimize(graph, "inference", 2, backend="cpu").nodes()}
+    inference = {n.op for n in optimize(graph, "inference", 2, backend=load_backend("cpu")).nodes()}
     if act is None:  # prelu: learned per-channel slopes, never fused
         assert "prelu" in inference
         return
     assert name not in inference, f"{name} should fuse at inference: {sorted(inference)}"
     assert ("fused_conv_pool" in inference) == act.monotone, name
-    ctx_ops = {n.op for n in optimize(graph, "training", 2, backend="cpu",
+    ctx_ops = {n.op for n in optimize(graph, "training", 2, backend=load_backend("cpu"),
                                       losses=[_loss()]).nodes()}
     assert (name in ctx_ops) == (act.grad_from == INPUT), f"{name}: {sorted(ctx_ops)}"
 

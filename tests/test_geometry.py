@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import cnndsl
+from cnndsl.backend.executor import load_backend
 from cnndsl.kernels.geometry import ConvGeometry
 from cnndsl.kernels.reference import conv as RC
 from cnndsl.kernels.reference import pool as RP
@@ -55,7 +56,7 @@ def test_fused_conv_pool_keeps_the_convs_map():
 
     program = cnndsl.loads("network N {\n input x: 1x8x8\n c = conv 3 kernel=3 padding=same relu\n"
                            " maxpool 2\n flatten\n dense 2 -> out\n}")  # a head would stay unfused
-    graph = optimize(program.graph, "inference", 2, backend="cpu")
+    graph = optimize(program.graph, "inference", 2, backend=load_backend("cpu"))
     fused = [n for n in graph.nodes() if n.op == "fused_conv_pool"]
     assert fused and fused[0].type.shape == (3, 4, 4) and fused[0].geometry.out_hw == (8, 8)
 

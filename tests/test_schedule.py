@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 
@@ -74,3 +75,47 @@ def test_validation():
     with pytest.raises(ValueError):
         Schedule("constant", epochs=0)
     assert Schedule("cosine", 0.1, 3).lr_at(0) == 0.1
+
+
+def _out_of_range(attr):
+    """A value the declared option refuses (None when it has no bound to cross)."""
+    for bound, step in ((attr.minimum, -1), (attr.above, 0), (attr.below, 0), (attr.maximum, 1)):
+        if bound is not None:
+            v = bound + step
+            return int(v) if attr.kind == "int" else float(v)
+    return None
+
+
+def test_schedule_checks_are_the_declared_attrs():
+    """One check: each option out of its declared range is refused by Schedule with the Attr's own
+    words (the words a .cnn file gets too), for every kind; an option of another kind is refused."""
+    from cnndsl.train.schedule import OPTIONS, PYTHON_WIDER
+
+    tried = 0
+    for kind, options in OPTIONS.items():
+        for name, attr in options.items():
+            attr = PYTHON_WIDER.get(name, attr)
+            bad = _out_of_range(attr)
+            if bad is None:
+                continue
+            with pytest.raises(ValueError) as e:
+                attr.coerce(bad)
+            with pytest.raises(ValueError, match="^schedule " + kind + ": " + re.escape(str(e.value)) + "$"):
+                Schedule(kind, lr=0.1, epochs=10, **{name: bad})
+            tried += 1
+    assert tried >= 10
+    with pytest.raises(ValueError, match="schedule constant: it has no option gamma"):
+        Schedule("constant", gamma=0.5)
+
+
+def test_a_file_gets_the_same_words_with_its_span():
+    from cnndsl.diagnostics import CnnError
+    from cnndsl.frontend import loads
+
+    src = "network N {\n input x: 4\n dense 2 -> out\n}\ntrain {\n  schedule step gamma=2\n}\n"
+    with pytest.raises(CnnError) as e:
+        loads(src, "s.cnn")
+    d = e.value.diagnostics[0]
+    assert "gamma must be at most 1, got 2" in d.message and d.span.line == 6
+    with pytest.raises(ValueError, match="schedule step: gamma must be at most 1, got 2"):
+        Schedule("step", gamma=2.0)

@@ -339,9 +339,8 @@ class PoolCounter:
 
 # -- the pool -----------------------------------------------------------------------------------------
 def _package_root() -> str:
-    import cnndsl
-
-    return str(Path(cnndsl.__file__).resolve().parent.parent)
+    """The folder holding this cnndsl package (cnndsl/backend/compile_pool.py -> its grandparent's parent)."""
+    return str(Path(__file__).resolve().parents[2])
 
 
 def worker_env() -> dict:
@@ -534,7 +533,10 @@ def _compile_with_pool(model, batch, eval_batch, optimizer, augment, processes, 
         if processes > 1:
             units = units_of(model, batch, eval_batch, augment, kinds)
             counter.units = list(units)
-            job = {"program": model.program, "opt_level": getattr(model, "opt_level", 2), "seed": model.seed,
+            # the workers build a model of the caller's own class (pickled by reference: the
+            # pool never imports the Python API that sits above it)
+            job = {"model_type": type(model), "program": model.program,
+                   "opt_level": getattr(model, "opt_level", 2), "seed": model.seed,
                    "batch": batch, "eval_batch": eval_batch, "kinds": tuple(kinds),
                    "optimizer": None if optimizer is None else (optimizer.kind, dict(optimizer.hyper)),
                    "augment": augment}
@@ -584,11 +586,10 @@ def _worker(job_path: str) -> int:
     from cnndsl import kernel_cache
     kernel_cache.configure()
     from cnndsl.backend.compile_events import counting
-    from cnndsl.model import Model
     from cnndsl.train.optim import make_optimizer
 
     locked_cache_saves()
-    model = Model(job["program"], seed=job["seed"], opt_level=job["opt_level"], init_from_file=False)
+    model = job["model_type"](job["program"], seed=job["seed"], opt_level=job["opt_level"], init_from_file=False)
     optimizer = None
     if job["optimizer"] is not None:
         kind, hyper = job["optimizer"]

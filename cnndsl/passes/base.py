@@ -76,8 +76,9 @@ class PassContext:
     frozen: frozenset[str] = frozenset()
     # the optimizer step's attributes (cnndsl/ops/training/optimizers.py: step_attrs); None: plain SGD
     optimizer: dict | None = None
-    # the backend the graph will run on: a fusion fires only when it has kernels for the fused op
-    # (ONNX Runtime's compatible execution providers); None: no backend, a pure graph rewrite
+    # the name of the (loaded) backend the graph will run on: a fusion fires only when its launchers
+    # registered a kernel for the fused op in the op registry (ONNX Runtime's compatible execution
+    # providers); None: no backend, a pure graph rewrite
     backend: str | None = None
     properties: set[str] = field(default_factory=lambda: {"typed", "forward"})
     ran: list[str] = field(default_factory=list)  # every pass run, in order (repeats included)

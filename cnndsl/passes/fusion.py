@@ -41,12 +41,11 @@ ACTIVATION_OPS = FUSABLE_ACTIVATIONS + ("softmax", "prelu")  # what an epilogue 
 
 
 def backend_has(ctx, *ops: str) -> bool:
-    """Can ctx.backend run these ops? (True without a backend: a pure graph rewrite.)"""
+    """Can ctx.backend run these ops? (True without a backend: a pure graph rewrite.) A backend's
+    launchers register their ops in the op registry when it is loaded (load_backend), which
+    `optimize` requires of a backend it is given: the passes read the registry, they never load one."""
     if ctx.backend is None:
         return True
-    from cnndsl.backend.executor import load_backend
-
-    load_backend(ctx.backend)
     return all(ctx.backend in get_op(op).kernels for op in ops)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from cnndsl.analysis.plan import VIEW_OPS
 from cnndsl.ir.graph import Graph
+from cnndsl.ops.registry import all_ops
 from cnndsl.passes.autodiff import Autodiff
 from cnndsl.passes.base import EITHER, INFERENCE, MAX_LEVEL, TRAINING, PassContext
 from cnndsl.passes.cse import CommonSubexpressionElimination
@@ -80,13 +81,27 @@ def optimize(graph: Graph, mode: str = INFERENCE, level: int = DEFAULT_LEVEL, *,
     ctx = ctx or PassContext()
     ctx.mode, ctx.level = mode, level
     ctx.disabled, ctx.dump_after, ctx.on_dump = frozenset(disabled), frozenset(dump_after), on_dump
-    ctx.losses, ctx.frozen, ctx.backend = list(losses), frozenset(frozen), backend
+    ctx.losses, ctx.frozen, ctx.backend = list(losses), frozenset(frozen), _loaded_backend(backend)
     ctx.optimizer = dict(optimizer) if optimizer is not None else None
     if verify is not None:
         ctx.verify = verify
     out = graph.copy()
     default_pipeline().run(out, ctx)
     return out
+
+
+def _loaded_backend(backend) -> str | None:
+    """The name of the backend the fusions ask about: a loaded backend object, or the name of one
+    whose launchers are already in the op registry (load_backend registers them). The passes sit
+    below the backends and never load one themselves; an unloaded name would look like a backend
+    with no kernels at all, and nothing would fuse."""
+    if backend is None:
+        return None
+    name = backend if isinstance(backend, str) else backend.name
+    if not any(name in d.kernels for d in all_ops().values()):
+        raise ValueError(f"backend {name!r} is not loaded: pass load_backend({name!r}) "
+                         f"(cnndsl.backend.executor) as the backend, or call it first")
+    return name
 
 
 def kernel_count(graph: Graph) -> int:

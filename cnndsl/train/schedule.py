@@ -32,16 +32,17 @@ boundaries:
 
 The options each kind takes in a .cnn file (`schedule KIND key=value...`) are declared once in
 OPTIONS (the op registry's `Attr`: kind, default, range, doc); the frontend checks a file against
-them, docs/language.md's table is generated from them and `Schedule`'s defaults are read from them.
-`Schedule` itself also takes the run's `lr` and `epochs`, and checks more loosely (a fractional
-step_size is allowed from Python).
+them, docs/language.md's table is generated from them, and `Schedule` reads its defaults from them
+and checks its fields with them: the same `Attr`s, so a value a file may not write is refused from
+Python too, with the same words. `Schedule` also takes the run's `lr` and `epochs` (RUN), and one
+option is wider from Python on purpose (PYTHON_WIDER: a fractional step_size).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from cnndsl.ops.registry import Attr, declare
+from cnndsl.ops.registry import Attr, AttrError, declare
 
 WARMUP = Attr("warmup", "float", 0.0, "epochs of linear warmup from 0 to lr (may be fractional)", unit="epochs",
               minimum=0)
@@ -69,11 +70,31 @@ OPTIONS: dict[str, dict[str, Attr]] = {  # kind -> its options, in the order doc
         WARMUP),
 }
 KINDS = tuple(OPTIONS)
+KIND = Attr("kind", "enum", "constant", "the schedule", choices=KINDS)
+RUN = declare(  # what `Schedule` takes besides a kind's options: the run's, not the file's schedule line
+    Attr("lr", "float", 0.01, "the base learning rate", minimum=0),
+    Attr("epochs", "float", 1.0, "the length of the run", unit="epochs", above=0))
+# From Python a step decay may come every fraction of an epoch (positions are continuous; a file
+# keeps whole epochs): the declared option, widened, not a second check.
+PYTHON_WIDER = {"step_size": replace(OPTIONS["step"]["step_size"], kind="float", minimum=None, above=0)}
+
+
+def _cosine_check(s) -> str | None:
+    if s.warmup >= s.epochs:
+        return f"warmup ({s.warmup:g}) must be shorter than the run ({s.epochs:g} epochs)"
+    return None
+
+
+# constraints between options that no single option's range says: kind -> (schedule) -> what is wrong
+CHECKS = {"cosine": _cosine_check}
 
 
 def _default(name: str):
     """The declared default of an option (the same for every kind that takes it)."""
     return next(opts[name].default for opts in OPTIONS.values() if name in opts)
+
+
+_ALL = {name: _default(name) for opts in OPTIONS.values() for name in opts}  # every option, its default
 
 
 @dataclass(frozen=True)
@@ -95,30 +116,25 @@ class Schedule:
     metric: str = _default("metric")  # plateau: the held-out value watched (the trainer reads it)
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown schedule {self.kind!r}; choose one of {', '.join(KINDS)}")
-        if self.lr < 0:
-            raise ValueError(f"learning rate must be >= 0, got {self.lr}")
-        if self.epochs <= 0:
-            raise ValueError(f"epochs must be > 0, got {self.epochs}")
-        if self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0 epochs, got {self.warmup}")
-        if self.kind == "step":
-            if self.step_size <= 0:
-                raise ValueError(f"step_size must be > 0 epochs, got {self.step_size}")
-            if not 0 < self.gamma <= 1:
-                raise ValueError(f"gamma must lie in (0, 1], got {self.gamma}")
-        if self.kind == "cosine" and self.warmup >= self.epochs:
-            raise ValueError(f"warmup ({self.warmup}) must be shorter than the run ({self.epochs} epochs)")
-        if self.kind == "onecycle":
-            if not 0 < self.pct_start < 1:
-                raise ValueError(f"pct_start must lie in (0, 1), got {self.pct_start}")
-            if self.div_factor < 1 or self.final_div_factor < 1:
-                raise ValueError("div_factor and final_div_factor must be >= 1")
-            if self.warmup > 0:
-                raise ValueError("onecycle rises by itself (pct_start): it takes no warmup")
-        if self.kind == "plateau" and not (0 < self.factor < 1 and self.patience >= 0 and self.threshold >= 0):
-            raise ValueError("plateau needs 0 < factor < 1, patience >= 0 and threshold >= 0")
+        """Every field checked by its declared `Attr` (OPTIONS of this kind, RUN); an option this kind
+        does not take must keep its default. Raises ValueError (AttrError) naming the option."""
+        try:
+            KIND.coerce(self.kind)
+        except AttrError as e:
+            raise AttrError(f"schedule: {e}") from None
+        try:
+            options = OPTIONS[self.kind]
+            for name, attr in {**RUN, **options}.items():
+                PYTHON_WIDER.get(name, attr).coerce(getattr(self, name))
+            foreign = [name for name, default in _ALL.items() if name not in options and getattr(self, name) != default]
+            if foreign:
+                raise AttrError(f"it has no option {', '.join(foreign)}; its options are "
+                                f"{', '.join(options) or 'none'}")
+            problem = CHECKS.get(self.kind, lambda s: None)(self)
+            if problem:
+                raise AttrError(problem)
+        except AttrError as e:
+            raise AttrError(f"schedule {self.kind}: {e}") from None
 
     def lr_at(self, epoch: float) -> float:
         """The learning rate at continuous epoch position `epoch` (clamped to [0, epochs])."""

@@ -58,3 +58,14 @@ def test_no_fusion_into_an_op_the_backend_cannot_run(monkeypatch):
     assert "fused_conv" in [n.op for n in optimize(net, "inference", 2, backend="cpu").nodes()]
     monkeypatch.delitem(get_op("fused_conv").kernels, "cpu")
     assert [n.op for n in optimize(net, "inference", 2, backend="cpu").nodes()] == ["input", "conv", "relu", "maxpool"]
+
+
+def test_a_backend_that_is_not_loaded_is_refused():
+    """The passes read the op registry that a loaded backend fills; they never load one, so a name
+    with no launchers registered (a typo, or a backend not loaded yet) is an error, not a silent
+    'nothing fuses'."""
+    from cnndsl.passes.pipeline import optimize
+
+    net = graph_of("network F {\n input x: 2x6x6\n c = conv(x) 3\n r = relu(c)\n maxpool(r) 2 -> out\n}")
+    with pytest.raises(ValueError, match="backend 'tpu' is not loaded"):
+        optimize(net, "inference", 2, backend="tpu")

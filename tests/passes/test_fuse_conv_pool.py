@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from passes_testutil import assert_close, body, graph_of, ops, random_store, run_inference, run_pass
 
+from cnndsl.backend.executor import load_backend
 from cnndsl.training_graph import LossSpec
 from cnndsl.passes.base import TRAINING
 from cnndsl.passes.fuse_conv_pool import FuseConvPool
@@ -81,8 +82,8 @@ CASES = {
 def test_same_outputs_as_the_unfused_graph(case, batch):
     shape = "2x9x9" if "odd" in case else "2x16x20" if "depthwise" in case else "2x8x8"
     g0 = graph_of(net(CASES[case], shape))
-    fused = optimize(g0, "inference", 2, backend="cpu")
-    plain = optimize(g0, "inference", 2, backend="cpu", disabled=("fuse_conv_pool",))
+    fused = optimize(g0, "inference", 2, backend=load_backend("cpu"))
+    plain = optimize(g0, "inference", 2, backend=load_backend("cpu"), disabled=("fuse_conv_pool",))
     assert "fused_conv_pool" in ops(fused) and "fused_conv_pool" not in ops(plain), case
     store = random_store(g0, seed=3)
     x = np.random.default_rng(batch).standard_normal((batch,) + g0.node("x").type.shape).astype(np.float32)
