@@ -27,7 +27,8 @@ STAGES: list[list[str]] = [
     ["ir.graph"],                                # Graph, Node, TensorType
     ["ops"],                                     # the op registry and every op's declaration
     ["ir", "analysis"],                          # verify/dump/dot; shape inference, the memory plan, summary
-    ["augment", "train.schedule", "train.watch"],  # what the training section names and declares the options of
+    ["augment", "train.schedule", "train.watch", "tasks.metric_kinds"],  # what the training section names
+    #                                                                        and declares the options of
     ["frontend"],                                # text -> checked Program
     ["training_graph"],                          # forward graph + losses -> training graph
     ["analysis.memory"],                         # does a model fit (plans the training graph too)

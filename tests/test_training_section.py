@@ -249,3 +249,30 @@ def test_schema_tables_are_consistent():
         AUGMENTATIONS)
     assert {"dataset", "epochs", "batch", "seed", "optimizer", "schedule", "loss", "metric", "normalize", "augment",
             "freeze", "lr_mult", "init", "reinit", "early_stopping", "checkpoint"} == set(SETTINGS)
+
+
+def test_loss_and_metric_heads_come_from_their_declarations(monkeypatch):
+    """The frontend keeps no table of losses or metrics: each loss op's OpDef.head_rank and each
+    MetricDef's head_rank decide which heads a `loss`/`metric` line accepts, with a located error
+    that suggests the kinds that fit."""
+    from cnndsl.ops.registry import get_op
+    from cnndsl.tasks import metric_kinds
+
+    assert all(LOSSES[k] is get_op(k) for k in LOSSES) and METRICS is metric_kinds.METRICS
+    heads = {1: (NET, "logits"), 3: (SEG, "masks")}
+    for table, what in ((LOSSES, "loss"), (METRICS, "metric")):
+        for kind, d in table.items():
+            if d.head_rank is None or kind == "yolo":  # yolo's grid has its own channel rule (test_tasks_yolo)
+                continue
+            other = 3 if d.head_rank == 1 else 1
+            net, head = heads[other]
+            lines = f"{what} {head} {kind}" if what == "loss" else f"loss {head} mse\n  {what} {head} {kind}"
+            es = errs(f"train {{\n  {lines}\n}}\n", net=net)
+            assert es[0].code == f"{what}-head" and es[0].span.line == net.count("\n") + lines.count("\n") + 2, \
+                es[0].render()
+            fits = [k for k, x in table.items() if x.head_rank in (other, None)]
+            assert es[0].help == f"for a {other}-D head use {' or '.join(fits)}", es[0].render()
+    # a changed declaration changes what the frontend accepts
+    cfg("train {\n  loss logits mse\n  metric logits top5\n}\n")
+    monkeypatch.setitem(metric_kinds.METRICS, "top5", dataclasses.replace(METRICS["top5"], head_rank=3))
+    assert errs("train {\n  loss logits mse\n  metric logits top5\n}\n")[0].code == "metric-head"

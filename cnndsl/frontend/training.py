@@ -24,9 +24,10 @@ from cnndsl.diagnostics import Diagnostic, Diagnostics, Span, did_you_mean
 from cnndsl.frontend import ast
 from cnndsl.frontend.values import EvalError, Evaluator, show
 from cnndsl.ir.graph import Graph
-from cnndsl.ops.registry import REQUIRED, Attr, AttrError, declare, defaults, get_op
+from cnndsl.ops.registry import REQUIRED, Attr, AttrError, OpDef, declare, defaults, get_op, ops_of
 from cnndsl.ops.training.optimizers import OPTIMIZERS as OPTIMIZER_DEFS
 from cnndsl.ops.training.optimizers import step_attrs
+from cnndsl.tasks.metric_kinds import METRICS
 from cnndsl.train.schedule import OPTIONS as SCHEDULES
 from cnndsl.train.watch import CHECKPOINT, EARLY_STOPPING, EarlyStopping, watched_names
 
@@ -190,23 +191,10 @@ def _desc(v: Any) -> str:
 # in cnndsl.augment (Augmentation.validate / Pipeline.problems); the checker maps them to spans.
 FLIPS = ("hflip", "vflip")
 
-LOSSES: dict[str, int | None] = {  # loss -> rank of the head it needs (None: any); options: the op's attrs
-    "cross_entropy": 1,
-    "pixel_cross_entropy": 3,
-    "mse": None,
-    "smooth_l1": None,
-    "yolo": 3,  # a YOLO-style detection grid (cnndsl/ops/training/yolo_loss.py)
-}
-METRICS: dict[str, int | None] = {
-    "accuracy": 1,
-    "top5": 1,
-    "mean_iou": 3,
-    "pixel_accuracy": 3,
-    "mae": None,
-    "mse": None,
-    "box_iou": 1,
-    "map50": 3,  # a YOLO-style detection grid: mAP at IoU 0.5 (cnndsl.tasks.detection)
-}
+# Looked up, not declared here: each loss is an op whose OpDef declares its head rank and options
+# (cnndsl/ops/training/losses.py, yolo_loss.py), each metric a MetricDef (cnndsl/tasks/metric_kinds.py).
+LOSSES: dict[str, OpDef] = ops_of("loss")
+HEAD_OF_RANK = {1: "a vector of class scores", 3: "a KxHxW map"}  # how messages name a head of a rank
 
 
 def loss_options(kind: str) -> dict[str, Attr]:
@@ -369,7 +357,7 @@ class TrainingBuilder:
         extra = [k for k in options if k != "weight"]
         (head, kind), opts = self.values(s, [SETTING_OPTIONS["head"], kind_opt], options,
                                          what=f"loss {written}" if extra else None)
-        self.check_head(s, head, kind, LOSSES[kind], "loss")
+        self.check_head(s, head, kind, LOSSES[kind].head_rank, "loss")
         if kind == "yolo":
             self.yolo_layout(s, head, opts)
         return Loss(head, kind, opts["weight"], tuple((k, opts[k]) for k in extra))
@@ -544,14 +532,14 @@ class TrainingBuilder:
             raise _Fail
         t = self.head_type(head)
         if rank is not None and t is not None and len(t.shape) != rank:
-            need = {1: "a vector of class scores", 3: "a KxHxW map"}[rank]
-            alt = [k for k, r in (LOSSES if what == "loss" else METRICS).items() if r in (len(t.shape), None)]
-            self.error(f"{what} {kind} needs {need}, but head '{head}' is {t}", s.span,
+            alt = [k for k, d in (LOSSES if what == "loss" else METRICS).items() if d.head_rank in (len(t.shape), None)]
+            self.error(f"{what} {kind} needs {HEAD_OF_RANK[rank]}, but head '{head}' is {t}", s.span,
                        help=f"for a {len(t.shape)}-D head use {' or '.join(alt)}" if alt else None,
                        code=f"{what}-head")
             raise _Fail
-        if kind == "box_iou" and t is not None and t.shape != (4,):
-            self.error(f"metric box_iou needs a head of 4 box numbers, but head '{head}' is {t}", s.span,
+        exact = METRICS[kind].head_shape if what == "metric" else None
+        if exact is not None and t is not None and t.shape != exact:
+            self.error(f"metric {kind} needs a head of {METRICS[kind].head_what}, but head '{head}' is {t}", s.span,
                        code="metric-head")
             raise _Fail
 
@@ -585,7 +573,7 @@ class TrainingBuilder:
         for a in s.args[1:]:
             try:
                 (kind,), _ = self.values(ast.Setting(s.name, [a], s.span, s.name_span), [kind_opt], {})
-                self.check_head(s, head, kind, METRICS[kind], "metric")
+                self.check_head(s, head, kind, METRICS[kind].head_rank, "metric")
             except _Fail:
                 bad = True
                 continue

@@ -292,6 +292,9 @@ class OpDef:
     training_only: bool = False  # identity at inference (dropout)
     params_doc: str = ""  # the learnable tensors and buffers in words, for docs/layers.md
     flops_doc: str = ""  # how `flops` counts, for docs/layers.md
+    # loss ops: the rank of the head the loss trains (1 a vector of class scores, 3 a KxHxW map;
+    # None any); the shape rule and the training section's `loss` line both read it
+    head_rank: int | None = None
     # loss ops: head type -> (shape, dtype) of the target a head's loss compares against
     target: Callable[[TensorType], tuple[tuple[int, ...], str]] | None = None
     # loss ops: the values a target may hold (cnndsl/ops/training/targets.py), checked where data
@@ -330,6 +333,12 @@ def get_op(name: str) -> OpDef | None:
 def all_ops() -> dict[str, OpDef]:
     _load_all()
     return dict(_REGISTRY)
+
+
+def ops_of(category: str) -> dict[str, OpDef]:
+    """The registered ops of one category ("loss", "activation", ...), in registration order."""
+    _load_all()
+    return {name: op for name, op in _REGISTRY.items() if op.category == category}
 
 
 def op_names() -> list[str]:

@@ -4,14 +4,8 @@
 loss); `add(outputs, targets)` takes one evaluation batch (head outputs may be views into
 reused buffers: everything is reduced at once); `result()` gives {name: value}.
 
-    accuracy        share of argmax == class (vector heads; also computed by Model.evaluate)
-    top5            share of targets among the 5 highest scores
-    mean_iou        per-pixel heads: IoU per class over the whole set (TP / (TP + FP + FN)),
-                    averaged over the classes present in the targets or the predictions
-    pixel_accuracy  share of pixels whose argmax is the target class
-    box_iou         4-number box heads (cx, cy, w, h): mean IoU of predicted and target boxes
-    map50           detection grids: mAP at IoU 0.5 of the decoded detections (cnndsl.tasks.detection)
-    mae, mse        mean absolute / squared error over all elements
+Each metric (its head, range, title) is declared once in cnndsl/tasks/metric_kinds.py; its
+arithmetic is here (MetricHook) and in cnndsl/tasks/boxes.py.
 
 A metric's name in the result is its kind (`map50`), or `HEAD_KIND` when two heads declare
 the same kind. The trainer writes them to metrics.json as `test_<name>`.
@@ -21,15 +15,14 @@ from __future__ import annotations
 import numpy as np
 
 from cnndsl.tasks import boxes as B
+from cnndsl.tasks.metric_kinds import METRICS
 
-HOOK_KINDS = ("top5", "mean_iou", "pixel_accuracy", "box_iou", "map50", "mae", "mse")
+HOOK_KINDS = tuple(k for k, m in METRICS.items() if m.hooked)
 CLASSIFICATION_LOSSES = ("cross_entropy", "pixel_cross_entropy")
 
 # What each metric's value can be: (lowest, highest, which end is best). Every metric of a
 # perfect prediction is exactly its best value (tests/test_metrics_in_view.py).
-RANGES = {"accuracy": (0.0, 1.0, "max"), "top5": (0.0, 1.0, "max"), "mean_iou": (0.0, 1.0, "max"),
-          "pixel_accuracy": (0.0, 1.0, "max"), "box_iou": (0.0, 1.0, "max"), "map50": (0.0, 1.0, "max"),
-          "mae": (0.0, float("inf"), "min"), "mse": (0.0, float("inf"), "min")}
+RANGES = {k: (m.low, m.high, m.best) for k, m in METRICS.items()}
 
 
 def metric_names(model) -> list[str]:

@@ -27,6 +27,7 @@ import numpy as np
 from cnndsl.diagnostics import file_error
 from cnndsl.io.atomic import atomic_writer
 from cnndsl.io.files import read_regular
+from cnndsl.tasks.metric_kinds import METRICS
 
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
@@ -218,9 +219,7 @@ def _series(records: Iterable[dict], key: str) -> tuple[list[float], list[float]
     return xs, ys
 
 
-METRIC_TITLES = {"accuracy": "accuracy", "top5": "top-5 accuracy", "mean_iou": "mean IoU",
-                 "pixel_accuracy": "pixel accuracy", "box_iou": "box IoU", "map50": "mAP@0.5",
-                 "mae": "mean absolute error", "mse": "mean squared error"}
+METRIC_TITLES = {k: m.title for k, m in METRICS.items()}
 
 
 def _numeric(records: Iterable[dict], key: str) -> bool:

@@ -8,7 +8,7 @@ value itself is reported by the backend next to the tensor.
 from __future__ import annotations
 
 from cnndsl.ir.graph import TensorType
-from cnndsl.ops.registry import Attr, OpDef, ShapeContext, register
+from cnndsl.ops.registry import Attr, OpDef, ShapeContext, get_op, register
 from cnndsl.ops.training.targets import ClassIndices, RealValues
 
 WEIGHT = Attr("weight", "float", 1.0, "multiplier of this loss in the total", minimum=0)
@@ -26,8 +26,6 @@ def _target_shape(ctx: ShapeContext) -> None:
 
 
 def get_target(op_name: str, head: TensorType):
-    from cnndsl.ops.registry import get_op
-
     return get_op(op_name).target(head)
 
 
@@ -43,38 +41,34 @@ def _same_target(head: TensorType):
     return head.shape, "float32"
 
 
-def _needs_rank(rank: int, what: str):
-    def rule(ctx: ShapeContext) -> TensorType:
-        head = ctx.inputs[0]
-        if len(head.shape) != rank:
-            ctx.error(f"{ctx.describe()} needs {what}, but head '{ctx.input_names[0]}' is {head}",
-                      help="use cross_entropy on class vectors (K) and pixel_cross_entropy on maps (K x H x W)",
-                      code="loss-head")
-        _target_shape(ctx)
-        return head
-    return rule
+HEAD_OF_RANK = {1: "a vector of K class scores", 3: "a K x H x W map of class scores"}  # how messages name them
 
 
-def _any_rank(ctx: ShapeContext) -> TensorType:
+def _head_rule(ctx: ShapeContext) -> TensorType:
+    """The loss op's declared `head_rank` (None: any head), then its target's shape."""
+    head, rank = ctx.inputs[0], get_op(ctx.node.op).head_rank
+    if rank is not None and len(head.shape) != rank:
+        ctx.error(f"{ctx.describe()} needs {HEAD_OF_RANK[rank]}, but head '{ctx.input_names[0]}' is {head}",
+                  help="use cross_entropy on class vectors (K) and pixel_cross_entropy on maps (K x H x W)",
+                  code="loss-head")
     _target_shape(ctx)
-    return ctx.inputs[0]
+    return head
 
 
-def _loss(name, doc, shape, target, shape_doc, values):
-    return register(OpDef(name=name, doc=doc, attrs=(WEIGHT, HEAD), min_inputs=2, max_inputs=2, shape=shape,
-                          category="loss", target=target, target_values=values, shape_doc=shape_doc))
+def _loss(name, doc, head_rank, target, shape_doc, values):
+    return register(OpDef(name=name, doc=doc, attrs=(WEIGHT, HEAD), min_inputs=2, max_inputs=2, shape=_head_rule,
+                          category="loss", head_rank=head_rank, target=target, target_values=values,
+                          shape_doc=shape_doc))
 
 
 CROSS_ENTROPY = _loss("cross_entropy", "Softmax + cross-entropy over K class scores, mean over the batch.",
-                      _needs_rank(1, "a vector of K class scores"), _class_index_target,
-                      "head K, target a class index per sample", ClassIndices())
+                      1, _class_index_target, "head K, target a class index per sample", ClassIndices())
 PIXEL_CROSS_ENTROPY = _loss("pixel_cross_entropy", "Softmax + cross-entropy per pixel, mean over N*H*W.",
-                            _needs_rank(3, "a K x H x W map of class scores"), _pixel_target,
-                            "head K x H x W, target H x W class indices (-1: ignored)",
+                            3, _pixel_target, "head K x H x W, target H x W class indices (-1: ignored)",
                             ClassIndices(ignore=IGNORE_INDEX))
-MSE = _loss("mse", "Mean squared error over all elements.", _any_rank, _same_target, "target shaped like the head",
+MSE = _loss("mse", "Mean squared error over all elements.", None, _same_target, "target shaped like the head",
             RealValues())
-SMOOTH_L1 = _loss("smooth_l1", "Smooth L1 (Huber, beta=1) over all elements, for box regression.", _any_rank,
+SMOOTH_L1 = _loss("smooth_l1", "Smooth L1 (Huber, beta=1) over all elements, for box regression.", None,
                   _same_target, "target shaped like the head", RealValues())
 
 TARGET = register(OpDef(

@@ -23,10 +23,13 @@ BOXES = Attr("boxes", "int", 1, "predictors per cell (the head has (classes + 5)
 OPTIONS = (NOOBJ, COORD, BOXES)
 
 
+YOLO_RANK = 3  # the head is a grid: channels x GH x GW
+
+
 def _shape(ctx: ShapeContext) -> TensorType:
     head = ctx.inputs[0]
     boxes = int(ctx.attrs.get("boxes", 1))
-    if len(head.shape) != 3:
+    if len(head.shape) != YOLO_RANK:
         ctx.error(f"{ctx.describe()} needs a (classes + 5) * boxes x GH x GW grid, but head "
                   f"'{ctx.input_names[0]}' is {head}", code="loss-head")
     elif head.shape[0] % boxes or head.shape[0] // boxes < 6:
@@ -39,4 +42,4 @@ def _shape(ctx: ShapeContext) -> TensorType:
 YOLO = register(OpDef(name="yolo", doc="YOLO-style detection loss: objectness BCE on every grid cell (times noobj "
                       "where empty), box squared error (times coord) and class cross-entropy where an object is.",
                       attrs=(WEIGHT, HEAD) + OPTIONS, min_inputs=2, max_inputs=2, shape=_shape, category="loss",
-                      target=_same_target, target_values=RealValues(unit_from=4), shape_doc="head (classes+5)*boxes x GH x GW, target the same (encoded grid)"))
+                      head_rank=YOLO_RANK, target=_same_target, target_values=RealValues(unit_from=4), shape_doc="head (classes+5)*boxes x GH x GW, target the same (encoded grid)"))
