@@ -49,9 +49,10 @@ class Model:
         self.store.initialize(self.seed)
         self.losses = loss_specs(program)
         self.frozen = set(layers_matching(self.graph, self.config.freeze))
-        for pattern, mult in self.config.lr_mult.items():
-            for layer in layers_matching(self.graph, (pattern,)):
-                self.store.set_lr_mult(layer, mult)
+        # the training graph's optimizer step carries these factors (its lr_mult attribute): the store
+        # keeps them for it (set_lr_mult, also the Python API's), frozen layers at 0
+        for layer, mult in self.config.lr_mults(self.graph).items():
+            self.store.set_lr_mult(layer, mult)
         for layer in self.frozen:
             self.store.set_lr_mult(layer, 0.0)
         # frozen batchnorm layers keep their running statistics too (unless `freeze ... stats=false`)
@@ -64,6 +65,7 @@ class Model:
         self.comm = None  # set by a distributed Trainer (cnndsl.distributed); None: one process
         self._executables: dict[tuple[str, int], Executable] = {}
         self._graphs = {}
+        self._train_lr_mult_version = self.store.lr_mult_version  # the store's factors the training graph has
         self.optimizer = None
         # The first train_step, predict or evaluate compiles its kernels through the compile pool
         # when the cache is cold (_compile_phase). compile_workers: processes compiling at once
@@ -102,6 +104,7 @@ class Model:
                 graph = optimize(build_loss_graph(self.graph, self.losses), mode, self.opt_level,
                                  backend=self.store.backend)
             else:
+                self._train_lr_mult_version = self.store.lr_mult_version
                 graph = optimize(self.graph, "training", self.opt_level, losses=self.losses, frozen=self.frozen,
                                  optimizer=self._step_attrs(), backend=self.store.backend)
             self._graphs[kind] = graph
@@ -109,6 +112,8 @@ class Model:
 
     def executable(self, kind: str, batch: int) -> Executable:
         key = (kind, batch)
+        if kind == "train" and self._train_lr_mult_version != self.store.lr_mult_version:
+            self._drop_training_graph()  # store.set_lr_mult since it was built: its step's lr_mult is stale
         if key not in self._executables:
             exe = Executable(self._graph(kind), self.store, batch, self.device)
             if self.comm is not None:
@@ -118,10 +123,18 @@ class Model:
 
     def _step_attrs(self) -> dict:
         """The training graph's optimizer step attributes: the optimizer's given to set_optimizer,
-        else the training section's."""
-        if self.optimizer is not None:
-            return self.optimizer.step_attrs
-        return optimizer_attrs(self.config)
+        else the training section's; and the per-layer learning-rate factors the store keeps
+        (`lr_mult`: the training section's lr_mult and freeze, and any set_lr_mult since)."""
+        attrs = dict(self.optimizer.step_attrs) if self.optimizer is not None else optimizer_attrs(self.config)
+        attrs["lr_mult"] = self.store.lr_mult_attr() or None
+        return attrs
+
+    def _drop_training_graph(self) -> None:
+        """Forget the training graph and its executables: the next step builds them again (the
+        kernels take everything that changes as arguments: nothing is recompiled)."""
+        self._graphs.pop("train", None)
+        for key in [k for k in self._executables if k[0] == "train"]:
+            del self._executables[key]
 
     def _compile_phase(self, kind: str, batch: int) -> None:
         """Before the first step of a kind ("train", "infer", "eval"): compile its kernels with the
@@ -181,9 +194,7 @@ class Model:
         graph = self._graphs.get("train")
         if optimizer is not None and graph is not None and \
                 step_attrs_of(graph.node(graph.attrs["optimizer_step"])) != optimizer.step_attrs:
-            del self._graphs["train"]
-            for key in [k for k in self._executables if k[0] == "train"]:
-                del self._executables[key]
+            self._drop_training_graph()
 
     def set_comm(self, comm) -> None:
         """Train data-parallel over `comm`'s ranks (cnndsl.distributed): steps average gradients."""

@@ -6,7 +6,9 @@ build one training graph: the forward nodes, a target input and a loss node per
 head, the gradient nodes (added by each op's local `gradient` rule while the
 pass walks the forward graph in reverse), and one optimizer step that runs once
 every parameter gradient is written; its attributes are the optimizer and its hyperparameters
-(cnndsl/ops/training/optimizers.py: `step_attrs`), the learning rate is a run-time input.
+(cnndsl/ops/training/optimizers.py: `step_attrs`) and the per-layer learning-rate factors
+(`lr_mult`: those given with the optimizer's attributes, and 0 for every frozen layer), the
+learning rate is a run-time input.
 
 Only gradients something needs are built: a tensor gets a gradient only when a
 trainable parameter lies on some path into it (so never the input image), and a
@@ -21,7 +23,7 @@ from cnndsl.analysis.infer import infer_shapes
 from cnndsl.diagnostics import CnnError, Diagnostic, Diagnostics
 from cnndsl.ir.graph import Graph, Node
 from cnndsl.ops.registry import get_op
-from cnndsl.ops.training.optimizers import step_attrs
+from cnndsl.ops.training.optimizers import LR_MULT, step_attrs
 
 
 @dataclass
@@ -136,7 +138,13 @@ def add_training(graph: Graph, losses: list[LossSpec], frozen: set[str] = frozen
             if dx is not None:
                 contributions.setdefault(src, []).append(dx)
 
-    step = Node("optimizer_step", "optimizer_step", dict(optimizer) if optimizer is not None else step_attrs("sgd"))
+    attrs = dict(optimizer) if optimizer is not None else step_attrs("sgd")
+    # a frozen layer's learning-rate factor is 0 on the step node (besides having no gradient node):
+    # the kernels skip its elements, weight decay included, and the node says so
+    frozen_params = {n: 0.0 for n in frozen if n in forward and forward.node(n).params}
+    mults = {**dict(attrs.get(LR_MULT.name) or ()), **frozen_params}
+    attrs[LR_MULT.name] = tuple(sorted(mults.items())) or None
+    step = Node("optimizer_step", "optimizer_step", attrs)
     graph.add(step, builder.param_grad_nodes)
     graph.attrs["losses"] = loss_nodes
     graph.attrs["optimizer_step"] = step.name

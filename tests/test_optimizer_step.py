@@ -67,7 +67,7 @@ def test_every_optimizer_declares_what_the_op_and_the_classes_derive():
     op = get_op("optimizer_step")
     assert op.attr("kind").choices == tuple(OPTIMIZERS)
     declared = {a.name for d in OPTIMIZERS.values() for a in d.options}
-    assert {a.name for a in op.attrs} == declared | {"kind"}
+    assert {a.name for a in op.attrs} == declared | {"kind", "lr_mult"}  # lr_mult: per layer, not per optimizer
     assert "lr" not in declared  # a run-time input, not an attribute
     for kind, d in OPTIMIZERS.items():
         opt = make_optimizer(kind, FlatParams({"w": (3,)}))
@@ -195,3 +195,81 @@ def test_a_training_section_breaking_an_optimizers_own_check_is_a_located_error(
         _program("optimizer sgd nesterov=true")  # Nesterov without momentum
     assert "t.cnn:" in str(e.value) and "Nesterov momentum requires a momentum" in str(e.value)
     assert _program("optimizer sgd nesterov=true momentum=0.9").training.optimizer.nesterov
+
+
+NAMED = """
+network Two(classes = 3) {
+  input image: 1x6x6
+  c1 = conv 2 kernel=3 padding=same relu
+  flatten
+  fc = dense classes -> logits
+}
+"""
+
+
+def test_freeze_and_lr_mult_are_the_step_nodes_attribute(tmp_path):
+    """The training section's freeze and lr_mult are one typed attribute of the optimizer_step node,
+    ((layer, factor), ...), shown by `cnndsl compile --train --print-ir`."""
+    import cnndsl.cli.compile  # noqa: F401  (registers the command)
+    from cnndsl.cli.main import cli
+    from cnndsl.ops.training.optimizers import lr_mult_of
+
+    train = "train {\n freeze c1\n lr_mult fc=0.5\n loss logits cross_entropy\n}\n"
+    model = Model(cnndsl.loads(NAMED + train, "t.cnn"))
+    step = model._graph("train").node("optimizer_step")
+    assert lr_mult_of(step) == (("c1", 0.0), ("fc", 0.5))
+    assert step_attrs_of(step) == step_attrs("sgd")  # the optimizer's attributes are apart from it
+    path = tmp_path / "t.cnn"
+    path.write_text(NAMED + train)
+    r = CliRunner().invoke(cli, ["compile", str(path), "--train", "--print-ir"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "lr_mult=[[c1, 0.0], [fc, 0.5]]" in _step_line(r.output)
+    plain = Model(cnndsl.loads(NAMED + "train {\n loss logits cross_entropy\n}\n", "t.cnn"))
+    assert lr_mult_of(plain._graph("train").node("optimizer_step")) == ()
+    with pytest.raises(CnnError, match="lr_mult must be at least 0"):
+        build_training_graph(plain.graph, plain.losses, optimizer=dict(step_attrs("sgd"), lr_mult={"fc": -1.0}))
+
+
+def test_the_step_nodes_lr_mult_decides_the_update():
+    """Changing the node's attribute, and nothing else, changes what the step does: the kernels'
+    per-element factors are expanded from it (plain SGD: delta = -lr * factor * grad)."""
+    model = Model(cnndsl.loads(NAMED + "train {\n loss logits cross_entropy\n}\n", "t.cnn"))
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 1, 6, 6)).astype(np.float32), np.array([0, 1, 2, 0])
+    model.set_optimizer(SGD(model.store.params, lr=0.1))
+
+    def one_step(lr_mult):
+        model._graph("train").node("optimizer_step").attrs["lr_mult"] = lr_mult
+        before = model.store.state_dict()
+        model.train_step(x, y, 0)
+        after = model.store.state_dict()
+        return {k: (after[k] - before[k], model.store.grad_view(k).copy()) for k in model.store.segments}
+
+    for lr_mult, factor in ((None, {}), ((("c1", 2.0), ("fc", 0.0)), {"c1": 2.0, "fc": 0.0})):
+        for name, (delta, grad) in one_step(lr_mult).items():
+            f = factor.get(name.split(".")[0], 1.0)
+            assert np.any(grad != 0), name
+            assert np.allclose(delta, np.float32(-0.1 * f) * grad, rtol=1e-5, atol=1e-7), (name, f)
+    expanded = model.store.params.lr_mult
+    assert set(expanded[model.store.params._slice("fc.weight")]) == {0.0}
+    assert set(expanded[model.store.params._slice("c1.bias")]) == {2.0}
+
+
+def test_set_lr_mult_after_the_first_step_rebuilds_the_step_node():
+    """ParamStore.set_lr_mult (the Python API) reaches the kernels through the node: the training
+    graph built before it is rebuilt with the new attribute."""
+    from cnndsl.ops.training.optimizers import lr_mult_of
+
+    model = Model(cnndsl.loads(NAMED + "train {\n loss logits cross_entropy\n}\n", "t.cnn"))
+    x, y = np.ones((2, 1, 6, 6), np.float32), np.array([0, 1])
+    model.set_optimizer(SGD(model.store.params, lr=0.1))
+    model.train_step(x, y, 0)
+    first = model._graph("train")
+    model.store.set_lr_mult("fc", 0.0)
+    before = model.store.state_dict()
+    model.train_step(x, y, 1)
+    assert model._graph("train") is not first
+    assert lr_mult_of(model._graph("train").node("optimizer_step")) == (("fc", 0.0),)
+    after = model.store.state_dict()
+    assert np.array_equal(after["fc.weight"], before["fc.weight"]) and not np.array_equal(after["c1.weight"],
+                                                                                        before["c1.weight"])

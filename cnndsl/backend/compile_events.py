@@ -145,16 +145,25 @@ class CompileCounter:
 
     # -- reports --------------------------------------------------------------------
     def by_family(self) -> list[tuple[str, int, float]]:
-        """(family, functions, self seconds), most seconds first."""
-        families: dict[str, list] = {}
-        for r in self.records:
-            entry = families.setdefault(r.family, [0, 0.0])
-            entry[0] += 1
-            entry[1] += r.self_seconds
-        return sorted(((k, n, s) for k, (n, s) in families.items()), key=lambda t: -t[2])
+        return by_family(self.records)
 
     def slowest(self, n: int = 10) -> list[Compilation]:
-        return sorted(self.records, key=lambda r: -r.self_seconds)[:n]
+        return slowest(self.records, n)
+
+
+def by_family(records) -> list[tuple[str, int, float]]:
+    """(family, functions, self seconds) of compilation records, most seconds first (the reports of
+    this counter and of the compile pool's, which sums every process's)."""
+    families: dict[str, list] = {}
+    for r in records:
+        entry = families.setdefault(r.family, [0, 0.0])
+        entry[0] += 1
+        entry[1] += r.self_seconds
+    return sorted(((k, n, s) for k, (n, s) in families.items()), key=lambda t: -t[2])
+
+
+def slowest(records, n: int = 10) -> list[Compilation]:
+    return sorted(records, key=lambda r: -r.self_seconds)[:n]
 
 
 def _listener_class():

@@ -59,6 +59,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+from cnndsl.backend import compile_events
+
 ENV_WORKERS = "CNNDSL_COMPILE_WORKERS"
 AUGMENT = "augment:"  # unit name prefix: "augment:2" is the pipeline's third augmentation
 LOCK_NAME = ".cnndsl-index.lock"
@@ -232,9 +234,6 @@ class _WorkerCounter:
     """A worker's compilations, rebuilt from its event lines (the same fields as compile_events)."""
 
     def __init__(self, index: int):
-        from cnndsl.backend.compile_events import Compilation
-
-        self._Compilation = Compilation
         self.index = index
         self.unit = ""
         self.records: list = []
@@ -243,9 +242,9 @@ class _WorkerCounter:
 
     def event(self, msg: dict) -> None:
         if msg["ev"] == "start":
-            record = self._Compilation(module=msg["module"], name=msg["name"], signature=msg["signature"],
-                                       start=time.perf_counter(), depth=len(self.stack), worker=self.index,
-                                       unit=self.unit)
+            record = compile_events.Compilation(module=msg["module"], name=msg["name"], signature=msg["signature"],
+                                                start=time.perf_counter(), depth=len(self.stack), worker=self.index,
+                                                unit=self.unit)
             self.stack.append(record)
             self.records.append(record)
         elif self.stack:
@@ -326,15 +325,10 @@ class PoolCounter:
         return self.workers > 0
 
     def by_family(self):
-        families: dict[str, list] = {}
-        for r in self.records:
-            entry = families.setdefault(r.family, [0, 0.0])
-            entry[0] += 1
-            entry[1] += r.self_seconds
-        return sorted(((k, n, s) for k, (n, s) in families.items()), key=lambda t: -t[2])
+        return compile_events.by_family(self.records)
 
     def slowest(self, n: int = 10):
-        return sorted(self.records, key=lambda r: -r.self_seconds)[:n]
+        return compile_events.slowest(self.records, n)
 
 
 # -- the pool -----------------------------------------------------------------------------------------
@@ -585,7 +579,6 @@ def _worker(job_path: str) -> int:
         job = pickle.load(f)
     from cnndsl import kernel_cache
     kernel_cache.configure()
-    from cnndsl.backend.compile_events import counting
     from cnndsl.train.optim import make_optimizer
 
     locked_cache_saves()
@@ -608,7 +601,7 @@ def _worker(job_path: str) -> int:
                 self_cpu_seconds=r.self_cpu_seconds)
 
     say(ready=True, cpu=time.process_time())
-    with counting(on_change), phase():
+    with compile_events.counting(on_change), phase():
         for line in sys.stdin:
             unit = line.strip()
             if not unit:

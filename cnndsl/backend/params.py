@@ -9,7 +9,7 @@ running statistics are non-learnable buffers kept beside it.
 On a device backend (CUDA) the store also keeps a copy of everything in device memory
 (`DeviceTensors`), which the launchers use; the host arrays and the device copy are kept
 coherent lazily: the device copy is refreshed before a run when the host values were
-changed (initialize, load_state_dict, set_lr_mult, view), and the host arrays are
+changed (initialize, load_state_dict, view), and the host arrays are
 refreshed from the device when they are read after a training run changed the device copy
 (state_dict, view, grad_view, sync_to_host). On the CPU the host arrays are the only copy
 and none of this does anything.
@@ -162,6 +162,10 @@ class ParamStore:
             self.by_layer.setdefault(layer, {})[short] = self.params.view(name)
             self.grads_by_layer.setdefault(layer, {})[short] = self.params.grad_view(name)
         self.backend = backend if backend is not None else CPU
+        # per-layer learning-rate factors (set_lr_mult) for the next training graph's optimizer step,
+        # and a count of their changes (a training graph built before a change is rebuilt)
+        self.lr_mults: dict[str, float] = {}
+        self.lr_mult_version = 0
         # what the optimizer step carries from run to run (step count, momentum, moments): set by
         # Model.set_optimizer, read and advanced by the optimizer_step launchers
         self.optimizer_state: OptimizerState | None = None
@@ -211,10 +215,33 @@ class ParamStore:
         return self.params.grad_view(name)
 
     def set_lr_mult(self, layer: str, mult: float) -> None:
-        self._host_write()
+        """The learning-rate factor of a layer's tensors (0 freezes them) in the next training graph:
+        `lr_mults` becomes the `lr_mult` attribute of its optimizer_step node (Model._step_attrs), a
+        graph built before is rebuilt (Model checks `lr_mult_version`), and the step's launcher
+        expands the node's attribute into the per-element array the kernels read (expand_lr_mult)."""
+        mult = float(mult)
+        if mult == 1.0:
+            self.lr_mults.pop(layer, None)
+        else:
+            self.lr_mults[layer] = mult
+        self.lr_mult_version += 1
+
+    def lr_mult_attr(self) -> tuple[tuple[str, float], ...]:
+        """`lr_mults` as the step node's attribute value: ((layer, factor), ...) by layer name."""
+        return tuple(sorted(self.lr_mults.items()))
+
+    def expand_lr_mult(self, lr_mult) -> None:
+        """Write a step node's per-layer factors ((layer, factor), ...) into the per-element array the
+        optimizer kernels read, every tensor of a layer not named at 1; the device copy too. What the
+        step launchers do at plan time: the node is the one source of the factors."""
+        p = self.params
+        p.lr_mult.fill(1.0)
+        factors = dict(lr_mult)
         for name, owner in self.owner.items():
-            if owner == layer:
-                self.params.set_lr_mult(name, mult)
+            if owner in factors:
+                p.set_lr_mult(name, factors[owner])
+        if self._device is not None:  # the device never writes lr_mult: the host array is current
+            self.backend.copy_in(self._device.lr_mult, p.lr_mult)
 
     # -- initialization ---------------------------------------------------------
     def initialize(self, seed: int) -> None:

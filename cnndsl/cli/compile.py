@@ -67,10 +67,12 @@ def compile_(file, opt_level, training, print_ir, dump_after, disable_pass, veri
         from cnndsl.model import optimizer_attrs
         from cnndsl.training_graph import loss_specs
 
-        config = program.training
+        config = program.training or TrainingConfig()
+        # shown on the optimizer_step node: the optimizer, its hyperparameters and the per-layer
+        # learning-rate factors (lr_mult; the autodiff pass adds the frozen layers' 0)
         extra = {"losses": loss_specs(program),
-                 "frozen": set(layers_matching(graph, config.freeze)) if config is not None else set(),
-                 "optimizer": optimizer_attrs(config or TrainingConfig())}  # shown on the optimizer_step node
+                 "frozen": set(layers_matching(graph, config.freeze)),
+                 "optimizer": {**optimizer_attrs(config), "lr_mult": config.lr_mults(graph) or None}}
     on_dump = (lambda name, text: click.echo(f"# after {name}\n{text}"))
     out = optimize(graph, mode, opt_level, disabled=disable_pass, verify=verify_passes or None,
                    dump_after=dump_after, on_dump=on_dump, ctx=ctx, **extra)

@@ -172,6 +172,13 @@ class TrainingConfig:
                 best, factor = len(name), f
         return factor
 
+    def lr_mults(self, graph: Graph) -> dict[str, float]:
+        """The learning-rate factor of every layer with parameters whose factor is not 1 (lr_factor:
+        the longest matching lr_mult name wins): what the optimizer step's `lr_mult` attribute
+        carries before `freeze` sets the frozen layers' to 0 (Model, `cnndsl compile --train`)."""
+        factors = ((n, self.lr_factor(graph, n)) for n in graph.topo_order() if graph.node(n).params)
+        return {n: f for n, f in factors if f != 1.0}
+
 
 def _matches(graph: Graph, name: str, node: str) -> bool:
     target = graph.heads.get(name, name)

@@ -46,6 +46,9 @@ class Attr:
       text     a name or a "quoted path"           `dataset "data/shapes"`
       floats   one number or a list of numbers     `mean=[0.49, 0.48, 0.45]` -> (0.49, 0.48, 0.45)
       ints     one whole number or a list of distinct ones   `classes=[5, 6]` -> (5, 6)
+      multipliers  a factor per name (internal: the optimizer step's per-layer lr_mult), from a
+               mapping or (name, number) pairs -> ((name, factor), ...) sorted by name; each factor
+               checked against the range
 
     A range violation names the option and its unit (`patience must be at least 1 epochs, got 0`);
     a number must be finite.
@@ -191,6 +194,21 @@ def _as_ints(attr: Attr, v: Any) -> tuple[int, ...]:
     return out
 
 
+def _as_multipliers(attr: Attr, v: Any) -> tuple[tuple[str, float], ...]:
+    pairs = list(v.items()) if isinstance(v, dict) else v
+    if not isinstance(pairs, (tuple, list)) or not all(
+            isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], str) and p[0] for p in pairs):
+        raise AttrError(f"{attr.name} takes a factor per name, got {_show(v)}")
+    names = [p[0] for p in pairs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise AttrError(f"{attr.name} names {', '.join(twice)} twice")
+    out = tuple(sorted((name, _as_float(attr, f)) for name, f in pairs))
+    for _, f in out:
+        attr._check_range(f)
+    return out
+
+
 def _as_enum(attr: Attr, v: Any) -> str:
     if not isinstance(v, str) or v not in attr.choices:
         hint = did_you_mean(str(v), attr.choices) if isinstance(v, str) else None
@@ -223,6 +241,7 @@ _COERCE: dict[str, Callable[[Attr, Any], Any]] = {
     "text": _as_text,
     "floats": _as_floats,
     "ints": _as_ints,
+    "multipliers": _as_multipliers,
 }
 
 

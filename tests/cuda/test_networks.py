@@ -139,6 +139,20 @@ def test_segmentation_net_conv_transpose_concat_upsample_pixel_loss():
     _compare(SEGMENTATION, lambda p: SGD(p, lr=0.1), x, y, steps=1)
 
 
+def test_the_step_nodes_lr_mult_from_freeze_and_lr_mult_on_both_devices():
+    """The train section's freeze and lr_mult reach both backends' kernels through the step node's
+    lr_mult attribute, expanded when the launch is prepared: the same update on the device."""
+    src = SEGMENTATION.replace("  loss masks pixel_cross_entropy\n",
+                               "  loss masks pixel_cross_entropy\n  freeze e2\n  lr_mult e1=0.5 up=3\n")
+    x, y = _images((2, 6, 6), 4), np.random.default_rng(5).integers(0, 3, (2, 6, 6))
+    cpu, gpu = _compare(src, lambda p: SGD(p, lr=0.1, momentum=0.5), x, y)
+    model = Model(cnndsl.loads(src))
+    assert dict(model._graph("train").node("optimizer_step").attrs["lr_mult"]) == {"e1": 0.5, "e2": 0.0, "up": 3.0}
+    before = model.store.state_dict()
+    assert np.array_equal(gpu["state"]["e2.weight"], before["e2.weight"])
+    assert not np.allclose(gpu["state"]["e1.weight"], before["e1.weight"])
+
+
 def test_non_finite_loss_changes_nothing_on_the_device():
     """A NaN loss: the device step skips the update and the step count stays, as on the CPU."""
     model = Model(cnndsl.loads(LENET), device="cuda")

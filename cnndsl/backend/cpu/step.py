@@ -1,8 +1,10 @@
 """The optimizer step: runs once every parameter gradient of the step is written.
 
-The node's attributes name the optimizer and its hyperparameters (cnndsl/ops/training/optimizers.py);
-the learning rate is the run's (`rc.lr`); the step count and state arrays are the runtime's
-(`rc.store.optimizer_state`). The launcher calls the optimizer's kernel directly.
+The node's attributes name the optimizer, its hyperparameters and the per-layer learning-rate
+factors (cnndsl/ops/training/optimizers.py; the factors are expanded once into the store's
+per-element array, ParamStore.expand_lr_mult); the learning rate is the run's (`rc.lr`); the
+step count and state arrays are the runtime's (`rc.store.optimizer_state`). The launcher calls
+the optimizer's kernel directly.
 """
 from __future__ import annotations
 
@@ -13,13 +15,22 @@ import numpy as np
 from cnndsl.backend.cpu.launch import launches
 from cnndsl.backend.optimizer_state import OptimizerState, state_for
 from cnndsl.kernels.cpu import optim as kernels
-from cnndsl.ops.training.optimizers import OPTIMIZERS
+from cnndsl.ops.training.optimizers import OPTIMIZERS, lr_mult_of
 
 _DUMMY = np.zeros(1, np.float32)  # a state array the configuration does not keep (its kernel never reads it)
 
 
+_UNSET = object()
+
+
 @launches("optimizer_step")
 def optimizer_step(rc, node, ins, out):
+    # plan time (the node's first launch here, or a step node with other factors): the node's
+    # per-layer lr_mult becomes the per-element array the kernel reads
+    key, lr_mult = node.name + ":lr_mult", node.attrs.get("lr_mult")
+    if rc.cache.get(key, _UNSET) is not lr_mult:
+        rc.store.expand_lr_mult(lr_mult_of(node))
+        rc.cache[key] = lr_mult
     if rc.comm is not None and rc.comm.size > 1:
         average_over_ranks(rc)
     # A non-finite loss must not reach the weights: the trainer reports it and the

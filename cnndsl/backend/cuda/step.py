@@ -1,8 +1,9 @@
 """The optimizer step on the device, for every optimizer of cnndsl/ops/training/optimizers.py.
 
 The node's attributes name the optimizer (its kernel: the same name in cnndsl/kernels/cpu/optim.py
-and cnndsl/kernels/cuda/optim.py) and its hyperparameters; the scalar coefficients are computed
-on the host by the optimizer's `coefficients(hyper, lr, t)`, shared with the CPU backend, from the
+and cnndsl/kernels/cuda/optim.py), its hyperparameters and the per-layer learning-rate factors
+(expanded once, when the launch is prepared, into the device's per-element array); the scalar
+coefficients are computed on the host by the optimizer's `coefficients(hyper, lr, t)`, shared with the CPU backend, from the
 run's learning rate (`rc.lr`). The step count is the runtime's host `OptimizerState`
 (`rc.store.optimizer_state`); its arrays (momentum, Adam moments, ...) live on the device
 (`DeviceTensors.optimizer_arrays`). A non-finite loss makes the kernel skip the update on the
@@ -18,7 +19,7 @@ from cnndsl.backend.optimizer_state import state_for
 from cnndsl.diagnostics import CnnError, Diagnostic
 from cnndsl.kernels.cuda import optim as kernels
 from cnndsl.kernels.cuda.common import grid1d
-from cnndsl.ops.training.optimizers import OPTIMIZERS
+from cnndsl.ops.training.optimizers import OPTIMIZERS, lr_mult_of
 
 
 @launches("optimizer_step")
@@ -30,6 +31,7 @@ def optimizer_step(rc, node, ins, out):
         raise CnnError([Diagnostic("error", f"the cuda backend has no kernel for the {d.kind} optimizer",
                                    code="no-kernel")])
     dev = rc.store.on_device()
+    rc.store.expand_lr_mult(lr_mult_of(node))  # plan time: the node's per-layer factors, per element on the device
     values, names, _ = loss_values(rc)
     nloss, n = len(names), dev.data.size
     dummy = rc.backend.zeros(1, np.float32)

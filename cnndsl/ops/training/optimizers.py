@@ -20,10 +20,11 @@ The learning rate is not an attribute: it is the step's run-time input (`RunCont
 to each run by `Model.train_step`), so a schedule changes it every step without rebuilding the
 graph or recompiling a kernel. The hyperparameters are attributes: changing one (a different
 optimizer object given to `Model.set_optimizer`) rebuilds the training graph, not the kernels,
-which take them as scalars. The per-element multipliers (`lr_mult`, `wd_mult`, from the train
-section's `lr_mult` and `freeze`) are run-time data of the ParamStore that the kernels read
-element by element; the step count and the state arrays are kept by the runtime too
-(cnndsl/backend/optimizer_state.py).
+which take them as scalars. The per-layer learning-rate multipliers are an attribute too,
+`lr_mult` (LR_MULT: ((layer, factor), ...); the training section's `lr_mult` lines and, as 0, its
+`freeze`; a layer not named has 1): the launchers expand it at plan time into the per-element
+array the kernels read (`ParamStore.expand_lr_mult`), so the node is its one source. The step
+count and the state arrays are kept by the runtime (cnndsl/backend/optimizer_state.py).
 """
 from __future__ import annotations
 
@@ -175,10 +176,20 @@ def step_attrs(kind: str, **hyper) -> dict[str, Any]:
     return {"kind": kind, **d.resolve(hyper)}
 
 
+LR_MULT = Attr("lr_mult", "multipliers", None, "per-layer learning-rate factors (the training section's lr_mult; "
+               "0: frozen); a layer not named has 1; none: every layer 1", minimum=0)
+
+
 def step_attrs_of(node) -> dict[str, Any]:
     """A step node's optimizer and hyperparameters: its attributes less those of other kinds
-    (shape inference fills every declared attribute, None where the kind has no such option)."""
-    return {k: v for k, v in node.attrs.items() if v is not None}
+    (shape inference fills every declared attribute, None where the kind has no such option) and
+    less its per-layer multipliers (`lr_mult_of`)."""
+    return {k: v for k, v in node.attrs.items() if v is not None and k != LR_MULT.name}
+
+
+def lr_mult_of(node) -> tuple[tuple[str, float], ...]:
+    """A step node's per-layer learning-rate factors, ((layer, factor), ...); () when every layer has 1."""
+    return node.attrs.get(LR_MULT.name) or ()
 
 
 def _union_options() -> tuple[Attr, ...]:
@@ -203,7 +214,12 @@ def _check_step(ctx: ShapeContext) -> TensorType:
     d = OPTIMIZERS.get(kind)
     if d is None:
         ctx.error(f"{ctx.describe()} names no known optimizer: {kind!r}", attr="kind", code="optimizer")
-    given = {k: v for k, v in ctx.attrs.items() if k != "kind" and v is not None}
+    if ctx.attrs.get(LR_MULT.name) is not None:
+        try:
+            ctx.attrs[LR_MULT.name] = LR_MULT.coerce(ctx.attrs[LR_MULT.name])
+        except AttrError as e:
+            ctx.error(f"{ctx.describe()}: {e}", attr=LR_MULT.name, code="optimizer")
+    given = {k: v for k, v in ctx.attrs.items() if k not in ("kind", LR_MULT.name) and v is not None}
     try:
         want = d.resolve(given)
     except AttrError as e:
@@ -218,8 +234,9 @@ def _check_step(ctx: ShapeContext) -> TensorType:
 OPTIMIZER_STEP = register(OpDef(
     name="optimizer_step",
     doc="Apply the optimizer to every parameter once all parameter gradients are written; its "
-        "attributes are the optimizer and its hyperparameters, the learning rate is a run-time input.",
-    attrs=(Attr("kind", "enum", "sgd", "the optimizer", choices=tuple(OPTIMIZERS)),) + _union_options(),
+        "attributes are the optimizer, its hyperparameters and the per-layer learning-rate factors, the "
+        "learning rate is a run-time input.",
+    attrs=(Attr("kind", "enum", "sgd", "the optimizer", choices=tuple(OPTIMIZERS)),) + _union_options() + (LR_MULT,),
     min_inputs=0,
     max_inputs=None,
     shape=_check_step,
