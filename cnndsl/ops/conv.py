@@ -14,10 +14,10 @@ ROUNDING = Attr("rounding", "enum", None, "override the network's size rounding 
                 choices=("strict", "floor", "ceil"))
 
 
-def conv_shape(ctx: ShapeContext) -> TensorType:
-    c, _, _ = require_image(ctx)
-    a = ctx.attrs
-    filters, groups = a["filters"], a["groups"]
+def check_groups(ctx: ShapeContext, c: int) -> tuple[int, int]:
+    """(filters, groups) of a conv or conv_transpose reading c channels; a located error (with the
+    nearest groups that fits) when groups does not divide both."""
+    filters, groups = ctx.attrs["filters"], ctx.attrs["groups"]
     if c % groups or filters % groups:
         ctx.error(
             f"groups={groups} must divide both the {c} input channels and the {filters} filters of {ctx.describe()}",
@@ -26,6 +26,13 @@ def conv_shape(ctx: ShapeContext) -> TensorType:
             help=f"groups={_common_divisor(c, filters, groups)}",
             code="groups",
         )
+    return filters, groups
+
+
+def conv_shape(ctx: ShapeContext) -> TensorType:
+    c, _, _ = require_image(ctx)
+    a = ctx.attrs
+    filters, groups = check_groups(ctx, c)
     if 1 < groups == filters != c:
         ctx.warn(f"{ctx.describe()} has groups = filters = {groups}, the pattern of a depthwise conv, but its input "
                  f"has {c} channels: each filter reads {c // groups} of them", attr="groups",

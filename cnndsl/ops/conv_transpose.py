@@ -26,7 +26,7 @@ from fractions import Fraction
 
 from cnndsl.ir.graph import TensorType
 from cnndsl.kernels.geometry import ConvGeometry
-from cnndsl.ops.conv import _common_divisor
+from cnndsl.ops.conv import check_groups
 from cnndsl.ops.registry import Attr, OpDef, ShapeContext, register
 from cnndsl.ops.spatial import AXES, require_image
 
@@ -88,15 +88,7 @@ def _axis(ctx: ShapeContext, axis: int, w: int) -> tuple[int, int, int, int]:
 def conv_transpose_shape(ctx: ShapeContext) -> TensorType:
     c, h, w = require_image(ctx)
     a = ctx.attrs
-    filters, groups = a["filters"], a["groups"]
-    if c % groups or filters % groups:
-        ctx.error(
-            f"groups={groups} must divide both the {c} input channels and the {filters} filters of {ctx.describe()}",
-            attr="groups",
-            details=[f"{c} % {groups} = {c % groups}, {filters} % {groups} = {filters % groups}"],
-            help=f"groups={_common_divisor(c, filters, groups)}",
-            code="groups",
-        )
+    filters, groups = check_groups(ctx, c)
     oh, top, bottom, eh = _axis(ctx, 0, h)
     ow, left, right, ew = _axis(ctx, 1, w)
     kh, kw = a["kernel"]
