@@ -70,3 +70,14 @@ def test_each_kernel_compiles_for_one_signature(tmp_path):
     assert twice == {}, [f"{name}{sig}" for name, sig in records if name in twice]
     # the activation table's loops are one function, called (not inlined) from every epilogue
     assert sum(name.endswith("._activate_affine_table") for name, _ in records) <= 1
+    # What a network of relu layers and 2x2 pools leaves out (issue 14: each is CPU seconds cold).
+    # Its launchers pass relu's code as np.uint8 (epilogue.KERNEL_CODE), so no gradient of another
+    # activation is compiled: not the gradient table, not one of its scalar functions.
+    names = {name for name, _ in records}
+    assert "cnndsl.kernels.cpu.epilogue._activation_grad_table" not in names
+    grads = {name.rsplit(".", 1)[1] for name in names
+             if name.startswith("cnndsl.kernels.activations.") and name.endswith("_grad")}
+    assert grads <= {"_relu_grad"}, grads
+    # the 2x2 max pool's own kernel, chosen by the launcher: the general window loop is not compiled
+    assert "cnndsl.kernels.cpu.pool._maxpool_2x2_forward" in names
+    assert "cnndsl.kernels.cpu.pool._maxpool_plane" not in names

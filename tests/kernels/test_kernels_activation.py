@@ -50,3 +50,32 @@ def test_inplace_elementwise():
     expected = np.maximum(x, 0)
     K.activation_forward(x, CODE["relu"], np.float32(0.0), x)
     assert np.array_equal(x, expected)
+
+
+def test_kernel_codes_written_out_or_through_the_table():
+    """The launchers' codes (epilogue.KERNEL_CODE): none and relu as np.uint8 (kernels compiled for
+    them leave the activation table out), every other as np.int64. Both compute the same; a uint8
+    code of a table activation is refused instead of computing nothing."""
+    import pytest
+
+    from cnndsl.kernels.cpu.epilogue import KERNEL_CODE
+
+    assert {n for n, c in KERNEL_CODE.items() if c.dtype == np.uint8} == {"none", "relu"}
+    assert all(c.dtype == np.int64 for n, c in KERNEL_CODE.items() if n not in ("none", "relu"))
+    x = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
+    dy = np.random.default_rng(1).standard_normal(5000).astype(np.float32)
+    for name in ("none", "relu"):
+        y8, y64 = np.empty_like(x), np.empty_like(x)
+        K.activation_forward(x, KERNEL_CODE[name], np.float32(0.0), y8)
+        K.activation_forward(x, np.int64(CODE[name]), np.float32(0.0), y64)
+        np.testing.assert_array_equal(y8, y64)
+        assert_close(y8, R.activation(x.astype(np.float64), name))
+        d8, d64 = np.empty_like(x), np.empty_like(x)
+        K.activation_backward(y8, dy, KERNEL_CODE[name], np.float32(0.0), d8)
+        K.activation_backward(y8, dy, np.int64(CODE[name]), np.float32(0.0), d64)
+        np.testing.assert_array_equal(d8, d64)
+    y = np.empty_like(x)
+    with pytest.raises(ValueError, match="not a written-out activation"):
+        K.activation_forward(x, np.uint8(CODE["sigmoid"]), np.float32(0.0), y)
+    with pytest.raises(ValueError, match="not a written-out activation"):
+        K.activation_backward(x, dy, np.uint8(CODE["sigmoid"]), np.float32(0.0), y)

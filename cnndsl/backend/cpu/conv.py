@@ -19,6 +19,7 @@ import numba
 from cnndsl.backend.cpu.launch import grads_of, launches, params_of
 from cnndsl.kernels.cpu import conv as K
 from cnndsl.kernels.cpu import direct as DR
+from cnndsl.kernels.cpu.epilogue import KERNEL_CODE
 
 _NO_BIAS = np.zeros(1, np.float32)
 # Largest unfolded input a layer keeps between its forward and backward launches.
@@ -130,7 +131,8 @@ def conv(rc, node, ins, out):
     plan = direct_plan(ins[0], p["weight"], out.shape[2:], geometry)
     if plan is not None:
         rc.cache["kept_col:" + node.name] = False
-        direct_forward(rc, ins[0], p["weight"], bias, "bias" in p, out, False, 0, 0.0, geometry, out, plan)
+        direct_forward(rc, ins[0], p["weight"], bias, "bias" in p, out, False, KERNEL_CODE["none"], 0.0, geometry,
+                       out, plan)
         return
     nb, col, tmp = _conv_ws(rc, ins[0], out, p["weight"], g)
     keep = kept_col(rc, node, ins[0], out, p["weight"], nb, sh, sw, pt, pl)

@@ -9,15 +9,14 @@ from cnndsl.backend.cpu.launch import buffers_of, flat, grads_of, launches, para
 from cnndsl.kernels.cpu import activation as A
 from cnndsl.kernels.cpu import batchnorm as B
 from cnndsl.kernels.cpu import dropout as D
-from cnndsl.kernels.activations import CODE
-from cnndsl.kernels.cpu.epilogue import NONE
+from cnndsl.kernels.cpu.epilogue import KERNEL_CODE
 from cnndsl.ops.activation import ACTIVATION_OF
 
 
 @launches(*ACTIVATION_OF)
 def activation(rc, node, ins, out):
     """Every element-wise activation: one kernel, branching on the activation's code."""
-    A.activation_forward(flat(ins[0]), CODE[node.op], np.float32(node.attrs.get("alpha", 0.0)), flat(out))
+    A.activation_forward(flat(ins[0]), KERNEL_CODE[node.op], np.float32(node.attrs.get("alpha", 0.0)), flat(out))
 
 
 @launches("softmax")
@@ -33,7 +32,7 @@ def activation_grad(rc, node, ins, out):
     if fwd.op == "softmax":
         A.softmax_backward(saved, dy, out)
     else:
-        A.activation_backward(flat(saved), flat(dy), CODE[fwd.op], np.float32(fwd.attrs.get("alpha", 0.0)),
+        A.activation_backward(flat(saved), flat(dy), KERNEL_CODE[fwd.op], np.float32(fwd.attrs.get("alpha", 0.0)),
                               flat(out))
 
 
@@ -75,7 +74,7 @@ def dropout_grad(rc, node, ins, out):
         D.dropout_inference(ins[0], out)
 
 
-def batchnorm_forward(rc, node, x, out, act: int = NONE, alpha: float = 0.0) -> None:
+def batchnorm_forward(rc, node, x, out, act: np.integer = KERNEL_CODE["none"], alpha: float = 0.0) -> None:
     """out = act(batchnorm(x)) for batchnorm (act none) and fused_batchnorm. Training normalizes with
     the batch statistics, saved in the node's "mean" / "invstd" workspaces for the backward, and
     updates the running ones; inference, and layers frozen with their statistics, use the running ones."""
@@ -91,7 +90,7 @@ def batchnorm_forward(rc, node, x, out, act: int = NONE, alpha: float = 0.0) -> 
                                             act, np.float32(alpha), out)
 
 
-def batchnorm_backward(rc, node, x, y, dy, dx, act: int = NONE, alpha: float = 0.0) -> None:
+def batchnorm_backward(rc, node, x, y, dy, dx, act: np.integer = KERNEL_CODE["none"], alpha: float = 0.0) -> None:
     """dx, and dgamma, dbeta (scratch when frozen), of batchnorm_grad / fused_batchnorm_grad `node`,
     for dz = act'(y) * dy (act none: dz = dy, and y is not read)."""
     fwd = rc.forward_node(node)

@@ -21,7 +21,7 @@ from cnndsl.kernels.cpu import activation as A
 from cnndsl.kernels.cpu import dense as D
 from cnndsl.kernels.cpu import fused as K
 from cnndsl.kernels.cpu import pool as P
-from cnndsl.ops.fused.epilogue import ACTIVATION_CODE
+from cnndsl.kernels.cpu.epilogue import KERNEL_CODE
 
 _NO_BIAS = np.zeros(1, np.float32)
 
@@ -50,12 +50,12 @@ def fused_conv(rc, node, ins, out):
     if plan is not None:
         rc.cache["kept_col:" + node.name] = False
         direct_forward(rc, ins[0], w, b, has_bias, res, node.attrs["residual"],
-                       ACTIVATION_CODE[node.attrs["activation"]], float(node.attrs["alpha"]), geometry, out, plan)
+                       KERNEL_CODE[node.attrs["activation"]], float(node.attrs["alpha"]), geometry, out, plan)
         return
     nb, col, tmp = _conv_ws(rc, ins[0], out, w, g)
     keep = kept_col(rc, node, ins[0], out, w, nb, sh, sw, pt, pl)
     K.fused_conv2d_forward(ins[0], w, b, has_bias, res, node.attrs["residual"],
-                           ACTIVATION_CODE[node.attrs["activation"]], float(node.attrs["alpha"]),
+                           KERNEL_CODE[node.attrs["activation"]], float(node.attrs["alpha"]),
                            sh, sw, pt, pl, dh, dw, g, nb, col if keep is None else keep, tmp, out, keep is not None)
 
 
@@ -69,7 +69,7 @@ def fused_conv_pool(rc, node, ins, out):
     n, f = out.shape[:2]
     oh, ow = geometry.out_hw  # the conv's map before the 2x2 pool
     res = ins[1] if node.attrs["residual"] else out
-    act, alpha = ACTIVATION_CODE[node.attrs["activation"]], float(node.attrs["alpha"])
+    act, alpha = KERNEL_CODE[node.attrs["activation"]], float(node.attrs["alpha"])
     plan = direct_plan(ins[0], w, (oh, ow), geometry)
     if plan is not None:  # the direct conv into a per-node buffer, then the pool
         full = rc.ws(node.name, "conv_out", (n, f, oh, ow))
@@ -90,13 +90,13 @@ def fused_conv_pool(rc, node, ins, out):
 @launches("fused_dense")
 def fused_dense(rc, node, ins, out):
     w, b, has_bias = layer_weights(rc, node)
-    K.fused_dense_forward(ins[0], w, b, has_bias, ACTIVATION_CODE[node.attrs["activation"]],
+    K.fused_dense_forward(ins[0], w, b, has_bias, KERNEL_CODE[node.attrs["activation"]],
                           float(node.attrs["alpha"]), out)
 
 
 @launches("fused_batchnorm")
 def fused_batchnorm(rc, node, ins, out):
-    batchnorm_forward(rc, node, ins[0], out, ACTIVATION_CODE[node.attrs["activation"]], node.attrs["alpha"])
+    batchnorm_forward(rc, node, ins[0], out, KERNEL_CODE[node.attrs["activation"]], node.attrs["alpha"])
 
 
 def activation_backward(activation: str, alpha: float, y, dy, dz) -> None:
@@ -104,7 +104,7 @@ def activation_backward(activation: str, alpha: float, y, dy, dz) -> None:
     if activation == "none":
         np.copyto(dz, dy)
     else:
-        A.activation_backward(flat(y), flat(dy), ACTIVATION_CODE[activation], np.float32(alpha), flat(dz))
+        A.activation_backward(flat(y), flat(dy), KERNEL_CODE[activation], np.float32(alpha), flat(dz))
 
 
 @launches("epilogue_grad")
@@ -151,4 +151,4 @@ def fused_batchnorm_grad(rc, node, ins, out):
     """No dz anywhere: the batchnorm backward recomputes it from (dy, y) in each of its two sweeps."""
     fwd = rc.forward_node(node)
     dy, x, y = ins
-    batchnorm_backward(rc, node, x, y, dy, out, ACTIVATION_CODE[fwd.attrs["activation"]], fwd.attrs["alpha"])
+    batchnorm_backward(rc, node, x, y, dy, out, KERNEL_CODE[fwd.attrs["activation"]], fwd.attrs["alpha"])

@@ -21,7 +21,7 @@ import numpy as np
 from numba import prange
 
 from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
-from cnndsl.kernels.cpu.epilogue import NONE, activate_affine, activation_grad_loop
+from cnndsl.kernels.cpu.epilogue import NO_ACTIVATION, activate_affine, activation_grad_loop
 
 
 @kernel
@@ -83,8 +83,8 @@ def fused_batchnorm_train_forward(x, gamma, beta, eps, momentum, running_mean, r
 
 @kernel
 def batchnorm_train_forward(x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean, save_invstd):
-    fused_batchnorm_train_forward(x, gamma, beta, eps, momentum, running_mean, running_var, NONE, np.float32(0.0), y,
-                                  save_mean, save_invstd)
+    fused_batchnorm_train_forward(x, gamma, beta, eps, momentum, running_mean, running_var, NO_ACTIVATION,
+                                  np.float32(0.0), y, save_mean, save_invstd)
 
 
 @kernel
@@ -111,7 +111,7 @@ def fused_batchnorm_inference_forward(x, gamma, beta, running_mean, running_var,
 
 @kernel
 def batchnorm_inference_forward(x, gamma, beta, running_mean, running_var, eps, y):
-    fused_batchnorm_inference_forward(x, gamma, beta, running_mean, running_var, eps, NONE, np.float32(0.0), y)
+    fused_batchnorm_inference_forward(x, gamma, beta, running_mean, running_var, eps, NO_ACTIVATION, np.float32(0.0), y)
 
 
 @kernel
@@ -169,4 +169,5 @@ def fused_batchnorm_backward(x, y, dy, act, alpha, gamma, save_mean, save_invstd
 
 @kernel
 def batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta):
-    fused_batchnorm_backward(x, dy, dy, NONE, np.float32(0.0), gamma, save_mean, save_invstd, dx, dgamma, dbeta)
+    fused_batchnorm_backward(x, dy, dy, NO_ACTIVATION, np.float32(0.0), gamma, save_mean, save_invstd, dx, dgamma,
+                             dbeta)

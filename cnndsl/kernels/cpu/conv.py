@@ -42,7 +42,7 @@ from numba import prange
 from cnndsl.kernels.cpu.blas import pgemm
 from cnndsl.kernels.cpu.common import I0, I1, NO, ONE, PAR_MIN, YES, ZERO, kernel, parallel_kernel
 from cnndsl.kernels.cpu.dots import gemm_nt
-from cnndsl.kernels.cpu.epilogue import NONE, chunk_epilogue, chunk_pool_epilogue
+from cnndsl.kernels.cpu.epilogue import NO_ACTIVATION, chunk_epilogue, chunk_pool_epilogue
 
 _NO_BIAS = np.zeros(1, np.float32)
 
@@ -620,8 +620,8 @@ def conv2d_forward(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw,
     if nb == 0:
         _direct_fwd(x, weight, bias, has_bias, sh, sw, pad_top, pad_left, dh, dw, groups, y)
     else:
-        gemm_forward(x, weight, bias, has_bias, y, False, NONE, 0.0, False, sh, sw, pad_top, pad_left, dh, dw, groups,
-                     y.shape[2], y.shape[3], nb, col, tmp, y, keep_col)
+        gemm_forward(x, weight, bias, has_bias, y, False, NO_ACTIVATION, 0.0, False, sh, sw, pad_top, pad_left, dh, dw,
+                     groups, y.shape[2], y.shape[3], nb, col, tmp, y, keep_col)
 
 
 def conv2d_backward_data(dy, weight, sh, sw, pad_top, pad_left, dh, dw, groups, nb, col, tmp, dx):

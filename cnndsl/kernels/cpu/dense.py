@@ -1,4 +1,5 @@
-"""Dense (fully connected) layer: y = x W^T + b with BLAS (sgemm split over the threads, blas.py).
+"""Dense (fully connected) layer: y = act(x W^T + b) with BLAS (sgemm split over the threads, blas.py)
+or dot products (dots.py), then the epilogue loops (epilogue.py) over each row.
 
 x (N, in), W (units, in) [PyTorch layout], b (units,), y (N, units); float32 C-contiguous.
 """
@@ -10,6 +11,7 @@ from numba import prange
 from cnndsl.kernels.cpu.blas import pgemm
 from cnndsl.kernels.cpu.common import I0, NO, ONE, PAR_MIN, YES, ZERO, kernel, parallel_kernel
 from cnndsl.kernels.cpu.dots import gemm_nt
+from cnndsl.kernels.cpu.epilogue import NO_ACTIVATION, epilogue
 
 
 # Dense forward is x @ W^T with both operands contiguous along `in`: dot products (dots.py) beat
@@ -32,23 +34,30 @@ def dense_matmul(x, weight, y):
 
 
 @parallel_kernel
-def _add_row_bias(y, b):
+def _dense_epilogue(y, bias, has_bias, act, alpha):
+    """Row by row: the same epilogue loops, with the bias as a per-element "residual" row."""
     N, F = y.shape
+    zero_bias = np.float32(0.0)
     if N * F >= PAR_MIN:
         for n in prange(N):
-            for f in range(F):
-                y[n, f] += b[f]
+            epilogue(y[n], y[n], zero_bias, bias[:F] if has_bias else y[n], has_bias, act, alpha)
     else:
         for n in range(N):
-            for f in range(F):
-                y[n, f] += b[f]
+            epilogue(y[n], y[n], zero_bias, bias[:F] if has_bias else y[n], has_bias, act, alpha)
 
 
 @kernel
-def dense_forward(x, weight, bias, has_bias, y):
+def fused_dense_forward(x, weight, bias, has_bias, act, alpha, y):
+    """y = act(x W^T + b): one GEMM, then bias and activation in one pass over y."""
     dense_matmul(x, weight, y)
-    if has_bias:
-        _add_row_bias(y, bias)
+    _dense_epilogue(y, bias, has_bias, act, np.float32(alpha))
+
+
+def dense_forward(x, weight, bias, has_bias, y):
+    """y = x W^T (+ b): fused_dense_forward with no activation, so that a network's plain and
+    activated dense layers share one compiled kernel (a kernel of its own compiled its own copy of
+    the GEMM and the bias loop: about 1 CPU s cold for LeNet-5's logits layer)."""
+    fused_dense_forward(x, weight, bias, has_bias, NO_ACTIVATION, 0.0, y)
 
 
 @kernel

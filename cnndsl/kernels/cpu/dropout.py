@@ -60,13 +60,13 @@ def _apply(x, p, seed, step, y):
             o[i] = a[i] * scale if _keep(base, thr, i) else z
 
 
-@kernel
+# Python functions, not kernels: as kernels each compiled (and linked _apply's parallel code into)
+# a library of its own, for a call.
 def dropout_forward(x, p, seed, step, y):
     """y = x * keep / (1 - p); p float in [0, 1), seed and step ints."""
     _apply(x, p, seed, step, y)
 
 
-@kernel
 def dropout_backward(dy, p, seed, step, dx):
     """dx = dy * keep / (1 - p) with the mask of the forward of the same (p, seed, step)."""
     _apply(dy, p, seed, step, dx)

@@ -7,7 +7,8 @@ the standalone activation kernels (activation.py) too.
 `act` is an activation's code (cnndsl/kernels/activations.py: 0 none, 1 relu, 2 leaky_relu, ...);
 the branches on it are not written here but unrolled by Numba over the table of every
 activation's scalar code (`literal_unroll`), so a new activation needs no edit here; only `none`
-and `relu` also have loops of their own that callers inline (activate_affine). `res` is the
+and `relu` also have loops of their own that callers inline (activate_affine,
+activation_grad_loop), and kernels given their codes as np.uint8 (KERNEL_CODE) leave the table out. `res` is the
 residual (shaped like the conv's output; any float32 4-D array when has_res is False).
 """
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from numba import literal_unroll, prange
+from numba import literal_unroll, prange, types
 from numba.core.errors import NumbaExperimentalFeatureWarning
+from numba.extending import overload
 
 from cnndsl.kernels.activations import ACTIVATIONS, CODE, jit_helpers
-from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
+from cnndsl.kernels.cpu.common import FASTMATH, PAR_MIN, kernel, parallel_kernel
 
 jit_helpers()
 
@@ -30,6 +32,19 @@ warnings.filterwarnings("ignore", category=NumbaExperimentalFeatureWarning,
                         message=".*[Ff]irst-class function type")
 
 NONE, RELU, LEAKY_RELU, SIGMOID, TANH = (CODE[n] for n in ("none", "relu", "leaky_relu", "sigmoid", "tanh"))
+
+# The written-out activations: activate_affine and activation_grad_loop have loops of their own for
+# these and reach every other activation through the table's functions (_activate_affine_table,
+# _activation_grad_table: 15 loops each, the scalar code of 14 activations, about 4 CPU s to compile
+# for one signature on the development machine). The TYPE of a kernel's `act` argument says which
+# codes it may be given, so that a network of written-out activations only (every example) never
+# compiles the table: an np.uint8 code is a written-out activation and the kernel is compiled
+# without the table (another code raises ValueError), an np.int64 code is any activation and the
+# table is compiled in. Launchers pass KERNEL_CODE[name]; a plain Python int is an int64.
+WRITTEN_OUT = (NONE, RELU)
+KERNEL_CODE = {name: (np.uint8 if code in WRITTEN_OUT else np.int64)(code) for name, code in CODE.items()}
+NO_ACTIVATION = KERNEL_CODE["none"]  # what the plain layers' kernels pass for `act`
+_OVERLOAD_OPTIONS = dict(fastmath=set(FASTMATH), error_model="numpy")
 
 # (code, scalar forward, scalar gradient) of every activation but "none", compiled once each
 _TABLE = tuple((np.int64(a.code), kernel(a.forward), kernel(a.grad)) for a in ACTIVATIONS if a.code != NONE)
@@ -82,17 +97,41 @@ def _activate_affine_table(src, dst, scale, shift, act, alpha):
 
 
 _RELU_FORWARD = _TABLE[[int(e[0]) for e in _TABLE].index(RELU)][1]
+_RELU_GRAD = _TABLE[[int(e[0]) for e in _TABLE].index(RELU)][2]
+
+
+def _table_only(act):
+    """Whether a kernel compiled for this type of `act` can be given a code of the table (see
+    KERNEL_CODE): np.uint8 codes are written-out activations only."""
+    return act != types.uint8
+
+
+def _affine_through_table(src, dst, scale, shift, act, alpha):
+    """_activate_affine_table(...) where `act` may be a table code (see KERNEL_CODE)."""
+
+
+@overload(_affine_through_table, jit_options=_OVERLOAD_OPTIONS)
+def _affine_through_table_impl(src, dst, scale, shift, act, alpha):
+    if _table_only(act):
+        def through_table(src, dst, scale, shift, act, alpha):
+            _activate_affine_table(src, dst, scale, shift, act, alpha)
+        return through_table
+
+    def written_out_only(src, dst, scale, shift, act, alpha):
+        raise ValueError("activation code given as np.uint8 is not a written-out activation (none, relu): "
+                         "pass it as np.int64 (epilogue.KERNEL_CODE)")
+    return written_out_only
 
 
 @kernel(inline=True)  # batchnorm and the direct convolution call it per row
 def activate_affine(src, dst, scale, shift, act, alpha):
-    """dst[p] = act(src[p] * scale + shift). `none` and `relu` (every example network's activation)
-    are loops inlined into the caller; every other activation is a call of
-    _activate_affine_table. Inlining the whole table copied its 15 loops into each of the
-    callers (the direct convolution's row kernels, batchnorm, the plane epilogue) and made it the
-    costliest thing they compiled; an activation that calls exp or erf per element does not notice
-    one call per row. fused_batchnorm (batchnorm.py) runs it a row at a time from x, not in place
-    over its affine output: measured there, in place was several times slower."""
+    """dst[p] = act(src[p] * scale + shift). `none` and `relu` (every example network's activation) are loops
+    inlined into the caller; every other activation is a call of _activate_affine_table, compiled in only for an
+    np.int64 code (KERNEL_CODE). Inlining the whole table copied its 15 loops into each of the callers (the
+    direct convolution's row kernels, batchnorm, the plane epilogue) and made it the costliest thing they
+    compiled; an activation that calls exp or erf per element does not notice one call per row. fused_batchnorm
+    (batchnorm.py) runs it a row at a time from x, not in place over its affine output: measured there, in place
+    was several times slower."""
     n = dst.size
     if act == NONE:
         for p in range(n):
@@ -101,12 +140,45 @@ def activate_affine(src, dst, scale, shift, act, alpha):
         for p in range(n):
             dst[p] = _RELU_FORWARD(src[p] * scale + shift, alpha)
     else:
-        _activate_affine_table(src, dst, scale, shift, act, alpha)
+        _affine_through_table(src, dst, scale, shift, act, alpha)
 
 
 @kernel
 def activation_grad_loop(v, g, dx, act, alpha):
-    """dx[p] = act'(.) * g[p] from v (the activation's y or z, as it needs): one loop per code."""
+    """dx[p] = act'(.) * g[p] from v (the activation's y or z, as it needs): the written-out
+    activations' loops here, every other through _activation_grad_table (see KERNEL_CODE)."""
+    n = dx.size
+    if act == NONE:
+        for p in range(n):
+            dx[p] = g[p]
+    elif act == RELU:
+        for p in range(n):
+            dx[p] = _RELU_GRAD(g[p], v[p], alpha)
+    else:
+        _grad_through_table(v, g, dx, act, alpha)
+
+
+def _grad_through_table(v, g, dx, act, alpha):
+    """_activation_grad_table(...) where `act` may be a table code (see KERNEL_CODE)."""
+
+
+@overload(_grad_through_table, jit_options=_OVERLOAD_OPTIONS)
+def _grad_through_table_impl(v, g, dx, act, alpha):
+    if _table_only(act):
+        def through_table(v, g, dx, act, alpha):
+            _activation_grad_table(v, g, dx, act, alpha)
+        return through_table
+
+    def written_out_only(v, g, dx, act, alpha):
+        raise ValueError("activation code given as np.uint8 is not a written-out activation (none, relu): "
+                         "pass it as np.int64 (epilogue.KERNEL_CODE)")
+    return written_out_only
+
+
+@kernel
+def _activation_grad_table(v, g, dx, act, alpha):
+    """activation_grad_loop for every activation of the table: one loop per code, the branch
+    outside it. Compiled once per signature and called (see activate_affine)."""
     n = dx.size
     done = False
     for e in literal_unroll(_TABLE):

@@ -13,7 +13,8 @@ separate sweeps over the whole output.
 `res` is the residual (shaped like y; any float32 4-D array when has_res is False).
 Geometry and workspaces are exactly conv2d_forward's (see conv.py and conv2d_workspace). The
 im2col + GEMM path of both conv kernels is conv.py's `gemm_forward`, the epilogue loops are in
-epilogue.py; this module keeps the direct path's fused loop, the dense epilogue and the folding.
+epilogue.py; this module keeps the direct path's fused loop and the folding. fused_dense_forward
+lives in dense.py (the plain dense layer runs it too) and is imported here.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from numba import prange
 
 from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
 from cnndsl.kernels.cpu.conv import _direct_fwd_item, gemm_forward
-from cnndsl.kernels.cpu.dense import dense_matmul
+from cnndsl.kernels.cpu.dense import fused_dense_forward  # noqa: F401  (a fused kernel, kept with dense's)
 from cnndsl.kernels.cpu.epilogue import epilogue
 
 
@@ -69,26 +70,6 @@ def fused_conv_pool_forward(x, weight, bias, has_bias, res, has_res, act, alpha,
         raise ValueError("fused_conv_pool_forward: the im2col + GEMM path only (nb >= 1)")
     gemm_forward(x, weight, bias, has_bias, res, has_res, act, alpha, True, sh, sw, pad_top, pad_left, dh, dw,
                  groups, OH, OW, nb, col, tmp, y, False)
-
-
-@parallel_kernel
-def _dense_epilogue(y, bias, has_bias, act, alpha):
-    """Row by row: the same epilogue loops, with the bias as a per-element "residual" row."""
-    N, F = y.shape
-    zero_bias = np.float32(0.0)
-    if N * F >= PAR_MIN:
-        for n in prange(N):
-            epilogue(y[n], y[n], zero_bias, bias[:F] if has_bias else y[n], has_bias, act, alpha)
-    else:
-        for n in range(N):
-            epilogue(y[n], y[n], zero_bias, bias[:F] if has_bias else y[n], has_bias, act, alpha)
-
-
-@kernel
-def fused_dense_forward(x, weight, bias, has_bias, act, alpha, y):
-    """y = act(x W^T + b): one GEMM, then bias and activation in one pass over y."""
-    dense_matmul(x, weight, y)
-    _dense_epilogue(y, bias, has_bias, act, np.float32(alpha))
 
 
 @kernel

@@ -35,13 +35,21 @@ def _first_bad_label(labels, lo, hi):
     return -1
 
 
-@kernel
+# The label checks run before the compiled losses and raise from Python: a message built inside a
+# kernel (str() of ints, concatenation) compiled about a dozen of Numba's string functions into it
+# (about 1 CPU s cold, measured with compile_events).
 def softmax_cross_entropy(logits, labels, dlogits):
     N, K = logits.shape
-    bad = _first_bad_label(labels, I0, K)  # I0: see common.I0
+    bad = _first_bad_label(labels, I0, np.int64(K))  # I0: see common.I0
     if bad >= 0:
-        raise ValueError("cross-entropy label " + str(labels[bad]) + " of sample " + str(bad)
-                         + " is outside [0, " + str(K) + "), the range of the logits' classes")
+        raise ValueError(f"cross-entropy label {labels[bad]} of sample {bad} is outside [0, {K}), the range of the "
+                         "logits' classes")
+    return _softmax_cross_entropy(logits, labels, dlogits)
+
+
+@kernel
+def _softmax_cross_entropy(logits, labels, dlogits):
+    N, K = logits.shape
     invn = np.float32(1.0 / N)
     total = 0.0
     for n in range(N):
@@ -107,18 +115,23 @@ def _scale(d, f):
             o[i] *= f
 
 
-@kernel
 def pixel_cross_entropy(logits, labels, dlogits):
     N, K = logits.shape[0], logits.shape[1]
     S = logits.size // (N * K)
-    a = logits.reshape((N, K, S))
     flat = labels.reshape(N * S)
     # np.int64, not a literal (see common.I0); checked here, not in the prange: see kernel_cache.py
-    bad = _first_bad_label(flat, np.int64(-1), K)
+    bad = _first_bad_label(flat, np.int64(-1), np.int64(K))
     if bad >= 0:
-        raise ValueError("pixel cross-entropy label " + str(flat[bad]) + " of sample " + str(bad // S)
-                         + ", pixel " + str(bad % S) + " is outside [0, " + str(K)
-                         + ") and is not -1 (ignored)")
+        raise ValueError(f"pixel cross-entropy label {flat[bad]} of sample {bad // S}, pixel {bad % S} is outside "
+                         f"[0, {K}) and is not -1 (ignored)")
+    return _pixel_cross_entropy(logits, labels, dlogits)
+
+
+@kernel
+def _pixel_cross_entropy(logits, labels, dlogits):
+    N, K = logits.shape[0], logits.shape[1]
+    S = logits.size // (N * K)
+    a = logits.reshape((N, K, S))
     lab = labels.reshape((N, S))
     d = dlogits.reshape((N, K, S))
     sums = np.empty(N, np.float64)

@@ -93,30 +93,44 @@ def _maxpool_plane_2x2(xp, yp, ip):
             ir[ow] = bi
 
 
-@kernel
-def _maxpool_item(x, kh, kw, sh, sw, pt, pl, dh, dw, y, idx, it, fast_2x2):
-    C = x.shape[1]
-    n = it // C
-    c = it - n * C
-    if fast_2x2:
-        _maxpool_plane_2x2(x[n, c], y[n, c], idx[n, c])
+@parallel_kernel
+def _maxpool_forward(x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx):
+    N, C = x.shape[0], x.shape[1]
+    planes = N * C
+    if planes * y.shape[2] * y.shape[3] * kh * kw >= PAR_MIN:
+        for it in prange(planes):
+            n, c = it // C, it % C
+            _maxpool_plane(x[n, c], kh, kw, sh, sw, pad_top, pad_left, dh, dw, y[n, c], idx[n, c])
     else:
-        _maxpool_plane(x[n, c], kh, kw, sh, sw, pt, pl, dh, dw, y[n, c], idx[n, c])
+        for it in range(planes):
+            n, c = it // C, it % C
+            _maxpool_plane(x[n, c], kh, kw, sh, sw, pad_top, pad_left, dh, dw, y[n, c], idx[n, c])
 
 
 @parallel_kernel
-def maxpool2d_forward(x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx):
+def _maxpool_2x2_forward(x, y, idx):
     N, C = x.shape[0], x.shape[1]
     planes = N * C
-    # 2x2 windows that tile the plane (no padding, no dilation) take the specialized loop.
-    fast_2x2 = (kh == 2 and kw == 2 and sh == 2 and sw == 2 and pad_top == 0 and pad_left == 0
-                and dh == 1 and dw == 1 and 2 * y.shape[2] <= x.shape[2] and 2 * y.shape[3] <= x.shape[3])
-    if planes * y.shape[2] * y.shape[3] * kh * kw >= PAR_MIN:
-        for it in prange(planes):  # np.int64: a prange index is uint64, and a second signature
-            _maxpool_item(x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx, np.int64(it), fast_2x2)
+    if planes * y.shape[2] * y.shape[3] * 4 >= PAR_MIN:
+        for it in prange(planes):
+            n, c = it // C, it % C
+            _maxpool_plane_2x2(x[n, c], y[n, c], idx[n, c])
     else:
         for it in range(planes):
-            _maxpool_item(x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx, it, fast_2x2)
+            n, c = it // C, it % C
+            _maxpool_plane_2x2(x[n, c], y[n, c], idx[n, c])
+
+
+def maxpool2d_forward(x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx):
+    """y and idx of the max pool. The 2x2 / stride 2 windows that tile the plane (no padding, no
+    dilation: every example network's pool) take their own kernel, chosen here rather than inside
+    one kernel, so that a network of such pools never compiles the general loop (and the general
+    one never compiles the 2x2 one)."""
+    if (kh == 2 and kw == 2 and sh == 2 and sw == 2 and pad_top == 0 and pad_left == 0 and dh == 1 and dw == 1
+            and 2 * y.shape[2] <= x.shape[2] and 2 * y.shape[3] <= x.shape[3]):
+        _maxpool_2x2_forward(x, y, idx)
+    else:
+        _maxpool_forward(x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx)
 
 
 @kernel

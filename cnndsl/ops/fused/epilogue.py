@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from cnndsl.kernels.activations import ACTIVATIONS as _RECORDS
 from cnndsl.kernels.activations import BY_NAME as _BY_NAME
-from cnndsl.kernels.activations import CODE as ACTIVATION_CODE  # noqa: F401  (what the kernels branch on)
+from cnndsl.kernels.activations import CODE as ACTIVATION_CODE  # noqa: F401  (what the CUDA kernels branch on;
+# the CPU launchers pass cnndsl/kernels/cpu/epilogue.py's KERNEL_CODE, the same codes typed)
 from cnndsl.ops.registry import Attr
 
 ACTIVATIONS = tuple(a.name for a in _RECORDS)
