@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -294,3 +295,81 @@ def test_concurrent_saves_of_one_function_keep_both_signatures_only_with_the_loc
         assert recompiled == []  # both signatures loaded from the cache
     else:
         assert len(recompiled) == 1  # the race this lock exists for: one index entry was lost
+
+
+SLOW_MODULE = """
+import os, time
+from numba import njit
+from numba.extending import overload
+
+
+def slow(x):
+    pass
+
+
+@overload(slow)
+def _slow(x):  # runs while f is typed: f's compilation takes 3 s more, with a mark when it starts
+    open(os.environ["CNNDSL_TEST_MARK"], "w").close()
+    time.sleep(3)
+    return lambda x: x + 1
+
+
+@njit(cache=True)
+def f(x):
+    return slow(x) * 2
+"""
+
+COMPILE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, sys.argv[1])
+    from cnndsl.backend.compile_events import counting
+    from cnndsl.backend.compile_pool import locked_cache_saves
+    locked_cache_saves()
+    import slowmod
+    with counting() as c:
+        value = slowmod.f(1)
+    print(json.dumps([value, [r.name for r in c.records]]))
+""")
+
+
+def test_two_processes_needing_one_function_compile_it_once(tmp_path):
+    """The pool's processes share callees; the second to need one waits for the first's compilation
+    and loads it from the cache instead of compiling it again (compile_pool._one_compiler_per_signature)."""
+    mod = tmp_path / "mod"
+    mod.mkdir()
+    (mod / "slowmod.py").write_text(SLOW_MODULE)
+    mark = tmp_path / "compiling"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), CNNDSL_TEST_MARK=str(mark),
+               PYTHONPATH=os.pathsep.join([str(REPO), str(mod)]))
+    env.pop("NUMBA_BOUNDSCHECK", None)
+    run = [sys.executable, "-c", COMPILE_SCRIPT, str(mod)]
+    first = subprocess.Popen(run, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not mark.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert mark.exists(), first.communicate()[1]
+    second = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)  # starts while f compiles
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 0, second.stderr
+    value_1, compiled_1 = json.loads(out.strip().splitlines()[-1])
+    value_2, compiled_2 = json.loads(second.stdout.strip().splitlines()[-1])
+    assert value_1 == value_2 == 4
+    assert "f" in compiled_1
+    assert "f" not in compiled_2, compiled_2  # waited, then loaded the first process's f
+
+
+def test_workers_import_this_cnndsl_whatever_the_current_folder(tmp_path):
+    """A worker started from a folder that holds another `cnndsl` (a checkout beside the installed
+    one) imports the main process's, not that one: with `python -m` it imported the folder's, filed
+    its kernels under another source fingerprint, and the two processes shared nothing."""
+    decoy = tmp_path / "cnndsl"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise ImportError('the decoy cnndsl of the current folder')\n")
+    missing_job = str(tmp_path / "no-such-job.pickle")
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run(compile_pool.worker_command(missing_job), cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert "decoy" not in done.stderr, done.stderr
+    assert "FileNotFoundError" in done.stderr and "no-such-job" in done.stderr, done.stderr  # the real worker ran

@@ -41,9 +41,9 @@ index entry, or both take file number 1 (numba/core/caching.py, `IndexDataCacheF
 0.68). `locked_cache_saves` serializes those saves with a lock file in the cache folder,
 in every process of the pool.
 
-The workers run `python -m cnndsl.backend.compile_pool JOB` and speak JSON lines: the main
-process sends a unit per line on stdin (an empty line: stop); a worker answers with a line per
-compilation started and ended, and one when a unit is done.
+The workers run `_worker(JOB)` (`worker_command`: this process's cnndsl first on the path) and speak
+JSON lines: the main process sends a unit per line on stdin (an empty line: stop); a worker answers
+with a line per compilation started and ended, and one when a unit is done.
 """
 from __future__ import annotations
 
@@ -227,6 +227,87 @@ def locked_cache_saves() -> None:
 
     caching.IndexDataCacheFile.save = save
     _lock_state["installed"] = True
+    _one_compiler_per_signature(caching, fcntl)
+
+
+# How long a process waits for another one's compilation of the same function before compiling it
+# itself (a compilation took up to 30 s of wall time at load 4; a process stopped for longer, or a
+# call graph with a cycle, must not stall the others).
+COMPILE_WAIT_S = 300.0
+
+
+def _one_compiler_per_signature(caching, fcntl) -> None:
+    """Two processes of the pool that need the same function for the same signature compile it
+    once: the units share callees (LeNet-5's forward and gradient units both call the direct
+    convolution's parallel driver, 5 to 7 CPU s), and two processes reaching one at once each
+    compiled it, 7 to 9 of its 52 to 58 pooled CPU s (2026-12-02). After a cache miss a process takes
+    an flock named after the function's index and the signature in the cache folder; one that finds
+    it taken waits until it is free and loads what the other process saved, so only one compiles.
+    The lock is released once the function is saved, or when its compilation fails (Numba's
+    compile event). Waiting cannot deadlock for an acyclic call graph: a process holds the locks
+    of the functions it is compiling, nested callers first, and waits only for a callee."""
+    import hashlib
+
+    from numba.core import event
+
+    held: dict[int, list[int]] = {}  # id(Cache) -> the fds of its compilations in progress
+    load, save = caching.Cache.load_overload, caching.Cache.save_overload
+
+    def lock_path(cache, sig) -> str:
+        tag = hashlib.sha256(str(sig).encode()).hexdigest()[:16]
+        return os.path.join(cache._cache_path, f"{cache._cache_file._index_name}.{tag}.compiling")
+
+    def release(cache) -> None:
+        fds = held.get(id(cache))
+        if fds:
+            os.close(fds.pop())  # releases the flock
+
+    def load_overload(self, sig, target_context):
+        data = load(self, sig, target_context)
+        if data is not None or not self._enabled:
+            return data
+        try:
+            fd = os.open(lock_path(self, sig), os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError:
+            return None
+        deadline = time.monotonic() + COMPILE_WAIT_S
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:  # another process compiles it
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    return None
+                waited = True
+                time.sleep(0.02)
+        if waited:
+            data = load(self, sig, target_context)
+            if data is not None:
+                os.close(fd)
+                return data
+        held.setdefault(id(self), []).append(fd)
+        return None
+
+    def save_overload(self, sig, data):
+        try:
+            save(self, sig, data)
+        finally:
+            release(self)
+
+    class _Failed(event.Listener):
+        def on_start(self, ev):
+            pass
+
+        def on_end(self, ev):
+            # Event.is_failed is inverted in Numba 0.68 (True when there is no exception)
+            if getattr(ev, "_exc_details", None) is not None and isinstance(ev.data, dict) and "dispatcher" in ev.data:
+                release(ev.data["dispatcher"]._cache)
+
+    caching.Cache.load_overload = load_overload
+    caching.Cache.save_overload = save_overload
+    event.register("numba:compile", _Failed())
 
 
 # -- the counter the status line and the callers see ----------------------------------------------
@@ -358,6 +439,19 @@ def worker_env() -> dict:
     return env
 
 
+# The worker's first statement puts this process's cnndsl first on its path. `python -m` (and -c)
+# put the current folder before PYTHONPATH: run from a folder holding another cnndsl (a checkout
+# beside the installed one), the workers imported that one, filed their kernels under its source
+# fingerprint, and neither side loaded the other's (seen: every direct-convolution kernel compiled
+# in both processes, 243 compilations instead of 152).
+_WORKER_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+                "from cnndsl.backend.compile_pool import _worker; sys.exit(_worker(sys.argv[2]))")
+
+
+def worker_command(job_path: str) -> list[str]:
+    return [sys.executable, "-c", _WORKER_BOOT, _package_root(), job_path]
+
+
 class Pool:
     """Worker processes fed units from a queue this process shares (see the module docstring).
 
@@ -398,7 +492,7 @@ class Pool:
             return
         for i in range(min(n, len(self.queue))):
             try:
-                proc = subprocess.Popen([sys.executable, "-m", "cnndsl.backend.compile_pool", self._jobfile],
+                proc = subprocess.Popen(worker_command(self._jobfile),
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                         text=True, env=env, bufsize=1)
             except OSError as e:
