@@ -215,7 +215,7 @@ class Model:
             exe.run({self.input_name: chunk}, training=False)
             for head, node in self.graph.heads.items():
                 outs[head].append(exe.output(node).copy())
-        return {h: np.concatenate(v) for h, v in outs.items()}
+        return {h: v[0] if len(v) == 1 else np.concatenate(v) for h, v in outs.items()}
 
     def predict_proba(self, x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
         """Softmax over class scores for heads trained with cross-entropy; raw outputs otherwise."""

@@ -78,6 +78,30 @@ def test_forward_matches_reference(case):
     assert_close(y, expected, what=f"direct forward {p}")
 
 
+@pytest.mark.parametrize("n, c, f, hw, k, pad, residual", [
+    (4, 3, 6, 30, 3, 1, False),   # pixel vectors, in parallel bands: rows written straight into y
+    (4, 3, 6, 30, 3, 1, True),    # the same with a residual: every row through the tile buffer
+    (2, 2, 5, 7, 3, 1, False),    # pixel vectors, one thread, a spill longer than a row (OW = 7)
+    (16, 8, 16, 12, 3, 0, False),  # no padding needed: the tiles read x itself, in parallel
+    (1, 8, 16, 12, 3, 0, True),   # ... and on one thread
+])
+def test_forward_paths(n, c, f, hw, k, pad, residual):
+    """The forward's fixed paths that random draws reach only by chance: a NaN-filled output and
+    scratch, so a row left unwritten or a spill onto a finished row shows (tolerance as above)."""
+    rng = np.random.default_rng(n * 100 + c)
+    x, w, b = rng.standard_normal((n, c, hw, hw)), rng.standard_normal((f, c, k, k)), rng.standard_normal(f)
+    z = R.conv2d(x, w, b, (1, 1), (pad,) * 4, (1, 1), 1)
+    res = rng.standard_normal(z.shape) if residual else None
+    expected = np.maximum(z + res if residual else z, 0.0)
+    p = DR.plan(c, f, hw, hw, k, k, 1, 1, pad, pad, 1, 1, 1, z.shape[2], z.shape[3])
+    y = np.full(z.shape, np.nan, np.float32)
+    xl, wl = DR.scratch_len(n, c, f, k, k, p)
+    relu = next(a.code for a in ACTIVATIONS if a.name == "relu")
+    DR.forward(f32(x), f32(w), f32(b), True, f32(res) if residual else y, residual, relu, ALPHA, 1, 1, pad, pad,
+               1, 1, y, np.full(xl, np.nan, np.float32), np.full(wl, np.nan, np.float32), p)
+    assert_close(y, expected, what=f"direct forward {p}")
+
+
 @SETTINGS
 @given(cases())
 def test_weight_gradient_matches_reference(case):
@@ -142,21 +166,22 @@ def test_every_tile_matches_its_numpy_statement(vf):
     float32 sums of K = 13 products against float64, 1e-5 + 1e-4 x max |expected|."""
     rng = np.random.default_rng(vf)
     k = 13
-    xf = f32(rng.standard_normal(400))
-    wf = f32(rng.standard_normal(70 + 4 * k + vf))
+    xf = f32(rng.standard_normal(460))
+    wf = f32(rng.standard_normal(70 + 3 + (k + 1) * vf))
     xoffs = rng.integers(0, 300, k).astype(np.int64)
     codes = list(range(1, M.MAX_RB[vf] + 1))
     codes += [M.TABLE + rb for rb in range(1, M.PV_MAX_RB + 1)] if vf in M.PV_SHAPES else []
     for code in codes:
         rb = code % M.TABLE
         xro = rng.integers(0, 80, rb).astype(np.int64)
-        init = f32(rng.standard_normal(7 + rb * (vf + 5)))
-        out = np.full(11 + rb * (vf + 2), np.nan, np.float32)
+        init = f32(rng.standard_normal(7 + 2 + rb * (vf + 5)))
+        out = np.full(11 + vf + 2 + rb * (2 * vf + 4), np.nan, np.float32)
         expected = out.copy()
         woffs = rng.integers(0, 60, k).astype(np.int64)
-        args = (xf, 9, xoffs, xro, wf, 5, 4, woffs, k, init, 7, vf + 5, out, 11, vf + 2)
+        # two tiles per call, every base moved by a step between them, the rows interleaved
+        args = (xf, 9, xoffs, xro, wf, 5, woffs, k, init, 7, vf + 5, out, 11, 2 * vf + 4, 2, 37, 3, 2, vf + 2)
         M.TILES[vf](np.int64(code), *[np.int64(a) if isinstance(a, int) else a for a in args])
-        M.reference_tile(code, vf, *args[:12], expected, *args[13:])
+        M.reference_tile(code, vf, *args[:11], expected, *args[12:])
         written = ~np.isnan(expected)
         assert np.array_equal(~np.isnan(out), written), f"tile {code} x {vf} wrote outside its rows"
         assert_close(out[written], expected[written], what=f"tile {code} x {vf}")
@@ -169,7 +194,7 @@ def test_the_tile_is_vector_code():
     import re
     fresh = numba.njit(M.tile_v32.py_func)  # not cache-loaded: Numba's cache keeps no assembly
     a64, f1, i1 = np.int64(0), np.zeros(64, np.float32), np.zeros(4, np.int64)
-    fresh(np.int64(4), f1, a64, i1, i1, f1, a64, a64, i1, a64, f1, a64, a64, f1, a64, a64)
+    fresh(np.int64(4), f1, a64, i1, i1, f1, a64, i1, a64, f1, a64, a64, f1, a64, a64, a64, a64, a64, a64, a64)
     asm = "".join(fresh.inspect_asm(s) for s in fresh.signatures)
     assert re.search(r"vfmadd\w*ps\s[^\n]*[xyz]mm", asm)
     assert not re.search(r"vfmadd\w*ss", asm)

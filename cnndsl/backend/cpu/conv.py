@@ -12,6 +12,8 @@ within KEEP_COL_BUDGET_BYTES per layer) and records the decision for the backwar
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 import numba
@@ -26,22 +28,43 @@ _NO_BIAS = np.zeros(1, np.float32)
 KEEP_COL_BUDGET_BYTES = 64 << 20
 
 
-def direct_plan(x, weight, out_hw, geometry):
-    """The direct forward's plan (kernels/cpu/direct.py) for this conv to an out_hw = (OH, OW)
-    map, or None for im2col."""
-    if not DR.allowed():
-        return None
-    sh, sw, pt, pl, dh, dw, g = geometry.cpu_args
-    n, c, h, w = x.shape
-    f, _, kh, kw = weight.shape
-    return DR.plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, out_hw[0], out_hw[1])
+class DirectForward(NamedTuple):
+    """A layer's direct forward, worked out at its first launch and kept for the executable's life
+    (rc.cache): at batch 1, redoing this per launch cost LeNet-5 about 15 us of its 57."""
+
+    launch: DR.Launch
+    x_len: int  # scratch elements: the padded input, the weight blocks and bias
+    w_len: int
+    act: np.integer  # the epilogue's activation code and alpha, typed as the kernel takes them
+    alpha: np.float32
 
 
-def direct_forward(rc, x, weight, bias, has_bias, res, has_res, act, alpha, geometry, y, p) -> None:
-    sh, sw, pt, pl, dh, dw, _ = geometry.cpu_args
-    xl, wl = DR.scratch_len(x.shape[0], x.shape[1], weight.shape[0], weight.shape[2], weight.shape[3], p)
-    DR.forward(x, weight, bias, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, dh, dw, y,
-               rc.scratch("direct_x", xl), rc.scratch("direct_w", wl), p)
+def direct_plan(rc, node, x, weight, y_shape, act=KERNEL_CODE["none"], alpha=0.0) -> DirectForward | None:
+    """The direct forward of this conv layer from x to a y_shape output (the conv's own map,
+    before any pooling), or None for im2col; decided once per executable and node geometry
+    (CNNDSL_CPU_CONV is read then). act, alpha: the fused activation."""
+    key = "direct:" + node.name
+    geometry = node.geometry
+    kept = rc.cache.get(key)
+    if kept is not None and kept[0] is geometry:
+        return kept[1]
+    st = None
+    if DR.allowed():
+        sh, sw, pt, pl, dh, dw, g = geometry.cpu_args
+        n, c, h, w = x.shape
+        f, _, kh, kw = weight.shape
+        oh, ow = y_shape[2], y_shape[3]
+        p = DR.plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, oh, ow)
+        if p is not None:
+            st = DirectForward(DR.launch(n, c, h, w, f, kh, kw, oh, ow, sh, sw, pt, pl, dh, dw, p),
+                               *DR.scratch_len(n, c, f, kh, kw, p), DR.kernel_code(act), np.float32(alpha))
+    rc.cache[key] = (geometry, st)
+    return st
+
+
+def direct_forward(rc, st: DirectForward, x, weight, bias, has_bias, res, has_res, y) -> None:
+    DR.run(st.launch, x, weight, bias, has_bias, res, has_res, st.act, st.alpha, False,
+           rc.scratch("direct_x", st.x_len), rc.scratch("direct_w", st.w_len), y)
 
 
 def input_grad(rc, dy, weight, geometry, x, dx) -> None:
@@ -128,11 +151,10 @@ def conv(rc, node, ins, out):
     geometry = node.geometry
     sh, sw, pt, pl, dh, dw, g = geometry.cpu_args
     bias = p.get("bias", _NO_BIAS)
-    plan = direct_plan(ins[0], p["weight"], out.shape[2:], geometry)
-    if plan is not None:
+    st = direct_plan(rc, node, ins[0], p["weight"], out.shape)
+    if st is not None:
         rc.cache["kept_col:" + node.name] = False
-        direct_forward(rc, ins[0], p["weight"], bias, "bias" in p, out, False, KERNEL_CODE["none"], 0.0, geometry,
-                       out, plan)
+        direct_forward(rc, st, ins[0], p["weight"], bias, "bias" in p, out, False, out)
         return
     nb, col, tmp = _conv_ws(rc, ins[0], out, p["weight"], g)
     keep = kept_col(rc, node, ins[0], out, p["weight"], nb, sh, sw, pt, pl)

@@ -46,11 +46,10 @@ def fused_conv(rc, node, ins, out):
     geometry = node.geometry
     sh, sw, pt, pl, dh, dw, g = geometry.cpu_args
     res = ins[1] if node.attrs["residual"] else out
-    plan = direct_plan(ins[0], w, out.shape[2:], geometry)
-    if plan is not None:
+    st = direct_plan(rc, node, ins[0], w, out.shape, KERNEL_CODE[node.attrs["activation"]], node.attrs["alpha"])
+    if st is not None:
         rc.cache["kept_col:" + node.name] = False
-        direct_forward(rc, ins[0], w, b, has_bias, res, node.attrs["residual"],
-                       KERNEL_CODE[node.attrs["activation"]], float(node.attrs["alpha"]), geometry, out, plan)
+        direct_forward(rc, st, ins[0], w, b, bool(has_bias), res, bool(node.attrs["residual"]), out)
         return
     nb, col, tmp = _conv_ws(rc, ins[0], out, w, g)
     keep = kept_col(rc, node, ins[0], out, w, nb, sh, sw, pt, pl)
@@ -70,10 +69,10 @@ def fused_conv_pool(rc, node, ins, out):
     oh, ow = geometry.out_hw  # the conv's map before the 2x2 pool
     res = ins[1] if node.attrs["residual"] else out
     act, alpha = KERNEL_CODE[node.attrs["activation"]], float(node.attrs["alpha"])
-    plan = direct_plan(ins[0], w, (oh, ow), geometry)
-    if plan is not None:  # the direct conv into a per-node buffer, then the pool
+    st = direct_plan(rc, node, ins[0], w, (n, f, oh, ow), act, alpha)
+    if st is not None:  # the direct conv into a per-node buffer, then the pool
         full = rc.ws(node.name, "conv_out", (n, f, oh, ow))
-        direct_forward(rc, ins[0], w, b, has_bias, res, node.attrs["residual"], act, alpha, geometry, full, plan)
+        direct_forward(rc, st, ins[0], w, b, bool(has_bias), res, bool(node.attrs["residual"]), full)
         P.maxpool2d_forward(full, 2, 2, 2, 2, 0, 0, 1, 1, out, rc.ws(node.name, "argmax", out.shape, np.int32))
         return
     nb, col, tmp = conv_workspace(rc, ins[0], w, g, oh, ow)

@@ -18,14 +18,16 @@ largest index each of its tiles can reach before the first one runs.
 """
 from __future__ import annotations
 
+import functools
 import os
+from typing import NamedTuple
 
 import numpy as np
 from numba import prange
 
 from cnndsl.kernels.cpu import microkernel as M
 from cnndsl.kernels.cpu.common import I0, ONE, PAR_MIN_WORK, ZERO, kernel, parallel_kernel
-from cnndsl.kernels.cpu.epilogue import NONE, activate_affine
+from cnndsl.kernels.cpu.epilogue import KERNEL_CODE, NONE, activate_affine
 
 _NO_RES = np.zeros((1, 1, 1, 1), np.float32)
 _NO_BIAS = np.zeros(1, np.float32)
@@ -63,6 +65,7 @@ def tile_pixels(vf: int, ow: int) -> int:
 PV_MAX_CHANNELS = 8
 
 
+@functools.lru_cache(maxsize=4096)
 def plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt: int, pl: int, dh: int,
          dw: int, groups: int, oh: int, ow: int):
     """(rb, vf, hp, wp) of the forward, or None when the direct path does not serve this conv:
@@ -164,51 +167,68 @@ BAND_ROWS = 4
 
 
 @kernel
-def _tile(vf, code, xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, irs, out, ooff, ors):
-    """The tile of VF channels (microkernel.py); one call per tile, each class compiled once."""
+def _tile(vf, code, xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs, out, ooff, ors, nrep, xstep, wstep,
+          istep, ostep):
+    """nrep tiles of VF channels (microkernel.py) in one call; each VF class compiled once."""
+    a = (xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs, out, ooff, ors, nrep, xstep, wstep, istep, ostep)
     if vf == 8:
-        M.tile_v8(code, xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, irs, out, ooff, ors)
+        M.tile_v8(code, *a)
     elif vf == 16:
-        M.tile_v16(code, xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, irs, out, ooff, ors)
+        M.tile_v16(code, *a)
     else:
-        M.tile_v32(code, xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, irs, out, ooff, ors)
+        M.tile_v32(code, *a)
 
 
 @kernel
 def _conv_band(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, n, fb, oh0, oh1, C, Hp,
                Wp, sh, sw, OH, OW, tb):
-    """Output rows oh0..oh1-1 of image n, channel block fb, tile by tile into the small buffer tb,
-    then to y's channel planes with the residual; then the activation, once per channel over the
+    """Output rows oh0..oh1-1 of image n, channel block fb, a row of tiles (one call) at a time into
+    the buffer tb, then to y's channel planes with the residual; then the activation, once per channel over the
     band (contiguous in NCHW; per row, the activation's dispatch cost LeNet-5's first conv at batch
     1 more than its tiles did). Two tile layouts (microkernel.py):
         pv False: a tile is RB = aro.size pixels x VF channels; af = the padded input, bf = the
-                  weight blocks; tb holds pixel-major vectors of VF channels;
+                  weight blocks; tb holds the row's pixel-major vectors of VF channels;
         pv True:  a tile is RB = F channels x VF neighbouring pixels (stride 1); af = the weights
-                  (F, K), bf = the padded input; tb holds channel-major vectors of VF pixels."""
+                  (F, K), bf = the padded input; tb holds the row's pixels channel by channel."""
     rb = aro.size
     K = aoffs.size
     code = np.int64(M.TABLE + rb if pv else rb)
     nj = F if pv else min(vf, F - fb * vf)
     step = vf if pv else rb
-    rs, js = (1, vf) if pv else (vf, 1)  # tb[r*rs + j*js]: pixel r of the tile's channel j
+    nt = (OW + step - 1) // step  # tiles per row, one call
+    # pixel vectors without a residual: a row's tiles write straight into y, the lanes past OW
+    # spilling onto the start of the next row, which the band computes (and overwrites) next. Not
+    # the band's last row (the next band may be another thread's), nor a spill longer than a row.
+    # (The copy through tb cost LeNet-5's first conv 3.8 of its 8 us at batch 1.)
+    spill_ok = pv and not has_res and nt * vf <= 2 * OW
     for oh in range(oh0, oh1):
         xrow = (n * C * Hp + oh * sh) * Wp
         yb = ((n * F + fb * vf) * OH + oh) * OW
-        for t0 in range(0, OW, step):
-            nr = min(step, OW - t0)
+        if spill_ok and oh < oh1 - 1:
+            _tile(vf, code, af, I0, aoffs, aro, bf, xrow, boffs, K, init, I0, vf, yf, yb, OH * OW, nt, I0, vf, I0, vf)
+            continue
+        # tb: pv, channel j's row at j*nt*vf (a slice copy to y); else pixel r's VF channels at
+        # r*vf (a stride-VF gather per channel)
+        if pv:
+            _tile(vf, code, af, I0, aoffs, aro, bf, xrow, boffs, K, init, I0, vf, tb, I0, nt * vf, nt, I0, vf, I0,
+                  vf)
+        else:
+            _tile(vf, code, af, xrow, aoffs, aro, bf, fb * K * vf, boffs, K, init, fb * vf, I0, tb, I0, vf, nt,
+                  rb * sw, I0, I0, rb * vf)
+        for j in range(nj):
+            yj = yb + j * OH * OW
             if pv:
-                _tile(vf, code, af, I0, aoffs, aro, bf, xrow + t0, I0, boffs, K, init, I0, vf, tb, I0, vf)
-            else:
-                _tile(vf, code, af, xrow + t0 * sw, aoffs, aro, bf, fb * K * vf, vf, boffs, K, init, fb * vf, I0, tb,
-                      I0, vf)
-            for j in range(nj):
-                yj = yb + j * OH * OW + t0
+                tj = j * nt * vf
                 if has_res:
-                    for r in range(nr):
-                        yf[yj + r] = tb[r * rs + j * js] + resf[yj + r]
+                    yf[yj:yj + OW] = tb[tj:tj + OW] + resf[yj:yj + OW]
                 else:
-                    for r in range(nr):
-                        yf[yj + r] = tb[r * rs + j * js]
+                    yf[yj:yj + OW] = tb[tj:tj + OW]
+            elif has_res:
+                for r in range(OW):
+                    yf[yj + r] = tb[r * vf + j] + resf[yj + r]
+            else:
+                for r in range(OW):
+                    yf[yj + r] = tb[r * vf + j]
     if act != NONE:
         for j in range(nj):
             b0 = ((n * F + fb * vf + j) * OH + oh0) * OW
@@ -222,7 +242,7 @@ def _bands_parallel(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, 
     """The tiles of every (image, channel block, band of rows), in parallel. Only the loop is in
     this parallel function: parfor lowering is Numba's slowest pass, and array statements here
     would each become a parallel region of their own (measured: 4.6 s to compile LeNet-5's conv
-    launcher with the copies and checks inside it). tbn: the tile buffer's size."""
+    launcher with the copies and checks inside it). tbn: the size of tb, one row of tiles."""
     nband = (OH + band - 1) // band
     for t in prange(N * FB * nband):
         t64 = np.int64(t)  # a prange index is uint64: one signature for the helper
@@ -267,8 +287,11 @@ def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, p
     nw = F * K + F * vf if pv else FB * vf * (K + 1)
     if xbuf.size < N * C * hp * wp or wbuf.size < nw:
         raise ValueError("direct conv: scratch smaller than scratch_len()")
-    xp = xbuf[:N * C * hp * wp].reshape((N, C, hp, wp))
-    if not parallel:
+    # a conv that needs no padding (no zeros around x, and its tiles' rows exactly x's) reads x
+    # itself: LeNet-5's second conv at batch 1 spent 1.6 of its 8 us copying x
+    unpadded = pt == 0 and pl == 0 and hp == x.shape[2] and wp == x.shape[3]
+    xp = x if unpadded else xbuf[:N * C * hp * wp].reshape((N, C, hp, wp))
+    if not parallel and not unpadded:
         for t in range(N * C):
             _pad_plane(x, t // C, t % C, pt, pl, xp)
     xf = xp.reshape(xp.size)
@@ -320,48 +343,86 @@ def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, p
     resf = res.reshape(res.size)
     if parallel:
         return
-    tb = np.empty(rb_ * vf, np.float32)
+    step = vf if pv else rb
+    tb = np.empty(rb_ * (OW + step - 1) // step * vf, np.float32)  # one row of tiles
     for n in range(N):
         for fb in range(FB):
             _conv_band(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, np.int64(n),
                        np.int64(fb), I0, OH, C, hp, wp, sh, sw, OH, OW, tb)
 
 
-def _conv(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, pl, dh, dw, p, xp_buf, wb_buf, y):
-    """conv_direct, and for a large conv the padding and the tiles in parallel around it, each a
-    separate call from here: a cached kernel that called the parallel ones, once the compile
-    pool's two processes had filled the cache, crashed (SIGSEGV) the process that loaded it
-    (tests/kernels/test_kernels_direct_conv.py::test_a_pool_filled_cache_runs reproduces it)."""
+class Launch(NamedTuple):
+    """What a conv's launches pass besides their arrays, worked out once per layer shape (launch()):
+    at batch 1 this Python work, redone per call, cost LeNet-5 more than its tiles did."""
+
+    big: bool  # tiles in parallel (_bands_parallel, after conv_direct), with the padding before
+    unpadded: bool  # no padding needed: the tiles read x itself
+    scalars: tuple  # conv_direct's (sh, sw, pt, pl, dh, dw, rb, vf, hp, wp), as int64
+    tables: np.ndarray  # conv_direct fills them (the same values for every conv of this shape)
+    bands: tuple  # _bands_parallel's (vf, f, c, hp, wp, sh, sw, oh, ow, n, fb, band rows, buffer size)
+    plan: tuple  # (rb, vf, hp, wp)
+
+
+@functools.lru_cache(maxsize=4096)
+def launch(n, c, h, w, f, kh, kw, oh, ow, sh, sw, pt, pl, dh, dw, p) -> Launch:
+    """The Launch of a conv from (n, c, h, w) to (n, f, oh, ow) with plan p."""
     rb, vf, hp, wp = p
-    n, c = x.shape[0], x.shape[1]
-    f, oh, ow = y.shape[1], y.shape[2], y.shape[3]
-    kh, kw = w.shape[2], w.shape[3]
     k = c * kh * kw
     fb = 1 if rb == 0 else -(-f // vf)
     big = n * fb * oh * ow * vf * k >= SERIAL_WORK
-    if big:
+    step = vf if rb == 0 else rb
+    tbn = (f if rb == 0 else rb) * -(-ow // step) * vf  # one row of tiles
+    i64 = np.int64
+    return Launch(big, pt == 0 and pl == 0 and hp == h and wp == w,  # the unpadded test of conv_direct
+                  tuple(i64(v) for v in (sh, sw, pt, pl, dh, dw, rb, vf, hp, wp)),
+                  np.empty((3, max(k, f, rb)), np.int64),
+                  tuple(i64(v) for v in (vf, f, c, hp, wp, sh, sw, oh, ow, n, fb, min(oh, BAND_ROWS), tbn)), p)
+
+
+def run(L: Launch, x, w, b, has_bias, res, has_res, act, alpha, flip, xp_buf, wb_buf, y):
+    """conv_direct with L, and for a large conv the padding and the tiles in parallel around it,
+    each a separate call from here: a cached kernel that called the parallel ones, once the
+    compile pool's two processes had filled the cache, crashed (SIGSEGV) the process that loaded
+    it (tests/kernels/test_kernels_direct_conv.py::test_a_pool_filled_cache_runs reproduces it).
+    has_bias, has_res and flip are bools, act an int64, alpha a float32 (one signature)."""
+    rb, vf, hp, wp = L.plan
+    n, c = x.shape[0], x.shape[1]
+    if L.big and not L.unpadded:
         if xp_buf.size < n * c * hp * wp:
             raise ValueError("direct conv: scratch smaller than scratch_len()")
-        pad_input(x, np.int64(pt), np.int64(pl), xp_buf[:n * c * hp * wp].reshape(n, c, hp, wp))
-    tables = np.empty((3, max(k, f, rb)), np.int64)
+        pad_input(x, L.scalars[2], L.scalars[3], xp_buf[:n * c * hp * wp].reshape(n, c, hp, wp))
     res_ = res if has_res else _NO_RES
-    conv_direct(x, w, b, bool(has_bias), res_, bool(has_res), np.int64(act), np.float32(alpha), bool(flip),
-                np.int64(sh), np.int64(sw), np.int64(pt), np.int64(pl), np.int64(dh), np.int64(dw), np.int64(rb),
-                np.int64(vf), np.int64(hp), np.int64(wp), xp_buf, wb_buf, y, big, tables)
-    if not big:
+    tables = L.tables
+    conv_direct(x, w, b, has_bias, res_, has_res, act, alpha, flip, *L.scalars, xp_buf, wb_buf, y, L.big, tables)
+    if not L.big:
         return
-    xf = xp_buf[:n * c * hp * wp]
+    f = y.shape[1]
+    k = c * w.shape[2] * w.shape[3]
+    fb = 1 if rb == 0 else -(-f // vf)
+    xf = x.reshape(-1) if L.unpadded else xp_buf[:n * c * hp * wp]
     if rb == 0:  # the arrays conv_direct filled, as it passes them to the tiles
         af, bf, init, aoffs, aro = wb_buf[:f * k], xf, wb_buf[f * k:f * k + f * vf], tables[1, :k], tables[2, :f]
-        tbn = f * vf
     else:
         af, bf, init, aoffs, aro = xf, wb_buf[:fb * k * vf], wb_buf[fb * k * vf:fb * k * vf + fb * vf], \
             tables[0, :k], tables[2, :rb]
-        tbn = rb * vf
-    _bands_parallel(af, bf, init, aoffs, aro, tables[0, :k], res_.reshape(-1), bool(has_res), np.int64(act),
-                    np.float32(alpha), rb == 0, np.int64(vf), np.int64(f), y.reshape(-1), np.int64(c), np.int64(hp),
-                    np.int64(wp), np.int64(sh), np.int64(sw), np.int64(oh), np.int64(ow), np.int64(n), np.int64(fb),
-                    np.int64(min(oh, BAND_ROWS)), np.int64(tbn))
+    vf_, f_, c_, hp_, wp_, sh_, sw_, oh_, ow_, n_, fb_, band, tbn = L.bands
+    _bands_parallel(af, bf, init, aoffs, aro, tables[0, :k], res_.reshape(-1), has_res, act, alpha, rb == 0, vf_, f_,
+                    y.reshape(-1), c_, hp_, wp_, sh_, sw_, oh_, ow_, n_, fb_, band, tbn)
+
+
+def kernel_code(act):
+    """An activation code as the kernels take it: the launchers' typed code (epilogue.KERNEL_CODE:
+    np.uint8 for the written-out none and relu, so that their kernels are compiled without the
+    activation table: docs/performance.md, "Compile time") kept as it is, any other integer as an
+    np.int64."""
+    return act if isinstance(act, (np.uint8, np.int64)) else np.int64(act)
+
+
+def _conv(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, pl, dh, dw, p, xp_buf, wb_buf, y):
+    """run() for one call (tests, benchmarks and the input gradient)."""
+    L = launch(*x.shape, *y.shape[1:2], *w.shape[2:], *y.shape[2:], sh, sw, pt, pl, dh, dw, p)
+    run(L, x, w, b, bool(has_bias), res, bool(has_res), kernel_code(act), np.float32(alpha), bool(flip), xp_buf,
+        wb_buf, y)
 
 
 def forward(x, w, b, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, dh, dw, y, xp_buf, wb_buf, p=None):
@@ -375,6 +436,7 @@ def forward(x, w, b, has_bias, res, has_res, act, alpha, sh, sw, pt, pl, dh, dw,
     _conv(x, w, b, has_bias, res, has_res, act, alpha, False, sh, sw, pt, pl, dh, dw, p, xp_buf, wb_buf, y)
 
 
+@functools.lru_cache(maxsize=4096)
 def backward_data_plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt: int, pl: int,
                        dh: int, dw: int, groups: int, oh: int, ow: int):
     """The forward plan of the conv that computes dx (F -> C channels, an (h, w) output), or None:
@@ -393,8 +455,8 @@ def backward_data(dy, w, pt, pl, dh, dw, dx, xp_buf, wb_buf):
     _, c, kh, kw = w.shape
     h, wd = dx.shape[2], dx.shape[3]
     p = backward_data_plan(c, f, h, wd, kh, kw, 1, 1, pt, pl, dh, dw, 1, oh, ow)
-    _conv(dy, w, _NO_BIAS, False, _NO_RES, False, 0, 0.0, True, 1, 1, (kh - 1) * dh - pt, (kw - 1) * dw - pl, dh, dw,
-          p, xp_buf, wb_buf, dx)
+    _conv(dy, w, _NO_BIAS, False, _NO_RES, False, KERNEL_CODE["none"], 0.0, True, 1, 1, (kh - 1) * dh - pt,
+          (kw - 1) * dw - pl, dh, dw, p, xp_buf, wb_buf, dx)
 
 
 # ----------------------------------------------------------------------------
@@ -406,6 +468,7 @@ def backward_data(dy, w, pt, pl, dh, dw, dx, xp_buf, wb_buf):
 # its cache), laid out (F/VF, C, taps, VF) with the taps padded to whole tiles; the partials are
 # added at the end.
 
+@functools.lru_cache(maxsize=4096)
 def wgrad_plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt: int, pl: int, dh: int,
                dw: int, groups: int, oh: int, ow: int):
     """(rb, vf, hp, wp) of the direct weight gradient, RB = taps per tile, or None (grouped convs,
@@ -450,15 +513,15 @@ def _block_image(dy, n, dyt):
 @kernel
 def _wgrad_image_block(xf, dyf, xoffs, xro, rb, vf, n, fb, FB, C, plane, pf):
     """Adds image n's share of the gradient of channel block fb, every input channel, into the
-    thread's partial sums pf, laid out (F/VF, C, taps, VF)."""
+    thread's partial sums pf, laid out (F/VF, C, taps, VF): one call per tap group, its tiles
+    the C input channels."""
     P = xoffs.size
     KP = xro.size
     code = np.int64(rb)
-    for c in range(C):
-        for g in range(0, KP, rb):
-            o = ((fb * C + c) * KP + g) * vf
-            _tile(vf, code, xf, (n * C + c) * plane, xoffs, xro[g:g + rb], dyf, (n * FB + fb) * P * vf, vf, xoffs,
-                  P, pf, o, vf, pf, o, vf)
+    for g in range(0, KP, rb):
+        o = (fb * C * KP + g) * vf
+        _tile(vf, code, xf, n * C * plane, xoffs, xro[g:g + rb], dyf, (n * FB + fb) * P * vf, xoffs, P, pf, o, vf, pf,
+              o, vf, C, plane, I0, KP * vf, KP * vf)
 
 
 @kernel

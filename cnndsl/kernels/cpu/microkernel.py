@@ -4,11 +4,15 @@ written in LLVM IR through Numba intrinsics, with explicit vector types.
 One tile computes, for r < RB and the VF = NV x LANES lanes l of a channel block,
 
     out[ooff + r*ors + l] = init[ioff + r*irs + l] + sum over k < K of
-                            xf[xbase + xoffs[k] + xro[r]] * wf[wbase + k*wks + l]          (code = RB)
+                            xf[xbase + xoffs[k] + xro[r]] * wf[wbase + k*VF + l]           (code = RB)
                             ... * wf[wbase + woffs[k] + l]    (code = 100 + RB)
 
 with the RB x NV accumulators held in vector registers for the whole reduction: per k, NV vector
-loads of `wf`, RB broadcasts of `xf`, RB x NV fused multiply-adds. The three offset tables make the
+loads of `wf`, RB broadcasts of `xf`, RB x NV fused multiply-adds. One call runs `nrep` such tiles,
+tile q with every base moved by q steps (xbase + q*xstep, wbase + q*wstep, ioff + q*istep,
+ooff + q*ostep): a row's tiles, or one tap group over every input channel. A call costs about
+80 ns before its first FMA (its array arguments are passed as structs through two functions),
+which was a third of a 16-channel 3x3 tile's time, one call per tile. The three offset tables make the
 one tile serve every pass:
     forward        k = (input channel, kernel row, kernel column), r = output pixel of a row,
                    xf = the padded input, wf = the weights in (F/VF, C*KH*KW, VF) blocks;
@@ -23,14 +27,15 @@ SLP vectorizer (2,100 generated lines). That packing depended on the CPU's cost 
 project's Zen 5 machine (2026-12-02, quiet) the (6, 32) tile came out as a mix of scalar, xmm and
 zmm FMAs and ran at 4.7 GFLOP/s, the (4, 32) one at 126, and the variants took 5 to 19 s each to
 compile. Written as `<16 x float>` values and `llvm.fma` calls, the loop is the same zmm code on
-every AVX-512 CPU (vbroadcastss from memory, vfmadd231ps; checked with inspect_asm), compiles in
-well under a second per variant, and ran the 3x3 64->64 56x56 batch-32 forward at 179 GFLOP/s on
-one core and 342 on two, where PyTorch's oneDNN ran at 145 and 212-302 (docs/performance.md).
+every AVX-512 CPU (vbroadcastss from memory, vfmadd231ps; checked with inspect_asm) and compiles in
+well under a second per variant. One (9, 32) tile call with K = 1024 runs at 228 GFLOP/s on one
+core of the Zen 5 machine (18 FMAs per step, about two per cycle); a (14, 16) one at 160, bound by
+its 15 loads per 14 FMAs (2026-12-02, other jobs paused; docs/performance.md has the convs).
 On a CPU without AVX-512 LLVM splits each vector into what the CPU has (two ymm, or four xmm).
 
 The accumulators are `alloca`s that LLVM's mem2reg turns into registers; the tile has no bounds
-checks (NUMBA_BOUNDSCHECK cannot see inside an intrinsic), so its callers check the extents of
-every call's arguments once per launch (direct.py: _check_extent).
+checks (NUMBA_BOUNDSCHECK cannot see inside an intrinsic), so its callers check the farthest
+element any of their calls reads, once per launch (direct.py: conv_direct, wgrad_direct).
 
 Variants: `tile_v{VF}(code, ...)` dispatches on a small integer `code` (RB, or TABLE + RB); each VF
 has its own dispatch function, so a network compiles only the VF classes its layers use (each class
@@ -72,18 +77,21 @@ def _make_tile(rb: int, lanes: int, nv: int, table: bool = False):
     undef = ir.Constant(vty, ir.Undefined)
 
     @intrinsic
-    def tile(typingctx, xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, irs, out, ooff, ors):
-        sig = types.void(xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, irs, out, ooff, ors)
+    def tile(typingctx, xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs, out, ooff, ors, nrep, xstep,
+             wstep, istep, ostep):
+        sig = types.void(xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs, out, ooff, ors, nrep, xstep,
+                         wstep, istep, ostep)
 
         def codegen(context, builder, signature, args):
-            xf_, xbase_, xoffs_, xro_, wf_, wbase_, wks_, woffs_, k_, init_, ioff_, irs_, out_, ooff_, ors_ = args
+            (xf_, xbase_, xoffs_, xro_, wf_, wbase_, woffs_, k_, init_, ioff_, irs_, out_, ooff_, ors_, nrep_, xstep_,
+             wstep_, istep_, ostep_) = args
             ta = signature.args
 
             def data(i, v):
                 return context.make_array(ta[i])(context, builder, v).data
 
             xp, op, rp, wp, wop, ip, outp = (data(0, xf_), data(2, xoffs_), data(3, xro_), data(4, wf_),
-                                             data(7, woffs_), data(9, init_), data(12, out_))
+                                             data(6, woffs_), data(8, init_), data(11, out_))
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
                                                  f"llvm.fma.v{lanes}f32")
 
@@ -93,28 +101,40 @@ def _make_tile(rb: int, lanes: int, nv: int, table: bool = False):
             def vec_at(base, off):
                 return builder.bitcast(builder.gep(base, [off]), vty.as_pointer())
 
-            rofs = [builder.add(xbase_, builder.load(builder.gep(rp, [c64(r)]))) for r in range(rb)]
+            ro = [builder.load(builder.gep(rp, [c64(r)])) for r in range(rb)]
             acc = [[cgutils.alloca_once(builder, vty) for _ in range(nv)] for _ in range(rb)]
-            for r in range(rb):
-                row = builder.add(ioff_, builder.mul(irs_, c64(r)))
-                for v in range(nv):
-                    builder.store(builder.load(vec_at(ip, builder.add(row, c64(v * lanes))), align=4), acc[r][v])
-            with cgutils.for_range(builder, k_) as loop:
-                k = loop.index
-                xo = builder.load(builder.gep(op, [k]))
-                # an affine offset where it is one: the table's extra load per step cost the 3x3
-                # 64->64 56x56 forward 12% (280 -> 244 GFLOP/s)
-                wo = builder.add(wbase_, builder.load(builder.gep(wop, [k])) if table else builder.mul(k, wks_))
-                w = [builder.load(vec_at(wp, builder.add(wo, c64(v * lanes))), align=4) for v in range(nv)]
+            with cgutils.for_range(builder, nrep_) as rep:
+                q = rep.index
+                rofs = [builder.add(builder.add(xbase_, builder.mul(q, xstep_)), ro[r]) for r in range(rb)]
+                wq = builder.add(wbase_, builder.mul(q, wstep_))
+                iq = builder.add(ioff_, builder.mul(q, istep_))
+                oq = builder.add(ooff_, builder.mul(q, ostep_))
                 for r in range(rb):
-                    s = builder.load(builder.gep(xp, [builder.add(rofs[r], xo)]))
-                    b = builder.shuffle_vector(builder.insert_element(undef, s, ir.Constant(_I32, 0)), undef, splat)
+                    row = builder.add(iq, builder.mul(irs_, c64(r)))
                     for v in range(nv):
-                        builder.store(builder.call(fma, [b, w[v], builder.load(acc[r][v])]), acc[r][v])
-            for r in range(rb):
-                row = builder.add(ooff_, builder.mul(ors_, c64(r)))
-                for v in range(nv):
-                    builder.store(builder.load(acc[r][v]), vec_at(outp, builder.add(row, c64(v * lanes))), align=4)
+                        builder.store(builder.load(vec_at(ip, builder.add(row, c64(v * lanes))), align=4),
+                                      acc[r][v])
+                with cgutils.for_range(builder, k_) as loop:
+                    k = loop.index
+                    xo = builder.load(builder.gep(op, [k]))
+                    # an affine offset where it is one: the table's extra load per step cost the 3x3
+                    # 64->64 56x56 forward 12% (280 -> 244 GFLOP/s). Its stride is the constant VF:
+                    # as a run-time argument (as it was) the same loop ran 1.46x slower (a (9, 32)
+                    # tile, K = 256, called through tile_v32: 935 against 639 ns; Zen 5, 2026-12-02)
+                    wo = builder.add(wq, builder.load(builder.gep(wop, [k])) if table else
+                                     builder.mul(k, c64(lanes * nv)))
+                    w = [builder.load(vec_at(wp, builder.add(wo, c64(v * lanes))), align=4) for v in range(nv)]
+                    for r in range(rb):
+                        s = builder.load(builder.gep(xp, [builder.add(rofs[r], xo)]))
+                        b = builder.shuffle_vector(builder.insert_element(undef, s, ir.Constant(_I32, 0)), undef,
+                                                   splat)
+                        for v in range(nv):
+                            builder.store(builder.call(fma, [b, w[v], builder.load(acc[r][v])]), acc[r][v])
+                for r in range(rb):
+                    row = builder.add(oq, builder.mul(ors_, c64(r)))
+                    for v in range(nv):
+                        builder.store(builder.load(acc[r][v]), vec_at(outp, builder.add(row, c64(v * lanes))),
+                                      align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -136,8 +156,9 @@ for _vf, (_lanes, _nv) in SHAPES.items():
 # needs a function's source file, works for them; tests/kernels/test_kernels_direct_conv.py checks
 # that each calls every tile of its class with the matching RB.
 @kernel
-def tile_v8(code, xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, irs, out, ooff, ors):
-    a = (xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, irs, out, ooff, ors)
+def tile_v8(code, xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs, out, ooff, ors, nrep, xstep,
+            wstep, istep, ostep):
+    a = (xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs, out, ooff, ors, nrep, xstep, wstep, istep, ostep)
     if code == 1: _t8_1(*a)  # noqa: E701 (one line per tile keeps the table readable)
     elif code == 2: _t8_2(*a)  # noqa: E701
     elif code == 3: _t8_3(*a)  # noqa: E701
@@ -155,8 +176,9 @@ def tile_v8(code, xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, i
 
 
 @kernel
-def tile_v16(code, xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, irs, out, ooff, ors):
-    a = (xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, irs, out, ooff, ors)
+def tile_v16(code, xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs, out, ooff, ors, nrep, xstep,
+             wstep, istep, ostep):
+    a = (xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs, out, ooff, ors, nrep, xstep, wstep, istep, ostep)
     if code == 1: _t16_1(*a)  # noqa: E701
     elif code == 2: _t16_2(*a)  # noqa: E701
     elif code == 3: _t16_3(*a)  # noqa: E701
@@ -182,8 +204,9 @@ def tile_v16(code, xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, 
 
 
 @kernel
-def tile_v32(code, xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, irs, out, ooff, ors):
-    a = (xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, irs, out, ooff, ors)
+def tile_v32(code, xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs, out, ooff, ors, nrep, xstep,
+             wstep, istep, ostep):
+    a = (xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs, out, ooff, ors, nrep, xstep, wstep, istep, ostep)
     if code == 1: _t32_1(*a)  # noqa: E701
     elif code == 2: _t32_2(*a)  # noqa: E701
     elif code == 3: _t32_3(*a)  # noqa: E701
@@ -206,12 +229,15 @@ def tile_v32(code, xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, 
 TILES = {8: tile_v8, 16: tile_v16, 32: tile_v32}
 
 
-def reference_tile(code, vf, xf, xbase, xoffs, xro, wf, wbase, wks, woffs, K, init, ioff, irs, out, ooff, ors):
-    """NumPy statement of what one tile computes (the tests compare the intrinsics with it)."""
+def reference_tile(code, vf, xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs, out, ooff, ors, nrep=1,
+                   xstep=0, wstep=0, istep=0, ostep=0):
+    """NumPy statement of what one call computes (the tests compare the intrinsics with it)."""
     rb = code % TABLE
-    for r in range(rb):
-        acc = init[ioff + r * irs:ioff + r * irs + vf].astype(np.float64)
-        for k in range(K):
-            wo = wbase + (woffs[k] if code > TABLE else k * wks)
-            acc += float(xf[xbase + xoffs[k] + xro[r]]) * wf[wo:wo + vf]
-        out[ooff + r * ors:ooff + r * ors + vf] = acc
+    for q in range(nrep):
+        for r in range(rb):
+            i0, o0 = ioff + q * istep + r * irs, ooff + q * ostep + r * ors
+            acc = init[i0:i0 + vf].astype(np.float64)
+            for k in range(K):
+                wo = wbase + q * wstep + (woffs[k] if code > TABLE else k * vf)
+                acc += float(xf[xbase + q * xstep + xoffs[k] + xro[r]]) * wf[wo:wo + vf]
+            out[o0:o0 + vf] = acc
