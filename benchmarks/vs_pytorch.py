@@ -21,6 +21,7 @@ import datetime  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -136,29 +137,60 @@ def torch_first_step_snippet(threads: int) -> str:
     return TORCH_FIRST_STEP.format(root=str(C.ROOT), here=str(HERE), threads=threads, mean=mean, std=std)
 
 
-def measure(threads: int, quick: bool, with_torch: bool) -> tuple[dict, dict | None]:
-    say("cnndsl: speed (own process) ...")
-    ours = run_worker("_vs_cnndsl.py", threads, quick)
+SPEED_KEYS = tuple(f.key for f in FIGURES if not f.key.startswith("first_step"))
+
+
+def measure(threads: int, quick: bool, with_torch: bool, rounds: int) -> tuple[dict, dict | None, list]:
+    """Both sides' figures: the speed workers `rounds` times, alternating cnndsl and PyTorch in
+    the order ABBA ABBA ... (a machine whose speed drifts during the run then favours neither:
+    on the 2-core EPYC the same worker's figures moved by tens of percent from one run to the
+    next), each side's figure the median of its rounds; then the first-step times once each.
+    Returns (ours, theirs, the rounds' figures)."""
+    per_round = []
+    for i in range(rounds):
+        order = ["cnndsl", "pytorch"] if with_torch else ["cnndsl"]
+        if i % 2:
+            order.reverse()
+        got = {}
+        for side in order:
+            say(f"{side}: speed (own process), round {i + 1} of {rounds} ...")
+            got[side] = run_worker("_vs_cnndsl.py" if side == "cnndsl" else "_vs_torch.py", threads, quick)
+        per_round.append(got)
+    ours = median_of([r["cnndsl"] for r in per_round])
     say("cnndsl: time to the first training step, cold then warm Numba cache ...")
     ours.update(first_steps(CNNDSL_FIRST_STEP, threads))
     if not with_torch:
-        return ours, None
-    say("pytorch: speed (own process) ...")
-    theirs = run_worker("_vs_torch.py", threads, quick)
+        return ours, None, per_round
+    theirs = median_of([r["pytorch"] for r in per_round])
     say("pytorch: time to the first training step (twice, for the same cold/warm pairing) ...")
     theirs.update(first_steps(torch_first_step_snippet(threads), threads))
-    return ours, theirs
+    return ours, theirs, per_round
+
+
+def median_of(runs: list[dict]) -> dict:
+    """The first run's record with each speed figure replaced by its median over the runs."""
+    out = dict(runs[0])
+    for key in SPEED_KEYS:
+        out[key] = statistics.median(r[key] for r in runs)
+    return out
+
+
+def round_ratios(per_round: list, key: str) -> list[float]:
+    return [r["cnndsl"][key] / r["pytorch"][key] for r in per_round if "pytorch" in r]
 
 
 # -- the report -------------------------------------------------------------------------------
-def rows(ours: dict, theirs: dict | None) -> list[dict]:
+def rows(ours: dict, theirs: dict | None, per_round: list) -> list[dict]:
+    """One row per figure. A speed figure's ratio is the median of the rounds' ratios (each
+    round's two runs back to back), with every round's ratio beside it."""
     out = []
     for f in FIGURES:
         mine = ours[f.key]
         other = theirs[f.key] if theirs else None
-        ratio = mine / other if other else None
+        ratios = round_ratios(per_round, f.key) if other and f.key in SPEED_KEYS else []
+        ratio = statistics.median(ratios) if ratios else mine / other if other else None
         out.append({"key": f.key, "figure": f.label, "unit": f.unit, "cnndsl": mine, "pytorch": other,
-                    "ratio": ratio,
+                    "ratio": ratio, "round_ratios": ratios,
                     "ratio_meaning": "cnndsl/PyTorch, " + ("higher is better" if f.higher_is_better
                                                            else "lower is better"),
                     "target": f.target.text() if f.target else None,
@@ -217,13 +249,16 @@ def table_cells(results: dict) -> list[list[str]]:
     for r in results["figures"]:
         arrow = "up" if "higher" in r["ratio_meaning"] else "down"
         ratio = f"{r['ratio']:.2f}x ({arrow})" if r["ratio"] is not None else "-"
+        rr = r.get("round_ratios") or []
+        if len(rr) > 1:  # the rounds' spread
+            ratio += f" [{min(rr):.2f}-{max(rr):.2f}]"
         target = (("ratio " if r["target_of"] == "ratio" else "cnndsl ") + r["target"]) if r["target"] else "-"
         cells.append([f"{r['figure']} ({r['unit']})", number(r["cnndsl"], r["unit"]),
                       number(r["pytorch"], r["unit"]), ratio, target, r["status"] or "-"])
     return cells
 
 
-HEADER = ["figure", "cnndsl", "PyTorch", "ratio cnndsl/PyTorch", "target", "status"]
+HEADER = ["figure", "cnndsl", "PyTorch", "ratio cnndsl/PyTorch [rounds' range]", "target", "status"]
 
 
 def plain_table(results: dict) -> str:
@@ -292,6 +327,8 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     parser.add_argument("--show", action="store_true", help=f"print the tables of {RESULTS.name}; measure nothing")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON results")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="speed runs of each side, alternated; figures are medians (default 3)")
     args = parser.parse_args()
     if args.show:
         if not args.out.exists():
@@ -302,14 +339,18 @@ def main() -> None:
     if not with_torch:
         say(f"PyTorch is not installed: measuring cnndsl only (`{INSTALL_TORCH}` to compare)")
     load_start = os.getloadavg()
-    ours, theirs = measure(args.threads, args.quick, with_torch)
+    if args.rounds < 1:
+        raise SystemExit(f"vs_pytorch: --rounds must be 1 or more, got {args.rounds}")
+    ours, theirs, per_round = measure(args.threads, args.quick, with_torch, args.rounds)
     results = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                "command": " ".join(["python", "benchmarks/vs_pytorch.py", *sys.argv[1:]]),
-               "quick": args.quick, "threads": args.threads, "machine": machine(),
+               "quick": args.quick, "threads": args.threads, "rounds": args.rounds, "machine": machine(),
                "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
                "versions": versions(ours, theirs),
                "cnndsl_conv_ops_timed": ours.pop("conv_ops_timed"),
-               "figures": rows(ours, theirs)}
+               "figures": rows(ours, theirs, per_round),
+               "per_round": [{side: {k: v for k, v in r.items() if k in SPEED_KEYS} for side, r in got.items()}
+                             for got in per_round]}
     write_atomically(args.out, results)
     show(results, args.markdown)
     if not with_torch:

@@ -84,6 +84,12 @@ def test_forward_matches_reference(case):
     (2, 2, 5, 7, 3, 1, False),    # pixel vectors, one thread, a spill longer than a row (OW = 7)
     (16, 8, 16, 12, 3, 0, False),  # no padding needed: the tiles read x itself, in parallel
     (1, 8, 16, 12, 3, 0, True),   # ... and on one thread
+    (4, 3, 20, 32, 3, 1, False),  # pixel vectors in channel blocks of 7, 7, 6; rows of exactly 32 lanes
+    (4, 3, 20, 32, 3, 1, True),   # ... with a residual: a band's rows, one tile each, in one call via tb
+    (2, 3, 12, 30, 3, 1, False),  # two blocks of 6 channels, rows spilling 2 lanes, in parallel
+    (1, 2, 12, 16, 3, 1, True),   # one thread: every row of the image in one call through tb
+    (3, 16, 24, 8, 3, 1, True),   # channel vectors, a row one tile: several rows per call, one thread
+    (8, 16, 24, 8, 3, 1, False),  # ... in parallel bands
 ])
 def test_forward_paths(n, c, f, hw, k, pad, residual):
     """The forward's fixed paths that random draws reach only by chance: a NaN-filled output and
@@ -151,7 +157,11 @@ def test_plan_declines_what_it_does_not_serve():
     assert DR.plan(8, 8, 10, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1, 10, 10) is None
     assert DR.plan(8, 8, 10, 10, 1, 1, 2, 2, 0, 0, 1, 1, 1, 5, 5) is not None
     assert DR.backward_data_plan(8, 8, 10, 10, 3, 3, 2, 2, 1, 1, 1, 1, 1, 5, 5) is None
-    assert DR.plan(8, 8, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10)[:2] == (0, 16)  # F <= 8: pixel vectors
+    assert DR.plan(8, 8, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10)[:2] == (-8, 16)  # F <= 8: pixel vectors
+    assert DR.plan(3, 20, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32)[:2] == (-7, 32)  # short K: blocks of 7
+    assert DR.plan(16, 16, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32)[:2] == (-8, 32)  # 16 channels, K 144
+    assert DR.plan(32, 16, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32)[:2] == (8, 16)  # K 288: channel vectors
+    assert DR.plan(3, 16, 24, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 24, 24)[:2] == (12, 16)  # 24 of 32 lanes used
     assert DR.plan(8, 8, 10, 10, 3, 3, 2, 2, 1, 1, 1, 1, 1, 5, 5)[:2] == (8, 8)  # strided: channel vectors, one ymm
     assert DR.plan(8, 12, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10)[:2] == (10, 16)  # a row in one tile
     assert DR.plan(64, 64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1, 1, 56, 56)[:2] == (8, 32)  # 7 tiles of 8, 16 accumulators

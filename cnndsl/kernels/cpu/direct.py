@@ -59,10 +59,37 @@ def tile_pixels(vf: int, ow: int) -> int:
     return min(range(1, M.MAX_RB[vf] + 1), key=lambda rb: (-(-ow // rb) * max(rb, lo), -rb))
 
 
-# Output channels up to which a stride-1 conv runs on pixel vectors (conv_direct's pv mode): a tile
-# of F channels x 16 or 32 neighbouring pixels instead of pixels x an 8-lane channel vector that F
-# fills only partly. Measured on LeNet-5 (F = 6; Zen 5, 2 threads, bench_conv): see docs/performance.md.
+# When a stride-1 conv runs on pixel vectors (conv_direct's pv mode): tiles of up to 8 output
+# channels x 16 or 32 neighbouring pixels, written straight into y's rows, instead of pixels x a
+# vector of VF channels that go to y's planes one by one (a gather per output element). Measured
+# forward GFLOP/s, pixel vectors against channel vectors (bench in docs/performance.md, "Pixel
+# vectors"; Zen 5, 2 threads, 3x3 convs, batch 64, 2026-12-02): F <= 8 (LeNet-5's first conv: 81
+# against 36); a short reduction, K = C*KH*KW <= 80, where the gather costs more than the FMAs
+# (3 -> 16, 32, 64 channels at 32x32: 1.6 to 2.3x; 8 -> 16: 1.2 to 1.45x); 16 channels with K up
+# to 160, whose channel-vector tile is load-bound (16 -> 16 at 28 to 56 pixels: 1.09 to 1.21x). Not
+# where most lanes would be past the row (24 pixels in 32 lanes: 0.75 to 0.99x), nor for longer
+# reductions (32 -> 16 at 56 pixels: 0.51x; 16 -> 32: 0.6 to 0.99x).
 PV_MAX_CHANNELS = 8
+PV_SHORT_K = 80
+PV_LANE_USE = 0.85
+
+
+def _pixel_vectors(f: int, k: int, ow: int) -> bool:
+    """Whether a stride-1 conv with F output channels, K = C*KH*KW and rows of OW pixels runs on
+    pixel vectors (see above)."""
+    if f <= PV_MAX_CHANNELS:
+        return True
+    vf = 16 if ow <= 16 else 32
+    if ow / (-(-ow // vf) * vf) < PV_LANE_USE:
+        return False
+    return (f <= 16 and k <= 160) or (f <= 64 and k <= PV_SHORT_K)
+
+
+def pv_block(f: int) -> int:
+    """Channels per pixel-vector tile for F output channels: F in the fewest blocks of at most
+    M.PV_MAX_RB, of equal size (the last may be smaller)."""
+    nb = -(-f // M.PV_MAX_RB)
+    return -(-f // nb)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -70,16 +97,16 @@ def plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt:
          dw: int, groups: int, oh: int, ow: int):
     """(rb, vf, hp, wp) of the forward, or None when the direct path does not serve this conv:
     grouped convs (the depthwise loops and im2col serve them) and plain 1x1 convs (one GEMM with
-    no unfolding already). rb = 0: pixel vectors, tiles of F channels x vf neighbouring pixels
-    (F <= PV_MAX_CHANNELS, stride 1); else tiles of rb pixels x vf channels."""
+    no unfolding already). rb < 0: pixel vectors, tiles of -rb channels (pv_block) x vf neighbouring
+    pixels (stride 1, see _pixel_vectors); else tiles of rb pixels x vf channels."""
     if groups != 1:
         return None
     if kh == kw == 1 and sh == sw == 1 and pt == pl == 0 and (oh, ow) == (h, w):
         return None
     hp = (oh - 1) * sh + (kh - 1) * dh + 1
-    if f <= PV_MAX_CHANNELS and sw == 1:
+    if sw == 1 and _pixel_vectors(f, c * kh * kw, ow):
         vf = 16 if ow <= 16 else 32
-        return 0, vf, hp, -(-ow // vf) * vf + (kw - 1) * dw
+        return -pv_block(f), vf, hp, -(-ow // vf) * vf + (kw - 1) * dw
     vf = _lanes(f)
     rb = tile_pixels(vf, ow)
     wp = (-(-ow // rb) * rb - 1) * sw + (kw - 1) * dw + 1
@@ -88,15 +115,15 @@ def plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt:
 
 def describe(p, f: int) -> str:
     """A plan in words, for `cnndsl compile --print-ir`."""
-    if p[0] == 0:
-        return f"direct ({f} channels x {p[1]}-pixel vectors)"
+    if p[0] < 0:
+        return f"direct ({-p[0]} channels x {p[1]}-pixel vectors)"
     return f"direct ({p[0]} pixels x {p[1]} channels)"
 
 
 def scratch_len(n: int, c: int, f: int, kh: int, kw: int, p) -> tuple[int, int]:
     """(padded-input elements, weight-block + padded-bias elements) for a plan p = (rb, vf, hp, wp)."""
     rb, vf, hp, wp = p
-    if rb == 0:
+    if rb < 0:
         return n * c * hp * wp, f * (c * kh * kw + vf)
     fb = -(-f // vf)
     return n * c * hp * wp, fb * vf * (c * kh * kw + 1)
@@ -182,58 +209,84 @@ def _tile(vf, code, xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs,
 @kernel
 def _conv_band(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, n, fb, oh0, oh1, C, Hp,
                Wp, sh, sw, OH, OW, tb):
-    """Output rows oh0..oh1-1 of image n, channel block fb, a row of tiles (one call) at a time into
-    the buffer tb, then to y's channel planes with the residual; then the activation, once per channel over the
-    band (contiguous in NCHW; per row, the activation's dispatch cost LeNet-5's first conv at batch
-    1 more than its tiles did). Two tile layouts (microkernel.py):
+    """Output rows oh0..oh1-1 of image n, channel block fb: the tiles (microkernel.py) into y, or
+    through the buffer tb to y's channel planes with the residual; then the activation, once per
+    channel over the band (contiguous in NCHW; per row, the activation's dispatch cost LeNet-5's
+    first conv at batch 1 more than its tiles did). Two tile layouts:
         pv False: a tile is RB = aro.size pixels x VF channels; af = the padded input, bf = the
-                  weight blocks; tb holds the row's pixel-major vectors of VF channels;
-        pv True:  a tile is RB = F channels x VF neighbouring pixels (stride 1); af = the weights
-                  (F, K), bf = the padded input; tb holds the row's pixels channel by channel."""
+                  weight blocks; tb holds pixel-major vectors of VF channels;
+        pv True:  a tile is RB = the block's channels x VF neighbouring pixels (stride 1); af = the
+                  weights (F, K), bf = the padded input; tb holds the pixels channel by channel.
+    Channel block fb is channels fb*bs.. of bs = aro.size (pv) or VF; the last block may be short.
+    One call runs a row of tiles, or, where a row is one tile, several rows (tile q is row oh + q):
+    a call costs about 80 ns before its first FMA, a quarter of a 16-channel 32-pixel row's tile."""
     rb = aro.size
     K = aoffs.size
-    code = np.int64(M.TABLE + rb if pv else rb)
-    nj = F if pv else min(vf, F - fb * vf)
+    bs = rb if pv else vf
+    nj = min(bs, F - fb * bs)
+    code = np.int64(M.TABLE + nj if pv else rb)
     step = vf if pv else rb
-    nt = (OW + step - 1) // step  # tiles per row, one call
-    # pixel vectors without a residual: a row's tiles write straight into y, the lanes past OW
-    # spilling onto the start of the next row, which the band computes (and overwrites) next. Not
-    # the band's last row (the next band may be another thread's), nor a spill longer than a row.
-    # (The copy through tb cost LeNet-5's first conv 3.8 of its 8 us at batch 1.)
-    spill_ok = pv and not has_res and nt * vf <= 2 * OW
-    for oh in range(oh0, oh1):
+    nt = (OW + step - 1) // step  # tiles per row
+    one = nt == 1
+    # the input's step from one tile to the next (pv: the input is the tile's vector operand, wf)
+    xtile = sh * Wp if one else (vf if pv else rb * sw)
+    plane = OH * OW
+    oh = oh0
+    # pixel vectors without a residual: the tiles write straight into y, the lanes past OW
+    # spilling onto the start of the next row, which is computed (and overwritten) after. Not the
+    # band's last row when it spills (the next band may be another thread's), nor a spill longer
+    # than a row. (The copy through tb cost LeNet-5's first conv 3.8 of its 8 us at batch 1.)
+    if pv and not has_res and nt * vf <= 2 * OW:
+        end = oh1 - 1 if nt * vf > OW else oh1
+        while oh < end:
+            nr = end - oh if one else 1
+            _tile(vf, code, af, fb * bs * K, aoffs, aro, bf, (n * C * Hp + oh * sh) * Wp, boffs, K, init,
+                  fb * bs * vf, vf, yf, ((n * F + fb * bs) * OH + oh) * OW, plane, nt * nr, I0, xtile, I0,
+                  OW if one else vf)
+            oh += nr
+    rows = tb.size // (rb * nt * vf)  # the rows tb holds (one, or a band's where a row is one tile)
+    while oh < oh1:
+        nr = min(rows, oh1 - oh) if one else 1
         xrow = (n * C * Hp + oh * sh) * Wp
-        yb = ((n * F + fb * vf) * OH + oh) * OW
-        if spill_ok and oh < oh1 - 1:
-            _tile(vf, code, af, I0, aoffs, aro, bf, xrow, boffs, K, init, I0, vf, yf, yb, OH * OW, nt, I0, vf, I0, vf)
-            continue
-        # tb: pv, channel j's row at j*nt*vf (a slice copy to y); else pixel r's VF channels at
-        # r*vf (a stride-VF gather per channel)
+        # tb: pv, row i of channel j at (j*nr + i)*nt*vf; else pixel p of row i at (i*nt*rb + p)*vf
         if pv:
-            _tile(vf, code, af, I0, aoffs, aro, bf, xrow, boffs, K, init, I0, vf, tb, I0, nt * vf, nt, I0, vf, I0,
-                  vf)
+            _tile(vf, code, af, fb * bs * K, aoffs, aro, bf, xrow, boffs, K, init, fb * bs * vf, vf, tb, I0,
+                  nr * nt * vf, nt * nr, I0, xtile, I0, vf)
         else:
-            _tile(vf, code, af, xrow, aoffs, aro, bf, fb * K * vf, boffs, K, init, fb * vf, I0, tb, I0, vf, nt,
-                  rb * sw, I0, I0, rb * vf)
-        for j in range(nj):
-            yj = yb + j * OH * OW
-            if pv:
-                tj = j * nt * vf
-                if has_res:
-                    yf[yj:yj + OW] = tb[tj:tj + OW] + resf[yj:yj + OW]
+            _tile(vf, code, af, xrow, aoffs, aro, bf, fb * K * vf, boffs, K, init, fb * vf, I0, tb, I0, vf, nt * nr,
+                  xtile, I0, I0, rb * vf)
+        for i in range(nr):
+            yb = ((n * F + fb * bs) * OH + oh + i) * OW
+            for j in range(nj):
+                yj = yb + j * plane
+                if pv:
+                    tj = (j * nr + i) * nt * vf
+                    if has_res:
+                        yf[yj:yj + OW] = tb[tj:tj + OW] + resf[yj:yj + OW]
+                    else:
+                        yf[yj:yj + OW] = tb[tj:tj + OW]
                 else:
-                    yf[yj:yj + OW] = tb[tj:tj + OW]
-            elif has_res:
-                for r in range(OW):
-                    yf[yj + r] = tb[r * vf + j] + resf[yj + r]
-            else:
-                for r in range(OW):
-                    yf[yj + r] = tb[r * vf + j]
+                    ti = i * nt * rb * vf + j
+                    if has_res:
+                        for r in range(OW):
+                            yf[yj + r] = tb[ti + r * vf] + resf[yj + r]
+                    else:
+                        for r in range(OW):
+                            yf[yj + r] = tb[ti + r * vf]
+        oh += nr
     if act != NONE:
         for j in range(nj):
-            b0 = ((n * F + fb * vf + j) * OH + oh0) * OW
+            b0 = ((n * F + fb * bs + j) * OH + oh0) * OW
             band = yf[b0:b0 + (oh1 - oh0) * OW]
             activate_affine(band, band, ONE, ZERO, act, alpha)
+
+
+def tb_len(rb: int, vf: int, ow: int, rows: int) -> int:
+    """Elements of _conv_band's buffer for plan (rb, vf) and rows of OW pixels: `rows` rows of
+    tiles where a row is one tile, else one row (rb < 0: pixel vectors)."""
+    step = vf if rb < 0 else rb
+    nt = -(-ow // step)
+    return abs(rb) * nt * vf * (rows if nt == 1 else 1)
 
 
 @parallel_kernel
@@ -242,7 +295,7 @@ def _bands_parallel(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, 
     """The tiles of every (image, channel block, band of rows), in parallel. Only the loop is in
     this parallel function: parfor lowering is Numba's slowest pass, and array statements here
     would each become a parallel region of their own (measured: 4.6 s to compile LeNet-5's conv
-    launcher with the copies and checks inside it). tbn: the size of tb, one row of tiles."""
+    launcher with the copies and checks inside it). tbn: the size of tb (tb_len)."""
     nband = (OH + band - 1) // band
     for t in prange(N * FB * nband):
         t64 = np.int64(t)  # a prange index is uint64: one signature for the helper
@@ -272,7 +325,7 @@ def _pv_weights(w, flip, wk):
 @kernel
 def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, pl, dh, dw, rb, vf, hp, wp,
                 xbuf, wbuf, y, parallel, tables):
-    """y = act(conv(x, w) + b (+ res)) with the plan (rb, vf, hp, wp) (rb = 0: pixel vectors, see
+    """y = act(conv(x, w) + b (+ res)) with the plan (rb, vf, hp, wp) (rb < 0: pixel vectors, see
     plan); flip: w is (C, F, KH, KW) and is used transposed and flipped (the input gradient). The
     copies, the checks, and for a small conv the tiles, in one Numba call (LeNet-5's first conv at
     batch 1: 51 us as six calls from Python, most of it their overhead). parallel: the caller has
@@ -281,8 +334,8 @@ def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, p
     N, C = x.shape[0], x.shape[1]
     F, OH, OW = y.shape[1], y.shape[2], y.shape[3]
     KH, KW = w.shape[2], w.shape[3]
-    pv = rb == 0
-    FB = 1 if pv else (F + vf - 1) // vf
+    pv = rb < 0
+    FB = (F - rb - 1) // -rb if pv else (F + vf - 1) // vf
     K = C * KH * KW
     nw = F * K + F * vf if pv else FB * vf * (K + 1)
     if xbuf.size < N * C * hp * wp or wbuf.size < nw:
@@ -296,7 +349,7 @@ def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, p
             _pad_plane(x, t // C, t % C, pt, pl, xp)
     xf = xp.reshape(xp.size)
     # tables (3 x max(K, F, RB) int64, the caller's): the offsets the tiles read
-    M_ = max(K, F, rb)
+    M_ = max(K, F, abs(rb))
     if tables.shape[0] < 3 or tables.shape[1] < M_:
         raise ValueError("direct conv: offset tables too small")
     xoffs = tables[0, :K]  # the input's offset of each (input channel, kernel row, column)
@@ -306,14 +359,14 @@ def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, p
                 xoffs[(c * KH + i) * KW + j] = (c * hp + i * dh) * wp + j * dw
     kvf = tables[1, :K]  # pixel vectors: k, the weights' offset of each step
     if pv:
-        rb_ = F
+        rb_ = -rb
         wk = wbuf[:F * K].reshape((F, K))
         _pv_weights(w, flip, wk)
         init = wbuf[F * K:F * K + F * vf]
         for f in range(F):
             init[f * vf:(f + 1) * vf] = b[f] if has_bias else 0.0
-        aro = tables[2, :F]
-        for r in range(F):
+        aro = tables[2, :rb_]
+        for r in range(rb_):
             aro[r] = r * K
         for k in range(K):
             kvf[k] = k
@@ -344,7 +397,8 @@ def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, p
     if parallel:
         return
     step = vf if pv else rb
-    tb = np.empty(rb_ * (OW + step - 1) // step * vf, np.float32)  # one row of tiles
+    nt = (OW + step - 1) // step
+    tb = np.empty(rb_ * nt * vf * (OH if nt == 1 else 1), np.float32)  # see tb_len
     for n in range(N):
         for fb in range(FB):
             _conv_band(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, np.int64(n),
@@ -368,15 +422,14 @@ def launch(n, c, h, w, f, kh, kw, oh, ow, sh, sw, pt, pl, dh, dw, p) -> Launch:
     """The Launch of a conv from (n, c, h, w) to (n, f, oh, ow) with plan p."""
     rb, vf, hp, wp = p
     k = c * kh * kw
-    fb = 1 if rb == 0 else -(-f // vf)
+    fb = -(-f // -rb) if rb < 0 else -(-f // vf)
     big = n * fb * oh * ow * vf * k >= SERIAL_WORK
-    step = vf if rb == 0 else rb
-    tbn = (f if rb == 0 else rb) * -(-ow // step) * vf  # one row of tiles
+    band = min(oh, BAND_ROWS)
     i64 = np.int64
     return Launch(big, pt == 0 and pl == 0 and hp == h and wp == w,  # the unpadded test of conv_direct
                   tuple(i64(v) for v in (sh, sw, pt, pl, dh, dw, rb, vf, hp, wp)),
-                  np.empty((3, max(k, f, rb)), np.int64),
-                  tuple(i64(v) for v in (vf, f, c, hp, wp, sh, sw, oh, ow, n, fb, min(oh, BAND_ROWS), tbn)), p)
+                  np.empty((3, max(k, f, abs(rb))), np.int64),
+                  tuple(i64(v) for v in (vf, f, c, hp, wp, sh, sw, oh, ow, n, fb, band, tb_len(rb, vf, ow, band))), p)
 
 
 def run(L: Launch, x, w, b, has_bias, res, has_res, act, alpha, flip, xp_buf, wb_buf, y):
@@ -398,15 +451,15 @@ def run(L: Launch, x, w, b, has_bias, res, has_res, act, alpha, flip, xp_buf, wb
         return
     f = y.shape[1]
     k = c * w.shape[2] * w.shape[3]
-    fb = 1 if rb == 0 else -(-f // vf)
     xf = x.reshape(-1) if L.unpadded else xp_buf[:n * c * hp * wp]
-    if rb == 0:  # the arrays conv_direct filled, as it passes them to the tiles
-        af, bf, init, aoffs, aro = wb_buf[:f * k], xf, wb_buf[f * k:f * k + f * vf], tables[1, :k], tables[2, :f]
+    if rb < 0:  # the arrays conv_direct filled, as it passes them to the tiles
+        af, bf, init, aoffs, aro = wb_buf[:f * k], xf, wb_buf[f * k:f * k + f * vf], tables[1, :k], tables[2, :-rb]
     else:
+        fb = -(-f // vf)
         af, bf, init, aoffs, aro = xf, wb_buf[:fb * k * vf], wb_buf[fb * k * vf:fb * k * vf + fb * vf], \
             tables[0, :k], tables[2, :rb]
     vf_, f_, c_, hp_, wp_, sh_, sw_, oh_, ow_, n_, fb_, band, tbn = L.bands
-    _bands_parallel(af, bf, init, aoffs, aro, tables[0, :k], res_.reshape(-1), has_res, act, alpha, rb == 0, vf_, f_,
+    _bands_parallel(af, bf, init, aoffs, aro, tables[0, :k], res_.reshape(-1), has_res, act, alpha, rb < 0, vf_, f_,
                     y.reshape(-1), c_, hp_, wp_, sh_, sw_, oh_, ow_, n_, fb_, band, tbn)
 
 
