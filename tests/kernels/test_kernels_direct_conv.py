@@ -15,6 +15,7 @@ from kernels_testutil import SETTINGS, assert_close, check_grad_fd, f32
 
 from cnndsl.kernels.cpu import direct as DR
 from cnndsl.kernels.cpu import microkernel as M
+from cnndsl.kernels.cpu import outer as O
 from cnndsl.kernels.reference import conv as R
 from cnndsl.kernels.activations import ACTIVATIONS
 
@@ -126,6 +127,51 @@ def test_weight_gradient_matches_reference(case):
                        *bufs, threads)
     _, dw_ref, _ = R.conv2d_backward(x, w, dy, *args)
     assert_close(dwk, dw_ref, what=f"direct weight gradient {q}")
+
+
+@pytest.mark.parametrize("n, c, f, hw, k, pad, dil", [
+    (4, 3, 16, 32, 3, 1, 1),   # pixel-vector weight gradient, in parallel (2 threads' partials)
+    (2, 5, 6, 28, 5, 2, 1),    # F not a multiple of 4 (zero rows), rows of 28 in 32 lanes
+    (1, 2, 7, 15, 3, 2, 2),    # one image, dilation, 15 of 16 lanes, 18 taps: groups of 4 and 2
+    (3, 17, 9, 16, 3, 0, 1),   # no padding, 153 taps: the last group 1 tap
+])
+def test_pixel_vector_weight_gradient(n, c, f, hw, k, pad, dil):
+    """The pixel-vector weight gradient (outer.py's tile) on the shapes that select it, NaN-filled
+    scratch so a lane past the row or a row past F that is read and not zeroed shows (tolerance as
+    above)."""
+    rng = np.random.default_rng(n * 100 + c)
+    x, w = rng.standard_normal((n, c, hw, hw)), rng.standard_normal((f, c, k, k))
+    z = R.conv2d(x, w, None, (1, 1), (pad,) * 4, (dil, dil), 1)
+    q = DR.wgrad_plan(c, f, hw, hw, k, k, 1, 1, pad, pad, dil, dil, 1, z.shape[2], z.shape[3])
+    assert q[0] == 0, q  # the shapes above are the pixel-vector path's
+    dy = rng.standard_normal(z.shape)
+    threads = numba.get_num_threads()
+    bufs = [np.full(m, np.nan, np.float32) for m in DR.wgrad_scratch_len(n, c, f, k, k, *z.shape[2:], q, threads)]
+    dwk = np.full(w.shape, np.nan, np.float32)
+    DR.backward_weight(f32(x), f32(dy), pad, pad, 1, 1, dil, dil, dwk, *bufs, threads)
+    _, dw_ref, _ = R.conv2d_backward(x, w, dy, (1, 1), (pad,) * 4, (dil, dil), 1)
+    assert_close(dwk, dw_ref, what=f"pixel-vector weight gradient {q}")
+
+
+def test_every_outer_tile_matches_its_numpy_statement():
+    """outer.py's tile for every RX against reference_outer: scattered step offsets, a non-zero
+    starting accumulator, and NaN around each tile's accumulators so a store outside them shows.
+    Tolerance: float32 sums of K = 7 products (plus the start) against float64, as above."""
+    rng = np.random.default_rng(5)
+    k = 7
+    dyf, xf = f32(rng.standard_normal(700)), f32(rng.standard_normal(600))
+    doffs = rng.integers(0, 200, k).astype(np.int64)
+    xoffs = rng.integers(0, 300, k).astype(np.int64)
+    for rx in range(1, O.MAX_RX + 1):
+        xro = rng.integers(0, 250, rx).astype(np.int64)
+        acc = np.full(40 + O.RF * rx * O.LANES + 40, np.nan, np.float32)
+        acc[40:40 + O.RF * rx * O.LANES] = rng.standard_normal(O.RF * rx * O.LANES)
+        expected = acc.copy()
+        O.outer_tile(np.int64(rx), dyf, np.int64(9), doffs, np.int64(101), xf, np.int64(3), xoffs, xro, np.int64(k),
+                     acc, np.int64(40))
+        O.reference_outer(rx, dyf, 9, doffs, 101, xf, 3, xoffs, xro, k, expected, 40)
+        assert np.isnan(acc[:40]).all() and np.isnan(acc[-40:]).all(), f"outer tile {rx} wrote outside its block"
+        assert_close(acc[40:-40], expected[40:-40], what=f"outer tile {rx}")
 
 
 @SETTINGS

@@ -97,7 +97,7 @@ def test_print_ir_names_each_convs_cpu_algorithm(run, monkeypatch):
     assert lines == [
         "# cpu: c1 (fused_conv_pool): forward direct (6 channels x 32-pixel vectors); input gradient direct "
         "(1 channels x 32-pixel vectors); "
-        "weight gradient direct (13 taps x 8 channels)",
+        "weight gradient direct (4 channels x 4 taps x 16-pixel vectors)",
         "# cpu: conv2 (fused_conv_pool): forward direct (10 pixels x 16 channels); input gradient direct "
         "(6 channels x 16-pixel vectors); "
         "weight gradient direct (13 taps x 16 channels)"], out

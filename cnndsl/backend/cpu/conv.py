@@ -223,7 +223,7 @@ def algorithms(graph) -> list[str]:
         fwd = DR.describe(p, f) if p else "im2col + GEMM" if g == 1 or c // g > 1 \
             else "depthwise loops"
         grad_in = DR.describe(q, c) if q else "im2col + GEMM" if g == 1 or c // g > 1 else "depthwise loops"
-        grad_w = f"direct ({r[0]} taps x {r[1]} channels)" if r else "im2col + dot products" \
+        grad_w = DR.describe_wgrad(r) if r else "im2col + dot products" \
             if g == 1 or c // g > 1 else "depthwise loops"
         lines.append(f"{node.name} ({node.op}): forward {fwd}; input gradient {grad_in}; weight gradient {grad_w}")
     return lines

@@ -26,6 +26,7 @@ import numpy as np
 from numba import prange
 
 from cnndsl.kernels.cpu import microkernel as M
+from cnndsl.kernels.cpu import outer as O
 from cnndsl.kernels.cpu.common import I0, ONE, PAR_MIN_WORK, ZERO, kernel, parallel_kernel
 from cnndsl.kernels.cpu.epilogue import KERNEL_CODE, NONE, activate_affine
 
@@ -68,21 +69,23 @@ def tile_pixels(vf: int, ow: int) -> int:
 # (3 -> 16, 32, 64 channels at 32x32: 1.6 to 2.3x; 8 -> 16: 1.2 to 1.45x); 16 channels with K up
 # to 160, whose channel-vector tile is load-bound (16 -> 16 at 28 to 56 pixels: 1.09 to 1.21x). Not
 # where most lanes would be past the row (24 pixels in 32 lanes: 0.75 to 0.99x), nor for longer
-# reductions (32 -> 16 at 56 pixels: 0.51x; 16 -> 32: 0.6 to 0.99x).
+# reductions (32 -> 16 at 56 pixels: 0.51x; 16 -> 32: 0.6 to 0.99x). The weight gradient on pixel
+# vectors (outer.py: no transposition of dy) by the same rule, 16 lanes, measured the same way:
+# 1 -> 6 channels 5x5 28x28 66 against 32 GFLOP/s; 3 -> 16 and 3 -> 32 at 32x32 95 against 57 and
+# 96 against 44; 16 -> 16 at 32x32 164 against 138; not 32 -> 32 at 32x32 (176 against 196), 32 ->
+# 64 at 16x16 (140 against 258), nor rows of 8 or 10 in 16 lanes (50 against 214, 64 against 122).
 PV_MAX_CHANNELS = 8
 PV_SHORT_K = 80
 PV_LANE_USE = 0.85
 
 
-def _pixel_vectors(f: int, k: int, ow: int) -> bool:
-    """Whether a stride-1 conv with F output channels, K = C*KH*KW and rows of OW pixels runs on
-    pixel vectors (see above)."""
-    if f <= PV_MAX_CHANNELS:
-        return True
-    vf = 16 if ow <= 16 else 32
+def _pixel_vectors(f: int, k: int, ow: int, vf: int) -> bool:
+    """Whether a stride-1 conv with F output channels, K = C*KH*KW and rows of OW pixels in
+    vectors of vf lanes runs on pixel vectors (see above; the weight gradient's rule is the same,
+    measured separately: docs/performance.md, "Pixel vectors")."""
     if ow / (-(-ow // vf) * vf) < PV_LANE_USE:
         return False
-    return (f <= 16 and k <= 160) or (f <= 64 and k <= PV_SHORT_K)
+    return f <= PV_MAX_CHANNELS or (f <= 16 and k <= 160) or (f <= 64 and k <= PV_SHORT_K)
 
 
 def pv_block(f: int) -> int:
@@ -104,13 +107,20 @@ def plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt:
     if kh == kw == 1 and sh == sw == 1 and pt == pl == 0 and (oh, ow) == (h, w):
         return None
     hp = (oh - 1) * sh + (kh - 1) * dh + 1
-    if sw == 1 and _pixel_vectors(f, c * kh * kw, ow):
-        vf = 16 if ow <= 16 else 32
+    vf = 16 if ow <= 16 else 32
+    if sw == 1 and (f <= PV_MAX_CHANNELS or _pixel_vectors(f, c * kh * kw, ow, vf)):
         return -pv_block(f), vf, hp, -(-ow // vf) * vf + (kw - 1) * dw
     vf = _lanes(f)
     rb = tile_pixels(vf, ow)
     wp = (-(-ow // rb) * rb - 1) * sw + (kw - 1) * dw + 1
     return rb, vf, hp, wp
+
+
+def describe_wgrad(q) -> str:
+    """A weight-gradient plan in words, for `cnndsl compile --print-ir`."""
+    if q[0] == 0:
+        return f"direct ({O.RF} channels x {O.MAX_RX} taps x {O.LANES}-pixel vectors)"
+    return f"direct ({q[0]} taps x {q[1]} channels)"
 
 
 def describe(p, f: int) -> str:
@@ -530,6 +540,9 @@ def wgrad_plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: in
     p = plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, groups, oh, ow)
     if p is None:
         return None
+    if sh == sw == 1 and _pixel_vectors(f, c * kh * kw, ow, O.LANES):
+        owp = -(-ow // O.LANES) * O.LANES
+        return 0, O.LANES, oh + (kh - 1) * dh, owp + (kw - 1) * dw
     vf = _lanes(f)
     taps = kh * kw
     groups_ = -(-taps // M.MAX_RB[vf])
@@ -544,8 +557,13 @@ def _padded_taps(kh: int, kw: int, rb: int) -> int:
 
 
 def wgrad_scratch_len(n: int, c: int, f: int, kh: int, kw: int, oh: int, ow: int, q, threads: int):
-    """(padded input, blocked dy, partial sums) elements for a plan q = (rb, vf, hp, wp)."""
+    """(padded input, blocked dy, partial sums) elements for a plan q = (rb, vf, hp, wp); for the
+    pixel-vector plan (rb = 0), (padded input, a padded dy image per thread, partial vectors)."""
     rb, vf, hp, wp = q
+    if rb == 0:
+        t = max(1, min(n, threads))
+        fb, ng = -(-f // O.RF), -(-(c * kh * kw) // O.MAX_RX)
+        return n * c * hp * wp, t * fb * O.RF * oh * _pv_row(ow), t * fb * ng * _PV_BLOCK
     fb = -(-f // vf)
     t = max(1, min(n, threads))
     return n * c * hp * wp, n * fb * oh * ow * vf, t * fb * c * _padded_taps(kh, kw, rb) * vf
@@ -685,6 +703,9 @@ def backward_weight(x, dy, pt, pl, sh, sw, dh, dw, dweight, xp_buf, dy_buf, part
     f, _, kh, kw = dweight.shape
     rb, vf, hp, wp = wgrad_plan(c, f, h, wd, kh, kw, sh, sw, pt, pl, dh, dw, 1, dy.shape[2], dy.shape[3])
     oh, ow = dy.shape[2], dy.shape[3]
+    if rb == 0:
+        _pv_backward_weight(x, dy, pt, pl, dh, dw, dweight, hp, wp, xp_buf, dy_buf, part_buf, threads)
+        return
     fb = -(-f // vf)
     kp = _padded_taps(kh, kw, rb)
     t = max(1, min(n, threads))
@@ -698,3 +719,131 @@ def backward_weight(x, dy, pt, pl, sh, sw, dh, dw, dweight, xp_buf, dy_buf, part
                     dy_buf[:n * fb * oh * ow * vf].reshape(n, fb, oh, ow, vf), tables[0, :oh * ow], tables[1, :kp],
                     np.int64(rb), np.int64(vf), np.int64(fb), np.int64(t), part_buf[:t * per])
     sum_partials(part_buf[:t * per].reshape(t, fb, c, kp, vf), np.int64(kh), np.int64(kw), dweight)
+
+
+# ----------------------------------------------------------------------------
+# weight gradient on pixel vectors (outer.py's tile), stride 1: the lanes are 16 neighbouring output
+# pixels of a row, so dy and the padded input are read as they lie (no transposition of dy). Each
+# thread adds its images into its own partial vectors, laid out (F/RF, tap groups, RF*MAX_RX, 16);
+# pv_wgrad_sum adds the threads and the lanes at the end.
+
+_PV_BLOCK = O.RF * O.MAX_RX * O.LANES  # one tile's accumulators
+
+
+def _pv_row(ow: int) -> int:
+    """dy's row in the padded copy: OW rounded up to whole vectors (zeros past OW)."""
+    return -(-ow // O.LANES) * O.LANES
+
+
+@functools.lru_cache(maxsize=1024)
+def _pv_tables(c: int, kh: int, kw: int, oh: int, ow: int, hp: int, wp: int, dh: int, dw: int):
+    """(doffs, xoffs, taps): per step k = (row, vector of the row), dy's and the input's offset;
+    per tap (c, i, j), the input's offset. Read-only, shared by every launch of this shape."""
+    row = _pv_row(ow)
+    r, v = np.divmod(np.arange(oh * (row // O.LANES), dtype=np.int64), row // O.LANES)
+    doffs = r * row + v * O.LANES
+    xoffs = r * wp + v * O.LANES
+    cc, i, j = np.meshgrid(np.arange(c), np.arange(kh), np.arange(kw), indexing="ij")
+    taps = ((cc * hp + i * dh) * wp + j * dw).reshape(-1).astype(np.int64)
+    for t in (doffs, xoffs, taps):
+        t.setflags(write=False)
+    return doffs, xoffs, taps
+
+
+@kernel
+def _pv_wgrad_image(x, dy, pt, pl, xp, dyp, n, doffs, xoffs, taps, pf):
+    """Image n: its padded copy, its dy with rows padded to whole vectors and channels to a
+    multiple of RF (zeros), then its products added into the thread's partial vectors pf."""
+    C = x.shape[1]
+    F, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
+    for c in range(C):
+        _pad_plane(x, n, c, pt, pl, xp)
+    row = dyp.size // (((F + O.RF - 1) // O.RF) * O.RF * OH)
+    P = OH * row
+    Fp = dyp.size // P
+    for f in range(Fp):
+        for oh in range(OH):
+            o = f * P + oh * row
+            if f < F:
+                for j in range(OW):
+                    dyp[o + j] = dy[n, f, oh, j]
+                for j in range(OW, row):
+                    dyp[o + j] = 0.0
+            else:
+                for j in range(row):
+                    dyp[o + j] = 0.0
+    xf = xp.reshape(xp.size)
+    xbase = n * C * xp.shape[2] * xp.shape[3]
+    T = taps.size
+    NG = (T + O.MAX_RX - 1) // O.MAX_RX
+    K = doffs.size
+    for fb in range(Fp // O.RF):
+        for g in range(NG):
+            rx = min(O.MAX_RX, T - g * O.MAX_RX)
+            O.outer_tile(np.int64(rx), dyp, fb * O.RF * P, doffs, P, xf, xbase, xoffs,
+                         taps[g * O.MAX_RX:g * O.MAX_RX + rx], K, pf, (fb * NG + g) * _PV_BLOCK)
+
+
+@parallel_kernel
+def _pv_wgrad_parallel(x, dy, pt, pl, xp, dybuf, doffs, xoffs, taps, T, pflat):
+    """Thread t adds the images t, t + T, ... into pflat[t*per:(t+1)*per], after the checks of the
+    farthest element any tile reads (the tile has no bounds checks)."""
+    N, C = x.shape[0], x.shape[1]
+    plane = xp.shape[2] * xp.shape[3]
+    per = pflat.size // T
+    dper = dybuf.size // T
+    F, OH = dy.shape[1], dy.shape[2]
+    Fp = (F + O.RF - 1) // O.RF * O.RF
+    P = dper // Fp
+    if (N - 1) * C * plane + xoffs[xoffs.size - 1] + taps.max() + O.LANES > N * C * plane \
+            or P < OH or doffs[doffs.size - 1] + O.LANES > P or xp.size < N * C * plane \
+            or per < Fp // O.RF * ((taps.size + O.MAX_RX - 1) // O.MAX_RX) * _PV_BLOCK:
+        raise IndexError("direct conv: a pixel-vector weight-gradient tile would read past its buffers")
+    for t in prange(T):
+        t64 = np.int64(t)
+        pf = pflat[t64 * per:(t64 + 1) * per]
+        for i in range(per):
+            pf[i] = 0.0
+        dyp = dybuf[t64 * dper:(t64 + 1) * dper]
+        for n in range(t64, N, T):
+            _pv_wgrad_image(x, dy, pt, pl, xp, dyp, n, doffs, xoffs, taps, pf)
+
+
+@kernel
+def pv_wgrad_sum(pflat, T, dweight):
+    """dweight[f, c, i, j] = the sum over the T threads and the 16 lanes of its accumulator."""
+    F, C, KH, KW = dweight.shape
+    TT = C * KH * KW
+    NG = (TT + O.MAX_RX - 1) // O.MAX_RX
+    per = pflat.size // T
+    dwf = dweight.reshape(dweight.size)
+    for f in range(F):
+        fb = f // O.RF
+        a = f - fb * O.RF
+        for tap in range(TT):
+            g = tap // O.MAX_RX
+            b = tap - g * O.MAX_RX
+            rx = min(O.MAX_RX, TT - g * O.MAX_RX)
+            o = (fb * NG + g) * _PV_BLOCK + (a * rx + b) * O.LANES
+            s = np.float32(0.0)
+            for t in range(T):
+                for lane in range(O.LANES):
+                    s += pflat[t * per + o + lane]
+            dwf[f * TT + tap] = s
+
+
+def _pv_backward_weight(x, dy, pt, pl, dh, dw, dweight, hp, wp, xp_buf, dy_buf, part_buf, threads):
+    n, c = x.shape[0], x.shape[1]
+    f, _, kh, kw = dweight.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    doffs, xoffs, taps = _pv_tables(c, kh, kw, oh, ow, hp, wp, dh, dw)
+    t = max(1, min(n, threads)) if n * f * c * kh * kw * oh * ow >= SERIAL_WORK else 1
+    fb, ng = -(-f // O.RF), -(-(c * kh * kw) // O.MAX_RX)
+    dper = fb * O.RF * oh * _pv_row(ow)
+    per = fb * ng * _PV_BLOCK
+    if xp_buf.size < n * c * hp * wp or dy_buf.size < t * dper or part_buf.size < t * per:
+        raise ValueError("direct conv: scratch smaller than wgrad_scratch_len()")
+    i64 = np.int64
+    _pv_wgrad_parallel(x, dy, i64(pt), i64(pl), xp_buf[:n * c * hp * wp].reshape(n, c, hp, wp), dy_buf[:t * dper],
+                       doffs, xoffs, taps, i64(t), part_buf[:t * per])
+    pv_wgrad_sum(part_buf[:t * per], i64(t), dweight)
