@@ -16,6 +16,7 @@ from kernels_testutil import SETTINGS, assert_close, check_grad_fd, f32
 from cnndsl.kernels.cpu import direct as DR
 from cnndsl.kernels.cpu import microkernel as M
 from cnndsl.kernels.cpu import outer as O
+from cnndsl.kernels.cpu import transpose as TR
 from cnndsl.kernels.reference import conv as R
 from cnndsl.kernels.activations import ACTIVATIONS
 
@@ -151,6 +152,17 @@ def test_pixel_vector_weight_gradient(n, c, f, hw, k, pad, dil):
     DR.backward_weight(f32(x), f32(dy), pad, pad, 1, 1, dil, dil, dwk, *bufs, threads)
     _, dw_ref, _ = R.conv2d_backward(x, w, dy, (1, 1), (pad,) * 4, (dil, dil), 1)
     assert_close(dwk, dw_ref, what=f"pixel-vector weight gradient {q}")
+
+
+def test_the_block_transpose_matches_its_numpy_statement():
+    """transpose.py's 8 x 16 register transpose, called from compiled code with odd strides and
+    offsets, against reference_transpose; NaN elsewhere, so a store outside its 16 rows of 8 shows."""
+    src = f32(np.random.default_rng(3).standard_normal(400))
+    out = np.full(2000, np.nan, np.float32)
+    expected = out.copy()
+    numba.njit(lambda *a: TR.transpose_8x16(*a))(src, np.int64(5), np.int64(37), out, np.int64(11), np.int64(123))
+    TR.reference_transpose(src, 5, 37, expected, 11, 123)
+    assert np.array_equal(out, expected, equal_nan=True)
 
 
 def test_every_outer_tile_matches_its_numpy_statement():
