@@ -47,6 +47,10 @@ def import_caffe(path, weights_path=None) -> NetBuilder:
     if not layers:
         raise file_error(path, "this prototxt has no layers", expected="`layer { ... }` blocks (a Caffe NetParameter)",
                          found=", ".join(sorted({k for k, _ in net.fields})) or "nothing")
+    for layer in layers:
+        if not isinstance(layer, Message):  # `layer: 3`: the parser keeps it; the importer needs blocks
+            raise CnnError([Diagnostic("error", f"a `layer` must be a block `layer {{ ... }}`, found the value "
+                                                f"{layer.value!r}", layer.span, code="import-caffe")])
     blobs = _read_caffemodel(weights_path) if weights_path else None
     return _Caffe(str(path), net, blobs, weights_path).run()
 

@@ -42,6 +42,18 @@ def test_mutated_prototxt(tmp_path_factory, data, name):
     _only_cnn_errors(lambda: import_caffe(path), tmp)
 
 
+def test_a_layer_that_is_a_value_is_a_located_error(tmp_path):
+    """`layer: -1` instead of a block (Hypothesis found it: the importer failed on it with an
+    AttributeError): a diagnostic at the value, naming what was expected."""
+    path = tmp_path / "bad.prototxt"
+    path.write_text('name: "x"\ninput: "data"\ninput_dim: 1 input_dim: 1 input_dim: 4 input_dim: 4\n'
+                    'layer: -1\nlayer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n')
+    with pytest.raises(CnnError) as e:
+        import_caffe(path)
+    d = e.value.diagnostics[0]
+    assert "must be a block" in d.message and "-1" in d.message and d.span.line == 4, d.render()
+
+
 @SETTINGS
 @given(st.data(), st.sampled_from(["tiny_yolo.cfg", "classifier.cfg"]))
 def test_mutated_cfg(tmp_path_factory, data, name):
