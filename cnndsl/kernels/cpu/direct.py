@@ -662,11 +662,11 @@ def _wgrad_parallel(x, dy, pt, pl, xp, dyt, xoffs, xro, rb, vf, FB, T, pflat):
 
 
 @kernel
-def wgrad_direct(x, dy, pt, pl, sh, sw, dh, dw, rb, vf, hp, wp, T, xbuf, dybuf, pbuf, dweight, tables):
-    """dweight (F, C, KH, KW) = the batch-summed weight gradient with the plan (rb, vf, hp, wp) and T
-    partial sums: the checks, the offset tables (tables[0] the pixels', tables[1] the taps'), and
-    for a small conv the copies, the tiles and the sum. Returns True when the caller must run
-    _wgrad_parallel and sum_partials (no cached kernel calls a parallel one: see _conv)."""
+def wgrad_tables(x, dy, sh, sw, dh, dw, rb, vf, hp, wp, T, xbuf, dybuf, pbuf, dweight, tables):
+    """The checks and the offset tables (tables[0] the pixels', tables[1] the taps') of the weight
+    gradient with the plan (rb, vf, hp, wp) and T partial sums; _wgrad_parallel does the rest, with
+    T = 1 for a small conv. (A serial path here, beside the parallel driver, compiled the image
+    loop and its tiles a second time, unused at batch 64: 2 to 3 s of LeNet-5's cold compile.)"""
     N, C = x.shape[0], x.shape[1]
     F, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
     KH, KW = dweight.shape[2], dweight.shape[3]
@@ -676,8 +676,6 @@ def wgrad_direct(x, dy, pt, pl, sh, sw, dh, dw, rb, vf, hp, wp, T, xbuf, dybuf, 
     P = OH * OW
     if xbuf.size < N * C * hp * wp or dybuf.size < N * FB * P * vf or pbuf.size < T * FB * C * KP * vf:
         raise ValueError("direct conv: scratch smaller than wgrad_scratch_len()")
-    xp = xbuf[:N * C * hp * wp].reshape((N, C, hp, wp))
-    dyt = dybuf[:N * FB * P * vf].reshape((N, FB, OH, OW, vf))
     if tables.shape[0] < 2 or tables.shape[1] < max(P, KP):
         raise ValueError("direct conv: offset tables too small")
     xoffs = tables[0, :P]
@@ -689,25 +687,8 @@ def wgrad_direct(x, dy, pt, pl, sh, sw, dh, dw, rb, vf, hp, wp, T, xbuf, dybuf, 
     for i in range(KH):
         for j in range(KW):
             xro[i * KW + j] = i * dh * wp + j * dw
-    if (N * C - 1) * hp * wp + xoffs[P - 1] + xro.max() >= xp.size:
+    if (N * C - 1) * hp * wp + xoffs[P - 1] + xro.max() >= N * C * hp * wp:
         raise IndexError("direct conv: a weight-gradient tile would read past the padded input")
-    per = FB * C * KP * vf
-    if not serial_wgrad(N, FB, C, KP, vf, P):
-        return True
-    pf = pbuf[:per]
-    pf[:] = 0.0
-    xf = xp.reshape(xp.size)
-    dyf = dyt.reshape(dyt.size)
-    for n in range(N):
-        _wgrad_image(x, dy, pt, pl, xp, dyt, xf, dyf, xoffs, xro, rb, vf, np.int64(n), FB, C, hp * wp, pf)
-    sum_partials(pbuf[:per].reshape((1, FB, C, KP, vf)), KH, KW, dweight)
-    return False
-
-
-@kernel
-def serial_wgrad(N, FB, C, KP, vf, P):
-    """Whether a weight gradient is small enough for one thread (SERIAL_WORK)."""
-    return N * FB * C * KP * vf * P < SERIAL_WORK
 
 
 def backward_weight(x, dy, pt, pl, sh, sw, dh, dw, dweight, xp_buf, dy_buf, part_buf, threads):
@@ -722,17 +703,16 @@ def backward_weight(x, dy, pt, pl, sh, sw, dh, dw, dweight, xp_buf, dy_buf, part
         return
     fb = -(-f // vf)
     kp = _padded_taps(kh, kw, rb)
-    t = max(1, min(n, threads))
+    t = max(1, min(n, threads)) if n * fb * c * kp * vf * oh * ow >= SERIAL_WORK else 1
     tables = np.empty((2, max(oh * ow, kp)), np.int64)
-    if not wgrad_direct(x, dy, np.int64(pt), np.int64(pl), np.int64(sh), np.int64(sw), np.int64(dh), np.int64(dw),
-                        np.int64(rb), np.int64(vf), np.int64(hp), np.int64(wp), np.int64(t), xp_buf, dy_buf, part_buf,
-                        dweight, tables):
-        return
+    i64 = np.int64
+    wgrad_tables(x, dy, i64(sh), i64(sw), i64(dh), i64(dw), i64(rb), i64(vf), i64(hp), i64(wp), i64(t), xp_buf,
+                 dy_buf, part_buf, dweight, tables)
     per = fb * c * kp * vf
-    _wgrad_parallel(x, dy, np.int64(pt), np.int64(pl), xp_buf[:n * c * hp * wp].reshape(n, c, hp, wp),
+    _wgrad_parallel(x, dy, i64(pt), i64(pl), xp_buf[:n * c * hp * wp].reshape(n, c, hp, wp),
                     dy_buf[:n * fb * oh * ow * vf].reshape(n, fb, oh, ow, vf), tables[0, :oh * ow], tables[1, :kp],
-                    np.int64(rb), np.int64(vf), np.int64(fb), np.int64(t), part_buf[:t * per])
-    sum_partials(part_buf[:t * per].reshape(t, fb, c, kp, vf), np.int64(kh), np.int64(kw), dweight)
+                    i64(rb), i64(vf), i64(fb), i64(t), part_buf[:t * per])
+    sum_partials(part_buf[:t * per].reshape(t, fb, c, kp, vf), i64(kh), i64(kw), dweight)
 
 
 # ----------------------------------------------------------------------------
