@@ -9,6 +9,13 @@ microkernel.py (RB pixels or taps x VF output channels, held in vector registers
                          with the weights transposed and flipped
     backward_weight(...) dW: per-thread partial sums over the thread's images, added at the end
 
+Two tile orientations (plan, _pixel_vectors): channel vectors (RB pixels x VF channels, the outputs
+turned into NCHW rows by transpose.py's register transpose) and pixel vectors (up to 8 channels x 16
+or 32 neighbouring pixels, written straight into y's rows) for stride-1 convs with few output
+channels, short reductions or 16 channels. The weight gradient of those shapes runs outer.py's
+tile on pixel vectors (dy and the input read as rows); the others, channel vectors over dy
+transposed into (pixels, channels) blocks.
+
 Per call, small copies come before the tiles: the input into a zero-padded buffer wide enough for
 the last tile of every row (so the tile has no bounds checks and no remainder code; pixels past
 the row's end are computed and not stored), the weights into (F/VF, C*KH*KW, VF) blocks (channels
