@@ -354,14 +354,15 @@ def _pv_weights(w, flip, wk):
 
 
 @kernel
-def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, pl, dh, dw, rb, vf, hp, wp,
-                xbuf, wbuf, y, parallel, tables):
-    """y = act(conv(x, w) + b (+ res)) with the plan (rb, vf, hp, wp) (rb < 0: pixel vectors, see
-    plan); flip: w is (C, F, KH, KW) and is used transposed and flipped (the input gradient). The
-    copies, the checks, and for a small conv the tiles, in one Numba call (LeNet-5's first conv at
-    batch 1: 51 us as six calls from Python, most of it their overhead). parallel: the caller has
-    padded the input into xbuf (pad_input) and runs _bands_parallel on the tables filled here
-    afterwards; no cached kernel here calls a parallel one (see _conv)."""
+def conv_setup(x, w, b, has_bias, res, has_res, flip, sh, sw, pt, pl, dh, dw, rb, vf, hp, wp, xbuf, wbuf, y,
+               parallel, tables):
+    """The copies and checks of a conv with the plan (rb, vf, hp, wp) (rb < 0: pixel vectors, see
+    plan): the weights into the tiles' layout, the bias, the offset tables, and unless `parallel`
+    (the caller has padded the input into xbuf with pad_input) the padded input; the checks of the
+    farthest element any tile reads. Returns the tiles' operands (af, bf, init, aoffs, aro, boffs).
+    flip: w is (C, F, KH, KW) and is used transposed and flipped (the input gradient). A large conv
+    calls this, then _bands_parallel; a small one conv_direct, which calls it and runs the tiles:
+    so a training step at batch 64 (every conv large) never compiles the serial tile loop."""
     N, C = x.shape[0], x.shape[1]
     F, OH, OW = y.shape[1], y.shape[2], y.shape[3]
     KH, KW = w.shape[2], w.shape[3]
@@ -423,13 +424,25 @@ def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, p
         raise IndexError("direct conv: a tile would read past the padded input")
     if has_res and res.size < y.size:
         raise IndexError("direct conv: residual smaller than the output")
-    yf = y.reshape(y.size)
-    resf = res.reshape(res.size)
-    if parallel:
-        return
+    return af, bf, init, aoffs, aro, boffs
+
+
+@kernel
+def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, pl, dh, dw, rb, vf, hp, wp,
+                xbuf, wbuf, y, tables):
+    """y = act(conv(x, w) + b (+ res)) on one thread: conv_setup and the tiles in one Numba call
+    (LeNet-5's first conv at batch 1: 51 us as six calls from Python, most of it their overhead)."""
+    af, bf, init, aoffs, aro, boffs = conv_setup(x, w, b, has_bias, res, has_res, flip, sh, sw, pt, pl, dh, dw, rb,
+                                                 vf, hp, wp, xbuf, wbuf, y, False, tables)
+    N, C = x.shape[0], x.shape[1]
+    F, OH, OW = y.shape[1], y.shape[2], y.shape[3]
+    pv = rb < 0
+    FB = (F - rb - 1) // -rb if pv else (F + vf - 1) // vf
     step = vf if pv else rb
     nt = (OW + step - 1) // step
-    tb = np.empty(rb_ * nt * vf * (OH if nt == 1 else 1), np.float32)  # see tb_len
+    tb = np.empty(abs(rb) * nt * vf * (OH if nt == 1 else 1), np.float32)  # see tb_len
+    yf = y.reshape(y.size)
+    resf = res.reshape(res.size)
     for n in range(N):
         for fb in range(FB):
             _conv_band(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, np.int64(n),
@@ -464,8 +477,8 @@ def launch(n, c, h, w, f, kh, kw, oh, ow, sh, sw, pt, pl, dh, dw, p) -> Launch:
 
 
 def run(L: Launch, x, w, b, has_bias, res, has_res, act, alpha, flip, xp_buf, wb_buf, y):
-    """conv_direct with L, and for a large conv the padding and the tiles in parallel around it,
-    each a separate call from here: a cached kernel that called the parallel ones, once the
+    """conv_direct with L for a small conv; for a large one the padding, conv_setup and the tiles
+    in parallel, each a separate call from here: a cached kernel that called the parallel ones, once the
     compile pool's two processes had filled the cache, crashed (SIGSEGV) the process that loaded
     it (tests/kernels/test_kernels_direct_conv.py::test_a_pool_filled_cache_runs reproduces it).
     has_bias, has_res and flip are bools, act an int64, alpha a float32 (one signature)."""
@@ -477,20 +490,13 @@ def run(L: Launch, x, w, b, has_bias, res, has_res, act, alpha, flip, xp_buf, wb
         pad_input(x, L.scalars[2], L.scalars[3], xp_buf[:n * c * hp * wp].reshape(n, c, hp, wp))
     res_ = res if has_res else _NO_RES
     tables = L.tables
-    conv_direct(x, w, b, has_bias, res_, has_res, act, alpha, flip, *L.scalars, xp_buf, wb_buf, y, L.big, tables)
     if not L.big:
+        conv_direct(x, w, b, has_bias, res_, has_res, act, alpha, flip, *L.scalars, xp_buf, wb_buf, y, tables)
         return
-    f = y.shape[1]
-    k = c * w.shape[2] * w.shape[3]
-    xf = x.reshape(-1) if L.unpadded else xp_buf[:n * c * hp * wp]
-    if rb < 0:  # the arrays conv_direct filled, as it passes them to the tiles
-        af, bf, init, aoffs, aro = wb_buf[:f * k], xf, wb_buf[f * k:f * k + f * vf], tables[1, :k], tables[2, :-rb]
-    else:
-        fb = -(-f // vf)
-        af, bf, init, aoffs, aro = xf, wb_buf[:fb * k * vf], wb_buf[fb * k * vf:fb * k * vf + fb * vf], \
-            tables[0, :k], tables[2, :rb]
+    af, bf, init, aoffs, aro, boffs = conv_setup(x, w, b, has_bias, res_, has_res, flip, *L.scalars, xp_buf, wb_buf,
+                                                 y, True, tables)
     vf_, f_, c_, hp_, wp_, sh_, sw_, oh_, ow_, n_, fb_, band, tbn = L.bands
-    _bands_parallel(af, bf, init, aoffs, aro, tables[0, :k], res_.reshape(-1), has_res, act, alpha, rb < 0, vf_, f_,
+    _bands_parallel(af, bf, init, aoffs, aro, boffs, res_.reshape(-1), has_res, act, alpha, rb < 0, vf_, f_,
                     y.reshape(-1), c_, hp_, wp_, sh_, sw_, oh_, ow_, n_, fb_, band, tbn)
 
 
@@ -650,22 +656,43 @@ def _wgrad_image(x, dy, pt, pl, xp, dyt, xf, dyf, xoffs, xro, rb, vf, n, FB, C, 
 
 
 @parallel_kernel
-def _wgrad_parallel(x, dy, pt, pl, xp, dyt, xoffs, xro, rb, vf, FB, T, pflat):
-    """Thread t sums the images t, t + T, ... into its partial sums pflat[t*per:(t+1)*per]. Only the
-    loop is in this parallel function (see _bands_parallel); the copies of each image are made by
-    the thread that uses it."""
+def _wgrad_parallel(pv, x, dy, pt, pl, xp, dybuf, t0, t1, t2, rb, vf, FB, T, pflat):
+    """Thread t adds the images t, t + T, ... into its partial sums pflat[t*per:(t+1)*per]: on pixel
+    vectors (pv: dybuf holds a padded dy image per thread; t0, t1, t2 = _pv_tables' doffs, xoffs,
+    taps), else over dy in channel blocks (dybuf (N, F/VF, OH, OW, VF); t0, t1 = wgrad_tables'
+    pixel and tap offsets). Only the loop is in this parallel function (see _bands_parallel), and it
+    is one for both kinds: a parallel function's lowering is Numba's slowest pass (2.9 s of CPU for
+    a second one, LeNet-5 cold). The copies of each image are made by the thread that uses it."""
     N, C = xp.shape[0], xp.shape[1]
     plane = xp.shape[2] * xp.shape[3]
+    per = pflat.size // T
+    F, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
+    if pv:
+        # the pixel-vector tile has no bounds checks: the farthest elements it reads and writes
+        dper = dybuf.size // T
+        Fp = (F + O.RF - 1) // O.RF * O.RF
+        P = dper // Fp
+        if (N - 1) * C * plane + t1[t1.size - 1] + t2.max() + O.LANES > N * C * plane \
+                or t0[t0.size - 1] + O.LANES > P or P < OH \
+                or per < Fp // O.RF * ((t2.size + O.MAX_RX - 1) // O.MAX_RX) * _PV_BLOCK:
+            raise IndexError("direct conv: a pixel-vector weight-gradient tile would reach past its buffers")
+    else:
+        dper = 0
+    dyt = dybuf[:0 if pv else N * FB * OH * OW * vf].reshape((0 if pv else N, FB, OH, OW, vf))
     xf = xp.reshape(xp.size)
     dyf = dyt.reshape(dyt.size)
-    per = pflat.size // T
     for t in prange(T):
         t64 = np.int64(t)
         pf = pflat[t64 * per:(t64 + 1) * per]
         for i in range(per):
             pf[i] = 0.0
-        for n in range(t64, N, T):
-            _wgrad_image(x, dy, pt, pl, xp, dyt, xf, dyf, xoffs, xro, rb, vf, n, FB, C, plane, pf)
+        if pv:
+            dyp = dybuf[t64 * dper:(t64 + 1) * dper]
+            for n in range(t64, N, T):
+                _pv_wgrad_image(x, dy, pt, pl, xp, dyp, n, t0, t1, t2, pf)
+        else:
+            for n in range(t64, N, T):
+                _wgrad_image(x, dy, pt, pl, xp, dyt, xf, dyf, t0, t1, rb, vf, n, FB, C, plane, pf)
 
 
 @kernel
@@ -716,9 +743,9 @@ def backward_weight(x, dy, pt, pl, sh, sw, dh, dw, dweight, xp_buf, dy_buf, part
     wgrad_tables(x, dy, i64(sh), i64(sw), i64(dh), i64(dw), i64(rb), i64(vf), i64(hp), i64(wp), i64(t), xp_buf,
                  dy_buf, part_buf, dweight, tables)
     per = fb * c * kp * vf
-    _wgrad_parallel(x, dy, i64(pt), i64(pl), xp_buf[:n * c * hp * wp].reshape(n, c, hp, wp),
-                    dy_buf[:n * fb * oh * ow * vf].reshape(n, fb, oh, ow, vf), tables[0, :oh * ow], tables[1, :kp],
-                    i64(rb), i64(vf), i64(fb), i64(t), part_buf[:t * per])
+    _wgrad_parallel(False, x, dy, i64(pt), i64(pl), xp_buf[:n * c * hp * wp].reshape(n, c, hp, wp),
+                    dy_buf[:n * fb * oh * ow * vf], tables[0, :oh * ow], tables[1, :kp], tables[1, :kp], i64(rb),
+                    i64(vf), i64(fb), i64(t), part_buf[:t * per])
     sum_partials(part_buf[:t * per].reshape(t, fb, c, kp, vf), i64(kh), i64(kw), dweight)
 
 
@@ -739,16 +766,14 @@ def _pv_row(ow: int) -> int:
 @functools.lru_cache(maxsize=1024)
 def _pv_tables(c: int, kh: int, kw: int, oh: int, ow: int, hp: int, wp: int, dh: int, dw: int):
     """(doffs, xoffs, taps): per step k = (row, vector of the row), dy's and the input's offset;
-    per tap (c, i, j), the input's offset. Read-only, shared by every launch of this shape."""
+    per tap (c, i, j), the input's offset. Shared by every launch of this shape (never written)."""
     row = _pv_row(ow)
     r, v = np.divmod(np.arange(oh * (row // O.LANES), dtype=np.int64), row // O.LANES)
     doffs = r * row + v * O.LANES
     xoffs = r * wp + v * O.LANES
     cc, i, j = np.meshgrid(np.arange(c), np.arange(kh), np.arange(kw), indexing="ij")
     taps = ((cc * hp + i * dh) * wp + j * dw).reshape(-1).astype(np.int64)
-    for t in (doffs, xoffs, taps):
-        t.setflags(write=False)
-    return doffs, xoffs, taps
+    return doffs, xoffs, taps  # writable, as the channel-vector path's tables: one signature of _wgrad_parallel
 
 
 @kernel
@@ -783,31 +808,6 @@ def _pv_wgrad_image(x, dy, pt, pl, xp, dyp, n, doffs, xoffs, taps, pf):
             rx = min(O.MAX_RX, T - g * O.MAX_RX)
             O.outer_tile(np.int64(rx), dyp, fb * O.RF * P, doffs, P, xf, xbase, xoffs,
                          taps[g * O.MAX_RX:g * O.MAX_RX + rx], K, pf, (fb * NG + g) * _PV_BLOCK)
-
-
-@parallel_kernel
-def _pv_wgrad_parallel(x, dy, pt, pl, xp, dybuf, doffs, xoffs, taps, T, pflat):
-    """Thread t adds the images t, t + T, ... into pflat[t*per:(t+1)*per], after the checks of the
-    farthest element any tile reads (the tile has no bounds checks)."""
-    N, C = x.shape[0], x.shape[1]
-    plane = xp.shape[2] * xp.shape[3]
-    per = pflat.size // T
-    dper = dybuf.size // T
-    F, OH = dy.shape[1], dy.shape[2]
-    Fp = (F + O.RF - 1) // O.RF * O.RF
-    P = dper // Fp
-    if (N - 1) * C * plane + xoffs[xoffs.size - 1] + taps.max() + O.LANES > N * C * plane \
-            or P < OH or doffs[doffs.size - 1] + O.LANES > P or xp.size < N * C * plane \
-            or per < Fp // O.RF * ((taps.size + O.MAX_RX - 1) // O.MAX_RX) * _PV_BLOCK:
-        raise IndexError("direct conv: a pixel-vector weight-gradient tile would read past its buffers")
-    for t in prange(T):
-        t64 = np.int64(t)
-        pf = pflat[t64 * per:(t64 + 1) * per]
-        for i in range(per):
-            pf[i] = 0.0
-        dyp = dybuf[t64 * dper:(t64 + 1) * dper]
-        for n in range(t64, N, T):
-            _pv_wgrad_image(x, dy, pt, pl, xp, dyp, n, doffs, xoffs, taps, pf)
 
 
 @kernel
@@ -845,6 +845,6 @@ def _pv_backward_weight(x, dy, pt, pl, dh, dw, dweight, hp, wp, xp_buf, dy_buf, 
     if xp_buf.size < n * c * hp * wp or dy_buf.size < t * dper or part_buf.size < t * per:
         raise ValueError("direct conv: scratch smaller than wgrad_scratch_len()")
     i64 = np.int64
-    _pv_wgrad_parallel(x, dy, i64(pt), i64(pl), xp_buf[:n * c * hp * wp].reshape(n, c, hp, wp), dy_buf[:t * dper],
-                       doffs, xoffs, taps, i64(t), part_buf[:t * per])
+    _wgrad_parallel(True, x, dy, i64(pt), i64(pl), xp_buf[:n * c * hp * wp].reshape(n, c, hp, wp),
+                    dy_buf[:t * dper], doffs, xoffs, taps, i64(0), i64(O.LANES), i64(fb), i64(t), part_buf[:t * per])
     pv_wgrad_sum(part_buf[:t * per], i64(t), dweight)
