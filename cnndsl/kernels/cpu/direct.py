@@ -35,7 +35,7 @@ from numba import prange
 from cnndsl.kernels.cpu import microkernel as M
 from cnndsl.kernels.cpu import outer as O
 from cnndsl.kernels.cpu.transpose import transpose_8x16
-from cnndsl.kernels.cpu.common import I0, ONE, PAR_MIN_WORK, ZERO, kernel, parallel_kernel
+from cnndsl.kernels.cpu.common import I0, NO, ONE, PAR_MIN_WORK, ZERO, kernel, parallel_kernel
 from cnndsl.kernels.cpu.epilogue import KERNEL_CODE, NONE, activate_affine
 
 _NO_RES = np.zeros((1, 1, 1, 1), np.float32)
@@ -433,7 +433,7 @@ def conv_direct(x, w, b, has_bias, res, has_res, act, alpha, flip, sh, sw, pt, p
     """y = act(conv(x, w) + b (+ res)) on one thread: conv_setup and the tiles in one Numba call
     (LeNet-5's first conv at batch 1: 51 us as six calls from Python, most of it their overhead)."""
     af, bf, init, aoffs, aro, boffs = conv_setup(x, w, b, has_bias, res, has_res, flip, sh, sw, pt, pl, dh, dw, rb,
-                                                 vf, hp, wp, xbuf, wbuf, y, False, tables)
+                                                 vf, hp, wp, xbuf, wbuf, y, NO, tables)
     N, C = x.shape[0], x.shape[1]
     F, OH, OW = y.shape[1], y.shape[2], y.shape[3]
     pv = rb < 0
