@@ -130,6 +130,40 @@ def install_locator() -> None:
     classes.insert(0, PackageCacheLocator)
 
 
+def keep_reload_init() -> None:
+    """Make a function loaded from the cache pass its `reload_init` on to the functions compiled
+    against it. Numba runs a cached function's reload_init (callables that set up what its machine
+    code needs in this process) before loading it, and a caller inherits its callees' when it is
+    compiled, but only from callees compiled in the same process: a callee loaded from the cache
+    gets a library with none (numba/core/compiler.py, CompileResult._rebuild, 0.68). So a caller
+    compiled against a cached callee was saved without them, and a later process that loaded that
+    caller first skipped them. microkernel.call_tile relies on it (its table of C entries), as do
+    Numba's parallel regions (`_reload_parfors` starts the thread pool). Done once, by
+    cnndsl.kernels.cpu; nothing is changed when this Numba lacks the hook."""
+    from numba.core import compiler
+
+    cls = compiler.CompileResult
+    rebuild = cls.__dict__.get("_rebuild")
+    if not isinstance(rebuild, classmethod) or getattr(rebuild.__func__, "_cnndsl_keeps_reload_init", False):
+        return
+    import inspect
+
+    params = inspect.signature(rebuild.__func__).parameters
+    if "reload_init" not in params:
+        return
+    at = list(params).index("reload_init") - 1  # less cls
+
+    def _rebuild(klass, *args, **kwargs):
+        cr = rebuild.__func__(klass, *args, **kwargs)
+        fns = kwargs["reload_init"] if "reload_init" in kwargs else args[at] if len(args) > at else None
+        if fns:
+            cr.library._reload_init.update(fns)
+        return cr
+
+    _rebuild._cnndsl_keeps_reload_init = True
+    cls._rebuild = classmethod(_rebuild)
+
+
 def default_cache_dir() -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "cnndsl" / "numba" / fingerprint()

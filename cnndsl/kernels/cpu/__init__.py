@@ -8,6 +8,7 @@ cache) on first call.
 from cnndsl import kernel_cache
 
 kernel_cache.install_locator()  # before any kernel is defined: the cache subfolders (kernel_cache.py)
+kernel_cache.keep_reload_init()  # before any kernel is loaded (microkernel's C entries need it)
 
 from cnndsl.kernels.cpu import (  # noqa: E402,F401
     activation, batchnorm, common, conv, dense, dropout, loss, pool, tensor)

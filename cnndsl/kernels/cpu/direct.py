@@ -214,14 +214,10 @@ BAND_ROWS = 4
 @kernel
 def _tile(vf, code, xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs, out, ooff, ors, nrep, xstep, wstep,
           istep, ostep):
-    """nrep tiles of VF channels (microkernel.py) in one call; each VF class compiled once."""
-    a = (xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs, out, ooff, ors, nrep, xstep, wstep, istep, ostep)
-    if vf == 8:
-        M.tile_v8(code, *a)
-    elif vf == 16:
-        M.tile_v16(code, *a)
-    else:
-        M.tile_v32(code, *a)
+    """nrep tiles of VF channels (microkernel.py) in one call; each VF class compiled once, and
+    called by address (microkernel.call_tile), so that no caller compiles the tiles again."""
+    M.call_tile(vf, code, xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs, out, ooff, ors, nrep, xstep,
+                wstep, istep, ostep)
 
 
 @kernel

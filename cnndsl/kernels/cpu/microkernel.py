@@ -43,7 +43,10 @@ is one Numba compilation of a few seconds, cached on disk like every kernel).
 """
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
+from llvmlite import binding as ll
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -88,6 +91,10 @@ def _make_tile(rb: int, lanes: int, nv: int, table: bool = False):
             ta = signature.args
 
             def data(i, v):
+                # an array (a caller compiled with arrays: the tests) or its data pointer (the
+                # C entries below, ENTRY_SIG)
+                if isinstance(ta[i], types.CPointer):
+                    return v
                 return context.make_array(ta[i])(context, builder, v).data
 
             xp, op, rp, wp, wop, ip, outp = (data(0, xf_), data(2, xoffs_), data(3, xro_), data(4, wf_),
@@ -241,3 +248,121 @@ def reference_tile(code, vf, xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, i
                 wo = wbase + q * wstep + (woffs[k] if code > TABLE else k * vf)
                 acc += float(xf[xbase + q * xstep + xoffs[k] + xro[r]]) * wf[wo:wo + vf]
             out[o0:o0 + vf] = acc
+
+
+# ----------------------------------------------------------------------------
+# The tile classes as C functions, called by address (call_tile), so that a caller does not
+# compile them again. Numba links a callee's LLVM IR into every caller's module and optimizes and
+# codegens it again there (CPUCodeLibrary.finalize): the three dispatch functions above are about
+# 17,000 LLVM instructions (7,100 for VF 16), and the direct convolution's chains
+# (_tile -> _conv_band -> conv_direct, the parallel driver's gufunc, its wrapper and the driver;
+# _wgrad_image_block -> _wgrad_image -> wgrad_direct, _wgrad_parallel) carried them through eleven
+# libraries of about 20,000 instructions each, 1.2 to 1.8 CPU s of LLVM each, about 16 of
+# LeNet-5's 57 compile CPU s in one process (docs/performance.md, "Compile time", 2026-12-02).
+#
+# Each class is the dispatch function above compiled once more for raw pointers (ENTRY_SIG); its
+# C wrapper's address (Numba makes one for every compiled function) goes into a table in this
+# process's memory, whose address LLVM's symbol table knows by the name ENTRY_SYMBOL from this
+# module's import on. A caller's machine code names the table, never an address, so it stays
+# cacheable: each process fills the table before any such code runs, when a caller is compiled
+# (call_tile's typing) or loaded from the cache (Numba runs a cached function's `reload_init`
+# before loading it; kernel_cache.keep_reload_init makes callers compiled against a cached
+# caller keep it).
+
+_P32 = types.CPointer(types.float32)
+_P64 = types.CPointer(types.int64)
+_I = types.int64
+# (code, xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs, out, ooff, ors, nrep, xstep, wstep,
+#  istep, ostep), the arrays as pointers to their first element
+ENTRY_SIG = types.void(_I, _P32, _I, _P64, _P64, _P32, _I, _P64, _I, _P32, _I, _I, _P32, _I, _I, _I, _I, _I, _I, _I)
+_POINTER_ARGS = {1: types.float32, 3: types.int64, 4: types.int64, 5: types.float32, 7: types.int64,
+                 9: types.float32, 12: types.float32}  # ENTRY_SIG's positions, less the code
+ENTRY_SYMBOL = "cnndsl_microkernel_tile_entries"
+ENTRY_VFS = tuple(sorted(SHAPES))  # the table's order
+
+
+def _entry_table():
+    addr = ll.address_of_symbol(ENTRY_SYMBOL)
+    if addr:  # this module imported again (importlib.reload): the machine code loaded already names that table
+        return (ctypes.c_void_p * len(ENTRY_VFS)).from_address(addr)
+    table = (ctypes.c_void_p * len(ENTRY_VFS))()
+    ll.add_symbol(ENTRY_SYMBOL, ctypes.addressof(table))
+    return table
+
+
+_ENTRIES = _entry_table()
+
+
+def install_entries() -> None:
+    """Compile (or load from the cache) the C entry of every tile class and put their addresses in
+    the table. Idempotent: one check once done."""
+    if all(_ENTRIES):
+        return
+    for i, vf in enumerate(ENTRY_VFS):
+        d = TILES[vf]
+        if ENTRY_SIG.args not in d.overloads:
+            d.compile(ENTRY_SIG.args)
+        cres = d.overloads[ENTRY_SIG.args]
+        _ENTRIES[i] = cres.library.get_pointer_to_function(cres.fndesc.llvm_cfunc_wrapper_name)
+
+
+def entry_address(vf: int) -> int:
+    """The C entry of class vf, installed (tests)."""
+    install_entries()
+    return _ENTRIES[ENTRY_VFS.index(vf)]
+
+
+@intrinsic
+def call_tile(typingctx, vf, code, xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs, out, ooff, ors, nrep,
+              xstep, wstep, istep, ostep):
+    """tile_v{vf}(code, ...) through the table: the tile class vf (8, 16 or 32; another value is
+    the VF 32 class, as the dispatch in direct._tile was) on arrays of float32 and int64 (the
+    tile's arguments, 1-D, contiguous), the other arguments integers."""
+    rest = (xf, xbase, xoffs, xro, wf, wbase, woffs, K, init, ioff, irs, out, ooff, ors, nrep, xstep, wstep, istep,
+            ostep)
+    for i, t in enumerate(rest, start=1):
+        want = _POINTER_ARGS.get(i)
+        if want is None:
+            if not isinstance(t, types.Integer):
+                return None
+        elif not (isinstance(t, types.Array) and t.dtype == want and t.ndim == 1):
+            return None
+    if not (isinstance(vf, types.Integer) and isinstance(code, types.Integer)):
+        return None
+    install_entries()  # a caller compiled in this process runs at once, no reload_init in between
+    sig = types.void(vf, code, *rest)
+
+    def codegen(context, builder, signature, args):
+        # a process that loads this caller (or one that links it) from the cache fills the table first
+        context.active_code_library._reload_init.add(install_entries)
+        argtys = signature.args
+        cargs = [context.cast(builder, args[1], argtys[1], types.int64)]
+        for i in range(1, len(ENTRY_SIG.args)):
+            v, t = args[i + 1], argtys[i + 1]
+            if i in _POINTER_ARGS:
+                cargs.append(context.make_array(t)(context, builder, v).data)
+            else:
+                cargs.append(context.cast(builder, v, t, types.int64))
+        fnty = ir.FunctionType(context.get_value_type(types.none),
+                               [context.get_value_type(t) for t in ENTRY_SIG.args])
+        mod = builder.module
+        tty = ir.ArrayType(ir.IntType(8).as_pointer(), len(ENTRY_VFS))
+        table = mod.globals.get(ENTRY_SYMBOL)
+        if table is None:
+            table = ir.GlobalVariable(mod, tty, ENTRY_SYMBOL)  # no initializer: external, resolved by name
+        v64 = context.cast(builder, args[0], argtys[0], types.int64)
+        idx = builder.select(builder.icmp_signed("==", v64, ir.Constant(_I64, 8)), ir.Constant(_I32, 0),
+                             builder.select(builder.icmp_signed("==", v64, ir.Constant(_I64, 16)),
+                                            ir.Constant(_I32, 1), ir.Constant(_I32, 2)))
+        fp = builder.load(builder.gep(table, [ir.Constant(_I32, 0), idx]))
+        with builder.if_then(cgutils.is_null(builder, fp), likely=False):
+            # cannot happen when the process filled the table (see above); a clear death, not a jump to 0
+            cgutils.printf(builder, "cnndsl: microkernel tile entries not installed "
+                                    "(microkernel.install_entries)\n")
+            abort = cgutils.get_or_insert_function(mod, ir.FunctionType(ir.VoidType(), []), "abort")
+            builder.call(abort, [])
+            builder.unreachable()
+        builder.call(builder.bitcast(fp, fnty.as_pointer()), cargs)
+        return context.get_dummy_value()
+
+    return sig, codegen
