@@ -130,6 +130,22 @@ def test_weight_gradient_matches_reference(case):
     assert_close(dwk, dw_ref, what=f"direct weight gradient {q}")
 
 
+@pytest.mark.parametrize("n, c, f, hw, k, s", [(4, 16, 32, 32, 1, 2), (2, 3, 20, 13, 3, 2), (1, 5, 9, 17, 1, 2)])
+def test_strided_convs_without_padding_read_x_itself(n, c, f, hw, k, s):
+    """No padding and every tile's reach inside x (ResNet's 1x1 stride-2 shortcut): the plan keeps x's
+    own size, so the tiles read x with no copy; NaN scratch shows a read of the unused copy."""
+    rng = np.random.default_rng(c)
+    x, w, b = rng.standard_normal((n, c, hw, hw)), rng.standard_normal((f, c, k, k)), rng.standard_normal(f)
+    z = R.conv2d(x, w, b, (s, s), (0,) * 4, (1, 1), 1)
+    p = DR.plan(c, f, hw, hw, k, k, s, s, 0, 0, 1, 1, 1, z.shape[2], z.shape[3])
+    assert p[2:] == (hw, hw), p
+    y = np.full(z.shape, np.nan, np.float32)
+    xl, wl = DR.scratch_len(n, c, f, k, k, p)
+    DR.forward(f32(x), f32(w), f32(b), True, y, False, 0, ALPHA, s, s, 0, 0, 1, 1, y,
+               np.full(xl, np.nan, np.float32), np.full(wl, np.nan, np.float32), p)
+    assert_close(y, z, what=f"strided direct forward reading x {p}")
+
+
 @pytest.mark.parametrize("n, c, f, hw, k, pad, dil", [
     (4, 3, 16, 32, 3, 1, 1),   # pixel-vector weight gradient, in parallel (2 threads' partials)
     (2, 5, 6, 28, 5, 2, 1),    # F not a multiple of 4 (zero rows), rows of 28 in 32 lanes

@@ -121,6 +121,11 @@ def plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt:
     vf = _lanes(f)
     rb = tile_pixels(vf, ow)
     wp = (-(-ow // rb) * rb - 1) * sw + (kw - 1) * dw + 1
+    if pt == pl == 0 and hp <= h and wp <= w:
+        # no zeros needed, and every tile's reach inside x: the tiles read x itself (conv_setup's
+        # unpadded path) instead of a copy cut to the reach: resnet_tiny's 1x1 stride-2 shortcuts
+        # (64x16x32x32 -> 64x32x16x16: 0.37 ms, the copy of 31x31 of each 32x32 plane most of it)
+        return rb, vf, h, w
     return rb, vf, hp, wp
 
 
