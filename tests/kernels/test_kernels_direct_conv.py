@@ -170,14 +170,16 @@ def test_pixel_vector_weight_gradient(n, c, f, hw, k, pad, dil):
     assert_close(dwk, dw_ref, what=f"pixel-vector weight gradient {q}")
 
 
-def test_the_block_transpose_matches_its_numpy_statement():
-    """transpose.py's 8 x 16 register transpose, called from compiled code with odd strides and
-    offsets, against reference_transpose; NaN elsewhere, so a store outside its 16 rows of 8 shows."""
-    src = f32(np.random.default_rng(3).standard_normal(400))
+@pytest.mark.parametrize("kind,rows,lanes", [("transpose_8x16", 8, 16), ("transpose_16x8", 16, 8)])
+def test_the_block_transposes_match_their_numpy_statement(kind, rows, lanes):
+    """transpose.py's register transposes, called from compiled code with odd strides and offsets,
+    against reference_transpose; NaN elsewhere, so a store outside the block shows."""
+    src = f32(np.random.default_rng(3).standard_normal(700))
     out = np.full(2000, np.nan, np.float32)
     expected = out.copy()
-    numba.njit(lambda *a: TR.transpose_8x16(*a))(src, np.int64(5), np.int64(37), out, np.int64(11), np.int64(123))
-    TR.reference_transpose(src, 5, 37, expected, 11, 123)
+    fn = getattr(TR, kind)
+    numba.njit(lambda *a: fn(*a))(src, np.int64(5), np.int64(37), out, np.int64(11), np.int64(123))
+    TR.reference_transpose(src, 5, 37, expected, 11, 123, rows, lanes)
     assert np.array_equal(out, expected, equal_nan=True)
 
 
@@ -223,6 +225,42 @@ def test_input_gradient_matches_reference_and_fd(case):
     def loss(x_):
         return float((R.conv2d(x_, w, None, *args) * dy).sum())
     check_grad_fd(loss, [x], [dxk], rng, what="direct input gradient")
+
+
+@SETTINGS
+@given(cases())
+def test_strided_input_gradient_by_phases_matches_reference_and_fd(case):
+    # every stride, padding (asymmetric, and larger than a phase's window: negative sub-padding),
+    # dilation and odd size of cases(); tolerance: kernels_testutil.assert_close's float32 one
+    if case["stride"] == (1, 1):
+        return
+    rng, x, w, b, z, args, geo = _setup(case)
+    kh, kw = case["kernel"]
+    q = DR.strided_data_plan(case["c"], case["f"], case["h"], case["w"], kh, kw, geo["sh"], geo["sw"], geo["pt"],
+                             geo["pl"], geo["dh"], geo["dw"], 1, z.shape[2], z.shape[3], case["n"], 0)
+    assert q is not None
+    dy = rng.standard_normal(z.shape)
+    dxk = np.full(x.shape, np.nan, np.float32)
+    DR.backward_data_strided(f32(dy), f32(w), q, geo["sh"], geo["sw"], dxk, np.full(q.x_len, np.nan, np.float32),
+                             np.full(q.w_len, np.nan, np.float32), np.full(q.buf_len, np.nan, np.float32))
+    dx_ref, _, _ = R.conv2d_backward(x, w, dy, *args)
+    assert_close(dxk, dx_ref, what=f"input gradient by phases {[ph.plan for ph in q.phases]}")
+
+    def loss(x_):
+        return float((R.conv2d(x_, w, None, *args) * dy).sum())
+    check_grad_fd(loss, [x], [dxk], rng, what="input gradient by phases")
+
+
+def test_phases_serve_large_strided_input_gradients_only():
+    # resnet_tiny's down blocks: 3x3 stride 2 from batch 4 (PHASES_MIN_WORK), the 1x1 shortcut
+    # (one live phase of four, three of zeros) from batch 32; stride 1 never
+    assert DR.phases_from_batch(16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1, 1, 1, 16, 16) == 4
+    assert DR.phases_from_batch(16, 32, 32, 32, 1, 1, 2, 2, 0, 0, 1, 1, 1, 16, 16) == 32
+    q = DR.strided_data_plan(16, 32, 32, 32, 1, 1, 2, 2, 0, 0, 1, 1, 1, 16, 16, 32)
+    assert [ph.plan is not None for ph in q.phases] == [True, False, False, False]
+    assert DR.strided_data_plan(16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1, 1, 1, 16, 16, 3) is None
+    assert DR.phases_from_batch(16, 16, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32) is None
+    assert DR.phases_from_batch(16, 16, 32, 32, 3, 3, 2, 2, 1, 1, 1, 1, 2, 16, 16) is None  # grouped
 
 
 def test_plan_declines_what_it_does_not_serve():

@@ -1,9 +1,9 @@
 """Launchers for conv and conv_transpose, forward and backward.
 
 Two algorithms serve a conv (groups = 1): the register-blocked direct convolution
-(cnndsl/kernels/cpu/direct.py) for the forward, and for the input gradient of a stride-1 conv;
-im2col + BLAS (cnndsl/kernels/cpu/conv.py) for the rest (the weight gradient, strided input
-gradients, plain 1x1 convs) and for grouped convs. `algorithm` makes the choice, the same for
+(cnndsl/kernels/cpu/direct.py) for the forward, the weight gradient and the input gradient (of a
+strided conv by phases, from the batch where they pay); im2col + BLAS (cnndsl/kernels/cpu/conv.py)
+for the rest (plain 1x1 convs, small strided input gradients) and for grouped convs. `algorithm` makes the choice, the same for
 every launcher of a layer; CNNDSL_CPU_CONV=im2col forces the old path (for A/B measurements).
 
 While training, a conv's forward keeps its unfolded input (im2col) for the weight gradient,
@@ -68,15 +68,21 @@ def direct_forward(rc, st: DirectForward, x, weight, bias, has_bias, res, has_re
 
 
 def input_grad(rc, dy, weight, geometry, x, dx) -> None:
-    """dx = dL/dx of a conv from dy: the direct kernel for stride 1, im2col otherwise."""
+    """dx = dL/dx of a conv from dy: the direct kernel for stride 1, its phases for a large strided
+    conv (direct.strided_data_plan), im2col otherwise."""
     sh, sw, pt, pl, dh, dw, g = geometry.cpu_args
     n, c, h, w = dx.shape
     f, _, kh, kw = weight.shape
-    q = DR.backward_data_plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, dy.shape[2], dy.shape[3]) \
-        if DR.allowed() else None
+    args = (c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, dy.shape[2], dy.shape[3])
+    q = DR.backward_data_plan(*args) if DR.allowed() else None
     if q is not None:
         xl, wl = DR.scratch_len(n, f, c, kh, kw, q)
         DR.backward_data(dy, weight, pt, pl, dh, dw, dx, rc.scratch("direct_x", xl), rc.scratch("direct_w", wl))
+        return
+    ph = DR.strided_data_plan(*args, n) if DR.allowed() else None
+    if ph is not None:
+        DR.backward_data_strided(dy, weight, ph, sh, sw, dx, rc.scratch("direct_x", ph.x_len),
+                                 rc.scratch("direct_w", ph.w_len), rc.scratch("direct_phases", ph.buf_len))
         return
     nb, col, tmp = _conv_ws(rc, x, dy, weight, g)
     K.conv2d_backward_data(dy, weight, sh, sw, pt, pl, dh, dw, g, nb, col, tmp, dx)
@@ -210,7 +216,8 @@ def conv_transpose_grad_params(rc, node, ins, out):
 def algorithms(graph) -> list[str]:
     """One line per conv of `graph` (conv, fused_conv, fused_conv_pool): the algorithm each of its
     CPU launches runs (for `cnndsl compile --print-ir`). The choice depends on the per-sample shapes
-    only, never on the batch, so it is the same in every executable of the graph."""
+    only, so it is the same in every executable of the graph, except for a strided conv's input
+    gradient: by phases from the batch where they pay (direct.PHASES_MIN_WORK), said so."""
     lines = []
     for node in graph.nodes():
         if node.op not in ("conv", "fused_conv", "fused_conv_pool"):
@@ -223,6 +230,11 @@ def algorithms(graph) -> list[str]:
         fwd = DR.describe(p, f) if p else "im2col + GEMM" if g == 1 or c // g > 1 \
             else "depthwise loops"
         grad_in = DR.describe(q, c) if q else "im2col + GEMM" if g == 1 or c // g > 1 else "depthwise loops"
+        if q is None and DR.allowed():
+            b = DR.phases_from_batch(*args)
+            if b is not None:
+                ph = DR.describe_phases(DR.strided_data_plan(*args, b))
+                grad_in = ph if b == 1 else f"{ph} from batch {b}, below it {grad_in}"
         grad_w = DR.describe_wgrad(r) if r else "im2col + dot products" \
             if g == 1 or c // g > 1 else "depthwise loops"
         lines.append(f"{node.name} ({node.op}): forward {fwd}; input gradient {grad_in}; weight gradient {grad_w}")

@@ -7,6 +7,8 @@ microkernel.py (RB pixels or taps x VF output channels, held in vector registers
     forward(...)         y = act(conv(x, w) + b (+ res)), any stride, padding and dilation
     backward_data(...)   dx = dL/dx for stride 1: the forward run on dy padded by the flipped window,
                          with the weights transposed and flipped
+    backward_data_strided(...)  dx of a strided conv: one stride-1 forward per phase (sub-pixel
+                         decomposition, strided_data_plan), interleaved into dx
     backward_weight(...) dW: per-thread partial sums over the thread's images, added at the end
 
 Two tile orientations (plan, _pixel_vectors): channel vectors (RB pixels x VF channels, the outputs
@@ -26,6 +28,7 @@ largest index each of its tiles can reach before the first one runs.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import NamedTuple
 
@@ -34,8 +37,9 @@ from numba import prange
 
 from cnndsl.kernels.cpu import microkernel as M
 from cnndsl.kernels.cpu import outer as O
-from cnndsl.kernels.cpu.transpose import transpose_8x16
-from cnndsl.kernels.cpu.common import I0, NO, ONE, PAR_MIN_WORK, ZERO, kernel, parallel_kernel
+from cnndsl.kernels.cpu.transpose import transpose_8x16, transpose_16x8
+from cnndsl.kernels.cpu.common import (I0, NO, ONE, PAR_MIN_WORK, ZERO, add_row, copy_row, fill_row, kernel,
+                                      parallel_kernel)
 from cnndsl.kernels.cpu.epilogue import KERNEL_CODE, NONE, activate_affine
 
 _NO_RES = np.zeros((1, 1, 1, 1), np.float32)
@@ -105,14 +109,15 @@ def pv_block(f: int) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt: int, pl: int, dh: int,
-         dw: int, groups: int, oh: int, ow: int):
+         dw: int, groups: int, oh: int, ow: int, plain_1x1: bool = False):
     """(rb, vf, hp, wp) of the forward, or None when the direct path does not serve this conv:
     grouped convs (the depthwise loops and im2col serve them) and plain 1x1 convs (one GEMM with
-    no unfolding already). rb < 0: pixel vectors, tiles of -rb channels (pv_block) x vf neighbouring
-    pixels (stride 1, see _pixel_vectors); else tiles of rb pixels x vf channels."""
+    no unfolding already; plain_1x1: serve them too, as a strided input gradient's phase). rb < 0:
+    pixel vectors, tiles of -rb channels (pv_block) x vf neighbouring pixels (stride 1, see
+    _pixel_vectors); else tiles of rb pixels x vf channels."""
     if groups != 1:
         return None
-    if kh == kw == 1 and sh == sw == 1 and pt == pl == 0 and (oh, ow) == (h, w):
+    if kh == kw == 1 and sh == sw == 1 and pt == pl == 0 and (oh, ow) == (h, w) and not plain_1x1:
         return None
     hp = (oh - 1) * sh + (kh - 1) * dh + 1
     vf = 16 if ow <= 16 else 32
@@ -154,28 +159,28 @@ def scratch_len(n: int, c: int, f: int, kh: int, kw: int, p) -> tuple[int, int]:
 
 @kernel
 def _pad_plane(x, n, c, top, left, xp):
-    """One plane: whole rows of zeros above and below, and per row the zeros left and right of a
-    straight copy (no branch per element: the copy vectorizes; the per-element form ran the 26 MB
-    copy of the 56x56 benchmark conv at 4.7 GB/s)."""
+    """One plane: zeros over all of it, then x's rows copied in, loops with unsigned indices that
+    LLVM vectorizes (common.copy_row). Measured on resnet_tiny's shapes (batch 64, 2 threads,
+    Zen 5): 0.09 to 0.13 ms against 0.29 to 0.40 for zeros and copies row by row, and 0.39 to
+    0.46 for slice statements per row (their views and overlap tests: 17 ns a row)."""
     H = x.shape[2]
     W = x.shape[3]
     Hp = xp.shape[2]
     Wp = xp.shape[3]
     j0 = min(max(left, 0), Wp)
     j1 = min(max(left + W, j0), Wp)
-    for i in range(Hp):
-        si = i - top
-        if si < 0 or si >= H:
-            xp[n, c, i, :] = 0.0
-            continue
-        xp[n, c, i, :j0] = 0.0
-        xp[n, c, i, j0:j1] = x[n, c, si, j0 - left:j1 - left]
-        xp[n, c, i, j1:] = 0.0
+    xf = x.reshape(x.size)
+    pf = xp.reshape(xp.size)
+    xb = (n * x.shape[1] + c) * H * W
+    pb = (n * xp.shape[1] + c) * Hp * Wp
+    fill_row(pf, pb, Hp * Wp, ZERO)
+    for i in range(max(top, 0), min(top + H, Hp)):
+        copy_row(xf, xb + (i - top) * W + j0 - left, pf, pb + i * Wp + j0, j1 - j0)
 
 
 @parallel_kernel
 def pad_input(x, top, left, xp):
-    """xp[n, c, i, j] = x[n, c, i - top, j - left] inside x, 0 outside (top, left >= 0)."""
+    """xp[n, c, i, j] = x[n, c, i - top, j - left] inside x, 0 outside (a negative top or left crops x)."""
     N, C = x.shape[0], x.shape[1]
     if N * C * xp.shape[2] * xp.shape[3] >= PAR_MIN_WORK:
         for t in prange(N * C):
@@ -281,15 +286,15 @@ def _conv_band(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, v
                     yj = yb + j * plane
                     tj = (j * nr + i) * nt * vf
                     if has_res:
-                        yf[yj:yj + OW] = tb[tj:tj + OW] + resf[yj:yj + OW]
+                        add_row(tb, tj, resf, yj, yf, yj, OW)
                     else:
-                        yf[yj:yj + OW] = tb[tj:tj + OW]
+                        copy_row(tb, tj, yf, yj, OW)
                 continue
             _channel_rows(tb, i * nt * rb * vf, vf, yf, yb, plane, OW, nj)
             if has_res:
                 for j in range(nj):
                     yj = yb + j * plane
-                    yf[yj:yj + OW] += resf[yj:yj + OW]
+                    add_row(yf, yj, resf, yj, yf, yj, OW)
         oh += nr
     if act != NONE:
         for j in range(nj):
@@ -551,6 +556,177 @@ def backward_data(dy, w, pt, pl, dh, dw, dx, xp_buf, wb_buf):
 
 
 # ----------------------------------------------------------------------------
+# input gradient of a strided conv, by phases (sub-pixel decomposition). With stride S, dx's
+# pixel y = S*a + r receives dy[(y + pt - kh*dh) / S] * w[kh] from the taps kh that make the
+# division exact: for each residue r (a phase) those taps are every st-th row from kh0 (st =
+# S / gcd(dh, S)), and they read dy at a + a constant, step dh / gcd(dh, S). So each phase (r, s)
+# of dx is a stride-1 conv of dy with the flipped sub-window w[:, :, kh0::st, kw0::st'], run by the
+# direct forward into a phase buffer; interleave_phases then writes the phases into dx (a phase
+# with no tap is zeros). The multiply-adds are the forward's, against im2col's col2im of every
+# tap: resnet_tiny's 3x3 stride-2 input gradients took 2.6 and 2.1 ms that way (59 and 71
+# GFLOP/s), its 1x1 stride-2 ones 1.6 and 0.7 ms (measured, docs/performance.md).
+
+class Phase(NamedTuple):
+    """One phase of a strided input gradient: dx[:, :, r::S, s::S'] from dy."""
+
+    r: int
+    s: int
+    kh0: int  # its window: w[:, :, kh0::st_h, kw0::st_w]
+    kw0: int
+    st_h: int
+    st_w: int
+    pt: int  # the stride-1 conv on dy that computes it (padding, dilation, output size)
+    pl: int
+    dh: int
+    dw: int
+    oh: int
+    ow: int
+    plan: tuple | None  # its forward plan; None: no tap reaches this phase (zeros)
+    start: int  # where its (N, C, oh, ow) output starts in the phase buffer
+
+
+class StridedData(NamedTuple):
+    """A strided conv's input gradient by phases (strided_data_plan)."""
+
+    phases: tuple  # of Phase, row-major over (r, s)
+    geo: np.ndarray  # (S*S', 3) int64: interleave_phases' start, row step and plane step per phase
+    buf_len: int  # phase buffer elements (the phases' outputs, then a row of zeros)
+    zeros_at: int  # where that row of zeros starts
+    x_len: int  # the largest phase's scratch (padded dy; weights and bias)
+    w_len: int
+
+
+def _phase_taps(k: int, s: int, p: int, d: int, r: int):
+    """(first tap, tap step, taps, padding, dilation) of residue r along one axis of a window of k
+    taps, stride s, padding p, dilation d; taps = 0 when none reaches r."""
+    g = math.gcd(d, s)
+    st = s // g
+    k0 = next((t for t in range(min(k, st)) if (r + p - t * d) % s == 0), None)
+    if k0 is None:
+        return 0, st, 0, 0, d // g
+    m = len(range(k0, k, st))
+    last = k0 + st * (m - 1)
+    return k0, st, m, (last * d - r - p) // s, d // g
+
+
+# Below this many multiply-adds (dx's: N*C*H*W*F*KH*KW / (SH*SW)) the phases' launches cost more
+# than im2col's col2im saves: 16 -> 32 and 32 -> 64 channels 3x3 stride 2 at 32x32 and 16x16,
+# phases against im2col, batch 2: 0.13 against 0.08 ms; batch 4 (4.7 M): 0.12 against 0.13; batch
+# 16: 0.32 against 0.64 and 0.32 against 0.39; batch 64: 1.16 against 1.81 and 1.00 against 1.43
+# (2 threads, Zen 5).
+PHASES_MIN_WORK = 4 << 20
+
+
+@functools.lru_cache(maxsize=4096)
+def strided_data_plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt: int, pl: int,
+                      dh: int, dw: int, groups: int, oh: int, ow: int, n: int = 1,
+                      min_work: int = PHASES_MIN_WORK):
+    """The phases of the input gradient of a strided conv (groups 1) from an (oh, ow) dy to an
+    (h, w) dx, for batch n, or None: a stride-1 or grouped conv, one too small for phases to pay
+    (fewer multiply-adds than min_work), or one with a phase the direct forward does not serve."""
+    if groups != 1 or (sh == 1 and sw == 1) or n * c * h * w * f * kh * kw < min_work * sh * sw:
+        return None
+    phases, start, x_len, w_len, zeros = [], 0, 0, 0, 0
+    for r in range(sh):
+        kh0, sth, mh, ph, dh2 = _phase_taps(kh, sh, pt, dh, r)
+        for s in range(sw):
+            kw0, stw, mw, pw, dw2 = _phase_taps(kw, sw, pl, dw, s)
+            ha, wa = -(-(h - r) // sh), -(-(w - s) // sw)
+            p = None
+            if mh and mw and ha > 0 and wa > 0:
+                # a negative padding crops dy's first rows (pad_input reads x[i - top]); the
+                # unpadded path is taken only at zero padding
+                p = plan(f, c, oh, ow, mh, mw, 1, 1, ph, pw, dh2, dw2, 1, ha, wa, True)
+                if p is None:
+                    return None
+                xl, wl = scratch_len(n, f, c, mh, mw, p)
+                x_len, w_len = max(x_len, xl), max(w_len, wl)
+            phases.append(Phase(r, s, kh0, kw0, sth, stw, ph, pw, dh2, dw2, max(ha, 0), max(wa, 0), p, start))
+            if p is not None:
+                start += n * c * ha * wa
+            zeros = max(zeros, wa)
+    geo = np.array([(ph.start, ph.ow, ph.oh * ph.ow) if ph.plan is not None else (start, 0, 0) for ph in phases],
+                   np.int64)
+    return StridedData(tuple(phases), geo, start + zeros, start, x_len, w_len)
+
+
+def phases_from_batch(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt: int, pl: int,
+                      dh: int, dw: int, groups: int, oh: int, ow: int) -> int | None:
+    """The smallest batch whose input gradient runs by phases, or None (never)."""
+    if groups != 1 or (sh == 1 and sw == 1):
+        return None
+    b = max(1, -(-(PHASES_MIN_WORK * sh * sw) // (c * h * w * f * kh * kw)))
+    return b if strided_data_plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, groups, oh, ow, b) else None
+
+
+def describe_phases(q: StridedData) -> str:
+    """A strided input gradient's plan in words, for `cnndsl compile --print-ir`."""
+    live = sum(ph.plan is not None for ph in q.phases)
+    return f"direct by phases ({live} stride-1 conv{'s' if live != 1 else ''}, interleaved)"
+
+
+@parallel_kernel
+def interleave_phases(buf, geo, sh, sw, dx):
+    """dx[n, c, a*sh + r, b*sw + s] = buf[start + (n*C + c)*plane + a*row + b] with (start, row,
+    plane) = geo[r*sw + s] (row = plane = 0: a row of zeros). Checks the farthest read first."""
+    N, C, H, W = dx.shape
+    for r in range(min(sh, H)):
+        for s in range(min(sw, W)):
+            g0, g1, g2 = geo[r * sw + s, 0], geo[r * sw + s, 1], geo[r * sw + s, 2]
+            far = g0 + (N * C - 1) * g2 + ((H - 1 - r) // sh) * g1 + (W - 1 - s) // sw
+            if g0 < 0 or far >= buf.size:
+                raise IndexError("interleave_phases: a phase reads past its buffer")
+    if N * C * H * W >= PAR_MIN_WORK:
+        for t in prange(N * C):
+            _interleave_plane(buf, geo, sh, sw, np.int64(t), dx)
+    else:
+        for t in range(N * C):
+            _interleave_plane(buf, geo, sh, sw, np.int64(t), dx)
+
+
+@kernel
+def _interleave_plane(buf, geo, sh, sw, t, dx):
+    """Plane t of dx from its phases' rows: stride 2 across as pairs written side by side (0.21 to
+    0.32 ms for resnet_tiny's down blocks as strided stores of one phase at a time)."""
+    H, W = dx.shape[2], dx.shape[3]
+    df = dx.reshape(dx.size)
+    for y in range(H):
+        r = y % sh
+        a = y // sh
+        o = (t * H + y) * W
+        if sw == 2:
+            b0 = geo[2 * r, 0] + t * geo[2 * r, 2] + a * geo[2 * r, 1]
+            b1 = geo[2 * r + 1, 0] + t * geo[2 * r + 1, 2] + a * geo[2 * r + 1, 1]
+            for b in range(W // 2):
+                df[np.uint64(o + 2 * b)] = buf[np.uint64(b0 + b)]
+                df[np.uint64(o + 2 * b + 1)] = buf[np.uint64(b1 + b)]
+            if W % 2:
+                df[np.uint64(o + W - 1)] = buf[np.uint64(b0 + W // 2)]
+            continue
+        for s in range(min(sw, W)):
+            p = r * sw + s
+            base = geo[p, 0] + t * geo[p, 2] + a * geo[p, 1]
+            for b in range((W - s + sw - 1) // sw):
+                df[np.uint64(o + s + b * sw)] = buf[np.uint64(base + b)]
+
+
+def backward_data_strided(dy, w, q: StridedData, sh, sw, dx, xp_buf, wb_buf, phase_buf):
+    """dx (N, C, H, W) overwritten with dL/dx of the strided conv y = conv(x, w) from dy, by the
+    phases of q = strided_data_plan(...) (for this batch); phase_buf: q.buf_len elements."""
+    n, c = dx.shape[0], dx.shape[1]
+    buf = phase_buf[:q.buf_len]
+    buf[q.zeros_at:] = 0.0
+    for ph in q.phases:
+        if ph.plan is None:
+            continue
+        wsub = np.ascontiguousarray(w[:, :, ph.kh0::ph.st_h, ph.kw0::ph.st_w])
+        out = buf[ph.start:ph.start + n * c * ph.oh * ph.ow].reshape(n, c, ph.oh, ph.ow)
+        _conv(dy, wsub, _NO_BIAS, False, _NO_RES, False, KERNEL_CODE["none"], 0.0, True, 1, 1, ph.pt, ph.pl, ph.dh,
+              ph.dw, ph.plan, xp_buf, wb_buf, out)
+    interleave_phases(buf, q.geo, np.int64(sh), np.int64(sw), dx)
+
+
+# ----------------------------------------------------------------------------
 # weight gradient: dW[f, c, kh, kw] = sum over images and output pixels of dy[n, f, oh, ow] *
 # x[n, c, oh*sh + kh*dh - pt, ow*sw + kw*dw - pl]. dy is first copied into channel blocks
 # (N, F/VF, OH*OW, VF) so that the VF channels of one pixel are one vector; the tile then runs over
@@ -599,14 +775,31 @@ def wgrad_scratch_len(n: int, c: int, f: int, kh: int, kw: int, oh: int, ow: int
 
 @kernel
 def _block_image(dy, n, dyt):
-    F, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
+    """Image n's dy in channel blocks: dyt[n, fb, p, v] = dy[n, fb*VF + v, p] (pixels p of the plane,
+    zero past F); 16 channels x 8 pixels at a time through transpose_16x8, the rest element by
+    element. (Element by element, all of it read the 16 or 32 planes of a block 4 KB apart:
+    vgg_small's 32 -> 32 at 32x32, batch 64, took 4.1 ms on one thread, its whole weight gradient
+    on two 3.9.)"""
+    F = dy.shape[1]
+    P = dy.shape[2] * dy.shape[3]
     FB, VF = dyt.shape[1], dyt.shape[4]
+    src = dy.reshape(dy.size)
+    dst = dyt.reshape(dyt.size)
+    p8 = P - P % 8
     for fb in range(FB):
-        for i in range(OH):
-            for j in range(OW):
-                for v in range(VF):
-                    f = fb * VF + v
-                    dyt[n, fb, i, j, v] = dy[n, f, i, j] if f < F else 0.0
+        for v0 in range(0, VF, 16):
+            f0 = fb * VF + v0
+            d0 = (n * FB + fb) * P * VF + v0
+            s0 = (n * F + f0) * P
+            first = 0
+            if VF >= 16 and f0 + 16 <= F:
+                for p in range(0, p8, 8):
+                    transpose_16x8(src, s0 + p, P, dst, d0 + p * VF, VF)
+                first = p8
+            for p in range(first, P):
+                for v in range(min(16, VF - v0)):
+                    d = np.uint64(d0 + p * VF + v)
+                    dst[d] = src[np.uint64(s0 + v * P + p)] if f0 + v < F else ZERO
 
 
 @kernel
@@ -785,6 +978,7 @@ def _pv_wgrad_image(x, dy, pt, pl, xp, dyp, n, doffs, xoffs, taps, pf):
     F, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
     for c in range(C):
         _pad_plane(x, n, c, pt, pl, xp)
+    dyf = dy.reshape(dy.size)
     row = dyp.size // (((F + O.RF - 1) // O.RF) * O.RF * OH)
     P = OH * row
     Fp = dyp.size // P
@@ -792,13 +986,10 @@ def _pv_wgrad_image(x, dy, pt, pl, xp, dyp, n, doffs, xoffs, taps, pf):
         for oh in range(OH):
             o = f * P + oh * row
             if f < F:
-                for j in range(OW):
-                    dyp[o + j] = dy[n, f, oh, j]
-                for j in range(OW, row):
-                    dyp[o + j] = 0.0
+                copy_row(dyf, ((n * F + f) * OH + oh) * OW, dyp, o, OW)
+                fill_row(dyp, o + OW, row - OW, ZERO)
             else:
-                for j in range(row):
-                    dyp[o + j] = 0.0
+                fill_row(dyp, o, row, ZERO)
     xf = xp.reshape(xp.size)
     xbase = n * C * xp.shape[2] * xp.shape[3]
     T = taps.size
