@@ -856,22 +856,16 @@ def _wgrad_parallel(pv, x, dy, pt, pl, xp, dybuf, t0, t1, t2, rb, vf, FB, T, pfl
     taps), else over dy in channel blocks (dybuf (N, F/VF, OH, OW, VF); t0, t1 = wgrad_tables'
     pixel and tap offsets). Only the loop is in this parallel function (see _bands_parallel), and it
     is one for both kinds: a parallel function's lowering is Numba's slowest pass (2.9 s of CPU for
-    a second one, LeNet-5 cold). The copies of each image are made by the thread that uses it."""
+    a second one, LeNet-5 cold). The pixel-vector tile's bounds check is _pv_backward_weight's:
+    here, its t2.max() was a second parallel region (a reduction); without it this function
+    compiled in 3.8 to 5.0 CPU s instead of 5.3 to 7.0 (LeNet-5's shapes, callees compiled, four
+    and three alternated fresh processes). The copies of each image are made by the thread that
+    uses it."""
     N, C = xp.shape[0], xp.shape[1]
     plane = xp.shape[2] * xp.shape[3]
     per = pflat.size // T
     F, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
-    if pv:
-        # the pixel-vector tile has no bounds checks: the farthest elements it reads and writes
-        dper = dybuf.size // T
-        Fp = (F + O.RF - 1) // O.RF * O.RF
-        P = dper // Fp
-        if (N - 1) * C * plane + t1[t1.size - 1] + t2.max() + O.LANES > N * C * plane \
-                or t0[t0.size - 1] + O.LANES > P or P < OH \
-                or per < Fp // O.RF * ((t2.size + O.MAX_RX - 1) // O.MAX_RX) * _PV_BLOCK:
-            raise IndexError("direct conv: a pixel-vector weight-gradient tile would reach past its buffers")
-    else:
-        dper = 0
+    dper = dybuf.size // T if pv else 0
     dyt = dybuf[:0 if pv else N * FB * OH * OW * vf].reshape((0 if pv else N, FB, OH, OW, vf))
     xf = xp.reshape(xp.size)
     dyf = dyt.reshape(dyt.size)
@@ -1036,6 +1030,11 @@ def _pv_backward_weight(x, dy, pt, pl, dh, dw, dweight, hp, wp, xp_buf, dy_buf, 
     per = fb * ng * _PV_BLOCK
     if xp_buf.size < n * c * hp * wp or dy_buf.size < t * dper or part_buf.size < t * per:
         raise ValueError("direct conv: scratch smaller than wgrad_scratch_len()")
+    # the pixel-vector tile has no bounds checks: the farthest elements it reads and writes
+    plane, P = hp * wp, dper // (fb * O.RF)
+    if (n - 1) * c * plane + xoffs[-1] + taps.max() + O.LANES > n * c * plane or doffs[-1] + O.LANES > P \
+            or P < oh or per < fb * ng * _PV_BLOCK:
+        raise IndexError("direct conv: a pixel-vector weight-gradient tile would reach past its buffers")
     i64 = np.int64
     _wgrad_parallel(True, x, dy, i64(pt), i64(pl), xp_buf[:n * c * hp * wp].reshape(n, c, hp, wp),
                     dy_buf[:t * dper], doffs, xoffs, taps, i64(0), i64(O.LANES), i64(fb), i64(t), part_buf[:t * per])
