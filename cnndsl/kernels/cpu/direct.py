@@ -197,7 +197,7 @@ def reorder_weights(w, flip, wb):
     wb[cb, f, kh, kw, j] = w[f, cb*VF + j, KH-1-kh, KW-1-kw] (channels and window swapped)."""
     F, C, KH, KW = w.shape
     FB, CI, _, _, VF = wb.shape
-    wb[:] = 0.0
+    fill_row(wb.reshape(wb.size), I0, wb.size, ZERO)
     for fb in range(FB):
         for ci in range(CI):
             for kh in range(KH):
@@ -402,7 +402,7 @@ def conv_setup(x, w, b, has_bias, res, has_res, flip, sh, sw, pt, pl, dh, dw, rb
         _pv_weights(w, flip, wk)
         init = wbuf[F * K:F * K + F * vf]
         for f in range(F):
-            init[f * vf:(f + 1) * vf] = b[f] if has_bias else 0.0
+            fill_row(init, f * vf, vf, b[f] if has_bias else ZERO)
         aro = tables[2, :rb_]
         for r in range(rb_):
             aro[r] = r * K
@@ -416,9 +416,9 @@ def conv_setup(x, w, b, has_bias, res, has_res, flip, sh, sw, pt, pl, dh, dw, rb
         wb = wbuf[:FB * K * vf].reshape((FB, C, KH, KW, vf))
         reorder_weights(w, flip, wb)
         init = wbuf[FB * K * vf:FB * K * vf + FB * vf]
-        init[:] = 0.0
+        fill_row(init, I0, init.size, ZERO)
         if has_bias:
-            init[:F] = b[:F]
+            copy_row(b, I0, init, I0, F)
         aro = tables[2, :rb]
         for r in range(rb):
             aro[r] = r * sw
@@ -905,11 +905,13 @@ def wgrad_tables(x, dy, sh, sw, dh, dw, rb, vf, hp, wp, T, xbuf, dybuf, pbuf, dw
         for j in range(OW):
             xoffs[i * OW + j] = i * sh * wp + j * sw
     xro = tables[1, :KP]
-    xro[:] = 0  # taps past KK read pixel 0 into partial sums nobody reads
+    for r in range(KP):
+        xro[r] = 0  # taps past KK read pixel 0 into partial sums nobody reads
     for i in range(KH):
         for j in range(KW):
             xro[i * KW + j] = i * dh * wp + j * dw
-    if (N * C - 1) * hp * wp + xoffs[P - 1] + xro.max() >= N * C * hp * wp:
+    # the farthest tap is the last (padded taps read 0); not xro.max(), which compiles Numba's max
+    if (N * C - 1) * hp * wp + xoffs[P - 1] + (KH - 1) * dh * wp + (KW - 1) * dw >= N * C * hp * wp:
         raise IndexError("direct conv: a weight-gradient tile would read past the padded input")
 
 
