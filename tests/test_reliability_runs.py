@@ -26,6 +26,7 @@ from cnndsl.io.weights import CHECKPOINT_FORMAT, _encode, load_checkpoint, load_
 from cnndsl.model import Model
 from cnndsl.train import run_dir
 from cnndsl.train.trainer import Trainer, with_overrides
+from tests.reliability_testutil import sigint_default_in_child
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -552,7 +553,16 @@ def test_the_python_api_checks_the_data_size_too():
 
 # -- 9. Ctrl-C, and Ctrl-C again while the checkpoint is being saved ------------------------------------
 
-def test_a_second_ctrl_c_during_the_save_waits_for_it(tmp_path, monkeypatch):
+@pytest.fixture
+def default_sigint():
+    """SIGINT at Python's default handler for the test (see reliability_testutil.sigint_default_in_child:
+    a suite started with `&` from a script has it ignored, and the trainer installs nothing over that)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_second_ctrl_c_during_the_save_waits_for_it(tmp_path, monkeypatch, default_sigint):
     import cnndsl.train.trainer as trainer_module
 
     model = Model(cnndsl.loads(TINY))
@@ -612,7 +622,7 @@ def test_double_sigint_exits_130_with_the_checkpoint_of_the_interrupt(files, tmp
     proc = subprocess.Popen([sys.executable, "-m", "cnndsl", "train", str(files / "tiny.cnn"), "--data", str(data),
                              "--epochs", "50", "--batch", "1", "--out", str(out), "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), preexec_fn=sigint_default_in_child)
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "curves.png").exists():  # written after epoch 1's save
         time.sleep(0.01)

@@ -21,6 +21,7 @@ from cnndsl.frontend import load
 from cnndsl.frontend.parser import parse_text
 from cnndsl.sweep.results import filled_source
 from cnndsl.sweep.space import build_space
+from tests.reliability_testutil import sigint_default_in_child
 
 import cnndsl.cli.sweep  # noqa: E402,F401  registers the command
 import cnndsl.cli.train  # noqa: E402,F401
@@ -341,7 +342,7 @@ def test_ctrl_c_marks_the_trial_interrupted_and_the_next_run_trains_it(files, tm
     model, data = files
     out = tmp_path / "c"
     proc = subprocess.Popen(_cmd(model, data, out, 3), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default_in_child)
     deadline = time.time() + 600
     while time.time() < deadline:
         time.sleep(0.2)

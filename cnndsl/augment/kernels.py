@@ -5,16 +5,17 @@ Every augmentation runs in two steps:
 1. a small serial `draw_*` function turns (indices, seed, epoch, op, p, ...)
    into a float64 / int64 table of per-image parameters (one row per image),
    using the counter-based hash of `cnndsl.augment.rng`;
-2. a parallel kernel (`prange` over images) applies those parameters,
+2. a serial kernel (a loop over the images) applies those parameters,
    reading `src` and writing `dst` (never in place: src and dst are distinct
-   C-contiguous float32 (N, C, H, W) arrays). Like the other CPU kernels it
-   loops serially when the batch is too small to pay for a parallel region
-   (fewer than PAR_MIN_WORK elements; a quarter of that for the costlier
-   affine and jitter kernels).
+   C-contiguous float32 (N, C, H, W) arrays). Serial on purpose: a `parallel=True`
+   driver cost 1 to 2.4 CPU s of Numba's parfor passes each to compile (LeNet-5's
+   augmentation 5.0 CPU s cold, vgg_small's 6.6; serial 2.7 and 2.3), and
+   augmenting a batch of 128 takes 0.2 to 0.3 ms serial (0.1 to 0.2 on 2 threads),
+   well under 1 % of a training step (docs/performance.md, "Compile time").
 
 Keeping the draws apart makes every kernel a deterministic function of
 explicit parameters, which tests (and helpers such as `rotate_images`) call
-directly. Five parallel kernels cover the eight augmentations:
+directly. Five kernels cover the eight augmentations:
 
     _grayscale  grayscale
     _flip       hflip, vflip
@@ -33,9 +34,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
 
-from cnndsl.kernels.cpu.common import PAR_MIN_WORK, kernel, parallel_kernel
+from cnndsl.kernels.cpu.common import kernel
 from cnndsl.kernels.cpu.hash import GOLDEN
 from cnndsl.kernels.cpu.hash import mix as _mix
 
@@ -251,16 +251,12 @@ def _grayscale_image(src, dst, i, flag):
             dst[i, 2, y, x] = v
 
 
-@parallel_kernel
+@kernel
 def _grayscale(src, dst, flags):
     """BT.601 luma written to all three channels where flags[i] != 0 (C == 3)."""
     n = src.shape[0]
-    if src.size >= PAR_MIN_WORK:
-        for i in prange(n):
-            _grayscale_image(src, dst, np.int64(i), flags[i])
-    else:
-        for i in range(n):
-            _grayscale_image(src, dst, i, flags[i])
+    for i in range(n):
+        _grayscale_image(src, dst, i, flags[i])
 
 
 @kernel
@@ -282,16 +278,12 @@ def _flip_image(src, dst, i, flag, vertical):
                     dst[i, c, y, x] = src[i, c, sy, x]
 
 
-@parallel_kernel
+@kernel
 def _flip(src, dst, flags, vertical):
     """Mirror left-right (vertical == 0) or top-bottom (vertical == 1) where flags[i] != 0."""
     n = src.shape[0]
-    if src.size >= PAR_MIN_WORK:
-        for i in prange(n):
-            _flip_image(src, dst, np.int64(i), flags[i], vertical)
-    else:
-        for i in range(n):
-            _flip_image(src, dst, i, flags[i], vertical)
+    for i in range(n):
+        _flip_image(src, dst, i, flags[i], vertical)
 
 
 @kernel
@@ -321,30 +313,18 @@ def _window_image(src, dst, i, oy, ox, f):
                     dst[i, c, y, x] = f
 
 
-@parallel_kernel
+@kernel
 def _window(src, dst, offsets, fill):
     """dst[i, c, y, x] = src[i, c, y + offsets[i, 0], x + offsets[i, 1]], or `fill` outside src.
 
     dst may be smaller than src (a crop); offsets may be negative (padding / shifts)."""
     n = src.shape[0]
     f = np.float32(fill)
-    if src.size >= PAR_MIN_WORK:
-        for i in prange(n):
-            _window_image(src, dst, np.int64(i), offsets[i, 0], offsets[i, 1], f)
-    else:
-        for i in range(n):
-            _window_image(src, dst, i, offsets[i, 0], offsets[i, 1], f)
+    for i in range(n):
+        _window_image(src, dst, i, offsets[i, 0], offsets[i, 1], f)
 
 
 @kernel
-def _affine_or_copy(src, dst, i, rows, f):
-    if rows[i, 0] == 0.0:
-        _copy_image(src, dst, i)
-    else:
-        _affine_image(src, dst, i, rows[i, 1], rows[i, 2], rows[i, 3], rows[i, 4], f)
-
-
-@parallel_kernel
 def _affine(src, dst, rows, fill):
     """Bilinear resampling about the image centre where rows[i, 0] != 0:
 
@@ -353,14 +333,12 @@ def _affine(src, dst, rows, fill):
     with rows[i] = [applied, a, b, c, d], centre = ((H-1)/2, (W-1)/2). Neighbours
     outside the image count as `fill`. Coordinates are float64, so transforms that
     map pixel centres onto pixel centres (quarter turns) reproduce pixels exactly."""
-    n = src.shape[0]
     f = np.float32(fill)
-    if src.size >= PAR_MIN_WORK // 4:  # ~4x the work per element of a copy
-        for i in prange(n):
-            _affine_or_copy(src, dst, np.int64(i), rows, f)
-    else:
-        for i in range(n):
-            _affine_or_copy(src, dst, i, rows, f)
+    for i in range(src.shape[0]):
+        if rows[i, 0] == 0.0:
+            _copy_image(src, dst, i)
+        else:
+            _affine_image(src, dst, i, rows[i, 1], rows[i, 2], rows[i, 3], rows[i, 4], f)
 
 
 @kernel
@@ -452,25 +430,15 @@ def _hue_shift_image(dst, i, shift):
             dst[i, 2, y, x] = maxc - cr * min(max(min(kb, F4 - kb), F0), F1)
 
 
-@parallel_kernel
+@kernel
 def _jitter(src, dst, rows):
     """torchvision ColorJitter with explicit factors: rows[i] = [applied, brightness,
     contrast, saturation, hue, order]; the four steps run in the packed order, each
     clamping to [0, 1]; factors of exactly 1 (hue 0) are skipped."""
-    n = src.shape[0]
-    if src.size >= PAR_MIN_WORK // 4:
-        for i in prange(n):
-            _jitter_or_copy(src, dst, np.int64(i), rows)
-    else:
-        for i in range(n):
-            _jitter_or_copy(src, dst, i, rows)
-
-
-@kernel
-def _jitter_or_copy(src, dst, i, rows):
-    _copy_image(src, dst, i)
-    if rows[i, 0] != 0.0:
-        _jitter_image(dst, i, rows[i, 1], rows[i, 2], rows[i, 3], rows[i, 4], np.int64(rows[i, 5]))
+    for i in range(src.shape[0]):
+        _copy_image(src, dst, i)
+        if rows[i, 0] != 0.0:
+            _jitter_image(dst, i, rows[i, 1], rows[i, 2], rows[i, 3], rows[i, 4], np.int64(rows[i, 5]))
 
 
 @kernel

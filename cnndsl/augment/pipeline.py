@@ -9,7 +9,7 @@ Op number j of the pipeline draws its random numbers from the hash of
 indices give the same batch, bit for bit, whatever the batch composition or
 thread count. Training only: never apply it at evaluation.
 
-Each op is one parallel Numba region over the images; intermediate results go
+Each op is one (serial) Numba kernel over the images; intermediate results go
 to buffers the pipeline keeps between calls, the last op writes the result.
 """
 from __future__ import annotations
