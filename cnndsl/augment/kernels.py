@@ -8,10 +8,11 @@ Every augmentation runs in two steps:
 2. a serial kernel (a loop over the images) applies those parameters,
    reading `src` and writing `dst` (never in place: src and dst are distinct
    C-contiguous float32 (N, C, H, W) arrays). Serial on purpose: a `parallel=True`
-   driver cost 1 to 2.4 CPU s of Numba's parfor passes each to compile (LeNet-5's
-   augmentation 5.0 CPU s cold, vgg_small's 6.6; serial 2.7 and 2.3), and
-   augmenting a batch of 128 takes 0.2 to 0.3 ms serial (0.1 to 0.2 on 2 threads),
-   well under 1 % of a training step (docs/performance.md, "Compile time").
+   driver cost 1 to 2.8 CPU s each to compile (Numba's parfor lowering; LeNet-5's
+   augmentation 5.0 CPU s cold, vgg_small's 6.6; serial 2.7 and 2.3), and a batch
+   of 128 takes 0.27 to 0.31 ms serial against 0.14 to 0.17 on 2 threads: nothing
+   beside vgg_small's step, about 3 % more of LeNet-5's 2 ms step
+   (docs/performance.md, "Serial augmentation and dense epilogue").
 
 Keeping the draws apart makes every kernel a deterministic function of
 explicit parameters, which tests (and helpers such as `rotate_images`) call

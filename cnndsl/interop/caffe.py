@@ -196,11 +196,19 @@ class _Caffe:
         t = layer.get("type", "")
         return V1_NAMES.get(t, t) if isinstance(t, str) else str(t)
 
+    def _whole_numbers(self, msg: Message, name: str, what: str) -> list[int]:
+        """The values of `name` in `msg` as ints, or a located error (the net's inputs are read before,
+        and outside, the per-layer conversion that turns a bad value into a diagnostic)."""
+        try:
+            return [int(v) for v in msg.values(name)]
+        except (ValueError, TypeError, OverflowError) as e:
+            raise self.error(f"{what} must be whole numbers ({type(e).__name__}: {e})", msg.span_of(name)) from None
+
     def _net_inputs(self):
         net = self.net
         names = [str(n) for n in net.values("input")]
-        shapes = [[int(d) for d in s.values("dim")] for s in net.all("input_shape")]
-        dims = [int(d) for d in net.values("input_dim")]
+        shapes = [self._whole_numbers(s, "dim", "input_shape's dims") for s in net.all("input_shape")]
+        dims = self._whole_numbers(net, "input_dim", "input_dim")
         if dims:
             shapes = [dims[i:i + 4] for i in range(0, len(dims), 4)]
         for i, name in enumerate(names):

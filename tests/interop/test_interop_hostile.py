@@ -54,6 +54,17 @@ def test_a_layer_that_is_a_value_is_a_located_error(tmp_path):
     assert "must be a block" in d.message and "-1" in d.message and d.span.line == 4, d.render()
 
 
+def test_an_input_dim_that_is_not_a_number_is_a_located_error(tmp_path):
+    """`dim: abc` in the net's input_shape (Hypothesis found it: a ValueError from int())."""
+    path = tmp_path / "bad.prototxt"
+    path.write_text('name: "x"\ninput: "data"\ninput_shape { dim: 1 dim: abc dim: 4 dim: 4 }\n'
+                    'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n')
+    with pytest.raises(CnnError) as e:
+        import_caffe(path)
+    d = e.value.diagnostics[0]
+    assert "input_shape" in d.message and "abc" in d.message and d.span.line == 3, d.render()
+
+
 @SETTINGS
 @given(st.data(), st.sampled_from(["tiny_yolo.cfg", "classifier.cfg"]))
 def test_mutated_cfg(tmp_path_factory, data, name):
