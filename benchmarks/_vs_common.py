@@ -8,6 +8,7 @@ worker's own thread pools; this module imports nothing of cnndsl.
 """
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from pathlib import Path
@@ -47,6 +48,12 @@ def repeats(quick: bool) -> dict[str, int]:
     if quick:
         return {"lenet_train": 2, "latency": 3, "throughput": 3, "vgg_train": 2, "resnet_train": 2, "conv": 2}
     return {"lenet_train": 5, "latency": 7, "throughput": 7, "vgg_train": 5, "resnet_train": 5, "conv": 5}
+
+
+def batch_starts(n: int, batch: int, limit: int = 256):
+    """Endless start offsets of consecutive batches of `batch` out of n items (at most `limit`
+    distinct ones, then again from 0): a timed training loop sees new data each step."""
+    return itertools.cycle(range(0, max(1, n - batch + 1), batch)[:limit])
 
 
 def median_seconds(fn, repeats: int, min_repeat_s: float = 0.05) -> float:

@@ -121,15 +121,21 @@ def run_worker(name: str, threads: int, quick: bool) -> dict:
     return json.loads(run_python(args, worker_env(threads)))
 
 
-def first_steps(snippet: str, threads: int) -> dict[str, float]:
+# Warm starts measured per side, the figure their median: one warm start of LeNet-5 took 0.76 to
+# 0.99 s in six processes a minute apart on the quiet 2-core EPYC (2026-12-03 12:12), and a single
+# one read 1.13 s in the run before; the cold start is measured once (each needs an empty cache).
+WARM_RUNS = 5
+
+
+def first_steps(snippet: str, threads: int, warm_runs: int = WARM_RUNS) -> dict:
     """Seconds from the top of a fresh process to the end of its first training step: once
-    with an empty Numba cache (cold), then again in a new process with the cache the first one
-    filled (warm)."""
+    with an empty Numba cache (cold), then in `warm_runs` new processes with the cache the first
+    one filled (warm: their median; each run in first_step_warm_runs_s)."""
     with tempfile.TemporaryDirectory(prefix="vs_pytorch_cache-") as cache:
         env = worker_env(threads, NUMBA_CACHE_DIR=cache)
         cold = float(run_python(["-c", snippet], env))
-        warm = float(run_python(["-c", snippet], env))
-    return {"first_step_cold_s": cold, "first_step_warm_s": warm}
+        warm = [float(run_python(["-c", snippet], env)) for _ in range(warm_runs)]
+    return {"first_step_cold_s": cold, "first_step_warm_s": statistics.median(warm), "first_step_warm_runs_s": warm}
 
 
 def torch_first_step_snippet(threads: int) -> str:
@@ -157,12 +163,12 @@ def measure(threads: int, quick: bool, with_torch: bool, rounds: int) -> tuple[d
             got[side] = run_worker("_vs_cnndsl.py" if side == "cnndsl" else "_vs_torch.py", threads, quick)
         per_round.append(got)
     ours = median_of([r["cnndsl"] for r in per_round])
-    say("cnndsl: time to the first training step, cold then warm Numba cache ...")
+    say(f"cnndsl: time to the first training step, cold then warm Numba cache ({WARM_RUNS} runs) ...")
     ours.update(first_steps(CNNDSL_FIRST_STEP, threads))
     if not with_torch:
         return ours, None, per_round
     theirs = median_of([r["pytorch"] for r in per_round])
-    say("pytorch: time to the first training step (twice, for the same cold/warm pairing) ...")
+    say(f"pytorch: time to the first training step (1 + {WARM_RUNS} runs, for the same cold/warm pairing) ...")
     theirs.update(first_steps(torch_first_step_snippet(threads), threads))
     return ours, theirs, per_round
 
@@ -350,7 +356,10 @@ def main() -> None:
                "cnndsl_conv_ops_timed": ours.pop("conv_ops_timed"),
                "figures": rows(ours, theirs, per_round),
                "per_round": [{side: {k: v for k, v in r.items() if k in SPEED_KEYS} for side, r in got.items()}
-                             for got in per_round]}
+                             for got in per_round],
+               # every warm start behind the first-step figures (their median), per side
+               "first_step_warm_runs_s": {side: r.get("first_step_warm_runs_s")
+                                          for side, r in (("cnndsl", ours), ("pytorch", theirs)) if r}}
     write_atomically(args.out, results)
     show(results, args.markdown)
     if not with_torch:

@@ -72,6 +72,8 @@ def fingerprint() -> str:
     digest.update(importlib.metadata.version("numba").encode())
     if boundscheck():  # the checked code apart (see the module docstring); unchecked: as before
         digest.update(b"\0NUMBA_BOUNDSCHECK=1")
+    if prelink_passes_skipped():  # LLVM's per-function passes skipped: other machine code, its own folder
+        digest.update(b"\0CNNDSL_PRELINK_PASSES=0")
     return digest.hexdigest()[:16]
 
 
@@ -164,9 +166,50 @@ def keep_reload_init() -> None:
     cls._rebuild = classmethod(_rebuild)
 
 
+def prelink_passes_skipped() -> bool:
+    """Whether skip_prelink_passes applies: only with CNNDSL_PRELINK_PASSES=0."""
+    return os.environ.get("CNNDSL_PRELINK_PASSES", "") == "0"
+
+
+def skip_prelink_passes() -> None:
+    """With CNNDSL_PRELINK_PASSES=0, optimize each compiled function once, not twice. Numba runs
+    LLVM's O3 function pipeline on every function of a module as it is added to a library
+    (CPUCodeLibrary._optimize_functions, numba/core/codegen.py, 0.68), then links the callees'
+    modules in and runs the O3 module pipeline over the whole, which runs the function pipeline
+    again after inlining; this skips the first run. Off by default, because what it saves is
+    smaller than what it costs a latency-bound user (docs/performance.md, "One parallel loop,
+    and LLVM's per-function passes"): LeNet-5's cold first step compiled in 19.4 to 22.4 CPU s
+    instead of 20.3 to 24.9 (one process, three alternated triples, with the shared parallel
+    loop; 5.5 s saved before it), while LeNet-5's batch-1 inference took 37 to 38 us instead of
+    35 to 36 (best of 60, five alternated pairs): smaller callees, not yet simplified, inline
+    differently. The data layout the skipped method set is kept. Every CPU function the process
+    compiles is affected (Numba's parallel regions, a user's own @njit); what the code computes
+    does not change. Done once, by cnndsl.kernels.cpu, under a fingerprint of its own; nothing is
+    changed when this Numba lacks the method."""
+    if not prelink_passes_skipped():
+        return
+    from numba.core import codegen
+
+    cls = getattr(codegen, "CPUCodeLibrary", None)
+    current = getattr(cls, "_optimize_functions", None)
+    if current is None or getattr(current, "_cnndsl_skips_prelink", False):
+        return
+
+    def _optimize_functions(self, ll_module):
+        ll_module.data_layout = self._codegen._data_layout
+
+    _optimize_functions._cnndsl_skips_prelink = True
+    cls._optimize_functions = _optimize_functions
+
+
+def cache_root() -> Path:
+    """cnndsl's folder of caches: $XDG_CACHE_HOME/cnndsl, else ~/.cache/cnndsl (the kernels under
+    numba/, the parser's tables under parser/: frontend/parser.py)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnndsl"
+
+
 def default_cache_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "cnndsl" / "numba" / fingerprint()
+    return cache_root() / "numba" / fingerprint()
 
 
 def configure() -> None:

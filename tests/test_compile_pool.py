@@ -224,10 +224,13 @@ def test_units_group_the_ops_of_one_kernel_family():
             assert {node.op for node in graph.nodes()} - {"input", "target"} <= set(ops)
 
 
-# Two processes save two signatures of one cached function into one cache at the same moment: each
-# waits (up to 5 s) inside Numba's save, after reading the index, for the other to have read it too.
-# Without a lock both rewrite the index from what they read and one signature is lost; with
-# locked_cache_saves the second waits for the first and adds to its index.
+# Two processes save two signatures of one cached function into one cache at the same moment. Each
+# marks its arrival in Numba's save (".arrived", before the lock when there is one) and, once it has
+# read the index (".loaded"), waits for the other: without a lock until the other has read the index
+# too, so both rewrite it from what they read and one signature is lost; with locked_cache_saves until
+# the other has arrived, which then waits for the lock and reads the index the first one wrote. (A
+# wait of at most 5 s for the other to read the index made the lock's case wait those 5 s, and missed
+# the race when the other process took longer to get there: under load, running beside other tests.)
 SAVE_SCRIPT = textwrap.dedent("""
     import os, sys, time
     sys.path.insert(0, sys.argv[1])
@@ -239,9 +242,10 @@ SAVE_SCRIPT = textwrap.dedent("""
     def load_index(self):
         found = original_load(self)
         if state["in_save"]:
-            open(me, "w").close()
-            deadline = time.time() + 5
-            while not os.path.exists(other) and time.time() < deadline:
+            open(me + ".loaded", "w").close()
+            wait_for = other + (".arrived" if locked else ".loaded")
+            deadline = time.time() + 120
+            while not os.path.exists(wait_for) and time.time() < deadline:
                 time.sleep(0.01)
         return found
 
@@ -257,6 +261,13 @@ SAVE_SCRIPT = textwrap.dedent("""
     if locked:
         from cnndsl.backend.compile_pool import locked_cache_saves
         locked_cache_saves()
+    inner = caching.IndexDataCacheFile.save
+
+    def arrive(self, key, data):
+        open(me + ".arrived", "w").close()
+        return inner(self, key, data)
+
+    caching.IndexDataCacheFile.save = arrive
     import twosigs
     twosigs.f(int(value) if value.isdigit() else float(value))
 """)

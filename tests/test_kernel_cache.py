@@ -201,3 +201,43 @@ def test_functions_outside_the_package_keep_numbas_own_folders(tmp_path):
     assert kernel_cache.package_subfolder(str(tmp_path / "mine.py")) is None
     inside = kernel_cache.package_subfolder(str(kernel_cache.PACKAGE / "kernels" / "cpu" / "conv.py"))
     assert inside == f"cnndsl_kernels.cpu_{kernel_cache.cached_fingerprint()}"
+
+
+def test_prelink_passes_skipped_only_when_asked_with_a_fingerprint_of_their_own(monkeypatch):
+    monkeypatch.delenv("CNNDSL_PRELINK_PASSES", raising=False)
+    assert not kernel_cache.prelink_passes_skipped()
+    numbas = kernel_cache.fingerprint()
+    monkeypatch.setenv("CNNDSL_PRELINK_PASSES", "0")  # other machine code: another folder
+    assert kernel_cache.prelink_passes_skipped()
+    assert kernel_cache.fingerprint() != numbas
+
+
+PRELINK = """
+import os, sys
+import numpy as np
+from numba import njit
+from numba.core import codegen
+import cnndsl.kernels.cpu
+@njit
+def total(a):
+    s = 0.0
+    for i in range(a.size):
+        s += a[i] * 2.0
+    return s
+print(getattr(codegen.CPUCodeLibrary._optimize_functions, "_cnndsl_skips_prelink", False),
+      total(np.arange(10.0)))
+"""
+
+
+def test_the_passes_skipped_when_asked_and_the_same_results_either_way(tmp_path):
+    import subprocess
+    import sys
+
+    out = {}
+    for value in ("", "0"):
+        env = dict(os.environ, CNNDSL_PRELINK_PASSES=value, NUMBA_CACHE_DIR=str(tmp_path))
+        done = subprocess.run([sys.executable, "-c", PRELINK], capture_output=True, text=True, env=env, timeout=300,
+                              cwd=str(Path(__file__).resolve().parents[1]))
+        assert done.returncode == 0, done.stderr
+        out[value] = done.stdout.split()
+    assert out[""] == ["False", "90.0"] and out["0"] == ["True", "90.0"]

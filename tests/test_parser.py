@@ -1,6 +1,8 @@
 """The parser: text -> typed AST, and syntax/file errors -> clean diagnostics."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cnndsl.diagnostics import CnnError
@@ -279,3 +281,40 @@ def test_a_model_file_over_the_size_cap_is_refused_before_parsing(tmp_path):
     with pytest.raises(CnnError, match="too large for a model description"):
         load(path)
     assert time.perf_counter() - start < 2
+
+
+def _syntax_error_text(source: str) -> str:
+    from cnndsl.frontend.parser import parse_text
+
+    with pytest.raises(CnnError) as e:
+        parse_text(source, "bad.cnn")
+    return str(e.value)
+
+
+def test_parser_tables_are_saved_loaded_and_rebuilt_when_unreadable(tmp_path, monkeypatch):
+    from cnndsl.frontend import parser as P
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    good = (Path(__file__).resolve().parent.parent / "examples" / "lenet5.cnn").read_text()
+    bad = "network N(classes = 5) {\n  input image: 1x8x8\n  dense classes -> logits\n  flatten ->\n}\n"
+    P._parser.cache_clear()
+    try:
+        built = P._parser()  # built from the grammar, then saved
+        saved = list((tmp_path / "cnndsl" / "parser").glob("*.lark"))
+        assert len(saved) == 1
+        tree, message = built.parse(good), _syntax_error_text(bad)
+        P._parser.cache_clear()
+        loaded = P._parser()  # from the file: the same trees, positions and diagnostics
+        assert loaded is not built and loaded.parse(good) == tree
+        assert loaded.parse(good).meta.end_line == tree.meta.end_line
+        assert _syntax_error_text(bad) == message
+        saved[0].write_bytes(b"not a saved parser")  # truncated, or another Lark's
+        P._parser.cache_clear()
+        assert P._parser().parse(good) == tree  # built again, silently, and the file replaced
+        assert saved[0].read_bytes() != b"not a saved parser"
+        (tmp_path / "file").write_text("")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # no folder can be made there
+        P._parser.cache_clear()
+        assert P._parser().parse(good) == tree
+    finally:
+        P._parser.cache_clear()

@@ -283,6 +283,61 @@ def test_a_small_space_is_not_trained_twice(files, tmp_path):
     assert sorted(p.name for p in (out / "trials").iterdir()) == sorted(f"{r['number']:04d}" for r in trained)
 
 
+def test_tables_created_by_another_process_at_the_same_moment(files, tmp_path, monkeypatch):
+    """A process that does not take the sweep's lock (optuna.load_study in a script, a dashboard)
+    creates the database's tables as the sweep does: the sweep's CREATE TABLE fails with 'already
+    exists' (an internal error before), and it opens the study again."""
+    optuna = pytest.importorskip("optuna")
+    import sqlalchemy.exc
+
+    model, data = files
+    real = optuna.storages.RDBStorage
+    calls = []
+
+    class Racing(real):
+        def __init__(self, url, **kwargs):
+            calls.append(url)
+            if len(calls) == 1:
+                real(url)  # the other process's tables, created first
+                raise sqlalchemy.exc.OperationalError("CREATE TABLE studies", {},
+                                                      Exception("table studies already exists"))
+            super().__init__(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", Racing)
+    out = tmp_path / "race"
+    result = sweep(model, "--data", data, "--trials", 1, "-D", "width=2", "-D", "s=1", "-D", "lr=0.05", "--seed", 1,
+                   "--out", out)
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 2 and json.loads((out / "sweep.json").read_text())["counts"] == {"complete": 1}
+
+
+def test_recover_queues_only_whole_points(tmp_path):
+    """Two trials left RUNNING by a dead process: one had drawn its whole point (queued again, with
+    that point), one only some of its parameters (failed, not queued: its point never existed)."""
+    optuna = pytest.importorskip("optuna")
+    from cnndsl.sweep.study import HOST, recover
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}", study_name="r")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    pid = int(dead.stdout)
+    whole, part = study.ask(), study.ask()
+    for t in (whole, part):
+        t.set_user_attr("host", HOST)
+        t.set_user_attr("pid", pid)
+        t.set_user_attr("pid_start", "never")  # not a start time: a reused pid is not this process
+        t.suggest_int("k", 3, 4)
+    whole.suggest_categorical("s", [1, 2])
+    lines = []
+    assert recover(study, lines.append, ["k", "s"]) == 1
+    assert lines == ["1 trial interrupted earlier will run again"]
+    trials = study.get_trials()
+    assert [(t.state.name, t.user_attrs.get("state")) for t in trials[:2]] == [("FAIL", "interrupted")] * 2
+    assert len(trials) == 3 and trials[2].state.name == "WAITING"
+    assert trials[2].user_attrs["requeued_from"] == whole.number
+    assert recover(study, lines.append, ["k", "s"]) == 0  # once
+
+
 # ---- several processes -------------------------------------------------------------------------------------
 def _cmd(model, data, out, trials):
     return [sys.executable, "-m", "cnndsl", "sweep", str(model), "--data", str(data), "--trials", str(trials),
@@ -300,21 +355,32 @@ def test_resume_after_sigkill_continues_the_same_study(files, tmp_path):
     out = tmp_path / "k"
     proc = subprocess.Popen(_cmd(model, data, out, 5), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
+    # The kill must land while a trial is running with its point recorded. Polling and then killing
+    # raced with the sweep: a trial of this tiny model ends within the poll, or the next one has its
+    # pid but no point yet (nothing to queue again), and CI failed that way twice. So the sweep is
+    # frozen (SIGSTOP) before the study is read: what is read is what the kill finds. A write it
+    # held half-done is rolled back by SQLite, which leaves the trial RUNNING, as read.
     deadline = time.time() + 600
-    done_before = []
-    while time.time() < deadline:
-        time.sleep(0.5)
-        if (out / "study.db").exists():
-            try:
-                trials = study_trials(out)
-            except Exception:  # the study is being created
-                continue
-            done_before = [t for t in trials if t.state.name == "COMPLETE"]
-            running = [t for t in trials if t.state.name == "RUNNING" and t.user_attrs.get("pid")]
-            if len(done_before) >= 2 and running:
-                break
+    killed_running = False
+    while time.time() < deadline and not killed_running:
+        time.sleep(0.1)
         assert proc.poll() is None, proc.stderr.read()
-    os.kill(proc.pid, signal.SIGKILL)
+        if not (out / "study.db").exists():
+            continue
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            trials = study_trials(out)
+        except Exception:  # the study is being created, or the frozen sweep holds the write lock
+            trials = []
+        done_before = [t for t in trials if t.state.name == "COMPLETE"]
+        # with its whole point: a trial draws its parameters one at a time (the one killed before it
+        # had drawn them all is not queued again: test_recover_queues_only_whole_points)
+        running = [t for t in trials if t.state.name == "RUNNING" and set(t.params) == {"width", "k", "s", "lr"}]
+        if len(done_before) >= 2 and running:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed_running = True
+        os.kill(proc.pid, signal.SIGCONT)
+    assert killed_running, "no trial was running with its point within 600 s"
     proc.wait()
     before = {t.number: (t.params, t.values) for t in study_trials(out) if t.state.name == "COMPLETE"}
     assert len(before) >= 2

@@ -58,3 +58,20 @@ def test_without_pytorch_there_is_no_ratio(vs):
     for key in vs.SPEED_KEYS:
         assert rows[key]["ratio"] is None and rows[key]["status"] == "no PyTorch"
     assert rows["first_step_cold_s"]["status"] == "missed by 5.0 s"  # cnndsl's own target still judged
+
+
+def test_warm_start_is_the_median_of_several_processes_and_cold_is_the_first(vs, monkeypatch):
+    # one cold process, then WARM_RUNS warm ones sharing its cache: the warm figure is their median
+    printed = iter(["12.5", "1.30", "0.80", "0.95", "0.90", "2.10"])
+    caches = []
+
+    def fake_run(args, env):
+        caches.append(env["NUMBA_CACHE_DIR"])
+        return next(printed)
+
+    monkeypatch.setattr(vs, "run_python", fake_run)
+    got = vs.first_steps("print(1)", threads=2, warm_runs=5)
+    assert got["first_step_cold_s"] == 12.5
+    assert got["first_step_warm_s"] == 0.95
+    assert got["first_step_warm_runs_s"] == [1.30, 0.80, 0.95, 0.90, 2.10]
+    assert len(set(caches)) == 1 and len(caches) == 6

@@ -38,9 +38,51 @@ def _grammar_text() -> str:
     raise RuntimeError("grammar/cnn.lark not found")  # pragma: no cover - broken install
 
 
+_LARK_OPTIONS = {"parser": "lalr", "propagate_positions": True, "maybe_placeholders": True}
+
+
+def _parser_cache_path(grammar: str) -> Path | None:
+    """Where the built parser is kept: a file named after the grammar, the options and the Lark and
+    Python versions, in cnndsl's cache folder (None: no home to keep it in)."""
+    import hashlib
+    import sys
+
+    import lark
+
+    from cnndsl.kernel_cache import cache_root
+
+    key = repr((grammar, sorted(_LARK_OPTIONS.items()), lark.__version__, sys.version_info[:2]))
+    try:
+        return cache_root() / "parser" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".lark")
+    except (OSError, RuntimeError):  # no home folder
+        return None
+
+
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
-    return Lark(_grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    """The LALR parser of grammar/cnn.lark. Building it takes 45 to 72 ms (Lark computes the tables
+    each time), a twelfth of a warm `cnndsl train`'s start and of every compile-pool worker's;
+    loading the saved tables takes 4 ms. So the first build is saved (Lark.save, written
+    atomically) and later processes load it; a file that cannot be read back (truncated, another
+    Lark's) is built again and replaced, and a folder that cannot be written is no error."""
+    grammar = _grammar_text()
+    path = _parser_cache_path(grammar)
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                return Lark.load(f)
+        except Exception:  # absent, unreadable or not a saved parser: build it  # noqa: BLE001
+            pass
+    parser = Lark(grammar, **_LARK_OPTIONS)
+    if path is not None:
+        try:
+            from cnndsl.io.atomic import atomic_writer
+
+            with atomic_writer(path) as f:
+                parser.save(f)
+        except Exception:  # a read-only or full cache folder: parse without keeping it  # noqa: BLE001
+            pass
+    return parser
 
 
 @functools.lru_cache(maxsize=1)

@@ -141,9 +141,14 @@ def test_fused_batchnorm_matches_reference(shape, seed, activation):
     for got, ref, what in zip((y, mean, inv, rmk, rvk), want, ("y", "mean", "inv_std", "running_mean", "running_var")):
         assert_close(got, ref, what=f"{activation} {what}")
     # the reference's backward at z recomputed from x and the saved statistics
-    for got, ref, what in zip((dx, dg, db), RF.fused_batchnorm_backward(x, y, dy, gamma, beta, mean, inv, activation, 0.2),
-                              ("dx", "dgamma", "dbeta")):
-        assert_close(got, ref, rtol=1e-3, what=f"{activation} {what}")
+    # dx is a difference of terms of size |gamma * inv_std * dy|, and can be far smaller than them: with two
+    # values per channel it is zero but for eps (shape (2, 4), seed 6818: dx ~2e-3 from terms ~48, float32's
+    # rounding 6e-5). So dx's error is measured against those terms (1e-5 of them: ~100 float32 roundings).
+    dx_scale = float(np.abs(gamma * inv).max() * np.linalg.norm(dy))
+    for got, ref, what, atol in zip((dx, dg, db),
+                                    RF.fused_batchnorm_backward(x, y, dy, gamma, beta, mean, inv, activation, 0.2),
+                                    ("dx", "dgamma", "dbeta"), (max(1e-5, 1e-5 * dx_scale), 1e-5, 1e-5)):
+        assert_close(got, ref, rtol=1e-3, atol=atol, what=f"{activation} {what}")
     yi = np.full(x.shape, np.nan, np.float32)
     K.fused_batchnorm_inference_forward(f32(x), f32(gamma), f32(beta), f32(rm), f32(rv), 1e-5,
                                         ACTIVATION_CODE[activation], 0.2, yi)

@@ -106,3 +106,36 @@ def test_pgemm_on_the_conv_layers_own_shapes():
                    np.float32(0.0), c.reshape(-1), 0, n)
         expected = (a.T if trans_a else a).astype(np.float64) @ b
         assert_close(c, expected, what=f"pgemm {'T' if trans_a else 'N'}N {m}x{n}x{k}")
+
+
+def test_scipy_linalg_is_whole_after_blas_loaded_its_extension_alone():
+    """blas.py loads SciPy's cython_blas without scipy.linalg's __init__ (210 ms of a warm start)
+    and takes it out of sys.modules once Numba holds its sgemm. In a fresh process: scipy.linalg
+    was not imported by cnndsl, a later `import scipy.linalg.cython_blas` gives the usual package
+    with that module as its attribute, SciPy's own BLAS-backed functions work, and so do
+    Numba's np.dot (compiled after that entry was removed) and blas.gemm."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import numpy as np
+from cnndsl.kernels.cpu import blas
+assert "scipy.linalg" not in sys.modules, "cnndsl imported scipy.linalg"
+assert "scipy.linalg.cython_blas" not in sys.modules, "the extension was left in sys.modules"
+import numba
+@numba.njit
+def dot(a, b):
+    return np.dot(a, b)
+a = np.arange(12, dtype=np.float32).reshape(3, 4)
+assert np.allclose(dot(a, a.T), a @ a.T)
+import scipy.linalg.cython_blas
+assert "sgemm" in scipy.linalg.cython_blas.__pyx_capi__
+assert abs(scipy.linalg.norm(np.ones(4)) - 2.0) < 1e-12
+c = np.zeros(9, np.float32)
+blas.gemm(False, True, 3, 3, 4, np.float32(1), a.ravel(), 0, 4, a.ravel(), 0, 4, np.float32(0), c, 0, 3)
+assert np.allclose(c.reshape(3, 3), a @ a.T)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]

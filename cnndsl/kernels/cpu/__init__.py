@@ -9,6 +9,7 @@ from cnndsl import kernel_cache
 
 kernel_cache.install_locator()  # before any kernel is defined: the cache subfolders (kernel_cache.py)
 kernel_cache.keep_reload_init()  # before any kernel is loaded (microkernel's C entries need it)
+kernel_cache.skip_prelink_passes()  # before any kernel is compiled; only with CNNDSL_PRELINK_PASSES=0
 
 from cnndsl.kernels.cpu import (  # noqa: E402,F401
     activation, batchnorm, common, conv, dense, dropout, loss, pool, tensor)

@@ -12,53 +12,58 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
+from cnndsl.kernels.cpu.common import I0, PAR_MIN, kernel, parallel_kernel
 from cnndsl.kernels.cpu.epilogue import activate_affine, activation_grad_loop
+from cnndsl.kernels.cpu.parallel import chunks, parallel_items
 
 BLOCK = 4096  # elements per parallel work item
 
 
 @kernel
-def _forward_block(a, o, b, act, alpha):
-    lo = b * BLOCK
-    hi = min(lo + BLOCK, a.size)
+def _forward_chunk(t, per, a, o, act, alpha):
+    """Elements t*per .. of activation_forward (an item of parallel_items; per a multiple of BLOCK)."""
+    lo = t * per
+    hi = min(lo + per, a.size)
     activate_affine(a[lo:hi], o[lo:hi], np.float32(1.0), np.float32(0.0), act, alpha)
 
 
 @kernel
-def _backward_block(a, g, o, b, act, alpha):
-    lo = b * BLOCK
-    hi = min(lo + BLOCK, a.size)
+def _backward_chunk(t, per, a, g, o, act, alpha):
+    """Elements t*per .. of activation_backward (an item of parallel_items)."""
+    lo = t * per
+    hi = min(lo + per, a.size)
     activation_grad_loop(a[lo:hi], g[lo:hi], o[lo:hi], act, alpha)
 
 
-@parallel_kernel
+_forward_items = parallel_items(_forward_chunk)
+_backward_items = parallel_items(_backward_chunk)
+
+
+@kernel
 def activation_forward(x, act, alpha, y):
     """y = act(x), act an activation code."""
     a = x.reshape(x.size)
     o = y.reshape(y.size)
-    blocks = (a.size + BLOCK - 1) // BLOCK
-    if a.size >= PAR_MIN:
-        for b in prange(blocks):
-            _forward_block(a, o, np.int64(b), act, alpha)
+    if a.size >= PAR_MIN:  # a chunk of whole BLOCKs per thread
+        blocks = (a.size + BLOCK - 1) // BLOCK
+        items, per = chunks(blocks)
+        _forward_items(items, per * BLOCK, a, o, act, alpha)
     else:
-        for b in range(blocks):
-            _forward_block(a, o, np.int64(b), act, alpha)
+        _forward_chunk(I0, a.size, a, o, act, alpha)
 
 
-@parallel_kernel
+@kernel
 def activation_backward(v, dy, act, alpha, dx):
     """dx = act'(.) * dy, v the forward output y or input x, as the activation's gradient needs."""
     a = v.reshape(v.size)
     g = dy.reshape(dy.size)
     o = dx.reshape(dx.size)
-    blocks = (a.size + BLOCK - 1) // BLOCK
     if a.size >= PAR_MIN:
-        for b in prange(blocks):
-            _backward_block(a, g, o, np.int64(b), act, alpha)
+        blocks = (a.size + BLOCK - 1) // BLOCK
+        items, per = chunks(blocks)
+        _backward_items(items, per * BLOCK, a, g, o, act, alpha)
     else:
-        for b in range(blocks):
-            _backward_block(a, g, o, np.int64(b), act, alpha)
+        _backward_chunk(I0, a.size, a, g, o, act, alpha)
 
 
 @parallel_kernel

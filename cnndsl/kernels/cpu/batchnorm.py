@@ -18,10 +18,10 @@ never stored. The plain kernels are the same loops with act 0.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
-from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
+from cnndsl.kernels.cpu.common import I0, PAR_MIN, kernel
 from cnndsl.kernels.cpu.epilogue import NO_ACTIVATION, activate_affine, activation_grad_loop
+from cnndsl.kernels.cpu.parallel import chunks, parallel_items
 
 
 @kernel
@@ -62,7 +62,19 @@ def _train_channel(a, o, c, gamma, beta, eps, momentum, running_mean, running_va
     _affine_rows(a, o, c, scale, beta[c] - mf * scale, act, alpha)
 
 
-@parallel_kernel
+@kernel
+def _train_channels(t, per, a, o, gamma, beta, eps, momentum, running_mean, running_var, save_mean, save_invstd, act,
+                    alpha):
+    """Channels t*per .. of the training forward (an item of parallel.parallel_items)."""
+    for c in range(t * per, min((t + 1) * per, a.shape[1])):
+        _train_channel(a, o, c, gamma, beta, eps, momentum, running_mean, running_var, save_mean, save_invstd, act,
+                       alpha)
+
+
+_train_items = parallel_items(_train_channels)
+
+
+@kernel
 def fused_batchnorm_train_forward(x, gamma, beta, eps, momentum, running_mean, running_var, act, alpha, y,
                                   save_mean, save_invstd):
     """y = act(batchnorm(x)) with the batch statistics; saves them and updates the running ones."""
@@ -71,14 +83,13 @@ def fused_batchnorm_train_forward(x, gamma, beta, eps, momentum, running_mean, r
     a = x.reshape((N, C, S))
     o = y.reshape((N, C, S))
     al = np.float32(alpha)
-    if x.size >= PAR_MIN and C > 1:
-        for c in prange(C):  # np.int64: a prange index is uint64, and a second signature
-            _train_channel(a, o, np.int64(c), gamma, beta, eps, momentum, running_mean, running_var, save_mean, save_invstd,
-                           act, al)
+    if x.size >= PAR_MIN and C > 1:  # a chunk of channels per thread (parallel.py)
+        items, per = chunks(C)
+        _train_items(items, per, a, o, gamma, beta, eps, momentum, running_mean, running_var, save_mean, save_invstd,
+                     act, al)
     else:
-        for c in range(C):
-            _train_channel(a, o, c, gamma, beta, eps, momentum, running_mean, running_var, save_mean, save_invstd,
-                           act, al)
+        _train_channels(I0, C, a, o, gamma, beta, eps, momentum, running_mean, running_var, save_mean, save_invstd,
+                        act, al)
 
 
 @kernel
@@ -93,7 +104,17 @@ def _infer_channel(a, o, c, gamma, beta, running_mean, running_var, eps, act, al
     _affine_rows(a, o, c, scale, beta[c] - running_mean[c] * scale, act, alpha)
 
 
-@parallel_kernel
+@kernel
+def _infer_channels(t, per, a, o, gamma, beta, running_mean, running_var, eps, act, alpha):
+    """Channels t*per .. of the inference forward (an item of parallel.parallel_items)."""
+    for c in range(t * per, min((t + 1) * per, a.shape[1])):
+        _infer_channel(a, o, c, gamma, beta, running_mean, running_var, eps, act, alpha)
+
+
+_infer_items = parallel_items(_infer_channels)
+
+
+@kernel
 def fused_batchnorm_inference_forward(x, gamma, beta, running_mean, running_var, eps, act, alpha, y):
     """y = act(batchnorm(x)) with the running statistics."""
     N, C = x.shape[0], x.shape[1]
@@ -102,11 +123,10 @@ def fused_batchnorm_inference_forward(x, gamma, beta, running_mean, running_var,
     o = y.reshape((N, C, S))
     al = np.float32(alpha)
     if x.size >= PAR_MIN and C > 1:
-        for c in prange(C):
-            _infer_channel(a, o, np.int64(c), gamma, beta, running_mean, running_var, eps, act, al)
+        items, per = chunks(C)
+        _infer_items(items, per, a, o, gamma, beta, running_mean, running_var, eps, act, al)
     else:
-        for c in range(C):
-            _infer_channel(a, o, c, gamma, beta, running_mean, running_var, eps, act, al)
+        _infer_channels(I0, C, a, o, gamma, beta, running_mean, running_var, eps, act, al)
 
 
 @kernel
@@ -149,7 +169,17 @@ def _bwd_channel(a, yv, g, act, alpha, o, c, gamma, save_mean, save_invstd, dgam
             o[n, c, i] = k * (dz[i] - mdy - (a[n, c, i] - mf) * mdyx)
 
 
-@parallel_kernel
+@kernel
+def _bwd_channels(t, per, a, yv, g, act, alpha, o, gamma, save_mean, save_invstd, dgamma, dbeta):
+    """Channels t*per .. of the backward (an item of parallel.parallel_items)."""
+    for c in range(t * per, min((t + 1) * per, a.shape[1])):
+        _bwd_channel(a, yv, g, act, alpha, o, c, gamma, save_mean, save_invstd, dgamma, dbeta)
+
+
+_bwd_items = parallel_items(_bwd_channels)
+
+
+@kernel
 def fused_batchnorm_backward(x, y, dy, act, alpha, gamma, save_mean, save_invstd, dx, dgamma, dbeta):
     """batchnorm_backward of dz = act'(y) * dy, y the fused forward's output (dz never stored)."""
     N, C = x.shape[0], x.shape[1]
@@ -160,11 +190,10 @@ def fused_batchnorm_backward(x, y, dy, act, alpha, gamma, save_mean, save_invstd
     o = dx.reshape((N, C, S))
     al = np.float32(alpha)
     if x.size >= PAR_MIN and C > 1:
-        for c in prange(C):
-            _bwd_channel(a, yv, g, act, al, o, np.int64(c), gamma, save_mean, save_invstd, dgamma, dbeta)
+        items, per = chunks(C)
+        _bwd_items(items, per, a, yv, g, act, al, o, gamma, save_mean, save_invstd, dgamma, dbeta)
     else:
-        for c in range(C):
-            _bwd_channel(a, yv, g, act, al, o, c, gamma, save_mean, save_invstd, dgamma, dbeta)
+        _bwd_channels(I0, C, a, yv, g, act, al, o, gamma, save_mean, save_invstd, dgamma, dbeta)
 
 
 @kernel

@@ -4,22 +4,64 @@ single-threaded (`gemm`) or split over Numba's threads (`pgemm`).
 Why not `np.dot`: it needs whole C-contiguous operands, so a GEMM into one column block of an
 NCHW output, or one that accumulates (beta = 1), costs an extra copy; and it calls BLAS with
 BLAS's own thread pool, which fights Numba's (cnndsl sets OPENBLAS_NUM_THREADS=1, so np.dot
-uses one core). Here both cores run: `pgemm` cuts C into panels inside a `prange`
+uses one core). Here both cores run: `pgemm` cuts C into panels on the shared parallel loop (parallel.py)
 and each thread calls the single-threaded sgemm on its panel.
 
 The sgemm is the one Numba's own np.dot calls (SciPy's cython_blas, reached through Numba's
 helper `numba_xxgemm`, which is resolved by symbol name, so the kernels stay cacheable).
 That helper imports SciPy's function on its first call and needs the GIL to do so: `_warm_up`
 calls it once at import, from the main thread, so a worker thread never has to.
+
+`_load_cython_blas` loads that one extension module without scipy.linalg's package: `import
+scipy.linalg.cython_blas` took 210 ms of the 0.97 s warm start of LeNet-5's first training step
+(2-core EPYC, quiet), almost all in scipy.linalg's __init__ (numpy.f2py, charset_normalizer through
+scipy._lib.array_api_compat); the extension alone takes 21 ms.
 """
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import os
+import sys
+
 import numpy as np
-from numba import prange, types
+from numba import types
 from numba.np.linalg import _BLAS, ensure_blas
 
-from cnndsl.kernels.cpu.common import BOUNDSCHECK, kernel, parallel_kernel
+from cnndsl.kernels.cpu.byaddress import by_address
+from cnndsl.kernels.cpu.common import BOUNDSCHECK, kernel
+from cnndsl.kernels.cpu.parallel import parallel_items
 
+_CYTHON_BLAS = "scipy.linalg.cython_blas"
+
+
+def _load_cython_blas() -> bool:
+    """Put SciPy's cython_blas extension into sys.modules, loaded from its file without running
+    scipy.linalg's __init__ (see the module docstring). True when this function put it there (the
+    caller takes it out again once Numba has its sgemm); False when it was imported already or the
+    file is not where SciPy keeps it, and Numba's own import then does the work."""
+    if _CYTHON_BLAS in sys.modules:
+        return False
+    try:
+        scipy = importlib.util.find_spec("scipy")
+        folder = os.path.join(os.path.dirname(scipy.origin), "linalg")
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(folder, "cython_blas" + suffix)
+            if os.path.isfile(path):
+                break
+        else:
+            return False
+        spec = importlib.util.spec_from_file_location(_CYTHON_BLAS, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[_CYTHON_BLAS] = module
+        spec.loader.exec_module(module)
+    except Exception:  # noqa: BLE001 - any surprise: leave it to the normal import
+        sys.modules.pop(_CYTHON_BLAS, None)
+        return False
+    return True
+
+
+_loaded_alone = _load_cython_blas()
 ensure_blas()
 _xxgemm = _BLAS.numba_xxgemm(types.float32)
 _SINGLE = 115  # ord('s'): float32
@@ -28,8 +70,7 @@ _NO, _YES = 110, 116  # ord('n'), ord('t')
 # Below this many multiply-adds a GEMM stays on one thread (a parallel region costs ~10 us).
 PAR_MIN_MACS = 1 << 18
 # A parallel GEMM is cut into at most this many panels, each at least PANEL_MIN wide, and the
-# prange deals them out to the threads. The count does not depend on the thread count on
-# purpose: numba.get_num_threads() inside a kernel would make it uncacheable.
+# shared parallel loop (parallel.py) deals them out to the threads in equal blocks.
 MAX_PANELS = 8
 PANEL_MIN = 16
 
@@ -77,17 +118,26 @@ def _panel(parts, size, i):
     return lo, min(size, lo + step)
 
 
-@parallel_kernel
+@kernel
+def _pgemm_panel(i, parts, split_n, trans_a, trans_b, M, N, K, alpha, A, a0, lda, B, b0, ldb, beta, C, c0, ldc):
+    """Panel i of _pgemm_split (an item of parallel.parallel_items)."""
+    if split_n:
+        lo, hi = _panel(parts, N, i)
+        b_off = b0 + (lo * ldb if trans_b else lo)
+        gemm(trans_a, trans_b, M, hi - lo, K, alpha, A, a0, lda, B, b_off, ldb, beta, C, c0 + lo, ldc)
+    else:
+        lo, hi = _panel(parts, M, i)
+        a_off = a0 + (lo if trans_a else lo * lda)
+        gemm(trans_a, trans_b, hi - lo, N, K, alpha, A, a_off, lda, B, b0, ldb, beta, C, c0 + lo * ldc, ldc)
+
+
+_pgemm_items = parallel_items(_pgemm_panel)
+
+
+@kernel
 def _pgemm_split(parts, split_n, trans_a, trans_b, M, N, K, alpha, A, a0, lda, B, b0, ldb, beta, C, c0, ldc):
-    for i in prange(parts):
-        if split_n:
-            lo, hi = _panel(parts, N, np.int64(i))  # a prange index is uint64
-            b_off = b0 + (lo * ldb if trans_b else lo)
-            gemm(trans_a, trans_b, M, hi - lo, K, alpha, A, a0, lda, B, b_off, ldb, beta, C, c0 + lo, ldc)
-        else:
-            lo, hi = _panel(parts, M, np.int64(i))
-            a_off = a0 + (lo if trans_a else lo * lda)
-            gemm(trans_a, trans_b, hi - lo, N, K, alpha, A, a_off, lda, B, b0, ldb, beta, C, c0 + lo * ldc, ldc)
+    """The panels on the shared parallel loop (parallel.py), one sgemm each."""
+    _pgemm_items(parts, parts, split_n, trans_a, trans_b, M, N, K, alpha, A, a0, lda, B, b0, ldb, beta, C, c0, ldc)
 
 
 @kernel
@@ -103,9 +153,20 @@ def pgemm(trans_a, trans_b, M, N, K, alpha, A, a0, lda, B, b0, ldb, beta, C, c0,
     _pgemm_split(parts, split_n, trans_a, trans_b, M, N, K, alpha, A, a0, lda, B, b0, ldb, beta, C, c0, ldc)
 
 
+# pgemm for kernels that call it once per launch (the dense layer's): called by address, its code
+# is not linked into each of them and compiled again there (byaddress.py)
+pgemm_at = by_address(pgemm)
+
+
 def _warm_up() -> None:
     one = np.ones(1, np.float32)
     gemm(False, False, 1, 1, 1, np.float32(1.0), one, 0, 1, one, 0, 1, np.float32(0.0), one.copy(), 0, 1)
 
 
 _warm_up()
+if _loaded_alone:
+    # Numba's helper holds its sgemm pointer now. Without the entry a later `import scipy.linalg`
+    # (a user's, or Numba compiling an np.dot) runs the whole package, and Python hands its
+    # cython_blas the module loaded here (extension modules load once per process), so
+    # scipy.linalg.cython_blas is that module's attribute as usual.
+    del sys.modules[_CYTHON_BLAS]

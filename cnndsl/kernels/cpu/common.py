@@ -45,7 +45,14 @@ I1 = np.int64(1)
 def kernel(fn=None, *, parallel: bool = False, inline: bool = False):
     """njit with the project-wide options; `@kernel`, `@kernel(parallel=True)` or `@kernel(inline=True)`
     (inlined into its callers by Numba itself: for a helper called per row, whose size keeps LLVM
-    from inlining it and whose slice arguments then cost a reference count each call)."""
+    from inlining it and whose slice arguments then cost a reference count each call).
+
+    Every kernel keeps Numba's C entry (its cfunc wrapper), although only the kernels called by
+    address use it: leaving it out of the others saved LeNet-5's cold first step about 1 CPU s,
+    but Numba caches an @overload's implementation per the caller's compile flags
+    (numba/core/typing/templates.py, `_get_impl`, 0.68), so kernels with and without the entry
+    compiled every overload they share twice (min, max, np.empty, the activation dispatch:
+    tests/test_compile_signatures.py caught it)."""
     opts = dict(cache=True, fastmath=set(FASTMATH), error_model="numpy")
     if parallel:
         opts["parallel"] = True

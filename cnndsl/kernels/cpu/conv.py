@@ -43,6 +43,7 @@ from cnndsl.kernels.cpu.blas import pgemm
 from cnndsl.kernels.cpu.common import I0, I1, NO, ONE, PAR_MIN, YES, ZERO, kernel, parallel_kernel
 from cnndsl.kernels.cpu.dots import gemm_nt
 from cnndsl.kernels.cpu.epilogue import NO_ACTIVATION, chunk_epilogue, chunk_pool_epilogue
+from cnndsl.kernels.cpu.parallel import chunks, parallel_items
 
 _NO_BIAS = np.zeros(1, np.float32)
 
@@ -297,33 +298,34 @@ def _add_bias_chunk(y, n0, nbb, b):
                 yp[p] += bv
 
 
-@parallel_kernel
+@kernel
+def _bias_grad_channels(t, per, dy, db):
+    """Channels t*per .. of bias_grad (an item of parallel_items)."""
+    N = dy.shape[0]
+    P = dy.shape[2] * dy.shape[3]
+    for f in range(t * per, min((t + 1) * per, dy.shape[1])):
+        acc = 0.0
+        for n in range(N):
+            row = dy[n, f].reshape(P)
+            s = np.float32(0.0)
+            for p in range(P):
+                s += row[p]
+            acc += s
+        db[f] = np.float32(acc)
+
+
+_bias_grad_items = parallel_items(_bias_grad_channels)
+
+
+@kernel
 def bias_grad(dy, db):
     """db[f] = sum over n, h, w of dy[n, f] (accumulated in float64)."""
-    N = dy.shape[0]
     F = dy.shape[1]
-    P = dy.shape[2] * dy.shape[3]
-    if N * F * P >= PAR_MIN:
-        for f in prange(F):
-            acc = 0.0
-            for n in range(N):
-                row = dy[n, f].reshape(P)
-                s = np.float32(0.0)
-                for p in range(P):
-                    s += row[p]
-                acc += s
-            db[f] = np.float32(acc)
+    if dy.size >= PAR_MIN:  # a chunk of channels per thread
+        items, per = chunks(F)
+        _bias_grad_items(items, per, dy, db)
     else:
-        for f in range(F):
-            acc = 0.0
-            for n in range(N):
-                row = dy[n, f].reshape(P)
-                s = np.float32(0.0)
-                for p in range(P):
-                    s += row[p]
-                acc += s
-            db[f] = np.float32(acc)
-
+        _bias_grad_channels(I0, F, dy, db)
 
 
 # ----------------------------------------------------------------------------

@@ -6,9 +6,10 @@ x (N, in), W (units, in) [PyTorch layout], b (units,), y (N, units); float32 C-c
 from __future__ import annotations
 
 import numpy as np
-from cnndsl.kernels.cpu.blas import pgemm
+from cnndsl.kernels.cpu.blas import pgemm_at
+from cnndsl.kernels.cpu.byaddress import by_address
 from cnndsl.kernels.cpu.common import I0, NO, ONE, YES, ZERO, kernel
-from cnndsl.kernels.cpu.dots import gemm_nt
+from cnndsl.kernels.cpu.dots import gemm_nt_at
 from cnndsl.kernels.cpu.epilogue import NO_ACTIVATION, epilogue
 
 
@@ -25,10 +26,17 @@ def dense_matmul(x, weight, y):
     N, In = x.shape
     F = weight.shape[0]
     if N <= DOTS_MAX_ROWS or In >= DOTS_MIN_IN:
-        gemm_nt(x, weight, NO, y)
+        gemm_nt_at(x, weight, NO, y)
         return
-    pgemm(NO, YES, N, F, In, ONE, x.reshape(x.size), I0, In, weight.reshape(weight.size), I0, In, ZERO,
-          y.reshape(y.size), I0, F)
+    pgemm_at(NO, YES, N, F, In, ONE, x.reshape(x.size), I0, In, weight.reshape(weight.size), I0, In, ZERO,
+             y.reshape(y.size), I0, F)
+
+
+# The GEMMs are called by address (byaddress.py): linked, their code was compiled again into each
+# dense kernel (fused_dense_forward's module held dense_matmul, gemm_nt, its tiles and pgemm: 18
+# functions). The epilogue stays a direct call: it raises ValueError for a wrong activation code,
+# which a call by address would not pass on.
+_dense_matmul_at = by_address(dense_matmul)
 
 
 @kernel
@@ -45,7 +53,7 @@ def _dense_epilogue(y, bias, has_bias, act, alpha):
 @kernel
 def fused_dense_forward(x, weight, bias, has_bias, act, alpha, y):
     """y = act(x W^T + b): one GEMM, then bias and activation in one pass over y."""
-    dense_matmul(x, weight, y)
+    _dense_matmul_at(x, weight, y)
     _dense_epilogue(y, bias, has_bias, act, np.float32(alpha))
 
 
@@ -61,8 +69,8 @@ def dense_backward_data(dy, weight, dx):
     """dx = dy @ W (overwritten)."""
     N, F = dy.shape
     In = weight.shape[1]
-    pgemm(NO, NO, N, In, F, ONE, dy.reshape(dy.size), I0, F, weight.reshape(weight.size), I0, In, ZERO,
-          dx.reshape(dx.size), I0, In)
+    pgemm_at(NO, NO, N, In, F, ONE, dy.reshape(dy.size), I0, F, weight.reshape(weight.size), I0, In, ZERO,
+             dx.reshape(dx.size), I0, In)
 
 
 @kernel
@@ -70,8 +78,8 @@ def dense_backward_weight(x, dy, has_bias, dweight, dbias):
     """dW = dy^T @ x, db = sum_n dy (overwritten; summed over the batch)."""
     N, F = dy.shape
     In = x.shape[1]
-    pgemm(YES, NO, F, In, N, ONE, dy.reshape(dy.size), I0, F, x.reshape(x.size), I0, In, ZERO,
-          dweight.reshape(dweight.size), I0, In)
+    pgemm_at(YES, NO, F, In, N, ONE, dy.reshape(dy.size), I0, F, x.reshape(x.size), I0, In, ZERO,
+             dweight.reshape(dweight.size), I0, In)
     if has_bias:
         for f in range(F):
             dbias[f] = np.float32(0.0)

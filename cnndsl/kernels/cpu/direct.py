@@ -33,13 +33,13 @@ import os
 from typing import NamedTuple
 
 import numpy as np
-from numba import prange
 
 from cnndsl.kernels.cpu import microkernel as M
 from cnndsl.kernels.cpu import outer as O
 from cnndsl.kernels.cpu.transpose import transpose_8x16, transpose_16x8
-from cnndsl.kernels.cpu.common import (I0, NO, ONE, PAR_MIN_WORK, ZERO, add_row, copy_row, fill_row, kernel,
-                                      parallel_kernel)
+from cnndsl.kernels.cpu.byaddress import by_address
+from cnndsl.kernels.cpu.common import I0, NO, ONE, PAR_MIN_WORK, ZERO, add_row, copy_row, fill_row, kernel
+from cnndsl.kernels.cpu.parallel import chunks, parallel_items
 from cnndsl.kernels.cpu.epilogue import KERNEL_CODE, NONE, activate_affine
 
 _NO_RES = np.zeros((1, 1, 1, 1), np.float32)
@@ -158,11 +158,14 @@ def scratch_len(n: int, c: int, f: int, kh: int, kw: int, p) -> tuple[int, int]:
 
 
 @kernel
-def _pad_plane(x, n, c, top, left, xp):
-    """One plane: zeros over all of it, then x's rows copied in, loops with unsigned indices that
-    LLVM vectorizes (common.copy_row). Measured on resnet_tiny's shapes (batch 64, 2 threads,
-    Zen 5): 0.09 to 0.13 ms against 0.29 to 0.40 for zeros and copies row by row, and 0.39 to
-    0.46 for slice statements per row (their views and overlap tests: 17 ns a row)."""
+def _pad_planes(x, p0, p1, top, left, xp):
+    """Planes p0..p1-1 (p = n*C + c): zeros over all of each, then x's rows copied in, loops with
+    unsigned indices that LLVM vectorizes (common.copy_row). Measured on resnet_tiny's shapes
+    (batch 64, 2 threads, Zen 5): 0.09 to 0.13 ms against 0.29 to 0.40 for zeros and copies row by
+    row, and 0.39 to 0.46 for slice statements per row (their views and overlap tests: 17 ns a
+    row). A range, not a plane per call: called per plane through pad_input's parallel items, the
+    64x16x32x32 padding took 146 to 180 us instead of 116 to 124."""
+    C = x.shape[1]
     H = x.shape[2]
     W = x.shape[3]
     Hp = xp.shape[2]
@@ -171,24 +174,41 @@ def _pad_plane(x, n, c, top, left, xp):
     j1 = min(max(left + W, j0), Wp)
     xf = x.reshape(x.size)
     pf = xp.reshape(xp.size)
-    xb = (n * x.shape[1] + c) * H * W
-    pb = (n * xp.shape[1] + c) * Hp * Wp
-    fill_row(pf, pb, Hp * Wp, ZERO)
-    for i in range(max(top, 0), min(top + H, Hp)):
-        copy_row(xf, xb + (i - top) * W + j0 - left, pf, pb + i * Wp + j0, j1 - j0)
+    for p in range(p0, p1):
+        n = p // C
+        xb = p * H * W
+        pb = (n * xp.shape[1] + p - n * C) * Hp * Wp
+        fill_row(pf, pb, Hp * Wp, ZERO)
+        for i in range(max(top, 0), min(top + H, Hp)):
+            copy_row(xf, xb + (i - top) * W + j0 - left, pf, pb + i * Wp + j0, j1 - j0)
 
 
-@parallel_kernel
+# The padding and the weights' reorderings are called by address (byaddress.py) where they are
+# called once per launch, per thread or per image: linked into each caller, they were optimized and turned
+# into machine code again in every one (conv_setup's module held all three: 7,763 lines of LLVM IR
+# and 1.8 CPU s to compile, against 4,037 lines and 1.1 s when it calls them by address).
+_pad_planes_at = by_address(_pad_planes)
+
+
+@kernel
+def _pad_chunk(t, per, x, top, left, xp):
+    """Planes t*per .. of pad_input (an item of parallel.parallel_items)."""
+    _pad_planes_at(x, t * per, min((t + 1) * per, x.shape[0] * x.shape[1]), top, left, xp)
+
+
+_pad_items = parallel_items(_pad_chunk)
+
+
+@kernel
 def pad_input(x, top, left, xp):
-    """xp[n, c, i, j] = x[n, c, i - top, j - left] inside x, 0 outside (a negative top or left crops x)."""
+    """xp[n, c, i, j] = x[n, c, i - top, j - left] inside x, 0 outside (a negative top or left crops x).
+    Large: a chunk of planes per thread through the shared parallel loop (parallel.py)."""
     N, C = x.shape[0], x.shape[1]
     if N * C * xp.shape[2] * xp.shape[3] >= PAR_MIN_WORK:
-        for t in prange(N * C):
-            t64 = np.int64(t)
-            _pad_plane(x, t64 // C, t64 % C, top, left, xp)
+        items, per = chunks(N * C)
+        _pad_items(items, per, x, top, left, xp)
     else:
-        for t in range(N * C):
-            _pad_plane(x, t // C, t % C, top, left, xp)
+        _pad_planes_at(x, I0, N * C, top, left, xp)
 
 
 @kernel
@@ -303,6 +323,9 @@ def _conv_band(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, v
             activate_affine(band, band, ONE, ZERO, act, alpha)
 
 
+_conv_band_at = by_address(_conv_band)
+
+
 @kernel
 def _channel_rows(tb, t0, vf, yf, yb, plane, OW, nj):
     """y's rows (yb + j*plane, OW pixels) of nj channels from tb's pixel vectors (pixel r's channel
@@ -326,22 +349,34 @@ def tb_len(rb: int, vf: int, ow: int, rows: int) -> int:
     return abs(rb) * nt * vf * (rows if nt == 1 else 1)
 
 
-@parallel_kernel
+@kernel
+def _bands_chunk(t, per, af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, C, hp, wp, sh,
+                 sw, OH, OW, N, FB, band, tbn):
+    """Work items t*per .. of _bands_parallel, each an (image, channel block, band of rows): an item
+    of parallel.parallel_items, so that no conv compiles a prange loop of its own. _conv_band is
+    called by address: linked, it was optimized and generated again in the caller (byaddress.py)."""
+    nband = (OH + band - 1) // band
+    tb = np.empty(tbn, np.float32)
+    for w in range(t * per, min((t + 1) * per, N * FB * nband)):
+        n = w // (FB * nband)
+        fb = (w - n * FB * nband) // nband
+        oh0 = (w - n * FB * nband - fb * nband) * band
+        _conv_band_at(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, n, fb, oh0,
+                      min(oh0 + band, OH), C, hp, wp, sh, sw, OH, OW, tb)
+
+
+_bands_items = parallel_items(_bands_chunk)
+
+
+@kernel
 def _bands_parallel(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, C, hp, wp, sh, sw, OH,
                     OW, N, FB, band, tbn):
-    """The tiles of every (image, channel block, band of rows), in parallel. Only the loop is in
-    this parallel function: parfor lowering is Numba's slowest pass, and array statements here
-    would each become a parallel region of their own (measured: 4.6 s to compile LeNet-5's conv
-    launcher with the copies and checks inside it). tbn: the size of tb (tb_len)."""
-    nband = (OH + band - 1) // band
-    for t in prange(N * FB * nband):
-        t64 = np.int64(t)  # a prange index is uint64: one signature for the helper
-        n = t64 // (FB * nband)
-        fb = (t64 - n * FB * nband) // nband
-        oh0 = (t64 - n * FB * nband - fb * nband) * band
-        tb = np.empty(tbn, np.float32)
-        _conv_band(af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, n, fb, oh0,
-                   min(oh0 + band, OH), C, hp, wp, sh, sw, OH, OW, tb)
+    """The tiles of every (image, channel block, band of rows), a chunk of them per thread (the
+    shared parallel loop, parallel.py; a prange loop here cost 0.7 to 1.1 self CPU s to compile,
+    and 2.6 with _conv_band linked in). tbn: the size of tb (tb_len)."""
+    items, per = chunks(N * FB * ((OH + band - 1) // band))
+    _bands_items(items, per, af, bf, init, aoffs, aro, boffs, resf, has_res, act, alpha, pv, vf, F, yf, C, hp, wp,
+                 sh, sw, OH, OW, N, FB, band, tbn)
 
 
 @kernel
@@ -357,6 +392,10 @@ def _pv_weights(w, flip, wk):
                 for j in range(KW):
                     k = (c * KH + i) * KW + j
                     wk[f, k] = w[c, f, KH - 1 - i, KW - 1 - j] if flip else w[f, c, i, j]
+
+
+_pv_weights_at = by_address(_pv_weights)
+_reorder_weights_at = by_address(reorder_weights)
 
 
 @kernel
@@ -383,8 +422,7 @@ def conv_setup(x, w, b, has_bias, res, has_res, flip, sh, sw, pt, pl, dh, dw, rb
     unpadded = pt == 0 and pl == 0 and hp == x.shape[2] and wp == x.shape[3]
     xp = x if unpadded else xbuf[:N * C * hp * wp].reshape((N, C, hp, wp))
     if not parallel and not unpadded:
-        for t in range(N * C):
-            _pad_plane(x, t // C, t % C, pt, pl, xp)
+        _pad_planes_at(x, I0, N * C, pt, pl, xp)
     xf = xp.reshape(xp.size)
     # tables (3 x max(K, F, RB) int64, the caller's): the offsets the tiles read
     M_ = max(K, F, abs(rb))
@@ -399,7 +437,7 @@ def conv_setup(x, w, b, has_bias, res, has_res, flip, sh, sw, pt, pl, dh, dw, rb
     if pv:
         rb_ = -rb
         wk = wbuf[:F * K].reshape((F, K))
-        _pv_weights(w, flip, wk)
+        _pv_weights_at(w, flip, wk)
         init = wbuf[F * K:F * K + F * vf]
         for f in range(F):
             fill_row(init, f * vf, vf, b[f] if has_bias else ZERO)
@@ -414,7 +452,7 @@ def conv_setup(x, w, b, has_bias, res, has_res, flip, sh, sw, pt, pl, dh, dw, rb
     else:
         rb_ = rb
         wb = wbuf[:FB * K * vf].reshape((FB, C, KH, KW, vf))
-        reorder_weights(w, flip, wb)
+        _reorder_weights_at(w, flip, wb)
         init = wbuf[FB * K * vf:FB * K * vf + FB * vf]
         fill_row(init, I0, init.size, ZERO)
         if has_bias:
@@ -665,7 +703,17 @@ def describe_phases(q: StridedData) -> str:
     return f"direct by phases ({live} stride-1 conv{'s' if live != 1 else ''}, interleaved)"
 
 
-@parallel_kernel
+@kernel
+def _interleave_planes(t, per, buf, geo, sh, sw, dx):
+    """Planes t*per .. of interleave_phases (an item of parallel.parallel_items)."""
+    for p in range(t * per, min((t + 1) * per, dx.shape[0] * dx.shape[1])):
+        _interleave_plane(buf, geo, sh, sw, p, dx)
+
+
+_interleave_items = parallel_items(_interleave_planes)
+
+
+@kernel
 def interleave_phases(buf, geo, sh, sw, dx):
     """dx[n, c, a*sh + r, b*sw + s] = buf[start + (n*C + c)*plane + a*row + b] with (start, row,
     plane) = geo[r*sw + s] (row = plane = 0: a row of zeros). Checks the farthest read first."""
@@ -676,12 +724,11 @@ def interleave_phases(buf, geo, sh, sw, dx):
             far = g0 + (N * C - 1) * g2 + ((H - 1 - r) // sh) * g1 + (W - 1 - s) // sw
             if g0 < 0 or far >= buf.size:
                 raise IndexError("interleave_phases: a phase reads past its buffer")
-    if N * C * H * W >= PAR_MIN_WORK:
-        for t in prange(N * C):
-            _interleave_plane(buf, geo, sh, sw, np.int64(t), dx)
+    if N * C * H * W >= PAR_MIN_WORK:  # a chunk of planes per thread (parallel.py)
+        items, per = chunks(N * C)
+        _interleave_items(items, per, buf, geo, sh, sw, dx)
     else:
-        for t in range(N * C):
-            _interleave_plane(buf, geo, sh, sw, np.int64(t), dx)
+        _interleave_planes(I0, N * C, buf, geo, sh, sw, dx)
 
 
 @kernel
@@ -842,25 +889,18 @@ def sum_partials(part, KH, KW, dweight):
 def _wgrad_image(x, dy, pt, pl, xp, dyt, xf, dyf, xoffs, xro, rb, vf, n, FB, C, plane, pf):
     """Image n: its padded copy and its dy in channel blocks (each image's own slices, so threads
     never share them), then its share of the gradient of every channel block into pf."""
-    for c in range(C):
-        _pad_plane(x, n, c, pt, pl, xp)
+    _pad_planes_at(x, n * C, n * C + C, pt, pl, xp)
     _block_image(dy, n, dyt)
     for fb in range(FB):
         _wgrad_image_block(xf, dyf, xoffs, xro, rb, vf, n, fb, FB, C, plane, pf)
 
 
-@parallel_kernel
-def _wgrad_parallel(pv, x, dy, pt, pl, xp, dybuf, t0, t1, t2, rb, vf, FB, T, pflat):
-    """Thread t adds the images t, t + T, ... into its partial sums pflat[t*per:(t+1)*per]: on pixel
-    vectors (pv: dybuf holds a padded dy image per thread; t0, t1, t2 = _pv_tables' doffs, xoffs,
-    taps), else over dy in channel blocks (dybuf (N, F/VF, OH, OW, VF); t0, t1 = wgrad_tables'
-    pixel and tap offsets). Only the loop is in this parallel function (see _bands_parallel), and it
-    is one for both kinds: a parallel function's lowering is Numba's slowest pass (2.9 s of CPU for
-    a second one, LeNet-5 cold). The pixel-vector tile's bounds check is _pv_backward_weight's:
-    here, its t2.max() was a second parallel region (a reduction); without it this function
-    compiled in 3.8 to 5.0 CPU s instead of 5.3 to 7.0 (LeNet-5's shapes, callees compiled, four
-    and three alternated fresh processes). The copies of each image are made by the thread that
-    uses it."""
+_wgrad_image_at = by_address(_wgrad_image)
+
+
+@kernel
+def _wgrad_thread(t, pv, x, dy, pt, pl, xp, dybuf, t0, t1, t2, rb, vf, FB, T, pflat):
+    """Partial sums t of _wgrad_parallel: the images t, t + T, ... (an item of parallel_items)."""
     N, C = xp.shape[0], xp.shape[1]
     plane = xp.shape[2] * xp.shape[3]
     per = pflat.size // T
@@ -869,18 +909,32 @@ def _wgrad_parallel(pv, x, dy, pt, pl, xp, dybuf, t0, t1, t2, rb, vf, FB, T, pfl
     dyt = dybuf[:0 if pv else N * FB * OH * OW * vf].reshape((0 if pv else N, FB, OH, OW, vf))
     xf = xp.reshape(xp.size)
     dyf = dyt.reshape(dyt.size)
-    for t in prange(T):
-        t64 = np.int64(t)
-        pf = pflat[t64 * per:(t64 + 1) * per]
-        for i in range(per):
-            pf[i] = 0.0
-        if pv:
-            dyp = dybuf[t64 * dper:(t64 + 1) * dper]
-            for n in range(t64, N, T):
-                _pv_wgrad_image(x, dy, pt, pl, xp, dyp, n, t0, t1, t2, pf)
-        else:
-            for n in range(t64, N, T):
-                _wgrad_image(x, dy, pt, pl, xp, dyt, xf, dyf, t0, t1, rb, vf, n, FB, C, plane, pf)
+    pf = pflat[t * per:(t + 1) * per]
+    for i in range(per):
+        pf[i] = 0.0
+    if pv:
+        dyp = dybuf[t * dper:(t + 1) * dper]
+        for n in range(t, N, T):  # by address: linked, they were compiled again here
+            _pv_wgrad_image_at(x, dy, pt, pl, xp, dyp, n, t0, t1, t2, pf)
+    else:
+        for n in range(t, N, T):
+            _wgrad_image_at(x, dy, pt, pl, xp, dyt, xf, dyf, t0, t1, rb, vf, n, FB, C, plane, pf)
+
+
+_wgrad_items = parallel_items(_wgrad_thread)
+
+
+@kernel
+def _wgrad_parallel(pv, x, dy, pt, pl, xp, dybuf, t0, t1, t2, rb, vf, FB, T, pflat):
+    """Thread t adds the images t, t + T, ... into its partial sums pflat[t*per:(t+1)*per]: on pixel
+    vectors (pv: dybuf holds a padded dy image per thread; t0, t1, t2 = _pv_tables' doffs, xoffs,
+    taps), else over dy in channel blocks (dybuf (N, F/VF, OH, OW, VF); t0, t1 = wgrad_tables'
+    pixel and tap offsets). The T items run on the shared parallel loop (parallel.py): as a
+    prange loop of its own this function took 3.8 to 7.0 CPU s to compile with its callees linked,
+    1.0 with them called by address, and a parallel function's lowering is Numba's slowest pass.
+    The pixel-vector tile's bounds check is _pv_backward_weight's. The copies of each image are
+    made by the thread that uses it."""
+    _wgrad_items(T, pv, x, dy, pt, pl, xp, dybuf, t0, t1, t2, rb, vf, FB, T, pflat)
 
 
 @kernel
@@ -972,8 +1026,7 @@ def _pv_wgrad_image(x, dy, pt, pl, xp, dyp, n, doffs, xoffs, taps, pf):
     multiple of RF (zeros), then its products added into the thread's partial vectors pf."""
     C = x.shape[1]
     F, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
-    for c in range(C):
-        _pad_plane(x, n, c, pt, pl, xp)
+    _pad_planes_at(x, n * C, n * C + C, pt, pl, xp)
     dyf = dy.reshape(dy.size)
     row = dyp.size // (((F + O.RF - 1) // O.RF) * O.RF * OH)
     P = OH * row
@@ -996,6 +1049,9 @@ def _pv_wgrad_image(x, dy, pt, pl, xp, dyp, n, doffs, xoffs, taps, pf):
             rx = min(O.MAX_RX, T - g * O.MAX_RX)
             O.outer_tile(np.int64(rx), dyp, fb * O.RF * P, doffs, P, xf, xbase, xoffs,
                          taps[g * O.MAX_RX:g * O.MAX_RX + rx], K, pf, (fb * NG + g) * _PV_BLOCK)
+
+
+_pv_wgrad_image_at = by_address(_pv_wgrad_image)
 
 
 @kernel

@@ -14,9 +14,10 @@ packing. For short reductions (K of a few hundred) BLAS is faster: use `blas.pge
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
-from cnndsl.kernels.cpu.common import kernel, parallel_kernel
+from cnndsl.kernels.cpu.byaddress import by_address
+from cnndsl.kernels.cpu.common import kernel
+from cnndsl.kernels.cpu.parallel import chunks, parallel_items
 
 ROWS, COLS = 3, 4  # the register block
 # Below this many multiply-adds the blocks run on the calling thread.
@@ -94,16 +95,30 @@ def _tile(A, B, accumulate, C, ti, tiles_n):
     C[i + 2, j + 3] += s23
 
 
-@parallel_kernel
+@kernel
+def _gemm_nt_tiles(t, per, A, B, accumulate, C, tiles_n, tiles):
+    """Tiles t*per .. of gemm_nt (an item of parallel.parallel_items)."""
+    for ti in range(t * per, min((t + 1) * per, tiles)):
+        _tile(A, B, accumulate, C, ti, tiles_n)
+
+
+_gemm_nt_items = parallel_items(_gemm_nt_tiles)
+_gemm_nt_tiles_at = by_address(_gemm_nt_tiles)  # the serial call: the tiles' code not linked into gemm_nt
+
+
+@kernel
 def gemm_nt(A, B, accumulate, C):
     """C = A @ B^T, or C += A @ B^T when `accumulate`; A (M x K), B (N x K), C (M x N)."""
     M, K = A.shape
     N = B.shape[0]
     tiles_n = (N + COLS - 1) // COLS
     tiles = ((M + ROWS - 1) // ROWS) * tiles_n
-    if M * N * K >= PAR_MIN_MACS:
-        for ti in prange(tiles):  # np.int64: a prange index is uint64, and a second signature
-            _tile(A, B, accumulate, C, np.int64(ti), tiles_n)
+    if M * N * K >= PAR_MIN_MACS:  # a chunk of tiles per thread, on the shared parallel loop
+        items, per = chunks(tiles)
+        _gemm_nt_items(items, per, A, B, accumulate, C, tiles_n, tiles)
     else:
-        for ti in range(tiles):
-            _tile(A, B, accumulate, C, ti, tiles_n)
+        _gemm_nt_tiles_at(np.int64(0), tiles, A, B, accumulate, C, tiles_n, tiles)
+
+
+# gemm_nt for kernels that call it once per launch: by address (byaddress.py)
+gemm_nt_at = by_address(gemm_nt)

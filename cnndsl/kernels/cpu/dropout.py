@@ -19,9 +19,10 @@ import math
 import numpy as np
 from numba import prange
 
-from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
+from cnndsl.kernels.cpu.common import I0, PAR_MIN, kernel, parallel_kernel
 from cnndsl.kernels.cpu.hash import GOLDEN
 from cnndsl.kernels.cpu.hash import mix as _mix
+from cnndsl.kernels.cpu.parallel import chunks, parallel_items
 from cnndsl.kernels.cpu.tensor import copy
 
 STEP_MUL = np.uint64(0xD6E8FEB86659FD93)
@@ -44,20 +45,30 @@ def _keep(base, thr, i):
     return (z >> S40) >= thr
 
 
-@parallel_kernel
+@kernel
+def _apply_chunk(t, per, a, o, base, thr, scale):
+    """Elements t*per .. of _apply (an item of parallel_items)."""
+    z = np.float32(0.0)
+    # unsigned indices, as in tensor._elementwise (signed: 5.8 to 8.7 us instead of 1.6 for 64 x 120)
+    for i in range(np.uint64(t * per), np.uint64(min((t + 1) * per, a.size))):
+        o[i] = a[i] * scale if _keep(base, thr, np.int64(i)) else z
+
+
+_apply_items = parallel_items(_apply_chunk)
+
+
+@kernel
 def _apply(x, p, seed, step, y):
     a = x.reshape(x.size)
     o = y.reshape(y.size)
     base = _base(seed, step)
     thr = _threshold(p)
     scale = np.float32(1.0 / (1.0 - p))
-    z = np.float32(0.0)
-    if a.size >= PAR_MIN // 4:
-        for i in prange(a.size):  # np.int64: a prange index is uint64, and a second signature
-            o[i] = a[i] * scale if _keep(base, thr, np.int64(i)) else z
+    if a.size >= PAR_MIN // 4:  # a chunk of elements per thread
+        items, per = chunks(a.size)
+        _apply_items(items, per, a, o, base, thr, scale)
     else:
-        for i in range(a.size):
-            o[i] = a[i] * scale if _keep(base, thr, i) else z
+        _apply_chunk(I0, a.size, a, o, base, thr, scale)
 
 
 # Python functions, not kernels: as kernels each compiled (and linked _apply's parallel code into)

@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from cnndsl.kernels.cpu.common import PAR_MIN, kernel, parallel_kernel
+from cnndsl.kernels.cpu.common import I0, PAR_MIN, kernel, parallel_kernel
+from cnndsl.kernels.cpu.parallel import chunks, parallel_items
 
 L2_EPS = np.float32(1e-30)
 
@@ -93,32 +94,48 @@ def _maxpool_plane_2x2(xp, yp, ip):
             ir[ow] = bi
 
 
-@parallel_kernel
+@kernel
+def _maxpool_planes(t, per, x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx):
+    """Planes t*per .. (p = n*C + c) of the general max pool (an item of parallel_items)."""
+    C = x.shape[1]
+    for it in range(t * per, min((t + 1) * per, x.shape[0] * C)):
+        n, c = it // C, it % C
+        _maxpool_plane(x[n, c], kh, kw, sh, sw, pad_top, pad_left, dh, dw, y[n, c], idx[n, c])
+
+
+_maxpool_items = parallel_items(_maxpool_planes)
+
+
+@kernel
 def _maxpool_forward(x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx):
-    N, C = x.shape[0], x.shape[1]
-    planes = N * C
-    if planes * y.shape[2] * y.shape[3] * kh * kw >= PAR_MIN:
-        for it in prange(planes):
-            n, c = it // C, it % C
-            _maxpool_plane(x[n, c], kh, kw, sh, sw, pad_top, pad_left, dh, dw, y[n, c], idx[n, c])
+    planes = x.shape[0] * x.shape[1]
+    if planes * y.shape[2] * y.shape[3] * kh * kw >= PAR_MIN:  # a chunk of planes per thread
+        items, per = chunks(planes)
+        _maxpool_items(items, per, x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx)
     else:
-        for it in range(planes):
-            n, c = it // C, it % C
-            _maxpool_plane(x[n, c], kh, kw, sh, sw, pad_top, pad_left, dh, dw, y[n, c], idx[n, c])
+        _maxpool_planes(I0, planes, x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx)
 
 
-@parallel_kernel
+@kernel
+def _maxpool_2x2_planes(t, per, x, y, idx):
+    """Planes t*per .. of the 2x2 max pool (an item of parallel_items)."""
+    C = x.shape[1]
+    for it in range(t * per, min((t + 1) * per, x.shape[0] * C)):
+        n, c = it // C, it % C
+        _maxpool_plane_2x2(x[n, c], y[n, c], idx[n, c])
+
+
+_maxpool_2x2_items = parallel_items(_maxpool_2x2_planes)
+
+
+@kernel
 def _maxpool_2x2_forward(x, y, idx):
-    N, C = x.shape[0], x.shape[1]
-    planes = N * C
+    planes = x.shape[0] * x.shape[1]
     if planes * y.shape[2] * y.shape[3] * 4 >= PAR_MIN:
-        for it in prange(planes):
-            n, c = it // C, it % C
-            _maxpool_plane_2x2(x[n, c], y[n, c], idx[n, c])
+        items, per = chunks(planes)
+        _maxpool_2x2_items(items, per, x, y, idx)
     else:
-        for it in range(planes):
-            n, c = it // C, it % C
-            _maxpool_plane_2x2(x[n, c], y[n, c], idx[n, c])
+        _maxpool_2x2_planes(I0, planes, x, y, idx)
 
 
 def maxpool2d_forward(x, kh, kw, sh, sw, pad_top, pad_left, dh, dw, y, idx):
@@ -147,16 +164,25 @@ def _maxpool_bwd_plane(dyp, ip, dxp):
                 flat[j] += dyp[oh, ow]
 
 
-@parallel_kernel
+@kernel
+def _maxpool_bwd_planes(t, per, dy, idx, dx):
+    """Planes t*per .. of maxpool2d_backward (an item of parallel_items)."""
+    C = dx.shape[1]
+    for it in range(t * per, min((t + 1) * per, dx.shape[0] * C)):
+        _maxpool_bwd_plane(dy[it // C, it % C], idx[it // C, it % C], dx[it // C, it % C])
+
+
+_maxpool_bwd_items = parallel_items(_maxpool_bwd_planes)
+
+
+@kernel
 def maxpool2d_backward(dy, idx, dx):
-    N, C = dx.shape[0], dx.shape[1]
-    planes = N * C
+    planes = dx.shape[0] * dx.shape[1]
     if planes * dx.shape[2] * dx.shape[3] >= PAR_MIN:
-        for it in prange(planes):
-            _maxpool_bwd_plane(dy[it // C, it % C], idx[it // C, it % C], dx[it // C, it % C])
+        items, per = chunks(planes)
+        _maxpool_bwd_items(items, per, dy, idx, dx)
     else:
-        for it in range(planes):
-            _maxpool_bwd_plane(dy[it // C, it % C], idx[it // C, it % C], dx[it // C, it % C])
+        _maxpool_bwd_planes(I0, planes, dy, idx, dx)
 
 
 @kernel
@@ -261,43 +287,56 @@ def l2pool2d_backward(x, y, dy, kh, kw, sh, sw, pad_top, pad_left, dh, dw, dx):
     _avg_bwd(x, y, dy, kh, kw, sh, sw, pad_top, pad_left, dh, dw, dx, True)
 
 
-@parallel_kernel
-def global_avgpool_forward(x, y):
-    """(N, C, H, W) -> (N, C): mean over H*W (float32 partial sums per plane)."""
-    N, C = x.shape[0], x.shape[1]
+@kernel
+def _gap_planes(t, per, x, y):
+    """Planes t*per .. of global_avgpool_forward (an item of parallel.parallel_items)."""
+    C = x.shape[1]
     P = x.shape[2] * x.shape[3]
     inv = np.float32(1.0) / np.float32(P)
-    if N * C * P >= PAR_MIN:
-        for it in prange(N * C):
-            xp = x[it // C, it % C].reshape(P)
-            s = np.float32(0.0)
-            for p in range(P):
-                s += xp[p]
-            y[it // C, it % C] = s * inv
+    for it in range(t * per, min((t + 1) * per, x.shape[0] * C)):
+        xp = x[it // C, it % C].reshape(P)
+        s = np.float32(0.0)
+        for p in range(P):
+            s += xp[p]
+        y[it // C, it % C] = s * inv
+
+
+_gap_items = parallel_items(_gap_planes)
+
+
+@kernel
+def global_avgpool_forward(x, y):
+    """(N, C, H, W) -> (N, C): mean over H*W (float32 partial sums per plane)."""
+    planes = x.shape[0] * x.shape[1]
+    if x.size >= PAR_MIN:  # a chunk of planes per thread (parallel.py)
+        items, per = chunks(planes)
+        _gap_items(items, per, x, y)
     else:
-        for it in range(N * C):
-            xp = x[it // C, it % C].reshape(P)
-            s = np.float32(0.0)
-            for p in range(P):
-                s += xp[p]
-            y[it // C, it % C] = s * inv
+        _gap_planes(I0, planes, x, y)
 
 
-@parallel_kernel
-def global_avgpool_backward(dy, dx):
-    """dx[n, c, :, :] = dy[n, c] / (H*W) (overwritten)."""
-    N, C = dx.shape[0], dx.shape[1]
+@kernel
+def _gap_bwd_planes(t, per, dy, dx):
+    """Planes t*per .. of global_avgpool_backward (an item of parallel.parallel_items)."""
+    C = dx.shape[1]
     P = dx.shape[2] * dx.shape[3]
     inv = np.float32(1.0) / np.float32(P)
-    if N * C * P >= PAR_MIN:
-        for it in prange(N * C):
-            dp = dx[it // C, it % C].reshape(P)
-            g = dy[it // C, it % C] * inv
-            for p in range(P):
-                dp[p] = g
+    for it in range(t * per, min((t + 1) * per, dx.shape[0] * C)):
+        dp = dx[it // C, it % C].reshape(P)
+        g = dy[it // C, it % C] * inv
+        for p in range(P):
+            dp[p] = g
+
+
+_gap_bwd_items = parallel_items(_gap_bwd_planes)
+
+
+@kernel
+def global_avgpool_backward(dy, dx):
+    """dx[n, c, :, :] = dy[n, c] / (H*W) (overwritten)."""
+    planes = dx.shape[0] * dx.shape[1]
+    if dx.size >= PAR_MIN:
+        items, per = chunks(planes)
+        _gap_bwd_items(items, per, dy, dx)
     else:
-        for it in range(N * C):
-            dp = dx[it // C, it % C].reshape(P)
-            g = dy[it // C, it % C] * inv
-            for p in range(P):
-                dp[p] = g
+        _gap_bwd_planes(I0, planes, dy, dx)
