@@ -165,3 +165,15 @@ def abbreviated(items: Iterable[str], limit: int = LIST_LIMIT, sep: str = ", ") 
     if len(items) <= limit:
         return sep.join(items)
     return sep.join(items[:limit]) + f"{sep}... and {len(items) - limit:,} more"
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether `exc` is a Ctrl-C, or an error raised because of one (its cause or context chain
+    holds a KeyboardInterrupt: an extension module whose initialization was interrupted)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False

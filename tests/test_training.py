@@ -92,6 +92,48 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, small_d
     np.testing.assert_array_equal(model.store.params.data, full.store.params.data)
 
 
+def _interrupted_import(record):
+    # what pybind11 makes of a Ctrl-C during a module's initialization (matplotlib's Agg backend,
+    # imported by the first epoch's plot): an ImportError whose cause is the KeyboardInterrupt
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as e:
+        raise ImportError("initialization failed") from e
+
+
+def test_a_ctrl_c_that_became_an_import_error_stops_like_a_ctrl_c(tmp_path, small_digits):
+    model = Model(cnndsl.loads(TINY))
+    with pytest.raises(KeyboardInterrupt) as stop:
+        Trainer(model, *small_digits, model.config, tmp_path, progress=False).fit(on_epoch=_interrupted_import)
+    assert isinstance(stop.value.__cause__, ImportError)
+    assert load_checkpoint(tmp_path).meta  # saved as for a Ctrl-C: the next run resumes after epoch 1
+    trainer = Trainer(Model(cnndsl.loads(TINY)), *small_digits, model.config, tmp_path, progress=False)
+    trainer.resume()
+    assert trainer.pos.epoch == 1
+
+
+def test_interrupted_reads_the_cause_and_context_chain():
+    from cnndsl.diagnostics import interrupted
+
+    assert interrupted(KeyboardInterrupt())
+    assert not interrupted(ImportError("initialization failed"))
+    try:
+        _interrupted_import(None)
+    except ImportError as e:
+        assert interrupted(e)
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ValueError("while stopping")  # noqa: B904 (the implicit context is what is read)
+    except ValueError as e:
+        assert interrupted(e)
+    loop = ValueError("a cycle")
+    loop.__context__ = ValueError("back")
+    loop.__context__.__context__ = loop
+    assert not interrupted(loop)
+
+
 def test_dropout_is_exactly_the_identity_at_inference(small_digits):
     with_dropout = Model(cnndsl.loads(TINY))
     without = Model(cnndsl.loads(TINY.replace("  dropout 0.2\n", "")))

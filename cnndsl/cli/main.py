@@ -7,15 +7,29 @@ status 1; anything else escaping is an internal error, reported in one line
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 import click
 
-from cnndsl.diagnostics import CnnError, file_error
+from cnndsl.diagnostics import CnnError, file_error, interrupted
 
 
 class _Group(click.Group):
     def invoke(self, ctx):
+        # `train` and `sweep` ignore Ctrl-C once they are stopping (the checkpoint is saved, a second
+        # Ctrl-C would only cut the message short). A process that runs a command in-process (click's
+        # CliRunner, a notebook) gets its own handler back afterwards, not an ignored Ctrl-C.
+        main_thread = threading.current_thread() is threading.main_thread()
+        sigint = signal.getsignal(signal.SIGINT) if main_thread else None
+        try:
+            return self._invoke(ctx)
+        finally:
+            if sigint is not None and signal.getsignal(signal.SIGINT) is not sigint:
+                signal.signal(signal.SIGINT, sigint)
+
+    def _invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except CnnError as e:
@@ -35,6 +49,9 @@ class _Group(click.Group):
                                               "and each name at most 255 bytes", code="os-error").diagnostics)
             ctx.exit(1)
         except Exception as e:  # a bug in cnndsl, not in the user's input
+            if interrupted(e):  # a Ctrl-C that became an extension's ImportError (diagnostics.interrupted)
+                click.echo("interrupted", err=True)
+                ctx.exit(130)
             if os.environ.get("CNNDSL_DEBUG"):
                 raise
             click.echo(f"cnndsl: internal error: {type(e).__name__}: {e} "

@@ -73,7 +73,7 @@ def sweep(file, trials, epochs, objective, minimize, spaces, out_dir, pruner, sa
     echo(f"sweep of {file}: {space.describe()}")
     echo(f"study {study_name} in {cfg.storage or out / 'study.db'}: {len(study.trials)} trials so far; "
          f"target {trials} trained trials")
-    recover(study, echo)
+    recover(study, echo, [d.name for d in space.dims])
     runner = Runner(cfg, study)
     # matplotlib (the trials' curves and sweep.png) imported before any trial: a Ctrl-C that lands
     # while a trial imports it leaves it half-initialized, and the final plot then failed with
@@ -81,6 +81,7 @@ def sweep(file, trials, epochs, objective, minimize, spaces, out_dir, pruner, sa
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.backends.backend_agg  # noqa: F401  (the curves' canvas: a pybind11 module, see trainer.fit)
     import matplotlib.pyplot  # noqa: F401
     interrupted = False
     try:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cnndsl.diagnostics import CnnError, Diagnostic, Span, file_error
+from cnndsl.diagnostics import CnnError, Diagnostic, Span, file_error, interrupted
 from cnndsl.sweep.check import check_point, reason_text
 from cnndsl.sweep.space import Space, show_point
 from cnndsl.train.run_dir import process_alive, process_start_time
@@ -109,8 +109,7 @@ def open_study(cfg: SweepConfig):
                          code="sweep-out")
     if cfg.storage is None:
         with _creation_lock(cfg.out):  # two processes creating the database's tables at once collide
-            storage = optuna.storages.RDBStorage(cfg.storage_url(),
-                                                 engine_kwargs={"connect_args": {"timeout": 120}})
+            storage = _rdb_storage(optuna, cfg.storage_url(), engine_kwargs={"connect_args": {"timeout": 120}})
             return _create(optuna, cfg, storage)
     else:
         # a database server shared by machines: a trial whose process stops sending heartbeats is
@@ -119,8 +118,26 @@ def open_study(cfg: SweepConfig):
             retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
         else:
             retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
-        storage = optuna.storages.RDBStorage(cfg.storage, heartbeat_interval=30, grace_period=120, **retry)
+        storage = _rdb_storage(optuna, cfg.storage, heartbeat_interval=30, grace_period=120, **retry)
     return _create(optuna, cfg, storage)
+
+
+def _rdb_storage(optuna, url: str, **kwargs):
+    """optuna's RDBStorage, which creates the database's tables if they are missing. Another process
+    that does not take our lock (optuna.load_study in a script, a dashboard, a sweep on another
+    machine sharing a server) may create them at the same moment: its CREATE TABLE then wins and
+    ours fails with 'table ... already exists' (seen in 1 of 15 runs of test_sweep's kill test,
+    whose reader opened the study as the sweep created it). The tables exist then: open again."""
+    import sqlalchemy.exc
+
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except sqlalchemy.exc.OperationalError as e:
+            if "already exists" not in str(e) or attempt == 4:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @contextlib.contextmanager
@@ -220,9 +237,12 @@ def count_states(study) -> dict[str, int]:
     return counts
 
 
-def recover(study, echo) -> int:
+def recover(study, echo, names) -> int:
     """Trials left RUNNING by a dead process of this host, and trials stopped by Ctrl-C, are failed
-    and their points queued again (once). Returns how many were queued."""
+    and their points queued again (once). Returns how many were queued. A trial stopped before it
+    had drawn every parameter of `names` (its point is chosen one parameter at a time, each written
+    as drawn) had trained nothing: it is failed, and not queued, since queuing the parameters it had
+    would let the sampler draw the rest afresh, another point under the old one's name."""
     from optuna.trial import TrialState
 
     storage = study._storage
@@ -237,7 +257,7 @@ def recover(study, echo) -> int:
             storage.set_trial_user_attr(t._trial_id, "state", "interrupted")
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         interrupted = dead or (t.state == TrialState.FAIL and ua.get("state") == "interrupted")
-        if interrupted and t.number not in requeued and t.params:
+        if interrupted and t.number not in requeued and set(names) <= set(t.params):
             study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
             queued += 1
     if queued:
@@ -315,9 +335,13 @@ class Runner:
         trial.set_user_attr("flops", result.flops)
         try:
             value = self.train(trial, program, settings, point, start)
-        except KeyboardInterrupt:
+        except BaseException as e:
+            if not interrupted(e):  # a Ctrl-C, or an import it cut short (diagnostics.interrupted)
+                raise
             trial.set_user_attr("state", "interrupted")
-            raise
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            raise KeyboardInterrupt from e
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - start)
         if cfg.minimize == "latency":

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cnndsl.augment.pipeline import Pipeline
-from cnndsl.diagnostics import CnnError, Diagnostic, abbreviated, file_error
+from cnndsl.diagnostics import CnnError, Diagnostic, abbreviated, file_error, interrupted
 from cnndsl.distributed.comm import LocalComm, shard
 from cnndsl.io.weights import (CHECKPOINT_FILE, check_checkpoint_meta, load_checkpoint, match_weights,
                                save_checkpoint, save_weights)
@@ -472,11 +472,19 @@ class Trainer:
                 self.stop_reason = self._early_stop()
             if self.stop_reason is not None:
                 self.console(self.stop_reason)
-        except KeyboardInterrupt:
+        except BaseException as e:
+            # A Ctrl-C that lands while a C extension initializes comes back as that import's error:
+            # pybind11 turns it into "ImportError: initialization failed" (matplotlib's Agg backend,
+            # first imported by the first epoch's plot; seen once in CI's sweep run). Our handler has
+            # set `stopping` when it raised, and the interrupt is the error's cause: stop as for Ctrl-C.
+            if not (isinstance(e, KeyboardInterrupt) or self._interrupts.stopping or interrupted(e)):
+                raise
             self._interrupts.stopping = True  # from here on, another Ctrl-C cannot cut the save short
             if self.pos != self._saved_pos:
                 self.save()
-            raise
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            raise KeyboardInterrupt from e
         finally:
             self._interrupts.restore()
             if lock is not None:
