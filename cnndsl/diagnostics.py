@@ -65,7 +65,8 @@ class Diagnostic:
     code: str = ""  # stable identifier of the kind of problem (used by tests and --json)
 
     def render(self) -> str:
-        out = [f"{self.span or '<input>'}: {self.severity}: {self.message}"]
+        # no place in a file (a command-line setting, the machine): named as the tool, as gcc does
+        out = [f"{self.span or 'cnndsl'}: {self.severity}: {self.message}"]
         out += _quote(self.span)
         out += [f"  {d}" for d in self.details]
         if self.help:

@@ -20,6 +20,8 @@ from cnndsl.train.metrics import epoch_line
 
 # Seconds a rank other than 0 waits, on an error every rank meets, before it aborts the job.
 ABORT_GRACE_S = 2.0
+# Seconds rank 0 waits after printing an error, before it aborts the job (see _train's caller).
+ABORT_FLUSH_S = 0.5
 
 
 _DEVICE = contextvars.ContextVar("device", default="cpu")
@@ -99,17 +101,28 @@ def train(file, epochs, batch, lr, seed, out_dir, resume_dir, overwrite, data, e
     try:
         _train(*args, comm)
     except BaseException as e:  # one rank stopping alone would leave the others waiting forever
+        if isinstance(e, SystemExit) and not e.code:
+            raise
         if isinstance(e, CnnError) and comm.rank == 0:
             print_diagnostics(e.diagnostics)
+            # MPICH's launcher stops forwarding a rank's output once it learns of an abort: printed
+            # and aborted at once, the message was lost in 1 run of 20 (stderr empty, seen in CI)
+            sys.stderr.flush()
+            time.sleep(ABORT_FLUSH_S)
         elif isinstance(e, CnnError):
             # Every rank runs the same checks, so rank 0 meets this error too and reports it; an
             # abort from here at once could kill rank 0 before its message is out (seen in CI).
+            # Still alive after the grace period, this rank says it itself: never an empty stderr.
             time.sleep(ABORT_GRACE_S)
-        elif not isinstance(e, (CnnError, SystemExit)):
+            click.echo(f"rank {comm.rank}:", err=True)
+            print_diagnostics(e.diagnostics)
+        elif not isinstance(e, SystemExit):
             click.echo(f"rank {comm.rank}: {type(e).__name__}: {e}", err=True)
-        if not (isinstance(e, SystemExit) and not e.code):
-            comm.abort(1)
-        raise
+        sys.stderr.flush()
+        comm.abort(1)
+        # MPICH's MPI_Abort can return before the launcher ends this process: the error went
+        # through cnndsl's handler again and was printed twice (9 runs of 30). Nothing more to say.
+        os._exit(1)
 
 
 def _share_cores(comm) -> None:
@@ -200,12 +213,13 @@ def _train(file, given, out_dir, resume_dir, overwrite, no_progress, load_kwargs
 
 def _run(file, s, out, resuming, ckpt, overwrite, no_progress, load_kwargs, comm, say):
     from cnndsl.train import run_dir
-    from cnndsl.train.trainer import Trainer, with_overrides
+    from cnndsl.train.trainer import Trainer, check_batch_splits, with_overrides
 
     load_kwargs = dict(load_kwargs, **{k: s.get(k, load_kwargs[k]) for k in ("defines", "profile", "network")})
     model = _compile(file, load_kwargs, s.get("seed"), opt_level=s.get("opt_level"))
     settings = with_overrides(model.config, s.get("epochs"), s.get("batch"), s.get("lr"), s.get("seed"),
                               s.get("early_stopping"), s.get("patience"), s.get("checkpoint_best"))
+    check_batch_splits(settings.batch, comm.size)  # before the data is loaded
     from cnndsl.analysis.memory import require_fits
 
     # a step that cannot fit is refused before the data is loaded (a 183M-parameter model took 22 s

@@ -67,7 +67,7 @@ def reason_key(d: Diagnostic) -> tuple:
 
 
 def reason_text(d: Diagnostic) -> str:
-    return f"{d.span or '<input>'}: {d.message}"
+    return f"{d.span}: {d.message}" if d.span else d.message
 
 
 @dataclass

@@ -173,6 +173,15 @@ class _Interrupts:
             raise KeyboardInterrupt
 
 
+def check_batch_splits(batch: int, ranks: int) -> None:
+    """The global batch must split evenly over the ranks (`cnndsl train` checks it before compiling)."""
+    if batch % ranks:
+        raise CnnError([Diagnostic(
+            "error", f"the batch of {batch} does not split over {ranks} processes",
+            help=f"the batch is global: choose a multiple of {ranks} (e.g. --batch {batch // ranks * ranks or ranks}) "
+                 "or launch another number of processes", code="distributed-batch")])
+
+
 def _jsonable(value):
     """Dataclasses, tuples, spans-free: the resolved settings as JSON values."""
     import dataclasses
@@ -293,12 +302,7 @@ class Trainer:
 
     # -- several ranks -------------------------------------------------------------
     def _join_ranks(self) -> None:
-        if self.settings.batch % self.comm.size:
-            raise CnnError([Diagnostic(
-                "error", f"the batch of {self.settings.batch} does not split over {self.comm.size} processes",
-                help=f"the batch is global: choose a multiple of {self.comm.size} (e.g. "
-                     f"--batch {self.settings.batch // self.comm.size * self.comm.size or self.comm.size}) "
-                     "or launch another number of processes", code="distributed-batch")])
+        check_batch_splits(self.settings.batch, self.comm.size)
         if self.is_root:  # compile once and fill the kernel cache, so the other ranks only load it
             self.compile_kernels()
         self.comm.barrier()
