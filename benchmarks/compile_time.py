@@ -4,6 +4,7 @@ grouped by kernel family).
 
     python benchmarks/compile_time.py                       # lenet5, vgg_small, resnet_tiny
     python benchmarks/compile_time.py --models lenet5 --top 15
+    python benchmarks/compile_time.py --models mobilenet_tiny unet_tiny    # any examples/NAME.cnn
     python benchmarks/compile_time.py --processes 2         # the pool's size (default: the cores)
     python benchmarks/compile_time.py --show                # reprint the last run's tables
 
@@ -48,7 +49,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "compile_time.json"
-MODELS = ("lenet5", "vgg_small", "resnet_tiny")
+MODELS = ("lenet5", "vgg_small", "resnet_tiny")  # the default: the three of benchmarks/vs_pytorch.py
+EXAMPLES = tuple(sorted(p.stem for p in (ROOT / "examples").glob("*.cnn")))  # any of them on request
 ESTIMATE_PROCESSES = 16
 
 CHILD = """
@@ -88,6 +90,7 @@ print("RESULT " + json.dumps(dict(
 def run_child(model: str, cache: Path, processes: int | None) -> dict:
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
     env.pop("NUMBA_BOUNDSCHECK", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode cached as on a user's machine (vs_pytorch.first_steps)
     env.pop("CNNDSL_COMPILE_WORKERS", None)
     if processes is not None:
         env["CNNDSL_COMPILE_WORKERS"] = str(processes)
@@ -273,7 +276,8 @@ def report(result: dict, top: int) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=EXAMPLES,
+                        help="examples/NAME.cnn to measure (default: %(default)s)")
     parser.add_argument("--top", type=int, default=10, help="how many of the slowest functions to list")
     parser.add_argument("--show", action="store_true", help="reprint the last run's tables; measure nothing")
     parser.add_argument("--out", type=Path, default=RESULTS)

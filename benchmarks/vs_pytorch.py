@@ -130,9 +130,15 @@ WARM_RUNS = 5
 def first_steps(snippet: str, threads: int, warm_runs: int = WARM_RUNS) -> dict:
     """Seconds from the top of a fresh process to the end of its first training step: once
     with an empty Numba cache (cold), then in `warm_runs` new processes with the cache the first
-    one filled (warm: their median; each run in first_step_warm_runs_s)."""
+    one filled (warm: their median; each run in first_step_warm_runs_s).
+
+    Python's bytecode is cached, as on a user's machine (`pip install` compiles it, and Python
+    writes it beside the sources of a checkout): a machine that sets PYTHONDONTWRITEBYTECODE (this
+    project's does) otherwise recompiled cnndsl's sources in every process, 0.2 s of a 1.3 s warm
+    start (Xeon, 2026-12-03), while PyTorch's and Numba's, installed with their bytecode, did not."""
     with tempfile.TemporaryDirectory(prefix="vs_pytorch_cache-") as cache:
         env = worker_env(threads, NUMBA_CACHE_DIR=cache)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         cold = float(run_python(["-c", snippet], env))
         warm = [float(run_python(["-c", snippet], env)) for _ in range(warm_runs)]
     return {"first_step_cold_s": cold, "first_step_warm_s": statistics.median(warm), "first_step_warm_runs_s": warm}
