@@ -37,10 +37,9 @@ roles of x and y swapped.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from cnndsl.kernels.cpu.blas import pgemm
-from cnndsl.kernels.cpu.common import I0, I1, NO, ONE, PAR_MIN, YES, ZERO, kernel, parallel_kernel
+from cnndsl.kernels.cpu.common import I0, I1, NO, ONE, PAR_MIN, YES, ZERO, kernel
 from cnndsl.kernels.cpu.dots import gemm_nt
 from cnndsl.kernels.cpu.epilogue import NO_ACTIVATION, chunk_epilogue, chunk_pool_epilogue
 from cnndsl.kernels.cpu.parallel import chunks, parallel_items
@@ -188,28 +187,35 @@ def _im2col_plane(x, n, c, cl, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2, b):
 WIDE_ROWS = 16
 
 
-@parallel_kernel
-def _im2col(x, n0, nbb, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2):
-    if OW >= WIDE_ROWS:
-        planes = nbb * Cg
-        if planes * KH * KW * OH * OW >= PAR_MIN:
-            for it in prange(planes):
-                b = it // Cg
-                _im2col_plane(x, n0 + b, c0 + it - b * Cg, it - b * Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW,
-                              col2, b)
+@kernel
+def _im2col_units(t, per, x, n0, nbb, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2, planes):
+    """Units t*per .. of _im2col (an item of parallel_items): planes (b, c) when `planes`, else
+    rows ((c*KH + kh)*KW + kw, b)."""
+    units = nbb * Cg if planes else Cg * KH * KW * nbb
+    for it in range(t * per, min((t + 1) * per, units)):
+        if planes:
+            b = it // Cg
+            _im2col_plane(x, n0 + b, c0 + it - b * Cg, it - b * Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2, b)
         else:
-            for it in range(planes):
-                b = it // Cg
-                _im2col_plane(x, n0 + b, c0 + it - b * Cg, it - b * Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW,
-                              col2, b)
-        return
-    items = Cg * KH * KW * nbb
-    if items * OH * OW >= PAR_MIN:
-        for it in prange(items):  # np.int64: a prange index is uint64, and a second signature
-            _im2col_item(x, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2, np.int64(it), nbb)
-    else:
-        for it in range(items):
             _im2col_item(x, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2, it, nbb)
+
+
+_im2col_items = parallel_items(_im2col_units)
+
+
+# The im2col path's loops run on the shared parallel loop (parallel.py), not prange: as
+# parallel=True kernels, _im2col alone took 2.9 to 3.0 self CPU s to compile in the cold first
+# step of mobilenet_tiny, unet_tiny, inception_tiny, detector and nin, and the conv family
+# 10.9 to 12.2 CPU s of their 35 to 45 (compile_time.py, Xeon, 2026-12-03 14:29).
+@kernel
+def _im2col(x, n0, nbb, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2):
+    planes = OW >= WIDE_ROWS
+    units = nbb * Cg if planes else Cg * KH * KW * nbb
+    if nbb * Cg * KH * KW * OH * OW >= PAR_MIN:
+        items, per = chunks(units)
+        _im2col_items(items, per, x, n0, nbb, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2, planes)
+    else:
+        _im2col_units(I0, units, x, n0, nbb, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, col2, planes)
 
 
 @kernel
@@ -244,15 +250,24 @@ def _col2im_item(col2, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx, i
                         dp[ih, ow * sw + off_w] += row[o + ow]
 
 
-@parallel_kernel
+@kernel
+def _col2im_units(t, per, col2, n0, nbb, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx):
+    """Planes t*per .. of _col2im (an item of parallel_items)."""
+    for it in range(t * per, min((t + 1) * per, nbb * Cg)):
+        _col2im_item(col2, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx, it)
+
+
+_col2im_items = parallel_items(_col2im_units)
+
+
+@kernel
 def _col2im(col2, n0, nbb, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx):
-    items = nbb * Cg
-    if items * dx.shape[2] * dx.shape[3] * KH * KW >= PAR_MIN:
-        for it in prange(items):
-            _col2im_item(col2, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx, np.int64(it))
+    units = nbb * Cg
+    if units * dx.shape[2] * dx.shape[3] * KH * KW >= PAR_MIN:
+        items, per = chunks(units)
+        _col2im_items(items, per, col2, n0, nbb, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx)
     else:
-        for it in range(items):
-            _col2im_item(col2, n0, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx, it)
+        _col2im_units(I0, units, col2, n0, nbb, c0, Cg, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx)
 
 
 @kernel
@@ -267,35 +282,50 @@ def _gather_item(dy, n0, f0, Fg, t2, item):
         dst[o + p] = src[p]
 
 
-@parallel_kernel
+@kernel
+def _gather_units(t, per, dy, n0, nbb, f0, Fg, t2):
+    """Planes t*per .. of _gather (an item of parallel_items)."""
+    for it in range(t * per, min((t + 1) * per, nbb * Fg)):
+        _gather_item(dy, n0, f0, Fg, t2, it)
+
+
+_gather_items = parallel_items(_gather_units)
+
+
+@kernel
 def _gather(dy, n0, nbb, f0, Fg, t2):
     """t2[f, bb*P:(bb+1)*P] = dy[n0+bb, f0+f, :]."""
-    items = nbb * Fg
-    if items * dy.shape[2] * dy.shape[3] >= PAR_MIN:
-        for it in prange(items):
-            _gather_item(dy, n0, f0, Fg, t2, np.int64(it))
+    units = nbb * Fg
+    if units * dy.shape[2] * dy.shape[3] >= PAR_MIN:
+        items, per = chunks(units)
+        _gather_items(items, per, dy, n0, nbb, f0, Fg, t2)
     else:
-        for it in range(items):
-            _gather_item(dy, n0, f0, Fg, t2, it)
+        _gather_units(I0, units, dy, n0, nbb, f0, Fg, t2)
 
 
-@parallel_kernel
-def _add_bias_chunk(y, n0, nbb, b):
+@kernel
+def _add_bias_planes(t, per, y, n0, nbb, b):
+    """Planes t*per .. of _add_bias_chunk (an item of parallel_items)."""
     F = y.shape[1]
     P = y.shape[2] * y.shape[3]
-    items = nbb * F
-    if items * P >= PAR_MIN:
-        for it in prange(items):
-            yp = y[n0 + it // F, it % F].reshape(P)
-            bv = b[it % F]
-            for p in range(P):
-                yp[p] += bv
+    for it in range(t * per, min((t + 1) * per, nbb * F)):
+        yp = y[n0 + it // F, it % F].reshape(P)
+        bv = b[it % F]
+        for p in range(P):
+            yp[p] += bv
+
+
+_add_bias_items = parallel_items(_add_bias_planes)
+
+
+@kernel
+def _add_bias_chunk(y, n0, nbb, b):
+    units = nbb * y.shape[1]
+    if units * y.shape[2] * y.shape[3] >= PAR_MIN:
+        items, per = chunks(units)
+        _add_bias_items(items, per, y, n0, nbb, b)
     else:
-        for it in range(items):
-            yp = y[n0 + it // F, it % F].reshape(P)
-            bv = b[it % F]
-            for p in range(P):
-                yp[p] += bv
+        _add_bias_planes(I0, units, y, n0, nbb, b)
 
 
 @kernel
@@ -394,15 +424,24 @@ def _direct_fwd_item(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y, item)
                 _add_tap(xp, yp, w[f, c, kh_, kw_], kh_, kw_, sh, sw, pt, pl, dh, dw, False)
 
 
-@parallel_kernel
+@kernel
+def _direct_fwd_units(t, per, x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y):
+    """Output planes t*per .. of _direct_fwd (an item of parallel_items)."""
+    for it in range(t * per, min((t + 1) * per, y.shape[0] * y.shape[1])):
+        _direct_fwd_item(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y, it)
+
+
+_direct_fwd_items = parallel_items(_direct_fwd_units)
+
+
+@kernel
 def _direct_fwd(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y):
-    items = y.shape[0] * y.shape[1]
+    units = y.shape[0] * y.shape[1]
     if y.size * w.shape[1] * w.shape[2] * w.shape[3] >= PAR_MIN:
-        for it in prange(items):
-            _direct_fwd_item(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y, np.int64(it))
+        items, per = chunks(units)
+        _direct_fwd_items(items, per, x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y)
     else:
-        for it in range(items):
-            _direct_fwd_item(x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y, it)
+        _direct_fwd_units(I0, units, x, w, b, has_bias, sh, sw, pt, pl, dh, dw, groups, y)
 
 
 @kernel
@@ -425,15 +464,24 @@ def _direct_bwd_data_item(dy, w, sh, sw, pt, pl, dh, dw, groups, dx, item):
                 _add_tap(dxp, dyp, w[f, cl, kh_, kw_], kh_, kw_, sh, sw, pt, pl, dh, dw, True)
 
 
-@parallel_kernel
+@kernel
+def _direct_bwd_data_units(t, per, dy, w, sh, sw, pt, pl, dh, dw, groups, dx):
+    """Input planes t*per .. of _direct_bwd_data (an item of parallel_items)."""
+    for it in range(t * per, min((t + 1) * per, dx.shape[0] * dx.shape[1])):
+        _direct_bwd_data_item(dy, w, sh, sw, pt, pl, dh, dw, groups, dx, it)
+
+
+_direct_bwd_data_items = parallel_items(_direct_bwd_data_units)
+
+
+@kernel
 def _direct_bwd_data(dy, w, sh, sw, pt, pl, dh, dw, groups, dx):
-    items = dx.shape[0] * dx.shape[1]
+    units = dx.shape[0] * dx.shape[1]
     if dy.size * w.shape[1] * w.shape[2] * w.shape[3] >= PAR_MIN:
-        for it in prange(items):
-            _direct_bwd_data_item(dy, w, sh, sw, pt, pl, dh, dw, groups, dx, np.int64(it))
+        items, per = chunks(units)
+        _direct_bwd_data_items(items, per, dy, w, sh, sw, pt, pl, dh, dw, groups, dx)
     else:
-        for it in range(items):
-            _direct_bwd_data_item(dy, w, sh, sw, pt, pl, dh, dw, groups, dx, it)
+        _direct_bwd_data_units(I0, units, dy, w, sh, sw, pt, pl, dh, dw, groups, dx)
 
 
 @kernel
@@ -473,15 +521,24 @@ def _direct_bwd_weight_item(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight, item
             dweight[f, c, kh_, kw_] = np.float32(acc)
 
 
-@parallel_kernel
+@kernel
+def _direct_bwd_weight_units(t, per, x, dy, sh, sw, pt, pl, dh, dw, groups, dweight):
+    """Weight slices (f, c) t*per .. of _direct_bwd_weight (an item of parallel_items)."""
+    for it in range(t * per, min((t + 1) * per, dweight.shape[0] * dweight.shape[1])):
+        _direct_bwd_weight_item(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight, it)
+
+
+_direct_bwd_weight_items = parallel_items(_direct_bwd_weight_units)
+
+
+@kernel
 def _direct_bwd_weight(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight):
-    items = dweight.shape[0] * dweight.shape[1]
+    units = dweight.shape[0] * dweight.shape[1]
     if dy.size * dweight.shape[1] * dweight.shape[2] * dweight.shape[3] >= PAR_MIN:
-        for it in prange(items):
-            _direct_bwd_weight_item(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight, np.int64(it))
+        items, per = chunks(units)
+        _direct_bwd_weight_items(items, per, x, dy, sh, sw, pt, pl, dh, dw, groups, dweight)
     else:
-        for it in range(items):
-            _direct_bwd_weight_item(x, dy, sh, sw, pt, pl, dh, dw, groups, dweight, it)
+        _direct_bwd_weight_units(I0, units, x, dy, sh, sw, pt, pl, dh, dw, groups, dweight)
 
 @kernel
 def col_offset(keep, K, P, n0, nbb, g, groups):

@@ -16,12 +16,13 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from numba import literal_unroll, prange, types
+from numba import literal_unroll, types
 from numba.core.errors import NumbaExperimentalFeatureWarning
 from numba.extending import overload
 
 from cnndsl.kernels.activations import ACTIVATIONS, CODE, jit_helpers
-from cnndsl.kernels.cpu.common import FASTMATH, PAR_MIN, kernel, parallel_kernel
+from cnndsl.kernels.cpu.common import FASTMATH, I0, PAR_MIN, kernel
+from cnndsl.kernels.cpu.parallel import chunks, parallel_items
 
 jit_helpers()
 
@@ -218,22 +219,30 @@ def _plane_item(t2, o, y, n, f, bias, has_bias, res, has_res, act, alpha):
     epilogue(t2[o:o + P], y[n, f].reshape(P), bv, r, has_res, act, alpha)
 
 
-@parallel_kernel
+@kernel
+def _epilogue_planes(t, per, t2, n0, nbb, f0, Fg, bias, has_bias, res, has_res, act, alpha, y):
+    """Planes t*per .. (it = b*Fg + f) of chunk_epilogue (an item of parallel_items)."""
+    P = y.shape[2] * y.shape[3]
+    for it in range(t * per, min((t + 1) * per, nbb * Fg)):
+        b = it // Fg
+        f = it - b * Fg
+        _plane_item(t2[f], b * P, y, n0 + b, f0 + f, bias, has_bias, res, has_res, act, alpha)
+
+
+_epilogue_items = parallel_items(_epilogue_planes)
+
+
+@kernel
 def chunk_epilogue(t2, n0, nbb, f0, Fg, bias, has_bias, res, has_res, act, alpha, y):
     """y[n0+b, f0+f] = act(t2[f, b*P:(b+1)*P] + bias (+ res)): the GEMM result scattered to NCHW and
     finished in the same pass (t2 may be a view of y itself when nbb == 1)."""
     P = y.shape[2] * y.shape[3]
-    items = nbb * Fg
-    if items * P >= PAR_MIN:
-        for it in prange(items):
-            b = it // Fg
-            f = it - b * Fg
-            _plane_item(t2[f], b * P, y, n0 + b, f0 + f, bias, has_bias, res, has_res, act, alpha)
+    planes = nbb * Fg
+    if planes * P >= PAR_MIN:  # a chunk of planes per thread (parallel.py)
+        items, per = chunks(planes)
+        _epilogue_items(items, per, t2, n0, nbb, f0, Fg, bias, has_bias, res, has_res, act, alpha, y)
     else:
-        for it in range(items):
-            b = it // Fg
-            f = it - b * Fg
-            _plane_item(t2[f], b * P, y, n0 + b, f0 + f, bias, has_bias, res, has_res, act, alpha)
+        _epilogue_planes(I0, planes, t2, n0, nbb, f0, Fg, bias, has_bias, res, has_res, act, alpha, y)
 
 
 @kernel
@@ -261,25 +270,33 @@ def _pool_plane(src, W, bias_value, res, has_res, act, alpha, dst):
         _activate_plane(out, out, bias_value, act, alpha)
 
 
-@parallel_kernel
-def chunk_pool_epilogue(t2, n0, nbb, f0, Fg, OW, bias, has_bias, res, has_res, act, alpha, y):
-    """y[n0+b, f0+f] = the pooled, activated plane t2[f, b*P:(b+1)*P] (P = the conv's OH*OW)."""
-    P = t2.shape[1] // nbb
-    items = nbb * Fg
-    if items * P >= PAR_MIN:
-        for it in prange(items):
-            b = it // Fg
-            f = it - b * Fg
-            _pool_item(t2, b, f, P, n0, f0, OW, bias, has_bias, res, has_res, act, alpha, y)
-    else:
-        for it in range(items):
-            b = it // Fg
-            f = it - b * Fg
-            _pool_item(t2, b, f, P, n0, f0, OW, bias, has_bias, res, has_res, act, alpha, y)
-
-
 @kernel
 def _pool_item(t2, b, f, P, n0, f0, OW, bias, has_bias, res, has_res, act, alpha, y):
     bv = bias[f0 + f] if has_bias else np.float32(0.0)
     r = res[n0 + b, f0 + f].reshape(P) if has_res else t2[f, :P]
     _pool_plane(t2[f, b * P:(b + 1) * P], OW, bv, r, has_res, act, alpha, y[n0 + b, f0 + f])
+
+
+@kernel
+def _pool_planes(t, per, t2, n0, nbb, f0, Fg, OW, bias, has_bias, res, has_res, act, alpha, y):
+    """Planes t*per .. (it = b*Fg + f) of chunk_pool_epilogue (an item of parallel_items)."""
+    P = t2.shape[1] // nbb
+    for it in range(t * per, min((t + 1) * per, nbb * Fg)):
+        b = it // Fg
+        f = it - b * Fg
+        _pool_item(t2, b, f, P, n0, f0, OW, bias, has_bias, res, has_res, act, alpha, y)
+
+
+_pool_items = parallel_items(_pool_planes)
+
+
+@kernel
+def chunk_pool_epilogue(t2, n0, nbb, f0, Fg, OW, bias, has_bias, res, has_res, act, alpha, y):
+    """y[n0+b, f0+f] = the pooled, activated plane t2[f, b*P:(b+1)*P] (P = the conv's OH*OW)."""
+    P = t2.shape[1] // nbb
+    planes = nbb * Fg
+    if planes * P >= PAR_MIN:  # a chunk of planes per thread (parallel.py)
+        items, per = chunks(planes)
+        _pool_items(items, per, t2, n0, nbb, f0, Fg, OW, bias, has_bias, res, has_res, act, alpha, y)
+    else:
+        _pool_planes(I0, planes, t2, n0, nbb, f0, Fg, OW, bias, has_bias, res, has_res, act, alpha, y)

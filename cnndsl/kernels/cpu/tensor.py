@@ -12,9 +12,8 @@ add backward: the gradient of every input is dy itself (alias it or copy it).
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
-from cnndsl.kernels.cpu.common import I0, I1, PAR_MIN, kernel, parallel_kernel
+from cnndsl.kernels.cpu.common import I0, I1, PAR_MIN, kernel
 from cnndsl.kernels.cpu.parallel import chunks, parallel_items
 
 I2 = np.int64(2)
@@ -81,19 +80,27 @@ def add_accumulate(acc, x):
     _elementwise_all(I2, a, a, acc.reshape(acc.size))
 
 
-@parallel_kernel
+@kernel
+def _copy_rows(t, per, src, src_base, dst, dst_base, width):
+    """Rows t*per .. of _copy_columns (an item of parallel_items)."""
+    for n in range(t * per, min((t + 1) * per, src.shape[0])):
+        for i in range(width):
+            dst[n, dst_base + i] = src[n, src_base + i]
+
+
+_copy_rows_items = parallel_items(_copy_rows)
+
+
+@kernel
 def _copy_columns(src, src_base, dst, dst_base, width):
     """dst[n, dst_base:dst_base + width] = src[n, src_base:src_base + width] for every row n of
     the (N, *) matrices: a block of channels of a concat, into its output or out of its gradient."""
     N = src.shape[0]
-    if N * width >= PAR_MIN:
-        for n in prange(N):
-            for i in range(width):
-                dst[n, dst_base + i] = src[n, src_base + i]
+    if N * width >= PAR_MIN:  # a chunk of rows per thread (parallel.py)
+        items, per = chunks(N)
+        _copy_rows_items(items, per, src, src_base, dst, dst_base, width)
     else:
-        for n in range(N):
-            for i in range(width):
-                dst[n, dst_base + i] = src[n, src_base + i]
+        _copy_rows(I0, N, src, src_base, dst, dst_base, width)
 
 
 @kernel
@@ -123,16 +130,26 @@ def _up_plane(xp, sh, sw, yp):
                     yp[i * sh + a, j * sw + b] = v
 
 
-@parallel_kernel
+@kernel
+def _up_planes(t, per, x, sh, sw, y):
+    """Planes t*per .. (it = n*C + c) of upsample_nearest_forward (an item of parallel_items)."""
+    C = x.shape[1]
+    for it in range(t * per, min((t + 1) * per, x.shape[0] * C)):
+        _up_plane(x[it // C, it % C], sh, sw, y[it // C, it % C])
+
+
+_up_items = parallel_items(_up_planes)
+
+
+@kernel
 def upsample_nearest_forward(x, sh, sw, y):
     """y (N, C, H*sh, W*sw): y[n, c, i, j] = x[n, c, i // sh, j // sw]."""
-    N, C = x.shape[0], x.shape[1]
-    if y.size >= PAR_MIN:
-        for it in prange(N * C):
-            _up_plane(x[it // C, it % C], sh, sw, y[it // C, it % C])
+    planes = x.shape[0] * x.shape[1]
+    if y.size >= PAR_MIN:  # a chunk of planes per thread (parallel.py)
+        items, per = chunks(planes)
+        _up_items(items, per, x, sh, sw, y)
     else:
-        for it in range(N * C):
-            _up_plane(x[it // C, it % C], sh, sw, y[it // C, it % C])
+        _up_planes(I0, planes, x, sh, sw, y)
 
 
 @kernel
@@ -147,13 +164,23 @@ def _up_bwd_plane(dyp, sh, sw, dxp):
             dxp[i, j] = s
 
 
-@parallel_kernel
+@kernel
+def _up_bwd_planes(t, per, dy, sh, sw, dx):
+    """Planes t*per .. (it = n*C + c) of upsample_nearest_backward (an item of parallel_items)."""
+    C = dx.shape[1]
+    for it in range(t * per, min((t + 1) * per, dx.shape[0] * C)):
+        _up_bwd_plane(dy[it // C, it % C], sh, sw, dx[it // C, it % C])
+
+
+_up_bwd_items = parallel_items(_up_bwd_planes)
+
+
+@kernel
 def upsample_nearest_backward(dy, sh, sw, dx):
     """dx[n, c, i, j] = sum of the sh x sw block of dy it was copied to (overwritten)."""
-    N, C = dx.shape[0], dx.shape[1]
-    if dy.size >= PAR_MIN:
-        for it in prange(N * C):
-            _up_bwd_plane(dy[it // C, it % C], sh, sw, dx[it // C, it % C])
+    planes = dx.shape[0] * dx.shape[1]
+    if dy.size >= PAR_MIN:  # a chunk of planes per thread (parallel.py)
+        items, per = chunks(planes)
+        _up_bwd_items(items, per, dy, sh, sw, dx)
     else:
-        for it in range(N * C):
-            _up_bwd_plane(dy[it // C, it % C], sh, sw, dx[it // C, it % C])
+        _up_bwd_planes(I0, planes, dy, sh, sw, dx)
