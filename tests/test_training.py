@@ -117,17 +117,15 @@ def test_interrupted_reads_the_cause_and_context_chain():
 
     assert interrupted(KeyboardInterrupt())
     assert not interrupted(ImportError("initialization failed"))
-    try:
+    with pytest.raises(ImportError) as cut:
         _interrupted_import(None)
-    except ImportError as e:
-        assert interrupted(e)
-    try:
+    assert interrupted(cut.value)
+    with pytest.raises(ValueError) as later:
         try:
             raise KeyboardInterrupt
         except KeyboardInterrupt:
             raise ValueError("while stopping")  # noqa: B904 (the implicit context is what is read)
-    except ValueError as e:
-        assert interrupted(e)
+    assert interrupted(later.value)
     loop = ValueError("a cycle")
     loop.__context__ = ValueError("back")
     loop.__context__.__context__ = loop

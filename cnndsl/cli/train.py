@@ -105,8 +105,9 @@ def train(file, epochs, batch, lr, seed, out_dir, resume_dir, overwrite, data, e
             raise
         if isinstance(e, CnnError) and comm.rank == 0:
             print_diagnostics(e.diagnostics)
-            # MPICH's launcher stops forwarding a rank's output once it learns of an abort: printed
-            # and aborted at once, the message was lost in 1 run of 20 (stderr empty, seen in CI)
+            # Printed and aborted at once, the message was lost (stderr empty: once in CI, and in 1
+            # of 20 runs here with the os._exit below; 0 of 30 without it), most likely because
+            # MPICH's launcher stops forwarding a rank's output once it learns of the abort
             sys.stderr.flush()
             time.sleep(ABORT_FLUSH_S)
         elif isinstance(e, CnnError):
