@@ -105,3 +105,17 @@ def test_print_ir_names_each_convs_cpu_algorithm(run, monkeypatch):
     out = run("compile", lenet, "--print-ir").output
     assert "# cpu: c1 (fused_conv_pool): forward im2col + GEMM; input gradient im2col + GEMM; " \
            "weight gradient im2col + dot products" in out, out
+
+
+def test_print_ir_names_winograd_where_the_rule_picks_it(run, monkeypatch):
+    """vgg_small: its first conv (3 -> 32 channels) stays direct, its 3x3 convs from 32 channels on
+    take Winograd for the forward and the input gradient (winograd.plan's rule); CNNDSL_CPU_CONV=
+    direct leaves Winograd out."""
+    vgg = str(ROOT / "examples" / "vgg_small.cnn")
+    lines = [line for line in run("compile", vgg, "--print-ir").output.splitlines() if line.startswith("# cpu: ")]
+    assert "forward direct" in lines[0] and "winograd" not in lines[0], lines
+    assert all("forward winograd F(2x2,3x3)" in line and "input gradient winograd F(2x2,3x3)" in line
+               for line in lines[1:]), lines
+    monkeypatch.setenv("CNNDSL_CPU_CONV", "direct")
+    out = run("compile", vgg, "--print-ir").output
+    assert "winograd" not in out and "forward direct (8 pixels x 32 channels)" in out, out

@@ -8,6 +8,7 @@ import os
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from passes_testutil import assert_close, random_store, run_inference
 
@@ -139,23 +140,26 @@ def _with_conv_algorithm(value: str, fn):
             os.environ["CNNDSL_CPU_CONV"] = old
 
 
+@pytest.mark.parametrize("algorithm", ["auto", "winograd"])
 @SETTINGS
-@given(networks(), st.integers(0, 2**16))
-def test_direct_and_im2col_convs_match(graph, seed):
-    """The register-blocked direct convolution (the default for groups=1 convs) against im2col +
-    GEMM, for inference and one training step at the highest level (tolerances as above: the two
-    sum the same products in different orders)."""
+@given(graph=networks(), seed=st.integers(0, 2**16))
+def test_direct_and_im2col_convs_match(algorithm, graph, seed):
+    """The register-blocked direct convolution (the default for groups=1 convs; `auto`) and
+    Winograd F(2x2, 3x3) (`winograd`: every 3x3 stride-1 conv, whatever its size) against im2col +
+    GEMM, for inference and one training step at the highest level (tolerances as above: the
+    direct kernel sums the same products in another order; Winograd's transforms add a few
+    roundings more, test_kernels_winograd.py)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((4,) + graph.node("x").type.shape).astype(np.float32)
     y = rng.integers(0, 3, 4)
     store = random_store(graph, seed)
     best = optimize(graph, "inference", MAX_LEVEL)
     want = _with_conv_algorithm("im2col", lambda: run_inference(best, store, x)["out"])
-    assert_close(_with_conv_algorithm("auto", lambda: run_inference(best, store, x)["out"]), want,
-                 what="inference direct vs im2col")
+    assert_close(_with_conv_algorithm(algorithm, lambda: run_inference(best, store, x)["out"]), want,
+                 what=f"inference {algorithm} vs im2col")
     loss0, grad0, state0 = _with_conv_algorithm("im2col", lambda: _one_step(graph, MAX_LEVEL, seed, x, y))
-    loss1, grad1, state1 = _with_conv_algorithm("auto", lambda: _one_step(graph, MAX_LEVEL, seed, x, y))
+    loss1, grad1, state1 = _with_conv_algorithm(algorithm, lambda: _one_step(graph, MAX_LEVEL, seed, x, y))
     assert abs(loss1 - loss0) <= 1e-4 * max(1.0, abs(loss0))
-    assert_close(grad1, grad0, rtol=1e-3, what="gradients direct vs im2col")
+    assert_close(grad1, grad0, rtol=1e-3, what=f"gradients {algorithm} vs im2col")
     for name in state0:
         assert_close(state1[name], state0[name], rtol=1e-4, what=f"updated {name}")

@@ -1,10 +1,14 @@
 """Launchers for conv and conv_transpose, forward and backward.
 
-Two algorithms serve a conv (groups = 1): the register-blocked direct convolution
-(cnndsl/kernels/cpu/direct.py) for the forward, the weight gradient and the input gradient (of a
-strided conv by phases, from the batch where they pay); im2col + BLAS (cnndsl/kernels/cpu/conv.py)
-for the rest (plain 1x1 convs, small strided input gradients) and for grouped convs. `algorithm` makes the choice, the same for
-every launcher of a layer; CNNDSL_CPU_CONV=im2col forces the old path (for A/B measurements).
+Three algorithms serve a conv (groups = 1): Winograd F(2x2, 3x3) (cnndsl/kernels/cpu/winograd.py)
+for the forward and input gradient of the 3x3 stride-1 convs where it pays (winograd.plan's
+measured rule); the register-blocked direct convolution (cnndsl/kernels/cpu/direct.py) for the
+other forwards, every weight gradient and the other input gradients (of a strided conv by phases,
+from the batch where they pay); im2col + BLAS (cnndsl/kernels/cpu/conv.py) for the rest (plain 1x1
+convs, small strided input gradients) and for grouped convs. The choice depends on the layer's
+shapes only, the same for every launcher of a layer (`algorithms` lists it for --print-ir);
+CNNDSL_CPU_CONV=direct leaves Winograd out, =im2col forces the old path, =winograd takes Winograd
+wherever it applies (A/B measurements and the equivalence tests).
 
 While training, a conv's forward keeps its unfolded input (im2col) for the weight gradient,
 which would otherwise unfold the same input again; `kept_col` decides when (im2col path,
@@ -21,6 +25,7 @@ import numba
 from cnndsl.backend.cpu.launch import grads_of, launches, params_of
 from cnndsl.kernels.cpu import conv as K
 from cnndsl.kernels.cpu import direct as DR
+from cnndsl.kernels.cpu import winograd as WG
 from cnndsl.kernels.cpu.epilogue import KERNEL_CODE
 
 _NO_BIAS = np.zeros(1, np.float32)
@@ -39,10 +44,23 @@ class DirectForward(NamedTuple):
     alpha: np.float32
 
 
-def direct_plan(rc, node, x, weight, y_shape, act=KERNEL_CODE["none"], alpha=0.0) -> DirectForward | None:
-    """The direct forward of this conv layer from x to a y_shape output (the conv's own map,
-    before any pooling), or None for im2col; decided once per executable and node geometry
-    (CNNDSL_CPU_CONV is read then). act, alpha: the fused activation."""
+class WinogradForward(NamedTuple):
+    """A layer's Winograd forward (winograd.py), kept as DirectForward is."""
+
+    plan: WG.Plan
+    x_len: int  # scratch elements: the padded input, the transformed weights
+    u_len: int
+    pt: int
+    pl: int
+    act: np.integer
+    alpha: np.float32
+
+
+def direct_plan(rc, node, x, weight, y_shape, act=KERNEL_CODE["none"],
+                alpha=0.0) -> DirectForward | WinogradForward | None:
+    """The forward of this conv layer from x to a y_shape output (the conv's own map, before any
+    pooling) by Winograd or the direct kernel, or None for im2col; decided once per executable
+    and node geometry (CNNDSL_CPU_CONV is read then). act, alpha: the fused activation."""
     key = "direct:" + node.name
     geometry = node.geometry
     kept = rc.cache.get(key)
@@ -54,26 +72,39 @@ def direct_plan(rc, node, x, weight, y_shape, act=KERNEL_CODE["none"], alpha=0.0
         n, c, h, w = x.shape
         f, _, kh, kw = weight.shape
         oh, ow = y_shape[2], y_shape[3]
+        wq = WG.plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, oh, ow, WG.forced()) if WG.allowed() else None
         p = DR.plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, oh, ow)
-        if p is not None:
+        if wq is not None:
+            st = WinogradForward(wq, WG.padded_len(n, c, wq), WG.scratch_len(f, c), pt, pl, DR.kernel_code(act),
+                                 np.float32(alpha))
+        elif p is not None:
             st = DirectForward(DR.launch(n, c, h, w, f, kh, kw, oh, ow, sh, sw, pt, pl, dh, dw, p),
                                *DR.scratch_len(n, c, f, kh, kw, p), DR.kernel_code(act), np.float32(alpha))
     rc.cache[key] = (geometry, st)
     return st
 
 
-def direct_forward(rc, st: DirectForward, x, weight, bias, has_bias, res, has_res, y) -> None:
+def direct_forward(rc, st: DirectForward | WinogradForward, x, weight, bias, has_bias, res, has_res, y) -> None:
+    if isinstance(st, WinogradForward):
+        WG.run(st.plan, x, weight, bias, has_bias, res, has_res, st.act, st.alpha, False, st.pt, st.pl,
+               rc.scratch("direct_x", st.x_len), rc.scratch("winograd_u", st.u_len), y)
+        return
     DR.run(st.launch, x, weight, bias, has_bias, res, has_res, st.act, st.alpha, False,
            rc.scratch("direct_x", st.x_len), rc.scratch("direct_w", st.w_len), y)
 
 
 def input_grad(rc, dy, weight, geometry, x, dx) -> None:
-    """dx = dL/dx of a conv from dy: the direct kernel for stride 1, its phases for a large strided
-    conv (direct.strided_data_plan), im2col otherwise."""
+    """dx = dL/dx of a conv from dy: Winograd or the direct kernel for stride 1, its phases for a
+    large strided conv (direct.strided_data_plan), im2col otherwise."""
     sh, sw, pt, pl, dh, dw, g = geometry.cpu_args
     n, c, h, w = dx.shape
     f, _, kh, kw = weight.shape
     args = (c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, dy.shape[2], dy.shape[3])
+    wq = WG.input_grad_plan(*args, WG.forced()) if WG.allowed() else None
+    if wq is not None:
+        WG.run(wq, dy, weight, _NO_BIAS, False, dx, False, KERNEL_CODE["none"], np.float32(0.0), True, 2 - pt, 2 - pl,
+               rc.scratch("direct_x", WG.padded_len(n, f, wq)), rc.scratch("winograd_u", WG.scratch_len(c, f)), dx)
+        return
     q = DR.backward_data_plan(*args) if DR.allowed() else None
     if q is not None:
         xl, wl = DR.scratch_len(n, f, c, kh, kw, q)
@@ -227,9 +258,12 @@ def algorithms(graph) -> list[str]:
         args = (geo.C, geo.F, geo.H, geo.W, geo.KH, geo.KW, *geo.cpu_args, geo.OH, geo.OW)
         p, q, r = (DR.plan(*args), DR.backward_data_plan(*args), DR.wgrad_plan(*args)) if DR.allowed() \
             else (None, None, None)
-        fwd = DR.describe(p, f) if p else "im2col + GEMM" if g == 1 or c // g > 1 \
+        wp, wq = (WG.plan(*args, WG.forced()), WG.input_grad_plan(*args, WG.forced())) if WG.allowed() \
+            else (None, None)
+        fwd = WG.describe(wp) if wp else DR.describe(p, f) if p else "im2col + GEMM" if g == 1 or c // g > 1 \
             else "depthwise loops"
-        grad_in = DR.describe(q, c) if q else "im2col + GEMM" if g == 1 or c // g > 1 else "depthwise loops"
+        grad_in = WG.describe(wq) if wq else DR.describe(q, c) if q else "im2col + GEMM" if g == 1 or c // g > 1 \
+            else "depthwise loops"
         if q is None and DR.allowed():
             b = DR.phases_from_batch(*args)
             if b is not None:

@@ -1,0 +1,434 @@
+"""Winograd F(2x2, 3x3) convolution for stride-1 3x3 convs (groups 1, dilation 1): the forward,
+and the input gradient as the forward of dy with the flipped, transposed window.
+
+Each 2x2 block of outputs (a "tile") comes from the 4x4 input patch d under it:
+
+    Y = A^T [ U (.) V ] A,   V = B^T d B (per input channel),  U = G g G^T (per channel pair),
+    summed over the input channels: M[xi, f, t] = sum_c U[xi, f, c] * V[xi, c, t], xi < 16
+
+so the 9 x 4 = 36 multiply-adds of a tile's four outputs per channel pair become 16: 2.25x fewer
+(Lavin and Gray, arXiv:1509.09308). The 16 sums over channels are GEMMs, run by the direct
+convolution's register tile (microkernel.py): RB output channels x VF tiles, the reduction over
+the C input channels, U broadcast and V read as vectors of VF neighbouring tiles.
+
+Work is cut into groups of VF consecutive tiles of the whole batch (tile t: image t // T, tile row
+and column of the TH x TW tiles of an image), each group one item of the shared parallel loop:
+
+    1. V[xi, c, l] for the group's tiles l, every input channel (the padding handled here: rows
+       and columns outside x read as zeros): 16 x C x VF floats, 128 KB for C = 64
+    2. M[xi, f, l]: 16 calls of the tile, each over every output channel of one xi, with U[xi]
+       (F x C) and V[xi] (C x VF) in L1
+    3. y = act(A^T M A + b (+ res)) written into y's rows, two per tile row
+
+PyTorch's CPU convolution (oneDNN) runs the direct algorithm; its Winograd is opt-in
+(shared notes, numba-performance.md). Numerics: the transforms add and subtract up to 4 (input),
+9 (output) terms, and U holds halves and quarters of the weights, so the result differs from the
+direct sum by a few float32 roundings of the magnitudes involved; the tests state the tolerance
+(tests/kernels/test_kernels_winograd.py).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import NamedTuple
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from cnndsl.kernels.cpu import microkernel as M
+from cnndsl.kernels.cpu.byaddress import by_address
+from cnndsl.kernels.cpu.common import I0, I1, ONE, ZERO, kernel
+from cnndsl.kernels.cpu.direct import _tile, pad_input
+from cnndsl.kernels.cpu.epilogue import NONE, RELU, activate_affine
+from cnndsl.kernels.cpu.parallel import chunks, parallel_items
+
+HALF = np.float32(0.5)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_F32 = ir.FloatType()
+VF = 32  # tiles per register tile: two zmm vectors
+MAX_RB = M.MAX_RB[VF]
+# Floats between the 16 blocks of V and of M (xi = 0..15), one cache line: without it the blocks
+# (C x VF floats, 8 KB for C = 64) start at the same offset in every 4 KB, and the 16 stores of
+# one run's transform (the 16 loads of the output transform) all fall in one L1 set: the input
+# transform of the 3x3 64->64 56x56 b32 conv took 7.7 ms on one thread, XXX with the skew.
+SKEW = 16
+
+
+class Plan(NamedTuple):
+    """A Winograd conv: rb output channels x vf tiles per register tile; th x tw tiles per image."""
+
+    rb: int
+    vf: int
+    th: int
+    tw: int
+
+
+def allowed() -> bool:
+    """False when CNNDSL_CPU_CONV is `direct` or `im2col` (A/B measurements, the equivalence
+    tests); read when a layer's algorithm is chosen."""
+    return os.environ.get("CNNDSL_CPU_CONV", "auto") in ("auto", "winograd")
+
+
+def forced() -> bool:
+    """CNNDSL_CPU_CONV=winograd: every conv Winograd can serve takes it, whatever its size (the
+    equivalence tests run whole networks so)."""
+    return os.environ.get("CNNDSL_CPU_CONV", "auto") == "winograd"
+
+
+# Where Winograd pays. Measured against the direct convolution, the padding included in both,
+# batch 64, 2 threads, 3x3 stride-1 convs C -> F at HxH, direct / Winograd ms (Intel Xeon, AVX-512,
+# quiet, 2026-12-03; /tmp-free script in docs/performance.md, "Winograd"):
+#   16 -> 16: 8x8 0.12/0.16, 16x16 0.39/0.45, 32x32 1.31/1.44 (never: the GEMMs' reduction is short)
+#   16 -> 32: 8x8 0.20/0.28, 16x16 0.63/0.64, 32x32 3.1/2.4
+#   32 -> 32: 8x8 0.32/0.44, 16x16 1.48/1.09, 32x32 5.2/4.0
+#   64 -> 64: 8x8 1.25/1.28, 16x16 5.4/3.4, 32x32 24.2/16.7
+#   64 -> 128 and 128 -> 128 at 8x8: 2.7/2.3 and 5.2/4.0; at 16x16 and 32x32 1.4 to 1.8x faster
+# and fewer than 16 input channels lose at every size (3 -> 16: 0.44 to 0.59x, 8 -> 16: 0.67 to
+# 0.77x). Small maps have few tiles per image and a quarter of the 4x4 patches' inputs in the
+# padding; there it pays only with many channels.
+MIN_IN_CHANNELS = 16
+MIN_OUT_CHANNELS = 32
+MIN_PIXELS = 256  # output pixels per image, unless
+MIN_CHANNEL_PRODUCT = 64 * 128  # C x F reaches this
+
+
+@functools.lru_cache(maxsize=4096)
+def plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
+         groups: int, oh: int, ow: int, force: bool = False):
+    """The Plan of a conv from C to F channels, or None where Winograd F(2x2, 3x3) does not apply
+    (not 3x3, stride 1, dilation 1, groups 1) or does not pay (the rule above; force: wherever it
+    applies)."""
+    if groups != 1 or (kh, kw, sh, sw, dh, dw) != (3, 3, 1, 1, 1, 1) or oh < 1 or ow < 1:
+        return None
+    if not force and (c < MIN_IN_CHANNELS or f < MIN_OUT_CHANNELS
+                      or (oh * ow < MIN_PIXELS and c * f < MIN_CHANNEL_PRODUCT)):
+        return None
+    nb = -(-f // MAX_RB)
+    return Plan(-(-f // nb), VF, -(-oh // 2), -(-ow // 2))
+
+
+@functools.lru_cache(maxsize=4096)
+def input_grad_plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt: int, pl: int, dh: int,
+                    dw: int, groups: int, oh: int, ow: int, force: bool = False):
+    """The Plan of the conv that computes a conv's input gradient (dy's F channels -> dx's C, an
+    (h, w) output; the window flipped, padded by 2 - pt and 2 - pl), or None."""
+    if pt > 2 or pl > 2:
+        return None
+    return plan(f, c, oh, ow, kh, kw, sh, sw, 2 - pt, 2 - pl, dh, dw, groups, h, w, force)
+
+
+def describe(p: Plan) -> str:
+    """A plan in words, for `cnndsl compile --print-ir`."""
+    return f"winograd F(2x2,3x3) ({p.rb} channels x {p.vf} tiles)"
+
+
+def scratch_len(f: int, c: int) -> int:
+    """Elements of the transformed weights U (16 x F x C)."""
+    return 16 * f * c
+
+
+@kernel
+def weight_transform(w, flip, u):
+    """u[xi, fo, ci] = (G g G^T)[xi // 4, xi % 4] of the 3x3 window g: w[fo, ci] (w is (F, C, 3, 3),
+    u (16, F, C)); flip: the input gradient's, g[i, j] = w[ci, fo, 2 - i, 2 - j] (u (16, C, F))."""
+    Fo, Ci = u.shape[1], u.shape[2]
+    g = np.empty((3, 3), np.float32)
+    t = np.empty((4, 3), np.float32)
+    for fo in range(Fo):
+        for ci in range(Ci):
+            for i in range(3):
+                for j in range(3):
+                    g[i, j] = w[ci, fo, 2 - i, 2 - j] if flip else w[fo, ci, i, j]
+            for j in range(3):  # t = G g
+                t[0, j] = g[0, j]
+                t[1, j] = (g[0, j] + g[1, j] + g[2, j]) * HALF
+                t[2, j] = (g[0, j] - g[1, j] + g[2, j]) * HALF
+                t[3, j] = g[2, j]
+            for i in range(4):  # u = t G^T
+                u[4 * i, fo, ci] = t[i, 0]
+                u[4 * i + 1, fo, ci] = (t[i, 0] + t[i, 1] + t[i, 2]) * HALF
+                u[4 * i + 2, fo, ci] = (t[i, 0] - t[i, 1] + t[i, 2]) * HALF
+                u[4 * i + 3, fo, ci] = t[i, 2]
+
+
+# ----------------------------------------------------------------------------
+# The transforms of 16 neighbouring tiles at a time, in LLVM IR with explicit <16 x float> vectors
+# (as microkernel.py's tile). Written as Python loops over tiles, LLVM left them mostly scalar (the
+# stride-2 reads of the tiles' columns, and five arrays it could not prove apart): 18.7 and 20.7 ms
+# for the input and output transforms of the 3x3 64->64 56x56 b32 conv on one thread, against 24
+# for its 16 GEMMs (Intel Xeon, AVX-512, 2026-12-03). The run's last vector is cut by a mask
+# (llvm.masked.store: AVX-512 masks, vmaskmovps on AVX2), so that no store reaches past the tiles a
+# call owns: the next tiles may be another thread's. No bounds checks inside (an intrinsic): the
+# launcher checks the farthest element read.
+
+_VTY = ir.VectorType(_F32, 16)
+_MASK = ir.VectorType(ir.IntType(1), 16)
+_EVEN = ir.Constant(ir.VectorType(_I32, 16), list(range(0, 32, 2)))
+_ODD = ir.Constant(ir.VectorType(_I32, 16), list(range(1, 32, 2)))
+_LO = ir.Constant(ir.VectorType(_I32, 16), [k for j in range(8) for k in (j, 16 + j)])
+_HI = ir.Constant(ir.VectorType(_I32, 16), [k for j in range(8, 16) for k in (j, 16 + j)])
+_IOTA = ir.Constant(ir.VectorType(_I64, 16), list(range(16)))
+
+
+def _ptr(context, builder, ty, val):
+    return context.make_array(ty)(context, builder, val).data
+
+
+def _vec_at(builder, base, off):
+    return builder.bitcast(builder.gep(base, [off]), _VTY.as_pointer())
+
+
+def _splat(builder, val, ty):
+    v = builder.insert_element(ir.Constant(ty, ir.Undefined), val, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, ir.Constant(ty, ir.Undefined), ir.Constant(ir.VectorType(_I32, 16), [0] * 16))
+
+
+def _lanes_below(builder, n, first=0):
+    """The mask of lanes j with first + j < n."""
+    return builder.icmp_signed("<", builder.add(_IOTA, ir.Constant(ir.VectorType(_I64, 16), [first] * 16)),
+                               _splat(builder, n, ir.VectorType(_I64, 16)))
+
+
+def _masked_store(builder, val, ptr, mask):
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [_VTY, _VTY.as_pointer(), _I32, _MASK]),
+        "llvm.masked.store.v16f32.p0")
+    builder.call(fn, [val, ptr, ir.Constant(_I32, 4), mask])
+
+
+def _masked_load(builder, ptr, mask):
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_VTY, [_VTY.as_pointer(), _I32, _MASK, _VTY]), "llvm.masked.load.v16f32.p0")
+    return builder.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(_VTY, [0.0] * 16)])
+
+
+def _i64(context, builder, val, ty):
+    return context.cast(builder, val, ty, types.int64)
+
+
+@intrinsic
+def _input16(typingctx, xp, src, wp, v, vb, cv, nl):
+    """v[vb + xi*cv + q] = (B^T d B)[xi // 4, xi % 4] for q < nl (<= 16) of the 16 tiles whose 4x4
+    patches d start at xp[src + 2q] (rows wp apart); reads xp[src .. src + 3*wp + 33]."""
+    sig = types.void(xp, src, wp, v, vb, cv, nl)
+
+    def codegen(context, builder, signature, args):
+        ta = signature.args
+        xptr, vptr = _ptr(context, builder, ta[0], args[0]), _ptr(context, builder, ta[3], args[3])
+        src_, wp_, vb_, cv_, nl_ = (_i64(context, builder, args[i], ta[i]) for i in (1, 2, 4, 5, 6))
+
+        def load(off):
+            return builder.load(_vec_at(builder, xptr, off), align=4)
+
+        col = []
+        for i in range(4):  # d B, per row of the patches: columns 0-2, 1+2, 2-1, 1-3
+            base = builder.add(src_, builder.mul(wp_, ir.Constant(_I64, i)))
+            a, b = load(base), load(builder.add(base, ir.Constant(_I64, 16)))
+            c, d = load(builder.add(base, ir.Constant(_I64, 2))), load(builder.add(base, ir.Constant(_I64, 18)))
+            e0, o0 = builder.shuffle_vector(a, b, _EVEN), builder.shuffle_vector(a, b, _ODD)  # columns 2q, 2q+1
+            e1, o1 = builder.shuffle_vector(c, d, _EVEN), builder.shuffle_vector(c, d, _ODD)  # 2q+2, 2q+3
+            col.append([builder.fsub(e0, e1), builder.fadd(o0, e1), builder.fsub(e1, o0), builder.fsub(o0, o1)])
+        mask = _lanes_below(builder, nl_)
+        for j in range(4):  # B^T (d B): rows 0-2, 1+2, 2-1, 1-3
+            out = (builder.fsub(col[0][j], col[2][j]), builder.fadd(col[1][j], col[2][j]),
+                   builder.fsub(col[2][j], col[1][j]), builder.fsub(col[1][j], col[3][j]))
+            for i, o in enumerate(out):
+                off = builder.add(vb_, builder.mul(cv_, ir.Constant(_I64, 4 * i + j)))
+                _masked_store(builder, o, _vec_at(builder, vptr, off), mask)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _output16(typingctx, m, mb, fv, bias, y, yb, ow, nrows, nc, res, has_res, relu):
+    """The 2 x 2 outputs of 16 tiles, A^T M A + bias (+ res) (relu: then max(., 0)), M[xi][q] =
+    m[mb + xi*fv + q], written to y's rows yb and yb + ow (nrows of them, 1 or 2), nc <= 32 columns
+    each; reads m[mb .. mb + 15*fv + 15]."""
+    sig = types.void(m, mb, fv, bias, y, yb, ow, nrows, nc, res, has_res, relu)
+
+    def codegen(context, builder, signature, args):
+        ta = signature.args
+        mptr, yptr, rptr = (_ptr(context, builder, ta[i], args[i]) for i in (0, 4, 9))
+        mb_, fv_, yb_, ow_, nr_, nc_ = (_i64(context, builder, args[i], ta[i]) for i in (1, 2, 5, 6, 7, 8))
+        has_res_ = context.cast(builder, args[10], ta[10], types.boolean)
+        relu_ = context.cast(builder, args[11], ta[11], types.boolean)
+        bv = _splat(builder, context.cast(builder, args[3], ta[3], types.float32), _VTY)
+        mv = [builder.load(_vec_at(builder, mptr, builder.add(mb_, builder.mul(fv_, ir.Constant(_I64, k)))), align=4)
+              for k in range(16)]
+        add, sub = builder.fadd, builder.fsub
+        s0 = [add(add(mv[j], mv[4 + j]), mv[8 + j]) for j in range(4)]  # A^T M: rows 0+1+2, 1-2-3
+        s1 = [sub(sub(mv[4 + j], mv[8 + j]), mv[12 + j]) for j in range(4)]
+        rows = []
+        for s in (s0, s1):  # (A^T M) A: columns 0+1+2, 1-2-3
+            rows.append((add(add(add(s[0], s[1]), s[2]), bv), add(sub(sub(s[1], s[2]), s[3]), bv)))
+        zero = ir.Constant(_VTY, [0.0] * 16)
+        for i, (c0, c1) in enumerate(rows):
+            with builder.if_then(builder.icmp_signed(">", nr_, ir.Constant(_I64, i)), likely=True):
+                for h, sel in enumerate((_LO, _HI)):  # the row's columns, tile by tile: 2q, 2q+1
+                    val = builder.shuffle_vector(c0, c1, sel)
+                    mask = _lanes_below(builder, nc_, 16 * h)
+                    off = builder.add(builder.add(yb_, builder.mul(ow_, ir.Constant(_I64, i))),
+                                      ir.Constant(_I64, 16 * h))
+                    # no lane of res read without a residual (res may then be a 1-element array)
+                    rmask = builder.select(has_res_, mask, ir.Constant(_MASK, [0] * 16))
+                    val = add(val, _masked_load(builder, _vec_at(builder, rptr, off), rmask))
+                    val = builder.select(relu_, builder.select(builder.fcmp_ordered("<", val, zero), zero, val), val)
+                    _masked_store(builder, val, _vec_at(builder, yptr, off), mask)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@kernel
+def _runs(T, TW, t0, t1, runs):
+    """The runs of tiles t0..t1-1 (a tile row's tiles each): runs[r] = (image, tile row, first tile
+    column, tiles, lane of the first tile); returns their number (runs has a row per tile at most)."""
+    nr = 0
+    t = t0
+    while t < t1:
+        n = t // T
+        rem = t - n * T
+        tr = rem // TW
+        tc0 = rem - tr * TW
+        ns = min(t1 - t, TW - tc0)
+        runs[nr, 0], runs[nr, 1], runs[nr, 2], runs[nr, 3], runs[nr, 4] = n, tr, tc0, ns, t - t0
+        nr += 1
+        t += ns
+    return nr
+
+
+@kernel
+def _input_tiles(xpf, C, Hp, Wp, runs, nr, v, VF, XS):
+    """v[xi*XS + c*VF + lane] = (B^T d B)[xi // 4, xi % 4] for the tiles of runs[:nr] (_runs) and
+    every channel c, d read from the padded input xpf ((N, C, Hp, Wp), flat), 16 tiles at a time.
+    Channel by channel, every run of it: a channel's 16 rows of V (VF lanes) are written while in
+    L1; run by run, each run's part of the 16 x C rows (128 KB for C = 64) went back to L2 between
+    the parts, XXX ms against XXX."""
+    for c in range(C):
+        for r in range(nr):
+            n, tr, tc0, ns, l0 = runs[r, 0], runs[r, 1], runs[r, 2], runs[r, 3], runs[r, 4]
+            src = ((n * C + c) * Hp + 2 * tr) * Wp + 2 * tc0
+            for q in range(0, ns, 16):
+                _input16(xpf, src + 2 * q, Wp, v, c * VF + l0 + q, XS, min(16, ns - q))
+
+
+@kernel
+def _output_tiles(m, F, b, has_bias, resf, has_res, act, alpha, yf, OH, OW, T, TW, t0, t1, VF, MS):
+    """y's outputs of tiles t0..t1-1, every channel: act(A^T M A + b (+ res)), M[xi, f, t - t0] =
+    m[(xi*F + f)*VF + t - t0]; relu (and none) in the vector code, any other activation after it
+    over the rows written."""
+    relu = act == RELU
+    for f in range(F):
+        bias = b[f] if has_bias else ZERO
+        t = t0
+        while t < t1:
+            n = t // T
+            rem = t - n * T
+            tr = rem // TW
+            tc0 = rem - tr * TW
+            ns = min(t1 - t, TW - tc0)
+            nrows = min(2, OH - 2 * tr)
+            yb = ((n * F + f) * OH + 2 * tr) * OW
+            for q in range(0, ns, 16):
+                ow0 = 2 * (tc0 + q)
+                _output16(m, f * VF + t - t0 + q, MS, bias, yf, yb + ow0, OW, nrows, min(2 * min(16, ns - q), OW - ow0), resf,
+                          has_res, relu)
+            if act != NONE and not relu:
+                for i in range(nrows):
+                    seg = yf[yb + i * OW + 2 * tc0:yb + i * OW + min(2 * (tc0 + ns), OW)]
+                    activate_affine(seg, seg, ONE, ZERO, act, alpha)
+            t += ns
+
+
+_input_tiles_at = by_address(_input_tiles)
+_output_tiles_at = by_address(_output_tiles)
+
+
+@kernel
+def _groups_chunk(t, per, xpf, Hp, Wp, C, uf, b, has_bias, resf, has_res, act, alpha, y, TH, TW, rb, vf, koffs, kro,
+                  zinit):
+    """Groups t*per .. of vf tiles: input transform, the 16 GEMMs, output transform (see the module
+    docstring); an item of parallel.parallel_items."""
+    N, F, OH, OW = y.shape
+    T = TH * TW
+    ng = (N * T + vf - 1) // vf
+    xs, ms = C * vf + SKEW, F * vf + SKEW
+    v = np.zeros(16 * xs, np.float32)  # lanes past a short last group: zeros or stale, computed, not stored
+    m = np.empty(16 * ms, np.float32)  # (SKEW: the 16 lanes the last vector read may pass)
+    runs = np.empty((vf, 5), np.int64)
+    yf = y.reshape(y.size)
+    nfull = F // rb
+    rest = F - nfull * rb
+    for g in range(t * per, min((t + 1) * per, ng)):
+        t0 = g * vf
+        t1 = min(t0 + vf, N * T)
+        nr = _runs(T, TW, t0, t1, runs)
+        _input_tiles_at(xpf, C, Hp, Wp, runs, nr, v, vf, xs)
+        for xi in range(16):
+            ub = xi * F * C
+            if nfull > 0:
+                _tile(vf, rb, uf, ub, koffs, kro, v, xi * xs, koffs, C, zinit, I0, I0, m, xi * ms, vf,
+                      nfull, rb * C, I0, I0, rb * vf)
+            if rest > 0:
+                _tile(vf, rest, uf, ub + nfull * rb * C, koffs, kro, v, xi * xs, koffs, C, zinit, I0, I0, m,
+                      xi * ms + nfull * rb * vf, vf, I1, I0, I0, I0, I0)
+        _output_tiles_at(m, F, b, has_bias, resf, has_res, act, alpha, yf, OH, OW, T, TW, t0, t1, vf, ms)
+
+
+_groups_items = parallel_items(_groups_chunk)
+
+
+def padded_len(n: int, c: int, p: Plan) -> int:
+    """Elements of the padded input buffer: (2*TH + 2) x (2*TW + 2) planes, and the 32 floats the
+    last run's vector reads may pass."""
+    return n * c * (2 * p.th + 2) * (2 * p.tw + 2) + 32
+
+
+@kernel
+def conv_winograd(xp, w, b, has_bias, res, has_res, act, alpha, flip, rb, vf, TH, TW, ubuf, y):
+    """y = act(conv(x, w) + b (+ res)) for a 3x3 stride-1 conv from xp, x padded by pad_input into
+    (N, C, 2*TH + 2, 2*TW + 2) planes at the start of the flat buffer xp (padded_len); flip: w is
+    (C, F, 3, 3), used transposed and flipped (the input gradient: x is dy, y is dx).
+    ubuf: scratch_len(F, C)."""
+    N, F, OH, OW = y.shape
+    C = w.shape[0] if flip else w.shape[1]
+    Hp, Wp = 2 * TH + 2, 2 * TW + 2
+    if ubuf.size < 16 * F * C:
+        raise ValueError("winograd conv: scratch smaller than scratch_len()")
+    if has_res and res.size < y.size:
+        raise IndexError("winograd conv: residual smaller than the output")
+    if (OH + 1) // 2 != TH or (OW + 1) // 2 != TW or rb < 1 or rb > MAX_RB or vf != VF:
+        raise ValueError("winograd conv: plan does not match the output")
+    # the vector code has no bounds checks: the farthest input element a run reads (its last
+    # tile's vectors, 34 floats of each of 4 rows from the tile's column)
+    if (N * C - 1) * Hp * Wp + (2 * TH + 1) * Wp + 2 * (TW - 1) + 33 >= xp.size:
+        raise IndexError("winograd conv: padded input smaller than padded_len()")
+    u = ubuf[:16 * F * C].reshape((16, F, C))
+    weight_transform(w, flip, u)
+    koffs = np.arange(C)  # the tile's k is the input channel: U[xi, f, c] broadcast, V[xi, c] a vector
+    kro = np.arange(rb) * C
+    zinit = np.zeros(vf, np.float32)
+    items, per = chunks((N * TH * TW + vf - 1) // vf)
+    _groups_items(items, per, xp, Hp, Wp, C, ubuf, b, has_bias, res.reshape(res.size), has_res, act, alpha, y, TH,
+                  TW, rb, vf, koffs, kro, zinit)
+
+
+def run(p: Plan, x, w, b, has_bias, res, has_res, act, alpha, flip, pt, pl, xp_buf, u_buf, y):
+    """y = act(conv(x, w) + b (+ res)) by plan p: x padded (top pt, left pl; negative crops) into
+    xp_buf (padded_len elements), then conv_winograd. The two are separate calls from Python, as
+    direct.run's: a cached kernel calling two parallel kernels crashed once loaded from a cache
+    the compile pool had filled (direct.run). has_bias, has_res, flip bools; act a kernel code
+    (direct.kernel_code), alpha an np.float32."""
+    n, c = x.shape[0], x.shape[1]
+    hp, wp = 2 * p.th + 2, 2 * p.tw + 2
+    if xp_buf.size < padded_len(n, c, p):
+        raise ValueError("winograd conv: scratch smaller than padded_len()")
+    i64 = np.int64
+    pad_input(x, i64(pt), i64(pl), xp_buf[:n * c * hp * wp].reshape(n, c, hp, wp))
+    conv_winograd(xp_buf, w, b, has_bias, res, has_res, act, alpha, flip, i64(p.rb), i64(p.vf), i64(p.th),
+                  i64(p.tw), u_buf, y)
