@@ -53,8 +53,9 @@ VF = 32  # tiles per register tile: two zmm vectors
 MAX_RB = M.MAX_RB[VF]
 # Floats between the 16 blocks of V and of M (xi = 0..15), one cache line: without it the blocks
 # (C x VF floats, 8 KB for C = 64) start at the same offset in every 4 KB, and the 16 stores of
-# one run's transform (the 16 loads of the output transform) all fall in one L1 set: the input
-# transform of the 3x3 64->64 56x56 b32 conv took 7.7 ms on one thread, XXX with the skew.
+# one run's transform (the 16 loads of the output transform) all fall in one L1 set. The input
+# transform of the 3x3 64->64 56x56 b32 conv, one thread, three alternated runs: 9.4 to 12.4 ms
+# without the skew, 4.3 to 5.0 with it (Intel Xeon, AVX-512, 2026-12-03 16:40, quiet).
 SKEW = 16
 
 
@@ -79,16 +80,16 @@ def forced() -> bool:
     return os.environ.get("CNNDSL_CPU_CONV", "auto") == "winograd"
 
 
-# Where Winograd pays. Measured against the direct convolution, the padding included in both,
-# batch 64, 2 threads, 3x3 stride-1 convs C -> F at HxH, direct / Winograd ms (Intel Xeon, AVX-512,
-# quiet, 2026-12-03; /tmp-free script in docs/performance.md, "Winograd"):
-#   16 -> 16: 8x8 0.12/0.16, 16x16 0.39/0.45, 32x32 1.31/1.44 (never: the GEMMs' reduction is short)
-#   16 -> 32: 8x8 0.20/0.28, 16x16 0.63/0.64, 32x32 3.1/2.4
-#   32 -> 32: 8x8 0.32/0.44, 16x16 1.48/1.09, 32x32 5.2/4.0
-#   64 -> 64: 8x8 1.25/1.28, 16x16 5.4/3.4, 32x32 24.2/16.7
-#   64 -> 128 and 128 -> 128 at 8x8: 2.7/2.3 and 5.2/4.0; at 16x16 and 32x32 1.4 to 1.8x faster
-# and fewer than 16 input channels lose at every size (3 -> 16: 0.44 to 0.59x, 8 -> 16: 0.67 to
-# 0.77x). Small maps have few tiles per image and a quarter of the 4x4 patches' inputs in the
+# Where Winograd pays. Direct / Winograd forward ms, the padding included in both, batch 64, 2
+# threads, 3x3 stride-1 convs C -> F at HxH (`python -m cnndsl.kernels.cpu.bench_conv
+# --winograd-rule --reps 7`; Intel Xeon, AVX-512, quiet, 2026-12-03 16:38; a run at 16:22 agreed):
+#   16 -> 16: 8x8 0.12/0.17, 16x16 0.40/0.41, 32x32 1.36/1.38 (a short reduction over 16 channels)
+#   16 -> 32: 8x8 0.19/0.25, 16x16 0.67/0.65, 32x32 2.9/2.0
+#   32 -> 32: 8x8 0.35/0.42, 16x16 1.25/1.11, 32x32 6.5/4.2
+#   64 -> 64: 8x8 1.22/1.20, 16x16 5.9/3.7, 32x32 20.8/15.4
+#   64 -> 128 and 128 -> 128 at 8x8: 3.3/2.2 and 5.2/4.1; at 16x16 and 32x32 1.6 to 2.0x faster
+# and fewer than 16 input channels lose at every size (3 -> 16: 0.44 to 0.62x, 8 -> 16: 0.64 to
+# 0.80x). Small maps have few tiles per image and a quarter of the 4x4 patches' inputs in the
 # padding; there it pays only with many channels.
 MIN_IN_CHANNELS = 16
 MIN_OUT_CHANNELS = 32
@@ -306,9 +307,10 @@ def _runs(T, TW, t0, t1, runs):
 def _input_tiles(xpf, C, Hp, Wp, runs, nr, v, VF, XS):
     """v[xi*XS + c*VF + lane] = (B^T d B)[xi // 4, xi % 4] for the tiles of runs[:nr] (_runs) and
     every channel c, d read from the padded input xpf ((N, C, Hp, Wp), flat), 16 tiles at a time.
-    Channel by channel, every run of it: a channel's 16 rows of V (VF lanes) are written while in
-    L1; run by run, each run's part of the 16 x C rows (128 KB for C = 64) went back to L2 between
-    the parts, XXX ms against XXX."""
+    Channel by channel, every run of it, so that a channel's 16 rows of V (VF lanes) are written
+    while in L1: run by run, each run's part of the 16 x C rows (128 KB for C = 64) went back to L2
+    between the parts (the benchmark conv's input transform, one thread: 6.4 to 6.8 ms against 4.3
+    to 5.0, alternated; Intel Xeon, 2026-12-03)."""
     for c in range(C):
         for r in range(nr):
             n, tr, tc0, ns, l0 = runs[r, 0], runs[r, 1], runs[r, 2], runs[r, 3], runs[r, 4]
