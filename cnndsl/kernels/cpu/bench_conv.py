@@ -7,10 +7,10 @@ columns), of the register-blocked direct kernels (direct.py) and of Winograd F(2
 (winograd.py: forward and input gradient of the 3x3 stride-1 convs), each pass counted as
 2*N*F*C*KH*KW*OH*OW FLOPs (Winograd's too: the direct algorithm's count, so that the figures
 compare times). Best of R repeats. --winograd-rule: direct against Winograd forward times over
-the grid of channels and sizes that winograd.plan's rule was read from. --cpu times CPU seconds of the process instead of
-wall seconds: on a machine shared with other jobs, with NUMBA_NUM_THREADS=1, that compares the
-algorithms fairly (wall seconds there mostly measure the other jobs). Not a test; numbers depend
-on the machine and on NUMBA_NUM_THREADS.
+the grid of channels and sizes that winograd.plan's rule was read from. --cpu times CPU seconds of
+the process instead of wall seconds: on a machine shared with other jobs, with NUMBA_NUM_THREADS=1,
+that compares the algorithms fairly (wall seconds there mostly measure the other jobs). Not a test;
+numbers depend on the machine and on NUMBA_NUM_THREADS.
 """
 from __future__ import annotations
 

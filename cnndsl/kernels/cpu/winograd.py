@@ -320,31 +320,25 @@ def _input_tiles(xpf, C, Hp, Wp, runs, nr, v, VF, XS):
 
 
 @kernel
-def _output_tiles(m, F, b, has_bias, resf, has_res, act, alpha, yf, OH, OW, T, TW, t0, t1, VF, MS):
-    """y's outputs of tiles t0..t1-1, every channel: act(A^T M A + b (+ res)), M[xi, f, t - t0] =
-    m[(xi*F + f)*VF + t - t0]; relu (and none) in the vector code, any other activation after it
-    over the rows written."""
+def _output_tiles(m, F, b, has_bias, resf, has_res, act, alpha, yf, OH, OW, runs, nr, VF, MS):
+    """y's outputs of the tiles of runs[:nr] (_runs), every channel f: act(A^T M A + b (+ res)),
+    M[xi, f, lane] = m[xi*MS + f*VF + lane]; relu (and none) in the vector code, any other
+    activation after it over the rows written."""
     relu = act == RELU
     for f in range(F):
         bias = b[f] if has_bias else ZERO
-        t = t0
-        while t < t1:
-            n = t // T
-            rem = t - n * T
-            tr = rem // TW
-            tc0 = rem - tr * TW
-            ns = min(t1 - t, TW - tc0)
+        for r in range(nr):
+            n, tr, tc0, ns, l0 = runs[r, 0], runs[r, 1], runs[r, 2], runs[r, 3], runs[r, 4]
             nrows = min(2, OH - 2 * tr)
             yb = ((n * F + f) * OH + 2 * tr) * OW
             for q in range(0, ns, 16):
                 ow0 = 2 * (tc0 + q)
-                _output16(m, f * VF + t - t0 + q, MS, bias, yf, yb + ow0, OW, nrows, min(2 * min(16, ns - q), OW - ow0), resf,
-                          has_res, relu)
+                _output16(m, f * VF + l0 + q, MS, bias, yf, yb + ow0, OW, nrows, min(2 * min(16, ns - q), OW - ow0),
+                          resf, has_res, relu)
             if act != NONE and not relu:
                 for i in range(nrows):
                     seg = yf[yb + i * OW + 2 * tc0:yb + i * OW + min(2 * (tc0 + ns), OW)]
                     activate_affine(seg, seg, ONE, ZERO, act, alpha)
-            t += ns
 
 
 _input_tiles_at = by_address(_input_tiles)
@@ -379,7 +373,7 @@ def _groups_chunk(t, per, xpf, Hp, Wp, C, uf, b, has_bias, resf, has_res, act, a
             if rest > 0:
                 _tile(vf, rest, uf, ub + nfull * rb * C, koffs, kro, v, xi * xs, koffs, C, zinit, I0, I0, m,
                       xi * ms + nfull * rb * vf, vf, I1, I0, I0, I0, I0)
-        _output_tiles_at(m, F, b, has_bias, resf, has_res, act, alpha, yf, OH, OW, T, TW, t0, t1, vf, ms)
+        _output_tiles_at(m, F, b, has_bias, resf, has_res, act, alpha, yf, OH, OW, runs, nr, vf, ms)
 
 
 _groups_items = parallel_items(_groups_chunk)
