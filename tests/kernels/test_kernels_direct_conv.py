@@ -322,21 +322,48 @@ def test_the_tile_is_vector_code():
     assert not re.search(r"vfmadd\w*ss", asm)
 
 
+# A digits network whose second and third convs run their forward by Winograd (16 -> 32 and 32 ->
+# 32 at 28x28: winograd.plan's rule), the third its input gradient too; the first stays direct.
+WINOGRAD_NET = """network W {
+  input image: 1x28x28
+  conv 16 kernel=3 padding=same relu
+  conv 32 kernel=3 padding=same relu
+  conv 32 kernel=3 padding=same relu
+  maxpool 2
+  flatten
+  dense 10 -> logits
+}
+train {
+  dataset digits
+  batch 64
+  optimizer sgd lr=0.01
+  loss logits cross_entropy
+}
+"""
+
+
 @pytest.mark.slow
-def test_a_pool_filled_cache_runs(tmp_path):
-    """LeNet-5's first training step with an empty Numba cache filled by the compile pool (two
-    processes), then again from that cache. When the cached conv launcher itself called the
-    parallel kernels, the second process crashed with SIGSEGV every time (2026-12-02); the
-    launchers now call each parallel kernel from Python (direct._conv)."""
+@pytest.mark.parametrize("model", ["lenet5", "winograd"])
+def test_a_pool_filled_cache_runs(tmp_path, model):
+    """A first training step with an empty Numba cache filled by the compile pool (two
+    processes), then again from that cache: LeNet-5 (the direct convolution) and a network with
+    Winograd layers. When the cached conv launcher itself called the parallel kernels, the second
+    process crashed with SIGSEGV every time (2026-12-02); the launchers now call each parallel
+    kernel from Python (direct.run, winograd.run)."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
+    if model == "lenet5":
+        path = root / "examples" / "lenet5.cnn"
+    else:
+        path = tmp_path / "w.cnn"
+        path.write_text(WINOGRAD_NET)
     snippet = (
         "import cnndsl\nfrom cnndsl.data.digits import load_digits\nfrom cnndsl.train.optim import SGD\n"
-        f"m = cnndsl.compile({str(root / 'examples' / 'lenet5.cnn')!r})\n"
+        f"m = cnndsl.compile({str(path)!r})\n"
         "m.set_optimizer(SGD(m.store.params, lr=0.01))\nx, y = load_digits('train')\n"
         "m.train_step(x[:64], y[:64], step=0)\nprint('stepped')\n")
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), CNNDSL_COMPILE_WORKERS="2",
