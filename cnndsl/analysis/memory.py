@@ -125,18 +125,28 @@ class GraphMemory:
         input a training conv keeps for its weight gradient (per layer, when it fits
         KEEP_COL_BUDGET), max-pool indices, folded weights, the fused gradients' dz scratch; for a
         conv the direct kernels serve, their scratch (padded input, weight blocks, and while
-        training dy in channel blocks and the per-thread partial weight gradients) instead."""
+        training dy in channel blocks and the per-thread partial weight gradients) instead, and
+        Winograd's where it serves the forward or the input gradient (padded input, U)."""
         from cnndsl.kernels.cpu import conv as K
         from cnndsl.kernels.cpu import direct as DR
+        from cnndsl.kernels.cpu import winograd as WG
 
         scratch = kept = 0
-        direct_x = direct_w = direct_dy = 0
+        direct_x = direct_w = direct_dy = winograd_u = 0
         for layer in self.convs:
             g = layer.geo
             p = layer.direct()
             if p is not None:
                 xl, wl = DR.scratch_len(batch, g.C, g.F, g.KH, g.KW, p)
                 direct_x, direct_w = max(direct_x, xl), max(direct_w, wl)
+                # Winograd's padded input shares the direct kernels' buffer; its transformed weights
+                # have their own (forward; the input gradient's with the channels swapped)
+                args = (g.C, g.F, g.H, g.W, g.KH, g.KW, *g.cpu_args, g.OH, g.OW, WG.forced())
+                for q, cin, cout in ((WG.plan(*args), g.C, g.F),
+                                     (WG.input_grad_plan(*args) if self.training else None, g.F, g.C)):
+                    if q is not None and WG.allowed():
+                        direct_x = max(direct_x, WG.padded_len(batch, cin, q))
+                        winograd_u = max(winograd_u, WG.scratch_len(cout, cin))
                 if self.training:
                     # the input gradient runs the forward kernel F -> C; the weight gradient's scratch
                     q = DR.wgrad_plan(g.C, g.F, g.H, g.W, g.KH, g.KW, *g.cpu_args, g.OH, g.OW)
@@ -159,7 +169,7 @@ class GraphMemory:
                     and FLOAT32 * length <= KEEP_COL_BUDGET):
                 kept += FLOAT32 * length
         dz = FLOAT32 * batch * self.fused_out_per_sample if self.training else 0
-        scratch += FLOAT32 * (direct_x + direct_w + direct_dy)
+        scratch += FLOAT32 * (direct_x + direct_w + direct_dy + winograd_u)
         return scratch + kept + self.argmax_per_sample * batch + self.fixed + dz
 
     def bytes(self, batch: int) -> int:
@@ -179,7 +189,10 @@ def graph_memory(graph, training: bool = False, plan=None) -> GraphMemory:
         if node.type is None:
             continue
         if node.op in _CONV_OPS and "weight" in node.params:
-            g.convs.append(ConvLayer(node.op, node.geometry))
+            op = node.op
+            if not training and op in ("conv", "fused_conv") and _pooled_after(graph, node.name):
+                op = "fused_conv_pool"  # what fuse_conv_pool makes of it at inference: its full map is a work buffer
+            g.convs.append(ConvLayer(op, node.geometry))
         if node.op == "maxpool":
             g.argmax_per_sample += 4 * node.type.size
         if node.attrs.get("folded_bn"):
@@ -188,6 +201,27 @@ def graph_memory(graph, training: bool = False, plan=None) -> GraphMemory:
             # a conv or dense layer is fused with its activation at -O1 and above: count its dz
             g.fused_out_per_sample = max(g.fused_out_per_sample, node.type.size)
     return g
+
+
+def _pooled_after(graph, name: str) -> bool:
+    """Whether a conv's output reaches an unpadded 2x2 stride-2 max pool through nothing but its
+    activation and batchnorm, each the only reader of the one before: the chain the inference
+    passes fuse into one fused_conv_pool (passes/fuse_conv_pool.py; conservatively, without its
+    other guards: an estimate bounds from above)."""
+    from cnndsl.kernels.activations import ACTIVATIONS
+
+    passing = {a.name for a in ACTIVATIONS} | {"batchnorm"}
+    while True:
+        readers = graph.consumers(name)
+        if len(readers) != 1:
+            return False
+        node = graph.node(readers[0])
+        if node.op == "maxpool":
+            geo = node.geometry
+            return geo is not None and geo.kernel == (2, 2) and geo.stride == (2, 2) and not any(geo.pads)
+        if node.op not in passing:
+            return False
+        name = node.name
 
 
 def _all_tensors_per_sample(graph) -> int:
