@@ -417,8 +417,8 @@ def test_estimate_bounds_the_real_allocation(net, tmp_path):
                 for key, exe in model._executables.items()}
 
     model.train_step(rng.standard_normal((batch, 1, 28, 28)).astype(np.float32), model.example_targets(batch, rng), 0)
-    # counted now: the first evaluation's compile phase rebuilds the training graph, which drops
-    # the training executable (this check missed it until 2026-12-03)
+    # counted now: the first evaluation's compile phase (trainer.warm_up) sets the optimizer again,
+    # which drops the training graph and its executable (this check missed them until 2026-12-03)
     allocated = executables()
     model.evaluate(rng.standard_normal((eval_batch, 1, 28, 28)).astype(np.float32),
                    model.example_targets(eval_batch, rng), eval_batch)
