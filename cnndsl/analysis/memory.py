@@ -126,7 +126,7 @@ class GraphMemory:
         KEEP_COL_BUDGET), max-pool indices, folded weights, the fused gradients' dz scratch; for a
         conv the direct kernels serve, their scratch (padded input, weight blocks, and while
         training dy in channel blocks and the per-thread partial weight gradients) instead, and
-        Winograd's where it serves the forward or the input gradient (padded input, U)."""
+        Winograd's where it serves the forward or the input gradient (U)."""
         from cnndsl.kernels.cpu import conv as K
         from cnndsl.kernels.cpu import direct as DR
         from cnndsl.kernels.cpu import winograd as WG
@@ -139,13 +139,12 @@ class GraphMemory:
             if p is not None:
                 xl, wl = DR.scratch_len(batch, g.C, g.F, g.KH, g.KW, p)
                 direct_x, direct_w = max(direct_x, xl), max(direct_w, wl)
-                # Winograd's padded input shares the direct kernels' buffer; its transformed weights
-                # have their own (forward; the input gradient's with the channels swapped)
+                # Winograd's transformed weights (forward; the input gradient's with the channels
+                # swapped): it reads x itself, no padded copy
                 args = (g.C, g.F, g.H, g.W, g.KH, g.KW, *g.cpu_args, g.OH, g.OW, WG.forced())
                 for q, cin, cout in ((WG.plan(*args), g.C, g.F),
                                      (WG.input_grad_plan(*args) if self.training else None, g.F, g.C)):
                     if q is not None and WG.allowed():
-                        direct_x = max(direct_x, WG.padded_len(batch, cin, q))
                         winograd_u = max(winograd_u, WG.scratch_len(cout, cin))
                 if self.training:
                     # the input gradient runs the forward kernel F -> C; the weight gradient's scratch

@@ -7,7 +7,7 @@ Tolerance: assert_close's float32 bound, 1e-5 + 1e-4 x max |expected|. Winograd'
 up to 4 (input), 9 (output) terms and U holds halves and quarters of the weights, so its rounding
 error is larger than the direct sum's but far inside that bound: measured max |error| / max |y|
 of 2.5e-7 to 1.5e-6 for 3 to 128 input channels at batch 64 (docs/performance.md, "Winograd"),
-and a zero-padded input costs nothing here (the padding's zeros are exact)."""
+and the padding costs nothing here (its zeros are exact)."""
 from __future__ import annotations
 
 import numpy as np
@@ -39,14 +39,14 @@ def cases(draw):
 
 
 def _forward(x, w, b, res, act, pt, pl, oh, ow):
-    """WG.run on NaN-filled output and scratch (a lane or row left unwritten shows)."""
+    """WG.run on a NaN-filled output and scratch (a lane or row left unwritten shows)."""
     n, c = x.shape[:2]
     f = w.shape[0]
     p = WG.plan(c, f, x.shape[2], x.shape[3], 3, 3, 1, 1, pt, pl, 1, 1, 1, oh, ow, True)
     y = np.full((n, f, oh, ow), np.nan, np.float32)
     WG.run(p, f32(x), f32(w), f32(b) if b is not None else _NO_BIAS, b is not None,
            f32(res) if res is not None else y, res is not None, kernel_code(act), np.float32(ALPHA), False, pt, pl,
-           np.full(WG.padded_len(n, c, p), np.nan, np.float32), np.full(WG.scratch_len(f, c), np.nan, np.float32), y)
+           np.full(WG.scratch_len(f, c), np.nan, np.float32), y)
     return y, p
 
 
@@ -101,8 +101,7 @@ def test_input_gradient_matches_reference_and_fd(case):
     assert q is not None
     dx = np.full(x.shape, np.nan, np.float32)
     WG.run(q, f32(dy), f32(w), _NO_BIAS, False, dx, False, NONE, np.float32(0), True, 2 - pads[0],
-           2 - pads[2], np.full(WG.padded_len(n, f, q), np.nan, np.float32),
-           np.full(WG.scratch_len(c, f), np.nan, np.float32), dx)
+           2 - pads[2], np.full(WG.scratch_len(c, f), np.nan, np.float32), dx)
     dx_ref, _, _ = R.conv2d_backward(x, w, dy, *args)
     assert_close(dx, dx_ref, what=f"winograd input gradient {q}")
 
@@ -146,20 +145,22 @@ def test_plan_applies_to_3x3_stride_1_only_and_where_it_pays():
     assert WG.input_grad_plan(64, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32) is not None
 
 
-def test_a_short_scratch_is_an_error_not_a_write_past_it():
-    """The vector code has no bounds checks: the launcher checks the scratch and the plan."""
+def test_a_short_scratch_or_a_mismatch_is_an_error_not_a_write_past_it():
+    """The vector code has no bounds checks: the launcher checks the scratch, the shapes and the
+    plan."""
     x = np.zeros((1, 16, 8, 8), np.float32)
     w = np.zeros((32, 16, 3, 3), np.float32)
     p = WG.plan(16, 32, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 8, 8, True)
     y = np.zeros((1, 32, 8, 8), np.float32)
     u = np.zeros(WG.scratch_len(32, 16), np.float32)
-    with pytest.raises(ValueError, match="padded_len"):
-        WG.run(p, x, w, _NO_BIAS, False, y, False, NONE, np.float32(0), False, 1, 1,
-               np.zeros(WG.padded_len(1, 16, p) - 1, np.float32), u, y)
     with pytest.raises(ValueError, match="scratch"):
-        WG.run(p, x, w, _NO_BIAS, False, y, False, NONE, np.float32(0), False, 1, 1,
-               np.zeros(WG.padded_len(1, 16, p), np.float32), u[:-1], y)
+        WG.run(p, x, w, _NO_BIAS, False, y, False, NONE, np.float32(0), False, 1, 1, u[:-1], y)
     with pytest.raises(ValueError, match="plan"):
         y6 = np.zeros((1, 32, 6, 8), np.float32)
-        WG.run(p, x, w, _NO_BIAS, False, y6, False, NONE, np.float32(0), False, 1, 1,
-               np.zeros(WG.padded_len(1, 16, p), np.float32), u, y6)
+        WG.run(p, x, w, _NO_BIAS, False, y6, False, NONE, np.float32(0), False, 1, 1, u, y6)
+    with pytest.raises(ValueError, match="input does not match"):
+        WG.run(p, np.zeros((1, 15, 8, 8), np.float32), w, _NO_BIAS, False, y, False, NONE, np.float32(0), False, 1,
+               1, u, y)
+    with pytest.raises(IndexError, match="residual"):
+        WG.run(p, x, w, _NO_BIAS, False, np.zeros((1, 32, 8, 7), np.float32), True, NONE, np.float32(0), False, 1,
+               1, u, y)

@@ -48,8 +48,7 @@ class WinogradForward(NamedTuple):
     """A layer's Winograd forward (winograd.py), kept as DirectForward is."""
 
     plan: WG.Plan
-    x_len: int  # scratch elements: the padded input, the transformed weights
-    u_len: int
+    u_len: int  # scratch elements: the transformed weights
     pt: int
     pl: int
     act: np.integer
@@ -75,8 +74,7 @@ def direct_plan(rc, node, x, weight, y_shape, act=KERNEL_CODE["none"],
         wq = WG.plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, oh, ow, WG.forced()) if WG.allowed() else None
         p = DR.plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, oh, ow)
         if wq is not None:
-            st = WinogradForward(wq, WG.padded_len(n, c, wq), WG.scratch_len(f, c), pt, pl, DR.kernel_code(act),
-                                 np.float32(alpha))
+            st = WinogradForward(wq, WG.scratch_len(f, c), pt, pl, DR.kernel_code(act), np.float32(alpha))
         elif p is not None:
             st = DirectForward(DR.launch(n, c, h, w, f, kh, kw, oh, ow, sh, sw, pt, pl, dh, dw, p),
                                *DR.scratch_len(n, c, f, kh, kw, p), DR.kernel_code(act), np.float32(alpha))
@@ -87,7 +85,7 @@ def direct_plan(rc, node, x, weight, y_shape, act=KERNEL_CODE["none"],
 def direct_forward(rc, st: DirectForward | WinogradForward, x, weight, bias, has_bias, res, has_res, y) -> None:
     if isinstance(st, WinogradForward):
         WG.run(st.plan, x, weight, bias, has_bias, res, has_res, st.act, st.alpha, False, st.pt, st.pl,
-               rc.scratch("direct_x", st.x_len), rc.scratch("winograd_u", st.u_len), y)
+               rc.scratch("winograd_u", st.u_len), y)
         return
     DR.run(st.launch, x, weight, bias, has_bias, res, has_res, st.act, st.alpha, False,
            rc.scratch("direct_x", st.x_len), rc.scratch("direct_w", st.w_len), y)
@@ -103,7 +101,7 @@ def input_grad(rc, dy, weight, geometry, x, dx) -> None:
     wq = WG.input_grad_plan(*args, WG.forced()) if WG.allowed() else None
     if wq is not None:
         WG.run(wq, dy, weight, _NO_BIAS, False, dx, False, KERNEL_CODE["none"], np.float32(0.0), True, 2 - pt, 2 - pl,
-               rc.scratch("direct_x", WG.padded_len(n, f, wq)), rc.scratch("winograd_u", WG.scratch_len(c, f)), dx)
+               rc.scratch("winograd_u", WG.scratch_len(c, f)), dx)
         return
     q = DR.backward_data_plan(*args) if DR.allowed() else None
     if q is not None:

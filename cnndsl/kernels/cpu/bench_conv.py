@@ -92,14 +92,14 @@ def _winograd(x, wt, b, y, dy, dx, s, p, reps, clock) -> dict:
     if wp is None:
         return {}
     none, zero = KERNEL_CODE["none"], np.float32(0)
-    xb, ub = np.empty(WG.padded_len(n, c, wp), np.float32), np.empty(WG.scratch_len(f, c), np.float32)
-    r = {"winograd fwd": _best(lambda: WG.run(wp, x, wt, b, True, y, False, none, zero, False, p, p, xb, ub, y),
-                               reps, clock)}
+    ub = np.empty(WG.scratch_len(f, c), np.float32)
+    r = {"winograd fwd": _best(lambda: WG.run(wp, x, wt, b, True, y, False, none, zero, False, p, p, ub, y), reps,
+                               clock)}
     q = WG.input_grad_plan(*args)
     if q is not None and c > 1:
-        xb2, ub2 = np.empty(WG.padded_len(n, f, q), np.float32), np.empty(WG.scratch_len(c, f), np.float32)
-        r["winograd dx"] = _best(lambda: WG.run(q, dy, wt, b, False, dx, False, none, zero, True, 2 - p, 2 - p, xb2,
-                                                ub2, dx), reps, clock)
+        ub2 = np.empty(WG.scratch_len(c, f), np.float32)
+        r["winograd dx"] = _best(lambda: WG.run(q, dy, wt, b, False, dx, False, none, zero, True, 2 - p, 2 - p, ub2,
+                                                dx), reps, clock)
     return r
 
 
@@ -108,7 +108,7 @@ RULE_SIZES = [8, 16, 32]
 
 
 def winograd_rule(reps, clock, n=64):
-    """Direct and Winograd forward ms (the padding included in both) of 3x3 stride-1 convs, batch
+    """Direct and Winograd forward ms (the padding included: the direct one's copy) of 3x3 stride-1 convs, batch
     n, over RULE_CHANNELS x RULE_SIZES, and whether winograd.plan picks Winograd there."""
     none, zero = KERNEL_CODE["none"], np.float32(0)
     print(f"3x3 stride-1 forward, batch {n}: direct ms, winograd ms, direct/winograd, chosen by the rule")
@@ -122,10 +122,10 @@ def winograd_rule(reps, clock, n=64):
             args = (c, f, hw, hw, 3, 3, 1, 1, 1, 1, 1, 1, 1, hw, hw)
             dp, wp = DR.plan(*args), WG.plan(*args, True)
             xb, wb = (np.empty(m, np.float32) for m in DR.scratch_len(n, c, f, 3, 3, dp))
-            xw, uw = np.empty(WG.padded_len(n, c, wp), np.float32), np.empty(WG.scratch_len(f, c), np.float32)
+            uw = np.empty(WG.scratch_len(f, c), np.float32)
             td = _best(lambda: DR.forward(x, wt, b, True, y, False, none, zero, 1, 1, 1, 1, 1, 1, y, xb, wb, dp),
                        reps, clock)
-            tw = _best(lambda: WG.run(wp, x, wt, b, True, y, False, none, zero, False, 1, 1, xw, uw, y), reps, clock)
+            tw = _best(lambda: WG.run(wp, x, wt, b, True, y, False, none, zero, False, 1, 1, uw, y), reps, clock)
             chosen = "winograd" if WG.plan(*args) is not None else "direct"
             print(f"{c:4d} -> {f:<4d} {hw:3d}x{hw:<3d} {td * 1e3:8.3f} {tw * 1e3:8.3f} {td / tw:6.2f}  {chosen}",
                   flush=True)

@@ -14,8 +14,9 @@ the C input channels, U broadcast and V read as vectors of VF neighbouring tiles
 Work is cut into groups of VF consecutive tiles of the whole batch (tile t: image t // T, tile row
 and column of the TH x TW tiles of an image), each group one item of the shared parallel loop:
 
-    1. V[xi, c, l] for the group's tiles l, every input channel (the padding handled here: rows
-       and columns outside x read as zeros): 16 x C x VF floats, 128 KB for C = 64
+    1. V[xi, c, l] for the group's tiles l, every input channel, read from x itself (the padding
+       in the loads' masks: rows and columns outside x read as zeros): 16 x C x VF floats, 128 KB
+       for C = 64
     2. M[xi, f, l]: 16 calls of the tile, each over every output channel of one xi, with U[xi]
        (F x C) and V[xi] (C x VF) in L1
     3. y = act(A^T M A + b (+ res)) written into y's rows, two per tile row
@@ -41,7 +42,7 @@ from numba.extending import intrinsic
 from cnndsl.kernels.cpu import microkernel as M
 from cnndsl.kernels.cpu.byaddress import by_address
 from cnndsl.kernels.cpu.common import I0, I1, ONE, ZERO, kernel
-from cnndsl.kernels.cpu.direct import _tile, pad_input
+from cnndsl.kernels.cpu.direct import _tile
 from cnndsl.kernels.cpu.epilogue import NONE, RELU, activate_affine
 from cnndsl.kernels.cpu.parallel import chunks, parallel_items
 
@@ -163,8 +164,9 @@ def weight_transform(w, flip, u):
 # for the input and output transforms of the 3x3 64->64 56x56 b32 conv on one thread, against 24
 # for its 16 GEMMs (Intel Xeon, AVX-512, 2026-12-03). The run's last vector is cut by a mask
 # (llvm.masked.store: AVX-512 masks, vmaskmovps on AVX2), so that no store reaches past the tiles a
-# call owns: the next tiles may be another thread's. No bounds checks inside (an intrinsic): the
-# launcher checks the farthest element read.
+# call owns: the next tiles may be another thread's; the input's loads are masked to its plane (the
+# padding). No bounds checks inside (an intrinsic): what the masks leave are the buffers a launch
+# allocates, sized for the farthest lane (SKEW).
 
 _VTY = ir.VectorType(_F32, 16)
 _MASK = ir.VectorType(ir.IntType(1), 16)
@@ -211,30 +213,48 @@ def _i64(context, builder, val, ty):
     return context.cast(builder, val, ty, types.int64)
 
 
+_I32V = ir.VectorType(_I32, 16)
+_IOTA32 = ir.Constant(_I32V, list(range(16)))
+
+
 @intrinsic
-def _input16(typingctx, xp, src, wp, v, vb, cv, nl):
+def _input16(typingctx, x, base, w, h, ih0, iw0, v, vb, cv, nl):
     """v[vb + xi*cv + q] = (B^T d B)[xi // 4, xi % 4] for q < nl (<= 16) of the 16 tiles whose 4x4
-    patches d start at xp[src + 2q] (rows wp apart); reads xp[src .. src + 3*wp + 33]."""
-    sig = types.void(xp, src, wp, v, vb, cv, nl)
+    patches d are rows ih0..ih0+3 and columns iw0 + 2q .. iw0 + 2q + 3 of the (h, w) plane at
+    x[base]: per row, 4 vector loads (columns from iw0, iw0 + 2, iw0 + 16, iw0 + 18), split into
+    even and odd columns by 2-vector shuffles. Rows and columns outside the plane read as zeros
+    (the padding): masked loads, so no element outside the plane is read."""
+    sig = types.void(x, base, w, h, ih0, iw0, v, vb, cv, nl)
 
     def codegen(context, builder, signature, args):
         ta = signature.args
-        xptr, vptr = _ptr(context, builder, ta[0], args[0]), _ptr(context, builder, ta[3], args[3])
-        src_, wp_, vb_, cv_, nl_ = (_i64(context, builder, args[i], ta[i]) for i in (1, 2, 4, 5, 6))
-
-        def load(off):
-            return builder.load(_vec_at(builder, xptr, off), align=4)
-
+        xptr, vptr = _ptr(context, builder, ta[0], args[0]), _ptr(context, builder, ta[6], args[6])
+        base_, w_, h_, ih0_, iw0_, vb_, cv_, nl_ = (_i64(context, builder, args[i], ta[i]) for i in (1, 2, 3, 4, 5, 7, 8,
+                                                                                                       9))
+        # lane j of the load at column offset o is column iw0 + o + j: inside when 0 <= . < w
+        w32, iw32 = builder.trunc(w_, _I32), builder.trunc(iw0_, _I32)
+        colmask = {}
+        for o in (0, 2, 16, 18):
+            col = builder.add(_IOTA32, _splat(builder, builder.add(iw32, ir.Constant(_I32, o)), _I32V))
+            colmask[o] = builder.and_(builder.icmp_signed(">=", col, ir.Constant(_I32V, [0] * 16)),
+                                      builder.icmp_signed("<", col, _splat(builder, w32, _I32V)))
+        none = ir.Constant(_MASK, [0] * 16)
         col = []
-        for i in range(4):  # d B, per row of the patches: columns 0-2, 1+2, 2-1, 1-3
-            base = builder.add(src_, builder.mul(wp_, ir.Constant(_I64, i)))
-            a, b = load(base), load(builder.add(base, ir.Constant(_I64, 16)))
-            c, d = load(builder.add(base, ir.Constant(_I64, 2))), load(builder.add(base, ir.Constant(_I64, 18)))
-            e0, o0 = builder.shuffle_vector(a, b, _EVEN), builder.shuffle_vector(a, b, _ODD)  # columns 2q, 2q+1
-            e1, o1 = builder.shuffle_vector(c, d, _EVEN), builder.shuffle_vector(c, d, _ODD)  # 2q+2, 2q+3
+        for i in range(4):
+            ih = builder.add(ih0_, ir.Constant(_I64, i))
+            inside = builder.and_(builder.icmp_signed(">=", ih, ir.Constant(_I64, 0)), builder.icmp_signed("<", ih, h_))
+            row = builder.add(base_, builder.add(builder.mul(ih, w_), iw0_))
+
+            def load(o):
+                ptr = _vec_at(builder, xptr, builder.add(row, ir.Constant(_I64, o)))
+                return _masked_load(builder, ptr, builder.select(inside, colmask[o], none))
+
+            a, b, c, d = load(0), load(16), load(2), load(18)
+            e0, o0 = builder.shuffle_vector(a, b, _EVEN), builder.shuffle_vector(a, b, _ODD)
+            e1, o1 = builder.shuffle_vector(c, d, _EVEN), builder.shuffle_vector(c, d, _ODD)
             col.append([builder.fsub(e0, e1), builder.fadd(o0, e1), builder.fsub(e1, o0), builder.fsub(o0, o1)])
         mask = _lanes_below(builder, nl_)
-        for j in range(4):  # B^T (d B): rows 0-2, 1+2, 2-1, 1-3
+        for j in range(4):
             out = (builder.fsub(col[0][j], col[2][j]), builder.fadd(col[1][j], col[2][j]),
                    builder.fsub(col[2][j], col[1][j]), builder.fsub(col[1][j], col[3][j]))
             for i, o in enumerate(out):
@@ -243,6 +263,26 @@ def _input16(typingctx, xp, src, wp, v, vb, cv, nl):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@kernel
+def _input_tiles(xf, C, H, W, pt, pl, runs, nr, v, VF, XS):
+    """v[xi*XS + c*VF + lane] = (B^T d B)[xi // 4, xi % 4] for the tiles of runs[:nr] (_runs) and
+    every channel c, d read from x ((N, C, H, W), flat) padded by pt rows on top and pl columns on
+    the left (and whatever the tiles reach past the other edges), 16 tiles at a time. Channel by
+    channel, every run of it, so that a channel's 16 rows of V (VF lanes) are written while in L1:
+    run by run, each run's part of the 16 x C rows (128 KB for C = 64) went back to L2 between the
+    parts (the benchmark conv's input transform, one thread: 6.4 to 6.8 ms against 4.3 to 5.0,
+    alternated; Intel Xeon, 2026-12-03). The padding in the masks of the loads, not a padded copy
+    of x first: that copy (direct.pad_input) and the transform from it took 9.1 to 9.8 ms on one
+    thread, 7.5 on two, the transform from x 4.8 to 4.9 and 4.8 to 5.6 (the same conv, alternated,
+    17:35, quiet)."""
+    for c in range(C):
+        for r in range(nr):
+            n, tr, tc0, ns, l0 = runs[r, 0], runs[r, 1], runs[r, 2], runs[r, 3], runs[r, 4]
+            base = (n * C + c) * H * W
+            for q in range(0, ns, 16):
+                _input16(xf, base, W, H, 2 * tr - pt, 2 * (tc0 + q) - pl, v, c * VF + l0 + q, XS, min(16, ns - q))
 
 
 @intrinsic
@@ -304,22 +344,6 @@ def _runs(T, TW, t0, t1, runs):
 
 
 @kernel
-def _input_tiles(xpf, C, Hp, Wp, runs, nr, v, VF, XS):
-    """v[xi*XS + c*VF + lane] = (B^T d B)[xi // 4, xi % 4] for the tiles of runs[:nr] (_runs) and
-    every channel c, d read from the padded input xpf ((N, C, Hp, Wp), flat), 16 tiles at a time.
-    Channel by channel, every run of it, so that a channel's 16 rows of V (VF lanes) are written
-    while in L1: run by run, each run's part of the 16 x C rows (128 KB for C = 64) went back to L2
-    between the parts (the benchmark conv's input transform, one thread: 6.4 to 6.8 ms against 4.3
-    to 5.0, alternated; Intel Xeon, 2026-12-03)."""
-    for c in range(C):
-        for r in range(nr):
-            n, tr, tc0, ns, l0 = runs[r, 0], runs[r, 1], runs[r, 2], runs[r, 3], runs[r, 4]
-            src = ((n * C + c) * Hp + 2 * tr) * Wp + 2 * tc0
-            for q in range(0, ns, 16):
-                _input16(xpf, src + 2 * q, Wp, v, c * VF + l0 + q, XS, min(16, ns - q))
-
-
-@kernel
 def _output_tiles(m, F, b, has_bias, resf, has_res, act, alpha, yf, OH, OW, runs, nr, VF, MS):
     """y's outputs of the tiles of runs[:nr] (_runs), every channel f: act(A^T M A + b (+ res)),
     M[xi, f, lane] = m[xi*MS + f*VF + lane]; relu (and none) in the vector code, any other
@@ -346,17 +370,18 @@ _output_tiles_at = by_address(_output_tiles)
 
 
 @kernel
-def _groups_chunk(t, per, xpf, Hp, Wp, C, uf, b, has_bias, resf, has_res, act, alpha, y, TH, TW, rb, vf, koffs, kro,
-                  zinit):
+def _groups_chunk(t, per, x, pt, pl, uf, b, has_bias, resf, has_res, act, alpha, y, TH, TW, rb, vf, koffs, kro, zinit):
     """Groups t*per .. of vf tiles: input transform, the 16 GEMMs, output transform (see the module
     docstring); an item of parallel.parallel_items."""
-    N, F, OH, OW = y.shape
+    N, C, H, W = x.shape
+    F, OH, OW = y.shape[1], y.shape[2], y.shape[3]
     T = TH * TW
     ng = (N * T + vf - 1) // vf
     xs, ms = C * vf + SKEW, F * vf + SKEW
     v = np.zeros(16 * xs, np.float32)  # lanes past a short last group: zeros or stale, computed, not stored
     m = np.empty(16 * ms, np.float32)  # (SKEW: the 16 lanes the last vector read may pass)
     runs = np.empty((vf, 5), np.int64)
+    xf = x.reshape(x.size)
     yf = y.reshape(y.size)
     nfull = F // rb
     rest = F - nfull * rb
@@ -364,7 +389,7 @@ def _groups_chunk(t, per, xpf, Hp, Wp, C, uf, b, has_bias, resf, has_res, act, a
         t0 = g * vf
         t1 = min(t0 + vf, N * T)
         nr = _runs(T, TW, t0, t1, runs)
-        _input_tiles_at(xpf, C, Hp, Wp, runs, nr, v, vf, xs)
+        _input_tiles_at(xf, C, H, W, pt, pl, runs, nr, v, vf, xs)
         for xi in range(16):
             ub = xi * F * C
             if nfull > 0:
@@ -379,52 +404,36 @@ def _groups_chunk(t, per, xpf, Hp, Wp, C, uf, b, has_bias, resf, has_res, act, a
 _groups_items = parallel_items(_groups_chunk)
 
 
-def padded_len(n: int, c: int, p: Plan) -> int:
-    """Elements of the padded input buffer: (2*TH + 2) x (2*TW + 2) planes, and the 32 floats the
-    last run's vector reads may pass."""
-    return n * c * (2 * p.th + 2) * (2 * p.tw + 2) + 32
-
-
 @kernel
-def conv_winograd(xp, w, b, has_bias, res, has_res, act, alpha, flip, rb, vf, TH, TW, ubuf, y):
-    """y = act(conv(x, w) + b (+ res)) for a 3x3 stride-1 conv from xp, x padded by pad_input into
-    (N, C, 2*TH + 2, 2*TW + 2) planes at the start of the flat buffer xp (padded_len); flip: w is
-    (C, F, 3, 3), used transposed and flipped (the input gradient: x is dy, y is dx).
-    ubuf: scratch_len(F, C)."""
+def conv_winograd(x, w, b, has_bias, res, has_res, act, alpha, flip, pt, pl, rb, vf, TH, TW, ubuf, y):
+    """y = act(conv(x, w) + b (+ res)) for a 3x3 stride-1 conv of x padded by pt rows on top and pl
+    columns on the left (negative: x cropped), the output's size y's; flip: w is (C, F, 3, 3),
+    used transposed and flipped (the input gradient: x is dy, y is dx). ubuf: scratch_len(F, C).
+    The vector code reads only inside x's planes (masked loads) and writes only y's tiles (masked
+    stores); its other reads and writes are inside the buffers this launch allocates."""
     N, F, OH, OW = y.shape
     C = w.shape[0] if flip else w.shape[1]
-    Hp, Wp = 2 * TH + 2, 2 * TW + 2
+    if x.shape[0] != N or x.shape[1] != C:
+        raise ValueError("winograd conv: input does not match the weights or the output")
     if ubuf.size < 16 * F * C:
         raise ValueError("winograd conv: scratch smaller than scratch_len()")
     if has_res and res.size < y.size:
         raise IndexError("winograd conv: residual smaller than the output")
     if (OH + 1) // 2 != TH or (OW + 1) // 2 != TW or rb < 1 or rb > MAX_RB or vf != VF:
         raise ValueError("winograd conv: plan does not match the output")
-    # the vector code has no bounds checks: the farthest input element a run reads (its last
-    # tile's vectors, 34 floats of each of 4 rows from the tile's column)
-    if (N * C - 1) * Hp * Wp + (2 * TH + 1) * Wp + 2 * (TW - 1) + 33 >= xp.size:
-        raise IndexError("winograd conv: padded input smaller than padded_len()")
     u = ubuf[:16 * F * C].reshape((16, F, C))
     weight_transform(w, flip, u)
     koffs = np.arange(C)  # the tile's k is the input channel: U[xi, f, c] broadcast, V[xi, c] a vector
     kro = np.arange(rb) * C
     zinit = np.zeros(vf, np.float32)
     items, per = chunks((N * TH * TW + vf - 1) // vf)
-    _groups_items(items, per, xp, Hp, Wp, C, ubuf, b, has_bias, res.reshape(res.size), has_res, act, alpha, y, TH,
-                  TW, rb, vf, koffs, kro, zinit)
+    _groups_items(items, per, x, pt, pl, ubuf, b, has_bias, res.reshape(res.size), has_res, act, alpha, y, TH, TW,
+                  rb, vf, koffs, kro, zinit)
 
 
-def run(p: Plan, x, w, b, has_bias, res, has_res, act, alpha, flip, pt, pl, xp_buf, u_buf, y):
-    """y = act(conv(x, w) + b (+ res)) by plan p: x padded (top pt, left pl; negative crops) into
-    xp_buf (padded_len elements), then conv_winograd. The two are separate calls from Python, as
-    direct.run's: a cached kernel calling two parallel kernels crashed once loaded from a cache
-    the compile pool had filled (direct.run). has_bias, has_res, flip bools; act a kernel code
-    (direct.kernel_code), alpha an np.float32."""
-    n, c = x.shape[0], x.shape[1]
-    hp, wp = 2 * p.th + 2, 2 * p.tw + 2
-    if xp_buf.size < padded_len(n, c, p):
-        raise ValueError("winograd conv: scratch smaller than padded_len()")
+def run(p: Plan, x, w, b, has_bias, res, has_res, act, alpha, flip, pt, pl, u_buf, y):
+    """conv_winograd by plan p (its int64 arguments made here). has_bias, has_res, flip bools;
+    act a kernel code (direct.kernel_code), alpha an np.float32."""
     i64 = np.int64
-    pad_input(x, i64(pt), i64(pl), xp_buf[:n * c * hp * wp].reshape(n, c, hp, wp))
-    conv_winograd(xp_buf, w, b, has_bias, res, has_res, act, alpha, flip, i64(p.rb), i64(p.vf), i64(p.th),
-                  i64(p.tw), u_buf, y)
+    conv_winograd(x, w, b, has_bias, res, has_res, act, alpha, flip, i64(pt), i64(pl), i64(p.rb), i64(p.vf),
+                  i64(p.th), i64(p.tw), u_buf, y)
