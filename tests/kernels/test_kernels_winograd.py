@@ -134,11 +134,11 @@ def test_plan_applies_to_3x3_stride_1_only_and_where_it_pays():
                      (64, 64, 56, 56, 1, 1, 1, 1, 0, 0, 1, 1, 1, 56, 56)]:  # 1x1
         assert WG.plan(*declined, True) is None, declined
     # the measured rule (see winograd.MIN_IN_CHANNELS): not from 3 or 8 channels, not into 16,
-    # not at 8x8 below 64 x 128 channels; yes from 16 into 32 at 16x16 and up
+    # not at 8x8 below 64 x 64 channels; yes from 16 into 32 at 16x16 and up
     assert WG.plan(3, 64, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32) is None
     assert WG.plan(32, 16, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32) is None
-    assert WG.plan(64, 64, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 8, 8) is None
-    assert WG.plan(64, 128, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 8, 8) is not None
+    assert WG.plan(32, 64, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 8, 8) is None
+    assert WG.plan(64, 64, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 8, 8) is not None
     assert WG.plan(16, 32, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 16, 16) is not None
     # the input gradient swaps the channels: dy's 64 -> dx's 16 declines (into 16)
     assert WG.input_grad_plan(16, 64, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32) is None

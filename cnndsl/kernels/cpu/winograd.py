@@ -81,21 +81,23 @@ def forced() -> bool:
     return os.environ.get("CNNDSL_CPU_CONV", "auto") == "winograd"
 
 
-# Where Winograd pays. Direct / Winograd forward ms, the padding included in both, batch 64, 2
-# threads, 3x3 stride-1 convs C -> F at HxH (`python -m cnndsl.kernels.cpu.bench_conv
-# --winograd-rule --reps 7`; Intel Xeon, AVX-512, quiet, 2026-12-03 16:38; a run at 16:22 agreed):
-#   16 -> 16: 8x8 0.12/0.17, 16x16 0.40/0.41, 32x32 1.36/1.38 (a short reduction over 16 channels)
-#   16 -> 32: 8x8 0.19/0.25, 16x16 0.67/0.65, 32x32 2.9/2.0
-#   32 -> 32: 8x8 0.35/0.42, 16x16 1.25/1.11, 32x32 6.5/4.2
-#   64 -> 64: 8x8 1.22/1.20, 16x16 5.9/3.7, 32x32 20.8/15.4
-#   64 -> 128 and 128 -> 128 at 8x8: 3.3/2.2 and 5.2/4.1; at 16x16 and 32x32 1.6 to 2.0x faster
-# and fewer than 16 input channels lose at every size (3 -> 16: 0.44 to 0.62x, 8 -> 16: 0.64 to
+# Where Winograd pays. Direct / Winograd forward ms (the direct one's padding copy included),
+# batch 64, 2 threads, 3x3 stride-1 convs C -> F at HxH (`python -m cnndsl.kernels.cpu.bench_conv
+# --winograd-rule --reps 7`; Intel Xeon, AVX-512, quiet, 2026-12-03 17:06, a second run at 17:08
+# in brackets where a cell moved across 1):
+#   16 -> 16: 8x8 0.15/0.18, 16x16 0.43/0.42, 32x32 1.44/1.29 (1.46/1.70): a tie, left direct
+#   16 -> 32: 8x8 0.21/0.26, 16x16 0.81/0.62, 32x32 3.3/2.0
+#   32 -> 32: 8x8 0.38/0.42, 16x16 1.33/1.02, 32x32 6.5/3.3
+#   32 -> 64: 8x8 0.72/0.73 (0.75/0.72), 16x16 2.8/1.7, 32x32 13.2/7.6
+#   64 -> 64: 8x8 1.41/1.22 (1.43/1.19), 16x16 5.9/3.2, 32x32 23.6/13.3
+#   64 -> 128 and 128 -> 128 at 8x8: 2.9/2.1 and 5.4/4.0; at 16x16 and 32x32 1.9 to 2.1x faster
+# and fewer than 16 input channels lose at every size (3 -> 16: 0.55 to 0.64x, 8 -> 16: 0.72 to
 # 0.80x). Small maps have few tiles per image and a quarter of the 4x4 patches' inputs in the
 # padding; there it pays only with many channels.
 MIN_IN_CHANNELS = 16
 MIN_OUT_CHANNELS = 32
 MIN_PIXELS = 256  # output pixels per image, unless
-MIN_CHANNEL_PRODUCT = 64 * 128  # C x F reaches this
+MIN_CHANNEL_PRODUCT = 64 * 64  # C x F reaches this
 
 
 @functools.lru_cache(maxsize=4096)
