@@ -83,7 +83,7 @@ def forced() -> bool:
 
 # Where Winograd pays. Direct / Winograd forward ms (the direct one's padding copy included),
 # batch 64, 2 threads, 3x3 stride-1 convs C -> F at HxH (`python -m cnndsl.kernels.cpu.bench_conv
-# --winograd-rule --reps 7`; Intel Xeon, AVX-512, quiet, 2026-12-03 17:06, a second run at 17:08
+# --winograd-rule --reps 7`; Intel Xeon, AVX-512, quiet, 2026-12-03 17:05, a second run right after
 # in brackets where a cell moved across 1):
 #   16 -> 16: 8x8 0.15/0.18, 16x16 0.43/0.42, 32x32 1.44/1.29 (1.46/1.70): a tie, left direct
 #   16 -> 32: 8x8 0.21/0.26, 16x16 0.81/0.62, 32x32 3.3/2.0
