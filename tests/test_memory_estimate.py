@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from nets_testutil import WINOGRAD_NET
 
 import cnndsl
 from cnndsl.analysis import memory
@@ -368,26 +369,6 @@ def test_parse_size():
     assert machine.parse_size("512MiB") == 512 << 20
     assert machine.parse_size("1000") == 1000
     assert machine.parse_size("x") is None
-
-
-# A digits network whose 3x3 convs from 16 channels on run by Winograd (forward, and the third's
-# input gradient): its padded input and transformed weights are work buffers of their own.
-WINOGRAD_NET = """network W {
-  input image: 1x28x28
-  conv 16 kernel=3 padding=same relu
-  conv 32 kernel=3 padding=same relu
-  conv 32 kernel=3 padding=same relu
-  maxpool 2
-  flatten
-  dense 10 -> logits
-}
-train {
-  dataset digits
-  batch 64
-  optimizer sgd lr=0.01
-  loss logits cross_entropy
-}
-"""
 
 
 @pytest.mark.parametrize("net", ["lenet5", "winograd"])

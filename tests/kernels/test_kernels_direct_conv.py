@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 from kernels_testutil import SETTINGS, assert_close, check_grad_fd, f32
+from nets_testutil import WINOGRAD_NET
 
 from cnndsl.kernels.cpu import direct as DR
 from cnndsl.kernels.cpu import microkernel as M
@@ -320,26 +321,6 @@ def test_the_tile_is_vector_code():
     asm = "".join(fresh.inspect_asm(s) for s in fresh.signatures)
     assert re.search(r"vfmadd\w*ps\s[^\n]*[xyz]mm", asm)
     assert not re.search(r"vfmadd\w*ss", asm)
-
-
-# A digits network whose second and third convs run their forward by Winograd (16 -> 32 and 32 ->
-# 32 at 28x28: winograd.plan's rule), the third its input gradient too; the first stays direct.
-WINOGRAD_NET = """network W {
-  input image: 1x28x28
-  conv 16 kernel=3 padding=same relu
-  conv 32 kernel=3 padding=same relu
-  conv 32 kernel=3 padding=same relu
-  maxpool 2
-  flatten
-  dense 10 -> logits
-}
-train {
-  dataset digits
-  batch 64
-  optimizer sgd lr=0.01
-  loss logits cross_entropy
-}
-"""
 
 
 @pytest.mark.slow
