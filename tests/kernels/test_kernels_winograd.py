@@ -111,18 +111,17 @@ def test_input_gradient_matches_reference_and_fd(case):
 
 
 def test_weight_transform_is_g_g_gt():
-    """u[xi] = (G g G^T)[xi // 4, xi % 4], and the flipped form the input gradient uses."""
+    """u[xi] = (G g G^T)[xi // 4, xi % 4], and the flipped form the input gradient uses; the rows
+    u_stride apart, nothing written between them."""
     G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
     rng = np.random.default_rng(3)
     w = rng.standard_normal((5, 7, 3, 3))
-    u = np.full((16, 5, 7), np.nan, np.float32)
-    WG.weight_transform(f32(w), False, u)
-    want = np.einsum("ai,fcij,bj->abfc", G, w, G).reshape(16, 5, 7)
-    assert_close(u, want, what="U = G g G^T")
-    uf = np.full((16, 7, 5), np.nan, np.float32)
-    WG.weight_transform(f32(w), True, uf)
-    flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-    assert_close(uf, np.einsum("ai,fcij,bj->abfc", G, flipped, G).reshape(16, 7, 5), what="flipped U")
+    for flip, (fo, ci), g in ((False, (5, 7), w), (True, (7, 5), w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))):
+        u = np.full((16, WG.u_stride(fo, ci)), np.nan, np.float32)
+        WG.weight_transform(f32(w), flip, u)
+        assert np.isnan(u[:, fo * ci:]).all()
+        assert_close(u[:, :fo * ci].reshape(16, fo, ci), np.einsum("ai,fcij,bj->abfc", G, g, G).reshape(16, fo, ci),
+                     what=f"U = G g G^T (flip {flip})")
 
 
 def test_plan_applies_to_3x3_stride_1_only_and_where_it_pays():
@@ -140,6 +139,11 @@ def test_plan_applies_to_3x3_stride_1_only_and_where_it_pays():
     assert WG.plan(32, 64, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 8, 8) is None
     assert WG.plan(64, 64, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 8, 8) is not None
     assert WG.plan(16, 32, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 16, 16) is not None
+    # ... and on a small map from the batch with MIN_TILES tiles (8x8: 16 tiles an image, batch 8)
+    small = (128, 128, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 8, 8)
+    assert WG.plan(*small, False, 4) is None and WG.plan(*small, False, 8) is not None
+    assert WG.from_batch(WG.plan(*small), 8, 8) == 8 and WG.plan(*small, True, 1) is not None
+    assert WG.plan(32, 32, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 16, 16, False, 1) is not None
     # the input gradient swaps the channels: dy's 64 -> dx's 16 declines (into 16)
     assert WG.input_grad_plan(16, 64, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32) is None
     assert WG.input_grad_plan(64, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32) is not None

@@ -116,6 +116,8 @@ def test_print_ir_names_winograd_where_the_rule_picks_it(run, monkeypatch):
     assert "forward direct" in lines[0] and "winograd" not in lines[0], lines
     assert all("forward winograd F(2x2,3x3)" in line and "input gradient winograd F(2x2,3x3)" in line
                for line in lines[1:]), lines
+    # stage 3's 8x8 maps: Winograd from the batch where it pays, the direct kernel below it
+    assert "from batch 8, below it direct" in lines[-1] and "from batch" not in lines[1], lines
     monkeypatch.setenv("CNNDSL_CPU_CONV", "direct")
     out = run("compile", vgg, "--print-ir").output
     assert "winograd" not in out and "forward direct (8 pixels x 32 channels)" in out, out

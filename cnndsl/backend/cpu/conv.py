@@ -71,7 +71,7 @@ def direct_plan(rc, node, x, weight, y_shape, act=KERNEL_CODE["none"],
         n, c, h, w = x.shape
         f, _, kh, kw = weight.shape
         oh, ow = y_shape[2], y_shape[3]
-        wq = WG.plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, oh, ow, WG.forced()) if WG.allowed() else None
+        wq = WG.plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, oh, ow, WG.forced(), n) if WG.allowed() else None
         p = DR.plan(c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, oh, ow)
         if wq is not None:
             st = WinogradForward(wq, WG.scratch_len(f, c), pt, pl, DR.kernel_code(act), np.float32(alpha))
@@ -98,7 +98,7 @@ def input_grad(rc, dy, weight, geometry, x, dx) -> None:
     n, c, h, w = dx.shape
     f, _, kh, kw = weight.shape
     args = (c, f, h, w, kh, kw, sh, sw, pt, pl, dh, dw, g, dy.shape[2], dy.shape[3])
-    wq = WG.input_grad_plan(*args, WG.forced()) if WG.allowed() else None
+    wq = WG.input_grad_plan(*args, WG.forced(), n) if WG.allowed() else None
     if wq is not None:
         WG.run(wq, dy, weight, _NO_BIAS, False, dx, False, KERNEL_CODE["none"], np.float32(0.0), True, 2 - pt, 2 - pl,
                rc.scratch("winograd_u", WG.scratch_len(c, f)), dx)
@@ -242,11 +242,21 @@ def conv_transpose_grad_params(rc, node, ins, out):
                                        grads["weight"], grads.get("bias", _NO_BIAS))
 
 
+def _with_winograd(wp, oh: int, ow: int, other: str) -> str:
+    """A pass's algorithm in words where Winograd plan wp (or None) may serve it: from which batch,
+    and what runs below it."""
+    if wp is None:
+        return other
+    b = 1 if WG.forced() else WG.from_batch(wp, oh, ow)
+    return WG.describe(wp) if b == 1 else f"{WG.describe(wp)} from batch {b}, below it {other}"
+
+
 def algorithms(graph) -> list[str]:
     """One line per conv of `graph` (conv, fused_conv, fused_conv_pool): the algorithm each of its
     CPU launches runs (for `cnndsl compile --print-ir`). The choice depends on the per-sample shapes
     only, so it is the same in every executable of the graph, except for a strided conv's input
-    gradient: by phases from the batch where they pay (direct.PHASES_MIN_WORK), said so."""
+    gradient, by phases from the batch where they pay (direct.PHASES_MIN_WORK), and Winograd on a
+    small map, from the batch where it pays (winograd.MIN_TILES): said so."""
     lines = []
     for node in graph.nodes():
         if node.op not in ("conv", "fused_conv", "fused_conv_pool"):
@@ -258,10 +268,10 @@ def algorithms(graph) -> list[str]:
             else (None, None, None)
         wp, wq = (WG.plan(*args, WG.forced()), WG.input_grad_plan(*args, WG.forced())) if WG.allowed() \
             else (None, None)
-        fwd = WG.describe(wp) if wp else DR.describe(p, f) if p else "im2col + GEMM" if g == 1 or c // g > 1 \
-            else "depthwise loops"
-        grad_in = WG.describe(wq) if wq else DR.describe(q, c) if q else "im2col + GEMM" if g == 1 or c // g > 1 \
-            else "depthwise loops"
+        fwd = DR.describe(p, f) if p else "im2col + GEMM" if g == 1 or c // g > 1 else "depthwise loops"
+        grad_in = DR.describe(q, c) if q else "im2col + GEMM" if g == 1 or c // g > 1 else "depthwise loops"
+        fwd = _with_winograd(wp, geo.OH, geo.OW, fwd)
+        grad_in = _with_winograd(wq, geo.H, geo.W, grad_in)
         if q is None and DR.allowed():
             b = DR.phases_from_batch(*args)
             if b is not None:

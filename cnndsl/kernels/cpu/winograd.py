@@ -93,36 +93,53 @@ def forced() -> bool:
 #   64 -> 128 and 128 -> 128 at 8x8: 2.9/2.1 and 5.4/4.0; at 16x16 and 32x32 1.9 to 2.1x faster
 # and fewer than 16 input channels lose at every size (3 -> 16: 0.55 to 0.64x, 8 -> 16: 0.72 to
 # 0.80x). Small maps have few tiles per image and a quarter of the 4x4 patches' inputs in the
-# padding; there it pays only with many channels.
+# padding; there it pays only with many channels, and only from a few images on: with the
+# weight transform of every launch (U for 128 x 128 channels: 0.10 ms) and few tile groups to
+# share among the threads, direct / Winograd ms by batch (2 threads, best of 15, timed as
+# bench_conv's winograd_rule times them, at batches 1 to 32; 2026-12-03 17:58, quiet):
+#   128 -> 128 at 8x8: n1 0.22/0.32, n2 0.33/0.35, n4 0.45/0.44, n8 0.79/0.60
+#   64 -> 64 at 8x8:   n1 0.080/0.093, n2 0.100/0.101, n4 0.151/0.122
+#   96 -> 96 at 7x7:   n1 0.13/0.17, n2 0.16/0.19, n4 0.25/0.25, n8 0.41/0.35
+# and from 16x16 maps on it wins at batch 1 too (32 -> 32 at 16x16: 0.058/0.043; 64 -> 64:
+# 0.145/0.115; 64 -> 64 at 56x56: 1.10/0.64).
 MIN_IN_CHANNELS = 16
 MIN_OUT_CHANNELS = 32
 MIN_PIXELS = 256  # output pixels per image, unless
-MIN_CHANNEL_PRODUCT = 64 * 64  # C x F reaches this
+MIN_CHANNEL_PRODUCT = 64 * 64  # C x F reaches this, and
+MIN_TILES = 128  # the batch has this many tiles (4 groups)
 
 
 @functools.lru_cache(maxsize=4096)
 def plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt: int, pl: int, dh: int, dw: int,
-         groups: int, oh: int, ow: int, force: bool = False):
-    """The Plan of a conv from C to F channels, or None where Winograd F(2x2, 3x3) does not apply
-    (not 3x3, stride 1, dilation 1, groups 1) or does not pay (the rule above; force: wherever it
-    applies)."""
+         groups: int, oh: int, ow: int, force: bool = False, n: int | None = None):
+    """The Plan of a conv from C to F channels at batch n, or None where Winograd F(2x2, 3x3) does
+    not apply (not 3x3, stride 1, dilation 1, groups 1) or does not pay (the rule above; force:
+    wherever it applies). n None: the plan wherever some batch takes it (describe says from which)."""
     if groups != 1 or (kh, kw, sh, sw, dh, dw) != (3, 3, 1, 1, 1, 1) or oh < 1 or ow < 1:
         return None
-    if not force and (c < MIN_IN_CHANNELS or f < MIN_OUT_CHANNELS
-                      or (oh * ow < MIN_PIXELS and c * f < MIN_CHANNEL_PRODUCT)):
-        return None
+    th, tw = -(-oh // 2), -(-ow // 2)
+    if not force:
+        if c < MIN_IN_CHANNELS or f < MIN_OUT_CHANNELS:
+            return None
+        if oh * ow < MIN_PIXELS and (c * f < MIN_CHANNEL_PRODUCT or (n is not None and n * th * tw < MIN_TILES)):
+            return None
     nb = -(-f // MAX_RB)
-    return Plan(-(-f // nb), VF, -(-oh // 2), -(-ow // 2))
+    return Plan(-(-f // nb), VF, th, tw)
 
 
 @functools.lru_cache(maxsize=4096)
 def input_grad_plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt: int, pl: int, dh: int,
-                    dw: int, groups: int, oh: int, ow: int, force: bool = False):
-    """The Plan of the conv that computes a conv's input gradient (dy's F channels -> dx's C, an
-    (h, w) output; the window flipped, padded by 2 - pt and 2 - pl), or None."""
+                    dw: int, groups: int, oh: int, ow: int, force: bool = False, n: int | None = None):
+    """The Plan of the conv that computes a conv's input gradient at batch n (dy's F channels ->
+    dx's C, an (h, w) output; the window flipped, padded by 2 - pt and 2 - pl), or None."""
     if pt > 2 or pl > 2:
         return None
-    return plan(f, c, oh, ow, kh, kw, sh, sw, 2 - pt, 2 - pl, dh, dw, groups, h, w, force)
+    return plan(f, c, oh, ow, kh, kw, sh, sw, 2 - pt, 2 - pl, dh, dw, groups, h, w, force, n)
+
+
+def from_batch(p: Plan, oh: int, ow: int) -> int:
+    """The smallest batch at which the rule takes plan p for an (oh, ow) output (MIN_TILES)."""
+    return 1 if oh * ow >= MIN_PIXELS else max(1, -(-MIN_TILES // (p.th * p.tw)))
 
 
 def describe(p: Plan) -> str:
@@ -131,32 +148,46 @@ def describe(p: Plan) -> str:
 
 
 def scratch_len(f: int, c: int) -> int:
-    """Elements of the transformed weights U (16 x F x C)."""
-    return 16 * f * c
+    """Elements of the transformed weights U (16 rows of F x C, u_stride apart)."""
+    return 16 * (f * c + SKEW)
 
 
 @kernel
 def weight_transform(w, flip, u):
-    """u[xi, fo, ci] = (G g G^T)[xi // 4, xi % 4] of the 3x3 window g: w[fo, ci] (w is (F, C, 3, 3),
-    u (16, F, C)); flip: the input gradient's, g[i, j] = w[ci, fo, 2 - i, 2 - j] (u (16, C, F))."""
-    Fo, Ci = u.shape[1], u.shape[2]
-    g = np.empty((3, 3), np.float32)
-    t = np.empty((4, 3), np.float32)
+    """u[xi, fo*Ci + ci] = (G g G^T)[xi // 4, xi % 4] of the 3x3 window g: w[fo, ci] (w is (F, C, 3,
+    3): Fo = F, Ci = C); flip: the input gradient's, g[i, j] = w[ci, fo, 2 - i, 2 - j] (Fo = C, Ci =
+    F). u is (16, US), US >= Fo*Ci: the rows SKEW apart more than Fo*Ci (u_stride). Without that
+    skew the 16 rows of 64 x 64 channels start 16 KB apart, each window's 16 stores fall in one L1
+    set, and the transform took 55 ns per channel pair (0.90 ms for 128 x 128 channels, more than
+    the conv itself at batch 1; Intel Xeon, 2026-12-03)."""
+    F, C = w.shape[0], w.shape[1]
+    Fo, Ci = (C, F) if flip else (F, C)
+    if u.ndim != 2 or u.shape[0] != 16 or u.shape[1] < Fo * Ci or w.shape[2] != 3 or w.shape[3] != 3:
+        raise ValueError("winograd weight transform: u must be (16, >= Fo*Ci), w (F, C, 3, 3)")
     for fo in range(Fo):
         for ci in range(Ci):
-            for i in range(3):
-                for j in range(3):
-                    g[i, j] = w[ci, fo, 2 - i, 2 - j] if flip else w[fo, ci, i, j]
-            for j in range(3):  # t = G g
-                t[0, j] = g[0, j]
-                t[1, j] = (g[0, j] + g[1, j] + g[2, j]) * HALF
-                t[2, j] = (g[0, j] - g[1, j] + g[2, j]) * HALF
-                t[3, j] = g[2, j]
-            for i in range(4):  # u = t G^T
-                u[4 * i, fo, ci] = t[i, 0]
-                u[4 * i + 1, fo, ci] = (t[i, 0] + t[i, 1] + t[i, 2]) * HALF
-                u[4 * i + 2, fo, ci] = (t[i, 0] - t[i, 1] + t[i, 2]) * HALF
-                u[4 * i + 3, fo, ci] = t[i, 2]
+            if flip:
+                g00, g01, g02 = w[ci, fo, 2, 2], w[ci, fo, 2, 1], w[ci, fo, 2, 0]
+                g10, g11, g12 = w[ci, fo, 1, 2], w[ci, fo, 1, 1], w[ci, fo, 1, 0]
+                g20, g21, g22 = w[ci, fo, 0, 2], w[ci, fo, 0, 1], w[ci, fo, 0, 0]
+            else:
+                g00, g01, g02 = w[fo, ci, 0, 0], w[fo, ci, 0, 1], w[fo, ci, 0, 2]
+                g10, g11, g12 = w[fo, ci, 1, 0], w[fo, ci, 1, 1], w[fo, ci, 1, 2]
+                g20, g21, g22 = w[fo, ci, 2, 0], w[fo, ci, 2, 1], w[fo, ci, 2, 2]
+            # t = G g: rows g0, (g0 + g1 + g2)/2, (g0 - g1 + g2)/2, g2
+            t10, t11, t12 = (g00 + g10 + g20) * HALF, (g01 + g11 + g21) * HALF, (g02 + g12 + g22) * HALF
+            t20, t21, t22 = (g00 - g10 + g20) * HALF, (g01 - g11 + g21) * HALF, (g02 - g12 + g22) * HALF
+            # u = t G^T: the same across each row's 3 columns
+            k = fo * Ci + ci
+            u[0, k], u[1, k], u[2, k], u[3, k] = g00, (g00 + g01 + g02) * HALF, (g00 - g01 + g02) * HALF, g02
+            u[4, k], u[5, k], u[6, k], u[7, k] = t10, (t10 + t11 + t12) * HALF, (t10 - t11 + t12) * HALF, t12
+            u[8, k], u[9, k], u[10, k], u[11, k] = t20, (t20 + t21 + t22) * HALF, (t20 - t21 + t22) * HALF, t22
+            u[12, k], u[13, k], u[14, k], u[15, k] = g20, (g20 + g21 + g22) * HALF, (g20 - g21 + g22) * HALF, g22
+
+
+def u_stride(f: int, c: int) -> int:
+    """The row stride of U for F x C channels (see weight_transform)."""
+    return f * c + SKEW
 
 
 # ----------------------------------------------------------------------------
@@ -379,7 +410,7 @@ def _groups_chunk(t, per, x, pt, pl, uf, b, has_bias, resf, has_res, act, alpha,
     F, OH, OW = y.shape[1], y.shape[2], y.shape[3]
     T = TH * TW
     ng = (N * T + vf - 1) // vf
-    xs, ms = C * vf + SKEW, F * vf + SKEW
+    xs, ms, US = C * vf + SKEW, F * vf + SKEW, F * C + SKEW  # the blocks' strides in V, M and U
     v = np.zeros(16 * xs, np.float32)  # lanes past a short last group: zeros or stale, computed, not stored
     m = np.empty(16 * ms, np.float32)  # (SKEW: the 16 lanes the last vector read may pass)
     runs = np.empty((vf, 5), np.int64)
@@ -393,7 +424,7 @@ def _groups_chunk(t, per, x, pt, pl, uf, b, has_bias, resf, has_res, act, alpha,
         nr = _runs(T, TW, t0, t1, runs)
         _input_tiles_at(xf, C, H, W, pt, pl, runs, nr, v, vf, xs)
         for xi in range(16):
-            ub = xi * F * C
+            ub = xi * US
             if nfull > 0:
                 _tile(vf, rb, uf, ub, koffs, kro, v, xi * xs, koffs, C, zinit, I0, I0, m, xi * ms, vf,
                       nfull, rb * C, I0, I0, rb * vf)
@@ -417,14 +448,14 @@ def conv_winograd(x, w, b, has_bias, res, has_res, act, alpha, flip, pt, pl, rb,
     C = w.shape[0] if flip else w.shape[1]
     if x.shape[0] != N or x.shape[1] != C:
         raise ValueError("winograd conv: input does not match the weights or the output")
-    if ubuf.size < 16 * F * C:
+    US = F * C + SKEW  # u_stride
+    if ubuf.size < 16 * US:
         raise ValueError("winograd conv: scratch smaller than scratch_len()")
     if has_res and res.size < y.size:
         raise IndexError("winograd conv: residual smaller than the output")
     if (OH + 1) // 2 != TH or (OW + 1) // 2 != TW or rb < 1 or rb > MAX_RB or vf != VF:
         raise ValueError("winograd conv: plan does not match the output")
-    u = ubuf[:16 * F * C].reshape((16, F, C))
-    weight_transform(w, flip, u)
+    weight_transform(w, flip, ubuf[:16 * US].reshape((16, US)))
     koffs = np.arange(C)  # the tile's k is the input channel: U[xi, f, c] broadcast, V[xi, c] a vector
     kro = np.arange(rb) * C
     zinit = np.zeros(vf, np.float32)
