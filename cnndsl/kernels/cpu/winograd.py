@@ -114,17 +114,17 @@ def plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt:
          groups: int, oh: int, ow: int, force: bool = False, n: int | None = None):
     """The Plan of a conv from C to F channels at batch n, or None where Winograd F(2x2, 3x3) does
     not apply (not 3x3, stride 1, dilation 1, groups 1) or does not pay (the rule above; force:
-    wherever it applies). n None: the plan wherever some batch takes it (describe says from which)."""
+    wherever it applies). n None: the plan wherever some batch takes it (from_batch says from which)."""
     if groups != 1 or (kh, kw, sh, sw, dh, dw) != (3, 3, 1, 1, 1, 1) or oh < 1 or ow < 1:
         return None
-    th, tw = -(-oh // 2), -(-ow // 2)
+    nb = -(-f // MAX_RB)
+    p = Plan(-(-f // nb), VF, -(-oh // 2), -(-ow // 2))
     if not force:
         if c < MIN_IN_CHANNELS or f < MIN_OUT_CHANNELS:
             return None
-        if oh * ow < MIN_PIXELS and (c * f < MIN_CHANNEL_PRODUCT or (n is not None and n * th * tw < MIN_TILES)):
+        if oh * ow < MIN_PIXELS and (c * f < MIN_CHANNEL_PRODUCT or (n is not None and n < from_batch(p, oh, ow))):
             return None
-    nb = -(-f // MAX_RB)
-    return Plan(-(-f // nb), VF, th, tw)
+    return p
 
 
 @functools.lru_cache(maxsize=4096)
@@ -147,9 +147,14 @@ def describe(p: Plan) -> str:
     return f"winograd F(2x2,3x3) ({p.rb} channels x {p.vf} tiles)"
 
 
+def u_stride(f: int, c: int) -> int:
+    """The row stride of U for F x C channels (see weight_transform)."""
+    return f * c + SKEW
+
+
 def scratch_len(f: int, c: int) -> int:
     """Elements of the transformed weights U (16 rows of F x C, u_stride apart)."""
-    return 16 * (f * c + SKEW)
+    return 16 * u_stride(f, c)
 
 
 @kernel
@@ -183,11 +188,6 @@ def weight_transform(w, flip, u):
             u[4, k], u[5, k], u[6, k], u[7, k] = t10, (t10 + t11 + t12) * HALF, (t10 - t11 + t12) * HALF, t12
             u[8, k], u[9, k], u[10, k], u[11, k] = t20, (t20 + t21 + t22) * HALF, (t20 - t21 + t22) * HALF, t22
             u[12, k], u[13, k], u[14, k], u[15, k] = g20, (g20 + g21 + g22) * HALF, (g20 - g21 + g22) * HALF, g22
-
-
-def u_stride(f: int, c: int) -> int:
-    """The row stride of U for F x C channels (see weight_transform)."""
-    return f * c + SKEW
 
 
 # ----------------------------------------------------------------------------
@@ -262,8 +262,8 @@ def _input16(typingctx, x, base, w, h, ih0, iw0, v, vb, cv, nl):
     def codegen(context, builder, signature, args):
         ta = signature.args
         xptr, vptr = _ptr(context, builder, ta[0], args[0]), _ptr(context, builder, ta[6], args[6])
-        base_, w_, h_, ih0_, iw0_, vb_, cv_, nl_ = (_i64(context, builder, args[i], ta[i]) for i in (1, 2, 3, 4, 5, 7, 8,
-                                                                                                       9))
+        ints = (1, 2, 3, 4, 5, 7, 8, 9)
+        base_, w_, h_, ih0_, iw0_, vb_, cv_, nl_ = (_i64(context, builder, args[i], ta[i]) for i in ints)
         # lane j of the load at column offset o is column iw0 + o + j: inside when 0 <= . < w
         w32, iw32 = builder.trunc(w_, _I32), builder.trunc(iw0_, _I32)
         colmask = {}
@@ -403,14 +403,15 @@ _output_tiles_at = by_address(_output_tiles)
 
 
 @kernel
-def _groups_chunk(t, per, x, pt, pl, uf, b, has_bias, resf, has_res, act, alpha, y, TH, TW, rb, vf, koffs, kro, zinit):
+def _groups_chunk(t, per, x, pt, pl, uf, US, b, has_bias, resf, has_res, act, alpha, y, TH, TW, rb, vf, koffs, kro,
+                  zinit):
     """Groups t*per .. of vf tiles: input transform, the 16 GEMMs, output transform (see the module
     docstring); an item of parallel.parallel_items."""
     N, C, H, W = x.shape
     F, OH, OW = y.shape[1], y.shape[2], y.shape[3]
     T = TH * TW
     ng = (N * T + vf - 1) // vf
-    xs, ms, US = C * vf + SKEW, F * vf + SKEW, F * C + SKEW  # the blocks' strides in V, M and U
+    xs, ms = C * vf + SKEW, F * vf + SKEW  # the blocks' strides in V and M (US: in U)
     v = np.zeros(16 * xs, np.float32)  # lanes past a short last group: zeros or stale, computed, not stored
     m = np.empty(16 * ms, np.float32)  # (SKEW: the 16 lanes the last vector read may pass)
     runs = np.empty((vf, 5), np.int64)
@@ -460,7 +461,7 @@ def conv_winograd(x, w, b, has_bias, res, has_res, act, alpha, flip, pt, pl, rb,
     kro = np.arange(rb) * C
     zinit = np.zeros(vf, np.float32)
     items, per = chunks((N * TH * TW + vf - 1) // vf)
-    _groups_items(items, per, x, pt, pl, ubuf, b, has_bias, res.reshape(res.size), has_res, act, alpha, y, TH, TW,
+    _groups_items(items, per, x, pt, pl, ubuf, US, b, has_bias, res.reshape(res.size), has_res, act, alpha, y, TH, TW,
                   rb, vf, koffs, kro, zinit)
 
 
