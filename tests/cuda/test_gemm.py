@@ -1,6 +1,8 @@
-"""Tiled implicit-GEMM conv / conv_transpose / dense kernels vs the NumPy references, on shapes
-that are not multiples of any tile: batch 2, 3 or 6 channels, 7x7 maps, 5 or 6 filters, odd
-strides, asymmetric padding, dilation, groups 1 and 3; every tile and the split-K reduction."""
+"""Implicit-GEMM conv / conv_transpose / dense kernels, both families (tiled: gemm.py; pipelined:
+igemm.py), vs the NumPy references, on shapes that are not multiples of any tile: batch 2, 3 or
+6 channels, 7x7 maps, 5 or 6 filters, odd strides, asymmetric padding, dilation, groups 1 and 3;
+every tile and the split-K reduction. Tolerance: assert_close's float32 bound (1e-4 of the
+largest expected value + 1e-5)."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,6 +20,12 @@ CASES = [  # stride, pads (t, b, l, r), dilation, groups, C, F, K, tile
     ((2, 1), (1, 0, 2, 1), (1, 2), 1, 3, 5, 3, "s32x16"),
     ((2, 3), (0, 1, 1, 0), (1, 1), 3, 3, 6, 3, "m64x32"),
     ((1, 1), (2, 2, 0, 1), (2, 1), 1, 3, 5, 2, "n128x16"),
+    # the pipelined family: unit and other strides (its BWD_DATA has a variant for stride 1)
+    ((1, 1), (1, 1, 1, 1), (1, 1), 1, 3, 5, 3, "p32x16"),
+    ((2, 1), (1, 0, 2, 1), (1, 2), 1, 3, 5, 3, "p32x16"),
+    ((2, 3), (0, 1, 1, 0), (1, 1), 3, 3, 6, 3, "p64x32"),
+    ((1, 1), (2, 2, 0, 1), (2, 1), 1, 3, 5, 2, "p128x16"),
+    ((1, 1), (1, 1, 1, 1), (1, 1), 3, 6, 9, 3, "p128x32"),
 ]
 
 
@@ -52,7 +60,7 @@ def test_conv_forward_and_backward(s, pads, d, groups, C, F, K, tile):
         assert_close(host(out, w.shape), dw, what=f"backward weight, {splits} splits")
 
 
-@pytest.mark.parametrize("tile", ["l64x64", "l128x64"])
+@pytest.mark.parametrize("tile", ["l64x64", "l128x64", "p64x64", "p128x64", "p128x128"])
 def test_large_tiles_on_a_small_conv(tile):
     from cnndsl.kernels.cuda import gemm as G
 

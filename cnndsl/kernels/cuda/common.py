@@ -18,7 +18,7 @@ Conventions (see docs/cuda.md):
 from __future__ import annotations
 
 import numpy as np
-from numba import boolean, float32, int32, int64, uint8, uint64  # noqa: F401
+from numba import boolean, float32, int32, int64, uint8, uint32, uint64  # noqa: F401
 
 from cnndsl.kernels.cuda.shim import SIMULATOR, cuda
 from cnndsl.kernels.activations import ACTIVATIONS, CODE, jit_helpers
@@ -65,6 +65,79 @@ class Kernel:
 
     def __repr__(self) -> str:
         return f"<cuda kernel {self.name}>"
+
+
+def prepared(k: Kernel, config, args) -> "PreparedLaunch":
+    """`k[config](*args)` as a no-argument callable, for launches whose arguments never change
+    (the backend prepares each node's launches once per executable)."""
+    return PreparedLaunch(k[config], tuple(args))
+
+
+class PreparedLaunch:
+    """A launch with fixed arguments. The first two calls go through numba's dispatcher, which
+    compiles the kernel, types the arguments and marshals them, every time. From the second on,
+    where numba-cuda's launch path is the one this was written against (numba-cuda 0.30 over
+    cuda.core), the arguments marshalled once are kept and each call is one `cuda.core.launch`:
+    typing and marshalling 27 arguments per conv launch is host time every step, and small
+    networks are launch-bound (docs/cuda.md). `CNNDSL_CUDA_LAUNCH=dispatch` keeps numba's path
+    throughout; anything unexpected does too, and `fallback_reason` says why. Launches built
+    per step (the optimizer's, whose scalars change) never reach the second call."""
+
+    __slots__ = ("configured", "args", "fast", "calls", "fallback_reason")
+
+    def __init__(self, configured, args: tuple):
+        self.configured, self.args = configured, args
+        self.fast, self.calls, self.fallback_reason = None, 0, ""
+
+    def __call__(self) -> None:
+        if self.fast is not None:
+            self.fast()
+            return
+        self.configured(*self.args)
+        self.calls += 1
+        if self.calls == 2 and not SIMULATOR:
+            self.fast, self.fallback_reason = fast_launch(self.configured, self.args)
+
+
+def fast_launch(configured, args):
+    """(a no-argument callable launching `configured` with `args` through cuda.core directly,
+    "") or (None, why not). Call it only after `configured(*args)` has run once (compiled)."""
+    import os
+
+    if os.environ.get("CNNDSL_CUDA_LAUNCH", "prepared").strip() == "dispatch":
+        return None, "CNNDSL_CUDA_LAUNCH=dispatch"
+    try:
+        from numba.cuda import dispatcher as D
+
+        disp = configured.dispatcher
+        if type(configured).__module__ != D.__name__ or not (hasattr(D, "launch") and hasattr(D, "LaunchConfig")):
+            return None, f"not numba-cuda's cuda.core launch path ({type(configured).__module__})"
+        if len(disp.overloads) != 1 or getattr(disp, "_launch_config_sensitive", False):
+            return None, "the kernel has several specializations"
+        kern = next(iter(disp.overloads.values()))
+        if kern.debug or kern.cooperative or configured.pre_launch_callbacks or configured.sharedmem:
+            return None, "debug, cooperative, callbacks or dynamic shared memory"
+        cufunc = kern._codelibrary.get_cufunc()
+        retr, kernelargs = [], []
+        for ty, val in zip(kern.argument_types, args):
+            kern._prepare_args(ty, val, configured.stream, retr, kernelargs)
+        if retr:
+            return None, "a host array argument (copied back after each launch)"
+        if D.CUDA_CORE_GE_1_0:
+            cfg = D.LaunchConfig(grid=configured.griddim, block=configured.blockdim, shmem_size=0,
+                                 is_cooperative=False)
+        else:
+            cfg = D.LaunchConfig(grid=configured.griddim, block=configured.blockdim, shmem_size=0,
+                                 cooperative_launch=False)
+        launch, stream, fn, kargs = D.launch, configured.stream, cufunc.kernel, tuple(kernelargs)
+        keep = args  # the device arrays stay alive as long as the marshalled pointers
+
+        def fast() -> None:
+            launch(stream, cfg, fn, *kargs)
+        fast.keep = keep
+        return fast, ""
+    except Exception as e:  # another numba-cuda: its own path still works
+        return None, f"{type(e).__name__}: {e}"
 
 
 def kernel(*signature, name: str | None = None):
@@ -144,8 +217,9 @@ def check_args(k: Kernel, args) -> None:
         else:
             got = numba.typeof(a)
             ok = got == want or (want == boolean and isinstance(a, (bool, np.bool_))) or \
-                (isinstance(want, numba.types.Integer) and want == int64 and isinstance(a, (int, np.integer))
-                 and not isinstance(a, (bool, np.bool_, np.uint64)))
+                (want in (int64, int32) and isinstance(a, (int, np.integer))
+                 and not isinstance(a, (bool, np.bool_, np.uint64))
+                 and (want == int64 or -2**31 <= int(a) < 2**31))
         if not ok:
             raise TypeError(f"{k.name}: argument {i} is {_describe(a)}, declared {want}")
 

@@ -26,22 +26,29 @@ conv's FWD, its weight gradient conv's BWD_WEIGHT with x and dy exchanged), and 
 1x1 conv on 1x1 maps (with the dense operand orders). Bias gradients are channel sums
 (cnndsl/kernels/cuda/reduce.py).
 
-Not done yet (see docs/cuda.md): double-buffered shared tiles, vectorized loads, a
-precomputed tap table instead of the per-element index divisions.
+These are the "tiled" kernels. The "pipelined" ones (cnndsl/kernels/cuda/igemm.py: no index
+division in the main loop, register accumulators, double-buffered shared tiles) take the same
+arguments; the host functions below launch either, `CNNDSL_CUDA_GEMM=tiled|pipelined` choosing
+(pipelined by default; tiled for tensors of 2**31 elements or more, where int32 indices would
+overflow).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from cnndsl.kernels.cuda.common import (  # noqa: F401  (the activation codes: tests use them as G.RELU, ...)
-    F32, LEAKY_RELU, NONE, RELU, SIGMOID, SIMULATOR, TANH, activate, boolean, cuda, device, float32, grid1d, int64,
-    kernel)
+    F32, LEAKY_RELU, NONE, RELU, SIGMOID, SIMULATOR, TANH, PreparedLaunch, activate, boolean, cuda, device, float32,
+    grid1d, int64, kernel)
+from cnndsl.kernels.cuda import igemm
 from cnndsl.kernels.geometry import ConvGeometry
 
 FWD, BWD_DATA, BWD_WEIGHT = 0, 1, 2
+assert (FWD, BWD_DATA, BWD_WEIGHT) == (igemm.FWD, igemm.BWD_DATA, igemm.BWD_WEIGHT)
+FAMILIES = ("pipelined", "tiled")
 
 
 @dataclass(frozen=True)
@@ -69,22 +76,76 @@ TILES = {
 TARGET_BLOCKS = 4 if SIMULATOR else 264
 
 
-def choose_tile(rows: int, cols: int, groups: int = 1) -> str:
-    """The largest tile that still gives enough blocks for this output shape."""
+def family(geo: ConvGeometry | None = None) -> str:
+    """The kernel family conv/dense launches use: CNNDSL_CUDA_GEMM (default pipelined), or
+    tiled where a tensor of `geo` has 2**31 elements or more (the pipelined kernels index in int32)."""
+    name = os.environ.get("CNNDSL_CUDA_GEMM", "pipelined").strip() or "pipelined"
+    if name not in FAMILIES:
+        raise ValueError(f"CNNDSL_CUDA_GEMM={name!r}: expected one of {', '.join(FAMILIES)}")
+    if name == "pipelined" and geo is not None and max(_sizes(geo)) >= 2**31:
+        return "tiled"
+    return name
+
+
+def _sizes(geo: ConvGeometry) -> tuple[int, ...]:
+    k = (geo.C // geo.G) * geo.KH * geo.KW
+    # the largest split-K workspace (TARGET_BLOCKS splits) bounds the partial sums' indices
+    return (geo.N * geo.C * geo.H * geo.W, geo.N * geo.F * geo.OH * geo.OW, geo.F * k,
+            TARGET_BLOCKS * geo.F * k + geo.F * k)
+
+
+def tile_spec(tile: str):
+    """The Tile of a tile name of either family."""
+    return TILES[tile] if tile in TILES else igemm.TILES[tile]
+
+
+def _orders(cols: int, fam: str) -> tuple[str, ...]:
+    """Candidate tiles for `cols` output columns, largest first, the smallest last."""
+    if fam == "tiled":
+        if cols <= 16:
+            return ("n128x16", "s32x16")
+        if cols <= 32:
+            return ("m64x32", "s32x16")
+        return ("l128x64", "l64x64", "m64x32", "s32x16")
+    if cols <= 16:
+        return ("p128x16", "p32x16")
+    if cols <= 32:
+        return ("p128x32", "p64x32", "p32x16")
+    if cols <= 64:
+        return ("p128x64", "p64x64", "p64x32", "p32x16")
+    return ("p128x128", "p128x64", "p64x64", "p64x32", "p32x16")
+
+
+def choose_tile(rows: int, cols: int, groups: int = 1, fam: str = "tiled") -> str:
+    """The largest tile of family `fam` that still gives enough blocks for this output shape."""
+    order = _orders(cols, fam)
+
     def blocks(name):
-        t = TILES[name]
+        t = tile_spec(name)
         return -(-rows // t.BM) * -(-cols // t.BN) * groups
 
-    if cols <= 16:
-        order = ("n128x16", "s32x16")
-    elif cols <= 32:
-        order = ("m64x32", "s32x16")
-    else:
-        order = ("l128x64", "l64x64", "m64x32", "s32x16")
     for name in order[:-1]:
         if blocks(name) >= TARGET_BLOCKS:
             return name
     return order[-1]
+
+
+def choose_weight_tile(rows: int, cols: int, fam: str = "tiled") -> str:
+    """A weight gradient's tile: its grid is filled by splitting the long reduction (weight_splits),
+    so the tile is chosen by the output's shape alone: the largest that pads the rows x cols
+    result by at most a quarter, else the one that pads it least. (The tiled family's old rule,
+    the largest tile with enough blocks *before* splitting, gave stage1.conv2 of vgg_small,
+    288 x 32, the 32-thread tile: 270 blocks of 32 threads on an H200, 4.9 ms.)"""
+    order = _orders(cols, fam)
+
+    def waste(name):
+        t = tile_spec(name)
+        return (-(-rows // t.BM) * t.BM) * (-(-cols // t.BN) * t.BN) / (rows * cols) - 1
+
+    for name in order:
+        if waste(name) <= 0.25:
+            return name
+    return min(order, key=waste)
 
 
 # -- operand gathers (device functions) --------------------------------------------------
@@ -289,19 +350,26 @@ def splitk_reduce(part, out, total, splits):
 # -- host side: bind a conv or dense to its buffers --------------------------------------
 
 
+def _kernel(mode: int, tile: str, a_kfast: bool, b_kfast: bool, geo: ConvGeometry):
+    if tile in TILES:
+        return gemm_kernel(mode, tile, a_kfast, b_kfast)
+    return igemm.pipelined_kernel(mode, tile, a_kfast, b_kfast, geo.sh == 1 and geo.sw == 1)
+
+
 class Launch:
-    """A list of configured kernel launches with their arguments, run by calling it."""
+    """A list of kernel launches with fixed arguments, run by calling it: each step is
+    (kernel[config], args), run as a common.PreparedLaunch."""
 
     def __init__(self, steps):
-        self.steps = steps
+        self.steps = [PreparedLaunch(k, tuple(args)) for k, args in steps]
 
     def __call__(self) -> None:
-        for k, args in self.steps:
-            k(*args)
+        for step in self.steps:
+            step()
 
 
 def _grid(geo: ConvGeometry, rows: int, cols: int, z: int, tile: str):
-    t = TILES[tile]
+    t = tile_spec(tile)
     return (-(-rows // t.BM), -(-cols // t.BN), z), t.threads
 
 
@@ -309,9 +377,9 @@ def conv_forward(x, w, bias, has_bias, y, geo: ConvGeometry, tile: str | None = 
                  res=None, act: int = NONE, alpha: float = 0.0) -> Launch:
     """y = activation(conv(x, w) (+ bias) (+ res)): the epilogue of fused_conv / fused_dense."""
     rows, cols = geo.N * geo.OH * geo.OW, geo.F // geo.G
-    tile = tile or choose_tile(rows, cols, geo.G)
+    tile = tile or choose_tile(rows, cols, geo.G, family(geo))
     orders = (True, True) if geo.dense_like else (False, True)
-    k = gemm_kernel(FWD, tile, *orders)
+    k = _kernel(FWD, tile, *orders, geo)
     epi = (y if res is None else res, res is not None, int(act), np.float32(alpha))
     return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (x, w, bias, has_bias) + epi + (y,) + geo.args())])
 
@@ -319,16 +387,25 @@ def conv_forward(x, w, bias, has_bias, y, geo: ConvGeometry, tile: str | None = 
 def conv_backward_data(dy, w, bias, has_bias, dx, geo: ConvGeometry, tile: str | None = None) -> Launch:
     """dx = conv^T(dy, w) (+ bias over dx's channels: conv_transpose's forward)."""
     rows, cols = geo.N * geo.H * geo.W, geo.C // geo.G
-    tile = tile or choose_tile(rows, cols, geo.G)
+    tile = tile or choose_tile(rows, cols, geo.G, family(geo))
     orders = (True, False) if geo.dense_like else (False, True)
-    k = gemm_kernel(BWD_DATA, tile, *orders)
+    k = _kernel(BWD_DATA, tile, *orders, geo)
     epi = (dx, False, NONE, np.float32(0.0))
     return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (dy, w, bias, has_bias) + epi + (dx,) + geo.args())])
 
 
+def weight_tile(geo: ConvGeometry) -> str:
+    """The tile conv_backward_weight uses for `geo` when none is given."""
+    rows, cols = (geo.C // geo.G) * geo.KH * geo.KW, geo.F // geo.G
+    fam = family(geo)
+    if fam == "tiled":
+        return choose_tile(rows, cols, geo.G)
+    return choose_weight_tile(rows, cols, fam)
+
+
 def weight_splits(geo: ConvGeometry, tile: str) -> tuple[int, int]:
     """(splits, kchunk) of the BWD_WEIGHT reduction over N*OH*OW."""
-    t = TILES[tile]
+    t = tile_spec(tile)
     rows, cols = (geo.C // geo.G) * geo.KH * geo.KW, geo.F // geo.G
     blocks = -(-rows // t.BM) * -(-cols // t.BN) * geo.G
     red = geo.N * geo.OH * geo.OW
@@ -340,7 +417,7 @@ def weight_splits(geo: ConvGeometry, tile: str) -> tuple[int, int]:
 
 def weight_workspace(geo: ConvGeometry, tile: str | None = None, splits: int | None = None) -> int:
     """Elements of partial sums conv_backward_weight needs (0: none)."""
-    tile = tile or choose_tile((geo.C // geo.G) * geo.KH * geo.KW, geo.F // geo.G, geo.G)
+    tile = tile or weight_tile(geo)
     s = splits or weight_splits(geo, tile)[0]
     return 0 if s <= 1 else s * geo.F * (geo.C // geo.G) * geo.KH * geo.KW
 
@@ -350,15 +427,16 @@ def conv_backward_weight(x, dy, dw, part, geo: ConvGeometry, tile: str | None = 
     """dw = dL/dweight (overwritten); `part` is a workspace of weight_workspace(...) elements
     (any buffer when that is 0)."""
     rows, cols = (geo.C // geo.G) * geo.KH * geo.KW, geo.F // geo.G
-    tile = tile or choose_tile(rows, cols, geo.G)
+    tile = tile or weight_tile(geo)
     red = geo.N * geo.OH * geo.OW
+    bk = tile_spec(tile).BK
     if splits is None:
         splits, kchunk = weight_splits(geo, tile)
     else:
-        kchunk = -(-(-(-red // splits)) // TILES[tile].BK) * TILES[tile].BK
+        kchunk = -(-(-(-red // splits)) // bk) * bk
         splits = -(-red // kchunk)
     orders = (False, False) if geo.dense_like else (True, True)
-    k = gemm_kernel(BWD_WEIGHT, tile, *orders)
+    k = _kernel(BWD_WEIGHT, tile, *orders, geo)
     epi = (dw, False, NONE, np.float32(0.0))
     if splits <= 1:
         return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (x, dy, dw, False) + epi + (dw,) + geo.args(red))])

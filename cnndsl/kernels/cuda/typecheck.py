@@ -34,7 +34,8 @@ def _patch_device_lookup() -> None:
 
 def all_kernels(full: bool = False):
     """Every kernel of cnndsl/kernels/cuda, GEMM variants for every tile and operand order."""
-    from cnndsl.kernels.cuda import elementwise, gemm, layers, loss, optim, pool, reduce, tensor, yolo_loss  # noqa: F401
+    from cnndsl.kernels.cuda import (  # noqa: F401
+        elementwise, gemm, igemm, layers, loss, optim, pool, reduce, tensor, yolo_loss)
     from cnndsl.kernels.cuda.common import KERNELS
 
     # Tiles only change integer constants: every tile with one operand order, and every
@@ -45,6 +46,15 @@ def all_kernels(full: bool = False):
                 for b_kfast in (False, True):
                     if full or tile == "s32x16" or (a_kfast, b_kfast) == (False, True):
                         gemm.gemm_kernel(mode, tile, a_kfast, b_kfast)
+        # the pipelined family (igemm.py): every operand order (and BWD_DATA's unit-stride
+        # variant) with the smallest tile; the other tiles (only constants and unrolling
+        # change, 1.5-2.6 s of compilation each) for FWD alone
+        for tile in igemm.TILES:
+            for a_kfast in (False, True):
+                for b_kfast in (False, True):
+                    if full or (tile == "p32x16" or (mode, a_kfast, b_kfast) == (gemm.FWD, False, True)):
+                        for unit in ((False, True) if mode == gemm.BWD_DATA else (False,)):
+                            igemm.pipelined_kernel(mode, tile, a_kfast, b_kfast, unit)
     return list(KERNELS)
 
 
