@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnndsl.backend.base import register_launcher
+from cnndsl.kernels.cuda.common import prepared
 
 BACKEND = "cuda"
 
@@ -88,6 +89,6 @@ def chain(steps):
 
 
 def launch(kernel, config, *args):
-    """A prepared launch: `kernel[config](*args)` as a no-argument callable."""
-    configured = kernel[config]
-    return lambda: configured(*args)
+    """A prepared launch: `kernel[config](*args)` as a no-argument callable
+    (cnndsl/kernels/cuda/common.py's PreparedLaunch: from its second call, one cuda.core launch)."""
+    return prepared(kernel, config, args)
