@@ -1,31 +1,72 @@
 #!/usr/bin/env bash
-# Everything to check on a lent GPU machine, in one command (docs/cuda.md, "Running it again").
-# Run from the repository root with the lark wheel in .whl/ (the machine has no internet):
+# Everything to measure and check on a lent GPU machine, in one command (docs/cuda.md, "Running it
+# again"). Run from the repository root with the lark wheel in .whl/ (the machine has no internet):
 #
-#     OUT=/some/folder bash benchmarks/gpu_session.sh
+#     OUT=/some/folder bash benchmarks/gpu_session.sh          # on the GPU: 7-8 minutes, <= BUDGET_S
+#     SIM=1 OUT=/some/folder bash benchmarks/gpu_session.sh    # here: the same steps under numba's
+#                                                              # simulator at --smoke sizes, to try
+#                                                              # the plumbing (1.5 min on 2 cores)
 #
-# 1. versions and the card;
-# 2. in parallel: the CUDA kernel tests on the device (tests/cuda, CNNDSL_CUDA_ON_DEVICE=1),
-#    LeNet-5 trained with --device cuda and, for comparison, with --device cpu (same seed), and
-#    the CPU kernel tests on the host (tests/kernels);
-# 3. alone on the GPU: benchmarks/cuda_check.py (correctness against the CPU backend, then
-#    training images/s next to PyTorch + cuDNN, TF32 off and on).
-# Every step has its own time limit and log under $OUT; a failing step does not stop the others.
+# 0. versions and the card, and one kernel through cnndsl's shim (the canary);
+# 1. alone on the GPU, first, as they matter most (issue 20):
+#      cuda_conv   benchmarks/cuda_conv.py: the 3x3 64->64 conv at 56x56, batch 32, forward, input and
+#                  weight gradient, per GEMM variant, against cuDNN (TF32 off and on), % of FP32 peak;
+#      cuda_check  benchmarks/cuda_check.py: training images/s of lenet5, vgg_small (batch 64, 256) and
+#                  resnet_tiny (128) per GEMM variant next to PyTorch + cuDNN, then one step of each
+#                  against the CPU backend per variant;
+#    beside them on the CPU: cpu_reference (cuda_check.py --save-reference: the CPU backend's steps
+#    that cuda_check compares with, so their kernel compilation does not hold up the GPU);
+# 2. alone on the GPU: `cnndsl bench --device cuda --batch 64 --train --per-kernel` of lenet5 and
+#    vgg_small with CNNDSL_CUDA_GEMM=tiled and =pipelined (where a step's time goes); beside them
+#    on the CPU: LeNet-5 trained with --device cpu, and the host CPU's kernel tests (tests/kernels);
+# 3. the GPU steps whose speed is not the point, side by side: the CUDA kernel tests on the device
+#    (tests/cuda, CNNDSL_CUDA_ON_DEVICE=1), LeNet-5 trained with --device cuda (same seed as the CPU
+#    run), then evaluated with --device cuda.
+# GPU timing steps never run beside each other or beside other GPU work; CPU-only steps run beside
+# them (NUMBA_NUM_THREADS=4 each on the 16-core host, separate Numba caches: concurrent writers to
+# one cache folder can crash each other).
+#
+# Every step has its own time limit, cut to what is left of BUDGET_S (default 560 s, under the
+# 10-minute limit of one command on the lent machine); a step that fails or times out does not stop
+# the others, and one that would start with under 5 s left is skipped (said in summary.txt).
+# At most 8 files come back from the machine, so $OUT holds 6: summary.txt (versions, one line per
+# step), cuda_conv.json, cuda_check.json, and three logs, each step's output appended when the
+# step ends: speed.log (cuda_conv, cuda_check, the four profiles), tests.log (cpu_reference,
+# host_cpu_kernels, cuda_tests) and train.log (train_cpu, train_cuda with their metrics.json,
+# eval_cuda).
+#
+# Expected on an H200 host (16 cores; estimates, none of it has run there yet): setup 20-30 s;
+# cuda_conv 30-60 s (kernel JIT per variant, cuDNN autotuning, 50 timed launches per pass);
+# cuda_check 2-3 min (the JIT per variant, 5 network/batch pairs x (2 variants + 2 PyTorch modes)
+# x 35 steps, the correctness steps); the profiles 15-25 s each (a fresh process: the JIT again);
+# the device tests 2-3.5 min (129 s in the last session, more tests since) beside LeNet-5's
+# training (under a minute) and evaluation.
 set -u
 OUT=${OUT:?set OUT to a folder for the logs}
+SIM=${SIM:-0}
+if [ "$SIM" = 1 ]; then BUDGET_S=${BUDGET_S:-420}; else BUDGET_S=${BUDGET_S:-560}; fi
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_session.XXXXXX")  # each step's own log, the runs, the references
 export PYTHONUNBUFFERED=1
+rm -f "$OUT/summary.txt" "$OUT/speed.log" "$OUT/tests.log" "$OUT/train.log" "$OUT/cuda_conv.json" "$OUT/cuda_check.json"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site:$PWD || echo "wheel install failed"
 else
   export PYTHONPATH=$PWD
 fi
-unset NUMBA_ENABLE_CUDASIM
+if [ "$SIM" = 1 ]; then
+  export NUMBA_ENABLE_CUDASIM=1
+  unset CNNDSL_CUDA_ON_DEVICE
+else
+  unset NUMBA_ENABLE_CUDASIM
+fi
 
 canary() {  # compile and run one kernel through cnndsl's shim
-  python3 - <<'PY'
+  timeout -k 5 120 python3 - <<'PY'
 import numpy as np
-from cnndsl.backend.cuda.shim import cuda
+from cnndsl.kernels.cuda.shim import cuda
 
 @cuda.jit
 def twice(a):
@@ -39,52 +80,168 @@ assert d.copy_to_host().tolist() == [0, 2, 4, 6]
 print("canary kernel ran, numpy", np.__version__)
 PY
 }
-if ! canary >"$OUT/canary.txt" 2>&1 && ls .whl/fallback/*.whl >/dev/null 2>&1; then
+if ! canary >"$WORK/canary.txt" 2>&1 && ls .whl/fallback/*.whl >/dev/null 2>&1; then
   # another NumPy than the one numba-cuda was built against: try the carried one
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .whl/fallback/*.whl && export PYTHONPATH=/tmp/site:$PWD
-  canary >>"$OUT/canary.txt" 2>&1
+  canary >>"$WORK/canary.txt" 2>&1
+fi
+
+# the prepared launches' fast path (common.PreparedLaunch: from the third call on, numba-cuda's
+# marshalled arguments straight to cuda.core) was written without a GPU: a conv launched five times
+# must give the first call's output. Should it not, the whole session keeps numba's dispatcher
+# (CNNDSL_CUDA_LAUNCH=dispatch), so that the figures still come, and summary.txt says so.
+launch_canary() {
+  timeout -k 5 120 python3 - <<'PY'
+import numpy as np
+from cnndsl.kernels.cuda import common
+from cnndsl.kernels.cuda import gemm as K
+from cnndsl.kernels.cuda.shim import cuda
+from cnndsl.kernels.geometry import ConvGeometry
+
+geo = ConvGeometry(N=2, C=3, H=9, W=9, F=5, OH=9, OW=9, KH=3, KW=3, pt=1, pb=1, pl=1, pr=1)
+rng = np.random.default_rng(0)
+x, w, b = (cuda.to_device(rng.standard_normal(n).astype(np.float32)) for n in (2 * 3 * 81, 5 * 3 * 9, 5))
+y = cuda.device_array(2 * 5 * 81, np.float32)
+launch = K.conv_forward(x, w, b, True, y, geo)
+outs = []
+for _ in range(5):
+    y.copy_to_device(np.full(y.size, np.nan, np.float32))
+    launch()
+    cuda.synchronize()
+    outs.append(y.copy_to_host())
+paths = ["fast path" if getattr(s, "fast", None) is not None else
+         f"dispatcher ({getattr(s, 'fallback_reason', '') or 'the simulator, or no PreparedLaunch'})"
+         for s in launch.steps]
+print("prepared launch:", ", ".join(paths), "| family", getattr(K, "family", lambda: "tiled")())
+assert all(np.array_equal(o, outs[0]) for o in outs) and np.isfinite(outs[0]).all(), "outputs differ between calls"
+PY
+}
+if ! launch_canary >"$WORK/launch_canary.txt" 2>&1; then
+  export CNNDSL_CUDA_LAUNCH=dispatch
+  echo "PREPARED LAUNCH CANARY FAILED: CNNDSL_CUDA_LAUNCH=dispatch for the whole session" >>"$WORK/launch_canary.txt"
 fi
 
 {
   date -u
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-  python3 -c "import sys, numba, numpy, lark; print(sys.version.split()[0], 'numba', numba.__version__, 'numpy', numpy.__version__, 'lark', lark.__version__)"
-  python3 -c "import numba_cuda; print('numba-cuda', numba_cuda.__version__)" 2>&1 | tail -1
-  python3 -c "import torch; print('torch', torch.__version__, torch.backends.cudnn.version())" 2>&1 | tail -1
-  python3 -c "from cnndsl.backend.cuda.shim import cuda, device_available; print('cuda module', cuda.__name__, 'available', device_available()); print(cuda.get_current_device().name)"
-  nproc
-  tail -n 3 "$OUT/canary.txt"
+  echo "SIM=$SIM BUDGET_S=$BUDGET_S, $(nproc) cores, CNNDSL_CUDA_LAUNCH=${CNNDSL_CUDA_LAUNCH:-(unset: prepared)}"
+  git rev-parse --short HEAD >/dev/null 2>&1 && echo "git $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ', uncommitted changes')"
+  command -v nvidia-smi >/dev/null && timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  timeout 90 python3 - <<'PY' 2>&1 | tail -n 8
+import sys
+sys.path.insert(0, "benchmarks")
+import lark, numba, numpy
+print(sys.version.split()[0], "numba", numba.__version__, "numpy", numpy.__version__, "lark", lark.__version__)
+try:
+    import numba_cuda
+    print("numba-cuda", numba_cuda.__version__)
+except ImportError as e:
+    print("numba-cuda:", e)
+try:
+    import torch
+    print("torch", torch.__version__, "cudnn", torch.backends.cudnn.version(), "cuda", torch.cuda.is_available())
+except ImportError as e:
+    print("torch:", e)
+from cuda_check import VARIANTS, device_info, variant_in_effect
+print("device", device_info())
+print("gemm variants:", {v: variant_in_effect(v) for v in VARIANTS})
+PY
+  tail -n 3 "$WORK/canary.txt"
+  tail -n 6 "$WORK/launch_canary.txt"
 } >"$OUT/summary.txt" 2>&1
-rm -f "$OUT/canary.txt"  # (at most 8 files come back from the machine: one summary, logs, one JSON)
 cat "$OUT/summary.txt"
 
-step() {  # step NAME SECONDS CMD...: run with a limit, log to $OUT/NAME.log, print the tail
-  local name=$1 limit=$2; shift 2
+step() {  # step GROUP NAME SECONDS CMD...: CMD with a time limit, its output appended to $OUT/GROUP.log
+  local group=$1 name=$2 limit=$3; shift 3
+  local left=$((BUDGET_S - SECONDS - 10)) note=""
+  if [ "$left" -lt 5 ]; then
+    echo "== $name: skipped, ${BUDGET_S} s budget spent" | tee -a "$OUT/summary.txt"
+    return 0
+  fi
+  if [ "$limit" -gt "$left" ]; then limit=$left; note=" (limit cut to $left s)"; fi
   local t0=$SECONDS
-  timeout -k 5 "$limit" "$@" >"$OUT/$name.log" 2>&1
+  timeout -k 5 "$limit" "$@" >"$WORK/$name.log" 2>&1
   local rc=$?
-  echo "== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then note="$note, TIME LIMIT ($limit s)"; fi
+  echo "== $name: exit $rc after $((SECONDS - t0)) s$note" | tee -a "$OUT/summary.txt"
+  (
+    flock 9 2>/dev/null
+    { printf '\n======== %s: exit %s after %s s%s\n$ %s\n' "$name" "$rc" "$((SECONDS - t0))" "$note" "$*"
+      cat "$WORK/$name.log"; } >>"$OUT/$group.log"
+  ) 9>"$WORK/$group.lock"
+  return 0
 }
 
-# separate Numba CPU caches: concurrent writers to one cache directory can crash each other
-( CNNDSL_CUDA_ON_DEVICE=1 NUMBA_CACHE_DIR=/tmp/nc_tests NUMBA_NUM_THREADS=4 \
-    step cuda_tests 170 python3 -m pytest -q -m cuda tests/cuda -p no:cacheprovider ) &
-( NUMBA_CACHE_DIR=/tmp/nc_gpu NUMBA_NUM_THREADS=4 \
-    step train_cuda 170 python3 -m cnndsl train examples/lenet5.cnn --device cuda --no-progress --out /tmp/run_cuda ) &
-( NUMBA_CACHE_DIR=/tmp/nc_cpu NUMBA_NUM_THREADS=4 \
-    step train_cpu 170 python3 -m cnndsl train examples/lenet5.cnn --device cpu --no-progress --out /tmp/run_cpu ) &
+REF=$WORK/cuda_ref  # the CPU backend's reference steps, from cpu_reference to cuda_check
+mkdir -p "$REF"
+if [ "$SIM" = 1 ]; then
+  # the same steps at sizes the simulator gets through: cuda_check's smoke network, a 12-image data set
+  python3 - "$WORK" <<'PY'
+import sys
+sys.path.insert(0, "benchmarks")
+import numpy as np
+from cuda_check import SMOKE_NETS
+open(f"{sys.argv[1]}/smoke.cnn", "w").write(SMOKE_NETS["smoke"])
+rng = np.random.default_rng(0)
+np.savez(f"{sys.argv[1]}/tiny.npz", x=rng.standard_normal((12, 1, 4, 4)).astype(np.float32), y=rng.integers(0, 3, 12))
+PY
+  SMOKE=--smoke
+  PROFILE_NETS="$WORK/smoke.cnn"; PROFILE_ARGS="--batch 2 --repeats 1"
+  TRAIN_NET=$WORK/smoke.cnn; DATA_ARGS="--data $WORK/tiny.npz"; TRAIN_ARGS="$DATA_ARGS --epochs 1 --batch 2"
+  CUDA_TESTS="tests/cuda/test_gemm.py -k dense"; HOST_TESTS="tests/kernels/test_kernels_dense.py"
+  L_CONV=60 L_REF=90 L_CHECK=150 L_WAIT=60 L_BENCH=60 L_TRAIN=90 L_EVAL=40 L_TESTS=120 L_HOST=120
+else
+  SMOKE=
+  PROFILE_NETS="examples/lenet5.cnn examples/vgg_small.cnn"; PROFILE_ARGS="--batch 64"
+  TRAIN_NET=examples/lenet5.cnn; DATA_ARGS=""; TRAIN_ARGS=""
+  CUDA_TESTS="tests/cuda"; HOST_TESTS="tests/kernels"
+  L_CONV=100 L_REF=200 L_CHECK=240 L_WAIT=150 L_BENCH=60 L_TRAIN=170 L_EVAL=45 L_TESTS=210 L_HOST=170
+fi
+export NUMBA_NUM_THREADS=4
+
+# -- 1. the figures of issue 20, alone on the GPU; the CPU reference steps beside them ----------
+( NUMBA_CACHE_DIR=/tmp/nc_ref CNNDSL_COMPILE_WORKERS=4 \
+    step tests cpu_reference "$L_REF" python3 benchmarks/cuda_check.py $SMOKE --save-reference "$REF"
+  touch "$REF/.done" ) &
+NUMBA_CACHE_DIR=/tmp/nc_gpu step speed cuda_conv "$L_CONV" python3 benchmarks/cuda_conv.py $SMOKE \
+  --out "$OUT/cuda_conv.json"
+NUMBA_CACHE_DIR=/tmp/nc_gpu step speed cuda_check "$L_CHECK" python3 benchmarks/cuda_check.py $SMOKE \
+  --reference "$REF" --wait-reference "$L_WAIT" --out "$OUT/cuda_check.json"
+
+# -- 2. where the time goes, per kernel and variant, alone on the GPU; CPU-only steps beside -----
 # the host CPU's own kernel tests: on the H200's AVX-512 Xeon the CPU backend's vgg_small gradients
 # disagreed (docs/cuda.md); these include the layer-shaped GEMM and conv checks written for it
-( NUMBA_CACHE_DIR=/tmp/nc_kern NUMBA_NUM_THREADS=4 \
-    step host_cpu_kernels 170 python3 -m pytest -q -p no:cacheprovider tests/kernels ) &
+( NUMBA_CACHE_DIR=/tmp/nc_kern step tests host_cpu_kernels "$L_HOST" python3 -m pytest -q -p no:cacheprovider \
+    $HOST_TESTS ) &
+( NUMBA_CACHE_DIR=/tmp/nc_cpu step train train_cpu "$L_TRAIN" bash -c \
+    "python3 -m cnndsl train $TRAIN_NET --device cpu --no-progress --out $WORK/run_cpu $TRAIN_ARGS \
+     && cat $WORK/run_cpu/metrics.json" ) &
+for net in $PROFILE_NETS; do
+  for variant in tiled pipelined; do
+    CNNDSL_CUDA_GEMM=$variant NUMBA_CACHE_DIR=/tmp/nc_gpu step speed "profile_$(basename "$net" .cnn)_$variant" \
+      "$L_BENCH" python3 -m cnndsl bench "$net" --device cuda --train --per-kernel $PROFILE_ARGS
+  done
+done
+
+# -- 3. the GPU steps whose speed is not the point, side by side --------------------------------
+( if [ "$SIM" = 1 ]; then unset CNNDSL_CUDA_ON_DEVICE; else export CNNDSL_CUDA_ON_DEVICE=1; fi
+  NUMBA_CACHE_DIR=/tmp/nc_tests step tests cuda_tests "$L_TESTS" python3 -m pytest -q -m cuda -p no:cacheprovider \
+    $CUDA_TESTS ) &
+NUMBA_CACHE_DIR=/tmp/nc_gpu step train train_cuda "$L_TRAIN" bash -c \
+  "python3 -m cnndsl train $TRAIN_NET --device cuda --no-progress --out $WORK/run_cuda $TRAIN_ARGS \
+   && cat $WORK/run_cuda/metrics.json"
+NUMBA_CACHE_DIR=/tmp/nc_gpu step train eval_cuda "$L_EVAL" python3 -m cnndsl eval "$TRAIN_NET" \
+  --weights "$WORK/run_cuda/weights.safetensors" --device cuda $DATA_ARGS
 wait
-# (at most 8 files come back from the machine: the metrics go into the logs)
-cat /tmp/run_cuda/metrics.json >>"$OUT/train_cuda.log" 2>/dev/null
-cat /tmp/run_cpu/metrics.json >>"$OUT/train_cpu.log" 2>/dev/null
-NUMBA_CACHE_DIR=/tmp/nc_gpu step eval_cuda 45 python3 -m cnndsl eval examples/lenet5.cnn \
-  --weights /tmp/run_cuda/weights.safetensors --device cuda
-NUMBA_CACHE_DIR=/tmp/nc_cpu step cuda_check 240 python3 benchmarks/cuda_check.py
-cp benchmarks/results/cuda_check.json "$OUT/" 2>/dev/null
-for f in cuda_tests train_cuda train_cpu eval_cuda host_cpu_kernels cuda_check; do echo "---- $f"; tail -n 25 "$OUT/$f.log"; done
+
+show() {  # show NAME REGEX: the step's log from the first line matching REGEX on, else its last lines
+  if grep -qE "$2" "$WORK/$1.log" 2>/dev/null; then sed -n "/$2/,\$p" "$WORK/$1.log"; else tail -n 6 "$WORK/$1.log" 2>/dev/null; fi
+}
+echo "---- cuda_conv"; show cuda_conv "^pass "
+echo "---- cuda_check"; grep -E "^(variant|correctness|PyTorch twin)" "$WORK/cuda_check.log" 2>/dev/null
+show cuda_check "^training images"
+for f in cpu_reference host_cpu_kernels train_cpu train_cuda eval_cuda cuda_tests; do
+  echo "---- $f"; tail -n 4 "$WORK/$f.log" 2>/dev/null
+done
+echo "---- summary ($SECONDS s in all; files in $OUT: $(ls "$OUT" | tr '\n' ' '))"
 cat "$OUT/summary.txt"
