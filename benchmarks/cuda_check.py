@@ -65,7 +65,9 @@ NETS = {name: ROOT / "examples" / f"{name}.cnn" for name in ("lenet5", "vgg_smal
 GOALS = (("lenet5", 64), ("lenet5", 256), ("vgg_small", 64), ("vgg_small", 256), ("resnet_tiny", 128))
 QUICK_GOALS = (("lenet5", 64), ("vgg_small", 64), ("resnet_tiny", 128))
 GEMM_ENV = "CNNDSL_CUDA_GEMM"
-VARIANTS = ("tiled", "pipelined")  # the known-good family first
+# the code before issue 20's work first (known good), then the new kernels on numba's dispatcher
+# (the kernels' effect alone), then the new kernels with prepared launches (the default)
+VARIANTS = ("tiled:dispatch", "pipelined:dispatch", "pipelined")
 CHECK_BATCH = 32
 TOLERANCE = 1e-3
 
@@ -107,9 +109,17 @@ def environ(name: str, value: str | None):
             os.environ[name] = old
 
 
+@contextlib.contextmanager
 def gemm_variant(variant: str | None):
-    """CNNDSL_CUDA_GEMM=variant while the block runs (None: leave it as it is)."""
-    return environ(GEMM_ENV, variant)
+    """A variant is FAMILY or FAMILY:LAUNCH ("tiled:dispatch" is the code before issue 20's work:
+    the tiled kernels, numba's dispatcher on every launch): CNNDSL_CUDA_GEMM=FAMILY and, with
+    a launch path, CNNDSL_CUDA_LAUNCH=LAUNCH while the block runs (None: leave both as they are)."""
+    if variant is None:
+        yield
+        return
+    family, _, path = variant.partition(":")
+    with environ(GEMM_ENV, family), environ("CNNDSL_CUDA_LAUNCH", path or None):
+        yield
 
 
 def variant_in_effect(variant: str) -> str:

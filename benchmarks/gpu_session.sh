@@ -204,7 +204,7 @@ export NUMBA_NUM_THREADS=4
     step tests cpu_reference "$L_REF" python3 benchmarks/cuda_check.py $SMOKE --save-reference "$REF"
   touch "$REF/.done" ) &
 NUMBA_CACHE_DIR=/tmp/nc_gpu step speed cuda_conv "$L_CONV" python3 benchmarks/cuda_conv.py $SMOKE \
-  --out "$OUT/cuda_conv.json"
+  --variants tiled:dispatch,pipelined --out "$OUT/cuda_conv.json"
 NUMBA_CACHE_DIR=/tmp/nc_gpu step speed cuda_check "$L_CHECK" python3 benchmarks/cuda_check.py $SMOKE \
   --reference "$REF" --wait-reference "$L_WAIT" --out "$OUT/cuda_check.json"
 
@@ -217,8 +217,10 @@ NUMBA_CACHE_DIR=/tmp/nc_gpu step speed cuda_check "$L_CHECK" python3 benchmarks/
     "python3 -m cnndsl train $TRAIN_NET --device cpu --no-progress --out $WORK/run_cpu $TRAIN_ARGS \
      && cat $WORK/run_cpu/metrics.json" ) &
 for net in $PROFILE_NETS; do
-  for variant in tiled pipelined; do
-    CNNDSL_CUDA_GEMM=$variant NUMBA_CACHE_DIR=/tmp/nc_gpu step speed "profile_$(basename "$net" .cnn)_$variant" \
+  # before (tiled kernels, numba's dispatcher on every launch) and after (the defaults)
+  for variant in tiled:dispatch pipelined:prepared; do
+    CNNDSL_CUDA_GEMM=${variant%%:*} CNNDSL_CUDA_LAUNCH=${CNNDSL_CUDA_LAUNCH:-${variant#*:}} NUMBA_CACHE_DIR=/tmp/nc_gpu \
+      step speed "profile_$(basename "$net" .cnn)_${variant%%:*}" \
       "$L_BENCH" python3 -m cnndsl bench "$net" --device cuda --train --per-kernel $PROFILE_ARGS
   done
 done

@@ -86,26 +86,28 @@ class PreparedLaunch:
     __slots__ = ("configured", "args", "fast", "calls", "fallback_reason")
 
     def __init__(self, configured, args: tuple):
+        import os
+
         self.configured, self.args = configured, args
         self.fast, self.calls, self.fallback_reason = None, 0, ""
+        # the launch path is chosen when the launch is prepared (like CNNDSL_CUDA_GEMM's family)
+        if os.environ.get("CNNDSL_CUDA_LAUNCH", "prepared").strip() == "dispatch":
+            self.calls, self.fallback_reason = -1, "CNNDSL_CUDA_LAUNCH=dispatch"
 
     def __call__(self) -> None:
         if self.fast is not None:
             self.fast()
             return
         self.configured(*self.args)
-        self.calls += 1
-        if self.calls == 2 and not SIMULATOR:
-            self.fast, self.fallback_reason = fast_launch(self.configured, self.args)
+        if self.calls >= 0:
+            self.calls += 1
+            if self.calls == 2 and not SIMULATOR:
+                self.fast, self.fallback_reason = fast_launch(self.configured, self.args)
 
 
 def fast_launch(configured, args):
     """(a no-argument callable launching `configured` with `args` through cuda.core directly,
     "") or (None, why not). Call it only after `configured(*args)` has run once (compiled)."""
-    import os
-
-    if os.environ.get("CNNDSL_CUDA_LAUNCH", "prepared").strip() == "dispatch":
-        return None, "CNNDSL_CUDA_LAUNCH=dispatch"
     try:
         from numba.cuda import dispatcher as D
 
