@@ -137,6 +137,21 @@ def variant_in_effect(variant: str) -> str:
             return f"error: {e}"
 
 
+def device_ready(script: str, smoke: bool) -> bool:
+    """Whether `script` may run here: on a CUDA device, or under the simulator with --smoke
+    (the simulator's timings mean nothing); says why not on stderr."""
+    from cnndsl.kernels.cuda.shim import SIMULATOR, device_available
+
+    if SIMULATOR and not smoke:
+        print(f"{script}: under NUMBA_ENABLE_CUDASIM=1 only --smoke runs (the simulator's timings mean nothing)",
+              file=sys.stderr)
+        return False
+    if not device_available():
+        print(f"{script}: needs a CUDA device (or NUMBA_ENABLE_CUDASIM=1 with --smoke)", file=sys.stderr)
+        return False
+    return True
+
+
 def current_device(cuda):
     """numba's device object (the simulator has no get_current_device)."""
     get = getattr(cuda, "get_current_device", None)
@@ -633,14 +648,7 @@ def main(argv=None) -> int:
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
         return 0
 
-    from cnndsl.kernels.cuda.shim import SIMULATOR, cuda, device_available
-
-    if SIMULATOR and not args.smoke:
-        print("cuda_check: under NUMBA_ENABLE_CUDASIM=1 only --smoke runs (the simulator's timings mean nothing)",
-              file=sys.stderr)
-        return 2
-    if not device_available():
-        print("cuda_check: needs a CUDA device (or NUMBA_ENABLE_CUDASIM=1 with --smoke)", file=sys.stderr)
+    if not device_ready("cuda_check", args.smoke):
         return 2
     info = device_info()
     device = info["name"]

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cuda_check import (GEMM_ENV, RESULTS, ROOT, SMOKE_RESULTS, VARIANTS, _error, device_info,  # noqa: E402
+from cuda_check import (GEMM_ENV, RESULTS, ROOT, SMOKE_RESULTS, VARIANTS, _error, device_info, device_ready,  # noqa: E402
                         gemm_variant, variant_in_effect, versions, write_json)
 
 sys.path.insert(0, str(ROOT))
@@ -256,16 +256,10 @@ def main(argv=None) -> int:
     reps = args.reps or (1 if args.smoke else 50)
     warmup = args.warmup if args.warmup is not None else (1 if args.smoke else 5)
 
-    from cnndsl.kernels.cuda.shim import SIMULATOR, cuda, device_available
+    if not device_ready("cuda_conv", args.smoke):
+        return 2
+    from cnndsl.kernels.cuda.shim import SIMULATOR, cuda
     from cnndsl.kernels.geometry import ConvGeometry
-
-    if SIMULATOR and not args.smoke:
-        print("cuda_conv: under NUMBA_ENABLE_CUDASIM=1 only --smoke runs (the simulator's timings mean nothing)",
-              file=sys.stderr)
-        return 2
-    if not device_available():
-        print("cuda_conv: needs a CUDA device (or NUMBA_ENABLE_CUDASIM=1 with --smoke)", file=sys.stderr)
-        return 2
 
     k, s, p = args.kernel, args.stride, args.pad
     OH, OW = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1

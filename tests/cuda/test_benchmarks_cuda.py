@@ -24,28 +24,29 @@ BENCH = ROOT / "benchmarks"
 def _run(script: str, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")
     env.pop("CNNDSL_CUDA_GEMM", None)
+    env.pop("CNNDSL_CUDA_LAUNCH", None)
     return subprocess.run([sys.executable, str(BENCH / script), *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
 def test_cuda_conv_smoke(tmp_path):
     out = tmp_path / "cuda_conv.json"
-    proc = _run("cuda_conv.py", "--smoke", "--out", str(out))
+    proc = _run("cuda_conv.py", "--smoke", "--variants", "tiled:dispatch,pipelined", "--out", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     d = json.loads(out.read_text())
     assert {"device", "device_info", "fp32_peak", "shape", "gflop_per_pass", "reference", "torch", "cnndsl",
             "ratio_fp32", "errors"} <= d.keys()
     assert d["errors"] == []
-    assert set(d["cnndsl"]) == {"tiled", "pipelined"}
+    assert set(d["cnndsl"]) == {"tiled:dispatch", "pipelined"}
     for variant, r in d["cnndsl"].items():
-        assert r["family"].startswith(variant) or "ignores CNNDSL_CUDA_GEMM" in r["family"], r["family"]
+        assert r["family"].startswith(variant.split(":")[0]) or "ignores CNNDSL_CUDA_GEMM" in r["family"], r["family"]
         for name in ("forward", "backward_data", "backward_weight"):
             p = r[name]
             assert p["ok"] and p["rel_err"] <= d["tolerance"], (variant, name, p)
             assert p["ms"] > 0 and p["gflops"] > 0 and p["launches"] and "kernel" in p["launches"][0]
     if d["torch"]:  # PyTorch installed (on the CPU here): its figures and the ratios
         assert set(d["torch"]) == {"fp32", "tf32"}
-        assert set(d["ratio_fp32"]["tiled"]) == {"forward", "backward_data", "backward_weight", "backward"}
+        assert set(d["ratio_fp32"]["tiled:dispatch"]) == {"forward", "backward_data", "backward_weight", "backward"}
     assert "FP32 peak" in proc.stdout and "backward_weight" in proc.stdout
 
 
@@ -56,12 +57,13 @@ def test_cuda_check_smoke(tmp_path):
     d = json.loads(out.read_text())
     assert {"device", "device_info", "versions", "variants", "settings", "correctness", "speed",
             "twin_check"} <= d.keys()
-    assert set(d["variants"]) == {"tiled", "pipelined"}
-    for variant in ("tiled", "pipelined"):
+    variants = {"tiled:dispatch", "pipelined:dispatch", "pipelined"}  # before, the kernels alone, after
+    assert set(d["variants"]) == variants
+    for variant in variants:
         assert d["correctness"][variant]["smoke"]["verdict"] == "PASS", d["correctness"][variant]
     [row] = d["speed"]
     assert (row["net"], row["batch"]) == ("smoke", 2) and not row["errors"]
-    assert set(row["cnndsl"]) == {"tiled", "pipelined"} and min(row["cnndsl"].values()) > 0
+    assert set(row["cnndsl"]) == variants and min(row["cnndsl"].values()) > 0
     assert "training images/s" in r.stdout
 
 

@@ -35,7 +35,6 @@ overflow).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -44,25 +43,10 @@ from cnndsl.kernels.cuda.common import (  # noqa: F401  (the activation codes: t
     F32, LEAKY_RELU, NONE, RELU, SIGMOID, SIMULATOR, TANH, PreparedLaunch, activate, boolean, cuda, device, float32,
     grid1d, int64, kernel)
 from cnndsl.kernels.cuda import igemm
+from cnndsl.kernels.cuda.igemm import BWD_DATA, BWD_WEIGHT, FWD, Tile  # noqa: F401  (one definition, both families)
 from cnndsl.kernels.geometry import ConvGeometry
 
-FWD, BWD_DATA, BWD_WEIGHT = 0, 1, 2
-assert (FWD, BWD_DATA, BWD_WEIGHT) == (igemm.FWD, igemm.BWD_DATA, igemm.BWD_WEIGHT)
 FAMILIES = ("pipelined", "tiled")
-
-
-@dataclass(frozen=True)
-class Tile:
-    BM: int
-    BN: int
-    BK: int
-    TM: int
-    TN: int
-
-    @property
-    def threads(self) -> int:
-        return (self.BM // self.TM) * (self.BN // self.TN)
-
 
 TILES = {
     "s32x16": Tile(32, 16, 8, 4, 4),      # 32 threads: small problems
