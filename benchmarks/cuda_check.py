@@ -203,11 +203,11 @@ def versions() -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Atomically, so a kill mid-write leaves the previous version."""
+    """Atomically (cnndsl.io.atomic), so a kill mid-write leaves the previous version."""
+    from cnndsl.io.atomic import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str))
 
 
 # -- cnndsl models ---------------------------------------------------------------------------

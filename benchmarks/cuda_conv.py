@@ -168,21 +168,15 @@ def numpy_reference(x, w, dy, stride, pad) -> dict:
 
 def describe(launch) -> list[dict]:
     """The kernels of a Launch: name, grid, block, and whether the launch took the fast path
-    (common.PreparedLaunch, when gemm.py has it). Best effort, never raising: a configured launcher
-    of numba's CUDA target has its dispatcher and dimensions as attributes; under the simulator
-    cnndsl's Kernel wraps the launch in a closure over the kernel and its configuration."""
+    (common.PreparedLaunch). Best effort, never raising: a configured launcher (numba's, or
+    cnndsl's under the simulator) has its dimensions as attributes, and its kernel's name."""
     out = []
     for step in getattr(launch, "steps", ()):
         try:
             k = step[0] if isinstance(step, tuple) else getattr(step, "configured", step)
-            name = getattr(getattr(getattr(k, "dispatcher", None), "py_func", None), "__name__", None)
+            name = getattr(k, "name", None) or getattr(getattr(getattr(k, "dispatcher", None), "py_func", None),
+                                                       "__name__", None)
             config = (getattr(k, "griddim", None), getattr(k, "blockdim", None))
-            for cell in getattr(k, "__closure__", None) or ():
-                v = cell.cell_contents
-                if hasattr(v, "signature") and hasattr(v, "name"):
-                    name = v.name
-                elif isinstance(v, tuple) and len(v) == 2:
-                    config = v
             try:
                 grid, block = ([int(v) for v in (c if isinstance(c, tuple) else (c,) if c is not None else ())]
                                for c in config)

@@ -73,9 +73,8 @@ def family(geo: ConvGeometry | None = None) -> str:
 
 def _sizes(geo: ConvGeometry) -> tuple[int, ...]:
     k = (geo.C // geo.G) * geo.KH * geo.KW
-    # the largest split-K workspace (TARGET_BLOCKS splits) bounds the partial sums' indices
-    return (geo.N * geo.C * geo.H * geo.W, geo.N * geo.F * geo.OH * geo.OW, geo.F * k,
-            TARGET_BLOCKS * geo.F * k + geo.F * k)
+    # the split-K workspace (at most TARGET_BLOCKS splits, weight_splits) bounds the partial sums' indices
+    return (geo.N * geo.C * geo.H * geo.W, geo.N * geo.F * geo.OH * geo.OW, TARGET_BLOCKS * geo.F * k)
 
 
 def tile_spec(tile: str):

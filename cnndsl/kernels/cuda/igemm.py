@@ -25,6 +25,7 @@ fixed order by gemm.splitk_reduce) and the fused epilogue are as in gemm.py.
 """
 from __future__ import annotations
 
+import contextlib
 import linecache
 from dataclasses import dataclass
 from functools import lru_cache
@@ -66,16 +67,11 @@ class _Src:
     def __call__(self, line: str = "") -> None:
         self.lines.append("    " * self.depth + line if line else "")
 
+    @contextlib.contextmanager
     def indent(self):
-        src = self
-
-        class _Block:
-            def __enter__(self):
-                src.depth += 1
-
-            def __exit__(self, *exc):
-                src.depth -= 1
-        return _Block()
+        self.depth += 1
+        yield
+        self.depth -= 1
 
 
 def _slots(t: Tile, rows: int, kfast: bool):
