@@ -610,6 +610,36 @@ def test_a_second_ctrl_c_during_the_save_waits_for_it(tmp_path, monkeypatch, def
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_a_ctrl_c_that_a_finalizer_swallows_still_stops_the_run(tmp_path, monkeypatch, capsys, default_sigint):
+    """Python swallows an exception raised in `__del__` ("Exception ignored in ..."). CI saw the
+    Ctrl-C land in llvmlite's ObjectRef.__del__: the run trained to its end and exited 0. The
+    trainer delivers such an interrupt after the step, quietly."""
+    model = Model(cnndsl.loads(TINY))
+    x, y = _images(40)
+    trainer = Trainer(model, Dataset(x[:32], y[:32]), Dataset(x[32:], y[32:]), with_overrides(model.config, epochs=3),
+                      tmp_path, progress=False)
+    real_step = model.train_step
+
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler's KeyboardInterrupt is raised here, and swallowed
+
+    def train_step(x, y, step, **kw):
+        if step == 6:  # epoch 2, batch 3
+            Finalized()  # collected at once
+        return real_step(x, y, step, **kw)
+    monkeypatch.setattr(model, "train_step", train_step)
+    hook = sys.unraisablehook  # pytest's own
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    pos = load_checkpoint(tmp_path).meta["position"]
+    assert (pos["epoch"], pos["batch"], pos["step"]) == (1, 3, 7)  # stopped after the step it came in
+    assert "Exception ignored" not in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert sys.unraisablehook is hook  # restored
+
+
 def test_double_sigint_exits_130_with_the_checkpoint_of_the_interrupt(files, tmp_path):
     # batch 1 on 8,000 training images: an epoch of about a second here, so the Ctrl-Cs land
     # mid-epoch. Measured without the deferral (handler not installed): the second Ctrl-C cut

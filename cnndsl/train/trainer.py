@@ -133,24 +133,35 @@ class _Interrupts:
     does (the loop then saves a checkpoint and stops); one arriving while a checkpoint is being
     written waits until the write is complete; once the run is stopping, more are ignored. So a
     second Ctrl-C cannot cut the save of the first one short. Installed only in the main thread
-    and only over Python's default handler (an ignored or custom SIGINT stays as it is)."""
+    and only over Python's default handler (an ignored or custom SIGINT stays as it is).
+
+    A handler's exception lands wherever Python code runs, and Python swallows one raised in a
+    finalizer (`__del__`) or a weakref callback with an "Exception ignored" message. Seen in CI: the
+    Ctrl-C met llvmlite's `ObjectRef.__del__` during a garbage collection, the run went on to its
+    end and exited 0, and as `stopping` was set, a second Ctrl-C was ignored too. So the raise is
+    also a request: `check()`, called between steps, delivers one that was swallowed, and while
+    installed the unraisable hook keeps that KeyboardInterrupt's traceback off the terminal."""
 
     def __init__(self):
         self.stopping = False
         self.saving = 0
         self.pending = False
+        self.requested = False  # a Ctrl-C was raised by _handle and has not reached the loop yet
         self._previous = None
+        self._previous_hook = None
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
 
     def restore(self) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+            sys.unraisablehook = self._previous_hook
+            self._previous = self._previous_hook = None
 
     def _handle(self, signum, frame) -> None:
         if self.stopping:
@@ -158,8 +169,24 @@ class _Interrupts:
         if self.saving:
             self.pending = True
             return
-        self.stopping = True
+        self.stopping = self.requested = True
         raise KeyboardInterrupt
+
+    def _unraisable(self, unraisable) -> None:
+        """A finalizer swallowed our KeyboardInterrupt: `check()` delivers it, say nothing here."""
+        if not (self.requested and unraisable.exc_type is KeyboardInterrupt):
+            self._previous_hook(unraisable)
+
+    def delivered(self) -> None:
+        """The loop has caught the interrupt (or is stopping for another reason)."""
+        self.requested = False
+        self.stopping = True
+
+    def check(self) -> None:
+        """Between steps: a Ctrl-C that a finalizer swallowed takes effect now."""
+        if self.requested:
+            self.requested = False
+            raise KeyboardInterrupt
 
     def begin_save(self) -> None:
         self.saving += 1
@@ -469,6 +496,7 @@ class Trainer:
                 self.write_run_record()
             self.stop_reason = self._early_stop()  # a resumed run that had stopped early stays stopped
             while self.pos.epoch < s.epochs and self.stop_reason is None:
+                self._interrupts.check()
                 self._run_epoch(per_epoch)
                 self.console(epoch_line(self.log.records[-1], self.metric_names))
                 if on_epoch:
@@ -476,6 +504,7 @@ class Trainer:
                 self.stop_reason = self._early_stop()
             if self.stop_reason is not None:
                 self.console(self.stop_reason)
+            self._interrupts.check()  # one swallowed in the last epoch's evaluation or save
         except BaseException as e:
             # A Ctrl-C that lands while a C extension initializes comes back as that import's error:
             # pybind11 turns it into "ImportError: initialization failed" (matplotlib's Agg backend,
@@ -483,7 +512,7 @@ class Trainer:
             # set `stopping` when it raised, and the interrupt is the error's cause: stop as for Ctrl-C.
             if not (isinstance(e, KeyboardInterrupt) or self._interrupts.stopping or interrupted(e)):
                 raise
-            self._interrupts.stopping = True  # from here on, another Ctrl-C cannot cut the save short
+            self._interrupts.delivered()  # from here on, another Ctrl-C cannot cut the save short
             if self.pos != self._saved_pos:
                 self.save()
             if isinstance(e, KeyboardInterrupt):
@@ -525,6 +554,7 @@ class Trainer:
                 elapsed = pos.seconds + time.perf_counter() - start
                 bar.update(loss=pos.loss_sum / pos.seen, accuracy=self._train_accuracy(pos),
                            images_per_s=pos.seen / max(elapsed, 1e-9))
+                self._interrupts.check()
         finally:
             pos.seconds += time.perf_counter() - start
             bar.close()
