@@ -71,6 +71,15 @@ def test_large_tiles_on_a_small_conv(tile):
     out = empty(y.size)
     G.conv_forward(dev(x), dev(w), dev(b), True, out, geo, tile)()
     assert_close(host(out, y.shape), y, what=tile)
+    if tile.startswith("p"):  # 8x8 fragments (two runs of 4 rows and of 4 columns) in every mode
+        dy = rng.standard_normal(y.shape)
+        dx, dw, _ = R.conv2d_backward(x, w, dy, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+        out = empty(x.size)
+        G.conv_backward_data(dev(dy), dev(w), dev(b), False, out, geo, tile)()
+        assert_close(host(out, x.shape), dx, what=f"{tile} backward data")
+        out, part = empty(w.size), empty(G.weight_workspace(geo, tile, 1))
+        G.conv_backward_weight(dev(x), dev(dy), out, part, geo, tile, 1)()
+        assert_close(host(out, w.shape), dw, what=f"{tile} backward weight")
 
 
 def test_fused_epilogue_residual_and_activations():

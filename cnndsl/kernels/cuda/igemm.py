@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from cnndsl.kernels.cuda.common import F32, activate, boolean, cuda, float32, int32, int64, kernel, uint32, uint64
+from cnndsl.kernels.cuda.shim import SIMULATOR
 
 FWD, BWD_DATA, BWD_WEIGHT = 0, 1, 2
 
@@ -100,7 +101,22 @@ def source(mode: int, t: Tile, a_kfast: bool, b_kfast: bool, unit_stride: bool, 
     than 2**31 elements."""
     BM, BN, BK, TM, TN = t.BM, t.BN, t.BK, t.TM, t.TN
     T, TXM, TYN = t.threads, BM // TM, BN // TN
-    BMP, BNP = BM + 1, BN + 1
+    # Fragments: a thread's TM rows are VM runs of VM consecutive rows (tx * VM + i % VM in
+    # run i // VM, the runs BM // (TM // VM) apart), likewise its TN columns, so each k step
+    # reads its operands from shared memory with 128-bit loads (LDS.128, from LLVM's
+    # load/store vectorizer: the buffers are 16-byte aligned and every row offset a multiple
+    # of 4). Rows of the buffers are padded by 4, not 1, to keep that alignment; the k-fast
+    # operand stores (8 k x 4 rows per warp) then fall in 32 different banks.
+    VM, VN = min(4, TM), min(4, TN)
+    RM, RN = BM // (TM // VM), BN // (TN // VN)  # the distance between a thread's runs
+
+    def row(i: int) -> int:
+        return (i // VM) * RM + i % VM
+
+    def col(j: int) -> int:
+        return (j // VN) * RN + j % VN
+
+    BMP, BNP = BM + 4, BN + 4
     s = _Src()
 
     def let(var: str, expr: str) -> None:
@@ -108,8 +124,9 @@ def source(mode: int, t: Tile, a_kfast: bool, b_kfast: bool, unit_stride: bool, 
 
     s.lines.append(f"def {name}(a, b, bias, has_bias, res, has_res, act, alpha, out,"
                    " N, C, H, W, F, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G, kchunk):")
-    s(f"As = cuda.shared.array({2 * BK * BMP}, float32)")
-    s(f"Bs = cuda.shared.array({2 * BK * BNP}, float32)")
+    aligned = "" if SIMULATOR else ", alignment=16"  # (the simulator's arrays take no alignment)
+    s(f"As = cuda.shared.array({2 * BK * BMP}, float32{aligned})")
+    s(f"Bs = cuda.shared.array({2 * BK * BNP}, float32{aligned})")
     let("tid", "cuda.threadIdx.x")
     let("tx", f"tid % {TXM}")
     let("ty", f"tid // {TXM}")
@@ -304,16 +321,16 @@ def source(mode: int, t: Tile, a_kfast: bool, b_kfast: bool, unit_stride: bool, 
         s("if kt >= kbeg:")
         with s.indent():
             # 64-bit unsigned shared indices: base + constant folds into the loads' offsets
-            s(f"ao = U64(buf * {BK * BMP} + tx)")
-            s(f"bo = U64(buf * {BK * BNP} + ty)")
+            s(f"ao = U64(buf * {BK * BMP} + tx * {VM})")
+            s(f"bo = U64(buf * {BK * BNP} + ty * {VN})")
             s(f"for kk in range({BK}):")
             with s.indent():
                 s(f"ak = ao + U64(kk * {BMP})")
                 s(f"bk = bo + U64(kk * {BNP})")
                 for i in range(TM):
-                    s(f"x{i} = As[ak + U64({i * TXM})]")
+                    s(f"x{i} = As[ak + U64({row(i)})]")
                 for j in range(TN):
-                    s(f"y{j} = Bs[bk + U64({j * TYN})]")
+                    s(f"y{j} = Bs[bk + U64({col(j)})]")
                 for i in range(TM):
                     for j in range(TN):
                         s(f"c{i}_{j} += x{i} * y{j}")
@@ -325,28 +342,28 @@ def source(mode: int, t: Tile, a_kfast: bool, b_kfast: bool, unit_stride: bool, 
         s("cuda.syncthreads()")
         let("kt", f"kt + {BK}")
 
-    # -- epilogue: TM rounds; in round i every thread stages its row tx + i*TXM of the tile in
+    # -- epilogue: TM rounds; in round i every thread stages its row row(i) of the tile in
     # shared memory (As, free after the last barrier), then the block writes those TXM x BN
-    # outputs with neighbouring threads on neighbouring rows (contiguous in y), through one
+    # outputs with neighbouring threads on rows VM apart (4-float strides in y), through one
     # copy of the epilogue code (bias, residual, activation): unrolled per accumulator, that
     # code made 7 of the 11.6 s the 128x64 kernel took to compile.
     BNS = BN + 1
     assert TXM * BNS <= 2 * BK * BMP, "the staging rows must fit in As"
     s("cuda.syncthreads()")  # the last step's updates read As
-    let("st", f"tx * {BNS} + ty")
+    let("st", f"tx * {BNS} + ty * {VN}")
     s(f"for i in range({TM}):")
     with s.indent():
         for i in range(TM):
             s(f"{'if' if i == 0 else 'elif'} i == {i}:")
             with s.indent():
                 for j in range(TN):
-                    s(f"As[U(st + {j * TYN})] = c{i}_{j}")
+                    s(f"As[U(st + {col(j)})] = c{i}_{j}")
         s("cuda.syncthreads()")
-        let("mi", f"m0 + i * {TXM}")
+        let("mi", f"m0 + (i // {VM}) * {RM} + i % {VM}")  # row(i) of thread tx = 0
         s(f"for e in range(tid, {TXM * BN}, {T}):")
         with s.indent():
             let("r", f"e % {TXM}")
-            let("m", "mi + r")
+            let("m", f"mi + r * {VM}")
             let("jn", f"n0 + e // {TXM}")
             s("if m < Mdim and jn < Ndim:")
             with s.indent():
