@@ -97,6 +97,12 @@ def kernel_of(spec: str):
     return gemm.gemm_kernel(MODES[mode], tile, a_kfast, b_kfast)
 
 
+def tile_of(spec: str):
+    from cnndsl.kernels.cuda import gemm
+
+    return gemm.tile_spec(spec.split(":")[1])
+
+
 def main() -> int:
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         print("cuda_sass: run it without NUMBA_ENABLE_CUDASIM", file=sys.stderr)
@@ -119,14 +125,22 @@ def main() -> int:
                     and not x[2]["LDG"] and not x[2]["STG"]]
 
         main_loop = [x for x in found if x[2]["LDG"] and inner_of(x)]
-        if main_loop:  # the loop with the global loads: one reduction step, its inner loops run BK times
+        t = tile_of(spec)
+        step = t.TM * t.TN * t.BK  # a thread's FFMA per reduction step
+        if main_loop:  # the loop with the global loads, holding one pass of its inner loop
             first, last, c = max(main_loop, key=lambda x: x[1] - x[0])
             inner = inner_of((first, last, c))
-            bk = 8
-            n = sum(c.values()) + (bk - 1) * sum(sum(x[2].values()) for x in inner)
-            f = c["FFMA"] + (bk - 1) * sum(x[2]["FFMA"] for x in inner)
-            print(f"    one reduction step of {bk} (the main loop, its inner loop {bk} times): "
-                  f"{n} instructions, {f} FFMA ({f / n:.0%})")
+            per_pass = sum(x[2]["FFMA"] for x in inner)
+            runs = (step - c["FFMA"]) // per_pass  # the inner loop's further passes in one step
+            n = sum(c.values()) + runs * sum(sum(x[2].values()) for x in inner)
+            print(f"    one reduction step of {t.BK} (the main loop, its inner loop {runs} more times): "
+                  f"{n} instructions, {step} FFMA ({step / n:.0%})")
+        else:
+            whole = [x for x in found if x[2]["LDG"] and x[2]["FFMA"] == step]
+            if whole:  # the rank-1 updates unrolled into the main loop
+                n = sum(max(whole, key=lambda x: x[1] - x[0])[2].values())
+                print(f"    one reduction step of {t.BK} (the main loop): {n} instructions, {step} FFMA "
+                      f"({step / n:.0%})")
     return 0
 
 

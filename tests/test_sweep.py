@@ -407,7 +407,10 @@ def test_ctrl_c_marks_the_trial_interrupted_and_the_next_run_trains_it(files, tm
     pytest.importorskip("optuna")
     model, data = files
     out = tmp_path / "c"
-    proc = subprocess.Popen(_cmd(model, data, out, 3), env=_env(), stdout=subprocess.PIPE,
+    # trials of 15 epochs (about 3 s here), so the Ctrl-C sent when one is seen running lands in
+    # it, not after it (1-epoch trials took 0.2 s, as long as two polls)
+    cmd = _cmd(model, data, out, 3) + ["--epochs", "15", "--pruner", "none"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default_in_child)
     deadline = time.time() + 600
     while time.time() < deadline:
@@ -426,7 +429,7 @@ def test_ctrl_c_marks_the_trial_interrupted_and_the_next_run_trains_it(files, tm
     (stopped,) = [t for t in study_trials(out) if t.state.name == "FAIL"]
     assert stopped.user_attrs["state"] == "interrupted"
     assert json.loads((out / "sweep.json").read_text())["counts"]["interrupted"] == 1
-    result = subprocess.run(_cmd(model, data, out, 3), env=_env(), capture_output=True, text=True, timeout=900)
+    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     assert "1 trial interrupted earlier will run again" in result.stderr
     assert any(t.user_attrs.get("requeued_from") == stopped.number and t.params == stopped.params

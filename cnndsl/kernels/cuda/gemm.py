@@ -334,9 +334,12 @@ def splitk_reduce(part, out, total, splits):
 
 
 def _kernel(mode: int, tile: str, a_kfast: bool, b_kfast: bool, geo: ConvGeometry):
+    """(kernel, its arguments before `bias`: the pipelined kernels' k table)."""
     if tile in TILES:
-        return gemm_kernel(mode, tile, a_kfast, b_kfast)
-    return igemm.pipelined_kernel(mode, tile, a_kfast, b_kfast, geo.sh == 1 and geo.sw == 1)
+        return gemm_kernel(mode, tile, a_kfast, b_kfast), ()
+    unit = geo.sh == 1 and geo.sw == 1
+    return (igemm.pipelined_kernel(mode, tile, a_kfast, b_kfast, unit),
+            (cuda.to_device(igemm.k_table(mode, geo, unit)),))
 
 
 class Launch:
@@ -362,9 +365,9 @@ def conv_forward(x, w, bias, has_bias, y, geo: ConvGeometry, tile: str | None = 
     rows, cols = geo.N * geo.OH * geo.OW, geo.F // geo.G
     tile = tile or choose_tile(rows, cols, geo.G, family(geo))
     orders = (True, True) if geo.dense_like else (False, True)
-    k = _kernel(FWD, tile, *orders, geo)
+    k, tab = _kernel(FWD, tile, *orders, geo)
     epi = (y if res is None else res, res is not None, int(act), np.float32(alpha))
-    return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (x, w, bias, has_bias) + epi + (y,) + geo.args())])
+    return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (x, w) + tab + (bias, has_bias) + epi + (y,) + geo.args())])
 
 
 def conv_backward_data(dy, w, bias, has_bias, dx, geo: ConvGeometry, tile: str | None = None) -> Launch:
@@ -372,9 +375,9 @@ def conv_backward_data(dy, w, bias, has_bias, dx, geo: ConvGeometry, tile: str |
     rows, cols = geo.N * geo.H * geo.W, geo.C // geo.G
     tile = tile or choose_tile(rows, cols, geo.G, family(geo))
     orders = (True, False) if geo.dense_like else (False, True)
-    k = _kernel(BWD_DATA, tile, *orders, geo)
+    k, tab = _kernel(BWD_DATA, tile, *orders, geo)
     epi = (dx, False, NONE, np.float32(0.0))
-    return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (dy, w, bias, has_bias) + epi + (dx,) + geo.args())])
+    return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (dy, w) + tab + (bias, has_bias) + epi + (dx,) + geo.args())])
 
 
 def weight_tile(geo: ConvGeometry) -> str:
@@ -419,12 +422,13 @@ def conv_backward_weight(x, dy, dw, part, geo: ConvGeometry, tile: str | None = 
         kchunk = -(-(-(-red // splits)) // bk) * bk
         splits = -(-red // kchunk)
     orders = (False, False) if geo.dense_like else (True, True)
-    k = _kernel(BWD_WEIGHT, tile, *orders, geo)
+    k, tab = _kernel(BWD_WEIGHT, tile, *orders, geo)
     epi = (dw, False, NONE, np.float32(0.0))
     if splits <= 1:
-        return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (x, dy, dw, False) + epi + (dw,) + geo.args(red))])
+        return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (x, dy) + tab + (dw, False) + epi + (dw,) + geo.args(red))])
     total = geo.F * rows
     if part.size < splits * total:
         raise ValueError(f"weight-gradient workspace of {part.size} elements, {splits * total} needed")
-    return Launch([(k[_grid(geo, rows, cols, geo.G * splits, tile)], (x, dy, dw, False) + epi + (part,) + geo.args(kchunk)),
+    return Launch([(k[_grid(geo, rows, cols, geo.G * splits, tile)], (x, dy) + tab + (dw, False) + epi + (part,)
+                    + geo.args(kchunk)),
                    (splitk_reduce[grid1d(total)], (part, dw, total, splits))])
