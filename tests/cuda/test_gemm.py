@@ -150,3 +150,18 @@ def test_tile_choice_and_split_sizes():
     for tile in G.TILES:
         splits, kchunk = G.weight_splits(geo, tile)
         assert kchunk % G.TILES[tile].BK == 0 and splits * kchunk >= 2 * 7 * 7 > (splits - 1) * kchunk
+
+
+def test_tensors_past_int32_fall_back_to_the_tiled_kernels(monkeypatch):
+    """The pipelined kernels index in int32 (their k table too: 4 entries per reduction index);
+    a geometry with any index past 2**31 gets the tiled family."""
+    from cnndsl.kernels.cuda import gemm as G
+
+    monkeypatch.delenv("CNNDSL_CUDA_GEMM", raising=False)
+    small = ConvGeometry(N=8, C=3, H=32, W=32, F=16, OH=32, OW=32, KH=3, KW=3)
+    assert G.family(small) == "pipelined"
+    # one output channel: dy has N*OH*OW = 2**29 elements, fine; its weight-gradient k table has
+    # 4 * 2**29 = 2**31 entries, not
+    assert max(G._sizes(small)) < 2**31
+    wide = ConvGeometry(N=2**11, C=1, H=512, W=512, F=1, OH=512, OW=512, KH=1, KW=1)
+    assert wide.N * wide.F * wide.OH * wide.OW < 2**31 and G.family(wide) == "tiled"

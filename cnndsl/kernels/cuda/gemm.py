@@ -73,8 +73,11 @@ def family(geo: ConvGeometry | None = None) -> str:
 
 def _sizes(geo: ConvGeometry) -> tuple[int, ...]:
     k = (geo.C // geo.G) * geo.KH * geo.KW
-    # the split-K workspace (at most TARGET_BLOCKS splits, weight_splits) bounds the partial sums' indices
-    return (geo.N * geo.C * geo.H * geo.W, geo.N * geo.F * geo.OH * geo.OW, TARGET_BLOCKS * geo.F * k)
+    # the split-K workspace (at most TARGET_BLOCKS splits, weight_splits) bounds the partial sums'
+    # indices; the k tables (igemm.k_table: a row per reduction index) their own
+    red = max(geo.N * geo.OH * geo.OW, k, (geo.F // geo.G) * geo.KH * geo.KW)
+    return (geo.N * geo.C * geo.H * geo.W, geo.N * geo.F * geo.OH * geo.OW, TARGET_BLOCKS * geo.F * k,
+            igemm.TAB_WIDTH * (red + igemm.MAX_BK))
 
 
 def tile_spec(tile: str):
