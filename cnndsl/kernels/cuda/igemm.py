@@ -347,6 +347,7 @@ def source(mode: int, t: Tile, a_kfast: bool, b_kfast: bool, unit_stride: bool, 
             # the rank-1 updates, two per iteration in the source: the loop's overhead per 64 FFMA
             # fell from 17 instructions to 10 (p128x64 forward: 54% -> 58% FFMA per step), at
             # 0.6 s more compile time; four per iteration gave 59.5% (+1.4 s), all eight 61% (+3.3 s)
+            assert BK % UNROLL == 0
             s(f"for kk in range(0, {BK}, {UNROLL}):")
             with s.indent():
                 s(f"ak = ao + U64(kk * {BMP})")
