@@ -147,3 +147,28 @@ def test_ctrl_c_in_an_in_process_train_gives_the_host_its_handler_back(tmp_path,
         assert signal.getsignal(signal.SIGINT) is mine
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["augment", LENET, "--seed", "-5"], "'--seed': -5 is not in the range 0<=x<=4294967295"),
+    (["bench", LENET, "--seed", "-1", "--no-train"], "'--seed': -1 is not in the range"),
+    (["train", LENET, "--seed", "99999999999999999999999"], "'--seed': 99999999999999999999999 is not in the range"),
+    (["sweep", LENET, "--trials", "1", "--seed", "4294967296"], "'--seed': 4294967296 is not in the range"),
+    (["train", LENET, "--lr", "inf"], "'--lr': 'inf' is not a finite number"),
+    (["train", LENET, "--lr", "nan"], "'--lr': 'nan' is not a finite number"),
+])
+def test_seeds_and_learning_rates_out_of_range_are_usage_errors(tmp_path, args, words):
+    """A negative or over-64-bit --seed (NumPy's and Numba's refusal) and --lr inf/nan (click's
+    FloatRange admits them; the schedule refused) were internal errors after the work had begun:
+    a sweep had created its study.db. They are refused with the options, before anything runs."""
+    import cnndsl.cli.augment  # noqa: F401
+    import cnndsl.cli.bench  # noqa: F401
+    import cnndsl.cli.sweep  # noqa: F401
+    import cnndsl.cli.train  # noqa: F401
+
+    out = tmp_path / "out"
+    extra = [] if args[0] == "bench" else (["-o", str(tmp_path / "g.png")] if args[0] == "augment"
+                                             else ["--out", str(out)])
+    result = CliRunner().invoke(cli, args + extra, catch_exceptions=False)
+    assert result.exit_code == 2 and words in result.output, result.output
+    assert "internal error" not in result.output and not out.exists()

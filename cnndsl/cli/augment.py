@@ -18,7 +18,7 @@ import click
 import numpy as np
 
 from cnndsl.cli.main import cli
-from cnndsl.cli.options import data_help, load_model, model_options
+from cnndsl.cli.options import SEED, data_help, load_model, model_options
 from cnndsl.diagnostics import CnnError, Diagnostic, file_error
 
 CELL = 96  # target size of one picture, pixels (small images are enlarged by a whole factor)
@@ -156,7 +156,7 @@ def _label(ds, i: int) -> str:
               help="Training images to show (rows).")
 @click.option("-k", "--versions", "k_versions", type=click.IntRange(min=1, max=30), default=6, show_default=True,
               help="Augmented versions of each (columns: epochs 1..k).")
-@click.option("--seed", type=int, default=None, help="Seed of the augmentation (default: the file's seed).")
+@click.option("--seed", type=SEED, default=None, help="Seed of the augmentation (default: the file's seed).")
 @click.option("-o", "--output", default=None, help="PNG to write (default <file name>-augment.png).")
 @model_options
 def augment(file, data, n_images, k_versions, seed, output, load_kwargs):

@@ -22,7 +22,7 @@ import numpy as np
 
 from cnndsl.cli.compile import opt_level_option, selected_opt_level
 from cnndsl.cli.main import cli
-from cnndsl.cli.options import load_model, model_options
+from cnndsl.cli.options import SEED, load_model, model_options
 from cnndsl.cli.train import _DEVICE, device_option
 
 MIN_REPEAT_S = 0.05  # a timed repeat loops a fast call until about this long, for clock resolution
@@ -160,7 +160,7 @@ def render_profile(title: str, rows: list[dict]) -> str:
               help="Also measure training steps (needs a train section).")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Timed repeats per figure; the median is reported.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights and synthetic inputs.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the weights and synthetic inputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.option("--per-kernel", "per_kernel", is_flag=True,
               help="Also time every kernel launch of a training step (else an inference step) at --batch.")

@@ -9,6 +9,23 @@ import click
 from cnndsl.diagnostics import CnnError, Diagnostic
 
 
+SEED_MAX = 2**32 - 1  # the train section's `seed` takes the same range (cnndsl/frontend/training.py)
+SEED = click.IntRange(0, SEED_MAX)  # a --seed: NumPy's generators refuse a negative one, Numba one over 64 bits
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A click.FloatRange that also refuses inf and nan (click's range admits `--lr inf` and
+    `--lr nan`, which failed much later, in the schedule, as an internal error)."""
+
+    def convert(self, value, param, ctx):
+        import math
+
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return v
+
+
 def parse_defines(values: tuple[str, ...]) -> dict[str, str]:
     """`-D classes=5 -D width=8` -> {"classes": "5", "width": "8"}."""
     out = {}

@@ -9,7 +9,7 @@ import click
 
 from cnndsl.cli.compile import opt_level_option, selected_opt_level
 from cnndsl.cli.main import cli, print_diagnostics
-from cnndsl.cli.options import data_help, model_options
+from cnndsl.cli.options import SEED, data_help, model_options
 from cnndsl.diagnostics import CnnError, Diagnostic
 
 
@@ -30,7 +30,7 @@ from cnndsl.diagnostics import CnnError, Diagnostic
 @click.option("--pruner", type=click.Choice(["median", "halving", "none"]), default="median", show_default=True,
               help="Stops trials after an epoch: below the median of earlier trials, or successive halving.")
 @click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of the sampler.")
+@click.option("--seed", type=SEED, default=None, help="Seed of the sampler.")
 @click.option("--data", default=None, help=data_help())
 @click.option("--no-augment", is_flag=True, help="Switch the file's augmentation off in every trial.")
 @click.option("--storage", default=None,

@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from cnndsl.cli.main import cli, print_diagnostics
-from cnndsl.cli.options import context_option, data_help, load_model, model_options
+from cnndsl.cli.options import SEED, FiniteFloatRange, context_option, data_help, load_model, model_options
 from cnndsl.cli.compile import opt_level_option, selected_opt_level
 from cnndsl.diagnostics import CnnError, Diagnostic, file_error
 from cnndsl.train.metrics import epoch_line
@@ -58,8 +58,9 @@ def _datasets(model, data: str | None):
 @click.argument("file")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the file's epoch count.")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Override the batch size.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Override the learning rate.")
-@click.option("--seed", type=click.IntRange(min=0), default=None,
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=None,
+              help="Override the learning rate.")
+@click.option("--seed", type=SEED, default=None,
               help="Seed of initialization, data order and dropout.")
 @click.option("--out", "out_dir", default=None, help="Output folder (default runs/<file name>).")
 @click.option("--resume", "resume_dir", default=None,
