@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from cnndsl.diagnostics import CnnError, Diagnostic, Diagnostics, Span
+from cnndsl.frontend.values import LIMIT
 from cnndsl.ir.dump import show
 from cnndsl.ir.graph import Graph
 from cnndsl.ops.build import default_value, make_node
@@ -85,6 +86,7 @@ class NetBuilder:
             node = make_node("input", name, shape=tuple(int(d) for d in shape))
         except AttrError as e:
             raise self.error(f"input '{name}': {e}") from None
+        self._check_numbers(node, f"input '{name}'", None)
         self.graph.add(node)
         self.graph.inputs.append(name)
         self._infer(name)
@@ -101,8 +103,9 @@ class NetBuilder:
             node = make_node(op, name, span=where, **attrs)
         except AttrError as e:
             raise self.error(f"{comment}: cannot be written as cnndsl {op}: {e}", where) from None
+        self._check_numbers(node, comment, where)
         self.graph.add(node, inputs)
-        self._infer(name)
+        self._infer(name, where)
         self.comments[name] = comment
         expected = node.params
         for pname, arr in (weights or {}).items():
@@ -114,7 +117,23 @@ class NetBuilder:
             self.weights[f"{name}.{pname}"] = np.ascontiguousarray(arr)
         return name
 
-    def _infer(self, name: str) -> None:
+    def _check_numbers(self, node, what: str, where: Span | None) -> None:
+        """A number beyond what a .cnn file may hold (values.LIMIT) is an error at the source layer:
+        else `finish` refused the written text, naming the .cnn file that was never written."""
+        def numbers(v):
+            if isinstance(v, (tuple, list)):
+                for x in v:
+                    yield from numbers(x)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                yield v
+
+        for attr, value in node.attrs.items():
+            big = [v for v in numbers(value) if abs(v) > LIMIT]
+            if big:
+                raise self.error(f"{what}: {attr} {show(big[0])} is too large for cnndsl (at most {LIMIT:,})",
+                                 where, help=f"check {self.source} for a typo")
+
+    def _infer(self, name: str, where: Span | None = None) -> None:
         node = self.graph.node(name)
         op = get_op(node.op)
         sources = self.graph.inputs_of(name)
@@ -127,6 +146,8 @@ class NetBuilder:
         try:
             node.type = op.shape(ctx)
         except ShapeError as e:
+            if e.diagnostic.span is None:  # located in the file imported from, not on the command line
+                e.diagnostic.span = where or Span(self.source, 0, 0)
             raise CnnError([e.diagnostic]) from None
         node.params = op.params(node.attrs, ins, node.type) if op.params else {}
         node.meta["buffers"] = op.buffers(node.attrs, ins, node.type) if op.buffers else {}

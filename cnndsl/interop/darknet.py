@@ -148,7 +148,7 @@ def _int(sec: Section, key: str, default=None) -> int:
         return default
     try:
         return int(float(v)) if float(v) == int(float(v)) else _bad(sec, key, "a whole number")
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: inf, 1e400 ([net] width=inf was an internal error)
         return _bad(sec, key, "a whole number")
 
 

@@ -97,3 +97,36 @@ def test_mutated_onnx(tmp_path_factory, data):
     path.write_bytes(bytes(blob))
     del onnx
     _only_cnn_errors(lambda: import_onnx(str(path)), tmp)
+
+
+CONV_CFG = "[net]\nwidth=28\nheight=28\nchannels=1\n[convolutional]\nfilters={filters}\nsize=3\n"
+CONV_PROTOTXT = ('name: "n"\ninput: "data"\ninput_shape {{ dim: 1 dim: 1 dim: {height} dim: 28 }}\n'
+                 'layer {{ name: "c1" type: "Convolution" bottom: "data" top: "c1" '
+                 'convolution_param {{ num_output: {filters} kernel_size: 3 }} }}\n')
+
+
+@pytest.mark.parametrize("name, text, line, words", [
+    # float('inf') and 1e400 passed the number check, then int() raised OverflowError: [net] width=inf
+    # was an internal error, a layer's filters=inf "an option of the wrong kind (OverflowError: ...)"
+    ("inf.cfg", CONV_CFG.format(filters=28).replace("width=28", "width=inf"), 2, "[net] width=inf is not a whole number"),
+    ("inf2.cfg", CONV_CFG.format(filters="1e400"), 6, "[convolutional] filters=1e400 is not a whole number"),
+    # numbers a .cnn file cannot hold were refused by `finish`, naming the .cnn file never written
+    ("big.cfg", CONV_CFG.format(filters=10 ** 15), 5,
+     "filters 1000000000000000 is too large for cnndsl (at most 1,000,000,000,000)"),
+    ("big.prototxt", CONV_PROTOTXT.format(height=28, filters=10 ** 15), 4,
+     "Caffe Convolution 'c1' (line 4): filters 1000000000000000 is too large for cnndsl"),
+    ("bigin.prototxt", CONV_PROTOTXT.format(height=10 ** 15, filters=4), 0,
+     "input 'data': shape 1000000000000000 is too large for cnndsl"),
+    # a shape error of an input had no place: "cnndsl: error: input 'data' has 280,000,000,000 elements"
+    ("wide.prototxt", CONV_PROTOTXT.format(height=10 ** 10, filters=4), 0,
+     "input 'data' has 280,000,000,000 elements per sample"),
+])
+def test_numbers_too_large_are_errors_in_the_file_imported(tmp_path, name, text, line, words):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(CnnError) as e:
+        builder = (import_darknet if name.endswith(".cfg") else import_caffe)(path)
+        finish(builder, str(tmp_path / "out.cnn"))
+    d = e.value.diagnostics[0]
+    assert words in d.message, d.render()
+    assert d.span is not None and d.span.file == str(path) and d.span.line == line, d.render()
