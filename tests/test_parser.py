@@ -265,6 +265,31 @@ def test_bom_is_ignored():
     assert decode_source("\ufeffnetwork n {}".encode("utf-8"), "x").startswith("network")
 
 
+@pytest.mark.parametrize("encoding, bom", [("utf-16", "ff fe"), ("utf-16-be", None), ("utf-32", "ff fe 00 00")])
+def test_utf16_and_utf32_files_are_named_as_such(encoding, bom):
+    """Notepad's "Unicode" (UTF-16 with a byte order mark) was 'a binary file ... a NUL byte at offset 3'."""
+    data = "network n {}".encode(encoding)
+    if bom is None:
+        data = b"\xfe\xff" + data
+        bom = "fe ff"
+    with pytest.raises(CnnError) as e:
+        decode_source(data, "u.cnn")
+    d = e.value.errors[0]
+    assert d.code == "file-encoding" and f"u.cnn is UTF-{encoding[4:6]} text, not UTF-8" in d.message, d.render()
+    assert f"found: the UTF-{encoding[4:6]} byte order mark {bom}" in d.render()
+
+
+def test_classic_mac_line_ends_are_line_ends():
+    """A file with CR alone between lines was one comment line: 'defines no network'."""
+    text = "# LeNet\rnetwork n {\r  input x: 3x4x4\r  conv 2 kernal=3\r}\r"
+    from cnndsl.frontend import loads
+
+    with pytest.raises(CnnError) as e:
+        loads(decode_source(text.encode(), "mac.cnn"), "mac.cnn")
+    d = e.value.errors[0]
+    assert "'kernal' is not an option of conv" in d.message and d.span.line == 4, d.render()
+
+
 def test_a_model_file_over_the_size_cap_is_refused_before_parsing(tmp_path):
     """Parsing runs at ~200 KB/s: 100,000 networks (8.9 MB) kept `check` busy for over a minute."""
     import time

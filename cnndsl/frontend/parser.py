@@ -142,6 +142,11 @@ def _near_files(p: Path) -> str | None:
 
 def decode_source(data: bytes, name: str) -> str:
     """Bytes -> text; binary files and invalid UTF-8 are errors at the offending byte."""
+    for bom, encoding in _OTHER_BOMS:  # Notepad's "Unicode": not a binary file, text to save as UTF-8
+        if data.startswith(bom):
+            raise file_error(name, f"{name} is {encoding} text, not UTF-8", expected="UTF-8 text",
+                             found=f"the {encoding} byte order mark {bom.hex(' ')}", help="save the file as UTF-8",
+                             code="file-encoding")
     nul = data.find(b"\x00")
     if nul >= 0:
         raise file_error(name, f"{name} is a binary file, not a .cnn text file",
@@ -158,7 +163,13 @@ def decode_source(data: bytes, name: str) -> str:
             help="save the file as UTF-8", code="file-encoding")]) from None
     if text.startswith("\ufeff"):
         text = text[1:]  # a UTF-8 byte order mark
+    if "\r" in text:  # classic Mac line ends (CR alone): else the file was one line ("defines no network")
+        text = re.sub(r"\r(?!\n)", "\n", text)
     return text
+
+
+_OTHER_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+               (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
 
 
 # ---- parsing ------------------------------------------------------------------
