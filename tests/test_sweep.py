@@ -262,6 +262,32 @@ def test_a_storage_url_and_max_invalid(files, tmp_path):
     assert not (out / "study.db").exists() and json.loads((out / "sweep.json").read_text())["counts"] == {"invalid": 3}
 
 
+@pytest.mark.parametrize("url, shown, found", [
+    ("foo://bar", "foo://bar", "NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:foo"),
+    ("notaurl", "notaurl", "ArgumentError: Could not parse SQLAlchemy URL"),
+    ("sqlite:////no/such/folder/study.db", "sqlite:////no/such/folder/study.db",
+     "OperationalError: unable to open database file"),
+])
+def test_a_storage_url_that_cannot_be_opened_is_an_error_about_storage(files, tmp_path, url, shown, found):
+    """A --storage URL SQLAlchemy does not know or cannot open was 'cnndsl: internal error:
+    NoSuchModuleError' (or OperationalError), exit 2."""
+    pytest.importorskip("optuna")
+    model, data = files
+    result = sweep(model, "--data", data, "--trials", 1, "--storage", url, "--out", tmp_path / "out")
+    assert result.exit_code == 1, result.output
+    assert f"<command line>: error: --storage {shown}: cannot open the database" in result.output
+    assert f"found: {found}" in result.output and "internal error" not in result.output
+
+
+def test_a_storage_url_hides_its_password(files, tmp_path):
+    pytest.importorskip("optuna")
+    model, data = files
+    result = sweep(model, "--data", data, "--trials", 1, "--storage", "postgresql://me:secret@localhost:1/db",
+                   "--out", tmp_path / "out")
+    assert result.exit_code == 1 and "--storage postgresql://me:***@localhost:1/db" in result.output, result.output
+    assert "secret" not in result.output
+
+
 def test_a_small_space_is_not_trained_twice(files, tmp_path):
     pytest.importorskip("optuna")
     model, data = files

@@ -118,8 +118,32 @@ def open_study(cfg: SweepConfig):
             retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
         else:
             retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
-        storage = _rdb_storage(optuna, cfg.storage, heartbeat_interval=30, grace_period=120, **retry)
+        storage = _user_storage(optuna, cfg.storage, heartbeat_interval=30, grace_period=120, **retry)
     return _create(optuna, cfg, storage)
+
+
+def _user_storage(optuna, url: str, **kwargs):
+    """The --storage database; a URL that names no database SQLAlchemy knows, a driver that is not
+    installed, or a database that cannot be opened is an error about --storage (they were internal
+    errors: NoSuchModuleError, OperationalError)."""
+    import sqlalchemy.exc
+
+    try:
+        return _rdb_storage(optuna, url, **kwargs)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as e:
+        if interrupted(e):
+            raise
+        try:
+            shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+        except Exception:  # not a URL at all: shown as given
+            shown = url
+        reason = str(getattr(e, "orig", None) or e).splitlines()[0] if str(e) else type(e).__name__
+        raise CnnError([Diagnostic(
+            "error", f"--storage {shown}: cannot open the database", Span("<command line>", 0, 0),
+            ["expected: a database URL SQLAlchemy can open, e.g. sqlite:////shared/study.db or "
+             "postgresql://user@host/db (with its driver installed)", f"found: {type(e).__name__}: {reason}"],
+            help="check the URL, that the database server is reachable and that its driver is installed; "
+                 "leave --storage out for a SQLite file in --out", code="sweep-storage")]) from None
 
 
 def _rdb_storage(optuna, url: str, **kwargs):
