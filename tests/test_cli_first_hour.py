@@ -94,6 +94,22 @@ def test_predict_resize_converts_and_one_bad_file_does_not_stop_the_others(run, 
     assert sum(line.startswith((f"{good}: ", f"{big_rgb}: ")) for line in r.output.splitlines()) == 2
 
 
+@pytest.mark.parametrize("name, words", [("out.jpg", "the picture is written as PNG"), ("folder", "-o names a folder")])
+def test_predict_out_image_is_checked_before_predicting(run, model_file, weights, tmp_path, monkeypatch, name, words):
+    """-o out.jpg was written with PNG bytes (a .jpg that is no JPEG); -o FOLDER was refused only
+    after the predictions were printed. Both are refused before the model is compiled."""
+    import cnndsl.cli.train as train_cli
+
+    good = _png(tmp_path / "good.png", (8, 8), "L")
+    out = tmp_path / name
+    if name == "folder":
+        out.mkdir()
+    monkeypatch.setattr(train_cli, "_compile", lambda *a, **k: pytest.fail("compiled before checking -o"))
+    r = run("predict", model_file, "--weights", weights, good, "-o", out)
+    assert r.exit_code == 1 and f"{out}: error: {words}" in r.output, r.output
+    assert f"{good}: " not in r.output and not (tmp_path / "out.jpg").exists()
+
+
 def test_resize_matches_pillow_and_luma(tmp_path):
     from PIL import Image
 
