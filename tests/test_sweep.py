@@ -277,6 +277,7 @@ def test_a_storage_url_that_cannot_be_opened_is_an_error_about_storage(files, tm
     assert result.exit_code == 1, result.output
     assert f"<command line>: error: --storage {shown}: cannot open the database" in result.output
     assert f"found: {found}" in result.output and "internal error" not in result.output
+    assert not (tmp_path / "out").exists()  # checked before the --out folder is made
 
 
 def test_a_storage_url_hides_its_password(files, tmp_path):

@@ -99,6 +99,15 @@ PID_START = process_start_time(PID)
 # ---- opening the study ---------------------------------------------------------------------------------
 def open_study(cfg: SweepConfig):
     optuna = require_optuna()
+    user_storage = None
+    if cfg.storage is not None:  # opened first: a URL that cannot be opened leaves no --out folder behind
+        # a database server shared by machines: a trial whose process stops sending heartbeats is
+        # failed after the grace period and its point retried once
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
+            retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
+        else:
+            retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
+        user_storage = _user_storage(optuna, cfg.storage, heartbeat_interval=30, grace_period=120, **retry)
     try:
         cfg.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -107,19 +116,11 @@ def open_study(cfg: SweepConfig):
     if not os.access(cfg.out, os.W_OK):
         raise file_error(str(cfg.out), "the sweep folder is not writable", help="choose another --out",
                          code="sweep-out")
-    if cfg.storage is None:
+    if user_storage is None:
         with _creation_lock(cfg.out):  # two processes creating the database's tables at once collide
             storage = _rdb_storage(optuna, cfg.storage_url(), engine_kwargs={"connect_args": {"timeout": 120}})
             return _create(optuna, cfg, storage)
-    else:
-        # a database server shared by machines: a trial whose process stops sending heartbeats is
-        # failed after the grace period and its point retried once
-        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
-            retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
-        else:
-            retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
-        storage = _user_storage(optuna, cfg.storage, heartbeat_interval=30, grace_period=120, **retry)
-    return _create(optuna, cfg, storage)
+    return _create(optuna, cfg, user_storage)
 
 
 def _user_storage(optuna, url: str, **kwargs):
