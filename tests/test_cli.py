@@ -156,6 +156,9 @@ def test_ctrl_c_in_an_in_process_train_gives_the_host_its_handler_back(tmp_path,
     (["sweep", LENET, "--trials", "1", "--seed", "4294967296"], "'--seed': 4294967296 is not in the range"),
     (["train", LENET, "--lr", "inf"], "'--lr': 'inf' is not a finite number"),
     (["train", LENET, "--lr", "nan"], "'--lr': 'nan' is not a finite number"),
+    # the train section refuses `epochs 2000000`; --epochs 10**21 trained on for ever
+    (["train", LENET, "--epochs", "1000000000000000000000"], "'--epochs': 1000000000000000000000 is not in the range 1<=x<=1000000"),
+    (["sweep", LENET, "--trials", "1", "--epochs", "1000001"], "'--epochs': 1000001 is not in the range 1<=x<=1000000"),
 ])
 def test_seeds_and_learning_rates_out_of_range_are_usage_errors(tmp_path, args, words):
     """A negative or over-64-bit --seed (NumPy's and Numba's refusal) and --lr inf/nan (click's
@@ -172,3 +175,11 @@ def test_seeds_and_learning_rates_out_of_range_are_usage_errors(tmp_path, args, 
     result = CliRunner().invoke(cli, args + extra, catch_exceptions=False)
     assert result.exit_code == 2 and words in result.output, result.output
     assert "internal error" not in result.output and not out.exists()
+
+
+def test_option_ranges_match_the_train_section():
+    from cnndsl.cli.options import EPOCHS, SEED_MAX
+    from cnndsl.frontend.training import SETTING_OPTIONS
+
+    assert (EPOCHS.min, EPOCHS.max) == (SETTING_OPTIONS["epochs"].minimum, SETTING_OPTIONS["epochs"].maximum)
+    assert SEED_MAX == SETTING_OPTIONS["seed"].maximum

@@ -11,6 +11,7 @@ from cnndsl.diagnostics import CnnError, Diagnostic
 
 SEED_MAX = 2**32 - 1  # the train section's `seed` takes the same range (cnndsl/frontend/training.py)
 SEED = click.IntRange(0, SEED_MAX)  # a --seed: NumPy's generators refuse a negative one, Numba one over 64 bits
+EPOCHS = click.IntRange(1, 1_000_000)  # an --epochs: the train section's `epochs` takes the same range
 
 
 class FiniteFloatRange(click.FloatRange):

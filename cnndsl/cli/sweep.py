@@ -9,7 +9,7 @@ import click
 
 from cnndsl.cli.compile import opt_level_option, selected_opt_level
 from cnndsl.cli.main import cli, print_diagnostics
-from cnndsl.cli.options import SEED, data_help, model_options
+from cnndsl.cli.options import EPOCHS, SEED, data_help, model_options
 from cnndsl.diagnostics import CnnError, Diagnostic
 
 
@@ -17,7 +17,7 @@ from cnndsl.diagnostics import CnnError, Diagnostic
 @click.argument("file")
 @click.option("--trials", type=click.IntRange(min=1), required=True,
               help="Trials to train in the study, all processes together (invalid points do not count).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs per trial (default: the file's).")
+@click.option("--epochs", type=EPOCHS, default=None, help="Epochs per trial (default: the file's).")
 @click.option("--objective", type=click.Choice(["accuracy", "loss"]), default="accuracy", show_default=True,
               help="Held-out accuracy (maximized) or held-out loss (minimized).")
 @click.option("--minimize", type=click.Choice(["flops", "params", "latency"]), default=None,

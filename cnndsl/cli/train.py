@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from cnndsl.cli.main import cli, print_diagnostics
-from cnndsl.cli.options import SEED, FiniteFloatRange, context_option, data_help, load_model, model_options
+from cnndsl.cli.options import EPOCHS, SEED, FiniteFloatRange, context_option, data_help, load_model, model_options
 from cnndsl.cli.compile import opt_level_option, selected_opt_level
 from cnndsl.diagnostics import CnnError, Diagnostic, file_error
 from cnndsl.train.metrics import epoch_line
@@ -56,7 +56,7 @@ def _datasets(model, data: str | None):
 
 @cli.command()
 @click.argument("file")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the file's epoch count.")
+@click.option("--epochs", type=EPOCHS, default=None, help="Override the file's epoch count.")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Override the batch size.")
 @click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Override the learning rate.")
