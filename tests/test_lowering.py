@@ -265,6 +265,23 @@ def test_define_errors():
     assert e.code == "bad-define" and "the number is out of range" in e.message and len(e.message) < 120
 
 
+@pytest.mark.parametrize("text, words", [
+    # `5+5` was "the number is out of range (at most 1,000,000,000,000)": any text of digits and
+    # +-.xe counted as a number
+    ("5+5", "expected a number, true/false, a word or HxW"),
+    ("1.2.3", "expected a number, true/false, a word or HxW"),
+    ("28x", "expected a number, true/false, a word or HxW"),
+    ("-5-5", "expected a number, true/false, a word or HxW"),
+    ("99999999999999999999", "the number is out of range"),
+    ("1e400", "the number is out of range"),
+    ("10x10x99999999999999", "the number is out of range"),
+])
+def test_a_define_that_is_no_value_is_not_called_out_of_range(text, words):
+    (e,) = errors("input x: [8]\ndense classes", header="network n(classes = 10)", defines={"classes": text})
+    assert e.code == "bad-define" and e.message == f"-D classes={text}: {words}" + (
+        " (at most 1,000,000,000,000)" if "range" in words else ""), e.message
+
+
 def test_parameter_without_value():
     (e,) = errors("input x: [8]\ndense classes", header="network n(classes)")
     assert e.code == "parameter-no-value"

@@ -7,14 +7,14 @@ so one mistake is reported once.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from cnndsl.analysis.infer import infer_shapes
 from cnndsl.diagnostics import Diagnostic, Diagnostics, Span, did_you_mean
 from cnndsl.frontend import ast
-from cnndsl.frontend.values import LIMIT, MISSING, SPACE_FUNCTIONS, EvalError, Evaluator, parse_define
+from cnndsl.frontend.values import (LIMIT, MISSING, SPACE_FUNCTIONS, EvalError, Evaluator, is_define_number,
+                                    parse_define)
 from cnndsl.ir.dump import show
 from cnndsl.ir.graph import Graph, Node
 from cnndsl.ops.registry import AttrError, OpDef, all_ops, get_op
@@ -172,7 +172,7 @@ class Lowerer:
             value = parse_define(str(text))
             if value is None:
                 shown = str(text) if len(str(text)) <= 40 else f"{str(text)[:20]}...({len(str(text)):,} characters)"
-                number = re.fullmatch(r"\s*[+-]?[0-9.xeE+-]+\s*", str(text)) is not None
+                number = is_define_number(str(text))  # not `5+5`: that is no value, not a large one
                 self.diags.error(f"-D {key}={shown}: " + (f"the number is out of range (at most {LIMIT:,})" if number
                                  else "expected a number, true/false, a word or HxW"), DEFINE_SPAN,
                                  help=f"for example -D {key}=5", code="bad-define")

@@ -170,20 +170,32 @@ class Evaluator:
 DEFINE_CHARS = 1000  # the longest -D value read: far beyond any number within LIMIT, or any name
 
 
+_DEFINE_INT = r"[+-]?[0-9]+"
+_DEFINE_FLOAT = r"[+-]?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][+-]?[0-9]+)?"
+_DEFINE_DIMS = r"[0-9]+(x[0-9]+)+"
+
+
+def is_define_number(text: str) -> bool:
+    """Whether a -D value is written as a number or HxW (whatever its size): parse_define's None for
+    it means out of range; for `5+5` or `1.2.3` it means not a value at all."""
+    t = text.strip()
+    return any(re.fullmatch(p, t) for p in (_DEFINE_INT, _DEFINE_FLOAT, _DEFINE_DIMS))
+
+
 def parse_define(text: str) -> Any:
     """A -D value: a number, true/false, a word, HxW or a quoted string; None when it is none of those."""
     t = text.strip()
     if len(t) > DEFINE_CHARS:  # int() of 5,000 digits raises (Python's conversion limit); no value is that long
         return None
-    if re.fullmatch(r"[+-]?[0-9]+", t):
+    if re.fullmatch(_DEFINE_INT, t):
         v = int(t)
         return v if abs(v) <= LIMIT else None
-    if re.fullmatch(r"[+-]?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][+-]?[0-9]+)?", t):
+    if re.fullmatch(_DEFINE_FLOAT, t):
         v = float(t)
         return v if math.isfinite(v) and abs(v) <= LIMIT else None
     if t in ("true", "false"):
         return t == "true"
-    if re.fullmatch(r"[0-9]+(x[0-9]+)+", t):
+    if re.fullmatch(_DEFINE_DIMS, t):
         v = tuple(int(x) for x in t.split("x"))
         return v if all(x <= LIMIT for x in v) else None
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", t):
