@@ -183,6 +183,16 @@ def test_npz_wrong_dtypes_and_labels(tmp_path):
     assert "argmax" in err(tmp_path / "o.npz")
 
 
+def test_npz_uint64_labels_past_int64_are_reported_as_they_are(tmp_path):
+    """uint64 labels over 2**63 - 1 wrapped round in the int64 cast: 2**64 - 1 was 'label -1'."""
+    y = np.array([3, 2 ** 64 - 1, 2 ** 63], np.uint64)
+    np.savez(tmp_path / "u.npz", x=np.zeros((3, 28, 28), np.uint8), y=y)
+    msg = err(tmp_path / "u.npz", num_classes=10)
+    assert "labels in 'y' are out of range" in msg and "expected: class indices 0..9" in msg, msg
+    assert "found: label 18446744073709551615 in sample 1 (the first of 2 out of 3)" in msg, msg
+    assert "label -1" not in msg
+
+
 def test_npz_not_npz(tmp_path):
     assert "does not exist" in err(tmp_path / "none.npz")
     assert "directory" in err(tmp_path)

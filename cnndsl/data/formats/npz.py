@@ -180,6 +180,16 @@ def load_npz_dataset(path, expected_shape, num_classes: int | None = None,
         raise file_error(path, f"'{xk}' and '{yk}' have different lengths",
                          expected="one label per image", found=f"{len(x)} images, {len(y)} labels",
                          code="data-shape")
+    if y.dtype == np.uint64 and len(y) and int(y.max()) > np.iinfo(np.int64).max:
+        # int64 would wrap these round to negative labels: 2**64 - 1 was reported as "label -1"
+        big = y > np.iinfo(np.int64).max
+        i, count = int(np.argmax(big)), int(big.sum())
+        first = f" (the first of {count} out of {len(y)})" if count > 1 else ""
+        raise file_error(path, f"labels in '{yk}' are out of range",
+                         expected=f"class indices 0..{num_classes - 1}" if num_classes is not None
+                         else "class indices >= 0",
+                         found=f"label {int(y[i])} in sample {i}{first}; labels from {int(y.min())} to {int(y.max())}",
+                         code="data-labels")
     y = y.astype(np.int64)
     check_labels(path, y, num_classes, message=f"labels in '{yk}' are out of range")
     return ClassDataset(x, y, name or path.name)
