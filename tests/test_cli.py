@@ -183,3 +183,24 @@ def test_option_ranges_match_the_train_section():
 
     assert (EPOCHS.min, EPOCHS.max) == (SETTING_OPTIONS["epochs"].minimum, SETTING_OPTIONS["epochs"].maximum)
     assert SEED_MAX == SETTING_OPTIONS["seed"].maximum
+
+
+@pytest.mark.parametrize("args, option", [
+    (["train", LENET, "--epochs", "1", "--out", ""], "'--out'"),  # trained into runs/lenet5
+    (["train", LENET, "--epochs", "1", "--data", ""], "'--data'"),  # trained on the file's dataset
+    (["augment", LENET, "-o", ""], "'-o' / '--output'"),  # wrote lenet5-augment.png here
+    (["eval", LENET, "--weights", ""], "'--weights'"),  # '.: error: weights path is a directory'
+    (["check", LENET, ""], "'FILES...'"),  # ': error:  is a directory, not a .cnn file'
+    (["predict", LENET, "--weights", "w.safetensors", ""], "'IMAGES...'"),
+])
+def test_an_empty_value_is_a_usage_error(tmp_path, monkeypatch, args, option):
+    """`--out "$OUT"` with OUT unset: "" was taken as not given, or as the current folder."""
+    import cnndsl.cli.augment  # noqa: F401
+    import cnndsl.cli.inspect  # noqa: F401
+    import cnndsl.cli.train  # noqa: F401
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for {option}: the value is empty (an unset shell variable?)" in result.output
+    assert list(tmp_path.iterdir()) == []  # nothing written

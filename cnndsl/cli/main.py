@@ -16,7 +16,26 @@ import click
 from cnndsl.diagnostics import CnnError, file_error, interrupted
 
 
+class _Command(click.Command):
+    """Every cnndsl command: a text option or argument given as "" (an unset shell variable,
+    `--out "$OUT"`) is a usage error. It was taken as not given (train --out "" wrote to
+    runs/NAME, --data "" trained on the file's dataset) or as the current folder ('.: error: weights
+    path is a directory'; check "": ': error:  is a directory')."""
+
+    def parse_args(self, ctx, args):
+        rest = super().parse_args(ctx, args)
+        for param in self.params:
+            if not isinstance(param.type, click.types.StringParamType):
+                continue
+            value = ctx.params.get(param.name)
+            if value == "" or (isinstance(value, tuple) and "" in value):
+                raise click.BadParameter("the value is empty (an unset shell variable?)", ctx=ctx, param=param)
+        return rest
+
+
 class _Group(click.Group):
+    command_class = _Command
+
     def invoke(self, ctx):
         # `train` and `sweep` ignore Ctrl-C once they are stopping (the checkpoint is saved, a second
         # Ctrl-C would only cut the message short). A process that runs a command in-process (click's
