@@ -56,10 +56,11 @@ def compile_(file, opt_level, training, print_ir, dump_after, disable_pass, veri
     from cnndsl.passes.base import PassContext
     from cnndsl.passes.pipeline import kernel_count, optimize
 
+    mode = "training" if training else "inference"
+    _check_dumps(dump_after, mode, opt_level, disable_pass)
     program = load_model(file, load_kwargs)
     graph = program.graph
     ctx = PassContext()
-    mode = "training" if training else "inference"
     extra = {}
     if training:
         from cnndsl.frontend.training import TrainingConfig
@@ -88,6 +89,34 @@ def compile_(file, opt_level, training, print_ir, dump_after, disable_pass, veri
                f"{ctx.notes.get('planned_bytes_per_sample', 0):,} bytes per sample", err=print_ir)
     if pass_stats:
         click.echo(format_pass_stats(ctx), err=print_ir)
+
+
+def _check_dumps(dump_after, mode: str, opt_level: int, disabled) -> None:
+    """A --dump-after pass that this compile does not run is an error: it printed nothing, with no
+    word why (compile FILE --dump-after autodiff: autodiff runs only with --train)."""
+    from cnndsl.diagnostics import CnnError, Diagnostic, Span
+    from cnndsl.passes.base import PassContext
+    from cnndsl.passes.pipeline import default_pipeline
+
+    ctx = PassContext(mode=mode, level=opt_level, disabled=frozenset(disabled))
+    passes = {p.name: p for p in default_pipeline().passes()}
+    errors = []
+    for name in dict.fromkeys(dump_after):
+        p = passes[name]
+        if ctx.enabled(p):
+            continue
+        if name in ctx.disabled:
+            why, fix = "it is disabled with --disable-pass", f"leave out --disable-pass {name}"
+        elif mode not in p.modes:
+            other = "training" if mode == "inference" else "inference"
+            why = f"it runs only when compiling for {other}, this compile is for {mode}"
+            fix = "add --train" if other == "training" else "leave out --train"
+        else:
+            why, fix = f"it runs from -O{p.level}, this compile is -O{opt_level}", f"compile with -O{p.level}"
+        errors.append(Diagnostic("error", f"--dump-after {name}: the pass does not run in this compile: {why}",
+                                 Span("<command line>", 0, 0), help=fix, code="cli-dump-after"))
+    if errors:
+        raise CnnError(errors)
 
 
 def format_pass_stats(ctx) -> str:

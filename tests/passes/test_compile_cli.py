@@ -52,6 +52,24 @@ def test_compile_train_dump_after_and_disable(run):
     assert r.exit_code == 2 and "no_such_pass" in r.output
 
 
+@pytest.mark.parametrize("args, why, fix", [
+    (["--dump-after", "autodiff"], "it runs only when compiling for training, this compile is for inference",
+     "add --train"),
+    (["--train", "--dump-after", "remove_dropout"],
+     "it runs only when compiling for inference, this compile is for training", "leave out --train"),
+    (["-O0", "--dump-after", "fuse_conv_activation"], "it runs from -O2, this compile is -O0", "compile with -O2"),
+    (["--dump-after", "cse", "--disable-pass", "cse"], "it is disabled with --disable-pass",
+     "leave out --disable-pass cse"),
+])
+def test_a_dump_after_a_pass_that_does_not_run_says_why(run, args, why, fix):
+    """compile FILE --dump-after autodiff printed the summary and no dump, with no word why."""
+    r = run("compile", LENET, *args)
+    pass_name = args[args.index("--dump-after") + 1]
+    assert r.exit_code == 1, r.output
+    assert f"<command line>: error: --dump-after {pass_name}: the pass does not run in this compile: {why}" \
+        in r.output and f"help: {fix}" in r.output and "kernels at -O0" not in r.output
+
+
 def test_shapes_and_graph_optimized(run):
     r = run("shapes", RESNET, "--optimized")
     assert r.exit_code == 0 and "Rewritten by" in r.output and "fold_batchnorm, fuse_residual" in r.output
