@@ -351,6 +351,17 @@ def test_dispatch_digits_and_npz(tmp_path):
     assert len(load_dataset(str(tmp_path / "d.npz"), (1, 4, 4))) == 3
 
 
+def test_a_missing_relative_data_set_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    """`dataset "data.npz"` in a model file in another folder: 'found: no such file or folder', with
+    no word that the path is taken from the current folder, not the model file's."""
+    monkeypatch.chdir(tmp_path)
+    msg = expect_error(load_dataset, "data.npz", (1, 28, 28))
+    assert f"found: no such file or folder in {tmp_path} (a relative path is taken from the current folder)" \
+        in msg, msg
+    msg = expect_error(load_dataset, str(tmp_path / "data.npz"), (1, 28, 28))
+    assert "found: no such file or folder\n" in msg + "\n" and "current folder" not in msg, msg
+
+
 def test_dispatch_unknown_and_missing(tmp_path):
     msg = expect_error(load_dataset, str(tmp_path / "nothing"), (1, 28, 28))
     assert "data set not found" in msg and "'digits'" in msg

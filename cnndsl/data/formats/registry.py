@@ -130,7 +130,10 @@ def load_dataset(spec: str, expected_shape, split: str = "train", *, resize: boo
     path = Path(spec)
     if fmt is None:
         if not path.exists():
-            raise file_error(path, "data set not found", expected=FORMATS_TEXT, found="no such file or folder",
+            # a relative path (`dataset "data.npz"` in a model file elsewhere) is taken from the
+            # current folder, not the model file's: say where it was looked for
+            where = "" if path.is_absolute() else f" in {Path.cwd()} (a relative path is taken from the current folder)"
+            raise file_error(path, "data set not found", expected=FORMATS_TEXT, found=f"no such file or folder{where}",
                              code="data-missing")
         raise file_error(path, "unknown data set format", expected=FORMATS_TEXT,
                          found=f"{path.stat().st_size} bytes starting with {head(path)!r}", code="data-format")
