@@ -37,6 +37,15 @@ def errs(train: str, net: str = NET, **kw):
     return e.value.errors
 
 
+@pytest.mark.parametrize("setting", ["epochs 99999999999999999999999", "augment {\n    rotate 1e999\n  }",
+                                     "augment {\n    rotate degrees=1e999\n  }"])
+def test_a_value_too_large_is_one_error_not_also_a_missing_one(setting):
+    """`epochs 99999999999999999999999` gave 'the number ... is too large' and then 'epochs needs
+    epochs (passes over the training set)', as if nothing had been written."""
+    (e,) = errs(f"train {{\n  {setting}\n  loss logits cross_entropy\n}}\n")
+    assert e.code == "number-too-large" and "is too large" in e.message, e.render()
+
+
 def test_no_train_section():
     p = loads(NET, "t.cnn")
     assert p.training is None and p.profiles == {}

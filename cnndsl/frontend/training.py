@@ -442,6 +442,14 @@ class TrainingBuilder:
                 if e.diagnostic is not None:
                     self.error(e.diagnostic.message, e.diagnostic.span, e.diagnostic.help, e.diagnostic.code)
                 ok = False
+                # the value was written, if wrong: not also "needs epochs" (`epochs 99999999999999999999999`)
+                if a.key is None:
+                    while slot < len(positional) and positional[slot].name in given:
+                        slot += 1
+                    if slot < len(positional):
+                        given[positional[slot].name] = None
+                elif (options.get(a.key) or by_name.get(a.key)) is not None:
+                    given[(options.get(a.key) or by_name.get(a.key)).name] = None
                 continue
             if a.key is None:
                 while slot < len(positional) and positional[slot].name in given:
