@@ -282,6 +282,19 @@ def test_a_define_that_is_no_value_is_not_called_out_of_range(text, words):
         " (at most 1,000,000,000,000)" if "range" in words else ""), e.message
 
 
+@pytest.mark.parametrize("body, shown", [
+    ("input x: [8]\ndense " + "9" * 5000, "99999999999999999999...(5,000 characters)"),
+    # a dims part of over 4,000 digits is held as 10**100: it was reported as that number
+    ("input x: 1x28x" + "9" * 5000 + "\nflatten", "99999999999999999999...(5,000 characters)"),
+    ("input x: 1x28x99999999999999\nflatten", "99999999999999"),
+    ("input x: [8]\ndense 1e308", "1e308"),
+], ids=["5000-digit-number", "5000-digit-dims", "dims", "float"])
+def test_a_number_too_large_is_shown_as_written_and_cut_short(body, shown):
+    """A 5,000-digit literal made a 5,000-character message."""
+    (e,) = errors(body)
+    assert e.code == "number-too-large" and e.message == f"the number {shown} is too large", e.message
+
+
 def test_parameter_without_value():
     (e,) = errors("input x: [8]\ndense classes", header="network n(classes)")
     assert e.code == "parameter-no-value"

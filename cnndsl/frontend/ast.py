@@ -26,6 +26,7 @@ class Dims:
 
     value: tuple[int, ...]
     span: Span
+    text: str = ""  # as written (for messages: a part of over 4,000 digits is held as 10**100)
 
 
 @dataclass

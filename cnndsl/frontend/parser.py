@@ -525,7 +525,7 @@ class _Builder:
         if kind == "dims":
             text = str(e.children[0])
             parts = text.split("x")
-            return ast.Dims(tuple(int(p) if len(p) <= 4000 else 10 ** 100 for p in parts), sp)
+            return ast.Dims(tuple(int(p) if len(p) <= 4000 else 10 ** 100 for p in parts), sp, text)
         if kind == "name":
             return ast.Name(str(e.children[0]), sp)
         if kind == "string":

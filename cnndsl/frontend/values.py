@@ -88,9 +88,10 @@ class Evaluator:
         if isinstance(e, ast.String):
             return e.value
         if isinstance(e, ast.Dims):
-            for d in e.value:
+            parts = e.text.split("x") if e.text else [str(d) for d in e.value]
+            for d, text in zip(e.value, parts):
                 if d > LIMIT:
-                    raise self.err(f"the number {d} is too large", e.span, code="number-too-large")
+                    raise self.err(f"the number {shown_number(text)} is too large", e.span, code="number-too-large")
             return e.value
         if isinstance(e, ast.ListExpr):
             return tuple(self.value(x) for x in e.items)
@@ -115,7 +116,8 @@ class Evaluator:
         if isinstance(e, ast.Number):
             v = e.value
             if isinstance(v, float) and not math.isfinite(v) or abs(v) > LIMIT:
-                raise self.err(f"the number {e.text or v} is too large", e.span, code="number-too-large")
+                raise self.err(f"the number {shown_number(e.text or str(v))} is too large", e.span,
+                               code="number-too-large")
             return v
         if isinstance(e, ast.Name):
             if e.name in self.params:
@@ -165,6 +167,11 @@ class Evaluator:
             v = self.value(e)
             raise self.err(f"arithmetic needs numbers, got {show(v)}", e.span, code="not-a-number")
         raise AssertionError(e)  # pragma: no cover
+
+
+def shown_number(text: str) -> str:
+    """A number as written, cut short when long: a 5,000-digit literal made a 5,000-character message."""
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text):,} characters)"
 
 
 DEFINE_CHARS = 1000  # the longest -D value read: far beyond any number within LIMIT, or any name
