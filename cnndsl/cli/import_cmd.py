@@ -50,9 +50,12 @@ def import_model(model: str, weights: str | None = None):
 def import_(model, output, weights, weights_out):
     """Import MODEL (.onnx, .prototxt, .cfg) as a readable .cnn file and a weights file."""
     from cnndsl.interop.cnn_writer import finish
-    from cnndsl.io.atomic import atomic_write_text
+    from cnndsl.io.atomic import atomic_write_text, check_target
     from cnndsl.io.weights import save_weights
 
+    for target in (output, weights_out):  # both before either is written: no .cnn without its weights
+        if target is not None:
+            check_target(target)
     builder = import_model(model, weights)
     if not builder.source_weights:
         constant = sorted({k.rsplit(".", 1)[0] for k in builder.weights})

@@ -70,6 +70,21 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def check_target(path) -> None:
+    """Raise the OSError that writing `path` with `atomic_writer` would, before anything is written
+    (a command that writes two files checks both first): a folder at `path`, or a file where one of
+    its folders should be (mkdir said only 'File exists')."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+    folder = path.parent if str(path.parent) else Path(".")
+    for p in (folder, *folder.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, f"{p} is a file, not a folder", str(path))
+            break
+
+
 @contextlib.contextmanager
 def atomic_writer(path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
     """Open a temporary file next to `path`; on a clean exit it replaces `path`.
@@ -85,8 +100,7 @@ def atomic_writer(path, mode: str = "wb", encoding: str | None = None) -> Iterat
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     try:
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+        check_target(path)
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=folder)
     except OSError as e:  # name the file the caller asked for, not a temporary one

@@ -101,6 +101,26 @@ def test_export_then_import_writes_a_model_file_and_weights(run_import, tmp_path
     assert_close(model.predict(x)["logits"], compile(LENET, seed=5).predict(x)["logits"])
 
 
+@pytest.mark.parametrize("weights_out, words", [
+    ("folder", "folder: error: cannot access this file: is a folder, not a file"),
+    ("afile/w.safetensors", "w.safetensors: error: cannot access this file: {tmp}/afile is a file, not a folder"),
+])
+def test_import_writes_nothing_when_the_weights_cannot_be_written(run_import, tmp_path, weights_out, words):
+    """import -o m.cnn --weights-out FOLDER wrote m.cnn and then failed on the weights: a model file
+    naming a weights file that was never written. A file where a folder should be said only
+    'File exists'."""
+    from cnndsl import compile
+
+    weights = compile(LENET, seed=5).save_weights(tmp_path / "w.safetensors")
+    assert run_import("export", LENET, "--weights", str(weights), "-o", str(tmp_path / "l.onnx")).exit_code == 0
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("x")
+    result = run_import("import", str(tmp_path / "l.onnx"), "-o", str(tmp_path / "m.cnn"),
+                        "--weights-out", str(tmp_path / weights_out))
+    assert result.exit_code == 1 and words.format(tmp=tmp_path) in result.output, result.output
+    assert not (tmp_path / "m.cnn").exists()
+
+
 @pytest.mark.parametrize("content, expected", [
     (b"\x00\x01garbage that is not protobuf \xff\xff\xff", "this is not an ONNX model"),
     (b"", "ONNX model"),
