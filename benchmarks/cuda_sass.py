@@ -135,12 +135,6 @@ def main() -> int:
             n = sum(c.values()) + runs * sum(sum(x[2].values()) for x in inner)
             print(f"    one reduction step of {t.BK} (the main loop, its inner loop {runs} more times): "
                   f"{n} instructions, {step} FFMA ({step / n:.0%})")
-        else:
-            whole = [x for x in found if x[2]["LDG"] and x[2]["FFMA"] == step]
-            if whole:  # the rank-1 updates unrolled into the main loop
-                n = sum(max(whole, key=lambda x: x[1] - x[0])[2].values())
-                print(f"    one reduction step of {t.BK} (the main loop): {n} instructions, {step} FFMA "
-                      f"({step / n:.0%})")
     return 0
 
 

@@ -18,7 +18,7 @@ import click
 import numpy as np
 
 from cnndsl.cli.main import cli
-from cnndsl.cli.options import SEED, data_help, load_model, model_options
+from cnndsl.cli.options import SEED, check_png_output, data_help, load_model, model_options
 from cnndsl.diagnostics import CnnError, Diagnostic, file_error
 
 CELL = 96  # target size of one picture, pixels (small images are enlarged by a whole factor)
@@ -166,10 +166,7 @@ def augment(file, data, n_images, k_versions, seed, output, load_kwargs):
     from cnndsl.io.atomic import atomic_write_bytes
 
     output = output or f"{Path(file).stem}-augment.png"
-    if Path(output).suffix.lower() != ".png":
-        raise file_error(output, "the grid is written as PNG", expected="an output name ending in .png",
-                         found=f"'{Path(output).name}'", help=f"-o {Path(output).with_suffix('.png')}",
-                         code="cli-output")
+    check_png_output(output, "the grid", "cli-output")
     program = load_model(file, load_kwargs)
     config = program.training
     augs = config.augment if config is not None else ()

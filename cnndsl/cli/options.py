@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+from pathlib import Path
 
 import click
 
@@ -25,6 +26,21 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(v):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return v
+
+
+def check_png_output(output: str, what: str, code: str, bare: bool = False) -> None:
+    """-o of a command that writes a PNG, checked before any work: another extension would get
+    PNG bytes (a .jpg that is no JPEG), a folder would fail only at the end. `bare`: a name
+    without an extension is accepted too."""
+    from cnndsl.diagnostics import file_error
+
+    p = Path(output)
+    if p.suffix.lower() != ".png" and (p.suffix or not bare):
+        raise file_error(output, f"{what} is written as PNG", expected="an output name ending in .png",
+                         found=f"'{p.name}'", help=f"-o {p.with_suffix('.png')}", code=code)
+    if p.is_dir():
+        raise file_error(output, "-o names a folder", expected="the name of a PNG file to write",
+                         found="a folder", help=f"-o {p / 'out.png'}", code=code)
 
 
 def parse_defines(values: tuple[str, ...]) -> dict[str, str]:

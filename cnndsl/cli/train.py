@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from cnndsl.cli.main import cli, print_diagnostics
-from cnndsl.cli.options import EPOCHS, SEED, FiniteFloatRange, context_option, data_help, load_model, model_options
+from cnndsl.cli.options import EPOCHS, SEED, FiniteFloatRange, check_png_output, context_option, data_help, load_model, model_options
 from cnndsl.cli.compile import opt_level_option, selected_opt_level
 from cnndsl.diagnostics import CnnError, Diagnostic, file_error
 from cnndsl.train.metrics import epoch_line
@@ -336,8 +336,8 @@ def predict(file, images, weights, top, out_image, resize, load_kwargs):
     error for that file; the others are still predicted (exit 1 when any failed)."""
     from cnndsl.io.images import load_image
 
-    if out_image is not None:
-        _check_out_image(out_image)
+    if out_image is not None:  # written as PNG (NAME-1.png, ... for several inputs)
+        check_png_output(out_image, "the picture", "predict-out", bare=True)
     model = _compile(file, load_kwargs, init_from_file=False)  # trained weights are loaded next
     names = model.class_names(model.load_weights(weights))
     good, arrays, failed = [], [], []
@@ -365,14 +365,3 @@ def predict(file, images, weights, top, out_image, resize, load_kwargs):
                    err=True)
         sys.exit(1)
 
-
-def _check_out_image(out_image: str) -> None:
-    """-o is written as PNG (NAME-1.png, ... for several inputs): another extension was written with
-    PNG bytes in it (a .jpg that is no JPEG), and a folder was refused after the predictions."""
-    p = Path(out_image)
-    if p.suffix and p.suffix.lower() != ".png":
-        raise file_error(out_image, "the picture is written as PNG", expected="an output name ending in .png",
-                         found=f"'{p.name}'", help=f"-o {p.with_suffix('.png')}", code="predict-out")
-    if p.is_dir():
-        raise file_error(out_image, "-o names a folder", expected="the name of a PNG file to write",
-                         found="a folder", help=f"-o {p / 'prediction.png'}", code="predict-out")

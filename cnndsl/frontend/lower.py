@@ -14,7 +14,7 @@ from cnndsl.analysis.infer import infer_shapes
 from cnndsl.diagnostics import Diagnostic, Diagnostics, Span, did_you_mean
 from cnndsl.frontend import ast
 from cnndsl.frontend.values import (LIMIT, MISSING, SPACE_FUNCTIONS, EvalError, Evaluator, is_define_number,
-                                    parse_define)
+                                    parse_define, shown_number)
 from cnndsl.ir.dump import show
 from cnndsl.ir.graph import Graph, Node
 from cnndsl.ops.registry import AttrError, OpDef, all_ops, get_op
@@ -171,7 +171,7 @@ class Lowerer:
                 continue
             value = parse_define(str(text))
             if value is None:
-                shown = str(text) if len(str(text)) <= 40 else f"{str(text)[:20]}...({len(str(text)):,} characters)"
+                shown = shown_number(str(text))
                 number = is_define_number(str(text))  # not `5+5`: that is no value, not a large one
                 self.diags.error(f"-D {key}={shown}: " + (f"the number is out of range (at most {LIMIT:,})" if number
                                  else "expected a number, true/false, a word or HxW"), DEFINE_SPAN,

@@ -435,6 +435,14 @@ class TrainingBuilder:
         given: dict[str, Any] = {}
         ok = True
         slot = 0
+
+        def free_slot() -> Attr | None:
+            """The next positional value not given yet."""
+            nonlocal slot
+            while slot < len(positional) and positional[slot].name in given:
+                slot += 1
+            return positional[slot] if slot < len(positional) else None
+
         for a in s.args:
             try:
                 v = ev.value(a.value)
@@ -443,18 +451,13 @@ class TrainingBuilder:
                     self.error(e.diagnostic.message, e.diagnostic.span, e.diagnostic.help, e.diagnostic.code)
                 ok = False
                 # the value was written, if wrong: not also "needs epochs" (`epochs 99999999999999999999999`)
-                if a.key is None:
-                    while slot < len(positional) and positional[slot].name in given:
-                        slot += 1
-                    if slot < len(positional):
-                        given[positional[slot].name] = None
-                elif (options.get(a.key) or by_name.get(a.key)) is not None:
-                    given[(options.get(a.key) or by_name.get(a.key)).name] = None
+                opt = free_slot() if a.key is None else options.get(a.key) or by_name.get(a.key)
+                if opt is not None:
+                    given[opt.name] = None
                 continue
             if a.key is None:
-                while slot < len(positional) and positional[slot].name in given:
-                    slot += 1
-                if slot >= len(positional):
+                opt = free_slot()
+                if opt is None:
                     pos_names = ", ".join(o.name for o in positional)
                     opt_names = list(options)
                     hint = did_you_mean(v, opt_names) if isinstance(v, str) else None
@@ -465,7 +468,6 @@ class TrainingBuilder:
                                                      if opt_names else None), code="too-many-values")
                     ok = False
                     continue
-                opt = positional[slot]
             else:
                 opt = options.get(a.key) or by_name.get(a.key)
                 if opt is None:

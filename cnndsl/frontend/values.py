@@ -170,7 +170,8 @@ class Evaluator:
 
 
 def shown_number(text: str) -> str:
-    """A number as written, cut short when long: a 5,000-digit literal made a 5,000-character message."""
+    """A number (or -D value) as written, cut short when long: a 5,000-digit literal made a
+    5,000-character message."""
     return text if len(text) <= 40 else f"{text[:20]}...({len(text):,} characters)"
 
 
