@@ -65,9 +65,11 @@ NETS = {name: ROOT / "examples" / f"{name}.cnn" for name in ("lenet5", "vgg_smal
 GOALS = (("lenet5", 64), ("lenet5", 256), ("vgg_small", 64), ("vgg_small", 256), ("resnet_tiny", 128))
 QUICK_GOALS = (("lenet5", 64), ("vgg_small", 64), ("resnet_tiny", 128))
 GEMM_ENV = "CNNDSL_CUDA_GEMM"
-# the code before issue 20's work first (known good), then the new kernels on numba's dispatcher
-# (the kernels' effect alone), then the new kernels with prepared launches (the default)
-VARIANTS = ("tiled:dispatch", "pipelined:dispatch", "pipelined")
+# the code before issue 20's work first (known good), then the new kernels with prepared launches
+# (the default), then with every conv's and dense's tile measured on the GPU (CNNDSL_CUDA_TUNE=on),
+# then the new kernels on numba's dispatcher (the kernels' effect alone; last, as the least needed
+# should the time limit cut the run short)
+VARIANTS = ("tiled:dispatch", "pipelined", "pipelined+tune", "pipelined:dispatch")
 CHECK_BATCH = 32
 TOLERANCE = 1e-3
 
@@ -111,14 +113,19 @@ def environ(name: str, value: str | None):
 
 @contextlib.contextmanager
 def gemm_variant(variant: str | None):
-    """A variant is FAMILY or FAMILY:LAUNCH ("tiled:dispatch" is the code before issue 20's work:
-    the tiled kernels, numba's dispatcher on every launch): CNNDSL_CUDA_GEMM=FAMILY and, with
-    a launch path, CNNDSL_CUDA_LAUNCH=LAUNCH while the block runs (None: leave both as they are)."""
+    """A variant is FAMILY[:LAUNCH][+tune] ("tiled:dispatch" is the code before issue 20's work:
+    the tiled kernels, numba's dispatcher on every launch; "pipelined+tune" the pipelined kernels
+    with each launch's tile measured, cnndsl/kernels/cuda/tune.py): CNNDSL_CUDA_GEMM=FAMILY,
+    with a launch path CNNDSL_CUDA_LAUNCH=LAUNCH, and CNNDSL_CUDA_TUNE=on with +tune, else off
+    (the shape rules alone, whatever an earlier variant remembered), while the block runs (None:
+    leave all three as they are)."""
     if variant is None:
         yield
         return
-    family, _, path = variant.partition(":")
-    with environ(GEMM_ENV, family), environ("CNNDSL_CUDA_LAUNCH", path or None):
+    name, plus, _ = variant.partition("+tune")
+    family, _, path = name.partition(":")
+    with environ(GEMM_ENV, family), environ("CNNDSL_CUDA_LAUNCH", path or None), \
+            environ("CNNDSL_CUDA_TUNE", "on" if plus else "off"):
         yield
 
 
@@ -666,6 +673,9 @@ def main(argv=None) -> int:
                "twin_check": {}, "correctness": {v: {} for v in variants}, "speed": [], "errors": []}
 
     def save():
+        tune = sys.modules.get("cnndsl.kernels.cuda.tune")  # the tile choices measured (+tune variants)
+        if tune is not None and tune.MEMORY.used:
+            results["tuned"] = dict(tune.MEMORY.used)
         write_json(out, results)
 
     torch_device = None

@@ -166,6 +166,19 @@ def numpy_reference(x, w, dy, stride, pad) -> dict:
 
 # -- cnndsl ---------------------------------------------------------------------------------
 
+def tuned_choices() -> dict:
+    """The tile choices this process measured or read and used (cnndsl/kernels/cuda/tune.py), each
+    with its candidates' times in microseconds, printed one line each."""
+    from cnndsl.kernels.cuda import tune
+
+    entries = dict(tune.MEMORY.used)
+    for key, e in entries.items():
+        times = ", ".join(f"{c} {us:.1f}" for c, us in sorted(e.get("us", {}).items(), key=lambda kv: kv[1]))
+        print(f"tuned {key}: {e.get('choice')} (shape rule: {e.get('default')}); us: {times}"
+              + (f"; failed: {e['failed']}" if e.get("failed") else ""), flush=True)
+    return entries
+
+
 def describe(launch) -> list[dict]:
     """The kernels of a Launch: name, grid, block, and whether the launch took the fast path
     (common.PreparedLaunch). Best effort, never raising: a configured launcher (numba's, or
@@ -208,12 +221,15 @@ class CnndslConv:
         from cnndsl.kernels.cuda import gemm as K
 
         geo = self.geo
-        ws = K.weight_workspace(geo)
+        # as the backend plans a weight gradient (a checkout without tune.py: the shape rules)
+        plan = getattr(K, "weight_plan", None)
+        tile, splits = plan(self.x, self.dy, geo) if plan else (None, None)
+        ws = K.weight_workspace(geo, tile, splits)
         self.part = self.cuda.device_array(max(int(ws), 1), np.float32)
-        self.workspace = int(ws)
+        self.workspace, self.weight_plan = int(ws), (tile, splits)
         return {"forward": K.conv_forward(self.x, self.w, self.no_bias, False, self.y, geo),
                 "backward_data": K.conv_backward_data(self.dy, self.w, self.no_bias, False, self.dx, geo),
-                "backward_weight": K.conv_backward_weight(self.x, self.dy, self.dw, self.part, geo)}
+                "backward_weight": K.conv_backward_weight(self.x, self.dy, self.dw, self.part, geo, tile, splits)}
 
     def result(self, name: str) -> np.ndarray:
         buf = {"forward": self.y, "backward_data": self.dx, "backward_weight": self.dw}[name]
@@ -346,6 +362,8 @@ def main(argv=None) -> int:
             with gemm_variant(variant):
                 launches = conv.launches()
             r["weight_workspace_elements"] = conv.workspace
+            if "+tune" in variant:
+                r["tune"] = tuned_choices()
         except Exception as e:  # noqa: BLE001
             r["error"] = _error(e)
             failed = True

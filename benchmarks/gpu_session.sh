@@ -5,15 +5,17 @@
 #     OUT=/some/folder bash benchmarks/gpu_session.sh          # on the GPU: 7-8 minutes, <= BUDGET_S
 #     SIM=1 OUT=/some/folder bash benchmarks/gpu_session.sh    # here: the same steps under numba's
 #                                                              # simulator at --smoke sizes, to try
-#                                                              # the plumbing (1.5 min on 2 cores)
+#                                                              # the plumbing (3-4 min on 2 cores)
 #
 # 0. versions and the card, and one kernel through cnndsl's shim (the canary);
 # 1. alone on the GPU, first, as they matter most (issue 20):
 #      cuda_conv   benchmarks/cuda_conv.py: the 3x3 64->64 conv at 56x56, batch 32, forward, input and
 #                  weight gradient, per GEMM variant, against cuDNN (TF32 off and on), % of FP32 peak;
+#                  the +tune variant prints each pass's candidate tiles' times ("tuned ..." lines);
 #      cuda_check  benchmarks/cuda_check.py: training images/s of lenet5, vgg_small (batch 64, 256) and
 #                  resnet_tiny (128) per GEMM variant next to PyTorch + cuDNN, then one step of each
-#                  against the CPU backend per variant;
+#                  against the CPU backend per variant; cuda_check.json keeps the +tune variant's
+#                  choice and candidate times for every conv and dense launch ("tuned");
 #    beside them on the CPU: cpu_reference (cuda_check.py --save-reference: the CPU backend's steps
 #    that cuda_check compares with, so their kernel compilation does not hold up the GPU);
 # 2. alone on the GPU: `cnndsl bench --device cuda --batch 64 --train --per-kernel` of lenet5 and
@@ -36,9 +38,10 @@
 # eval_cuda).
 #
 # Expected on an H200 host (16 cores; estimates, none of it has run there yet): setup 20-30 s;
-# cuda_conv 30-60 s (kernel JIT per variant, cuDNN autotuning, 50 timed launches per pass);
-# cuda_check 2-3 min (the JIT per variant, 5 network/batch pairs x (2 variants + 2 PyTorch modes)
-# x 35 steps, the correctness steps); the profiles 15-25 s each (a fresh process: the JIT again);
+# cuda_conv 45-90 s (kernel JIT per variant and, for +tune, per candidate tile: 12 kernels of 1-3 s,
+# cuDNN autotuning, 50 timed launches per pass); cuda_check 2.5-4 min (the JIT per variant and
+# candidate, 5 network/batch pairs x (4 variants + 2 PyTorch modes) x 35 steps, the correctness
+# steps; the dispatcher-only variant last, the first a time limit cuts); the profiles 15-25 s each (a fresh process: the JIT again);
 # the device tests 2-3.5 min (129 s in the last session, more tests since) beside LeNet-5's
 # training (under a minute) and evaluation.
 set -u
@@ -189,22 +192,25 @@ PY
   PROFILE_NETS="$WORK/smoke.cnn"; PROFILE_ARGS="--batch 2 --repeats 1"
   TRAIN_NET=$WORK/smoke.cnn; DATA_ARGS="--data $WORK/tiny.npz"; TRAIN_ARGS="$DATA_ARGS --epochs 1 --batch 2"
   CUDA_TESTS="tests/cuda/test_gemm.py -k dense"; HOST_TESTS="tests/kernels/test_kernels_dense.py"
-  L_CONV=60 L_REF=90 L_CHECK=150 L_WAIT=60 L_BENCH=60 L_TRAIN=90 L_EVAL=40 L_TESTS=120 L_HOST=120
+  L_CONV=150 L_REF=90 L_CHECK=150 L_WAIT=60 L_BENCH=60 L_TRAIN=90 L_EVAL=40 L_TESTS=120 L_HOST=120
 else
   SMOKE=
   PROFILE_NETS="examples/lenet5.cnn examples/vgg_small.cnn"; PROFILE_ARGS="--batch 64"
   TRAIN_NET=examples/lenet5.cnn; DATA_ARGS=""; TRAIN_ARGS=""
   CUDA_TESTS="tests/cuda"; HOST_TESTS="tests/kernels"
-  L_CONV=100 L_REF=200 L_CHECK=240 L_WAIT=150 L_BENCH=60 L_TRAIN=170 L_EVAL=45 L_TESTS=210 L_HOST=170
+  L_CONV=120 L_REF=200 L_CHECK=270 L_WAIT=150 L_BENCH=60 L_TRAIN=170 L_EVAL=45 L_TESTS=210 L_HOST=170
 fi
 export NUMBA_NUM_THREADS=4
+# the shape rules' tiles everywhere but in the +tune variants (which set CNNDSL_CUDA_TUNE=on): the
+# choices those measure are remembered on disk and would otherwise change the later steps' kernels
+export CNNDSL_CUDA_TUNE=off
 
 # -- 1. the figures of issue 20, alone on the GPU; the CPU reference steps beside them ----------
 ( NUMBA_CACHE_DIR=/tmp/nc_ref CNNDSL_COMPILE_WORKERS=4 \
     step tests cpu_reference "$L_REF" python3 benchmarks/cuda_check.py $SMOKE --save-reference "$REF"
   touch "$REF/.done" ) &
 NUMBA_CACHE_DIR=/tmp/nc_gpu step speed cuda_conv "$L_CONV" python3 benchmarks/cuda_conv.py $SMOKE \
-  --variants tiled:dispatch,pipelined --out "$OUT/cuda_conv.json"
+  --variants tiled:dispatch,pipelined,pipelined+tune --out "$OUT/cuda_conv.json"
 NUMBA_CACHE_DIR=/tmp/nc_gpu step speed cuda_check "$L_CHECK" python3 benchmarks/cuda_check.py $SMOKE \
   --reference "$REF" --wait-reference "$L_WAIT" --out "$OUT/cuda_check.json"
 
@@ -239,7 +245,7 @@ wait
 show() {  # show NAME REGEX: the step's log from the first line matching REGEX on, else its last lines
   if grep -qE "$2" "$WORK/$1.log" 2>/dev/null; then sed -n "/$2/,\$p" "$WORK/$1.log"; else tail -n 6 "$WORK/$1.log" 2>/dev/null; fi
 }
-echo "---- cuda_conv"; show cuda_conv "^pass "
+echo "---- cuda_conv"; show cuda_conv "^pass "; grep "^tuned " "$WORK/cuda_conv.log" 2>/dev/null
 echo "---- cuda_check"; grep -E "^(variant|correctness|PyTorch twin)" "$WORK/cuda_check.log" 2>/dev/null
 show cuda_check "^training images"
 for f in cpu_reference host_cpu_kernels train_cpu train_cuda eval_cuda cuda_tests; do

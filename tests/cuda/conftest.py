@@ -31,3 +31,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"))
             if not (SIMULATED or ON_DEVICE):
                 item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _shape_rule_tiles(monkeypatch):
+    """The GEMM tiles of the shape rules in every test (CNNDSL_CUDA_TUNE=off), whatever choices a
+    run with CNNDSL_CUDA_TUNE=on remembered on this machine; test_tune.py sets its own policy."""
+    monkeypatch.setenv("CNNDSL_CUDA_TUNE", "off")

@@ -21,25 +21,37 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 
 
-def _run(script: str, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+def _run(script: str, *args: str, timeout: int = 240, cache=None) -> subprocess.CompletedProcess:
+    """The script under the simulator; `cache`: its XDG_CACHE_HOME (where +tune variants write
+    their choices), Numba's cache folder kept."""
+    from cnndsl.kernel_cache import default_cache_dir
+
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")
-    env.pop("CNNDSL_CUDA_GEMM", None)
-    env.pop("CNNDSL_CUDA_LAUNCH", None)
+    for name in ("CNNDSL_CUDA_GEMM", "CNNDSL_CUDA_LAUNCH", "CNNDSL_CUDA_TUNE"):
+        env.pop(name, None)
+    if cache is not None:
+        env.setdefault("NUMBA_CACHE_DIR", str(default_cache_dir()))
+        env["XDG_CACHE_HOME"] = str(cache)
     return subprocess.run([sys.executable, str(BENCH / script), *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
 def test_cuda_conv_smoke(tmp_path):
     out = tmp_path / "cuda_conv.json"
-    proc = _run("cuda_conv.py", "--smoke", "--variants", "tiled:dispatch,pipelined", "--out", str(out))
+    proc = _run("cuda_conv.py", "--smoke", "--variants", "tiled:dispatch,pipelined,pipelined+tune", "--out", str(out),
+                cache=tmp_path / "cache")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     d = json.loads(out.read_text())
     assert {"device", "device_info", "fp32_peak", "shape", "gflop_per_pass", "reference", "torch", "cnndsl",
             "ratio_fp32", "errors"} <= d.keys()
     assert d["errors"] == []
-    assert set(d["cnndsl"]) == {"tiled:dispatch", "pipelined"}
+    assert set(d["cnndsl"]) == {"tiled:dispatch", "pipelined", "pipelined+tune"}
+    # the tuned variant measured each pass's candidates (the weight gradient: tiles x splits)
+    assert {k.split()[0] for k in d["cnndsl"]["pipelined+tune"]["tune"]} == {"fwd", "bwd_data", "bwd_weight"}
+    assert all(len(e["us"]) >= 2 for e in d["cnndsl"]["pipelined+tune"]["tune"].values())
+    assert "tuned fwd pipelined" in proc.stdout
     for variant, r in d["cnndsl"].items():
-        assert r["family"].startswith(variant.split(":")[0]) or "ignores CNNDSL_CUDA_GEMM" in r["family"], r["family"]
+        assert r["family"].startswith(variant.split(":")[0].split("+")[0]) or "ignores CNNDSL_CUDA_GEMM" in r["family"], r["family"]
         for name in ("forward", "backward_data", "backward_weight"):
             p = r[name]
             assert p["ok"] and p["rel_err"] <= d["tolerance"], (variant, name, p)
@@ -52,12 +64,13 @@ def test_cuda_conv_smoke(tmp_path):
 
 def test_cuda_check_smoke(tmp_path):
     out = tmp_path / "cuda_check.json"
-    r = _run("cuda_check.py", "--smoke", "--no-torch", "--out", str(out))
+    r = _run("cuda_check.py", "--smoke", "--no-torch", "--out", str(out), cache=tmp_path / "cache")
     assert r.returncode == 0, r.stdout + r.stderr
     d = json.loads(out.read_text())
     assert {"device", "device_info", "versions", "variants", "settings", "correctness", "speed",
             "twin_check"} <= d.keys()
-    variants = {"tiled:dispatch", "pipelined:dispatch", "pipelined"}  # before, the kernels alone, after
+    # before, after, after with measured tiles, the kernels alone
+    variants = {"tiled:dispatch", "pipelined", "pipelined+tune", "pipelined:dispatch"}
     assert set(d["variants"]) == variants
     for variant in variants:
         assert d["correctness"][variant]["smoke"]["verdict"] == "PASS", d["correctness"][variant]
@@ -65,6 +78,7 @@ def test_cuda_check_smoke(tmp_path):
     assert (row["net"], row["batch"]) == ("smoke", 2) and not row["errors"]
     assert set(row["cnndsl"]) == variants and min(row["cnndsl"].values()) > 0
     assert "training images/s" in r.stdout
+    assert {k.split()[0] for k in d["tuned"]} == {"fwd", "bwd_data", "bwd_weight"}  # the +tune variant's choices
 
 
 def test_scripts_refuse_real_runs_under_the_simulator():

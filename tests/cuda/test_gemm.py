@@ -153,8 +153,9 @@ def test_tile_choice_and_split_sizes():
 
 
 def test_tensors_past_int32_fall_back_to_the_tiled_kernels(monkeypatch):
-    """The pipelined kernels index in int32 (their k table too: 4 entries per reduction index);
-    a geometry with any index past 2**31 gets the tiled family."""
+    """The pipelined kernels index in int32 (their k table too: 4 entries per reduction index)
+    and keep taps' coordinates below 2**28 (igemm.OUTSIDE's margin); a geometry with any index
+    past 2**31, or a coordinate past 2**28, gets the tiled family."""
     from cnndsl.kernels.cuda import gemm as G
 
     monkeypatch.delenv("CNNDSL_CUDA_GEMM", raising=False)
@@ -164,3 +165,8 @@ def test_tensors_past_int32_fall_back_to_the_tiled_kernels(monkeypatch):
     # gradient's k table has 4 * (2**29 + 8) entries, past it
     wide = ConvGeometry(N=2**11, C=1, H=512, W=512, F=1, OH=512, OW=512, KH=1, KW=1)
     assert wide.N * wide.F * wide.OH * wide.OW < 2**31 and G.family(wide) == "tiled"
+    # a map 2**28 wide (one row, one image): its tensors and table are small, but a tap's coordinate
+    # would leave too little margin below the kernels' OUTSIDE sentinel
+    tall = ConvGeometry(N=1, C=1, H=1, W=2**28, F=1, OH=1, OW=2**28, KH=1, KW=1)
+    narrower = ConvGeometry(N=1, C=1, H=1, W=2**28 - 1, F=1, OH=1, OW=2**28 - 1, KH=1, KW=1)
+    assert G.family(tall) == "tiled" and G.family(narrower) == "pipelined"

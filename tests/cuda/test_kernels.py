@@ -90,8 +90,36 @@ def test_dropout_mask_is_bit_identical_to_the_cpu_kernel(p, seed, step):
     assert np.array_equal(y.copy_to_host(), cpu_y)  # same mask, same float32 scale: bit for bit
 
 
-@pytest.mark.parametrize("shape", [(3, 5, 2, 3), (4, 6)])
-def test_batchnorm_train_inference_backward(shape):
+def _steps(triples) -> None:
+    """Run a host helper's planned launches [(kernel, config, args)] in order."""
+    for k, config, args in triples:
+        k[config](*args)
+
+
+@pytest.fixture(params=["natural", "many"])
+def runs(request, monkeypatch):
+    """Per-channel reductions as reduce.plan splits them under the simulator, and split into many
+    short runs (the last one shorter: (5, 2, 3, 7) has 105 elements per channel in runs of 8)."""
+    from cnndsl.kernels.cuda import reduce as R
+
+    if request.param == "many":
+        monkeypatch.setattr(R, "TARGET_BLOCKS", 64)
+        monkeypatch.setattr(R, "CHUNK_MIN", 8)
+    return request.param
+
+
+def test_reduction_plans():
+    from cnndsl.kernels.cuda import reduce as R
+
+    for C, M in ((1, 1), (3, 1000), (2, 10**6), (500, 7), (1, 2**33)):
+        chunks, L = R.plan(C, M)
+        assert chunks >= 1 and (chunks - 1) * L < M <= chunks * L, (C, M, chunks, L)
+        assert chunks == 1 or M / chunks >= R.CHUNK_MIN / 2
+    assert R.plan(500, 7)[0] == 1 and R.plan(1, 10**6)[0] > 1
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 2, 3), (4, 6), (5, 2, 3, 7)])
+def test_batchnorm_train_inference_backward(shape, runs):
     from cnndsl.kernels.cuda import reduce as R
 
     rng = np.random.default_rng(4)
@@ -103,8 +131,8 @@ def test_batchnorm_train_inference_backward(shape):
     y_ref, mean, inv, rm_ref, rv_ref = RB.batchnorm_train(x, gamma, beta, 1e-5, 0.1, rm, rv)
     d_rm, d_rv = dev(rm), dev(rv)
     save_mean, save_inv, scale, shift, y = empty(c), empty(c), empty(c), empty(c), empty(x.size)
-    R.bn_train_stats[R.channel_grid(c)](dev(x), n, c, s, dev(gamma), dev(beta), f32(1e-5), f32(0.1), d_rm, d_rv,
-                                        save_mean, save_inv, scale, shift)
+    _steps(R.bn_train_stats_steps(dev(x), n, c, s, dev(gamma), dev(beta), f32(1e-5), f32(0.1), d_rm, d_rv,
+                                  save_mean, save_inv, scale, shift, empty(R.workspace(c, n * s, 2))))
     R.channel_affine[_grid(x.size)](dev(x), scale, shift, 0, f32(0.0), y, c, s, x.size)
     assert_close(host(y, shape), y_ref, what="train forward")
     assert_close(host(save_mean, (c,)), mean, what="mean")
@@ -115,8 +143,8 @@ def test_batchnorm_train_inference_backward(shape):
     dy = rng.standard_normal(shape)
     dx_ref, dg_ref, db_ref = RB.batchnorm_backward(x, dy, gamma, mean, inv)
     dx, dg, db, coef = empty(x.size), empty(c), empty(c), empty(3 * c)
-    R.bn_backward_reduce[R.channel_grid(c)](dev(x), dev(dy), dev(dy), 0, f32(0.0), n, c, s, dev(gamma), save_mean,
-                                            save_inv, dg, db, coef)
+    _steps(R.bn_backward_reduce_steps(dev(x), dev(dy), dev(dy), 0, f32(0.0), n, c, s, dev(gamma), save_mean,
+                                      save_inv, dg, db, coef, empty(R.workspace(c, n * s, 2))))
     R.bn_backward_apply[_grid(x.size)](dev(x), dev(dy), dev(dy), 0, f32(0.0), dx, save_mean, coef, c, s, x.size)
     assert_close(host(dx, shape), dx_ref, rtol=1e-3, what="dx")
     assert_close(host(dg, (c,)), dg_ref, what="dgamma")
@@ -129,7 +157,7 @@ def test_batchnorm_train_inference_backward(shape):
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "tanh"])
 @pytest.mark.parametrize("shape", [(3, 5, 2, 3), (4, 6)])
-def test_fused_batchnorm_forward_and_backward(shape, activation):
+def test_fused_batchnorm_forward_and_backward(shape, activation, runs):
     """fused_batchnorm: the activation applied as the affine output is written, and the backward
     recomputing dz = act'(y) * dy in both of its kernels, against the composed references."""
     from cnndsl.kernels.cuda import reduce as R
@@ -145,8 +173,8 @@ def test_fused_batchnorm_forward_and_backward(shape, activation):
     y_ref, mean, inv, rm_ref, rv_ref = RF.fused_batchnorm_train(x, gamma, beta, 1e-5, 0.1, rm, rv, activation, 0.2)
     d_rm, d_rv = dev(rm), dev(rv)
     save_mean, save_inv, scale, shift, y = empty(c), empty(c), empty(c), empty(c), empty(x.size)
-    R.bn_train_stats[R.channel_grid(c)](dev(x), n, c, s, dev(gamma), dev(beta), f32(1e-5), f32(0.1), d_rm, d_rv,
-                                        save_mean, save_inv, scale, shift)
+    _steps(R.bn_train_stats_steps(dev(x), n, c, s, dev(gamma), dev(beta), f32(1e-5), f32(0.1), d_rm, d_rv,
+                                  save_mean, save_inv, scale, shift, empty(R.workspace(c, n * s, 2))))
     R.channel_affine[_grid(x.size)](dev(x), scale, shift, act, alpha, y, c, s, x.size)
     assert_close(host(y, shape), y_ref, what="train forward")
     assert_close(host(d_rv, (c,)), rv_ref, what="running var")
@@ -154,8 +182,8 @@ def test_fused_batchnorm_forward_and_backward(shape, activation):
     dy = rng.standard_normal(shape)
     dx_ref, dg_ref, db_ref = RF.fused_batchnorm_backward(x, y_ref, dy, gamma, beta, mean, inv, activation, 0.2)
     dx, dg, db, coef = empty(x.size), empty(c), empty(c), empty(3 * c)
-    R.bn_backward_reduce[R.channel_grid(c)](dev(x), dev(dy), y, act, alpha, n, c, s, dev(gamma), save_mean,
-                                            save_inv, dg, db, coef)
+    _steps(R.bn_backward_reduce_steps(dev(x), dev(dy), y, act, alpha, n, c, s, dev(gamma), save_mean,
+                                      save_inv, dg, db, coef, empty(R.workspace(c, n * s, 2))))
     R.bn_backward_apply[_grid(x.size)](dev(x), dev(dy), y, act, alpha, dx, save_mean, coef, c, s, x.size)
     assert_close(host(dx, shape), dx_ref, rtol=1e-3, what="dx")
     assert_close(host(dg, (c,)), dg_ref, what="dgamma")
@@ -167,15 +195,17 @@ def test_fused_batchnorm_forward_and_backward(shape, activation):
                  what="inference")
 
 
-def test_channel_sum_and_sum_to():
+def test_channel_sum_and_sum_to(runs):
     from cnndsl.kernels.cuda import reduce as R
     from cnndsl.kernels.cuda.common import RB as THREADS
 
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((3, 4, 10))
-    out = empty(4)
-    R.channel_sum[R.channel_grid(4)](dev(x), 3, 4, 10, f32(0.5), out)
-    assert_close(host(out, (4,)), 0.5 * x.sum(axis=(0, 2)), what="channel sum")
+    for shape in ((3, 4, 10), (7, 2, 15)):
+        x = rng.standard_normal(shape)
+        n, c, s = shape
+        out = empty(c)
+        _steps(R.channel_sum_steps(dev(x), n, c, s, f32(0.5), out, empty(R.workspace(c, n * s))))
+        assert_close(host(out, (c,)), 0.5 * x.sum(axis=(0, 2)), what=f"channel sum {shape}")
     values = empty(3)
     R.sum_to[1, THREADS](dev(x), x.size, f32(2.0), values, 1)
     assert_close(host(values, (3,))[1], 2 * x.sum(), what="sum_to")
@@ -232,7 +262,7 @@ def test_global_avgpool():
     rng = np.random.default_rng(8)
     x = rng.standard_normal((2, 3, 5, 4))
     out, dx = empty(6), empty(x.size)
-    R.channel_sum[R.channel_grid(6)](dev(x), 1, 6, 20, f32(1 / 20), out)
+    _steps(R.channel_sum_steps(dev(x), 1, 6, 20, f32(1 / 20), out, empty(R.workspace(6, 20))))
     assert_close(host(out, (2, 3)), RP.global_avgpool(x), what="global avgpool")
     dy = rng.standard_normal((2, 3))
     K.global_avgpool_backward[_grid(x.size)](dev(dy), dx, 20, f32(1 / 20))

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnndsl.backend.cuda.launch import buffers_of, chain, flat, grads_of, launch, launches, no_bias, params_of, sequence
+from cnndsl.backend.cuda.launch import (buffers_of, chain, channel_sums, flat, grads_of, launch, launches, no_bias,
+                                        params_of, sequence)
 from cnndsl.kernels.cuda import gemm as K
 from cnndsl.kernels.cuda import pool as POOL
 from cnndsl.kernels.cuda.common import grid1d
 from cnndsl.kernels.cuda.elementwise import fold_batchnorm
-from cnndsl.kernels.cuda.reduce import channel_grid, channel_sum
 from cnndsl.kernels.geometry import ConvGeometry
 from cnndsl.ops.fused.epilogue import ACTIVATION_CODE
 
@@ -26,11 +26,11 @@ def geometry(node, n: int) -> ConvGeometry:
 
 def weight_grad(rc, x, dy, grads, geo: ConvGeometry):
     """Launch writing dweight and (with a bias) dbias of the conv `geo`; x and dy flat."""
-    part = rc.scratch("cuda_splitk", K.weight_workspace(geo))
-    steps = [K.conv_backward_weight(x, dy, flat(grads["weight"]), part, geo)]
+    tile, splits = K.weight_plan(x, dy, geo)
+    part = rc.scratch("cuda_splitk", K.weight_workspace(geo, tile, splits))
+    steps = [K.conv_backward_weight(x, dy, flat(grads["weight"]), part, geo, tile, splits)]
     if "bias" in grads:
-        steps.append(K.Launch([(channel_sum[channel_grid(geo.F)],
-                                (dy, geo.N, geo.F, geo.OH * geo.OW, ONE, flat(grads["bias"])))]))
+        steps.append(channel_sums(rc, dy, geo.N, geo.F, geo.OH * geo.OW, 1.0, flat(grads["bias"])))
     return chain(steps)
 
 
@@ -83,11 +83,11 @@ def conv_transpose_grad_params(rc, node, ins, out):
     grads = grads_of(rc, fwd.name)
     geo = geometry(fwd, dy.shape[0])
     # the adjoint conv's input is dy and its output gradient is x; the bias sums dy per output channel
-    part = rc.scratch("cuda_splitk", K.weight_workspace(geo))
-    steps = [K.conv_backward_weight(flat(dy), flat(x), flat(grads["weight"]), part, geo)]
+    tile, splits = K.weight_plan(flat(dy), flat(x), geo)
+    part = rc.scratch("cuda_splitk", K.weight_workspace(geo, tile, splits))
+    steps = [K.conv_backward_weight(flat(dy), flat(x), flat(grads["weight"]), part, geo, tile, splits)]
     if "bias" in grads:
-        steps.append(K.Launch([(channel_sum[channel_grid(geo.C)],
-                                (flat(dy), geo.N, geo.C, geo.H * geo.W, ONE, flat(grads["bias"])))]))
+        steps.append(channel_sums(rc, flat(dy), geo.N, geo.C, geo.H * geo.W, 1.0, flat(grads["bias"])))
     return sequence(steps)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnndsl.backend.cpu.elementwise import _dropout_seed  # the same per-layer seed: the same masks
-from cnndsl.backend.cuda.launch import buffers_of, flat, grads_of, launch, launches, params_of, split3
+from cnndsl.backend.cuda.launch import buffers_of, flat, grads_of, launch, launches, params_of, split3, steps
 from cnndsl.kernels.cuda import elementwise as E
 from cnndsl.kernels.cuda import reduce as R
 from cnndsl.kernels.cuda.common import NONE, grid1d
@@ -128,8 +128,9 @@ def batchnorm_forward(rc, node, x, out, act: int = NONE, alpha: float = 0.0):
     scale, shift = rc.ws(node.name, "scale", (c,)), rc.ws(node.name, "shift", (c,))
     x, y = flat(x), flat(out)
     gamma, beta, rm, rv = flat(p["gamma"]), flat(p["beta"]), flat(b["running_mean"]), flat(b["running_var"])
-    stats = launch(R.bn_train_stats, R.channel_grid(c), x, n, c, s, gamma, beta, eps, momentum, rm, rv,
-                   mean, invstd, scale, shift)
+    part = rc.scratch("cuda_channel_runs", R.workspace(c, n * s, 2))
+    stats = steps(R.bn_train_stats_steps(x, n, c, s, gamma, beta, eps, momentum, rm, rv, mean, invstd, scale, shift,
+                                         part))
     coeffs = launch(R.bn_inference_coeffs, grid1d(c), gamma, beta, rm, rv, eps, scale, shift, c)
     apply = launch(R.channel_affine, grid1d(total), x, scale, shift, act, np.float32(alpha), y, c, s, total)
 
@@ -154,8 +155,9 @@ def batchnorm_backward(rc, node, x, y, dy, dx, act: int = NONE, alpha: float = 0
     coef = rc.ws(node.name, "coef", (3 * c,))
     total = x.size
     x, y, dy, alpha = flat(x), flat(y), flat(dy), np.float32(alpha)
-    reduce = launch(R.bn_backward_reduce, R.channel_grid(c), x, dy, y, act, alpha, n, c, s,
-                    flat(params_of(rc, fwd.name)["gamma"]), mean, invstd, dgamma, dbeta, coef)
+    part = rc.scratch("cuda_channel_runs", R.workspace(c, n * s, 2))
+    reduce = steps(R.bn_backward_reduce_steps(x, dy, y, act, alpha, n, c, s, flat(params_of(rc, fwd.name)["gamma"]),
+                                              mean, invstd, dgamma, dbeta, coef, part))
     apply = launch(R.bn_backward_apply, grid1d(total), x, dy, y, act, alpha, flat(dx), mean, coef, c, s, total)
 
     def run(rc):

@@ -88,6 +88,21 @@ def chain(steps):
     return steps[0] if len(steps) == 1 else run
 
 
+def steps(triples):
+    """One no-argument callable doing the prepared launches of [(kernel, config, args)] in order
+    (the kernels' host helpers that plan several launches return these)."""
+    return chain([launch(k, config, *args) for k, config, args in triples])
+
+
+def channel_sums(rc, x, n: int, c: int, s: int, scale, out):
+    """One no-argument callable writing out[j] = scale * the sum of channel j of x ((n, c, s)
+    flat): kernels/cuda/reduce.py's runs, their partial sums in a shared scratch buffer."""
+    from cnndsl.kernels.cuda import reduce as R
+
+    part = rc.scratch("cuda_channel_runs", R.workspace(c, n * s))
+    return steps(R.channel_sum_steps(x, n, c, s, np.float32(scale), out, part))
+
+
 def launch(kernel, config, *args):
     """A prepared launch: `kernel[config](*args)` as a no-argument callable
     (cnndsl/kernels/cuda/common.py's PreparedLaunch: from its second call, one cuda.core launch)."""

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnndsl.backend.cuda.launch import flat, launch, launches, sequence
+from cnndsl.backend.cuda.launch import channel_sums, flat, launch, launches, sequence
 from cnndsl.kernels.cuda import pool as K
 from cnndsl.kernels.cuda.common import grid1d
-from cnndsl.kernels.cuda.reduce import channel_grid, channel_sum
 
 
 def _window(node, n: int) -> tuple:
@@ -45,8 +44,7 @@ def pool_grad(rc, node, ins, out):
 @launches("global_avgpool")
 def global_avgpool(rc, node, ins, out):
     n, c, h, w = ins[0].shape
-    return sequence([launch(channel_sum, channel_grid(n * c), flat(ins[0]), 1, n * c, h * w,
-                            np.float32(1.0 / (h * w)), flat(out))])
+    return sequence([channel_sums(rc, flat(ins[0]), 1, n * c, h * w, 1.0 / (h * w), flat(out))])
 
 
 @launches("global_avgpool_grad")

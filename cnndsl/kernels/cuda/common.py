@@ -36,6 +36,9 @@ if SIMULATOR:
     THREADS, MAX_BLOCKS, RB = 32, 2, 32
 else:
     THREADS, MAX_BLOCKS, RB = 256, 4096, 256
+# Blocks wanted to fill the GPU, where a launch's work can be split to get them (GEMM tiles and
+# reduction splits, per-channel reductions' chunks): about two per SM on an H100's 132 SMs.
+TARGET_BLOCKS = 4 if SIMULATOR else 264
 
 KERNELS: list["Kernel"] = []  # every kernel made, for the float64 type check
 
@@ -153,6 +156,31 @@ def kernel(*signature, name: str | None = None):
 def device(fn):
     """A device function (inlined into the kernels that call it)."""
     return cuda.jit(device=True)(fn)
+
+
+# Index arithmetic of the element-wise kernels: numba types it int64, and an int64 division or
+# remainder is a call to a subroutine of 83 (__cuda_sm20_div_s64) or 79 (rem_s64) instructions
+# (ptxas 12.9, sm_90); the uint32 ones are a few inline instructions. So where the operand is
+# below 2**32 (every tensor a GPU holds in practice; the test is per element, uniform) they
+# divide in uint32.
+
+
+@device
+def div_mod(a, b, n):
+    """(a // b, a % b) for 0 <= a < n, b > 0."""
+    if n < 4294967296:
+        q = int64(uint32(a) // uint32(b))
+    else:
+        q = a // b
+    return q, a - q * b
+
+
+@device
+def channel_of(i, S, C, n):
+    """The channel (i // S) % C of flat element i of an (N, C, S) tensor of n elements."""
+    if n < 4294967296:
+        return int64(uint32(i) // uint32(S) % uint32(C))
+    return (i // S) % C
 
 
 NONE, RELU, LEAKY_RELU, SIGMOID, TANH = (CODE[n] for n in ("none", "relu", "leaky_relu", "sigmoid", "tanh"))

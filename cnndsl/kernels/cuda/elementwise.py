@@ -16,8 +16,8 @@ import math
 
 import numpy as np
 
-from cnndsl.kernels.cuda.common import (F32, U8, activate, activation_grad, boolean, cuda, device, float32, int64,
-                                        kernel, uint64)
+from cnndsl.kernels.cuda.common import (F32, U8, activate, activation_grad, boolean, channel_of, cuda, device, div_mod,
+                                        float32, int64, kernel, uint64)
 from cnndsl.kernels.hash import GOLDEN
 from cnndsl.kernels.hash import mix as hash_mix
 
@@ -44,7 +44,7 @@ def prelu_forward(x, slope, y, N, C, S):
     z = float32(0.0)
     for i in range(cuda.grid(1), N * C * S, cuda.gridsize(1)):
         v = x[i]
-        y[i] = v if v > z else slope[(i // S) % C] * v
+        y[i] = v if v > z else slope[channel_of(i, S, C, N * C * S)] * v
 
 
 @kernel(F32, F32, F32, F32, int64, int64, int64)
@@ -53,7 +53,7 @@ def prelu_backward_data(x, dy, slope, dx, N, C, S):
     z = float32(0.0)
     for i in range(cuda.grid(1), N * C * S, cuda.gridsize(1)):
         g = dy[i]
-        dx[i] = g if x[i] > z else slope[(i // S) % C] * g
+        dx[i] = g if x[i] > z else slope[channel_of(i, S, C, N * C * S)] * g
 
 
 @kernel(F32, F32, F32, int64, int64, int64)
@@ -95,7 +95,7 @@ def softmax_column(x, y, base, K, S):
 def softmax_forward(x, y, N, K, S):
     """Softmax over axis 1 of (N, K, S): one thread per (n, s) column."""
     for it in range(cuda.grid(1), N * S, cuda.gridsize(1)):
-        n = it // S
+        n = div_mod(it, S, N * S)[0]
         softmax_column(x, y, n * K * S + it - n * S, K, S)
 
 
@@ -103,8 +103,7 @@ def softmax_forward(x, y, N, K, S):
 def softmax_backward(y, dy, dx, N, K, S):
     """dx = y * (dy - sum_k dy * y), per (n, s) column."""
     for it in range(cuda.grid(1), N * S, cuda.gridsize(1)):
-        n = it // S
-        s = it - n * S
+        n, s = div_mod(it, S, N * S)
         base = n * K * S + s
         t = float32(0.0)
         for k in range(K):

@@ -40,9 +40,9 @@ from functools import lru_cache
 import numpy as np
 
 from cnndsl.kernels.cuda.common import (  # noqa: F401  (the activation codes: tests use them as G.RELU, ...)
-    F32, LEAKY_RELU, NONE, RELU, SIGMOID, SIMULATOR, TANH, PreparedLaunch, activate, boolean, cuda, device, float32,
-    grid1d, int64, kernel)
-from cnndsl.kernels.cuda import igemm
+    F32, LEAKY_RELU, NONE, RELU, SIGMOID, TANH, TARGET_BLOCKS, PreparedLaunch, activate, boolean, cuda, device,
+    float32, grid1d, int64, kernel)
+from cnndsl.kernels.cuda import igemm, tune
 from cnndsl.kernels.cuda.igemm import BWD_DATA, BWD_WEIGHT, FWD, Tile  # noqa: F401  (one definition, both families)
 from cnndsl.kernels.geometry import ConvGeometry
 
@@ -56,8 +56,6 @@ TILES = {
     "l128x64": Tile(128, 64, 8, 8, 4),    # 256 threads, 32 accumulators each: large layers
 }
 
-# blocks wanted to fill the GPU (about two per SM on an H100's 132 SMs)
-TARGET_BLOCKS = 4 if SIMULATOR else 264
 
 
 def family(geo: ConvGeometry | None = None) -> str:
@@ -76,8 +74,11 @@ def _sizes(geo: ConvGeometry) -> tuple[int, ...]:
     # the split-K workspace (at most TARGET_BLOCKS splits, weight_splits) bounds the partial sums'
     # indices; the k tables (igemm.k_table: a row per reduction index) their own
     red = max(geo.N * geo.OH * geo.OW, k, (geo.F // geo.G) * geo.KH * geo.KW)
+    # and the taps' coordinates stay below igemm.MAX_EXTENT in magnitude (igemm.OUTSIDE's margin)
+    extent = max(geo.H + geo.pt + geo.pb, geo.W + geo.pl + geo.pr, geo.OH * geo.sh, geo.OW * geo.sw,
+                 geo.KH * geo.dh, geo.KW * geo.dw)
     return (geo.N * geo.C * geo.H * geo.W, geo.N * geo.F * geo.OH * geo.OW, TARGET_BLOCKS * geo.F * k,
-            igemm.TAB_WIDTH * (red + igemm.MAX_BK))
+            igemm.TAB_WIDTH * (red + igemm.MAX_BK), extent * (2**31 // igemm.MAX_EXTENT))
 
 
 def tile_spec(tile: str):
@@ -357,6 +358,34 @@ class Launch:
             step()
 
 
+def _problem(mode: int, geo: ConvGeometry, orders, fam: str, residual: bool) -> str:
+    """The key of a launch's tile choice (tune.pick): everything its speed depends on but the data."""
+    unit = mode == BWD_DATA and geo.sh == 1 and geo.sw == 1
+    return (f"{('fwd', 'bwd_data', 'bwd_weight')[mode]} {fam} {''.join('k' if o else 'm' for o in orders)}"
+            f"{' s1' if unit else ''}{' res' if residual else ''} N{geo.N} C{geo.C} H{geo.H} W{geo.W} F{geo.F}"
+            f" OH{geo.OH} OW{geo.OW} K{geo.KH}x{geo.KW} S{geo.sh}x{geo.sw} P{geo.pt},{geo.pb},{geo.pl},{geo.pr}"
+            f" D{geo.dh}x{geo.dw} G{geo.G}")
+
+
+def _planned(mode: int, geo: ConvGeometry, orders, rows: int, cols: int, residual: bool, build, out_size: int) -> str:
+    """The tile of a FWD or BWD_DATA launch: tune.pick over the family's tiles for `cols` columns
+    (the shape rule's choose_tile the default), each trial `build(tile, scratch)` into a scratch
+    output of out_size elements."""
+    fam = family(geo)
+    default = tune.Choice(choose_tile(rows, cols, geo.G, fam))
+    if tune.policy() == "off":
+        return default.tile
+    scratch = []
+
+    def trial(c: tune.Choice):
+        if not scratch:
+            scratch.append(cuda.device_array(out_size, np.float32))
+        return build(c.tile, scratch[0])
+
+    return tune.pick(_problem(mode, geo, orders, fam, residual), [tune.Choice(t) for t in _orders(cols, fam)],
+                     default, trial).tile
+
+
 def _grid(geo: ConvGeometry, rows: int, cols: int, z: int, tile: str):
     t = tile_spec(tile)
     return (-(-rows // t.BM), -(-cols // t.BN), z), t.threads
@@ -366,8 +395,10 @@ def conv_forward(x, w, bias, has_bias, y, geo: ConvGeometry, tile: str | None = 
                  res=None, act: int = NONE, alpha: float = 0.0) -> Launch:
     """y = activation(conv(x, w) (+ bias) (+ res)): the epilogue of fused_conv / fused_dense."""
     rows, cols = geo.N * geo.OH * geo.OW, geo.F // geo.G
-    tile = tile or choose_tile(rows, cols, geo.G, family(geo))
     orders = (True, True) if geo.dense_like else (False, True)
+    if tile is None:
+        tile = _planned(FWD, geo, orders, rows, cols, res is not None, lambda t, scratch: conv_forward(
+            x, w, bias, has_bias, scratch, geo, t, res, act, alpha), y.size)
     k, tab = _kernel(FWD, tile, *orders, geo)
     epi = (y if res is None else res, res is not None, int(act), np.float32(alpha))
     return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (x, w) + tab + (bias, has_bias) + epi + (y,) + geo.args())])
@@ -376,8 +407,10 @@ def conv_forward(x, w, bias, has_bias, y, geo: ConvGeometry, tile: str | None = 
 def conv_backward_data(dy, w, bias, has_bias, dx, geo: ConvGeometry, tile: str | None = None) -> Launch:
     """dx = conv^T(dy, w) (+ bias over dx's channels: conv_transpose's forward)."""
     rows, cols = geo.N * geo.H * geo.W, geo.C // geo.G
-    tile = tile or choose_tile(rows, cols, geo.G, family(geo))
     orders = (True, False) if geo.dense_like else (False, True)
+    if tile is None:
+        tile = _planned(BWD_DATA, geo, orders, rows, cols, False, lambda t, scratch: conv_backward_data(
+            dy, w, bias, has_bias, scratch, geo, t), dx.size)
     k, tab = _kernel(BWD_DATA, tile, *orders, geo)
     epi = (dx, False, NONE, np.float32(0.0))
     return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (dy, w) + tab + (bias, has_bias) + epi + (dx,) + geo.args())])
@@ -402,6 +435,42 @@ def weight_splits(geo: ConvGeometry, tile: str) -> tuple[int, int]:
     splits = max(1, min(-(-TARGET_BLOCKS // blocks), most))
     kchunk = -(-(-(-red // splits)) // t.BK) * t.BK
     return -(-red // kchunk), kchunk
+
+
+def _effective_splits(geo: ConvGeometry, tile: str, splits: int) -> int:
+    """The splits conv_backward_weight runs when asked for `splits`: its chunks are whole
+    reduction steps, so some requests round to fewer."""
+    red, bk = geo.N * geo.OH * geo.OW, tile_spec(tile).BK
+    kchunk = -(-(-(-red // max(1, splits))) // bk) * bk
+    return -(-red // kchunk)
+
+
+def weight_plan(x, dy, geo: ConvGeometry) -> tuple[str, int]:
+    """(tile, splits) of conv_backward_weight for `geo`, reading x and dy: tune.pick over the
+    family's tiles for the result's columns, each with the shape rule's splits (weight_splits),
+    a half, a quarter and twice as many; the default weight_tile with its weight_splits."""
+    tile = weight_tile(geo)
+    default = tune.Choice(tile, weight_splits(geo, tile)[0])
+    if tune.policy() == "off":
+        return default.tile, default.splits
+    fam = family(geo)
+    rows, cols = (geo.C // geo.G) * geo.KH * geo.KW, geo.F // geo.G
+    candidates = []
+    for t in _orders(cols, fam):
+        s0 = weight_splits(geo, t)[0]
+        for s in (s0, s0 // 2, s0 // 4, min(2 * s0, TARGET_BLOCKS)):  # (_sizes bounds the workspace)
+            candidates.append(tune.Choice(t, _effective_splits(geo, t, max(1, s))))
+    dw = []
+
+    def trial(c: tune.Choice):
+        if not dw:
+            dw.append(cuda.device_array(geo.F * rows, np.float32))
+        part = cuda.device_array(max(1, weight_workspace(geo, c.tile, c.splits)), np.float32)
+        return conv_backward_weight(x, dy, dw[0], part, geo, c.tile, c.splits)
+
+    got = tune.pick(_problem(BWD_WEIGHT, geo, (False, False) if geo.dense_like else (True, True), fam, False),
+                    list(dict.fromkeys(candidates)), default, trial)
+    return got.tile, got.splits
 
 
 def weight_workspace(geo: ConvGeometry, tile: str | None = None, splits: int | None = None) -> int:

@@ -4,7 +4,7 @@ Flat float32 buffers, grid-stride loops; the layouts of cnndsl/kernels/cpu/layer
 """
 from __future__ import annotations
 
-from cnndsl.kernels.cuda.common import F32, I64, cuda, device, float32, int64, kernel
+from cnndsl.kernels.cuda.common import F32, I64, cuda, device, div_mod, float32, int64, kernel
 
 
 # ---------------------------------------------------------------------------- global_maxpool
@@ -45,7 +45,7 @@ def multiply_forward(a, b, y, NC, S, Sb):
         if Sb == S:
             y[i] = a[i] * b[i]
         else:
-            y[i] = a[i] * b[i // S]
+            y[i] = a[i] * b[div_mod(i, S, NC * S)[0]]
 
 
 @kernel(F32, F32, F32, int64, int64)
@@ -81,10 +81,8 @@ def _lrn_scale(x, n, c, s, C, S, size, alpha_n, k):
 def lrn_forward(x, y, N, C, S, size, alpha_n, beta, k):
     """y = x * scale^-beta, x (N, C, S); one thread per element."""
     for i in range(cuda.grid(1), N * C * S, cuda.gridsize(1)):
-        n = i // (C * S)
-        r = i - n * C * S
-        c = r // S
-        s = r - c * S
+        n, r = div_mod(i, C * S, N * C * S)
+        c, s = div_mod(r, S, N * C * S)
         y[i] = x[i] * _lrn_scale(x, n, c, s, C, S, size, alpha_n, k) ** (-beta)
 
 
@@ -93,10 +91,8 @@ def lrn_backward(x, dy, dx, N, C, S, size, alpha_n, beta, k):
     """dx[i] = dy[i] s[i]^-beta - 2 alpha_n beta x[i] * sum over the channels c whose window holds
     i of dy[c] x[c] s[c]^(-beta-1); one thread per element (dx overwritten, not aliasing x or dy)."""
     for i in range(cuda.grid(1), N * C * S, cuda.gridsize(1)):
-        n = i // (C * S)
-        r = i - n * C * S
-        ch = r // S
-        s = r - ch * S
+        n, r = div_mod(i, C * S, N * C * S)
+        ch, s = div_mod(r, S, N * C * S)
         acc = float32(0.0)
         lo = ch - (size - 1) // 2
         if lo < 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from cnndsl.kernels.cuda.common import F32, I64, cuda, float32, int64, kernel
+from cnndsl.kernels.cuda.common import F32, I64, cuda, div_mod, float32, int64, kernel
 from cnndsl.kernels.cuda.elementwise import softmax_column
 
 
@@ -48,8 +48,7 @@ def pixel_cross_entropy_terms(logits, labels, d, terms, valid, N, K, S):
     """Per pixel (n, s) of (N, K, S): softmax - onehot into d (unscaled), the loss term and a
     valid flag (0 for label -1, whose gradient is 0; a label outside [0, K): NaN term)."""
     for it in range(cuda.grid(1), N * S, cuda.gridsize(1)):
-        n = it // S
-        s = it - n * S
+        n, s = div_mod(it, S, N * S)
         base = n * K * S + s
         y = labels[it]
         if y < 0 or y >= K:

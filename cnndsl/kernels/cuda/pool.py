@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from cnndsl.kernels.cuda.common import F32, I32, cuda, device, float32, int64, kernel
+from cnndsl.kernels.cuda.common import F32, I32, cuda, device, div_mod, float32, int64, kernel
 
 _GEO = (int64,) * 14
 NEG_INF = np.float32(-np.inf)
@@ -26,10 +26,11 @@ AVG, L2 = 0, 1
 
 @kernel(F32, F32, I32, *_GEO)
 def maxpool_forward(x, y, idx, N, C, H, W, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw):
-    for o in range(cuda.grid(1), N * C * OH * OW, cuda.gridsize(1)):
-        ow = o % OW
-        oh = (o // OW) % OH
-        base = (o // (OH * OW)) * H * W
+    total = N * C * OH * OW
+    for o in range(cuda.grid(1), total, cuda.gridsize(1)):
+        rest, ow = div_mod(o, OW, total)
+        nc, oh = div_mod(rest, OH, total)
+        base = nc * H * W
         best = NEG_INF
         arg = -1
         for kh in range(KH):
@@ -52,8 +53,8 @@ def _window_of(t, k, s, d, pad, OUT):
     q = t + pad - k * d
     if q < 0:
         return -1
-    o = q // s
-    if o * s != q or o >= OUT:
+    o, r = div_mod(q, s, q + 1)
+    if r != 0 or o >= OUT:
         return -1
     return o
 
@@ -61,10 +62,10 @@ def _window_of(t, k, s, d, pad, OUT):
 @kernel(F32, I32, F32, *_GEO)
 def maxpool_backward(dy, idx, dx, N, C, H, W, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw):
     """dx[i] = sum of dy over the windows whose saved argmax is i."""
-    for i in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
-        iw = i % W
-        ih = (i // W) % H
-        nc = i // (H * W)
+    total = N * C * H * W
+    for i in range(cuda.grid(1), total, cuda.gridsize(1)):
+        rest, iw = div_mod(i, W, total)
+        nc, ih = div_mod(rest, H, total)
         me = ih * W + iw
         acc = float32(0.0)
         for kh in range(KH):
@@ -93,10 +94,11 @@ def _count(o, s, pad, k_, d, size):
 @kernel(F32, F32, *_GEO, int64)
 def avg_l2_forward(x, y, N, C, H, W, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw, kind):
     """kind AVG: mean of the window's input elements; L2: sqrt of the mean of their squares."""
-    for o in range(cuda.grid(1), N * C * OH * OW, cuda.gridsize(1)):
-        ow = o % OW
-        oh = (o // OW) % OH
-        base = (o // (OH * OW)) * H * W
+    total = N * C * OH * OW
+    for o in range(cuda.grid(1), total, cuda.gridsize(1)):
+        rest, ow = div_mod(o, OW, total)
+        nc, oh = div_mod(rest, OH, total)
+        base = nc * H * W
         acc = float32(0.0)
         for kh in range(KH):
             ih = oh * sh - pt + kh * dh
@@ -114,10 +116,10 @@ def avg_l2_forward(x, y, N, C, H, W, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw, kin
 @kernel(F32, F32, F32, F32, *_GEO, int64)
 def avg_l2_backward(x, y, dy, dx, N, C, H, W, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw, kind):
     """AVG: dx = sum of dy / count; L2: dx = sum of dy * x / (count * max(y, 1e-30))."""
-    for i in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
-        iw = i % W
-        ih = (i // W) % H
-        nc = i // (H * W)
+    total = N * C * H * W
+    for i in range(cuda.grid(1), total, cuda.gridsize(1)):
+        rest, iw = div_mod(i, W, total)
+        nc, ih = div_mod(rest, H, total)
         acc = float32(0.0)
         for kh in range(KH):
             oh = _window_of(ih, kh, sh, dh, pt, OH)
@@ -141,4 +143,4 @@ def global_avgpool_backward(dy, dx, S, inv):
     """dx[n, c, s] = dy[n, c] / S over the flat (N*C, S) map (inv = 1/S)."""
     n = dx.size
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        dx[i] = dy[i // S] * inv
+        dx[i] = dy[div_mod(i, S, n)[0]] * inv

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from cnndsl.kernels.cuda.common import F32, cuda, float32, int64, kernel
+from cnndsl.kernels.cuda.common import F32, cuda, div_mod, float32, int64, kernel
 
 
 @kernel(F32, F32, F32, F32, int64, int64, int64, int64, float32, float32, float32)
@@ -16,8 +16,7 @@ def yolo_terms(z, t, d, terms, N, B, P, S, noobj, coord, gscale):
     one = float32(1.0)
     zero = float32(0.0)
     for it in range(cuda.grid(1), N * B * S, cuda.gridsize(1)):
-        s = it % S
-        nb = it // S
+        nb, s = div_mod(it, S, N * B * S)
         base = nb * P * S + s  # channel c of this predictor at base + c * S
         zo = z[base + 4 * S]
         to = t[base + 4 * S]
