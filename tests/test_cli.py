@@ -204,3 +204,35 @@ def test_an_empty_value_is_a_usage_error(tmp_path, monkeypatch, args, option):
     assert result.exit_code == 2, result.output
     assert f"Invalid value for {option}: the value is empty (an unset shell variable?)" in result.output
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_cuda_tune_option(run, monkeypatch):
+    """--cuda-tune passes the GEMM tile policy on as CNNDSL_CUDA_TUNE for the command's duration,
+    with --device cuda only; a bad CNNDSL_CUDA_TUNE is named before any work."""
+    import click
+
+    from cnndsl.cli.train import TUNE_ENV, device_option
+    from cnndsl.kernels.cuda import tune
+
+    seen = []
+
+    @click.command()
+    @device_option
+    def probe():
+        seen.append(os.environ.get(TUNE_ENV))
+
+    monkeypatch.delenv(TUNE_ENV, raising=False)
+    runner = CliRunner()
+    assert runner.invoke(probe, ["--device", "cuda", "--cuda-tune", "on"]).exit_code == 0
+    assert runner.invoke(probe, ["--device", "cuda"]).exit_code == 0
+    assert seen == ["on", None] and TUNE_ENV not in os.environ  # set for the command, then restored
+    # the choices are the policies tune.py knows
+    choice = next(p for p in probe.params if p.name == "cuda_tune").type
+    assert set(choice.choices) == set(tune.POLICIES)
+
+    result = run("train", LENET, "--epochs", "1", "--cuda-tune", "on")
+    assert result.exit_code == 2 and "--cuda-tune applies to --device cuda" in result.output
+    monkeypatch.setenv(TUNE_ENV, "fast")
+    result = run("train", LENET, "--epochs", "1", "--device", "cuda")
+    assert result.exit_code == 1 and "CNNDSL_CUDA_TUNE='fast': expected one of cached, on, off" in result.output
+    assert "Traceback" not in result.output

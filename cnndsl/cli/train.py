@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import os
 import signal
 import sys
@@ -30,9 +31,45 @@ DATA_HELP = data_help()
 
 
 # `--device cpu|cuda` for commands that compile a Model; read it with _DEVICE.get().
-device_option = context_option(
+_device_option = context_option(
     _DEVICE, "device", "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
     help="Where kernels run: Numba on the CPU, or Numba CUDA on an NVIDIA GPU (pip install cnndsl[cuda]).")
+TUNE_ENV = "CNNDSL_CUDA_TUNE"  # read by cnndsl/kernels/cuda/tune.py when a launch is prepared
+
+
+def device_option(fn):
+    """`--device` and, for --device cuda, `--cuda-tune`: the GEMM tile policy of
+    cnndsl/kernels/cuda/tune.py, passed on as CNNDSL_CUDA_TUNE for the command's duration."""
+
+    @_device_option
+    @click.option("--cuda-tune", "cuda_tune", type=click.Choice(["on", "cached", "off"]), default=None,
+                  help="With --device cuda: time each convolution's candidate GEMM tiles on the GPU and "
+                       "remember the fastest (on), use the tiles timed before (cached, the default), or the "
+                       "shape rules alone (off). Default: $CNNDSL_CUDA_TUNE, else cached.")
+    @functools.wraps(fn)
+    def wrapper(*args, cuda_tune, **kwargs):
+        if cuda_tune is None:
+            if _DEVICE.get() == "cuda" and os.environ.get(TUNE_ENV):
+                from cnndsl.kernels.cuda import tune
+
+                try:  # a bad value now, not when the first launch is prepared
+                    tune.policy()
+                except ValueError as e:
+                    raise CnnError([Diagnostic("error", f"environment variable {e}", code="cli-env")]) from None
+            return fn(*args, **kwargs)
+        if _DEVICE.get() != "cuda":
+            raise click.UsageError("--cuda-tune applies to --device cuda")
+        old = os.environ.get(TUNE_ENV)
+        os.environ[TUNE_ENV] = cuda_tune
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if old is None:
+                os.environ.pop(TUNE_ENV, None)
+            else:
+                os.environ[TUNE_ENV] = old
+
+    return wrapper
 
 
 def _compile(file, load_kwargs, seed=None, init_from_file=True, opt_level=None):
