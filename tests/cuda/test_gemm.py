@@ -140,6 +140,13 @@ def test_dense_forward_and_backward():
     out, part = empty(w.size), empty(G.weight_workspace(geo, "s32x16", 2))
     G.conv_backward_weight(dev(x), dev(dy), out, part, geo, "s32x16", 2)()
     assert_close(host(out, w.shape), dw, what="dense backward weight")
+    # split-K with the dense operand orders (37 features: 5 steps of 8, the last one short)
+    out = empty(3 * 11)
+    G.conv_forward(dev(x), dev(w), dev(b), True, out, geo, "p32x16", act=G.TANH, splits=3)()
+    assert_close(host(out, (3, 11)), np.tanh(RD.dense(x, w, b)), what="split dense")
+    out = empty(x.size)
+    G.conv_backward_data(dev(dy), dev(w), dev(b), False, out, geo, "p32x16", splits=2)()
+    assert_close(host(out, x.shape), dx, what="split dense backward data")
 
 
 def test_tile_choice_and_split_sizes():
@@ -170,3 +177,46 @@ def test_tensors_past_int32_fall_back_to_the_tiled_kernels(monkeypatch):
     tall = ConvGeometry(N=1, C=1, H=1, W=2**28, F=1, OH=1, OW=2**28, KH=1, KW=1)
     narrower = ConvGeometry(N=1, C=1, H=1, W=2**28 - 1, F=1, OH=1, OW=2**28 - 1, KH=1, KW=1)
     assert G.family(tall) == "tiled" and G.family(narrower) == "pipelined"
+
+
+@pytest.mark.parametrize("tile, splits, groups, stride", [("p32x16", 2, 1, (1, 1)), ("p64x32", 3, 3, (2, 1)),
+                                                          ("p32x16", 5, 1, (1, 2))])
+def test_split_forward_and_input_gradient(tile, splits, groups, stride):
+    """FWD and BWD_DATA with the reduction split over grid z (tune.py's candidates): partial sums,
+    then splitk_epilogue with bias, residual and activation, against the references."""
+    from cnndsl.kernels.cuda import gemm as G
+
+    rng = np.random.default_rng(9)
+    C, F = 6, 6
+    x = rng.standard_normal((2, C, 7, 7))
+    w = rng.standard_normal((F, C // groups, 3, 3))
+    b = rng.standard_normal(F)
+    pads = (1, 1, 1, 1)
+    y = R.conv2d(x, w, b, stride, pads, (1, 1), groups)
+    geo = _geo(G, x, w, y, stride, pads, (1, 1), groups)
+    res = rng.standard_normal(y.shape)
+    out = empty(y.size)
+    launch = G.conv_forward(dev(x), dev(w), dev(b), True, out, geo, tile, res=dev(res), act=G.RELU, splits=splits)
+    assert len(launch.steps) == 2  # the split GEMM and its epilogue
+    launch()
+    assert_close(host(out, y.shape), np.maximum(y + res, 0), what=f"split forward ({splits})")
+
+    dy = rng.standard_normal(y.shape)
+    dx, _, _ = R.conv2d_backward(x, w, dy, stride, pads, (1, 1), groups)
+    out = empty(x.size)
+    launch = G.conv_backward_data(dev(dy), dev(w), dev(b), False, out, geo, tile, splits=splits)
+    assert len(launch.steps) == 2
+    launch()
+    assert_close(host(out, x.shape), dx, what=f"split backward data ({splits})")
+
+
+def test_split_candidates():
+    from cnndsl.kernels.cuda import gemm as G
+
+    # a long reduction on few blocks: split candidates; a short one or a full grid: none
+    long = ConvGeometry(N=1, C=64, H=4, W=4, F=16, OH=4, OW=4, KH=3, KW=3, pt=1, pb=1, pl=1, pr=1)
+    wide = ConvGeometry(N=1, C=16, H=4, W=4, F=64, OH=4, OW=4, KH=3, KW=3, pt=1, pb=1, pl=1, pr=1)
+    assert G.data_splits(G.FWD, long, "p128x16") and G.data_splits(G.BWD_DATA, wide, "p128x16")
+    assert all(s >= 2 for s in G.data_splits(G.FWD, long, "p128x16"))
+    short = ConvGeometry(N=1, C=3, H=4, W=4, F=16, OH=4, OW=4, KH=3, KW=3, pt=1, pb=1, pl=1, pr=1)
+    assert G.data_splits(G.FWD, short, "p128x16") == [] and G.data_splits(G.FWD, long, "s32x16") == []

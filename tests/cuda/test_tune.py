@@ -204,3 +204,28 @@ def test_a_tuned_network_trains_as_on_the_cpu(tuning):
     assert any(" res " in k for k in entries)  # the residual add fused into c2's epilogue
     assert all(e["choice"].startswith("p128") for e in entries.values()), entries
     assert any(e["default"] != e["choice"] for e in entries.values())
+
+
+def test_a_split_forward_can_be_chosen(tuning):
+    """A long reduction on few blocks: the split candidates (gemm.data_splits) are timed too, and
+    a split choice runs as partial sums plus splitk_epilogue, with the residual and activation."""
+    from cnndsl.kernels.cuda import gemm as G
+    from cnndsl.kernels.cuda import tune
+
+    rng = np.random.default_rng(6)
+    x, w, b = rng.standard_normal((1, 24, 4, 4)), rng.standard_normal((4, 24, 3, 3)), rng.standard_normal(4)
+    y = R.conv2d(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    r = rng.standard_normal(y.shape)
+    geo = ConvGeometry(N=1, C=24, H=4, W=4, F=4, OH=4, OW=4, KH=3, KW=3, pt=1, pb=1, pl=1, pr=1)
+    assert G.data_splits(G.FWD, geo, "p128x16")  # (27 steps of 8 on one block)
+    timer = FakeTimer("_sk")
+    tuning("on", timer)
+    out = empty(y.size)
+    launch = G.conv_forward(dev(x), dev(w), dev(b), True, out, geo, res=dev(r), act=G.RELU)
+    assert any("_sk" in s for s in timer.seen) and any("_sk" not in s for s in timer.seen)
+    assert np.isnan(out.copy_to_host()).all()
+    assert "_sk" in kernel_name(launch) and len(launch.steps) == 2
+    launch()
+    assert_close(host(out, y.shape), np.maximum(y + r, 0), what="tuned split forward")
+    (entry,) = json.loads(tune.path().read_text())["devices"][tune.device_key()].values()
+    assert "/" in entry["choice"] and "/" not in entry["default"]

@@ -41,7 +41,7 @@ import numpy as np
 
 from cnndsl.kernels.cuda.common import (  # noqa: F401  (the activation codes: tests use them as G.RELU, ...)
     F32, LEAKY_RELU, NONE, RELU, SIGMOID, TANH, TARGET_BLOCKS, PreparedLaunch, activate, boolean, cuda, device,
-    float32, grid1d, int64, kernel)
+    div_mod, float32, grid1d, int64, kernel)
 from cnndsl.kernels.cuda import igemm, tune
 from cnndsl.kernels.cuda.igemm import BWD_DATA, BWD_WEIGHT, FWD, Tile  # noqa: F401  (one definition, both families)
 from cnndsl.kernels.geometry import ConvGeometry
@@ -334,16 +334,86 @@ def splitk_reduce(part, out, total, splits):
         out[i] = v
 
 
+@kernel(F32, F32, boolean, F32, boolean, int64, float32, F32, int64, int64, int64, int64)
+def splitk_epilogue(part, bias, has_bias, res, has_res, act, alpha, out, N, Fc, S, splits):
+    """A split FWD or BWD_DATA GEMM's result: out[n, f, s] = act(the splits' partial sums
+    part[(split * Fc + f) * N*S + n*S + s] added in split order (+ bias[f]) (+ res[n, f, s]))."""
+    total = N * Fc * S
+    M = N * S
+    for o in range(cuda.grid(1), total, cuda.gridsize(1)):
+        n, r = div_mod(o, Fc * S, total)
+        f, q = div_mod(r, S, total)
+        m = n * S + q
+        v = float32(0.0)
+        for sp in range(splits):
+            v += part[(sp * Fc + f) * M + m]
+        if has_bias:
+            v += bias[f]
+        if has_res:
+            v += res[o]
+        out[o] = activate(v, act, alpha)
+
+
 # -- host side: bind a conv or dense to its buffers --------------------------------------
 
 
-def _kernel(mode: int, tile: str, a_kfast: bool, b_kfast: bool, geo: ConvGeometry):
+def _kernel(mode: int, tile: str, a_kfast: bool, b_kfast: bool, geo: ConvGeometry, split: bool = False):
     """(kernel, its arguments before `bias`: the pipelined kernels' k table)."""
     if tile in TILES:
         return gemm_kernel(mode, tile, a_kfast, b_kfast), ()
     unit = geo.sh == 1 and geo.sw == 1
-    return (igemm.pipelined_kernel(mode, tile, a_kfast, b_kfast, unit),
+    return (igemm.pipelined_kernel(mode, tile, a_kfast, b_kfast, unit, split),
             (cuda.to_device(igemm.k_table(mode, geo, unit)),))
+
+
+def _chunking(red: int, bk: int, splits: int) -> tuple[int, int]:
+    """(splits, kchunk) for a reduction of `red` split `splits` ways in whole steps of bk: some
+    requests round to fewer splits."""
+    kchunk = -(-(-(-red // max(1, splits))) // bk) * bk
+    return -(-red // kchunk), kchunk
+
+
+def data_splits(mode: int, geo: ConvGeometry, tile: str) -> list[int]:
+    """The reduction splits worth trying for a FWD or BWD_DATA launch of `tile` (tune.py's
+    candidates; the shape rules never split these): where the tile leaves the GPU short of
+    TARGET_BLOCKS blocks and the reduction is at least 16 steps long, enough splits to fill it
+    (each at least 8 steps) and half as many. Only the pipelined family splits them."""
+    if tile not in igemm.TILES:
+        return []
+    t = igemm.TILES[tile]
+    rows, cols, red = ((geo.N * geo.OH * geo.OW, geo.F // geo.G, (geo.C // geo.G) * geo.KH * geo.KW) if mode == FWD
+                       else (geo.N * geo.H * geo.W, geo.C // geo.G, (geo.F // geo.G) * geo.KH * geo.KW))
+    blocks = -(-rows // t.BM) * -(-cols // t.BN) * geo.G
+    steps = -(-red // t.BK)
+    if blocks >= TARGET_BLOCKS or steps < 16:
+        return []
+    s0 = min(-(-TARGET_BLOCKS // blocks), steps // 8)
+    return sorted({_chunking(red, t.BK, s)[0] for s in (s0, s0 // 2) if s >= 2})
+
+
+def _split_launch(mode: int, k, tab, geo: ConvGeometry, tile: str, rows: int, cols: int, splits: int, a, b,
+                  bias, has_bias, res, act, alpha, out, workspace) -> Launch:
+    """The split-K form of a FWD or BWD_DATA launch: partial sums into a workspace, then
+    splitk_epilogue adds them up and applies the epilogue."""
+    red = (geo.C // geo.G if mode == FWD else geo.F // geo.G) * geo.KH * geo.KW
+    splits, kchunk = _chunking(red, tile_spec(tile).BK, splits)
+    fc = geo.F if mode == FWD else geo.C
+    part = (workspace or _device_array)(splits * fc * rows)
+    epi = (out if res is None else res, res is not None, int(act), np.float32(alpha))
+    return Launch([(k[_grid(geo, rows, cols, geo.G * splits, tile)], (a, b) + tab + (bias, has_bias) + epi + (part,)
+                    + geo.args(kchunk)),
+                   (splitk_epilogue[grid1d(out.size)], (part, bias, has_bias) + epi + (out, geo.N, fc, rows // geo.N,
+                                                                                      splits))])
+
+
+def _splits_ok(splits: int, tile: str, out_size: int) -> bool:
+    """Whether a FWD or BWD_DATA launch runs split: asked for, a pipelined tile, and partial sums
+    the kernel's int32 indices reach (data_splits' candidates always are)."""
+    return splits > 1 and tile in igemm.TILES and splits * out_size < 2**31
+
+
+def _device_array(n: int):
+    return cuda.device_array(max(1, n), np.float32)
 
 
 class Launch:
@@ -367,23 +437,28 @@ def _problem(mode: int, geo: ConvGeometry, orders, fam: str, residual: bool) -> 
             f" D{geo.dh}x{geo.dw} G{geo.G}")
 
 
-def _planned(mode: int, geo: ConvGeometry, orders, rows: int, cols: int, residual: bool, build, out_size: int) -> str:
-    """The tile of a FWD or BWD_DATA launch: tune.pick over the family's tiles for `cols` columns
-    (the shape rule's choose_tile the default), each trial `build(tile, scratch)` into a scratch
-    output of out_size elements."""
+def _planned(mode: int, geo: ConvGeometry, orders, rows: int, cols: int, residual: bool, build,
+             out_size: int) -> tuple[str, int]:
+    """(tile, splits) of a FWD or BWD_DATA launch: tune.pick over the family's tiles for `cols`
+    columns, unsplit, and the two largest also split (data_splits); the shape rule's choose_tile,
+    unsplit, the default. Each trial `build(choice, scratch)` writes a scratch output of
+    out_size elements."""
     fam = family(geo)
     default = tune.Choice(choose_tile(rows, cols, geo.G, fam))
     if tune.policy() == "off":
-        return default.tile
+        return default.tile, 1
+    tiles = _orders(cols, fam)
+    candidates = [tune.Choice(t) for t in tiles]
+    candidates += [tune.Choice(t, s) for t in tiles[:2] for s in data_splits(mode, geo, t)]
     scratch = []
 
     def trial(c: tune.Choice):
         if not scratch:
-            scratch.append(cuda.device_array(out_size, np.float32))
-        return build(c.tile, scratch[0])
+            scratch.append(_device_array(out_size))
+        return build(c, scratch[0])
 
-    return tune.pick(_problem(mode, geo, orders, fam, residual), [tune.Choice(t) for t in _orders(cols, fam)],
-                     default, trial).tile
+    got = tune.pick(_problem(mode, geo, orders, fam, residual), candidates, default, trial)
+    return got.tile, got.splits
 
 
 def _grid(geo: ConvGeometry, rows: int, cols: int, z: int, tile: str):
@@ -392,25 +467,37 @@ def _grid(geo: ConvGeometry, rows: int, cols: int, z: int, tile: str):
 
 
 def conv_forward(x, w, bias, has_bias, y, geo: ConvGeometry, tile: str | None = None,
-                 res=None, act: int = NONE, alpha: float = 0.0) -> Launch:
-    """y = activation(conv(x, w) (+ bias) (+ res)): the epilogue of fused_conv / fused_dense."""
+                 res=None, act: int = NONE, alpha: float = 0.0, splits: int = 1, workspace=None) -> Launch:
+    """y = activation(conv(x, w) (+ bias) (+ res)): the epilogue of fused_conv / fused_dense.
+    splits > 1 (the pipelined family only) splits the reduction, its partial sums in
+    workspace(n) (a device array of n elements; default: allocated)."""
     rows, cols = geo.N * geo.OH * geo.OW, geo.F // geo.G
     orders = (True, True) if geo.dense_like else (False, True)
     if tile is None:
-        tile = _planned(FWD, geo, orders, rows, cols, res is not None, lambda t, scratch: conv_forward(
-            x, w, bias, has_bias, scratch, geo, t, res, act, alpha), y.size)
+        tile, splits = _planned(FWD, geo, orders, rows, cols, res is not None, lambda c, scratch: conv_forward(
+            x, w, bias, has_bias, scratch, geo, c.tile, res, act, alpha, c.splits), y.size)
+    if _splits_ok(splits, tile, geo.F * rows):
+        k, tab = _kernel(FWD, tile, *orders, geo, split=True)
+        return _split_launch(FWD, k, tab, geo, tile, rows, cols, splits, x, w, bias, has_bias, res, act, alpha, y,
+                             workspace)
     k, tab = _kernel(FWD, tile, *orders, geo)
     epi = (y if res is None else res, res is not None, int(act), np.float32(alpha))
     return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (x, w) + tab + (bias, has_bias) + epi + (y,) + geo.args())])
 
 
-def conv_backward_data(dy, w, bias, has_bias, dx, geo: ConvGeometry, tile: str | None = None) -> Launch:
-    """dx = conv^T(dy, w) (+ bias over dx's channels: conv_transpose's forward)."""
+def conv_backward_data(dy, w, bias, has_bias, dx, geo: ConvGeometry, tile: str | None = None, splits: int = 1,
+                       workspace=None) -> Launch:
+    """dx = conv^T(dy, w) (+ bias over dx's channels: conv_transpose's forward); splits and
+    workspace as for conv_forward."""
     rows, cols = geo.N * geo.H * geo.W, geo.C // geo.G
     orders = (True, False) if geo.dense_like else (False, True)
     if tile is None:
-        tile = _planned(BWD_DATA, geo, orders, rows, cols, False, lambda t, scratch: conv_backward_data(
-            dy, w, bias, has_bias, scratch, geo, t), dx.size)
+        tile, splits = _planned(BWD_DATA, geo, orders, rows, cols, False, lambda c, scratch: conv_backward_data(
+            dy, w, bias, has_bias, scratch, geo, c.tile, c.splits), dx.size)
+    if _splits_ok(splits, tile, geo.C * rows):
+        k, tab = _kernel(BWD_DATA, tile, *orders, geo, split=True)
+        return _split_launch(BWD_DATA, k, tab, geo, tile, rows, cols, splits, dy, w, bias, has_bias, None, NONE, 0.0,
+                             dx, workspace)
     k, tab = _kernel(BWD_DATA, tile, *orders, geo)
     epi = (dx, False, NONE, np.float32(0.0))
     return Launch([(k[_grid(geo, rows, cols, geo.G, tile)], (dy, w) + tab + (bias, has_bias) + epi + (dx,) + geo.args())])
@@ -432,17 +519,12 @@ def weight_splits(geo: ConvGeometry, tile: str) -> tuple[int, int]:
     blocks = -(-rows // t.BM) * -(-cols // t.BN) * geo.G
     red = geo.N * geo.OH * geo.OW
     most = max(1, -(-red // (8 * t.BK)))  # at least 8 reduction steps per split
-    splits = max(1, min(-(-TARGET_BLOCKS // blocks), most))
-    kchunk = -(-(-(-red // splits)) // t.BK) * t.BK
-    return -(-red // kchunk), kchunk
+    return _chunking(red, t.BK, max(1, min(-(-TARGET_BLOCKS // blocks), most)))
 
 
 def _effective_splits(geo: ConvGeometry, tile: str, splits: int) -> int:
-    """The splits conv_backward_weight runs when asked for `splits`: its chunks are whole
-    reduction steps, so some requests round to fewer."""
-    red, bk = geo.N * geo.OH * geo.OW, tile_spec(tile).BK
-    kchunk = -(-(-(-red // max(1, splits))) // bk) * bk
-    return -(-red // kchunk)
+    """The splits conv_backward_weight runs when asked for `splits`."""
+    return _chunking(geo.N * geo.OH * geo.OW, tile_spec(tile).BK, splits)[0]
 
 
 def weight_plan(x, dy, geo: ConvGeometry) -> tuple[str, int]:
@@ -487,12 +569,7 @@ def conv_backward_weight(x, dy, dw, part, geo: ConvGeometry, tile: str | None = 
     rows, cols = (geo.C // geo.G) * geo.KH * geo.KW, geo.F // geo.G
     tile = tile or weight_tile(geo)
     red = geo.N * geo.OH * geo.OW
-    bk = tile_spec(tile).BK
-    if splits is None:
-        splits, kchunk = weight_splits(geo, tile)
-    else:
-        kchunk = -(-(-(-red // splits)) // bk) * bk
-        splits = -(-red // kchunk)
+    splits, kchunk = weight_splits(geo, tile) if splits is None else _chunking(red, tile_spec(tile).BK, splits)
     orders = (False, False) if geo.dense_like else (True, True)
     k, tab = _kernel(BWD_WEIGHT, tile, *orders, geo)
     epi = (dw, False, NONE, np.float32(0.0))

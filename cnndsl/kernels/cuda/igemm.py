@@ -28,7 +28,9 @@ What differs from the tiled kernels (gemm.py), and why (static SASS of sm_90 fro
   instructions per 128x64 forward step.
 
 Edge tiles, groups, split-K (BWD_WEIGHT over grid z into a partial-sum workspace, reduced in a
-fixed order by gemm.splitk_reduce) and the fused epilogue are as in gemm.py.
+fixed order by gemm.splitk_reduce) and the fused epilogue are as in gemm.py. FWD and BWD_DATA
+also have a split-K variant (`_sk`, tune.py's candidates): partial sums, finished by
+gemm.splitk_epilogue.
 """
 from __future__ import annotations
 
@@ -160,8 +162,12 @@ def _slots(t: Tile, rows: int, kfast: bool):
     return out
 
 
-def source(mode: int, t: Tile, a_kfast: bool, b_kfast: bool, unit_stride: bool, name: str) -> str:
-    """The kernel's Python source (see the module docstring). Integer arithmetic is int32:
+def source(mode: int, t: Tile, a_kfast: bool, b_kfast: bool, unit_stride: bool, name: str,
+           split: bool = False) -> str:
+    """The kernel's Python source (see the module docstring). `split` (FWD and BWD_DATA; BWD_WEIGHT
+    always splits): the reduction is split over grid z, kchunk per split, and the kernel writes raw
+    partial sums out[(split * F + f) * Mdim + m] (BWD_DATA: C for F) for gemm.splitk_epilogue to
+    add up and finish (bias, residual, activation). Integer arithmetic is int32:
     every integer assignment is wrapped in I(...) (numba types int32 arithmetic as int64; LLVM
     narrows the truncated result back to 32-bit instructions), and array indices are U(...)
     (uint32: no negative-index wraparound code). The host checks that every buffer has fewer
@@ -214,16 +220,27 @@ def source(mode: int, t: Tile, a_kfast: bool, b_kfast: bool, unit_stride: bool, 
         s("if kend > N * So:")
         s("    kend = I(N * So)")
     else:
-        let("g", "cuda.blockIdx.z")
-        let("kbeg", "0")
+        if split:
+            let("g", "cuda.blockIdx.z % G")
+            let("split", "cuda.blockIdx.z // G")
+        else:
+            let("g", "cuda.blockIdx.z")
         if mode == FWD:
             let("Mdim", "N * So")
             let("Ndim", "Fg")
-            let("kend", "Cg * KHW")
+            let("ktotal", "Cg * KHW")
         else:
             let("Mdim", "N * Si")
             let("Ndim", "Cg")
-            let("kend", "Fg * KHW")
+            let("ktotal", "Fg * KHW")
+        if split:  # kchunk is a multiple of BK: only the last split reads the table's end
+            let("kbeg", "split * kchunk")
+            let("kend", "kbeg + kchunk")
+            s("if kend > ktotal:")
+            s("    kend = ktotal")
+        else:
+            let("kbeg", "0")
+            let("kend", "ktotal")
 
     # -- load slots: rows decomposed once; the reduction index k of a slot advances by BK, and
     # what k contributes to an operand's index comes from the k table (k_table): no division
@@ -410,7 +427,9 @@ def source(mode: int, t: Tile, a_kfast: bool, b_kfast: bool, unit_stride: bool, 
             s("if m < Mdim and jn < Ndim:")
             with s.indent():
                 s(f"v = As[U(r * {BNS} + e // {TXM})]")
-                if mode == FWD:
+                if split:
+                    s(f"out[U((split * {'F' if mode == FWD else 'C'} + g * Ndim + jn) * Mdim + m)] = v")
+                elif mode == FWD:
                     let("n", "m // So")
                     let("o", "(n * F + g * Fg + jn) * So + m - n * So")
                     s("if has_bias:")
@@ -430,13 +449,16 @@ def source(mode: int, t: Tile, a_kfast: bool, b_kfast: bool, unit_stride: bool, 
 
 
 @lru_cache(maxsize=None)
-def pipelined_kernel(mode: int, tile: str, a_kfast: bool, b_kfast: bool, unit_stride: bool = False):
+def pipelined_kernel(mode: int, tile: str, a_kfast: bool, b_kfast: bool, unit_stride: bool = False,
+                     split: bool = False):
     """The generated kernel for one mode, tile, pair of operand orders (and, for BWD_DATA,
-    whether both strides are 1: then the dy taps need no division)."""
+    whether both strides are 1: then the dy taps need no division; for FWD and BWD_DATA, whether
+    it writes split-K partial sums)."""
     t = TILES[tile]
+    split = split and mode != BWD_WEIGHT
     name = (f"igemm_{('fwd', 'bwd_data', 'bwd_weight')[mode]}_{tile}_{'k' if a_kfast else 'm'}"
-            f"{'k' if b_kfast else 'n'}{'_s1' if unit_stride and mode == BWD_DATA else ''}")
-    text = source(mode, t, a_kfast, b_kfast, unit_stride and mode == BWD_DATA, name)
+            f"{'k' if b_kfast else 'n'}{'_s1' if unit_stride and mode == BWD_DATA else ''}{'_sk' if split else ''}")
+    text = source(mode, t, a_kfast, b_kfast, unit_stride and mode == BWD_DATA, name, split)
     filename = f"<cnndsl generated {name}>"
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)  # tracebacks show the source
     scope = {"cuda": cuda, "float32": float32, "activate": activate, "I": int32, "U": uint32, "U64": uint64}

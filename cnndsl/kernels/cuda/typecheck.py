@@ -55,6 +55,9 @@ def all_kernels(full: bool = False):
                     if full or (tile == "p32x16" or (mode, a_kfast, b_kfast) == (gemm.FWD, False, True)):
                         for unit in ((False, True) if mode == gemm.BWD_DATA else (False,)):
                             igemm.pipelined_kernel(mode, tile, a_kfast, b_kfast, unit)
+        if mode != gemm.BWD_WEIGHT:  # the split-K variants (tune.py's candidates), the smallest tile
+            for unit in ((False, True) if mode == gemm.BWD_DATA else (False,)):
+                igemm.pipelined_kernel(mode, "p32x16", False, True, unit, True)
     return list(KERNELS)
 
 
