@@ -229,3 +229,31 @@ def test_a_split_forward_can_be_chosen(tuning):
     assert_close(host(out, y.shape), np.maximum(y + r, 0), what="tuned split forward")
     (entry,) = json.loads(tune.path().read_text())["devices"][tune.device_key()].values()
     assert "/" in entry["choice"] and "/" not in entry["default"]
+
+
+WIDE_IN = """
+network WideIn(classes = 2) {
+  input image: 16x3x3
+  conv 4 kernel=3 padding=same relu
+  flatten
+  dense classes -> logits
+}
+train {
+  batch 2
+  loss logits cross_entropy
+}
+"""
+
+
+def test_a_network_with_a_split_forward_trains_as_on_the_cpu(tuning):
+    """The conv's 144-long reduction on one block: its forward tuned to a split launch, whose
+    partial sums go to the executor's shared split-K scratch; one step as on the CPU backend."""
+    from test_networks import _compare, _images
+
+    from cnndsl.kernels.cuda import tune
+    from cnndsl.train.optim import SGD
+
+    tuning("on", FakeTimer("_sk"))
+    _compare(WIDE_IN, lambda p: SGD(p, lr=0.1), _images((16, 3, 3), 7), np.array([0, 1]), steps=1)
+    entries = json.loads(tune.path().read_text())["devices"][tune.device_key()]
+    assert any(k.startswith("fwd ") and "/" in e["choice"] for k, e in entries.items()), entries

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnndsl.backend.cuda.launch import (buffers_of, chain, channel_sums, flat, grads_of, launch, launches, no_bias,
-                                        params_of, sequence)
+                                        params_of, sequence, splitk)
 from cnndsl.kernels.cuda import gemm as K
 from cnndsl.kernels.cuda import pool as POOL
 from cnndsl.kernels.cuda.common import grid1d
@@ -39,7 +39,8 @@ def conv(rc, node, ins, out):
     p = params_of(rc, node.name)
     geo = geometry(node, ins[0].shape[0])
     bias = flat(p["bias"]) if "bias" in p else no_bias(rc)
-    return sequence([K.conv_forward(flat(ins[0]), flat(p["weight"]), bias, "bias" in p, flat(out), geo)])
+    return sequence([K.conv_forward(flat(ins[0]), flat(p["weight"]), bias, "bias" in p, flat(out), geo,
+                                    workspace=splitk(rc))])
 
 
 @launches("conv_grad_input")
@@ -48,7 +49,7 @@ def conv_grad_input(rc, node, ins, out):
     dy, x = ins
     w = params_of(rc, fwd.name)["weight"]
     geo = geometry(fwd, x.shape[0])
-    return sequence([K.conv_backward_data(flat(dy), flat(w), no_bias(rc), False, flat(out), geo)])
+    return sequence([K.conv_backward_data(flat(dy), flat(w), no_bias(rc), False, flat(out), geo, workspace=splitk(rc))])
 
 
 @launches("conv_grad_params")
@@ -64,7 +65,8 @@ def conv_transpose(rc, node, ins, out):
     p = params_of(rc, node.name)
     geo = geometry(node, out.shape[0])  # adjoint: y -> x
     bias = flat(p["bias"]) if "bias" in p else no_bias(rc)
-    return sequence([K.conv_backward_data(flat(ins[0]), flat(p["weight"]), bias, "bias" in p, flat(out), geo)])
+    return sequence([K.conv_backward_data(flat(ins[0]), flat(p["weight"]), bias, "bias" in p, flat(out), geo,
+                                          workspace=splitk(rc))])
 
 
 @launches("conv_transpose_grad_input")
@@ -73,7 +75,7 @@ def conv_transpose_grad_input(rc, node, ins, out):
     dy, x = ins
     w = params_of(rc, fwd.name)["weight"]
     geo = geometry(fwd, dy.shape[0])
-    return sequence([K.conv_forward(flat(dy), flat(w), no_bias(rc), False, flat(out), geo)])
+    return sequence([K.conv_forward(flat(dy), flat(w), no_bias(rc), False, flat(out), geo, workspace=splitk(rc))])
 
 
 @launches("conv_transpose_grad_params")
@@ -117,7 +119,8 @@ def fused_conv(rc, node, ins, out):
     geo = geometry(node, ins[0].shape[0])
     res = flat(ins[1]) if node.attrs["residual"] else None
     steps.append(K.conv_forward(flat(ins[0]), w, b, has_bias, flat(out), geo, res=res,
-                                act=ACTIVATION_CODE[node.attrs["activation"]], alpha=node.attrs["alpha"]))
+                                act=ACTIVATION_CODE[node.attrs["activation"]], alpha=node.attrs["alpha"],
+                                workspace=splitk(rc)))
     return sequence(steps)
 
 
@@ -132,7 +135,8 @@ def fused_conv_pool(rc, node, ins, out):
     geo = geometry(node, ins[0].shape[0])
     res = flat(ins[1]) if node.attrs["residual"] else None
     steps.append(K.conv_forward(flat(ins[0]), w, b, has_bias, flat(full), geo, res=res,
-                                act=ACTIVATION_CODE[node.attrs["activation"]], alpha=node.attrs["alpha"]))
+                                act=ACTIVATION_CODE[node.attrs["activation"]], alpha=node.attrs["alpha"],
+                                workspace=splitk(rc)))
     idx = rc.ws(node.name, "argmax", (out.size,), np.int32)
     window = (n, f, oh, ow, out.shape[2], out.shape[3], 2, 2, 2, 2, 0, 0, 1, 1)
     steps.append(launch(POOL.maxpool_forward, grid1d(out.size), flat(full), flat(out), idx, *window))
@@ -152,5 +156,5 @@ def fused_conv_grad(rc, node, ins, out):
     if node.attrs["params_grad"]:
         steps.append(weight_grad(rc, flat(x), dz, grads_of(rc, fwd.name), geo))
     if node.attrs["input_grad"]:
-        steps.append(K.conv_backward_data(dz, flat(w), no_bias(rc), False, flat(out), geo))
+        steps.append(K.conv_backward_data(dz, flat(w), no_bias(rc), False, flat(out), geo, workspace=splitk(rc)))
     return sequence(steps)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from cnndsl.backend.cuda.conv import layer_weights, weight_grad
-from cnndsl.backend.cuda.launch import flat, grads_of, launches, no_bias, params_of, sequence
+from cnndsl.backend.cuda.launch import flat, grads_of, launches, no_bias, params_of, sequence, splitk
 from cnndsl.kernels.cuda import gemm as K
 from cnndsl.kernels.geometry import ConvGeometry
 from cnndsl.ops.fused.epilogue import ACTIVATION_CODE
@@ -17,14 +17,16 @@ def dense(rc, node, ins, out):
     p = params_of(rc, node.name)
     bias = flat(p["bias"]) if "bias" in p else no_bias(rc)
     geo = _geo(ins[0].shape, out.shape[1])
-    return sequence([K.conv_forward(flat(ins[0]), flat(p["weight"]), bias, "bias" in p, flat(out), geo)])
+    return sequence([K.conv_forward(flat(ins[0]), flat(p["weight"]), bias, "bias" in p, flat(out), geo,
+                                    workspace=splitk(rc))])
 
 
 @launches("dense_grad_input")
 def dense_grad_input(rc, node, ins, out):
     w = params_of(rc, node.attrs["forward"])["weight"]
     geo = _geo(out.shape, ins[0].shape[1])
-    return sequence([K.conv_backward_data(flat(ins[0]), flat(w), no_bias(rc), False, flat(out), geo)])
+    return sequence([K.conv_backward_data(flat(ins[0]), flat(w), no_bias(rc), False, flat(out), geo,
+                                          workspace=splitk(rc))])
 
 
 @launches("dense_grad_params")
@@ -39,7 +41,8 @@ def fused_dense(rc, node, ins, out):
     steps, w, b, has_bias = layer_weights(rc, node)
     geo = _geo(ins[0].shape, out.shape[1])
     steps.append(K.conv_forward(flat(ins[0]), w, b, has_bias, flat(out), geo,
-                                act=ACTIVATION_CODE[node.attrs["activation"]], alpha=node.attrs["alpha"]))
+                                act=ACTIVATION_CODE[node.attrs["activation"]], alpha=node.attrs["alpha"],
+                                workspace=splitk(rc)))
     return sequence(steps)
 
 
@@ -56,5 +59,5 @@ def fused_dense_grad(rc, node, ins, out):
         steps.append(weight_grad(rc, flat(x), dz, grads_of(rc, fwd.name), geo))
     if node.attrs["input_grad"]:
         w = params_of(rc, fwd.name)["weight"]
-        steps.append(K.conv_backward_data(dz, flat(w), no_bias(rc), False, flat(out), geo))
+        steps.append(K.conv_backward_data(dz, flat(w), no_bias(rc), False, flat(out), geo, workspace=splitk(rc)))
     return sequence(steps)

@@ -94,6 +94,12 @@ def steps(triples):
     return chain([launch(k, config, *args) for k, config, args in triples])
 
 
+def splitk(rc):
+    """The workspace of a split-K GEMM launch (kernels/cuda/gemm.py's `workspace`): the shared
+    scratch buffer its partial sums go to, consumed by the launch's second kernel."""
+    return lambda n: rc.scratch("cuda_splitk", n)
+
+
 def channel_sums(rc, x, n: int, c: int, s: int, scale, out):
     """One no-argument callable writing out[j] = scale * the sum of channel j of x ((n, c, s)
     flat): kernels/cuda/reduce.py's runs, their partial sums in a shared scratch buffer."""
