@@ -57,7 +57,6 @@ TILES = {
 }
 
 
-
 def family(geo: ConvGeometry | None = None) -> str:
     """The kernel family conv/dense launches use: CNNDSL_CUDA_GEMM (default pipelined), or
     tiled where a tensor of `geo` has 2**31 elements or more (the pipelined kernels index in int32)."""
@@ -546,8 +545,8 @@ def weight_plan(x, dy, geo: ConvGeometry) -> tuple[str, int]:
 
     def trial(c: tune.Choice):
         if not dw:
-            dw.append(cuda.device_array(geo.F * rows, np.float32))
-        part = cuda.device_array(max(1, weight_workspace(geo, c.tile, c.splits)), np.float32)
+            dw.append(_device_array(geo.F * rows))
+        part = _device_array(weight_workspace(geo, c.tile, c.splits))
         return conv_backward_weight(x, dy, dw[0], part, geo, c.tile, c.splits)
 
     got = tune.pick(_problem(BWD_WEIGHT, geo, (False, False) if geo.dense_like else (True, True), fam, False),
