@@ -157,7 +157,9 @@ def test_batchnorm_train_inference_backward(shape, runs):
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "tanh"])
 @pytest.mark.parametrize("shape", [(3, 5, 2, 3), (4, 6)])
-def test_fused_batchnorm_forward_and_backward(shape, activation, runs):
+def test_fused_batchnorm_forward_and_backward(shape, activation):
+    # (the activation is applied per element, before and after the per-channel runs: their
+    # splitting is tested once, by test_batchnorm_train_inference_backward's `runs`)
     """fused_batchnorm: the activation applied as the affine output is written, and the backward
     recomputing dz = act'(y) * dy in both of its kernels, against the composed references."""
     from cnndsl.kernels.cuda import reduce as R
