@@ -16,8 +16,6 @@ from cnndsl.kernels.cuda.elementwise import fold_batchnorm
 from cnndsl.kernels.geometry import ConvGeometry
 from cnndsl.ops.fused.epilogue import ACTIVATION_CODE
 
-ONE = np.float32(1.0)
-
 
 def geometry(node, n: int) -> ConvGeometry:
     """The conv of a conv-like node (conv_transpose: its adjoint conv) at batch n."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnndsl.backend.base import register_launcher
+from cnndsl.kernels.cuda import reduce as R
 from cnndsl.kernels.cuda.common import prepared
 
 BACKEND = "cuda"
@@ -103,8 +104,6 @@ def splitk(rc):
 def channel_sums(rc, x, n: int, c: int, s: int, scale, out):
     """One no-argument callable writing out[j] = scale * the sum of channel j of x ((n, c, s)
     flat): kernels/cuda/reduce.py's runs, their partial sums in a shared scratch buffer."""
-    from cnndsl.kernels.cuda import reduce as R
-
     part = rc.scratch("cuda_channel_runs", R.workspace(c, n * s))
     return steps(R.channel_sum_steps(x, n, c, s, np.float32(scale), out, part))
 

@@ -178,9 +178,7 @@ def div_mod(a, b, n):
 @device
 def channel_of(i, S, C, n):
     """The channel (i // S) % C of flat element i of an (N, C, S) tensor of n elements."""
-    if n < 4294967296:
-        return int64(uint32(i) // uint32(S) % uint32(C))
-    return (i // S) % C
+    return div_mod(div_mod(i, S, n)[0], C, n)[1]
 
 
 NONE, RELU, LEAKY_RELU, SIGMOID, TANH = (CODE[n] for n in ("none", "relu", "leaky_relu", "sigmoid", "tanh"))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 
 from cnndsl.kernels.cuda.common import (F32, MAX_BLOCKS, RB, SIMULATOR, TARGET_BLOCKS, activate, channel_of, cuda, device,
-                                        float32, grad_from_output, grid1d, int64, kernel, uint32)
+                                        div_mod, float32, grad_from_output, grid1d, int64, kernel)
 
 # the fewest elements a run of a per-channel reduction gets (the simulator's small, so that its
 # tests split channels), and the most channel blocks of one launch (grid y; then grid-stride)
@@ -33,8 +33,8 @@ CHANNEL_BLOCKS = MAX_BLOCKS if SIMULATOR else 65535
 def plan(C: int, M: int) -> tuple[int, int]:
     """(chunks, L): each of C channels' M elements in `chunks` runs of L (the last may be shorter)."""
     chunks = max(1, min(-(-TARGET_BLOCKS // max(1, C)), -(-M // CHUNK_MIN)))
-    L = max(1, -(-M // chunks))
-    return -(-M // L) if M else 1, L
+    L = -(-M // chunks)
+    return -(-M // L), L
 
 
 def chunk_grid(chunks: int, C: int):
@@ -56,13 +56,9 @@ def _block_sum(part, tid):
 
 @device
 def _offset(i, M, S, CS, cS):
-    """The flat offset n*C*S + c*S + s of element i = n*S + s of channel c (cS = c*S, CS = C*S);
-    the division in uint32 where i < M < 2**32 (a few instructions, not an int64 division's dozens)."""
-    if M < 4294967296:
-        n = int64(uint32(i) // uint32(S))
-    else:
-        n = i // S
-    return n * CS + cS + (i - n * S)
+    """The flat offset n*C*S + c*S + s of element i = n*S + s < M of channel c (cS = c*S, CS = C*S)."""
+    n, s = div_mod(i, S, M)
+    return n * CS + cS + s
 
 
 @device

@@ -72,9 +72,9 @@ def device_key() -> str:
     return f"{name} cc{dev.compute_capability[0]}.{dev.compute_capability[1]}"
 
 
-def _read() -> dict:
+def _read(file) -> dict:
     try:
-        data = json.loads(path().read_text(encoding="utf-8"))
+        data = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         return {}
     if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("devices"), dict):
@@ -87,12 +87,14 @@ class _Memory:
 
     def __init__(self):
         self.loaded = False
+        self.file = self.device = None  # path() and device_key(), found once: path() hashes the kernel sources
         self.entries: dict[str, dict] = {}
         self.used: dict[str, dict] = {}  # the launches this process chose for from remembered or measured times
 
     def load(self) -> dict[str, dict]:
         if not self.loaded:
-            got = _read().get(device_key(), {})
+            self.file, self.device = path(), device_key()
+            got = _read(self.file).get(self.device, {})
             self.entries = got if isinstance(got, dict) else {}
             self.loaded = True
         return self.entries
@@ -101,14 +103,14 @@ class _Memory:
         from cnndsl.io.atomic import atomic_write_text
 
         self.load()[key] = entry
-        devices = _read()
-        mine = devices.get(device_key())
+        devices = _read(self.file)
+        mine = devices.get(self.device)
         mine = dict(mine) if isinstance(mine, dict) else {}
         mine[key] = entry
-        devices[device_key()] = mine
+        devices[self.device] = mine
         try:
-            path().parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path(), json.dumps({"version": VERSION, "devices": devices}, indent=1, sort_keys=True))
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.file, json.dumps({"version": VERSION, "devices": devices}, indent=1, sort_keys=True))
         except OSError:
             pass  # an unwritable cache folder: the choice holds for this process only
 
