@@ -117,3 +117,31 @@ def test_a_failure_while_marshalling_falls_back(fake_cuda_core):
     for _ in range(3):
         p()
     assert len(calls) == 3 and p.fast is None and "AttributeError" in p.fallback_reason
+
+
+def test_varying_scalars_are_marshalled_per_call(fake_cuda_core):
+    """A launch whose scalar at position 1 changes per call (a dropout seed, an optimizer's
+    coefficient): the dispatcher sees each call's value; the fast path splices the value numba's
+    `_prepare_args` marshals into the arguments kept, and changes nothing else."""
+    configured, calls = _configured([_Kernel()])
+    configured.dispatcher.overloads[0].argument_types = ("array", "int", "int")
+    buf = [1.0, 2.0]
+    p = common.PreparedLaunch(configured, (buf, 0, 9), varying=(1,))
+    p(10)
+    p(11)
+    assert calls == [(buf, 10, 9), (buf, 11, 9)] and p.fast is not None, p.fallback_reason
+    p(12)
+    p(13)
+    assert len(calls) == 2
+    assert [a for *_, a in fake_cuda_core] == [(0, 0, 2, 4, id(buf), 2, 4, 12, 9), (0, 0, 2, 4, id(buf), 2, 4, 13, 9)]
+    with pytest.raises(TypeError, match="1 varying argument"):
+        p()
+
+
+def test_a_varying_array_keeps_the_dispatcher(fake_cuda_core):
+    configured, calls = _configured([_Kernel()])
+    p = common.PreparedLaunch(configured, ([1.0], 3), varying=(0,))
+    for v in ([2.0], [3.0], [4.0]):
+        p(v)
+    assert p.fast is None and "not one scalar" in p.fallback_reason
+    assert [c[0] for c in calls] == [[2.0], [3.0], [4.0]]

@@ -213,3 +213,26 @@ def test_host_changes_reach_the_device():
     gpu.train_step(x, y, 0)
     gpu.store.load_state_dict(cpu.store.state_dict())  # back to the initial weights
     assert_close(gpu.predict(x)["logits"], cpu.predict(x)["logits"], what="after load_state_dict")
+
+
+def test_a_new_optimizer_state_between_steps_is_the_one_updated():
+    """set_optimizer with the same hyperparameters keeps the training graph and its prepared
+    optimizer launch; the new optimizer's state (fresh Adam moments, step 0) must be the arrays
+    that launch updates from then on, on both devices alike."""
+    x, y = _images((1, 3, 3), 4), np.array([1, 2])
+    out = {}
+    for device in ("cpu", "cuda"):
+        model = Model(cnndsl.loads(DENSE), device=device)
+        model.set_optimizer(Adam(model.store.params, lr=0.01))
+        for step in range(2):
+            model.train_step(x, y, step)
+        graph = model._graph("train")
+        model.set_optimizer(Adam(model.store.params, lr=0.01))
+        model.train_step(x, y, 2)
+        assert model._graph("train") is graph  # the same graph: the launch was not rebuilt with it
+        out[device] = model.store.state_dict(), model.optimizer.state_dict()
+    for cpu, gpu in zip(out["cpu"], out["cuda"]):
+        assert set(cpu) == set(gpu)
+        for k in cpu:
+            assert_close(gpu[k], cpu[k], rtol=1e-4, atol=1e-6, what=k)
+    assert int(out["cuda"][1]["step"]) == 1

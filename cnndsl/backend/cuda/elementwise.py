@@ -90,17 +90,21 @@ def prelu_grad(rc, node, ins, out):
 
 def _dropout(rc, layer: str, p: float, x, y, always: bool = False):
     """run(rc): y = dropout(x) with the CPU backend's mask for (layer, rc.seed, rc.step), in
-    training (`always`: also outside it, for the gradient); a copy otherwise."""
+    training (`always`: also outside it, for the gradient); a copy otherwise. Both are prepared
+    launches; the mask's base, which changes every step, is the one argument passed per call."""
     n = y.size
     x, y = flat(x), flat(y)
-    apply, copy = E.dropout_apply[grid1d(n)], E.copy[grid1d(n)]
+    copy = launch(E.copy, grid1d(n), x, y, n)
+    if p <= 0:
+        return lambda rc: copy()
+    _, thr, scale = E.dropout_params(p, 0, 0)
+    apply = launch(E.dropout_apply, grid1d(n), x, np.uint64(0), thr, scale, y, n, varying=(1,))
 
     def run(rc):
-        if (always or rc.training) and p > 0:
-            base, thr, scale = E.dropout_params(p, _dropout_seed(rc, layer), rc.step)
-            apply(x, base, thr, scale, y, n)
+        if always or rc.training:
+            apply(E.dropout_params(p, _dropout_seed(rc, layer), rc.step)[0])
         else:
-            copy(x, y, n)
+            copy()
     return run
 
 

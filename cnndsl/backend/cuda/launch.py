@@ -108,7 +108,8 @@ def channel_sums(rc, x, n: int, c: int, s: int, scale, out):
     return steps(R.channel_sum_steps(x, n, c, s, np.float32(scale), out, part))
 
 
-def launch(kernel, config, *args):
-    """A prepared launch: `kernel[config](*args)` as a no-argument callable
-    (cnndsl/kernels/cuda/common.py's PreparedLaunch: from its second call, one cuda.core launch)."""
-    return prepared(kernel, config, args)
+def launch(kernel, config, *args, varying: tuple[int, ...] = ()):
+    """A prepared launch: `kernel[config](*args)` as a callable taking the values of the scalar
+    arguments at `varying` (none: no arguments) (cnndsl/kernels/cuda/common.py's PreparedLaunch:
+    from its second call, one cuda.core launch)."""
+    return prepared(kernel, config, args, varying)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnndsl.backend.cuda.backend import STEPPED, loss_values
-from cnndsl.backend.cuda.launch import launches
+from cnndsl.backend.cuda.launch import launch, launches
 from cnndsl.backend.optimizer_state import state_for
 from cnndsl.diagnostics import CnnError, Diagnostic
 from cnndsl.kernels.cuda import optim as kernels
@@ -35,15 +35,26 @@ def optimizer_step(rc, node, ins, out):
     values, names, _ = loss_values(rc)
     nloss, n = len(names), dev.data.size
     dummy = rc.backend.zeros(1, np.float32)
+    ncoef = len(d.coefficients(attrs, 1.0, 1))
+    bound = [None, None]  # the optimizer state the prepared launch holds the arrays of, and that launch
+
+    def prepare(state):
+        """The step's prepared launch over `state`'s device arrays, its coefficients varying."""
+        arrays = d.kernel_arrays(dev.optimizer_arrays(state), dummy)
+        first = 4 + len(arrays)
+        placeholder = d.coefficients(attrs, 1.0, 1)
+        return launch(kernel, grid1d(n), dev.data, dev.grad, *arrays, dev.lr_mult, dev.wd_mult, *placeholder,
+                      values, nloss, n, varying=tuple(range(first, first + ncoef)))
 
     def run(rc):
         if rc.comm is not None and rc.comm.size > 1:
             raise CnnError([Diagnostic("error", "data-parallel training is not supported on --device cuda yet",
                                        help="train on one process, or use --device cpu", code="cuda-distributed")])
         state = state_for(rc.store.optimizer_state, attrs)
+        if bound[0] is not state:  # a new state (a resumed run's): its arrays were uploaded anew
+            bound[:] = state, prepare(state)
         t = state.step + 1
-        kernel[grid1d(n)](dev.data, dev.grad, *d.kernel_arrays(dev.optimizer_arrays(state), dummy), dev.lr_mult,
-                          dev.wd_mult, *d.coefficients(attrs, rc.lr, t), values, nloss, n)
+        bound[1](*d.coefficients(attrs, rc.lr, t))
         state.step = t
         rc.cache[STEPPED] = True
     return run

@@ -72,10 +72,12 @@ class Kernel:
         return f"<cuda kernel {self.name}>"
 
 
-def prepared(k: Kernel, config, args) -> "PreparedLaunch":
-    """`k[config](*args)` as a no-argument callable, for launches whose arguments never change
-    (the backend prepares each node's launches once per executable)."""
-    return PreparedLaunch(k[config], tuple(args))
+def prepared(k: Kernel, config, args, varying: tuple[int, ...] = ()) -> "PreparedLaunch":
+    """`k[config](*args)` as a callable, for launches whose arguments never change (the backend
+    prepares each node's launches once per executable) but for the scalar arguments at the
+    positions `varying`, whose values each call passes (a dropout seed, an optimizer's step
+    coefficients)."""
+    return PreparedLaunch(k[config], tuple(args), tuple(varying))
 
 
 class PreparedLaunch:
@@ -84,35 +86,43 @@ class PreparedLaunch:
     where numba-cuda's launch path is the one this was written against (numba-cuda 0.30 over
     cuda.core), the arguments marshalled once are kept and each call is one `cuda.core.launch`:
     typing and marshalling 27 arguments per conv launch is host time every step, and small
-    networks are launch-bound (docs/cuda.md). `CNNDSL_CUDA_LAUNCH=dispatch` keeps numba's path
-    throughout; anything unexpected does too, and `fallback_reason` says why. Launches built
-    per step (the optimizer's, whose scalars change) never reach the second call."""
+    networks are launch-bound (docs/cuda.md). A varying scalar is marshalled again per call by
+    numba's own `_prepare_args`, alone. `CNNDSL_CUDA_LAUNCH=dispatch` keeps numba's path
+    throughout; anything unexpected does too, and `fallback_reason` says why."""
 
-    __slots__ = ("configured", "args", "fast", "calls", "fallback_reason")
+    __slots__ = ("configured", "args", "varying", "fast", "calls", "fallback_reason")
 
-    def __init__(self, configured, args: tuple):
+    def __init__(self, configured, args: tuple, varying: tuple[int, ...] = ()):
         import os
 
-        self.configured, self.args = configured, args
+        self.configured, self.args, self.varying = configured, args, varying
         self.fast, self.calls, self.fallback_reason = None, 0, ""
         # the launch path is chosen when the launch is prepared (like CNNDSL_CUDA_GEMM's family)
         if os.environ.get("CNNDSL_CUDA_LAUNCH", "prepared").strip() == "dispatch":
             self.calls, self.fallback_reason = -1, "CNNDSL_CUDA_LAUNCH=dispatch"
 
-    def __call__(self) -> None:
+    def __call__(self, *values) -> None:
+        if len(values) != len(self.varying):
+            raise TypeError(f"this launch takes {len(self.varying)} varying argument(s), got {len(values)}")
         if self.fast is not None:
-            self.fast()
+            self.fast(*values)
             return
+        if values:
+            args = list(self.args)
+            for i, v in zip(self.varying, values):
+                args[i] = v
+            self.args = tuple(args)
         self.configured(*self.args)
         if self.calls >= 0:
             self.calls += 1
             if self.calls == 2 and not SIMULATOR:
-                self.fast, self.fallback_reason = fast_launch(self.configured, self.args)
+                self.fast, self.fallback_reason = fast_launch(self.configured, self.args, self.varying)
 
 
-def fast_launch(configured, args):
-    """(a no-argument callable launching `configured` with `args` through cuda.core directly,
-    "") or (None, why not). Call it only after `configured(*args)` has run once (compiled)."""
+def fast_launch(configured, args, varying: tuple[int, ...] = ()):
+    """(a callable launching `configured` with `args` through cuda.core directly, taking the
+    values of the scalar arguments at `varying`, "") or (None, why not). Call it only after
+    `configured(*args)` has run once (compiled)."""
     try:
         from numba.cuda import dispatcher as D
 
@@ -125,9 +135,14 @@ def fast_launch(configured, args):
         if kern.debug or kern.cooperative or configured.pre_launch_callbacks or configured.sharedmem:
             return None, "debug, cooperative, callbacks or dynamic shared memory"
         cufunc = kern._codelibrary.get_cufunc()
-        retr, kernelargs = [], []
-        for ty, val in zip(kern.argument_types, args):
+        retr, kernelargs, slots = [], [], {}
+        for i, (ty, val) in enumerate(zip(kern.argument_types, args)):
+            start = len(kernelargs)
             kern._prepare_args(ty, val, configured.stream, retr, kernelargs)
+            if i in varying:
+                if len(kernelargs) - start != 1:
+                    return None, f"varying argument {i} is not one scalar"
+                slots[i] = (start, ty)
         if retr:
             return None, "a host array argument (copied back after each launch)"
         if D.CUDA_CORE_GE_1_0:
@@ -136,10 +151,22 @@ def fast_launch(configured, args):
         else:
             cfg = D.LaunchConfig(grid=configured.griddim, block=configured.blockdim, shmem_size=0,
                                  cooperative_launch=False)
-        launch, stream, fn, kargs = D.launch, configured.stream, cufunc.kernel, tuple(kernelargs)
+        launch, stream, fn = D.launch, configured.stream, cufunc.kernel
+        if not varying:
+            kargs = tuple(kernelargs)
 
-        def fast() -> None:
-            launch(stream, cfg, fn, *kargs)
+            def fast() -> None:
+                launch(stream, cfg, fn, *kargs)
+        else:
+            kargs, prepare = kernelargs, kern._prepare_args
+            where = tuple(slots[i] for i in varying)
+
+            def fast(*values) -> None:
+                for (at, ty), v in zip(where, values):
+                    one = []
+                    prepare(ty, v, stream, retr, one)
+                    kargs[at] = one[0]
+                launch(stream, cfg, fn, *kargs)
         fast.keep = args  # the device arrays stay alive as long as the marshalled pointers
         return fast, ""
     except Exception as e:  # another numba-cuda: its own path still works
