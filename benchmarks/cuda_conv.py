@@ -4,12 +4,15 @@ and backward each at least 0.6x of cuDNN FP32), with the fraction of the GPU's F
 
     python benchmarks/cuda_conv.py                         # both GEMM variants, the default shape
     python benchmarks/cuda_conv.py --shape 64,128,28,28,128 --variants pipelined --reps 100
+    python benchmarks/cuda_conv.py --variants pipelined,cublas  # the Numba kernels against cuBLAS
     NUMBA_ENABLE_CUDASIM=1 python benchmarks/cuda_conv.py --smoke   # the logic, under the simulator
 
 For each GEMM variant (CNNDSL_CUDA_GEMM=tiled|pipelined, set before the launches are prepared:
 cnndsl/kernels/cuda/gemm.py) the three host functions the backend calls are timed as the backend
 calls them: `conv_forward` (y = conv(x, w), no bias), `conv_backward_data` (dx) and
-`conv_backward_weight` (dW, with its split-K workspace and reduction). PyTorch runs the same
+`conv_backward_weight` (dW, with its split-K workspace and reduction). The variant `cublas` times
+the passes on the tile tune.py may choose besides the kernels' (cnndsl/kernels/cuda/im2col.py:
+gathers around cuBLAS SGEMMs), whatever it would choose. PyTorch runs the same
 passes: torch.nn.functional.conv2d, and torch.ops.aten.convolution_backward with output_mask
 for dx alone and dW alone (what autograd calls for a conv), with cudnn.benchmark on, TF32 off
 (the fair FP32 baseline: Numba has no tensor cores) and on (reported beside it).
@@ -216,19 +219,20 @@ class CnndslConv:
         self.shapes = {"forward": (geo.N, geo.F, geo.OH, geo.OW), "backward_data": x.shape,
                        "backward_weight": w.shape}
 
-    def launches(self) -> dict:
-        """The three passes' launches, prepared now (CNNDSL_CUDA_GEMM is read here)."""
+    def launches(self, forced: str | None = None) -> dict:
+        """The three passes' launches, prepared now (CNNDSL_CUDA_GEMM is read here); `forced`: one
+        tile name for all three (the "cublas" variant: im2col.py's cuBLAS path)."""
         from cnndsl.kernels.cuda import gemm as K
 
         geo = self.geo
         # as the backend plans a weight gradient (a checkout without tune.py: the shape rules)
         plan = getattr(K, "weight_plan", None)
-        tile, splits = plan(self.x, self.dy, geo) if plan else (None, None)
+        tile, splits = (forced, None) if forced else plan(self.x, self.dy, geo) if plan else (None, None)
         ws = K.weight_workspace(geo, tile, splits)
         self.part = self.cuda.device_array(max(int(ws), 1), np.float32)
         self.workspace, self.weight_plan = int(ws), (tile, splits)
-        return {"forward": K.conv_forward(self.x, self.w, self.no_bias, False, self.y, geo),
-                "backward_data": K.conv_backward_data(self.dy, self.w, self.no_bias, False, self.dx, geo),
+        return {"forward": K.conv_forward(self.x, self.w, self.no_bias, False, self.y, geo, forced),
+                "backward_data": K.conv_backward_data(self.dy, self.w, self.no_bias, False, self.dx, geo, forced),
                 "backward_weight": K.conv_backward_weight(self.x, self.dy, self.dw, self.part, geo, tile, splits)}
 
     def result(self, name: str) -> np.ndarray:
@@ -356,11 +360,13 @@ def main(argv=None) -> int:
     conv = CnndslConv(x, w, dy, geo, cuda)
     failed = False
     for variant in variants:
-        r = results["cnndsl"][variant] = {"family": variant_in_effect(variant)}
+        forced = "cublas" if variant == "cublas" else None  # the cuBLAS path (im2col.py), whatever tune.py picks
+        r = results["cnndsl"][variant] = {"family": "cublas (im2col + cuBLAS SGEMM)" if forced
+                                          else variant_in_effect(variant)}
         print(f"cnndsl, {GEMM_ENV}={variant} -> {r['family']}", flush=True)
         try:
-            with gemm_variant(variant):
-                launches = conv.launches()
+            with gemm_variant(None if forced else variant):
+                launches = conv.launches(forced)
             r["weight_workspace_elements"] = conv.workspace
             if "+tune" in variant:
                 r["tune"] = tuned_choices()

@@ -210,7 +210,7 @@ export CNNDSL_CUDA_TUNE=off
     step tests cpu_reference "$L_REF" python3 benchmarks/cuda_check.py $SMOKE --save-reference "$REF"
   touch "$REF/.done" ) &
 NUMBA_CACHE_DIR=/tmp/nc_gpu step speed cuda_conv "$L_CONV" python3 benchmarks/cuda_conv.py $SMOKE \
-  --variants tiled:dispatch,pipelined,pipelined+tune --out "$OUT/cuda_conv.json"
+  --variants tiled:dispatch,pipelined,cublas,pipelined+tune --out "$OUT/cuda_conv.json"
 NUMBA_CACHE_DIR=/tmp/nc_gpu step speed cuda_check "$L_CHECK" python3 benchmarks/cuda_check.py $SMOKE \
   --reference "$REF" --wait-reference "$L_WAIT" --out "$OUT/cuda_check.json"
 

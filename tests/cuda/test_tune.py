@@ -17,8 +17,9 @@ pytestmark = pytest.mark.cuda
 
 
 def kernel_name(launch) -> str:
-    """The kernel of a gemm.Launch's first step (a tile's kernels are named after it)."""
-    c = launch.steps[0].configured
+    """The kernel of a gemm.Launch's first step (a tile's kernels are named after it; a cuBLAS
+    launch's first step is a gather kernel, or the GEMM itself: "cublas_sgemm")."""
+    c = getattr(launch.steps[0], "configured", launch.steps[0])
     return getattr(c, "name", None) or c.dispatcher.py_func.__name__
 
 
@@ -78,7 +79,8 @@ def test_the_fastest_tile_is_chosen_remembered_and_read_back(tuning):
     tuning("on", timer)
     out = empty(y.size)
     launch = G.conv_forward(dev(x), dev(w), dev(b), True, out, geo)
-    assert len(timer.seen) == len(G._orders(cols, "pipelined")), timer.seen  # every candidate, once
+    assert len(timer.seen) == len(G._orders(cols, "pipelined")) + 1, timer.seen  # every candidate, once
+    assert "im2col/3" in timer.seen  # the cuBLAS candidate: im2col, the GEMM, the bias epilogue
     assert np.isnan(out.copy_to_host()).all(), "a trial wrote the launch's own output"
     assert other in kernel_name(launch)
     launch()
@@ -87,11 +89,32 @@ def test_the_fastest_tile_is_chosen_remembered_and_read_back(tuning):
     entries = json.loads(tune.path().read_text())["devices"][tune.device_key()]
     (key, entry), = entries.items()
     assert key.startswith("fwd pipelined mk ") and "N2 C3 H7 W7 F5" in key
-    assert entry["choice"] == other and entry["default"] == default and set(entry["us"]) == set(G._orders(cols, "pipelined"))
+    assert entry["choice"] == other and entry["default"] == default
+    assert set(entry["us"]) == {*G._orders(cols, "pipelined"), G.CUBLAS}
 
     tuning("cached")  # a later process: the remembered choice, nothing measured
     assert other in kernel_name(G.conv_forward(dev(x), dev(w), dev(b), True, empty(y.size), geo))
     tuning("off")  # the shape rule alone
+    assert default in kernel_name(G.conv_forward(dev(x), dev(w), dev(b), True, empty(y.size), geo))
+
+
+def test_the_cublas_candidate_is_chosen_where_fastest(tuning, monkeypatch):
+    """Measured fastest, "cublas" is remembered and read back like a tile; without cuBLAS (here:
+    CNNDSL_CUDA_BLAS=off) it is no candidate, and the remembered choice is ignored for the rule's."""
+    from cnndsl.kernels.cuda import blas
+    from cnndsl.kernels.cuda import gemm as G
+
+    _, x, w, b, y, geo = _conv()
+    tuning("on", FakeTimer("im2col"))
+    out = empty(y.size)
+    launch = G.conv_forward(dev(x), dev(w), dev(b), True, out, geo, act=G.TANH)
+    assert kernel_name(launch) == "im2col" and np.isnan(out.copy_to_host()).all()
+    launch()
+    assert_close(host(out, y.shape), np.tanh(y), what="tuned forward (cublas)")
+    tuning("cached")
+    assert kernel_name(G.conv_forward(dev(x), dev(w), dev(b), True, empty(y.size), geo)) == "im2col"
+    monkeypatch.setenv(blas.ENV, "off")
+    default = G.choose_tile(98, 5, 1, "pipelined")
     assert default in kernel_name(G.conv_forward(dev(x), dev(w), dev(b), True, empty(y.size), geo))
 
 
@@ -205,6 +228,26 @@ def test_a_tuned_network_trains_as_on_the_cpu(tuning):
     assert any(" res " in k for k in entries)  # the residual add fused into c2's epilogue
     assert all(e["choice"].startswith("p128") for e in entries.values()), entries
     assert any(e["default"] != e["choice"] for e in entries.values())
+
+
+def test_a_network_on_cublas_trains_as_on_the_cpu(tuning):
+    """Every conv and dense launch of the small residual net tuned to "cublas" (im2col.py: the
+    residual copied or added in place, the 1x1 shortcut without im2col, dense as one GEMM): the
+    same losses, gradients, weights and predictions as the CPU backend after two steps."""
+    from test_networks import _compare, _images
+
+    from cnndsl.kernels.cuda import tune
+    from cnndsl.train.optim import SGD
+
+    def cublas_fastest(run) -> float:  # a cuBLAS launch has a GEMM step, which is a plain callable
+        return 1e-5 if any(getattr(s, "name", "") == "cublas_sgemm" for s in run.steps) else 1e-3
+
+    tuning("on", cublas_fastest)
+    _compare(TINY, lambda p: SGD(p, lr=0.1, momentum=0.9), _images((2, 4, 4), 4), np.array([1, 0]), steps=2)
+    entries = json.loads(tune.path().read_text())["devices"][tune.device_key()]
+    assert {k.split()[0] for k in entries} == {"fwd", "bwd_data", "bwd_weight"}
+    assert all(e["choice"] == "cublas" for e in entries.values()), "\n".join(f"{k}: {e}" for k, e in entries.items())
+    assert any(" res " in k for k in entries)  # c2's residual add, fused: GEMM onto the copied residual
 
 
 def test_a_split_forward_can_be_chosen(tuning):

@@ -30,7 +30,8 @@ These are the "tiled" kernels. The "pipelined" ones (cnndsl/kernels/cuda/igemm.p
 division in the main loop, register accumulators, double-buffered shared tiles) take the same
 arguments; the host functions below launch either, `CNNDSL_CUDA_GEMM=tiled|pipelined` choosing
 (pipelined by default; tiled for tensors of 2**31 elements or more, where int32 indices would
-overflow).
+overflow). The tile name "cublas" (CUBLAS) runs a pass as cuBLAS SGEMMs around gather kernels
+instead (cnndsl/kernels/cuda/im2col.py), where tune.py measured it fastest.
 """
 from __future__ import annotations
 
@@ -42,11 +43,13 @@ import numpy as np
 from cnndsl.kernels.cuda.common import (  # noqa: F401  (the activation codes: tests use them as G.RELU, ...)
     F32, LEAKY_RELU, NONE, RELU, SIGMOID, TANH, TARGET_BLOCKS, PreparedLaunch, activate, boolean, cuda, device,
     div_mod, float32, grid1d, int64, kernel)
-from cnndsl.kernels.cuda import igemm, tune
+from cnndsl.kernels.cuda import igemm, im2col, tune
 from cnndsl.kernels.cuda.igemm import BWD_DATA, BWD_WEIGHT, FWD, Tile  # noqa: F401  (one definition, both families)
 from cnndsl.kernels.geometry import ConvGeometry
 
 FAMILIES = ("pipelined", "tiled")
+# The tile name of the cuBLAS candidate (im2col.py): measured against the tiles, never a rule's choice
+CUBLAS = "cublas"
 
 TILES = {
     "s32x16": Tile(32, 16, 8, 4, 4),      # 32 threads: small problems
@@ -417,10 +420,11 @@ def _device_array(n: int):
 
 class Launch:
     """A list of kernel launches with fixed arguments, run by calling it: each step is
-    (kernel[config], args), run as a common.PreparedLaunch."""
+    (kernel[config], args), run as a common.PreparedLaunch, or a no-argument callable (a cuBLAS
+    GEMM of im2col.py)."""
 
     def __init__(self, steps):
-        self.steps = [PreparedLaunch(k, tuple(args)) for k, args in steps]
+        self.steps = [s if callable(s) else PreparedLaunch(s[0], tuple(s[1])) for s in steps]
 
     def __call__(self) -> None:
         for step in self.steps:
@@ -436,11 +440,20 @@ def _problem(mode: int, geo: ConvGeometry, orders, fam: str, residual: bool) -> 
             f" D{geo.dh}x{geo.dw} G{geo.G}")
 
 
+def _offer_cublas(geo: ConvGeometry, key: str) -> bool:
+    """Whether the launch `key` gets the "cublas" candidate: groups of 1 with cuBLAS loadable, and
+    under the default "cached" policy only where it is the remembered choice (so that a process
+    that will not use it neither loads cuBLAS, a library of hundreds of MB, nor makes a handle)."""
+    if geo.G != 1 or (tune.policy() == "cached" and tune.remembered(key) != CUBLAS):
+        return False
+    return im2col.usable(geo)[0]
+
+
 def _planned(mode: int, geo: ConvGeometry, orders, rows: int, cols: int, residual: bool, build,
              out_size: int) -> tuple[str, int]:
     """(tile, splits) of a FWD or BWD_DATA launch: tune.pick over the family's tiles for `cols`
-    columns, unsplit, and the two largest also split (data_splits); the shape rule's choose_tile,
-    unsplit, the default. Each trial `build(choice, scratch)` writes a scratch output of
+    columns, unsplit, and the two largest also split (data_splits), and cuBLAS (_offer_cublas);
+    the shape rule's choose_tile, unsplit, the default. Each trial `build(choice, scratch)` writes a scratch output of
     out_size elements."""
     fam = family(geo)
     default = tune.Choice(choose_tile(rows, cols, geo.G, fam))
@@ -449,6 +462,9 @@ def _planned(mode: int, geo: ConvGeometry, orders, rows: int, cols: int, residua
     tiles = _orders(cols, fam)
     candidates = [tune.Choice(t) for t in tiles]
     candidates += [tune.Choice(t, s) for t in tiles[:2] for s in data_splits(mode, geo, t)]
+    key = _problem(mode, geo, orders, fam, residual)
+    if _offer_cublas(geo, key):
+        candidates.append(tune.Choice(CUBLAS))
     scratch = []
 
     def trial(c: tune.Choice):
@@ -456,7 +472,7 @@ def _planned(mode: int, geo: ConvGeometry, orders, rows: int, cols: int, residua
             scratch.append(_device_array(out_size))
         return build(c, scratch[0])
 
-    got = tune.pick(_problem(mode, geo, orders, fam, residual), candidates, default, trial)
+    got = tune.pick(key, candidates, default, trial)
     return got.tile, got.splits
 
 
@@ -475,6 +491,9 @@ def conv_forward(x, w, bias, has_bias, y, geo: ConvGeometry, tile: str | None = 
     if tile is None:
         tile, splits = _planned(FWD, geo, orders, rows, cols, res is not None, lambda c, scratch: conv_forward(
             x, w, bias, has_bias, scratch, geo, c.tile, res, act, alpha, c.splits), y.size)
+    if tile == CUBLAS:
+        ws = (workspace or _device_array)(im2col.workspace(geo, FWD))
+        return Launch(im2col.forward(x, w, bias, has_bias, y, geo, res, act, alpha, ws))
     if _splits_ok(splits, tile, geo.F * rows):
         k, tab = _kernel(FWD, tile, *orders, geo, split=True)
         return _split_launch(FWD, k, tab, geo, tile, rows, cols, splits, x, w, bias, has_bias, res, act, alpha, y,
@@ -493,6 +512,9 @@ def conv_backward_data(dy, w, bias, has_bias, dx, geo: ConvGeometry, tile: str |
     if tile is None:
         tile, splits = _planned(BWD_DATA, geo, orders, rows, cols, False, lambda c, scratch: conv_backward_data(
             dy, w, bias, has_bias, scratch, geo, c.tile, c.splits), dx.size)
+    if tile == CUBLAS:
+        return Launch(im2col.backward_data(dy, w, bias, has_bias, dx, geo,
+                                           (workspace or _device_array)(im2col.workspace(geo, BWD_DATA))))
     if _splits_ok(splits, tile, geo.C * rows):
         k, tab = _kernel(BWD_DATA, tile, *orders, geo, split=True)
         return _split_launch(BWD_DATA, k, tab, geo, tile, rows, cols, splits, dy, w, bias, has_bias, None, NONE, 0.0,
@@ -529,7 +551,7 @@ def _effective_splits(geo: ConvGeometry, tile: str, splits: int) -> int:
 def weight_plan(x, dy, geo: ConvGeometry) -> tuple[str, int]:
     """(tile, splits) of conv_backward_weight for `geo`, reading x and dy: tune.pick over the
     family's tiles for the result's columns, each with the shape rule's splits (weight_splits),
-    a half, a quarter and twice as many; the default weight_tile with its weight_splits."""
+    a half, a quarter and twice as many, and cuBLAS (_offer_cublas); the default weight_tile with its weight_splits."""
     tile = weight_tile(geo)
     default = tune.Choice(tile, weight_splits(geo, tile)[0])
     if tune.policy() == "off":
@@ -541,6 +563,9 @@ def weight_plan(x, dy, geo: ConvGeometry) -> tuple[str, int]:
         s0 = weight_splits(geo, t)[0]
         for s in (s0, s0 // 2, s0 // 4, min(2 * s0, TARGET_BLOCKS)):  # (_sizes bounds the workspace)
             candidates.append(tune.Choice(t, _effective_splits(geo, t, max(1, s))))
+    key = _problem(BWD_WEIGHT, geo, (False, False) if geo.dense_like else (True, True), fam, False)
+    if _offer_cublas(geo, key):
+        candidates.append(tune.Choice(CUBLAS))
     dw = []
 
     def trial(c: tune.Choice):
@@ -549,14 +574,15 @@ def weight_plan(x, dy, geo: ConvGeometry) -> tuple[str, int]:
         part = _device_array(weight_workspace(geo, c.tile, c.splits))
         return conv_backward_weight(x, dy, dw[0], part, geo, c.tile, c.splits)
 
-    got = tune.pick(_problem(BWD_WEIGHT, geo, (False, False) if geo.dense_like else (True, True), fam, False),
-                    list(dict.fromkeys(candidates)), default, trial)
+    got = tune.pick(key, list(dict.fromkeys(candidates)), default, trial)
     return got.tile, got.splits
 
 
 def weight_workspace(geo: ConvGeometry, tile: str | None = None, splits: int | None = None) -> int:
-    """Elements of partial sums conv_backward_weight needs (0: none)."""
+    """Elements of partial sums (cuBLAS: of columns) conv_backward_weight needs (0: none)."""
     tile = tile or weight_tile(geo)
+    if tile == CUBLAS:
+        return im2col.workspace(geo, BWD_WEIGHT)
     s = splits or weight_splits(geo, tile)[0]
     return 0 if s <= 1 else s * geo.F * (geo.C // geo.G) * geo.KH * geo.KW
 
@@ -567,6 +593,11 @@ def conv_backward_weight(x, dy, dw, part, geo: ConvGeometry, tile: str | None = 
     (any buffer when that is 0)."""
     rows, cols = (geo.C // geo.G) * geo.KH * geo.KW, geo.F // geo.G
     tile = tile or weight_tile(geo)
+    if tile == CUBLAS:
+        need = im2col.workspace(geo, BWD_WEIGHT)
+        if need and part.size < need:
+            raise ValueError(f"weight-gradient workspace of {part.size} elements, {need} needed")
+        return Launch(im2col.backward_weight(x, dy, dw, part, geo))
     red = geo.N * geo.OH * geo.OW
     splits, kchunk = weight_splits(geo, tile) if splits is None else _chunking(red, tile_spec(tile).BK, splits)
     orders = (False, False) if geo.dense_like else (True, True)

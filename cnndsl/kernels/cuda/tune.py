@@ -150,6 +150,15 @@ def seconds_per_call(run: Callable[[], None]) -> float:
 measure = seconds_per_call  # tests replace it with a fake timer
 
 
+def remembered(key: str) -> str | None:
+    """The label of the choice remembered for the launch `key` on this GPU (None: none), under
+    any policy but "off"."""
+    if policy() == "off":
+        return None
+    known = MEMORY.load().get(key)
+    return known.get("choice") if isinstance(known, dict) else None
+
+
 def pick(key: str, candidates: list[Choice], default: Choice,
          trial: Callable[[Choice], Callable[[], None]]) -> Choice:
     """The choice for the launch `key` (its mode, operand orders and geometry): remembered,

@@ -35,7 +35,7 @@ def _patch_device_lookup() -> None:
 def all_kernels(full: bool = False):
     """Every kernel of cnndsl/kernels/cuda, GEMM variants for every tile and operand order."""
     from cnndsl.kernels.cuda import (  # noqa: F401
-        elementwise, gemm, igemm, layers, loss, optim, pool, reduce, tensor, yolo_loss)
+        elementwise, gemm, igemm, im2col, layers, loss, optim, pool, reduce, tensor, yolo_loss)
     from cnndsl.kernels.cuda.common import KERNELS
 
     # Tiles only change integer constants: every tile with one operand order, and every
