@@ -1,6 +1,6 @@
 """cnndsl/kernels/cuda/blas.py's ctypes calls without a GPU: cuBLAS is stood in for by a fake
 library that computes what the cuBLAS documentation says its column-major SGEMMs compute, on
-host memory at the addresses it is given. What this shows: the row-major products `gemm` is asked
+host memory at the addresses it is given. What this shows: the row-major products `sgemm` is asked
 for (both transposes, leading dimensions wider than the matrices, offsets, strided batches,
 beta 0 and 1) reach cuBLAS as the right column-major calls, and a failing status is raised. What
 it cannot show: cuBLAS itself (benchmarks/gpu_session.sh runs tests/cuda/test_im2col.py on a GPU)."""
@@ -81,7 +81,7 @@ def test_row_major_products_reach_cublas_as_column_major_calls(fake, ta, tb, bat
     B = HostArray(rng.standard_normal(b_off + batch * sb))
     C = HostArray(rng.standard_normal(c_off + batch * sc))
     before = C.a.copy()
-    run = blas.gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta, a_off=a_off, b_off=b_off, c_off=c_off,
+    run = blas.sgemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta, a_off=a_off, b_off=b_off, c_off=c_off,
                     batch=batch, sa=sa, sb=sb, sc=sc)
     run()
     assert fake.calls == (["sgemm"] if batch == 1 else [f"batched {batch}"])
@@ -100,7 +100,7 @@ def test_a_failing_status_is_raised(fake):
     fake.status = 13  # CUBLAS_STATUS_EXECUTION_FAILED
     A, B, C = HostArray(np.ones(4)), HostArray(np.ones(4)), HostArray(np.zeros(4))
     with pytest.raises(RuntimeError, match="status 13"):
-        blas.gemm(False, False, 2, 2, 2, A, 2, B, 2, C, 2)()
+        blas.sgemm(False, False, 2, 2, 2, A, 2, B, 2, C, 2)()
 
 
 def test_without_the_library_the_candidate_says_why(monkeypatch):
@@ -114,4 +114,4 @@ def test_without_the_library_the_candidate_says_why(monkeypatch):
     ok, why = blas.available()
     assert not ok and "no cuBLAS library found" in why
     with pytest.raises(RuntimeError, match="cuBLAS is not available"):
-        blas.gemm(False, False, 1, 1, 1, None, 1, None, 1, None, 1)
+        blas.sgemm(False, False, 1, 1, 1, None, 1, None, 1, None, 1)

@@ -18,7 +18,7 @@ deterministic for a given GPU, shape and library version (one stream, no atomics
 Ordering: numba launches on the legacy default stream and the handle uses the NULL stream,
 which is the same stream, so the GEMMs run in order with the kernels around them.
 
-Under numba's CUDA simulator the device arrays are NumPy arrays: `gemm` computes the same
+Under numba's CUDA simulator the device arrays are NumPy arrays: `sgemm` computes the same
 products with NumPy there (float32 matmul), so that the im2col kernels and the launch plans
 around the GEMMs are tested in CI; the ctypes binding itself only on a GPU
 (benchmarks/gpu_session.sh runs the same tests there).
@@ -126,7 +126,7 @@ def _view(a, offset: int, rows: int, cols: int, ld: int, batch: int, stride: int
                                            strides=(stride * 4, ld * 4, 4), writeable=True)
 
 
-def gemm(ta: bool, tb: bool, M: int, N: int, K: int, A, lda: int, B, ldb: int, C, ldc: int, beta: float = 0.0,
+def sgemm(ta: bool, tb: bool, M: int, N: int, K: int, A, lda: int, B, ldb: int, C, ldc: int, beta: float = 0.0,
          a_off: int = 0, b_off: int = 0, c_off: int = 0, batch: int = 1, sa: int = 0, sb: int = 0, sc: int = 0):
     """A no-argument callable computing, for i < batch, the row-major product
     C_i = op(A_i) @ op(B_i) + beta * C_i, op(A_i) M x K (A_i = A[a_off + i*sa:] as a matrix with

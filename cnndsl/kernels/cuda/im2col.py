@@ -170,7 +170,7 @@ def forward(x, w, bias, has_bias, y, geo: ConvGeometry, res, act: int, alpha: fl
         beta = 1.0
     N, F = geo.N, geo.F
     if _matrix(geo):  # y (N x F) = x (N x C) @ w^T
-        steps.append(blas.gemm(False, True, N, F, geo.C, x, geo.C, w, geo.C, y, F, beta))
+        steps.append(blas.sgemm(False, True, N, F, geo.C, x, geo.C, w, geo.C, y, F, beta))
     else:
         P, CK, nb = geo.OH * geo.OW, _ck(geo), chunk(geo, FWD)
         unit = _unit(geo)
@@ -181,7 +181,7 @@ def forward(x, w, bias, has_bias, y, geo: ConvGeometry, res, act: int, alpha: fl
             else:
                 steps.append(_im2col_step(x, ws, geo, n0, m, interleaved=False))
                 b, b_off = ws, 0
-            steps.append(blas.gemm(False, False, F, P, CK, w, CK, b, P, y, P, beta, b_off=b_off, c_off=n0 * F * P,
+            steps.append(blas.sgemm(False, False, F, P, CK, w, CK, b, P, y, P, beta, b_off=b_off, c_off=n0 * F * P,
                                    batch=m, sa=0, sb=CK * P, sc=F * P))
     if _needs_epilogue(has_bias, act):
         S = y.size // (N * F)
@@ -193,7 +193,7 @@ def backward_data(dy, w, bias, has_bias, dx, geo: ConvGeometry, ws) -> list:
     """The steps of dx = conv^T(dy, w) (+ bias over dx's channels); ws as for forward."""
     N, F, C = geo.N, geo.F, geo.C
     if _matrix(geo):  # dx (N x C) = dy (N x F) @ w (F x C)
-        steps = [blas.gemm(False, False, N, C, F, dy, F, w, C, dx, C)]
+        steps = [blas.sgemm(False, False, N, C, F, dy, F, w, C, dx, C)]
         if has_bias:
             steps.append(_launch(bias_act, dx.size, dx, bias, True, NONE, np.float32(0.0), N, C, 1))
         return steps
@@ -202,7 +202,7 @@ def backward_data(dy, w, bias, has_bias, dx, geo: ConvGeometry, ws) -> list:
     for n0 in range(0, N, nb):
         m = min(nb, N - n0)
         out, c_off = (dx, n0 * C * P) if unit else (ws, 0)
-        steps.append(blas.gemm(True, False, CK, P, F, w, CK, dy, P, out, P, b_off=n0 * F * P, c_off=c_off,
+        steps.append(blas.sgemm(True, False, CK, P, F, w, CK, dy, P, out, P, b_off=n0 * F * P, c_off=c_off,
                                batch=m, sa=0, sb=F * P, sc=CK * P))
         if not unit:
             steps.append(_launch(col2im, m * C * geo.H * geo.W, ws, bias, has_bias, dx, n0, m, C, geo.H, geo.W,
@@ -216,7 +216,7 @@ def backward_weight(x, dy, dw, ws, geo: ConvGeometry) -> list:
     """The steps of dw = dL/dweight (overwritten); ws: workspace(geo, BWD_WEIGHT) floats."""
     N, F, C = geo.N, geo.F, geo.C
     if _matrix(geo):  # dw (F x C) = dy^T (F x N) @ x (N x C)
-        return [blas.gemm(True, False, F, C, N, dy, F, x, C, dw, C)]
+        return [blas.sgemm(True, False, F, C, N, dy, F, x, C, dw, C)]
     P, CK, nb = geo.OH * geo.OW, _ck(geo), chunk(geo, BWD_WEIGHT)
     steps = []
     for n0 in range(0, N, nb):
@@ -228,6 +228,6 @@ def backward_weight(x, dy, dw, ws, geo: ConvGeometry) -> list:
         # dyt[f, (n - n0)*P + p] = dy[n, f, p]: the columns of a 1x1 identity conv over dy
         steps.append(_launch(im2col, m * F * P, dy, ws[dyt_off:], n0, m, F, geo.OH, geo.OW, geo.OH, geo.OW, 1, 1,
                              1, 1, 0, 0, 1, 1, cols, P))
-        steps.append(blas.gemm(False, True, F, CK, cols, ws, cols, ws, cols, dw, CK, 0.0 if n0 == 0 else 1.0,
+        steps.append(blas.sgemm(False, True, F, CK, cols, ws, cols, ws, cols, dw, CK, 0.0 if n0 == 0 else 1.0,
                                a_off=dyt_off))
     return steps
