@@ -148,6 +148,13 @@ except ImportError as e:
 from cuda_check import VARIANTS, device_info, variant_in_effect
 print("device", device_info())
 print("gemm variants:", {v: variant_in_effect(v) for v in VARIANTS})
+try:  # the "cublas" tile candidate (cnndsl/kernels/cuda/blas.py): whether cuBLAS loads here, and from where
+    from cnndsl.kernels.cuda import blas
+    ok, why = blas.available()
+    print("cublas candidate:", "available" if ok else f"not available: {why}",
+          getattr(blas._LIB.lib, "_name", "") if ok else "")
+except Exception as e:  # noqa: BLE001
+    print("cublas candidate: error", type(e).__name__, e)
 PY
   tail -n 3 "$WORK/canary.txt"
   tail -n 6 "$WORK/launch_canary.txt"
