@@ -80,6 +80,48 @@ def test_conv_through_cublas(N, C, H, W, F, K, s, pads, d, chunks):
     part = empty(G.weight_workspace(geo, G.CUBLAS))
     G.conv_backward_weight(dev(x), dev(dy), out, part, geo, G.CUBLAS)()
     assert_close(host(out, w.shape), dw, what="backward weight")
+    for splits in (2, 3):  # partial sums per equal part of each chunk (the rest onto the first), then reduced
+        out = empty(w.size)
+        part = empty(G.weight_workspace(geo, G.CUBLAS, splits))
+        G.conv_backward_weight(dev(x), dev(dy), out, part, geo, G.CUBLAS, splits)()
+        assert_close(host(out, w.shape), dw, what=f"backward weight, {splits} splits")
+
+
+def test_split_weight_gradient_with_a_short_last_chunk(monkeypatch):
+    """Three images, two per chunk: the last chunk's 4 columns are fewer than the 5 splits, so all
+    of it goes onto the first partial sum; the first chunk's 8 columns make 5 parts of 1 and a rest
+    of 3. A request whose first chunk would leave a part empty is refused."""
+    from cnndsl.kernels.cuda import gemm as G
+    from cnndsl.kernels.cuda import im2col
+
+    rng = np.random.default_rng(15)
+    x, w = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal((3, 2, 2, 2))
+    y = R.conv2d(x, w, None, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    geo = _geo(x, w, y, (1, 1), (0, 0, 0, 0), (1, 1))
+    monkeypatch.setattr(im2col, "COL_CAP", 2 * (8 + 3) * 4)  # two images of (C*KH*KW + F) * OH*OW floats
+    assert im2col.chunk(geo, G.BWD_WEIGHT) == 2
+    dy = rng.standard_normal(y.shape)
+    _, dw, _ = R.conv2d_backward(x, w, dy, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    out = empty(w.size)
+    G.conv_backward_weight(dev(x), dev(dy), out, empty(G.weight_workspace(geo, G.CUBLAS, 5)), geo, G.CUBLAS, 5)()
+    assert_close(host(out, w.shape), dw, what="5 splits, a short last chunk")
+    with pytest.raises(ValueError, match="9 splits"):
+        G.conv_backward_weight(dev(x), dev(dy), out, empty(G.weight_workspace(geo, G.CUBLAS, 9)), geo, G.CUBLAS, 9)
+
+
+def test_weight_split_candidates(monkeypatch):
+    """With the GPU's 264 target blocks (the simulator's are 4): enough splits for them in 64x64
+    output tiles, and half; none for a dense layer; every part of the first chunk at least 256 long."""
+    from cnndsl.kernels.cuda import im2col
+
+    monkeypatch.setattr(im2col, "TARGET_BLOCKS", 264)
+    big = ConvGeometry(N=64, C=64, H=56, W=56, F=64, OH=56, OW=56, KH=3, KW=3, pt=1, pb=1, pl=1, pr=1)
+    assert im2col.weight_splits(big) == [14, 29]  # 1 x 9 tiles of the 64 x 576 result: 264 // 9 = 29
+    wide = ConvGeometry(N=64, C=256, H=8, W=8, F=256, OH=8, OW=8, KH=3, KW=3, pt=1, pb=1, pl=1, pr=1)
+    assert im2col.weight_splits(wide) == []  # 4 x 36 tiles: 264 // 144 = 1, no split
+    assert im2col.weight_splits(ConvGeometry.dense(64, 400, 120)) == []
+    tiny = ConvGeometry(N=1, C=64, H=4, W=4, F=8, OH=4, OW=4, KH=1, KW=1)
+    assert im2col.weight_splits(tiny) == []  # 16 columns: no part could be 256 long
 
 
 def test_in_place_residual():

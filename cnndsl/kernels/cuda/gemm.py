@@ -565,7 +565,7 @@ def weight_plan(x, dy, geo: ConvGeometry) -> tuple[str, int]:
             candidates.append(tune.Choice(t, _effective_splits(geo, t, max(1, s))))
     key = _problem(BWD_WEIGHT, geo, (False, False) if geo.dense_like else (True, True), fam, False)
     if _offer_cublas(geo, key):
-        candidates.append(tune.Choice(CUBLAS))
+        candidates += [tune.Choice(CUBLAS, s) for s in (1, *im2col.weight_splits(geo))]
     dw = []
 
     def trial(c: tune.Choice):
@@ -582,7 +582,7 @@ def weight_workspace(geo: ConvGeometry, tile: str | None = None, splits: int | N
     """Elements of partial sums (cuBLAS: of columns) conv_backward_weight needs (0: none)."""
     tile = tile or weight_tile(geo)
     if tile == CUBLAS:
-        return im2col.workspace(geo, BWD_WEIGHT)
+        return im2col.workspace(geo, BWD_WEIGHT, splits or 1)
     s = splits or weight_splits(geo, tile)[0]
     return 0 if s <= 1 else s * geo.F * (geo.C // geo.G) * geo.KH * geo.KW
 
@@ -594,10 +594,10 @@ def conv_backward_weight(x, dy, dw, part, geo: ConvGeometry, tile: str | None = 
     rows, cols = (geo.C // geo.G) * geo.KH * geo.KW, geo.F // geo.G
     tile = tile or weight_tile(geo)
     if tile == CUBLAS:
-        need = im2col.workspace(geo, BWD_WEIGHT)
+        need = im2col.workspace(geo, BWD_WEIGHT, splits or 1)
         if need and part.size < need:
             raise ValueError(f"weight-gradient workspace of {part.size} elements, {need} needed")
-        return Launch(im2col.backward_weight(x, dy, dw, part, geo))
+        return Launch(im2col.backward_weight(x, dy, dw, part, geo, splits or 1, splitk_reduce))
     red = geo.N * geo.OH * geo.OW
     splits, kchunk = weight_splits(geo, tile) if splits is None else _chunking(red, tile_spec(tile).BK, splits)
     orders = (False, False) if geo.dense_like else (True, True)

@@ -8,7 +8,9 @@ Per chunk of `nb` images (the columns buffer kept under COL_CAP floats), P = OH*
   BWD_DATA    dcol_n (CK x P) = W^T @ dy_n              [batched over n]
               then dx = col2im(dcol) (+ bias: conv_transpose's forward), a gather, no atomics
   BWD_WEIGHT  col (CK x nb*P), dyt (F x nb*P): both im2col in image-interleaved columns
-              dW (F x CK) = dyt @ col^T, added over the chunks in order (beta 1 after the first)
+              dW (F x CK) = dyt @ col^T, added over the chunks in order (beta 1 after the first);
+              or split: each chunk's columns in equal parts, one batched GEMM into partial sums,
+              summed in split order at the end (weight_splits: tune.py's candidates)
 
 A 1x1 conv of stride 1 without padding needs no im2col in FWD and BWD_DATA (x_n is col_n), and a
 dense layer (1x1 maps) is one plain GEMM per mode. Every sum is in a fixed order: the result is
@@ -19,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from cnndsl.kernels.cuda import blas
-from cnndsl.kernels.cuda.common import F32, NONE, activate, boolean, cuda, div_mod, float32, grid1d, int64, kernel
+from cnndsl.kernels.cuda.common import (F32, NONE, TARGET_BLOCKS, activate, boolean, cuda, div_mod, float32, grid1d,
+                                        int64, kernel)
 from cnndsl.kernels.geometry import ConvGeometry
 
 FWD, BWD_DATA, BWD_WEIGHT = 0, 1, 2  # igemm's modes (gemm.py imports these from there)
@@ -137,12 +140,28 @@ def chunk(geo: ConvGeometry, mode: int) -> int:
     return max(1, min(geo.N, COL_CAP // max(1, per)))
 
 
-def workspace(geo: ConvGeometry, mode: int) -> int:
-    """Floats of workspace a launch of `mode` needs (0: none)."""
+def workspace(geo: ConvGeometry, mode: int, splits: int = 1) -> int:
+    """Floats of workspace a launch of `mode` needs (0: none); a weight gradient split `splits`
+    ways also keeps its partial sums there."""
     if _matrix(geo) or (mode != BWD_WEIGHT and _unit(geo)):
         return 0
     P = geo.OH * geo.OW
-    return chunk(geo, mode) * (_ck(geo) + (geo.F if mode == BWD_WEIGHT else 0)) * P
+    part = splits * geo.F * _ck(geo) if mode == BWD_WEIGHT and splits > 1 else 0
+    return chunk(geo, mode) * (_ck(geo) + (geo.F if mode == BWD_WEIGHT else 0)) * P + part
+
+
+def weight_splits(geo: ConvGeometry) -> list[int]:
+    """The reduction splits worth measuring for a weight gradient on cuBLAS (besides none): its
+    result is small (F x C*KH*KW) and its reduction long (N*OH*OW), so one GEMM may leave the GPU
+    short of blocks. Enough splits for TARGET_BLOCKS output tiles of 64 x 64 (a guess at cuBLAS's;
+    it may split on its own, hence measured against no split), and half as many; each split at
+    least 256 long in the first chunk."""
+    if _matrix(geo):
+        return []
+    tiles = -(-geo.F // 64) * -(-_ck(geo) // 64)
+    s0 = min(64, TARGET_BLOCKS // tiles)
+    first = chunk(geo, BWD_WEIGHT) * geo.OH * geo.OW
+    return sorted({s for s in (s0, s0 // 2) if s >= 2 and first >= 256 * s})
 
 
 def _launch(k, n: int, *args):
@@ -212,22 +231,40 @@ def backward_data(dy, w, bias, has_bias, dx, geo: ConvGeometry, ws) -> list:
     return steps
 
 
-def backward_weight(x, dy, dw, ws, geo: ConvGeometry) -> list:
-    """The steps of dw = dL/dweight (overwritten); ws: workspace(geo, BWD_WEIGHT) floats."""
+def backward_weight(x, dy, dw, ws, geo: ConvGeometry, splits: int = 1, reduce_kernel=None) -> list:
+    """The steps of dw = dL/dweight (overwritten); ws: workspace(geo, BWD_WEIGHT, splits) floats.
+    splits > 1 (convs): each chunk's reduction in `splits` equal parts, one strided-batched GEMM
+    into as many partial sums (the rest of the chunk added to the first), summed in split order
+    at the end by `reduce_kernel` (gemm.splitk_reduce)."""
     N, F, C = geo.N, geo.F, geo.C
     if _matrix(geo):  # dw (F x C) = dy^T (F x N) @ x (N x C)
         return [blas.sgemm(True, False, F, C, N, dy, F, x, C, dw, C)]
     P, CK, nb = geo.OH * geo.OW, _ck(geo), chunk(geo, BWD_WEIGHT)
+    dyt_off = nb * CK * P  # col (CK x m*P) at ws[0:], dyt (F x m*P) after the largest chunk's col
+    part_off = nb * (CK + F) * P  # the partial sums after both
+    if splits > 1 and nb * P < splits:
+        raise ValueError(f"{splits} splits of a reduction of {nb * P}: the first chunk's parts would be empty")
     steps = []
     for n0 in range(0, N, nb):
         m = min(nb, N - n0)
         cols = m * P
-        # col (CK x m*P) at ws[0:], dyt (F x m*P) after the largest chunk's col
-        dyt_off = nb * CK * P
+        beta = 0.0 if n0 == 0 else 1.0
         steps.append(_im2col_step(x, ws, geo, n0, m, interleaved=True))
         # dyt[f, (n - n0)*P + p] = dy[n, f, p]: the columns of a 1x1 identity conv over dy
         steps.append(_launch(im2col, m * F * P, dy, ws[dyt_off:], n0, m, F, geo.OH, geo.OW, geo.OH, geo.OW, 1, 1,
                              1, 1, 0, 0, 1, 1, cols, P))
-        steps.append(blas.sgemm(False, True, F, CK, cols, ws, cols, ws, cols, dw, CK, 0.0 if n0 == 0 else 1.0,
-                               a_off=dyt_off))
+        if splits <= 1:
+            steps.append(blas.sgemm(False, True, F, CK, cols, ws, cols, ws, cols, dw, CK, beta, a_off=dyt_off))
+            continue
+        kc = cols // splits
+        if kc:  # weight_splits keeps the first chunk's parts non-empty; a last, shorter chunk may not be
+            steps.append(blas.sgemm(False, True, F, CK, kc, ws, cols, ws, cols, ws, CK, beta, a_off=dyt_off,
+                                    c_off=part_off, batch=splits, sa=kc, sb=kc, sc=F * CK))
+        if cols > kc * splits:
+            done = kc * splits
+            steps.append(blas.sgemm(False, True, F, CK, cols - done, ws, cols, ws, cols, ws, CK, 1.0,
+                                    a_off=dyt_off + done, b_off=done, c_off=part_off))
+    if splits > 1:
+        total = F * CK
+        steps.append(_launch(reduce_kernel, total, ws[part_off:part_off + splits * total], dw, total, splits))
     return steps
