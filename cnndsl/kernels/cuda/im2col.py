@@ -23,9 +23,10 @@ import numpy as np
 from cnndsl.kernels.cuda import blas
 from cnndsl.kernels.cuda.common import (F32, NONE, TARGET_BLOCKS, activate, boolean, cuda, div_mod, float32, grid1d,
                                         int64, kernel)
+from cnndsl.kernels.cuda.elementwise import copy
+from cnndsl.kernels.cuda.igemm import BWD_DATA, BWD_WEIGHT, FWD
 from cnndsl.kernels.geometry import ConvGeometry
 
-FWD, BWD_DATA, BWD_WEIGHT = 0, 1, 2  # igemm's modes (gemm.py imports these from there)
 # The largest columns buffer of one chunk, in floats (256 MiB): vgg_small's stage-1 weight
 # gradient at batch 256 (288 x 262,144 columns plus 32 x 262,144 of dy) takes two chunks.
 COL_CAP = 1 << 26
@@ -99,12 +100,6 @@ def bias_act(y, bias, has_bias, act, alpha, N, F, S):
         if has_bias:
             v += bias[f]
         y[i] = activate(v, act, alpha)
-
-
-@kernel(F32, F32, int64)
-def _copy(x, y, n):
-    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        y[i] = x[i]
 
 
 # -- host side -----------------------------------------------------------------------------
@@ -185,7 +180,7 @@ def forward(x, w, bias, has_bias, y, geo: ConvGeometry, res, act: int, alpha: fl
     steps, beta = [], 0.0
     if res is not None:
         if blas.address(res) != blas.address(y):  # an in-place residual is already in y
-            steps.append(_launch(_copy, y.size, res, y, y.size))
+            steps.append(_launch(copy, y.size, res, y, y.size))
         beta = 1.0
     N, F = geo.N, geo.F
     if _matrix(geo):  # y (N x F) = x (N x C) @ w^T
