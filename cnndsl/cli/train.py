@@ -43,9 +43,10 @@ def device_option(fn):
 
     @_device_option
     @click.option("--cuda-tune", "cuda_tune", type=click.Choice(["on", "cached", "off"]), default=None,
-                  help="With --device cuda: time each convolution's candidate GEMM tiles on the GPU and "
-                       "remember the fastest (on), use the tiles timed before (cached, the default), or the "
-                       "shape rules alone (off). Default: $CNNDSL_CUDA_TUNE, else cached.")
+                  help="With --device cuda: time each convolution's and dense layer's candidate GEMM tiles "
+                       "(and cuBLAS, where installed) on the GPU and remember the fastest (on), use the "
+                       "choices timed before (cached, the default), or the shape rules alone (off). "
+                       "Default: $CNNDSL_CUDA_TUNE, else cached.")
     @functools.wraps(fn)
     def wrapper(*args, cuda_tune, **kwargs):
         if cuda_tune is None:
