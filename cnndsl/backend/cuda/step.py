@@ -35,16 +35,15 @@ def optimizer_step(rc, node, ins, out):
     values, names, _ = loss_values(rc)
     nloss, n = len(names), dev.data.size
     dummy = rc.backend.zeros(1, np.float32)
-    ncoef = len(d.coefficients(attrs, 1.0, 1))
+    placeholder = d.coefficients(attrs, 1.0, 1)  # the coefficients' types and count; each step passes its own
     bound = [None, None]  # the optimizer state the prepared launch holds the arrays of, and that launch
 
     def prepare(state):
         """The step's prepared launch over `state`'s device arrays, its coefficients varying."""
         arrays = d.kernel_arrays(dev.optimizer_arrays(state), dummy)
         first = 4 + len(arrays)
-        placeholder = d.coefficients(attrs, 1.0, 1)
         return launch(kernel, grid1d(n), dev.data, dev.grad, *arrays, dev.lr_mult, dev.wd_mult, *placeholder,
-                      values, nloss, n, varying=tuple(range(first, first + ncoef)))
+                      values, nloss, n, varying=tuple(range(first, first + len(placeholder))))
 
     def run(rc):
         if rc.comm is not None and rc.comm.size > 1:

@@ -8,7 +8,8 @@ timed faster on this GPU, never by the shape rules, so a machine without cuBLAS 
 
 Where the library comes from: `cuda.pathfinder` (a dependency of numba-cuda), which finds the
 `nvidia-cublas` wheel that PyTorch and CuPy install, a conda environment or the CUDA toolkit;
-then the nvidia wheels' folders and the loader's own search (`libcublas.so.13`, `.12`). `CNNDSL_CUDA_BLAS=off` turns it off.
+then the nvidia wheels' folders and the loader's own search (`libcublas.so.13`, `.12`).
+`CNNDSL_CUDA_BLAS=off` turns it off.
 
 Numerics: the handle is set to CUBLAS_DEFAULT_MATH, i.e. FP32 arithmetic without TF32 tensor
 cores (the fair baseline of issue 20: cuDNN FP32 with TF32 off); NVIDIA_TF32_OVERRIDE=1 in the
@@ -59,8 +60,8 @@ class _Library:
             lib.cublasSgemm_v2.argtypes = [vp, i, i, i, i, i, fp, vp, i, vp, i, fp, vp, i]
             lib.cublasSgemmStridedBatched.argtypes = [vp, i, i, i, i, i, fp, vp, i, ll, vp, i, ll, fp, vp, i, ll, i]
             handle = vp()
-            _check(lib.cublasCreate_v2(ctypes.byref(handle)), "cublasCreate")
-            _check(lib.cublasSetMathMode(handle, _DEFAULT_MATH), "cublasSetMathMode")
+            _check(lib.cublasCreate_v2(ctypes.byref(handle)), "cuBLAS cublasCreate")
+            _check(lib.cublasSetMathMode(handle, _DEFAULT_MATH), "cuBLAS cublasSetMathMode")
             self.lib, self.handle = lib, handle
         except Exception as e:  # no library, no driver, another ABI: the Numba kernels remain
             self.why = f"{type(e).__name__}: {e}"
@@ -96,7 +97,7 @@ def _find() -> str:
 
 def _check(status: int, what: str) -> None:
     if status != 0:
-        raise RuntimeError(f"{what} returned cuBLAS status {status}")
+        raise RuntimeError(f"{what} returned status {status}")
 
 
 def available() -> tuple[bool, str]:
@@ -160,10 +161,10 @@ def sgemm(ta: bool, tb: bool, M: int, N: int, K: int, A, lda: int, B, ldb: int, 
         args = (h, opb, opa, N, M, K, ctypes.byref(alpha), pb, ldb, sb, pa, lda, sa, ctypes.byref(beta_), pc, ldc,
                 sc, batch)
 
+    what = f"cuBLAS SGEMM ({M}x{N}x{K}, batch {batch})"
+
     def run() -> None:
-        status = fn(*args)
-        if status != 0:
-            raise RuntimeError(f"cuBLAS SGEMM ({M}x{N}x{K}, batch {batch}) returned status {status}")
+        _check(fn(*args), what)
     run.keep = keep  # the arrays stay alive as long as their addresses are used
     run.name = "cublas_sgemm"
     return run

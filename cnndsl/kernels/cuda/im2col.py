@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnndsl.kernels.cuda import blas
-from cnndsl.kernels.cuda.common import (F32, NONE, TARGET_BLOCKS, activate, boolean, cuda, div_mod, float32, grid1d,
+from cnndsl.kernels.cuda.common import (F32, NONE, TARGET_BLOCKS, activate, boolean, channel_of, cuda, div_mod, float32, grid1d,
                                         int64, kernel)
 from cnndsl.kernels.cuda.elementwise import copy
 from cnndsl.kernels.cuda.igemm import BWD_DATA, BWD_WEIGHT, FWD
@@ -94,11 +94,9 @@ def bias_act(y, bias, has_bias, act, alpha, N, F, S):
     """y[n, f, s] = act(y[n, f, s] (+ bias[f])) in place."""
     total = N * F * S
     for i in range(cuda.grid(1), total, cuda.gridsize(1)):
-        t = div_mod(i, S, total)[0]
-        f = div_mod(t, F, total)[1]
         v = y[i]
         if has_bias:
-            v += bias[f]
+            v += bias[channel_of(i, S, F, total)]
         y[i] = activate(v, act, alpha)
 
 
@@ -109,8 +107,7 @@ def usable(geo: ConvGeometry) -> tuple[bool, str]:
     """(True, "") where this module computes `geo`'s passes; else (False, why)."""
     if geo.G != 1:
         return False, "grouped convolution"
-    ok, why = blas.available()
-    return ok, why
+    return blas.available()
 
 
 def _unit(geo: ConvGeometry) -> bool:
