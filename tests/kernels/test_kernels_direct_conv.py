@@ -131,7 +131,7 @@ def test_weight_gradient_matches_reference(case):
     assert_close(dwk, dw_ref, what=f"direct weight gradient {q}")
 
 
-@pytest.mark.parametrize("n, c, f, hw, k, s", [(4, 16, 32, 32, 1, 2), (2, 3, 20, 13, 3, 2), (1, 5, 9, 17, 1, 2)])
+@pytest.mark.parametrize("n, c, f, hw, k, s", [(4, 16, 32, 32, 1, 2), (2, 3, 20, 13, 3, 2), (1, 5, 9, 19, 1, 2)])
 def test_strided_convs_without_padding_read_x_itself(n, c, f, hw, k, s):
     """No padding and every tile's reach inside x (ResNet's 1x1 stride-2 shortcut): the plan keeps x's
     own size, so the tiles read x with no copy; NaN scratch shows a read of the unused copy."""
@@ -147,16 +147,36 @@ def test_strided_convs_without_padding_read_x_itself(n, c, f, hw, k, s):
     assert_close(y, z, what=f"strided direct forward reading x {p}")
 
 
+VECTOR_FILES = {"avx512": (16, 32), "avx2": (8, 16)}  # float lanes per register, registers
+
+
+@pytest.fixture
+def vector_file(monkeypatch):
+    """Plan as on a CPU with the named vector registers (microkernel.VECTOR_LANES and friends are
+    read when a plan is made); the kernels themselves are this machine's, and correct for any plan."""
+    def use(kind):
+        lanes, regs = VECTOR_FILES[kind]
+        monkeypatch.setattr(M, "VECTOR_LANES", lanes)
+        monkeypatch.setattr(M, "VECTOR_REGISTERS", regs)
+        monkeypatch.setattr(M, "VF_MAX", 32 if lanes >= 16 else 16)
+        DR.clear_plans()
+
+    yield use
+    monkeypatch.undo()
+    DR.clear_plans()
+
+
 @pytest.mark.parametrize("n, c, f, hw, k, pad, dil", [
     (4, 3, 16, 32, 3, 1, 1),   # pixel-vector weight gradient, in parallel (2 threads' partials)
     (2, 5, 6, 28, 5, 2, 1),    # F not a multiple of 4 (zero rows), rows of 28 in 32 lanes
     (1, 2, 7, 15, 3, 2, 2),    # one image, dilation, 15 of 16 lanes, 18 taps: groups of 4 and 2
     (3, 17, 9, 16, 3, 0, 1),   # no padding, 153 taps: the last group 1 tap
 ])
-def test_pixel_vector_weight_gradient(n, c, f, hw, k, pad, dil):
-    """The pixel-vector weight gradient (outer.py's tile) on the shapes that select it, NaN-filled
-    scratch so a lane past the row or a row past F that is read and not zeroed shows (tolerance as
-    above)."""
+def test_pixel_vector_weight_gradient(n, c, f, hw, k, pad, dil, vector_file):
+    """The pixel-vector weight gradient (outer.py's tile) on the shapes that select it (planned as
+    on AVX-512, which takes it for more shapes than AVX2), NaN-filled scratch so a lane past the row
+    or a row past F that is read and not zeroed shows (tolerance as above)."""
+    vector_file("avx512")
     rng = np.random.default_rng(n * 100 + c)
     x, w = rng.standard_normal((n, c, hw, hw)), rng.standard_normal((f, c, k, k))
     z = R.conv2d(x, w, None, (1, 1), (pad,) * 4, (dil, dil), 1)
@@ -270,15 +290,40 @@ def test_plan_declines_what_it_does_not_serve():
     assert DR.plan(8, 8, 10, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1, 10, 10) is None
     assert DR.plan(8, 8, 10, 10, 1, 1, 2, 2, 0, 0, 1, 1, 1, 5, 5) is not None
     assert DR.backward_data_plan(8, 8, 10, 10, 3, 3, 2, 2, 1, 1, 1, 1, 1, 5, 5) is None
-    assert DR.plan(8, 8, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10)[:2] == (-8, 16)  # F <= 8: pixel vectors
-    assert DR.plan(3, 20, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32)[:2] == (-7, 32)  # short K: blocks of 7
-    assert DR.plan(16, 16, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32)[:2] == (-8, 32)  # 16 channels, K 144
-    assert DR.plan(32, 16, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32)[:2] == (8, 16)  # K 288: channel vectors
-    assert DR.plan(3, 16, 24, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 24, 24)[:2] == (12, 16)  # 24 of 32 lanes used
-    assert DR.plan(8, 8, 10, 10, 3, 3, 2, 2, 1, 1, 1, 1, 1, 5, 5)[:2] == (8, 8)  # strided: channel vectors, one ymm
-    assert DR.plan(8, 12, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10)[:2] == (10, 16)  # a row in one tile
-    assert DR.plan(64, 64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1, 1, 56, 56)[:2] == (8, 32)  # 7 tiles of 8, 16 accumulators
-    assert DR.plan(8, 40, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10)[1] == 32
+
+@pytest.mark.parametrize("kind", sorted(VECTOR_FILES))
+def test_plans_fit_the_cpus_vector_registers(kind, vector_file):
+    """Which tile each conv gets, on AVX-512 (32 zmm registers) and on AVX2 (16 ymm: a 16-channel
+    vector takes two, so 6 pixels at most, no 32-channel blocks, and pixel vectors only for F <= 8;
+    microkernel.fit_rb, direct._pixel_vectors)."""
+    vector_file(kind)
+    avx512 = kind == "avx512"
+
+    def plan(*a):
+        return DR.plan(*a)[:2]
+
+    # F <= 8: pixel vectors, 8 channels per tile (AVX2: two tiles of 4)
+    assert plan(8, 8, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10) == ((-8, 16) if avx512 else (-4, 16))
+    # short K: blocks of 7 in vectors of 32 pixels (AVX2: channel vectors, 4 pixels x 16 channels)
+    assert plan(3, 20, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32) == ((-7, 32) if avx512 else (4, 16))
+    # 16 channels, K 144: pixel vectors (AVX2: channel vectors)
+    assert plan(16, 16, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32) == ((-8, 32) if avx512 else (4, 16))
+    # K 288: channel vectors, 8 (AVX2: 4) pixels of 16 channels
+    assert plan(32, 16, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32) == ((8, 16) if avx512 else (4, 16))
+    # 24 of 32 lanes used: channel vectors
+    assert plan(3, 16, 24, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 24, 24) == ((12, 16) if avx512 else (6, 16))
+    assert plan(8, 8, 10, 10, 3, 3, 2, 2, 1, 1, 1, 1, 1, 5, 5) == (8, 8)  # strided: channel vectors, one ymm
+    # a row in one tile (AVX2: two of 5)
+    assert plan(8, 12, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10) == ((10, 16) if avx512 else (5, 16))
+    # 7 tiles of 8 pixels x 32 channels, 16 accumulators (AVX2: 14 tiles of 4 x 16, 8 accumulators)
+    assert plan(64, 64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1, 1, 56, 56) == ((8, 32) if avx512 else (4, 16))
+    assert plan(8, 40, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 10, 10)[1] == (32 if avx512 else 16)
+    # the weight gradient's taps: 3x3 in one tile of 9 (AVX2: two of 5)
+    assert DR.wgrad_plan(64, 64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1, 1, 56, 56)[:2] == ((9, 32) if avx512 else (5, 16))
+    for vf in sorted(M.SHAPES):  # accumulators, the weight vectors and a broadcast in the register file
+        n = M.registers(vf)
+        assert (M.fit_rb(vf) + 1) * n + 1 <= M.VECTOR_REGISTERS or M.fit_rb(vf) == 1
+        assert M.fit_rb(vf) == M.MAX_RB[vf] or (M.fit_rb(vf) + 2) * n + 1 > M.VECTOR_REGISTERS
 
 
 @pytest.mark.parametrize("vf", sorted(M.SHAPES))

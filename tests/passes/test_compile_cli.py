@@ -10,6 +10,7 @@ from passes_testutil import graph_of
 from cnndsl.cli.main import cli
 from cnndsl.frontend import load, loads
 from cnndsl.ir.dump import dump
+from cnndsl.kernels.cpu import microkernel
 from cnndsl.passes.pipeline import optimize
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,13 +113,16 @@ def test_print_ir_names_each_convs_cpu_algorithm(run, monkeypatch):
     lenet = str(ROOT / "examples" / "lenet5.cnn")
     out = run("compile", lenet, "--print-ir").output
     lines = [line for line in out.splitlines() if line.startswith("# cpu: ")]
+    # the tiles follow the CPU's vector registers (microkernel.fit_rb): AVX-512's 32, else AVX2's 16
+    avx512 = microkernel.VECTOR_LANES >= 16
+    pv, pixels, taps = (32, 10, 13) if avx512 else (16, 5, 5)
     assert lines == [
-        "# cpu: c1 (fused_conv_pool): forward direct (6 channels x 32-pixel vectors); input gradient direct "
-        "(1 channels x 32-pixel vectors); "
+        f"# cpu: c1 (fused_conv_pool): forward direct (6 channels x {pv}-pixel vectors); input gradient direct "
+        f"(1 channels x {pv}-pixel vectors); "
         "weight gradient direct (4 channels x 4 taps x 16-pixel vectors)",
-        "# cpu: conv2 (fused_conv_pool): forward direct (10 pixels x 16 channels); input gradient direct "
+        f"# cpu: conv2 (fused_conv_pool): forward direct ({pixels} pixels x 16 channels); input gradient direct "
         "(6 channels x 16-pixel vectors); "
-        "weight gradient direct (13 taps x 16 channels)"], out
+        f"weight gradient direct ({taps} taps x 16 channels)"], out
     monkeypatch.setenv("CNNDSL_CPU_CONV", "im2col")
     out = run("compile", lenet, "--print-ir").output
     assert "# cpu: c1 (fused_conv_pool): forward im2col + GEMM; input gradient im2col + GEMM; " \
@@ -138,4 +142,5 @@ def test_print_ir_names_winograd_where_the_rule_picks_it(run, monkeypatch):
     assert "from batch 8, below it direct" in lines[-1] and "from batch" not in lines[1], lines
     monkeypatch.setenv("CNNDSL_CPU_CONV", "direct")
     out = run("compile", vgg, "--print-ir").output
-    assert "winograd" not in out and "forward direct (8 pixels x 32 channels)" in out, out
+    tile = "8 pixels x 32 channels" if microkernel.VECTOR_LANES >= 16 else "4 pixels x 16 channels"
+    assert "winograd" not in out and f"forward direct ({tile})" in out, out

@@ -55,21 +55,24 @@ def allowed() -> bool:
 def _lanes(f: int) -> int:
     """VF for F output channels: the fewest lanes that hold F, 8 (one ymm register), 16 (one zmm)
     or 32 (two); channels past F are computed and dropped, so LeNet's first conv (F = 6) ran 2.5x
-    slower with VF = 16 than im2col (0.077 against 0.031 ms, batch 1, 1 thread)."""
-    return 8 if f <= 8 else 16 if f <= 16 else 32
+    slower with VF = 16 than im2col (0.077 against 0.031 ms, batch 1, 1 thread). At most
+    M.VF_MAX: on AVX2 a 32-channel tile has room for 2 pixels (85 GFLOP/s on one Zen 3 core), a
+    16-channel one for 6 (100; microkernel.fit_rb)."""
+    return 8 if f <= 8 else 16 if f <= 16 else M.VF_MAX
 
 
 def _min_acc(vf: int) -> int:
     """Pixels per tile below which the FMA units wait: a core keeps two 4-cycle FMAs in flight per
-    cycle, so a tile wants 8 independent accumulators (RB x NV); a smaller tile costs as much."""
-    return max(1, 8 // M.SHAPES[vf][1])
+    cycle, so a tile wants 8 independent accumulators (RB x the registers of a VF-lane vector); a
+    smaller tile costs as much."""
+    return max(1, 8 // M.registers(vf))
 
 
 def tile_pixels(vf: int, ow: int) -> int:
     """RB for rows of OW pixels: the fewest FMA-unit cycles per row, ceil(OW / RB) x max(RB, the
     latency minimum), the larger RB on a tie (fewer tiles, each reading the weights once)."""
     lo = _min_acc(vf)
-    return min(range(1, M.MAX_RB[vf] + 1), key=lambda rb: (-(-ow // rb) * max(rb, lo), -rb))
+    return min(range(1, M.fit_rb(vf) + 1), key=lambda rb: (-(-ow // rb) * max(rb, lo), -rb))
 
 
 # When a stride-1 conv runs on pixel vectors (conv_direct's pv mode): tiles of up to 8 output
@@ -97,13 +100,25 @@ def _pixel_vectors(f: int, k: int, ow: int, vf: int) -> bool:
     measured separately: docs/performance.md, "Pixel vectors")."""
     if ow / (-(-ow // vf) * vf) < PV_LANE_USE:
         return False
-    return f <= PV_MAX_CHANNELS or (f <= 16 and k <= 160) or (f <= 64 and k <= PV_SHORT_K)
+    if f <= PV_MAX_CHANNELS:
+        return True
+    if M.VECTOR_LANES < 16:
+        # AVX2: outer.py's tile keeps RF x MAX_RX = 16 accumulators of 16 lanes, 32 ymm registers,
+        # and spills; the channel-vector weight gradient ran 1.3 to 1.9x faster on every such shape
+        # (batch 64, 2 threads, GFLOP/s: 3 -> 16 at 32x32 52 against 71-75, 16 -> 16 51-56 against
+        # 77-107, 3 -> 32 53-55 against 72-75, 8 -> 16 55-58 against 101-108; MAX_RX 1 or 2 changed
+        # nothing), and the channel-vector forward 1.03 to 1.2x (46-49 against 53-57 for 3 -> 16,
+        # 89-109 against 94-124 for 16 -> 16). AMD EPYC (Zen 3), 2026-12-04, quiet. F <= 8 stays
+        # on pixel vectors (LeNet-5's first conv: 22-27 against 17-22 for the weight gradient).
+        return False
+    return (f <= 16 and k <= 160) or (f <= 64 and k <= PV_SHORT_K)
 
 
-def pv_block(f: int) -> int:
-    """Channels per pixel-vector tile for F output channels: F in the fewest blocks of at most
-    M.PV_MAX_RB, of equal size (the last may be smaller)."""
-    nb = -(-f // M.PV_MAX_RB)
+def pv_block(f: int, vf: int) -> int:
+    """Channels per pixel-vector tile for F output channels in vectors of vf pixels: F in the
+    fewest blocks of at most M.PV_MAX_RB (fewer where the CPU's registers hold fewer:
+    microkernel.fit_rb), of equal size (the last may be smaller)."""
+    nb = -(-f // M.fit_rb(vf, M.PV_MAX_RB))
     return -(-f // nb)
 
 
@@ -120,9 +135,9 @@ def plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt:
     if kh == kw == 1 and sh == sw == 1 and pt == pl == 0 and (oh, ow) == (h, w) and not plain_1x1:
         return None
     hp = (oh - 1) * sh + (kh - 1) * dh + 1
-    vf = 16 if ow <= 16 else 32
+    vf = 16 if ow <= 16 else M.VF_MAX
     if sw == 1 and (f <= PV_MAX_CHANNELS or _pixel_vectors(f, c * kh * kw, ow, vf)):
-        return -pv_block(f), vf, hp, -(-ow // vf) * vf + (kw - 1) * dw
+        return -pv_block(f, vf), vf, hp, -(-ow // vf) * vf + (kw - 1) * dw
     vf = _lanes(f)
     rb = tile_pixels(vf, ow)
     wp = (-(-ow // rb) * rb - 1) * sw + (kw - 1) * dw + 1
@@ -132,6 +147,12 @@ def plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt:
         # (64x16x32x32 -> 64x32x16x16: 0.37 ms, the copy of 31x31 of each 32x32 plane most of it)
         return rb, vf, h, w
     return rb, vf, hp, wp
+
+
+def clear_plans() -> None:
+    """Forget the plans made so far (tests that plan for another CPU's vector registers)."""
+    for fn in (plan, launch, backward_data_plan, strided_data_plan, wgrad_plan):
+        fn.cache_clear()
 
 
 def describe_wgrad(q) -> str:
@@ -796,7 +817,7 @@ def wgrad_plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: in
         return 0, O.LANES, oh + (kh - 1) * dh, owp + (kw - 1) * dw
     vf = _lanes(f)
     taps = kh * kw
-    groups_ = -(-taps // M.MAX_RB[vf])
+    groups_ = -(-taps // M.fit_rb(vf))
     rb = -(-taps // groups_)
     hp = (oh - 1) * sh + (kh - 1) * dh + 1
     wp = (ow - 1) * sw + (kw - 1) * dw + 1

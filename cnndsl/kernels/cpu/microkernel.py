@@ -44,6 +44,7 @@ is one Numba compilation of a few seconds, cached on disk like every kernel).
 from __future__ import annotations
 
 import ctypes
+import os
 
 import numpy as np
 from llvmlite import binding as ll
@@ -72,6 +73,43 @@ MAX_RB = {8: 14, 16: 14, 32: 9}
 TABLE = 100
 PV_SHAPES = (16, 32)
 PV_MAX_RB = 8
+
+
+def _vector_file() -> tuple[int, int]:
+    """(float lanes per vector register, vector registers) of the CPU Numba compiles for: AVX-512
+    (16, 32), AVX/AVX2 (8, 16), else SSE's (4, 16). NUMBA_CPU_FEATURES, where set, is that CPU."""
+    given = os.environ.get("NUMBA_CPU_FEATURES")
+    if given:
+        on = {f[1:] for f in given.split(",") if f.startswith("+")}
+    else:
+        on = {name for name, flag in ll.get_host_cpu_features().items() if flag}
+    if "avx512f" in on:
+        return 16, 32
+    return (8, 16) if "avx" in on else (4, 16)
+
+
+VECTOR_LANES, VECTOR_REGISTERS = _vector_file()
+# The widest channel block a planner takes: two of the CPU's vectors (32 channels on AVX-512, 16 on
+# AVX2 and below), so that a tile has room for several pixels' accumulators.
+VF_MAX = 32 if VECTOR_LANES >= 16 else 16
+
+
+def registers(vf: int) -> int:
+    """The CPU's vector registers one VF-lane vector takes (LLVM splits a <16 x float> into two
+    ymm registers on AVX2)."""
+    return -(-vf // VECTOR_LANES)
+
+
+def fit_rb(vf: int, cap: int | None = None) -> int:
+    """The largest RB whose tile keeps its RB x registers(vf) accumulators, the weight vectors and
+    one broadcast in the CPU's vector registers, at most cap (MAX_RB[vf] by default). On AVX-512 the
+    caps bind (the same tiles as before); on AVX2 (16 ymm registers) a spilled tile ran at half
+    speed: one core of the AMD EPYC (Zen 3), K = 256, GFLOP/s by RB, 2026-12-04 quiet:
+        VF 8:  RB 8 69, 10 80-82, 12 65, 14 50
+        VF 16: RB 4 97, 5 99, 6 100, 7 36, 8 54, 14 33     (6 is the last that fits: 12 + 2 + 1)
+        VF 32: RB 2 85, 3 43, 8 39, 9 38                   (2 is the last that fits: 8 + 4 + 1)"""
+    n = registers(vf)
+    return max(1, min(MAX_RB[vf] if cap is None else cap, (VECTOR_REGISTERS - n - 1) // n))
 
 
 def _make_tile(rb: int, lanes: int, nv: int, table: bool = False):

@@ -50,8 +50,10 @@ HALF = np.float32(0.5)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 _F32 = ir.FloatType()
-VF = 32  # tiles per register tile: two zmm vectors
-MAX_RB = M.MAX_RB[VF]
+# Tiles per register tile: two of the CPU's vectors (32 on AVX-512, 16 on AVX2), and at most as many
+# channels per register tile as its registers hold (microkernel.fit_rb: 9 on AVX-512, 6 on AVX2).
+VF = M.VF_MAX
+MAX_RB = M.fit_rb(VF)
 # Floats between the 16 blocks of V and of M (xi = 0..15), one cache line: without it the blocks
 # (C x VF floats, 8 KB for C = 64) start at the same offset in every 4 KB, and the 16 stores of
 # one run's transform (the 16 loads of the output transform) all fall in one L1 set. The input
@@ -198,7 +200,8 @@ def weight_transform(w, flip, u):
 # for its 16 GEMMs (Intel Xeon, AVX-512, 2026-12-03). The run's last vector is cut by a mask
 # (llvm.masked.store: AVX-512 masks, vmaskmovps on AVX2), so that no store reaches past the tiles a
 # call owns: the next tiles may be another thread's; the input's loads are masked to its plane (the
-# padding). No bounds checks inside (an intrinsic): what the masks leave are the buffers a launch
+# padding). Where every lane is in (most calls), plain loads and stores instead (_masked_store says
+# why). No bounds checks inside (an intrinsic): what the masks leave are the buffers a launch
 # allocates, sized for the farthest lane (SKEW).
 
 _VTY = ir.VectorType(_F32, 16)
@@ -229,17 +232,44 @@ def _lanes_below(builder, n, first=0):
                                _splat(builder, n, ir.VectorType(_I64, 16)))
 
 
-def _masked_store(builder, val, ptr, mask):
+def _masked_store(builder, val, ptr, mask, full=None):
+    """val's lanes in mask to ptr; full (an i1, where given): every lane is in the mask, and a plain
+    store writes them. Without AVX-512 the masked store is vmaskmovps, slow on AMD's cores: with the
+    plain store (and the plain load below) where a call's 16 tiles are whole, the Winograd forward
+    of the 3x3 64->64 56x56 b32 conv took 72-90 ms on one thread against 86-111 (best of 25, three
+    alternated runs each), vgg_small's 32 -> 32 at 32x32 14-20 against 25-28 (AMD EPYC, Zen 3,
+    AVX2, 2026-12-04); a branch that AVX-512, whose masks cost nothing, does not need."""
     fn = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(ir.VoidType(), [_VTY, _VTY.as_pointer(), _I32, _MASK]),
         "llvm.masked.store.v16f32.p0")
-    builder.call(fn, [val, ptr, ir.Constant(_I32, 4), mask])
+    if full is None:
+        builder.call(fn, [val, ptr, ir.Constant(_I32, 4), mask])
+        return
+    with builder.if_else(full, likely=True) as (whole, part):
+        with whole:
+            builder.store(val, ptr, align=4)
+        with part:
+            builder.call(fn, [val, ptr, ir.Constant(_I32, 4), mask])
 
 
-def _masked_load(builder, ptr, mask):
+def _masked_load(builder, ptr, mask, full=None):
+    """ptr's lanes in mask, zeros elsewhere; full (an i1, where given): every lane is in the mask,
+    and a plain load reads them (see _masked_store)."""
     fn = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(_VTY, [_VTY.as_pointer(), _I32, _MASK, _VTY]), "llvm.masked.load.v16f32.p0")
-    return builder.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(_VTY, [0.0] * 16)])
+    if full is None:
+        return builder.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(_VTY, [0.0] * 16)])
+    with builder.if_else(full, likely=True) as (whole, part):
+        with whole:
+            a = builder.load(ptr, align=4)
+            ablock = builder.block
+        with part:
+            b = builder.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(_VTY, [0.0] * 16)])
+            bblock = builder.block
+    phi = builder.phi(_VTY)
+    phi.add_incoming(a, ablock)
+    phi.add_incoming(b, bblock)
+    return phi
 
 
 def _i64(context, builder, val, ty):
@@ -266,11 +296,14 @@ def _input16(typingctx, x, base, w, h, ih0, iw0, v, vb, cv, nl):
         base_, w_, h_, ih0_, iw0_, vb_, cv_, nl_ = (_i64(context, builder, args[i], ta[i]) for i in ints)
         # lane j of the load at column offset o is column iw0 + o + j: inside when 0 <= . < w
         w32, iw32 = builder.trunc(w_, _I32), builder.trunc(iw0_, _I32)
-        colmask = {}
+        colmask, colfull = {}, {}
         for o in (0, 2, 16, 18):
             col = builder.add(_IOTA32, _splat(builder, builder.add(iw32, ir.Constant(_I32, o)), _I32V))
             colmask[o] = builder.and_(builder.icmp_signed(">=", col, ir.Constant(_I32V, [0] * 16)),
                                       builder.icmp_signed("<", col, _splat(builder, w32, _I32V)))
+            first = builder.add(iw0_, ir.Constant(_I64, o))
+            colfull[o] = builder.and_(builder.icmp_signed(">=", first, ir.Constant(_I64, 0)),
+                                      builder.icmp_signed("<=", builder.add(first, ir.Constant(_I64, 16)), w_))
         none = ir.Constant(_MASK, [0] * 16)
         col = []
         for i in range(4):
@@ -280,19 +313,21 @@ def _input16(typingctx, x, base, w, h, ih0, iw0, v, vb, cv, nl):
 
             def load(o):
                 ptr = _vec_at(builder, xptr, builder.add(row, ir.Constant(_I64, o)))
-                return _masked_load(builder, ptr, builder.select(inside, colmask[o], none))
+                return _masked_load(builder, ptr, builder.select(inside, colmask[o], none),
+                                    builder.and_(inside, colfull[o]))
 
             a, b, c, d = load(0), load(16), load(2), load(18)
             e0, o0 = builder.shuffle_vector(a, b, _EVEN), builder.shuffle_vector(a, b, _ODD)
             e1, o1 = builder.shuffle_vector(c, d, _EVEN), builder.shuffle_vector(c, d, _ODD)
             col.append([builder.fsub(e0, e1), builder.fadd(o0, e1), builder.fsub(e1, o0), builder.fsub(o0, o1)])
         mask = _lanes_below(builder, nl_)
+        full = builder.icmp_signed(">=", nl_, ir.Constant(_I64, 16))
         for j in range(4):
             out = (builder.fsub(col[0][j], col[2][j]), builder.fadd(col[1][j], col[2][j]),
                    builder.fsub(col[2][j], col[1][j]), builder.fsub(col[1][j], col[3][j]))
             for i, o in enumerate(out):
                 off = builder.add(vb_, builder.mul(cv_, ir.Constant(_I64, 4 * i + j)))
-                _masked_store(builder, o, _vec_at(builder, vptr, off), mask)
+                _masked_store(builder, o, _vec_at(builder, vptr, off), mask, full)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -352,7 +387,8 @@ def _output16(typingctx, m, mb, fv, bias, y, yb, ow, nrows, nc, res, has_res, re
                     rmask = builder.select(has_res_, mask, ir.Constant(_MASK, [0] * 16))
                     val = add(val, _masked_load(builder, _vec_at(builder, rptr, off), rmask))
                     val = builder.select(relu_, builder.select(builder.fcmp_ordered("<", val, zero), zero, val), val)
-                    _masked_store(builder, val, _vec_at(builder, yptr, off), mask)
+                    _masked_store(builder, val, _vec_at(builder, yptr, off), mask,
+                                  builder.icmp_signed(">=", nc_, ir.Constant(_I64, 16 * h + 16)))
         return context.get_dummy_value()
 
     return sig, codegen
