@@ -376,9 +376,9 @@ def test_estimate_bounds_the_real_allocation(net, tmp_path):
     """Parameter store and optimizer state exactly; activations and work buffers from above:
     the unoptimized graphs' plans are at least the optimized ones' (docs/reliability.md, section 3).
     A conv the inference passes fuse with its 2x2 max pool keeps its full map as a work buffer
-    beside the plan's slots (the Winograd network's evaluation: 3.2 of its 12.7 MB at batch 32);
-    the estimate counts it (memory._pooled_after). Measured: estimate / allocation 1.34 (LeNet-5)
-    and 1.09 (the Winograd network)."""
+    beside the plan's slots (the Winograd network's evaluation: 6.4 MB at batch 32, 64 x 28 x 28
+    floats an image); the estimate counts it (memory._pooled_after). Measured: estimate / allocation
+    1.34 (LeNet-5) and 1.26 (the Winograd network; 1.09 with its earlier 32-channel convs)."""
     from cnndsl.model import Model
     from cnndsl.train.trainer import optimizer_for
 

@@ -109,6 +109,17 @@ MIN_OUT_CHANNELS = 32
 MIN_PIXELS = 256  # output pixels per image, unless
 MIN_CHANNEL_PRODUCT = 64 * 64  # C x F reaches this, and
 MIN_TILES = 128  # the batch has this many tiles (4 groups)
+# On AVX2 the direct tiles are narrower (microkernel.fit_rb) and Winograd's transforms cost more
+# beside them; the same grid (`bench_conv --winograd-rule --reps 7`, batch 64, 2 threads, direct
+# ms / Winograd ms; AMD EPYC, Zen 3, 2026-12-04 14:25, quiet) had Winograd ahead only at
+#   32x32 from 32 input channels: 32 -> 32 1.28x, 32 -> 64 1.43x, 64 -> 64 1.77x, 128 -> 128 2.00x
+#          (16 -> 32 1.03x, 16 -> 16 0.84x);
+#   16x16 from C x F = 64 x 64: 64 -> 64 1.11x, 64 -> 128 1.32x, 128 -> 128 1.29x (32 -> 64 0.91x,
+#          32 -> 32 0.71x, 16 -> 32 0.61x);
+#   8x8 at 128 -> 128 only, 1.07x (64 -> 128 0.93x, 64 -> 64 0.70x): left direct.
+AVX2_MIN_IN_CHANNELS = 32
+AVX2_MIN_PIXELS = 1024  # output pixels per image, unless C x F reaches MIN_CHANNEL_PRODUCT and
+# the maps have MIN_PIXELS
 
 
 @functools.lru_cache(maxsize=4096)
@@ -124,6 +135,9 @@ def plan(c: int, f: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, pt:
     if not force:
         if c < MIN_IN_CHANNELS or f < MIN_OUT_CHANNELS:
             return None
+        if M.VECTOR_LANES < 16:  # AVX2's rule (above)
+            small = oh * ow < AVX2_MIN_PIXELS and (c * f < MIN_CHANNEL_PRODUCT or oh * ow < MIN_PIXELS)
+            return None if c < AVX2_MIN_IN_CHANNELS or small else p
         if oh * ow < MIN_PIXELS and (c * f < MIN_CHANNEL_PRODUCT or (n is not None and n < from_batch(p, oh, ow))):
             return None
     return p
