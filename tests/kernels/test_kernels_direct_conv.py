@@ -25,6 +25,25 @@ ACTS = {a.code: a for a in ACTIVATIONS}  # every activation, by the code the epi
 ALPHA = 0.1
 
 
+VECTOR_FILES = {"avx512": (16, 32), "avx2": (8, 16)}  # float lanes per register, registers
+
+
+@pytest.fixture
+def vector_file(monkeypatch):
+    """Plan as on a CPU with the named vector registers (microkernel.VECTOR_LANES and friends are
+    read when a plan is made); the kernels themselves are this machine's, and correct for any plan."""
+    def use(kind):
+        lanes, regs = VECTOR_FILES[kind]
+        monkeypatch.setattr(M, "VECTOR_LANES", lanes)
+        monkeypatch.setattr(M, "VECTOR_REGISTERS", regs)
+        monkeypatch.setattr(M, "VF_MAX", 32 if lanes >= 16 else 16)
+        DR.clear_plans()
+
+    yield use
+    monkeypatch.undo()
+    DR.clear_plans()
+
+
 @st.composite
 def cases(draw, stride1=False):
     c = draw(st.sampled_from([1, 2, 3, 6, 9, 17]))
@@ -94,9 +113,12 @@ def test_forward_matches_reference(case):
     (3, 16, 24, 8, 3, 1, True),   # channel vectors, a row one tile: several rows per call, one thread
     (8, 16, 24, 8, 3, 1, False),  # ... in parallel bands
 ])
-def test_forward_paths(n, c, f, hw, k, pad, residual):
-    """The forward's fixed paths that random draws reach only by chance: a NaN-filled output and
-    scratch, so a row left unwritten or a spill onto a finished row shows (tolerance as above)."""
+@pytest.mark.parametrize("kind", sorted(VECTOR_FILES))
+def test_forward_paths(n, c, f, hw, k, pad, residual, kind, vector_file):
+    """The forward's fixed paths that random draws reach only by chance (the comments say which
+    on AVX-512), planned for both register files: a NaN-filled output and scratch, so a row left
+    unwritten or a spill onto a finished row shows (tolerance as above)."""
+    vector_file(kind)
     rng = np.random.default_rng(n * 100 + c)
     x, w, b = rng.standard_normal((n, c, hw, hw)), rng.standard_normal((f, c, k, k)), rng.standard_normal(f)
     z = R.conv2d(x, w, b, (1, 1), (pad,) * 4, (1, 1), 1)
@@ -131,6 +153,45 @@ def test_weight_gradient_matches_reference(case):
     assert_close(dwk, dw_ref, what=f"direct weight gradient {q}")
 
 
+@pytest.mark.parametrize("kind", sorted(VECTOR_FILES))
+@pytest.mark.parametrize("n, c, f, hw, k, pad, dil", [
+    (2, 20, 40, 13, 3, 1, 1),  # AVX2: 3 blocks of 16 channels (the last 8 past F); AVX-512: 2 of 32
+    (1, 16, 24, 9, 5, 2, 1),   # 5x5, rows of 9: AVX2's 5-pixel tiles, a short last one
+    (3, 9, 64, 10, 3, 1, 2),   # dilation 2, 64 channels: 4 blocks of 16 (AVX2), 2 of 32
+    (2, 33, 17, 15, 3, 1, 1),  # 17 output channels: channel vectors 32 (AVX-512) or 2 x 16 (AVX2)
+])
+def test_each_register_files_plans_compute_the_convolution(n, c, f, hw, k, pad, dil, kind, vector_file):
+    """Forward, input gradient and weight gradient planned for AVX-512 and for AVX2 on this machine
+    (the plans differ in VF, RB and the pixel-vector choice; each kind is the other's untested path
+    on a CI machine of one kind): NaN-filled scratch, float64 references (tolerance as above)."""
+    vector_file(kind)
+    rng = np.random.default_rng(n * 100 + c + f)
+    x, w, b = rng.standard_normal((n, c, hw, hw)), rng.standard_normal((f, c, k, k)), rng.standard_normal(f)
+    geo = ((1, 1), (pad,) * 4, (dil, dil), 1)
+    z = R.conv2d(x, w, b, *geo)
+    oh, ow = z.shape[2:]
+    p = DR.plan(c, f, hw, hw, k, k, 1, 1, pad, pad, dil, dil, 1, oh, ow)
+    y = np.full(z.shape, np.nan, np.float32)
+    xl, wl = DR.scratch_len(n, c, f, k, k, p)
+    DR.forward(f32(x), f32(w), f32(b), True, y, False, 0, ALPHA, 1, 1, pad, pad, dil, dil, y,
+               np.full(xl, np.nan, np.float32), np.full(wl, np.nan, np.float32), p)
+    assert_close(y, z, what=f"{kind} forward {p}")
+    dy = rng.standard_normal(z.shape)
+    dx_ref, dw_ref, _ = R.conv2d_backward(x, w, dy, *geo)
+    q = DR.backward_data_plan(c, f, hw, hw, k, k, 1, 1, pad, pad, dil, dil, 1, oh, ow)
+    dx = np.full(x.shape, np.nan, np.float32)
+    xl, wl = DR.scratch_len(n, f, c, k, k, q)
+    DR.backward_data(f32(dy), f32(w), pad, pad, dil, dil, dx, np.full(xl, np.nan, np.float32),
+                     np.full(wl, np.nan, np.float32))
+    assert_close(dx, dx_ref, what=f"{kind} input gradient {q}")
+    qw = DR.wgrad_plan(c, f, hw, hw, k, k, 1, 1, pad, pad, dil, dil, 1, oh, ow)
+    threads = numba.get_num_threads()
+    bufs = [np.full(m, np.nan, np.float32) for m in DR.wgrad_scratch_len(n, c, f, k, k, oh, ow, qw, threads)]
+    dwk = np.full(w.shape, np.nan, np.float32)
+    DR.backward_weight(f32(x), f32(dy), pad, pad, 1, 1, dil, dil, dwk, *bufs, threads)
+    assert_close(dwk, dw_ref, what=f"{kind} weight gradient {qw}")
+
+
 @pytest.mark.parametrize("n, c, f, hw, k, s", [(4, 16, 32, 32, 1, 2), (2, 3, 20, 13, 3, 2), (1, 5, 9, 19, 1, 2)])
 def test_strided_convs_without_padding_read_x_itself(n, c, f, hw, k, s):
     """No padding and every tile's reach inside x (ResNet's 1x1 stride-2 shortcut): the plan keeps x's
@@ -145,25 +206,6 @@ def test_strided_convs_without_padding_read_x_itself(n, c, f, hw, k, s):
     DR.forward(f32(x), f32(w), f32(b), True, y, False, 0, ALPHA, s, s, 0, 0, 1, 1, y,
                np.full(xl, np.nan, np.float32), np.full(wl, np.nan, np.float32), p)
     assert_close(y, z, what=f"strided direct forward reading x {p}")
-
-
-VECTOR_FILES = {"avx512": (16, 32), "avx2": (8, 16)}  # float lanes per register, registers
-
-
-@pytest.fixture
-def vector_file(monkeypatch):
-    """Plan as on a CPU with the named vector registers (microkernel.VECTOR_LANES and friends are
-    read when a plan is made); the kernels themselves are this machine's, and correct for any plan."""
-    def use(kind):
-        lanes, regs = VECTOR_FILES[kind]
-        monkeypatch.setattr(M, "VECTOR_LANES", lanes)
-        monkeypatch.setattr(M, "VECTOR_REGISTERS", regs)
-        monkeypatch.setattr(M, "VF_MAX", 32 if lanes >= 16 else 16)
-        DR.clear_plans()
-
-    yield use
-    monkeypatch.undo()
-    DR.clear_plans()
 
 
 @pytest.mark.parametrize("n, c, f, hw, k, pad, dil", [
