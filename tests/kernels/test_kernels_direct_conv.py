@@ -333,6 +333,22 @@ def test_plan_declines_what_it_does_not_serve():
     assert DR.plan(8, 8, 10, 10, 1, 1, 2, 2, 0, 0, 1, 1, 1, 5, 5) is not None
     assert DR.backward_data_plan(8, 8, 10, 10, 3, 3, 2, 2, 1, 1, 1, 1, 1, 5, 5) is None
 
+def test_the_vector_registers_are_those_numba_compiles_for(monkeypatch):
+    """microkernel._vector_file follows Numba's target: the features NUMBA_CPU_FEATURES names,
+    SSE2's for NUMBA_CPU_NAME=generic, else the host's."""
+    from numba.core import config
+    host = not config.CPU_FEATURES and config.CPU_NAME in (None, "host")  # compiling for this host
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx,+avx2,+fma,-avx512f")
+    assert M._vector_file() == (8, 16)
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx2,+avx512f,+avx512bw")
+    assert M._vector_file() == (16, 32)
+    monkeypatch.setattr(config, "CPU_FEATURES", None)
+    monkeypatch.setattr(config, "CPU_NAME", "generic")
+    assert M._vector_file() == (4, 16)
+    monkeypatch.setattr(config, "CPU_NAME", None)
+    assert M._vector_file() == (M.VECTOR_LANES, M.VECTOR_REGISTERS) or not host
+
+
 @pytest.mark.parametrize("kind", sorted(VECTOR_FILES))
 def test_plans_fit_the_cpus_vector_registers(kind, vector_file):
     """Which tile each conv gets, on AVX-512 (32 zmm registers) and on AVX2 (16 ymm: a 16-channel

@@ -44,13 +44,12 @@ is one Numba compilation of a few seconds, cached on disk like every kernel).
 from __future__ import annotations
 
 import ctypes
-import os
 
 import numpy as np
 from llvmlite import binding as ll
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, config
 from numba.extending import intrinsic
 
 from cnndsl.kernels.cpu.common import kernel
@@ -77,10 +76,12 @@ PV_MAX_RB = 8
 
 def _vector_file() -> tuple[int, int]:
     """(float lanes per vector register, vector registers) of the CPU Numba compiles for: AVX-512
-    (16, 32), AVX/AVX2 (8, 16), else SSE's (4, 16). NUMBA_CPU_FEATURES, where set, is that CPU."""
-    given = os.environ.get("NUMBA_CPU_FEATURES")
-    if given:
-        on = {f[1:] for f in given.split(",") if f.startswith("+")}
+    (16, 32), AVX/AVX2 (8, 16), else SSE's (4, 16). Numba's NUMBA_CPU_FEATURES, where set, names
+    that CPU's features; NUMBA_CPU_NAME=generic (portable code) has SSE2's; otherwise the host's."""
+    if config.CPU_FEATURES:
+        on = {f[1:] for f in config.CPU_FEATURES.split(",") if f.startswith("+")}
+    elif config.CPU_NAME == "generic":
+        on = set()
     else:
         on = {name for name, flag in ll.get_host_cpu_features().items() if flag}
     if "avx512f" in on:
