@@ -201,3 +201,54 @@ def test_a_short_scratch_or_a_mismatch_is_an_error_not_a_write_past_it():
     with pytest.raises(IndexError, match="residual"):
         WG.run(p, x, w, _NO_BIAS, False, np.zeros((1, 32, 8, 7), np.float32), True, NONE, np.float32(0), False, 1,
                1, u, y)
+
+
+_OTHER_TRANSFORMS = """
+import sys
+import numpy as np
+from cnndsl.kernels.cpu import microkernel as M
+M.VECTOR_LANES = 8 if M.VECTOR_LANES >= 16 else 16  # before winograd's transforms are compiled
+from cnndsl.kernels.cpu import winograd as WG
+from cnndsl.kernels.reference import conv as R
+worst = 0.0
+for n, c, f, hw, pad in [(1, 32, 32, 56, 1), (3, 16, 32, 7, 1), (2, 32, 18, 70, 1), (2, 17, 9, 9, 2)]:
+    rng = np.random.default_rng(n + c + hw)
+    x, w, b = rng.standard_normal((n, c, hw, hw)), rng.standard_normal((f, c, 3, 3)), rng.standard_normal(f)
+    z = R.conv2d(x, w, b, (1, 1), (pad,) * 4, (1, 1), 1)
+    res = rng.standard_normal(z.shape)
+    p = WG.plan(c, f, hw, hw, 3, 3, 1, 1, pad, pad, 1, 1, 1, *z.shape[2:], True)
+    y = np.full(z.shape, np.nan, np.float32)
+    WG.run(p, x.astype(np.float32), w.astype(np.float32), b.astype(np.float32), True, res.astype(np.float32), True,
+           0, np.float32(0.1), False, pad, pad, np.full(WG.scratch_len(f, c), np.nan, np.float32), y)
+    worst = max(worst, float(np.abs(y - (z + res)).max() / np.abs(z + res).max()))
+    dy = rng.standard_normal(z.shape)
+    dx_ref = R.conv2d_backward(x, w, dy, (1, 1), (pad,) * 4, (1, 1), 1)[0]
+    q = WG.input_grad_plan(c, f, hw, hw, 3, 3, 1, 1, pad, pad, 1, 1, 1, *z.shape[2:], True)
+    dx = np.full(x.shape, np.nan, np.float32)
+    WG.run(q, dy.astype(np.float32), w.astype(np.float32), np.zeros(1, np.float32), False, dx, False, 0,
+           np.float32(0.1), True, 2 - pad, 2 - pad, np.full(WG.scratch_len(c, f), np.nan, np.float32), dx)
+    worst = max(worst, float(np.abs(dx - dx_ref).max() / np.abs(dx_ref).max()))
+print("worst", worst)
+sys.exit(0 if worst < 1e-4 else 1)
+"""
+
+
+@pytest.mark.slow
+def test_the_other_cpus_transforms_compute_the_same(tmp_path):
+    """The transforms compile one way for AVX-512 (masked loads and stores throughout) and another
+    for AVX2 (plain ones where every lane is in: _masked_store); a CI machine of one kind compiles
+    only its own. Here the other kind's, in a fresh process with an empty kernel cache (so that
+    neither kind's code reaches the other's cache): forward with bias and a residual, and the input
+    gradient, against the float64 reference on maps with whole and partial runs of 16 tiles;
+    relative error below 1e-4 (float32 sums of at most 9 x 33 products)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), XDG_CACHE_HOME=str(tmp_path / "xdg"),
+               PYTHONPATH=str(root))
+    done = subprocess.run([sys.executable, "-c", _OTHER_TRANSFORMS], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"

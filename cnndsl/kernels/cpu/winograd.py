@@ -214,8 +214,8 @@ def weight_transform(w, flip, u):
 # for its 16 GEMMs (Intel Xeon, AVX-512, 2026-12-03). The run's last vector is cut by a mask
 # (llvm.masked.store: AVX-512 masks, vmaskmovps on AVX2), so that no store reaches past the tiles a
 # call owns: the next tiles may be another thread's; the input's loads are masked to its plane (the
-# padding). Where every lane is in (most calls), plain loads and stores instead (_masked_store says
-# why). No bounds checks inside (an intrinsic): what the masks leave are the buffers a launch
+# padding). Without AVX-512, where every lane is in (most calls), plain loads and stores instead
+# (_masked_store says why). No bounds checks inside (an intrinsic): what the masks leave are the buffers a launch
 # allocates, sized for the farthest lane (SKEW).
 
 _VTY = ir.VectorType(_F32, 16)
@@ -252,11 +252,11 @@ def _masked_store(builder, val, ptr, mask, full=None):
     plain store (and the plain load below) where a call's 16 tiles are whole, the Winograd forward
     of the 3x3 64->64 56x56 b32 conv took 72-90 ms on one thread against 86-111 (best of 25, three
     alternated runs each), vgg_small's 32 -> 32 at 32x32 14-20 against 25-28 (AMD EPYC, Zen 3,
-    AVX2, 2026-12-04); a branch that AVX-512, whose masks cost nothing, does not need."""
+    AVX2, 2026-12-04). On AVX-512, whose masks cost nothing, the masked store alone, as before."""
     fn = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(ir.VoidType(), [_VTY, _VTY.as_pointer(), _I32, _MASK]),
         "llvm.masked.store.v16f32.p0")
-    if full is None:
+    if full is None or M.VECTOR_LANES >= 16:
         builder.call(fn, [val, ptr, ir.Constant(_I32, 4), mask])
         return
     with builder.if_else(full, likely=True) as (whole, part):
@@ -268,10 +268,10 @@ def _masked_store(builder, val, ptr, mask, full=None):
 
 def _masked_load(builder, ptr, mask, full=None):
     """ptr's lanes in mask, zeros elsewhere; full (an i1, where given): every lane is in the mask,
-    and a plain load reads them (see _masked_store)."""
+    and a plain load reads them (see _masked_store; AVX-512: the masked load alone)."""
     fn = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(_VTY, [_VTY.as_pointer(), _I32, _MASK, _VTY]), "llvm.masked.load.v16f32.p0")
-    if full is None:
+    if full is None or M.VECTOR_LANES >= 16:
         return builder.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(_VTY, [0.0] * 16)])
     with builder.if_else(full, likely=True) as (whole, part):
         with whole:
