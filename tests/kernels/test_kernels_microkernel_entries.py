@@ -43,6 +43,7 @@ def test_every_tile_through_its_c_entry(vf):
     """direct._tile (the path the convolutions take) reaches the right class and tile for every
     code: a wrong table slot, a swapped argument or a pointer taken from the wrong array fails."""
     rng = np.random.default_rng(100 + vf)
+    M.require(vf)  # as the launchers do: on AVX2 the VF 32 class is installed only on demand
     codes = list(range(1, M.MAX_RB[vf] + 1))
     codes += [M.TABLE + rb for rb in range(1, M.PV_MAX_RB + 1)] if vf in M.PV_SHAPES else []
     for code in codes:
@@ -51,6 +52,17 @@ def test_every_tile_through_its_c_entry(vf):
         written = ~np.isnan(expected)
         assert np.array_equal(~np.isnan(out), written), f"tile {code} x {vf} wrote outside its rows"
         assert_close(out[written], expected[written], what=f"tile {code} x {vf} through its C entry")
+
+
+def test_only_the_planned_classes_are_installed_until_asked_for():
+    """install_entries' default: the classes this CPU's plans use (on AVX2 not VF 32, whose entry
+    costs a second of a cold compile); require installs any other on demand."""
+    assert M.PLANNED_VFS == tuple(vf for vf in M.ENTRY_VFS if vf <= M.VF_MAX)
+    assert 8 in M.PLANNED_VFS and 16 in M.PLANNED_VFS and (32 in M.PLANNED_VFS) == (M.VECTOR_LANES >= 16)
+    M.install_entries()
+    assert all(M._ENTRIES[M.ENTRY_VFS.index(vf)] for vf in M.PLANNED_VFS)
+    M.require(32)
+    assert M._ENTRIES[M.ENTRY_VFS.index(32)]
 
 
 def test_the_table_holds_each_class_entry():
@@ -81,14 +93,14 @@ sys.path.insert(0, {folder!r})
 from test_kernels_microkernel_entries import _tile_case
 from cnndsl.backend.compile_events import counting
 rng = np.random.default_rng(7)
-args, out, expected = _tile_case(rng, 32, 5)
+args, out, expected = _tile_case(rng, {vf}, 5)
 with counting() as c:
     if {direct}:
         from cnndsl.kernels.cpu import direct
-        direct._tile(np.int64(32), np.int64(5), *args)
+        direct._tile(np.int64({vf}), np.int64(5), *args)
     else:
         import caller
-        caller.outer(np.int64(32), np.int64(5), *args)
+        caller.outer(np.int64({vf}), np.int64(5), *args)
 w = ~np.isnan(expected)
 print("RESULT", c.count, bool(np.array_equal(~np.isnan(out), w) and np.allclose(out[w], expected[w], 1e-4, 1e-5)))
 '''
@@ -104,7 +116,9 @@ def test_a_cached_caller_runs_in_a_fresh_process(tmp_path):
     env.pop("CNNDSL_COMPILE_WORKERS", None)
     counts = []
     for step, direct in (("compiles _tile", True), ("compiles the caller", False), ("loads the caller", False)):
-        code = RUN.format(tests=str(Path(__file__).parent), folder=str(tmp_path), direct=direct)
+        # the widest class this CPU's plans use (the table's slots for the others may stay empty)
+        code = RUN.format(tests=str(Path(__file__).parent), folder=str(tmp_path), direct=direct,
+                          vf=M.PLANNED_VFS[-1])
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"{step}: exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
         line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")][-1].split()

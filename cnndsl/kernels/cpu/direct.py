@@ -548,6 +548,7 @@ def run(L: Launch, x, w, b, has_bias, res, has_res, act, alpha, flip, xp_buf, wb
     it (tests/kernels/test_kernels_direct_conv.py::test_a_pool_filled_cache_runs reproduces it).
     has_bias, has_res and flip are bools, act an int64, alpha a float32 (one signature)."""
     rb, vf, hp, wp = L.plan
+    M.require(vf)
     n, c = x.shape[0], x.shape[1]
     if L.big and not L.unpadded:
         if xp_buf.size < n * c * hp * wp:
@@ -1000,6 +1001,7 @@ def backward_weight(x, dy, pt, pl, sh, sw, dh, dw, dweight, xp_buf, dy_buf, part
     if rb == 0:
         _pv_backward_weight(x, dy, pt, pl, dh, dw, dweight, hp, wp, xp_buf, dy_buf, part_buf, threads)
         return
+    M.require(vf)
     fb = -(-f // vf)
     kp = _padded_taps(kh, kw, rb)
     t = max(1, min(n, threads)) if n * fb * c * kp * vf * oh * ow >= SERIAL_WORK else 1

@@ -332,12 +332,20 @@ def _entry_table():
 _ENTRIES = _entry_table()
 
 
-def install_entries() -> None:
-    """Compile (or load from the cache) the C entry of every tile class and put their addresses in
-    the table. Idempotent: one check once done."""
-    if all(_ENTRIES):
-        return
-    for i, vf in enumerate(ENTRY_VFS):
+# The classes this CPU's plans use (VF <= VF_MAX): on AVX2 the VF 32 class never is, and its entry,
+# 1.27 CPU s of LeNet-5's cold compile on the AMD EPYC (Zen 3), on the critical path of the compile
+# pool (its conv unit, 12.7 CPU s; benchmarks/compile_time.py, 2026-12-04), is compiled only when
+# something asks for it (require).
+PLANNED_VFS = tuple(vf for vf in ENTRY_VFS if vf <= VF_MAX)
+
+
+def install_entries(vfs: tuple = PLANNED_VFS) -> None:
+    """Compile (or load from the cache) the C entries of the tile classes vfs (by default those
+    this CPU's plans use) and put their addresses in the table. Idempotent: a check once done."""
+    for vf in vfs:
+        i = ENTRY_VFS.index(vf)
+        if _ENTRIES[i]:
+            continue
         d = TILES[vf]
         if ENTRY_SIG.args not in d.overloads:
             d.compile(ENTRY_SIG.args)
@@ -345,9 +353,18 @@ def install_entries() -> None:
         _ENTRIES[i] = cres.library.get_pointer_to_function(cres.fndesc.llvm_cfunc_wrapper_name)
 
 
+def require(vf: int) -> None:
+    """The entry of the class a plan with this VF calls, installed: every launcher that runs a
+    plan calls this first, so a plan made for another CPU's registers (the tests make them) finds
+    its class, not an empty slot (call_tile aborts on one). Costs an index and a test once done."""
+    i = ENTRY_VFS.index(vf) if vf in ENTRY_VFS else len(ENTRY_VFS) - 1  # another value: the VF 32 class
+    if not _ENTRIES[i]:
+        install_entries((ENTRY_VFS[i],))
+
+
 def entry_address(vf: int) -> int:
     """The C entry of class vf, installed (tests)."""
-    install_entries()
+    require(vf)
     return _ENTRIES[ENTRY_VFS.index(vf)]
 
 
@@ -397,7 +414,7 @@ def call_tile(typingctx, vf, code, xf, xbase, xoffs, xro, wf, wbase, woffs, K, i
         with builder.if_then(cgutils.is_null(builder, fp), likely=False):
             # cannot happen when the process filled the table (see above); a clear death, not a jump to 0
             cgutils.printf(builder, "cnndsl: microkernel tile entries not installed "
-                                    "(microkernel.install_entries)\n")
+                                    "(microkernel.install_entries, microkernel.require)\n")
             abort = cgutils.get_or_insert_function(mod, ir.FunctionType(ir.VoidType(), []), "abort")
             builder.call(abort, [])
             builder.unreachable()

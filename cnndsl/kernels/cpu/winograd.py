@@ -519,5 +519,6 @@ def run(p: Plan, x, w, b, has_bias, res, has_res, act, alpha, flip, pt, pl, u_bu
     """conv_winograd by plan p (its int64 arguments made here). has_bias, has_res, flip bools;
     act a kernel code (direct.kernel_code), alpha an np.float32."""
     i64 = np.int64
+    M.require(p.vf)
     conv_winograd(x, w, b, has_bias, res, has_res, act, alpha, flip, i64(pt), i64(pl), i64(p.rb), i64(p.vf),
                   i64(p.th), i64(p.tw), u_buf, y)
