@@ -2,10 +2,41 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import settings
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=False)
 FAST = settings(max_examples=15, deadline=None)
+
+
+VECTOR_FILES = {"avx512": (16, 32), "avx2": (8, 16)}  # float lanes per register, registers
+
+
+@pytest.fixture
+def vector_file(monkeypatch):
+    """use(kind): plan as on a CPU with the named vector registers (microkernel.VECTOR_LANES and
+    friends are read when a plan is made: the direct convolution's and Winograd's); the plans made
+    before are forgotten, then and at the end. The kernels themselves are this machine's, correct
+    for any plan."""
+    from cnndsl.kernels.cpu import direct as DR
+    from cnndsl.kernels.cpu import microkernel as M
+    from cnndsl.kernels.cpu import winograd as WG
+
+    def forget():
+        DR.clear_plans()
+        WG.plan.cache_clear()
+        WG.input_grad_plan.cache_clear()
+
+    def use(kind):
+        lanes, regs = VECTOR_FILES[kind]
+        monkeypatch.setattr(M, "VECTOR_LANES", lanes)
+        monkeypatch.setattr(M, "VECTOR_REGISTERS", regs)
+        monkeypatch.setattr(M, "VF_MAX", M.widest_block(lanes))
+        forget()
+
+    yield use
+    monkeypatch.undo()
+    forget()
 
 
 def f32(a):

@@ -11,7 +11,8 @@ import numba
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
-from kernels_testutil import SETTINGS, assert_close, check_grad_fd, f32
+from kernels_testutil import SETTINGS, VECTOR_FILES, assert_close, check_grad_fd, f32
+from kernels_testutil import vector_file  # noqa: F401 (a fixture)
 from nets_testutil import WINOGRAD_NET
 
 from cnndsl.kernels.cpu import direct as DR
@@ -23,25 +24,6 @@ from cnndsl.kernels.activations import ACTIVATIONS
 
 ACTS = {a.code: a for a in ACTIVATIONS}  # every activation, by the code the epilogue takes
 ALPHA = 0.1
-
-
-VECTOR_FILES = {"avx512": (16, 32), "avx2": (8, 16)}  # float lanes per register, registers
-
-
-@pytest.fixture
-def vector_file(monkeypatch):
-    """Plan as on a CPU with the named vector registers (microkernel.VECTOR_LANES and friends are
-    read when a plan is made); the kernels themselves are this machine's, and correct for any plan."""
-    def use(kind):
-        lanes, regs = VECTOR_FILES[kind]
-        monkeypatch.setattr(M, "VECTOR_LANES", lanes)
-        monkeypatch.setattr(M, "VECTOR_REGISTERS", regs)
-        monkeypatch.setattr(M, "VF_MAX", 32 if lanes >= 16 else 16)
-        DR.clear_plans()
-
-    yield use
-    monkeypatch.undo()
-    DR.clear_plans()
 
 
 @st.composite

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 from kernels_testutil import SETTINGS, assert_close, check_grad_fd, f32
+from kernels_testutil import vector_file  # noqa: F401 (a fixture)
 
 from cnndsl.kernels.activations import ACTIVATIONS
-from cnndsl.kernels.cpu import microkernel as M
 from cnndsl.kernels.cpu import winograd as WG
 from cnndsl.kernels.cpu.direct import kernel_code
 from cnndsl.kernels.cpu.epilogue import KERNEL_CODE
@@ -125,20 +125,9 @@ def test_weight_transform_is_g_g_gt():
                      what=f"U = G g G^T (flip {flip})")
 
 
-@pytest.fixture
-def avx2_rule(monkeypatch):
-    """Plan with AVX2's rule (winograd.AVX2_MIN_IN_CHANNELS) whatever this CPU is."""
-    monkeypatch.setattr(M, "VECTOR_LANES", 8)
-    WG.plan.cache_clear()
-    WG.input_grad_plan.cache_clear()
-    yield
-    monkeypatch.undo()
-    WG.plan.cache_clear()
-    WG.input_grad_plan.cache_clear()
-
-
-def test_on_avx2_it_pays_on_larger_maps_and_more_channels_only(avx2_rule):
+def test_on_avx2_it_pays_on_larger_maps_and_more_channels_only(vector_file):
     """AVX2's rule: from 32 input channels at 32x32, from 64 x 64 channels at 16x16, never at 8x8."""
+    vector_file("avx2")
     def takes(c, f, hw, n=None):
         return WG.plan(c, f, hw, hw, 3, 3, 1, 1, 1, 1, 1, 1, 1, hw, hw, False, n) is not None
 
@@ -150,11 +139,9 @@ def test_on_avx2_it_pays_on_larger_maps_and_more_channels_only(avx2_rule):
     assert WG.input_grad_plan(32, 16, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32) is None  # dy's 16 channels
 
 
-def test_plan_applies_to_3x3_stride_1_only_and_where_it_pays(monkeypatch):
+def test_plan_applies_to_3x3_stride_1_only_and_where_it_pays(vector_file):
     """AVX-512's rule (the one read from the Xeon), whatever this CPU is."""
-    monkeypatch.setattr(M, "VECTOR_LANES", 16)
-    WG.plan.cache_clear()
-    WG.input_grad_plan.cache_clear()
+    vector_file("avx512")
     assert WG.plan(64, 64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1, 1, 56, 56) is not None  # the benchmark's conv
     for declined in [(64, 64, 56, 56, 3, 3, 2, 2, 1, 1, 1, 1, 1, 28, 28),   # stride 2
                      (64, 64, 56, 56, 3, 3, 1, 1, 2, 2, 2, 2, 1, 56, 56),   # dilation 2
@@ -177,9 +164,6 @@ def test_plan_applies_to_3x3_stride_1_only_and_where_it_pays(monkeypatch):
     # the input gradient swaps the channels: dy's 64 -> dx's 16 declines (into 16)
     assert WG.input_grad_plan(16, 64, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32) is None
     assert WG.input_grad_plan(64, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 32) is not None
-    monkeypatch.undo()
-    WG.plan.cache_clear()
-    WG.input_grad_plan.cache_clear()
 
 
 def test_a_short_scratch_or_a_mismatch_is_an_error_not_a_write_past_it():

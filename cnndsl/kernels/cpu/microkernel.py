@@ -89,10 +89,15 @@ def _vector_file() -> tuple[int, int]:
     return (8, 16) if "avx" in on else (4, 16)
 
 
+def widest_block(lanes: int) -> int:
+    """The widest channel block a planner takes on a CPU with vectors of this many floats: two of
+    its vectors (32 channels on AVX-512, 16 on AVX2 and below), so that a tile has room for several
+    pixels' accumulators."""
+    return 32 if lanes >= 16 else 16
+
+
 VECTOR_LANES, VECTOR_REGISTERS = _vector_file()
-# The widest channel block a planner takes: two of the CPU's vectors (32 channels on AVX-512, 16 on
-# AVX2 and below), so that a tile has room for several pixels' accumulators.
-VF_MAX = 32 if VECTOR_LANES >= 16 else 16
+VF_MAX = widest_block(VECTOR_LANES)
 
 
 def registers(vf: int) -> int:
