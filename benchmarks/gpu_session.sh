@@ -24,7 +24,10 @@
 #      profiles    `cnndsl bench --device cuda --batch 64 --train --per-kernel`: vgg_small,
 #                  resnet_tiny and lenet5 with the defaults (after), then lenet5 and vgg_small with
 #                  CNNDSL_CUDA_GEMM=tiled and numba's dispatcher (before);
-# checks (side by side on the GPU):
+# checks (first, alone: the kernel cache; then side by side on the GPU):
+#      cache_cold, cache_warm  `cnndsl bench --train` of lenet5 with CNNDSL_CUDA_CACHE=on in a folder
+#                  of its own, twice: the first training step with the cache empty, then filled
+#                  (docs/cuda.md, "Kept between processes"); cuda_correctness then runs on that cache;
 #      cuda_tests  the CUDA kernel tests on the device (tests/cuda, CNNDSL_CUDA_ON_DEVICE=1, 8 workers);
 #      cuda_correctness  cuda_check.py --correctness-only: one step of each example per variant
 #                  against the CPU backend's (cpu_reference computes those beside, on the CPU), and
@@ -40,8 +43,8 @@
 # summary.txt). At most 8 files come back from the machine; $OUT holds at most 7: summary.txt
 # (versions, one line per step), cuda_conv.json, cuda_check.json, cuda_correctness.json, and three
 # logs, each step's output appended when the step ends: speed.log (cuda_conv, cuda_check, the
-# profiles), tests.log (host_cpu_kernels, cpu_reference, cuda_tests, cuda_correctness) and
-# train.log (train_cpu, train_cuda with their metrics.json, eval_cuda).
+# profiles, cache_cold, cache_warm), tests.log (host_cpu_kernels, cpu_reference, cuda_tests,
+# cuda_correctness) and train.log (train_cpu, train_cuda with their metrics.json, eval_cuda).
 #
 # Measured on the H200 on 2026-12-04, the whole script at BUDGET_S=500 in one command: set-up
 # and canaries 20 s, cuda_conv 61 s, cuda_check's first three variants 270 s (its limit then),
@@ -214,6 +217,7 @@ PY
   CUDA_TESTS="tests/cuda/test_gemm.py -k dense"; HOST_TESTS="tests/kernels/test_kernels_dense.py"; XDIST="-n 0"
   CHECK_VARIANTS="pipelined,tiled:dispatch,pipelined+tune"
   L_CONV=150 L_REF=90 L_CHECK=150 L_WAIT=60 L_AFTER=60 L_BEFORE=60 L_TRAIN=90 L_EVAL=40 L_TESTS=120 L_HOST=120
+  L_FIRST=60 FIRST_ARGS="--batch 2"
 else
   SMOKE=
   # after (the defaults) for the three examples, then before (tiled, dispatcher) for two
@@ -229,6 +233,7 @@ else
   # before 32 s, after over 48 s: the pipelined kernels' compilation); the device tests with 8
   # workers (155 s); the correctness steps (98 s with their CPU reference)
   L_CONV=120 L_REF=200 L_CHECK=330 L_WAIT=150 L_AFTER=110 L_BEFORE=60 L_TRAIN=170 L_EVAL=45 L_TESTS=240 L_HOST=170
+  L_FIRST=60 FIRST_ARGS="--batch 64"  # LeNet-5's first step compiled 25 s there (cold)
 fi
 export NUMBA_NUM_THREADS=4
 # the shape rules' tiles everywhere but in the +tune variants (which set CNNDSL_CUDA_TUNE=on): the
@@ -262,6 +267,13 @@ speed_part() {
 }
 
 checks_part() {
+  # -- the kernel cache (CNNDSL_CUDA_CACHE=on, in a folder of its own): LeNet-5's first training
+  # step with the cache empty, then filled; the correctness steps below then run on it too -------
+  local cached="env -u NUMBA_CACHE_DIR CNNDSL_CUDA_CACHE=on XDG_CACHE_HOME=$WORK/xdg"
+  step speed cache_cold "$L_FIRST" $cached python3 -m cnndsl bench "$TRAIN_NET" --device cuda --train \
+    --repeats 1 $FIRST_ARGS
+  step speed cache_warm "$L_FIRST" $cached python3 -m cnndsl bench "$TRAIN_NET" --device cuda --train \
+    --repeats 1 $FIRST_ARGS
   # -- the GPU steps whose speed is not the point, side by side -----------------------------------
   ( NUMBA_CACHE_DIR=/tmp/nc_ref CNNDSL_COMPILE_WORKERS=4 \
       step tests cpu_reference "$L_REF" python3 benchmarks/cuda_check.py $SMOKE --save-reference "$REF"
@@ -273,7 +285,7 @@ checks_part() {
       "python3 -m cnndsl train $TRAIN_NET --device cpu --no-progress --out $WORK/run_cpu $TRAIN_ARGS \
        && cat $WORK/run_cpu/metrics.json" ) &
   # each variant's step against the CPU backend's, and the dispatcher against the prepared launches
-  NUMBA_CACHE_DIR=/tmp/nc_gpu step tests cuda_correctness "$L_CHECK" python3 benchmarks/cuda_check.py $SMOKE \
+  step tests cuda_correctness "$L_CHECK" $cached python3 benchmarks/cuda_check.py $SMOKE \
     --correctness-only --variants "$CHECK_VARIANTS" --reference "$REF" --wait-reference "$L_WAIT" --out "$OUT/cuda_correctness.json"
   NUMBA_CACHE_DIR=/tmp/nc_gpu step train train_cuda "$L_TRAIN" bash -c \
     "python3 -m cnndsl train $TRAIN_NET --device cuda --no-progress --out $WORK/run_cuda $TRAIN_ARGS \
@@ -295,6 +307,9 @@ show() {  # show NAME REGEX: the step's log from the first line matching REGEX o
 echo "---- cuda_conv"; show cuda_conv "^pass "; grep "^tuned " "$WORK/cuda_conv.log" 2>/dev/null
 echo "---- cuda_check"; grep -E "^(variant|PyTorch twin)" "$WORK/cuda_check.log" 2>/dev/null
 show cuda_check "^training images"
+for f in cache_cold cache_warm; do
+  [ -f "$WORK/$f.log" ] && { echo "---- $f"; grep -E "kernel JIT|compile" "$WORK/$f.log"; }
+done
 echo "---- cuda_correctness"; grep -E "^(correctness|PyTorch twin|  seed)" "$WORK/cuda_correctness.log" 2>/dev/null
 for f in cpu_reference host_cpu_kernels train_cpu train_cuda eval_cuda cuda_tests; do
   [ -f "$WORK/$f.log" ] && { echo "---- $f"; tail -n 4 "$WORK/$f.log"; }

@@ -236,3 +236,16 @@ def test_cuda_tune_option(run, monkeypatch):
     result = run("train", LENET, "--epochs", "1", "--device", "cuda")
     assert result.exit_code == 1 and "CNNDSL_CUDA_TUNE='fast': expected one of cached, on, off" in result.output
     assert "Traceback" not in result.output
+
+
+def test_bad_cuda_cache_setting_is_named_before_any_work(run, monkeypatch, tmp_path):
+    """CNNDSL_CUDA_CACHE (cnndsl/kernels/cuda/shim.py) is read when a kernel is made; with --device
+    cuda a bad value is a one-line error first, exit 1, nothing written."""
+    from cnndsl.cli.train import CACHE_ENV
+    from cnndsl.kernels.cuda import shim
+
+    assert CACHE_ENV == shim.CACHE_ENV
+    monkeypatch.setenv(CACHE_ENV, "sometimes")
+    result = run("train", LENET, "--epochs", "1", "--device", "cuda", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 1 and "CNNDSL_CUDA_CACHE='sometimes': expected one of on, off" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()

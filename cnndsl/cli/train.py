@@ -35,6 +35,7 @@ _device_option = context_option(
     _DEVICE, "device", "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
     help="Where kernels run: Numba on the CPU, or Numba CUDA on an NVIDIA GPU (pip install cnndsl[cuda]).")
 TUNE_ENV = "CNNDSL_CUDA_TUNE"  # read by cnndsl/kernels/cuda/tune.py when a launch is prepared
+CACHE_ENV = "CNNDSL_CUDA_CACHE"  # read by cnndsl/kernels/cuda/shim.py when a kernel is made
 
 
 def device_option(fn):
@@ -49,6 +50,13 @@ def device_option(fn):
                        "Default: $CNNDSL_CUDA_TUNE, else cached.")
     @functools.wraps(fn)
     def wrapper(*args, cuda_tune, **kwargs):
+        if _DEVICE.get() == "cuda" and os.environ.get(CACHE_ENV):
+            from cnndsl.kernels.cuda.shim import cache_policy
+
+            try:  # a bad value now, not when the first kernel is made
+                cache_policy()
+            except ValueError as e:
+                raise CnnError([Diagnostic("error", f"environment variable {e}", code="cli-env")]) from None
         if cuda_tune is None:
             if _DEVICE.get() == "cuda" and os.environ.get(TUNE_ENV):
                 from cnndsl.kernels.cuda import tune

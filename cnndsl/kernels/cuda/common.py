@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import boolean, float32, int32, int64, uint8, uint32, uint64  # noqa: F401
 
-from cnndsl.kernels.cuda.shim import SIMULATOR, cuda
+from cnndsl.kernels.cuda.shim import SIMULATOR, cache_policy, cuda
 from cnndsl.kernels.activations import ACTIVATIONS, CODE, jit_helpers
 
 jit_helpers()
@@ -53,7 +53,21 @@ class Kernel:
         self.py_func = fn
         self.signature = tuple(signature)
         self.name = name or fn.__name__
-        self.dispatcher = cuda.jit(fn)
+        # CNNDSL_CUDA_CACHE=on: numba-cuda keeps the compiled kernel on disk, keyed by its source
+        # file's path and stamp, its bytecode, closure values, argument types, the GPU's compute
+        # capability and the CUDA and numba-cuda versions (numba-cuda 0.30's CUDACache), in the
+        # folder kernel_cache.configure fingerprints, so a change of any kernel source (a callee
+        # in another file too) starts a fresh cache. Where numba finds no folder for it (no
+        # source file, an unwritable place), the kernel compiles in every process, as with "off";
+        # `cache_note` says why.
+        self.cache_requested, self.cache_note = cache_policy() == "on", ""
+        if self.cache_requested:
+            try:
+                self.dispatcher = cuda.jit(fn, cache=True)
+            except RuntimeError as e:  # numba-cuda: "cannot cache function ...: no locator available"
+                self.dispatcher, self.cache_note = cuda.jit(fn), str(e)
+        else:
+            self.dispatcher = cuda.jit(fn)
         KERNELS.append(self)
 
     def __getitem__(self, config):

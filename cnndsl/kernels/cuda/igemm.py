@@ -35,15 +35,19 @@ gemm.splitk_epilogue.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.util
 import inspect
 import linecache
+import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from cnndsl.kernels.cuda.common import F32, I32, activate, boolean, cuda, float32, int32, int64, kernel, uint32, uint64
-from cnndsl.kernels.cuda.shim import SIMULATOR
+from cnndsl.kernels.cuda.shim import SIMULATOR, cache_policy
 
 FWD, BWD_DATA, BWD_WEIGHT = 0, 1, 2
 # The k table's columns: what the reduction index k adds to operand A's flat index and to its
@@ -459,9 +463,50 @@ def pipelined_kernel(mode: int, tile: str, a_kfast: bool, b_kfast: bool, unit_st
     name = (f"igemm_{('fwd', 'bwd_data', 'bwd_weight')[mode]}_{tile}_{'k' if a_kfast else 'm'}"
             f"{'k' if b_kfast else 'n'}{'_s1' if unit_stride and mode == BWD_DATA else ''}{'_sk' if split else ''}")
     text = source(mode, t, a_kfast, b_kfast, unit_stride and mode == BWD_DATA, name, split)
+    scope = {"cuda": cuda, "float32": float32, "activate": activate, "I": int32, "U": uint32, "U64": uint64}
+    return kernel(F32, F32, I32, F32, boolean, F32, boolean, int64, float32, F32, *([int32] * 17),
+                  name=name)(generated_function(name, text, scope))
+
+
+def generated_function(name: str, text: str, scope: dict):
+    """The function `name` that the source `text` defines, with the names of `scope` as its
+    globals. In memory; with CNNDSL_CUDA_CACHE=on, from a file in the kernel cache's folder
+    instead, as numba-cuda caches only functions that have a source file (its locators key the
+    cache on the file's path and stamp): the file is named after a hash of `text`, written once
+    (atomically) and not again while its contents match, so that its stamp, and the compiled
+    kernels filed under it, stay valid. Where that folder cannot be written, in memory."""
+    if cache_policy() == "on":
+        with contextlib.suppress(OSError):
+            return _function_from_file(name, text, scope)
     filename = f"<cnndsl generated {name}>"
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)  # tracebacks show the source
-    scope = {"cuda": cuda, "float32": float32, "activate": activate, "I": int32, "U": uint32, "U64": uint64}
     exec(compile(text, filename, "exec"), scope)
-    return kernel(F32, F32, I32, F32, boolean, F32, boolean, int64, float32, F32, *([int32] * 17),
-                  name=name)(scope[name])
+    return scope[name]
+
+
+def generated_path(name: str, text: str):
+    """Where generated_function keeps `text` under CNNDSL_CUDA_CACHE=on."""
+    from cnndsl.kernel_cache import default_cache_dir
+
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return default_cache_dir() / "cuda_generated" / f"{name}_{digest}.py"
+
+
+def _function_from_file(name: str, text: str, scope: dict):
+    path = generated_path(name, text)
+    try:
+        current = path.read_text()
+    except (FileNotFoundError, UnicodeDecodeError):
+        current = None
+    if current != text:  # absent, or damaged: (re)written whole
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    module_name = f"cnndsl_generated_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    module.__dict__.update(scope)
+    spec.loader.exec_module(module)
+    sys.modules[module_name] = module
+    return getattr(module, name)

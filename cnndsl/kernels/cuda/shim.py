@@ -28,6 +28,21 @@ warnings.filterwarnings("ignore", message=".*will likely result in GPU under-uti
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
+# Whether compiled CUDA kernels are kept on disk (numba-cuda's cache, in the folder kernel_cache.py
+# fingerprints) and the generated ones written to files there so that they can be: "on" or "off".
+# Off by default until a GPU session has timed it (docs/cuda.md, "Kept between processes").
+CACHE_ENV = "CNNDSL_CUDA_CACHE"
+CACHE_POLICIES = ("on", "off")
+
+
+def cache_policy() -> str:
+    """CNNDSL_CUDA_CACHE, read when a kernel is made: "on" or "off" (the default)."""
+    value = os.environ.get(CACHE_ENV, "").strip().lower() or "off"
+    value = {"1": "on", "0": "off", "true": "on", "false": "off"}.get(value, value)
+    if value not in CACHE_POLICIES:
+        raise ValueError(f"{CACHE_ENV}={os.environ.get(CACHE_ENV)!r}: expected one of {', '.join(CACHE_POLICIES)}")
+    return value
+
 if SIMULATOR:
     from numba import cuda  # noqa: F401  (numba's simulator)
 else:
