@@ -68,6 +68,20 @@ def test_add_copy_scale_fill():
     assert (host(out, (67,)) == 3).all()
 
 
+def test_dropout_base_on_the_host_is_the_references():
+    """E.dropout_base (Python integers, computed on the host each training step) against the
+    reference's NumPy uint64 one, on random and edge seeds and steps."""
+    from cnndsl.kernels.cuda import elementwise as E
+    from cnndsl.kernels.reference import dropout as RDo
+
+    rng = np.random.default_rng(5)
+    pairs = [(0, 0), (2**31 - 1, 0), (2**63, 2**64 - 1), (2**64 - 1, 2**63 + 1), (-1, 3)]
+    pairs += [(int(a), int(b)) for a, b in rng.integers(0, 2**63, (200, 2), dtype=np.uint64)]
+    for seed, step in pairs:
+        got = E.dropout_base(seed, step)
+        assert type(got) is np.uint64 and got == RDo.dropout_base(seed, step), (seed, step)
+
+
 @pytest.mark.parametrize("p, seed, step", [(0.5, 12345, 0), (0.3, 7, 41), (0.9, 2**31 - 1, 10**6)])
 def test_dropout_mask_is_bit_identical_to_the_cpu_kernel(p, seed, step):
     from cnndsl.kernels.cpu import dropout as CD

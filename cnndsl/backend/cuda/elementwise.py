@@ -102,7 +102,7 @@ def _dropout(rc, layer: str, p: float, x, y, always: bool = False):
 
     def run(rc):
         if always or rc.training:
-            apply(E.dropout_params(p, _dropout_seed(rc, layer), rc.step)[0])
+            apply(E.dropout_base(_dropout_seed(rc, layer), rc.step))
         else:
             copy()
     return run
