@@ -35,13 +35,20 @@ CACHE_ENV = "CNNDSL_CUDA_CACHE"
 CACHE_POLICIES = ("on", "off")
 
 
+def env_policy(name: str, policies: tuple[str, ...], default: str) -> str:
+    """The policy the environment variable `name` sets (one of `policies`; 1/true and 0/false
+    read as on and off; unset or empty: `default`), or ValueError naming the variable, the value
+    and the choices."""
+    value = os.environ.get(name, "").strip().lower() or default
+    value = {"1": "on", "0": "off", "true": "on", "false": "off"}.get(value, value)
+    if value not in policies:
+        raise ValueError(f"{name}={os.environ.get(name)!r}: expected one of {', '.join(policies)}")
+    return value
+
+
 def cache_policy() -> str:
     """CNNDSL_CUDA_CACHE, read when a kernel is made: "on" or "off" (the default)."""
-    value = os.environ.get(CACHE_ENV, "").strip().lower() or "off"
-    value = {"1": "on", "0": "off", "true": "on", "false": "off"}.get(value, value)
-    if value not in CACHE_POLICIES:
-        raise ValueError(f"{CACHE_ENV}={os.environ.get(CACHE_ENV)!r}: expected one of {', '.join(CACHE_POLICIES)}")
-    return value
+    return env_policy(CACHE_ENV, CACHE_POLICIES, "off")
 
 if SIMULATOR:
     from numba import cuda  # noqa: F401  (numba's simulator)

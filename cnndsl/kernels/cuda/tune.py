@@ -28,12 +28,11 @@ processes tuning at once (MPI ranks) lose nothing but each other's simultaneous 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-from cnndsl.kernels.cuda.shim import SIMULATOR, cuda
+from cnndsl.kernels.cuda.shim import SIMULATOR, cuda, env_policy
 
 ENV = "CNNDSL_CUDA_TUNE"
 POLICIES = ("cached", "on", "off")
@@ -41,11 +40,7 @@ VERSION = 1
 
 
 def policy() -> str:
-    value = os.environ.get(ENV, "").strip().lower() or "cached"
-    value = {"1": "on", "0": "off", "true": "on", "false": "off"}.get(value, value)
-    if value not in POLICIES:
-        raise ValueError(f"{ENV}={os.environ.get(ENV)!r}: expected one of {', '.join(POLICIES)}")
-    return value
+    return env_policy(ENV, POLICIES, "cached")
 
 
 @dataclass(frozen=True)
