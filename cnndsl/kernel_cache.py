@@ -108,18 +108,21 @@ def _package_folder(py_file: str) -> str | None:
     return ".".join(rel.parts) or "."
 
 
-def install_locator() -> None:
+def install_locator(caching=None, config=None) -> None:
     """Make Numba file cnndsl's cached kernels by package-relative folder (see the module
     docstring), ahead of its own locators; functions outside the package are left to those. Done
-    once, by cnndsl.kernels.cpu before any kernel is defined. Nothing is changed when the user
-    chose locators (NUMBA_CACHE_LOCATOR_CLASSES) or this Numba lacks the hook: the cache then works
-    as before, per installation."""
-    from numba.core import caching, config
+    once, by cnndsl.kernels.cpu before any kernel is defined; and for numba-cuda's own copy of
+    the caching code (`caching`, `config`: numba.cuda.core's), by cnndsl.kernels.cuda.common when
+    CNNDSL_CUDA_CACHE is on, so that a user's NUMBA_CACHE_DIR also keeps the CUDA kernels of other
+    sources apart. Nothing is changed when the user chose locators (NUMBA_CACHE_LOCATOR_CLASSES)
+    or this Numba lacks the hook: the cache then works as before, per installation."""
+    if caching is None:
+        from numba.core import caching, config
 
     impl = getattr(caching, "CacheImpl", None)
     classes = getattr(impl, "_locator_classes", None)
-    base = getattr(caching, "UserProvidedCacheLocator", None)
-    if config.CACHE_LOCATOR_CLASSES or not isinstance(classes, list) or base is None:
+    base = getattr(caching, "UserProvidedCacheLocator", None) or getattr(caching, "_UserProvidedCacheLocator", None)
+    if getattr(config, "CACHE_LOCATOR_CLASSES", None) or not isinstance(classes, list) or base is None:
         return
     if any(getattr(c, "__name__", "") == "PackageCacheLocator" for c in classes):
         return

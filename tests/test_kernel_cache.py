@@ -203,6 +203,39 @@ def test_functions_outside_the_package_keep_numbas_own_folders(tmp_path):
     assert inside == f"cnndsl_kernels.cpu_{kernel_cache.cached_fingerprint()}"
 
 
+def test_the_locator_goes_into_numba_cudas_copy_of_the_caching_code(tmp_path):
+    """numba-cuda keeps its own copy of Numba's caching code (numba.cuda.core.caching: the
+    locator `_UserProvidedCacheLocator`, a config without CACHE_LOCATOR_CLASSES); install_locator
+    puts the package-relative locator at the head of that copy's list too, once. A stand-in for
+    the module: numba-cuda is not installed here (its own check ran with numba-cuda 0.30.4,
+    docs/cuda.md, "Kept between processes")."""
+    import types
+
+    class Base:
+        def __init__(self, py_func, py_file):
+            self._cache_path = "numba's own"
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            return cls(py_func, py_file)
+
+    class CacheImpl:
+        _locator_classes = [Base]
+
+    caching = types.SimpleNamespace(CacheImpl=CacheImpl, _UserProvidedCacheLocator=Base)
+    config = types.SimpleNamespace(CACHE_DIR=str(tmp_path))
+    kernel_cache.install_locator(caching, config)
+    kernel_cache.install_locator(caching, config)  # once only
+    classes = CacheImpl._locator_classes
+    assert [c.__name__ for c in classes] == ["PackageCacheLocator", "Base"]
+    inside = str(kernel_cache.PACKAGE / "kernels" / "cuda" / "gemm.py")
+    found = classes[0].from_function(None, inside)
+    assert found._cache_path == str(tmp_path / f"cnndsl_kernels.cuda_{kernel_cache.cached_fingerprint()}")
+    assert classes[0].from_function(None, str(tmp_path / "generated.py")) is None  # left to numba's own
+    config.CACHE_DIR = ""
+    assert classes[0].from_function(None, inside) is None
+
+
 def test_prelink_passes_skipped_only_when_asked_with_a_fingerprint_of_their_own(monkeypatch):
     monkeypatch.delenv("CNNDSL_PRELINK_PASSES", raising=False)
     assert not kernel_cache.prelink_passes_skipped()

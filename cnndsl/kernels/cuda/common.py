@@ -43,6 +43,26 @@ TARGET_BLOCKS = 4 if SIMULATOR else 264
 KERNELS: list["Kernel"] = []  # every kernel made, for the float64 type check
 
 
+def _install_cuda_locator() -> None:
+    """With CNNDSL_CUDA_CACHE=on, numba-cuda's cache files cnndsl's kernels as Numba's CPU cache
+    does (kernel_cache.install_locator: a subfolder named after the package folder and the
+    sources' fingerprint); numba-cuda has its own copy of Numba's caching code. Not under the
+    simulator, nor with numba's built-in CUDA target, which has no such copy."""
+    if SIMULATOR or cache_policy() != "on":
+        return
+    try:
+        from numba.cuda.core import caching as cuda_caching
+        from numba.cuda.core import config as cuda_config
+    except ImportError:
+        return
+    from cnndsl import kernel_cache
+
+    kernel_cache.install_locator(cuda_caching, cuda_config)
+
+
+_install_cuda_locator()
+
+
 class Kernel:
     """A lazily compiled CUDA kernel with a declared signature.
 
