@@ -196,7 +196,7 @@ def _mix_int(z: int) -> int:
 def dropout_base(seed: int, step: int) -> np.uint64:
     """The mask's base for (seed, step), the reference's `dropout_base` (the CPU kernel's), in
     Python integers: a dropout launch computes it on the host every training step, and NumPy's
-    uint64 scalars and errstate took 20 us of it per call (2-core EPYC), against 2 here;
+    uint64 scalars and errstate took 20 to 26 us of it per call (2-core EPYC), against 2 here;
     tests/cuda/test_kernels.py compares the two."""
     return np.uint64(_mix_int((_mix_int((seed & _U64) * _GOLDEN & _U64) ^ ((step & _U64) * _STEP_MUL & _U64))))
 

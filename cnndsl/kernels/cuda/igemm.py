@@ -501,8 +501,11 @@ def _function_from_file(name: str, text: str, scope: dict):
     if current != text:  # absent, or damaged: (re)written whole
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # gone already once renamed; a half-written one is not left
     module_name = f"cnndsl_generated_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)

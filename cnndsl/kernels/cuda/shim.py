@@ -50,6 +50,7 @@ def cache_policy() -> str:
     """CNNDSL_CUDA_CACHE, read when a kernel is made: "on" or "off" (the default)."""
     return env_policy(CACHE_ENV, CACHE_POLICIES, "off")
 
+
 if SIMULATOR:
     from numba import cuda  # noqa: F401  (numba's simulator)
 else:
