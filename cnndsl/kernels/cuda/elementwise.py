@@ -18,9 +18,9 @@ import numpy as np
 
 from cnndsl.kernels.cuda.common import (F32, U8, activate, activation_grad, boolean, channel_of, cuda, device, div_mod,
                                         float32, int64, kernel, uint64)
-from cnndsl.kernels.hash import GOLDEN, M1, M2
+from cnndsl.kernels.hash import GOLDEN
 from cnndsl.kernels.hash import mix as hash_mix
-from cnndsl.kernels.reference.dropout import STEP_MUL
+from cnndsl.kernels.reference.dropout import dropout_base  # also the launcher's, every step
 
 # -- activations ----------------------------------------------------------------------------
 
@@ -181,24 +181,6 @@ def dropout_params(p: float, seed: int, step: int) -> tuple[np.uint64, np.uint64
     """(base, threshold, scale) on the host, exactly as the CPU kernel computes them."""
     pf = float(np.float32(p))
     return (dropout_base(seed, step), np.uint64(math.ceil(pf * 16777216.0)), np.float32(1.0 / (1.0 - pf)))
-
-
-_U64 = (1 << 64) - 1
-_GOLDEN, _M1, _M2, _STEP_MUL = (int(v) for v in (GOLDEN, M1, M2, STEP_MUL))
-
-
-def _mix_int(z: int) -> int:
-    z = ((z ^ (z >> 30)) * _M1) & _U64
-    z = ((z ^ (z >> 27)) * _M2) & _U64
-    return z ^ (z >> 31)
-
-
-def dropout_base(seed: int, step: int) -> np.uint64:
-    """The mask's base for (seed, step), the reference's `dropout_base` (the CPU kernel's), in
-    Python integers: a dropout launch computes it on the host every training step, and NumPy's
-    uint64 scalars and errstate took 20 to 26 us of it per call (2-core EPYC), against 2 here;
-    tests/cuda/test_kernels.py compares the two."""
-    return np.uint64(_mix_int((_mix_int((seed & _U64) * _GOLDEN & _U64) ^ ((step & _U64) * _STEP_MUL & _U64))))
 
 
 # -- folded batchnorm (inference fusion) ------------------------------------------------------
