@@ -146,6 +146,9 @@ fi
   echo "SIM=$SIM PART=$PART BUDGET_S=$BUDGET_S, $(nproc) cores, CNNDSL_CUDA_LAUNCH=${CNNDSL_CUDA_LAUNCH:-(unset: prepared)}"
   git rev-parse --short HEAD >/dev/null 2>&1 && echo "git $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ', uncommitted changes')"
   command -v nvidia-smi >/dev/null && timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  # the host's load (CPU-side steps run beside the GPU timings) and its CPU's vector extensions
+  echo "host: $(uptime | sed 's/.*load/load/'); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs);" \
+    "$(grep -o -w -E 'avx512f|avx2|fma' /proc/cpuinfo | sort -u | xargs)"
   timeout 90 python3 - <<'PY' 2>&1 | tail -n 8
 import sys
 sys.path.insert(0, "benchmarks")
